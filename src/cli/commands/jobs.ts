@@ -1,0 +1,91 @@
+import type { Command } from 'commander';
+import type { JobState } from 'bullmq';
+import { ValidationError } from '../../errors.js';
+import { isOperationType, type OperationType } from '../../operations/index.js';
+import type { Progress } from '../../operations/operation.js';
+import { Producer } from '../../queue/producer.js';
+import { typeOfJobId } from '../../queue/queues.js';
+import { CliExit, EXIT, cliConfig, out, parseWholeNumber, printJson } from '../io.js';
+
+const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
+
+async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
+  const producer = new Producer(cliConfig());
+  try {
+    return await fn(producer);
+  } finally {
+    await producer.close();
+  }
+}
+
+function progressText(progress: Progress | number | null): string {
+  if (progress === null) return '';
+  if (typeof progress === 'number') return `${progress}%`;
+  return `${Math.floor(progress.percent)}% ${progress.step}`;
+}
+
+function checkJobId(id: string): void {
+  if (!typeOfJobId(id)) throw new ValidationError(`"${id}" is not a job id (ids look like backup-20261125t120000-1a2b3c)`);
+}
+
+export function registerJobs(program: Command): void {
+  const jobs = program.command('jobs').description('jobs in the queues');
+  jobs
+    .command('list')
+    .description('recent jobs of every type, newest first')
+    .option('--type <type>', 'only this operation type')
+    .option('--state <state>', `only this state (${STATES.join(', ')})`)
+    .option('--limit <n>', 'at most this many', parseWholeNumber, 50)
+    .option('--json', 'print as JSON')
+    .action(async (options: { type?: string; state?: string; limit: number; json?: boolean }) => {
+      if (options.type && !isOperationType(options.type)) throw new ValidationError(`unknown operation type "${options.type}"`);
+      if (options.state && !STATES.includes(options.state)) throw new ValidationError(`unknown state "${options.state}"`);
+      if (options.limit < 1 || options.limit > 1000) throw new ValidationError('--limit must be from 1 to 1000');
+      const list = await withProducer((producer) =>
+        producer.list({
+          types: options.type ? [options.type as OperationType] : undefined,
+          states: options.state ? [options.state as JobState] : undefined,
+          limit: options.limit,
+        }),
+      );
+      if (options.json) return printJson(list);
+      for (const job of list) {
+        out([job.id, job.state, progressText(job.progress), job.failedReason ?? ''].join('\t').trimEnd());
+      }
+    });
+  jobs
+    .command('show <id>')
+    .description("a job's state, progress, result and log")
+    .option('--json', 'print as JSON')
+    .action(async (id: string, options: { json?: boolean }) => {
+      checkJobId(id);
+      await withProducer(async (producer) => {
+        const job = await producer.getJob(id);
+        if (!job) throw new CliExit(EXIT.failed, `no job "${id}"`);
+        const summary = await producer.summarize(job);
+        const { logs } = await producer.queues.get(summary.type).getJobLogs(id, -50, -1);
+        if (options.json) return printJson({ ...summary, logs });
+        out(`${summary.id}  ${summary.state}  ${progressText(summary.progress)}`);
+        out(`payload: ${JSON.stringify(summary.data)}`);
+        if (summary.result !== null) out(`result:  ${JSON.stringify(summary.result)}`);
+        if (summary.failedReason) out(`reason:  ${summary.failedReason}`);
+        out(`created ${summary.createdAt ?? '-'}, started ${summary.startedAt ?? '-'}, finished ${summary.finishedAt ?? '-'}, attempts ${summary.attemptsMade}`);
+        for (const line of logs) out(`  | ${line}`);
+      });
+    });
+  jobs
+    .command('cancel <id>')
+    .description('remove a waiting job, or stop a running one (the target stays as it was)')
+    .action(async (id: string) => {
+      checkJobId(id);
+      const outcome = await withProducer((producer) => producer.cancel(id));
+      const messages = {
+        removed: `${id}: removed from the queue before it started`,
+        signalled: `${id}: told its worker to stop`,
+        finished: `${id}: already finished, nothing to cancel`,
+        unknown: `${id}: no such job`,
+      } as const;
+      out(messages[outcome]);
+      if (outcome === 'unknown') throw new CliExit(EXIT.failed);
+    });
+}

@@ -1,0 +1,59 @@
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { ValidationError, errorMessage } from '../errors.js';
+import { scrubSecrets } from '../secrets.js';
+
+/** Exit codes: 0 done, 1 the job or command failed, 2 invalid input (nothing was enqueued or changed). */
+export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
+
+export class CliExit extends Error {
+  constructor(
+    readonly code: number,
+    message = '',
+  ) {
+    super(message);
+  }
+}
+
+let loaded: Config | undefined;
+
+export function cliConfig(): Config {
+  if (!loaded) {
+    try {
+      loaded = loadConfig();
+    } catch (error) {
+      if (error instanceof ConfigError) throw new CliExit(EXIT.invalid, `invalid configuration: ${error.message}`);
+      throw error;
+    }
+  }
+  return loaded;
+}
+
+export function scrub(text: string): string {
+  return scrubSecrets(text, loaded?.secrets ?? []);
+}
+
+export function out(line: string): void {
+  process.stdout.write(`${scrub(line)}\n`);
+}
+
+export function err(line: string): void {
+  process.stderr.write(`${scrub(line)}\n`);
+}
+
+export function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+/** One line for any error; validation problems exit 2. */
+export function toExit(error: unknown): CliExit {
+  if (error instanceof CliExit) return error;
+  if (error instanceof ValidationError) return new CliExit(EXIT.invalid, errorMessage(error));
+  const message = errorMessage(error).split('\n')[0] ?? 'unknown error';
+  return new CliExit(EXIT.failed, message);
+}
+
+/** Integers given on the command line: whole numbers only ("2", not "2.5" or "two"). */
+export function parseWholeNumber(value: string): number {
+  if (!/^-?\d+$/.test(value.trim())) throw new ValidationError(`"${value}" is not a whole number`);
+  return Number(value);
+}

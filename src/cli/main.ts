@@ -1,0 +1,42 @@
+import { Command, CommanderError } from 'commander';
+import { registerBackups } from './commands/backups.js';
+import { registerJobs } from './commands/jobs.js';
+import { registerBackup, registerRestore } from './commands/operations.js';
+import { EXIT, err, toExit } from './io.js';
+
+function buildProgram(): Command {
+  const program = new Command('manage-db')
+    .description('PostgreSQL operations as jobs on a Redis queue')
+    .showSuggestionAfterError(false)
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
+  registerBackup(program);
+  registerRestore(program);
+  registerBackups(program);
+  registerJobs(program);
+  for (const command of program.commands) {
+    command.exitOverride().configureOutput({ outputError: () => undefined });
+    for (const sub of command.commands) sub.exitOverride().configureOutput({ outputError: () => undefined });
+  }
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
+      if (error.code === 'commander.help') return EXIT.invalid; // help shown because no command was given
+      err(error.message.replace(/^error: /, 'manage-db: ').split('\n')[0] ?? 'invalid arguments');
+      return EXIT.invalid;
+    }
+    const exit = toExit(error);
+    if (exit.message) err(exit.code === EXIT.invalid ? `manage-db: ${exit.message}` : exit.message);
+    return exit.code;
+  }
+}
+
+// Exit explicitly: a Redis client that is still reconnecting must not keep the CLI alive.
+process.exit(await main(process.argv));

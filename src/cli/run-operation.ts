@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config.js';
+import { createLogger } from '../logger.js';
+import { createContext } from '../operations/context.js';
+import { getOperation, type OperationType } from '../operations/index.js';
+import { Producer, validatePayload, type JobOutcome } from '../queue/producer.js';
+import { CliExit, EXIT, cliConfig, err, out, printJson } from './io.js';
+import { createProgressDisplay } from './progress.js';
+
+export interface RunFlags {
+  wait?: boolean;
+  json?: boolean;
+  local?: boolean;
+}
+
+function describe(type: OperationType, result: unknown): string {
+  const operation = getOperation(type);
+  return operation.describe ? operation.describe(result) : JSON.stringify(result);
+}
+
+function report(type: OperationType, outcome: JobOutcome<OperationType>, flags: RunFlags): void {
+  if (outcome.state === 'completed') {
+    if (flags.json) printJson(outcome.result);
+    else out(describe(type, outcome.result));
+    return;
+  }
+  throw new CliExit(EXIT.failed, `job ${outcome.id} ${outcome.state}: ${outcome.failedReason}`);
+}
+
+/** Runs the processor in this process, with no Redis: the emergency mode of the old scripts. */
+async function runLocally(config: Config, type: OperationType, payload: unknown, flags: RunFlags): Promise<void> {
+  const operation = getOperation(type);
+  const controller = new AbortController();
+  const interrupt = () => controller.abort(new Error('interrupted'));
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
+  const display = createProgressDisplay();
+  const { context, flush } = createContext(
+    {
+      jobId: `local-${randomBytes(4).toString('hex')}`,
+      attempt: 1,
+      payload,
+      config,
+      logger: createLogger({ ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL }, { local: true }, 2),
+      signal: controller.signal,
+    },
+    { progress: (progress) => display.update(progress), log: () => undefined },
+    100,
+  );
+  try {
+    const result = await operation.process(context);
+    await flush();
+    display.stop();
+    report(type, { id: context.jobId, state: 'completed', result } as JobOutcome<OperationType>, flags);
+  } catch (error) {
+    await flush();
+    display.stop();
+    throw error;
+  } finally {
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
+  }
+}
+
+/** What every operation command does: validate, enqueue (or run locally), print the id, maybe follow it. */
+export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
+  const config = cliConfig();
+  const payload = await validatePayload(config, type, input); // invalid input never reaches Redis
+  if (flags.local) return runLocally(config, type, payload, flags);
+
+  const producer = new Producer(config);
+  try {
+    const job = await producer.enqueue(type, payload);
+    if (!flags.wait) {
+      if (flags.json) printJson({ id: job.id });
+      else out(job.id);
+      return;
+    }
+    if (flags.json) err(`job ${job.id}`);
+    else out(job.id);
+    const display = createProgressDisplay();
+    const outcome = await producer.wait(job.id, (progress) => display.update(progress));
+    display.stop();
+    report(type, outcome, flags);
+  } finally {
+    await producer.close();
+  }
+}

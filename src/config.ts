@@ -1,0 +1,162 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
+export function normalizeEnvName(name: string): string {
+  return name.trim().toLowerCase().replace(/_/g, '-');
+}
+
+const ENV_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+const postgresUrl = z.string().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      return url.protocol === 'postgres:' || url.protocol === 'postgresql:';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected a postgres:// or postgresql:// URL' },
+);
+
+const booleanString = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((value) => value === 'true' || value === '1' || value === 'yes');
+
+const positiveInt = (min: number, max: number) =>
+  z.coerce
+    .number()
+    .int()
+    .min(min, { message: `expected a whole number from ${min} to ${max}` })
+    .max(max, { message: `expected a whole number from ${min} to ${max}` });
+
+const baseSchema = z.object({
+  REDIS_URL: z
+    .string()
+    .default('redis://127.0.0.1:6379')
+    .refine((value) => /^rediss?:\/\//.test(value), { message: 'expected a redis:// or rediss:// URL' }),
+  QUEUE_PREFIX: z
+    .string()
+    .default('dbops')
+    .refine((value) => /^[A-Za-z0-9_.{}-]{1,64}$/.test(value), {
+      message: 'expected 1-64 characters of letters, digits, _ . - { }',
+    }),
+  PROTECTED_ENVS: z.string().default('production'),
+  BACKUP_DIR: z.string().min(1).default('./backups'),
+  PORT: positiveInt(1, 65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DASHBOARD_USER: z.string().min(1).optional(),
+  DASHBOARD_PASSWORD: z.string().min(1).optional(),
+  API_TOKEN: z.string().min(16, { message: 'expected at least 16 characters' }).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Beyond the contract: tuning knobs with safe defaults.
+  JOB_ATTEMPTS: positiveInt(1, 100).default(3),
+  JOB_BACKOFF_MS: positiveInt(0, 86_400_000).default(10_000),
+  WORKER_CONCURRENCY: positiveInt(1, 64).default(1),
+  WORKER_LOCK_MS: positiveInt(1_000, 3_600_000).default(30_000),
+  WORKER_STALLED_INTERVAL_MS: positiveInt(500, 3_600_000).optional(),
+  PG_BIN_DIR: z.string().min(1).optional(),
+  PG_MAINTENANCE_DB: z.string().min(1).default('postgres'),
+  RESTORE_KEEP_PREVIOUS: booleanString.default(true),
+});
+
+export interface Environment {
+  /** Canonical name, as jobs and the CLI use it. */
+  name: string;
+  /** Full connection URL, password included: stays in process memory, never leaves it. */
+  url: string;
+  /** Name of the environment variable it came from. */
+  variable: string;
+}
+
+export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR'> & {
+  backupDir: string;
+  protectedEnvs: Set<string>;
+  environments: Map<string, Environment>;
+  /** Every password found in a configured URL, for scrubbing text that leaves the process. */
+  secrets: string[];
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function describeIssue(issue: z.core.$ZodIssue, source: Record<string, string | undefined>): string {
+  const variable = String(issue.path[0] ?? '');
+  const raw = source[variable];
+  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL/.test(variable) ? '' : ` (got "${raw}")`;
+  return `${variable}: ${issue.message}${shown}`;
+}
+
+function parseEnvironments(source: Record<string, string | undefined>): Map<string, Environment> {
+  const environments = new Map<string, Environment>();
+  for (const [variable, value] of Object.entries(source)) {
+    if (!variable.startsWith('DATABASE_URL_') || value === undefined || value === '') continue;
+    const name = normalizeEnvName(variable.slice('DATABASE_URL_'.length));
+    if (!ENV_NAME.test(name)) {
+      throw new ConfigError(`${variable}: the environment name must be letters, digits, _ or -`);
+    }
+    const parsed = postgresUrl.safeParse(value);
+    if (!parsed.success) throw new ConfigError(`${variable}: expected a postgres:// or postgresql:// URL`);
+    const existing = environments.get(name);
+    if (existing) throw new ConfigError(`${variable}: names the same environment as ${existing.variable}`);
+    environments.set(name, { name, url: value, variable });
+  }
+  return environments;
+}
+
+function collectSecrets(urls: string[]): string[] {
+  const secrets = new Set<string>();
+  for (const value of urls) {
+    try {
+      const url = new URL(value);
+      if (url.password) {
+        secrets.add(url.password);
+        secrets.add(decodeURIComponent(url.password));
+      }
+      const queryPassword = url.searchParams.get('password');
+      if (queryPassword) secrets.add(queryPassword);
+    } catch {
+      // unparsable URLs are rejected elsewhere
+    }
+  }
+  return [...secrets].filter((secret) => secret.length > 0);
+}
+
+/** Parses and validates the process environment; throws ConfigError with one line naming the variable. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+  const parsed = baseSchema.safeParse(source);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new ConfigError(first ? describeIssue(first, source) : 'invalid configuration');
+  }
+  const base = parsed.data;
+  const environments = parseEnvironments(source);
+
+  const protectedRaw = base.PROTECTED_ENVS.trim().toLowerCase();
+  const protectedEnvs = new Set(
+    protectedRaw === 'none' || protectedRaw === ''
+      ? []
+      : protectedRaw.split(',').map(normalizeEnvName).filter(Boolean),
+  );
+
+  if (base.DASHBOARD_USER && !base.DASHBOARD_PASSWORD) {
+    throw new ConfigError('DASHBOARD_PASSWORD: required when DASHBOARD_USER is set');
+  }
+
+  const { PROTECTED_ENVS: _p, BACKUP_DIR, ...rest } = base;
+  const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
+  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN]) if (secret) secrets.push(secret);
+  return {
+    ...rest,
+    backupDir: path.resolve(BACKUP_DIR),
+    protectedEnvs,
+    environments,
+    secrets,
+  };
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+}

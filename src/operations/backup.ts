@@ -1,0 +1,168 @@
+import { createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { HashingStream, sha256Directory } from '../backups/checksum.js';
+import { backupFormatSchema } from '../backups/manifest.js';
+import type { Manifest } from '../backups/manifest.js';
+import { BackupStore, archiveName, newBackupId } from '../backups/store.js';
+import { withClient } from '../postgres/client.js';
+import { resolveTarget } from '../postgres/target.js';
+import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
+import { defineOperation } from './operation.js';
+import { envName, parallelJobs } from './fields.js';
+
+const schema = z
+  .strictObject({
+    env: envName,
+    format: backupFormatSchema.default('custom'),
+    jobs: parallelJobs.default(1),
+    compress: z.number().int().min(0).max(9).optional(),
+  })
+  .refine((payload) => payload.jobs === 1 || payload.format === 'directory', {
+    message: 'parallel dumps (jobs > 1) need format "directory"',
+    path: ['jobs'],
+  });
+
+export interface BackupResult {
+  backupId: string;
+  /** Absolute path of the archive (a file, or a directory for the directory format). */
+  path: string;
+  sizeBytes: number;
+  sha256: string;
+  env: string;
+  database: string;
+  format: Manifest['format'];
+  tableCount: number;
+  durationMs: number;
+}
+
+/** Tables whose rows pg_dump dumps, to count its progress against. */
+const DATA_TABLES_SQL = `
+  SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+/** Streams stdout to the file while hashing it: one pass, memory flat whatever the database's size. */
+async function writeHashed(source: NodeJS.ReadableStream, file: string): Promise<{ sha256: string; sizeBytes: number }> {
+  const hashing = new HashingStream();
+  await pipeline(source, hashing, createWriteStream(file, { highWaterMark: 1 << 20 }));
+  const handle = await open(file, 'r+');
+  try {
+    await handle.sync(); // as pg_dump -f does: the archive is on disk before it is called a backup
+  } finally {
+    await handle.close();
+  }
+  return { sha256: hashing.digest(), sizeBytes: hashing.bytes };
+}
+
+export const backup = defineOperation({
+  type: 'backup',
+  summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
+  schema,
+  precheck(payload, config) {
+    resolveTarget(config, payload.env);
+  },
+  async process({ payload, config, jobId, signal, progress, log }): Promise<BackupResult> {
+    const target = resolveTarget(config, payload.env);
+    const store = new BackupStore(config.backupDir);
+    const startedAt = new Date();
+
+    progress(0, `connecting to ${target.env}`);
+    const { serverVersion, tableCount } = await withClient(target.url, async (client) => {
+      const version = await client.query<{ server_version: string }>('SHOW server_version');
+      const tables = await client.query<{ n: number }>(DATA_TABLES_SQL);
+      return { serverVersion: version.rows[0]?.server_version ?? 'unknown', tableCount: tables.rows[0]?.n ?? 0 };
+    }, `dbops:backup:${jobId}`);
+
+    const id = newBackupId(target.env, startedAt);
+    const work = await store.partialDir(jobId);
+    try {
+      const partial = path.join(work, archiveName(id, payload.format));
+      const tail = new StderrTail();
+      let dumped = 0;
+      const onLine = (line: string) => {
+        tail.push(line);
+        log(line);
+        const table = /dumping contents of table "(.+)"$/.exec(line)?.[1];
+        if (table) {
+          dumped += 1;
+          progress(5 + (90 * dumped) / Math.max(tableCount, dumped), `dumping table ${table}`);
+        }
+      };
+      const args = ['--verbose', '--no-password', `--format=${payload.format}`];
+      if (payload.compress !== undefined) args.push(`--compress=${payload.compress}`);
+      if (payload.format === 'directory') args.push(`--jobs=${payload.jobs}`, `--file=${partial}`);
+
+      progress(5, `dumping ${tableCount} tables`);
+      const child = startTool('pg_dump', args, {
+        url: target.url,
+        signal,
+        onStderrLine: onLine,
+        stdout: payload.format === 'custom' ? 'pipe' : 'ignore',
+        binDir: config.PG_BIN_DIR,
+      });
+      let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
+      if (payload.format === 'custom') {
+        const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial), finishTool('pg_dump', child, tail)]);
+        if (finished.status === 'rejected') throw finished.reason;
+        if (written.status === 'rejected') throw written.reason;
+        digest = written.value;
+      } else {
+        await finishTool('pg_dump', child, tail);
+        progress(96, 'computing checksums');
+        digest = await sha256Directory(partial);
+      }
+
+      progress(98, 'writing manifest');
+      const completedAt = new Date();
+      const manifest: Manifest = {
+        manifestVersion: 1,
+        id,
+        env: target.env,
+        database: target.database,
+        format: payload.format,
+        compress: payload.compress,
+        archive: archiveName(id, payload.format),
+        sizeBytes: digest.sizeBytes,
+        sha256: digest.sha256,
+        files: digest.files,
+        tableCount,
+        startedAt: startedAt.toISOString(),
+        completedAt: completedAt.toISOString(),
+        durationMs: completedAt.getTime() - startedAt.getTime(),
+        pgDumpVersion: await toolVersion('pg_dump', config.PG_BIN_DIR),
+        serverVersion,
+        jobId,
+      };
+      const archivePath = await store.publish(partial, manifest);
+      progress(100, `backup ${id} complete`);
+      return {
+        backupId: id,
+        path: archivePath,
+        sizeBytes: manifest.sizeBytes,
+        sha256: manifest.sha256,
+        env: target.env,
+        database: target.database,
+        format: payload.format,
+        tableCount,
+        durationMs: manifest.durationMs,
+      };
+    } finally {
+      await store.removePartial(jobId);
+    }
+  },
+  async recover({ config, logger, isJobActive }) {
+    // Work in progress whose job no live worker holds is what a killed worker left behind.
+    const store = new BackupStore(config.backupDir);
+    for (const jobId of await store.partialJobIds()) {
+      if (!(await isJobActive(jobId))) {
+        await store.removePartial(jobId);
+        logger.info({ jobId }, 'removed the partial backup of a dead worker');
+      }
+    }
+  },
+  describe: (result) => `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256})`,
+});

@@ -1,0 +1,56 @@
+import type { JobsOptions } from 'bullmq';
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+
+export interface Progress {
+  percent: number;
+  step: string;
+}
+
+/** What a processor gets: its validated payload, and ways to report, all independent of BullMQ. */
+export interface OperationContext<Payload> {
+  jobId: string;
+  /** 1 for the first run, 2 for the first retry… */
+  attempt: number;
+  payload: Payload;
+  config: Config;
+  logger: Logger;
+  /** Aborted on cancellation, worker shutdown or a lost database lock: stop, clean up, throw. */
+  signal: AbortSignal;
+  /** Reports progress; cheap to call often (updates are coalesced). */
+  progress(percent: number, step: string): void;
+  /** Appends a line to the job's log (shown by the dashboard and `jobs show`). */
+  log(line: string): void;
+}
+
+/** Where a worker looks for what dead workers left behind, at start. */
+export interface RecoveryContext {
+  config: Config;
+  logger: Logger;
+  /** Whether a job of this type is still being worked on by a live worker. */
+  isJobActive(jobId: string): Promise<boolean>;
+}
+
+/**
+ * One operation type of the catalogue: everything about it in one place. Adding an operation means
+ * writing one of these and registering it in ./index.ts.
+ */
+export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknown> {
+  type: string;
+  summary: string;
+  /** The job payload: validated by producers before anything reaches Redis, and again by the worker. */
+  schema: Schema;
+  /** Checks against the configuration (environment known, confirmation given, backup exists). */
+  precheck?(payload: z.output<Schema>, config: Config): Promise<void> | void;
+  /** Per-type job options on top of the defaults (attempts, backoff, retention). */
+  jobOptions?: JobsOptions;
+  process(context: OperationContext<z.output<Schema>>): Promise<Result>;
+  recover?(context: RecoveryContext): Promise<void>;
+  /** One line for people, e.g. the CLI after --wait. */
+  describe?(result: Result): string;
+}
+
+export function defineOperation<Schema extends z.ZodType, Result>(operation: Operation<Schema, Result>): Operation<Schema, Result> {
+  return operation;
+}

@@ -1,0 +1,112 @@
+import { execa } from 'execa';
+import { z } from 'zod';
+import { backupIdSchema } from '../backups/manifest.js';
+import { BackupStore } from '../backups/store.js';
+import { PermanentError } from '../errors.js';
+import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
+import { resolveTarget } from '../postgres/target.js';
+import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
+import { envName, parallelJobs, requireConfirmation } from './fields.js';
+import { defineOperation } from './operation.js';
+
+const schema = z.strictObject({
+  env: envName,
+  backup: backupIdSchema,
+  confirm: z.string().max(200).optional(),
+  jobs: parallelJobs.default(2),
+  /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
+  keepPrevious: z.boolean().optional(),
+});
+
+export interface RestoreResult {
+  backupId: string;
+  env: string;
+  database: string;
+  /** Where the database that was replaced now lives, when it was kept. */
+  previousDatabase?: string;
+  durationMs: number;
+  lockWaitMs: number;
+  lockAcquiredAt: string;
+  lockReleasedAt: string;
+}
+
+/** Number of entries in an archive's table of contents; fails if pg_restore cannot read it. */
+async function countTocEntries(archive: string, binDir: string | undefined, signal: AbortSignal): Promise<number> {
+  try {
+    const { stdout } = await execa(toolPath('pg_restore', binDir), ['--list', archive], { cancelSignal: signal });
+    return stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
+  } catch (error) {
+    if ((error as { isCanceled?: boolean }).isCanceled) throw error;
+    const stderr = String((error as { stderr?: string }).stderr ?? '').trim().split('\n').pop();
+    throw new PermanentError(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
+  }
+}
+
+export const restore = defineOperation({
+  type: 'restore',
+  summary: 'restore a backup into an environment, through a shadow database swapped in on success',
+  schema,
+  async precheck(payload, config) {
+    resolveTarget(config, payload.env);
+    requireConfirmation(config, payload.env, payload.confirm);
+    await new BackupStore(config.backupDir).get(payload.backup);
+  },
+  async process({ payload, config, jobId, signal, progress, log }): Promise<RestoreResult> {
+    const startedAt = Date.now();
+    const target = resolveTarget(config, payload.env);
+    const store = new BackupStore(config.backupDir);
+    const manifest = await store.get(payload.backup);
+
+    // Everything about the archive is checked before the target is touched.
+    progress(1, `checking the sha256 of ${manifest.id}`);
+    const integrity = await store.checkIntegrity(manifest);
+    if (!integrity.ok) throw new PermanentError(`the archive is damaged: ${integrity.reason}; ${target.env} was not touched`);
+    progress(3, 'reading the table of contents');
+    const archive = store.archivePath(manifest);
+    const tocEntries = await countTocEntries(archive, config.PG_BIN_DIR, signal);
+
+    const replaced = await replaceDatabase(target, {
+      config,
+      jobId,
+      kind: 'restore',
+      signal,
+      progress,
+      keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
+      note: `replaced by restore of ${manifest.id} (job ${jobId})`,
+      fill: async (shadowUrl, fillSignal) => {
+        const tail = new StderrTail();
+        const items = new Set<string>();
+        const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${payload.jobs}`, archive], {
+          url: shadowUrl,
+          signal: fillSignal,
+          binDir: config.PG_BIN_DIR,
+          onStderrLine: (line) => {
+            tail.push(line);
+            log(line);
+            const item = /(?:processing|finished) item (\d+) (.*)$/.exec(line);
+            if (item?.[1] && !items.has(item[1])) {
+              items.add(item[1]);
+              progress(5 + (85 * items.size) / Math.max(tocEntries, items.size), `restoring ${item[2]}`);
+            }
+          },
+        });
+        await finishTool('pg_restore', child, tail);
+      },
+    });
+
+    return {
+      backupId: manifest.id,
+      env: target.env,
+      database: target.database,
+      previousDatabase: replaced.previousDatabase,
+      durationMs: Date.now() - startedAt,
+      lockWaitMs: replaced.lockWaitMs,
+      lockAcquiredAt: replaced.lockAcquiredAt,
+      lockReleasedAt: replaced.lockReleasedAt,
+    };
+  },
+  recover: recoverShadowDatabases,
+  describe: (result) =>
+    `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
+    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
+});

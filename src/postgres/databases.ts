@@ -1,0 +1,176 @@
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { quoteIdent, quoteLiteral } from './client.js';
+
+/*
+ * Whole-database moves for restore and copy: build the new contents in a shadow database, then swap
+ * it in by renaming, so that the target is either entirely the old database or entirely the new one.
+ * A shadow database carries a JSON comment naming its target, so leftovers of a dead worker can be
+ * found and dropped (never a live database: only one with that mark).
+ */
+
+const SHADOW_MARK = 'dbops-shadow';
+const MAX_IDENTIFIER = 63;
+
+interface ShadowComment {
+  mark: typeof SHADOW_MARK;
+  target: string;
+  job: string;
+  createdAt: string;
+  /** Set while the target refuses connections for the swap, so recovery can open it again. */
+  targetClosed?: boolean;
+}
+
+async function setShadowComment(client: pg.Client, name: string, comment: ShadowComment | null): Promise<void> {
+  const value = comment === null ? 'NULL' : quoteLiteral(JSON.stringify(comment));
+  await client.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${value}`);
+}
+
+export async function databaseExists(client: pg.Client, name: string): Promise<boolean> {
+  const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+  return (rowCount ?? 0) > 0;
+}
+
+async function creationOptions(client: pg.Client, like: string): Promise<string> {
+  const { rows } = await client.query<{
+    encoding: string; collate: string; ctype: string; provider: string | null; icu: string | null; owner: string; me: string;
+  }>(
+    `SELECT pg_encoding_to_char(d.encoding) AS encoding, d.datcollate AS collate, d.datctype AS ctype,
+            to_jsonb(d)->>'datlocprovider' AS provider, to_jsonb(d)->>'daticulocale' AS icu,
+            pg_get_userbyid(d.datdba) AS owner, current_user AS me
+       FROM pg_database d WHERE datname = $1`,
+    [like],
+  );
+  const row = rows[0];
+  if (!row) return '';
+  const parts = [`ENCODING ${quoteLiteral(row.encoding)} LC_COLLATE ${quoteLiteral(row.collate)} LC_CTYPE ${quoteLiteral(row.ctype)}`];
+  if (row.provider === 'i' && row.icu) parts.push(`LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(row.icu)}`);
+  if (row.owner !== row.me) parts.push(`OWNER ${quoteIdent(row.owner)}`);
+  return parts.join(' ');
+}
+
+/** Creates an empty shadow database for `target`, with the target's encoding, locale and owner. */
+export async function createShadowDatabase(client: pg.Client, target: string, jobId: string): Promise<string> {
+  const name = `dbops_shadow_${randomBytes(6).toString('hex')}`;
+  const options = (await databaseExists(client, target)) ? await creationOptions(client, target) : '';
+  await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
+  await setShadowComment(client, name, { mark: SHADOW_MARK, target, job: jobId, createdAt: new Date().toISOString() });
+  return name;
+}
+
+export async function dropDatabase(client: pg.Client, name: string): Promise<void> {
+  await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+}
+
+/** Shadow databases on this server, with the database each was meant to replace. */
+export interface ShadowDatabase {
+  name: string;
+  target: string;
+  job: string;
+  comment: ShadowComment;
+}
+
+export async function listShadowDatabases(client: pg.Client): Promise<ShadowDatabase[]> {
+  const { rows } = await client.query<{ datname: string; description: string }>(
+    `SELECT d.datname, s.description FROM pg_database d
+       JOIN pg_shdescription s ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass
+      WHERE s.description LIKE $1`,
+    [`{"mark":"${SHADOW_MARK}"%`],
+  );
+  return rows.flatMap((row) => {
+    try {
+      const comment = JSON.parse(row.description) as ShadowComment;
+      return comment.mark === SHADOW_MARK ? [{ name: row.datname, target: comment.target, job: comment.job, comment }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+function previousName(target: string, now: Date): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').toLowerCase(); // 20261125t120000
+  const suffix = `_prev_${stamp}`;
+  return `${Buffer.from(target).subarray(0, MAX_IDENTIFIER - suffix.length).toString()}${suffix}`.replace(/\uFFFD/g, '');
+}
+
+async function waitForNoSessions(client: pg.Client, database: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]);
+    if (rows[0]?.n === 0) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+export interface SwapResult {
+  /** The old database's new name, when it was kept. */
+  previousDatabase?: string;
+}
+
+/**
+ * Puts `shadow` in place of `target` by renaming both in one transaction. Sessions on the target are
+ * ended first (new ones are refused meanwhile); on any failure the target stays as it was and open.
+ */
+export async function swapInShadow(
+  client: pg.Client,
+  target: string,
+  shadow: string,
+  options: { keepPrevious: boolean; note: string; jobId: string },
+): Promise<SwapResult> {
+  if (!(await databaseExists(client, target))) {
+    await client.query('BEGIN');
+    await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
+    await setShadowComment(client, target, null);
+    await client.query('COMMIT');
+    return {};
+  }
+  let previous = previousName(target, new Date());
+  for (let n = 2; await databaseExists(client, previous); n += 1) previous = `${previous.slice(0, MAX_IDENTIFIER - 3)}_${n}`;
+
+  const comment: ShadowComment = { mark: SHADOW_MARK, target, job: options.jobId, createdAt: new Date().toISOString() };
+  await setShadowComment(client, shadow, { ...comment, targetClosed: true });
+  await client.query(`ALTER DATABASE ${quoteIdent(target)} ALLOW_CONNECTIONS false`);
+  try {
+    for (let attempt = 1; ; attempt += 1) {
+      if (!(await waitForNoSessions(client, target, 10_000))) {
+        throw new Error(`sessions on database "${target}" would not end`);
+      }
+      try {
+        await client.query('BEGIN');
+        await client.query(`ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(previous)}`);
+        await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
+        await setShadowComment(client, target, null);
+        await client.query('COMMIT');
+        break;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        // 55006 object_in_use: a session slipped in between; end it and try again.
+        if ((error as { code?: string }).code !== '55006' || attempt >= 5) throw error;
+      }
+    }
+  } catch (error) {
+    await client.query(`ALTER DATABASE ${quoteIdent(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
+    await setShadowComment(client, shadow, comment).catch(() => undefined);
+    throw error;
+  }
+
+  if (!options.keepPrevious) {
+    await dropDatabase(client, previous);
+    return {};
+  }
+  await client.query(`ALTER DATABASE ${quoteIdent(previous)} ALLOW_CONNECTIONS true`);
+  await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`dbops: previous "${target}", ${options.note}`)}`);
+  return { previousDatabase: previous };
+}
+
+/** Recovery: a swap that died after closing the target leaves it refusing connections; open it again. */
+export async function reopenIfClosedByUs(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
+  if (!shadow.comment.targetClosed) return;
+  const { rows } = await client.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [shadow.target]);
+  if (rows[0] && !rows[0].datallowconn) {
+    await client.query(`ALTER DATABASE ${quoteIdent(shadow.target)} ALLOW_CONNECTIONS true`);
+  }
+}

@@ -1,0 +1,185 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QueueEvents, type Job, type JobState } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import { ValidationError } from '../errors.js';
+import {
+  getOperation,
+  operationTypes,
+  type OperationType,
+  type Payload,
+  type PayloadInput,
+  type ResultOf,
+} from '../operations/index.js';
+import type { Progress } from '../operations/operation.js';
+import { createRedis } from './connection.js';
+import { Queues, cancelChannel, newJobId, queueName, typeOfJobId } from './queues.js';
+
+export interface EnqueuedJob {
+  id: string;
+  type: OperationType;
+}
+
+export interface JobSummary {
+  id: string;
+  type: OperationType;
+  /** BullMQ's state, or `cancelled` for a job stopped by `jobs cancel`. */
+  state: JobState | 'cancelled' | 'unknown';
+  progress: Progress | number | null;
+  data: unknown;
+  result: unknown;
+  failedReason: string | null;
+  attemptsMade: number;
+  createdAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export type JobOutcome<T extends OperationType> =
+  | { id: string; state: 'completed'; result: ResultOf<T> }
+  | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
+
+/** Validates a payload as the worker will: schema, then the checks that need configuration. */
+export async function validatePayload<T extends OperationType>(config: Config, type: T, payload: unknown): Promise<Payload<T>> {
+  const operation = getOperation(type);
+  const parsed = (operation.schema as z.ZodType).safeParse(payload);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.') || '(payload)', message: issue.message }));
+    throw new ValidationError(`invalid ${type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
+  }
+  await operation.precheck?.(parsed.data, config);
+  return parsed.data as Payload<T>;
+}
+
+const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+
+/**
+ * What the application imports to run operations: typed enqueue, look-up, wait, cancel. Nothing
+ * reaches Redis before the payload has passed validation.
+ */
+export class Producer {
+  readonly queues: Queues;
+  private readonly events = new Map<OperationType, { events: QueueEvents; connection: Redis }>();
+
+  constructor(
+    readonly config: Config,
+    connection: Redis = createRedis(config, 'producer'),
+  ) {
+    this.queues = new Queues(config, connection);
+  }
+
+  async enqueue<T extends OperationType>(type: T, payload: PayloadInput<T>, options: { jobId?: string } = {}): Promise<EnqueuedJob> {
+    const data = await validatePayload(this.config, type, payload);
+    const id = options.jobId ?? newJobId(type);
+    await this.queues.get(type).add(type, data, { jobId: id });
+    return { id, type };
+  }
+
+  async getJob(id: string): Promise<Job | undefined> {
+    const type = typeOfJobId(id);
+    if (!type) return undefined;
+    return (await this.queues.get(type).getJob(id)) ?? undefined;
+  }
+
+  async summarize(job: Job): Promise<JobSummary> {
+    const state = await job.getState();
+    const cancelled = state === 'failed' && job.failedReason?.startsWith('cancelled');
+    return {
+      id: job.id!,
+      type: typeOfJobId(job.id!) ?? (job.name as OperationType),
+      state: cancelled ? 'cancelled' : state,
+      progress: (job.progress as Progress | number | undefined) ?? null,
+      data: job.data,
+      result: job.returnvalue ?? null,
+      failedReason: job.failedReason || null,
+      attemptsMade: job.attemptsMade,
+      createdAt: iso(job.timestamp),
+      startedAt: iso(job.processedOn),
+      finishedAt: iso(job.finishedOn),
+    };
+  }
+
+  async list(options: { types?: OperationType[]; states?: JobState[]; limit?: number } = {}): Promise<JobSummary[]> {
+    const states = options.states ?? ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
+    const limit = options.limit ?? 50;
+    const jobs: Job[] = [];
+    for (const type of options.types ?? operationTypes) {
+      jobs.push(...(await this.queues.get(type).getJobs(states, 0, limit - 1)).filter(Boolean));
+    }
+    jobs.sort((a, b) => b.timestamp - a.timestamp);
+    return Promise.all(jobs.slice(0, limit).map((job) => this.summarize(job)));
+  }
+
+  private async queueEvents(type: OperationType): Promise<QueueEvents> {
+    let entry = this.events.get(type);
+    if (!entry) {
+      const connection = createRedis(this.config, 'worker');
+      const events = new QueueEvents(queueName(type), { connection, prefix: this.config.QUEUE_PREFIX });
+      events.on('error', () => undefined);
+      entry = { events, connection };
+      this.events.set(type, entry);
+      await events.waitUntilReady();
+    }
+    return entry.events;
+  }
+
+  /**
+   * Follows a job until it has finished for good (retries included), reporting progress on the way.
+   * Resolves with the outcome; a failed job is an outcome, not an exception.
+   */
+  async wait<T extends OperationType>(id: string, onProgress?: (progress: Progress) => void): Promise<JobOutcome<T>> {
+    const type = typeOfJobId(id);
+    if (!type) throw new ValidationError(`unknown job id "${id}"`);
+    const events = await this.queueEvents(type);
+    const onEvent = ({ jobId, data }: { jobId: string; data: unknown }) => {
+      if (jobId === id && onProgress && typeof data === 'object' && data) onProgress(data as Progress);
+    };
+    events.on('progress', onEvent);
+    try {
+      for (;;) {
+        const job = await this.getJob(id);
+        if (!job) return { id, state: 'cancelled', failedReason: 'the job no longer exists (cancelled or removed)' };
+        const state = await job.getState();
+        if (state === 'completed') return { id, state, result: job.returnvalue as ResultOf<T> };
+        if (state === 'failed') {
+          const reason = job.failedReason || 'failed';
+          return { id, state: reason.startsWith('cancelled') ? 'cancelled' : 'failed', failedReason: reason };
+        }
+        if (onProgress && typeof job.progress === 'object' && job.progress) onProgress(job.progress as Progress);
+        // Wake on the job's end, or look again after a while (a removed job sends no event).
+        await Promise.race([job.waitUntilFinished(events).catch(() => undefined), sleep(2_000)]);
+      }
+    } finally {
+      events.off('progress', onEvent);
+    }
+  }
+
+  /**
+   * Cancels a job: one not started yet is removed from its queue; a running one is told to stop
+   * (its worker ends the child process and leaves the target as it was).
+   */
+  async cancel(id: string): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
+    const job = await this.getJob(id);
+    if (!job) return 'unknown';
+    const state = await job.getState();
+    if (state === 'completed' || state === 'failed') return 'finished';
+    if (state === 'active') {
+      await this.queues.connection.publish(cancelChannel(this.config), id);
+      return 'signalled';
+    }
+    await job.remove();
+    return 'removed';
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      [...this.events.values()].map(async ({ events, connection }) => {
+        await events.close();
+        await connection.quit().catch(() => undefined);
+      }),
+    );
+    await this.queues.close();
+    await this.queues.connection.quit().catch(() => undefined);
+  }
+}

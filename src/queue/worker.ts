@@ -1,0 +1,122 @@
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { Config } from '../config.js';
+import { errorMessage, isRetryable } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { createContext } from '../operations/context.js';
+import { getOperation, type OperationType } from '../operations/index.js';
+import { scrubSecrets } from '../secrets.js';
+import { createRedis } from './connection.js';
+import { Queues, cancelChannel, queueName, typeOfJobId } from './queues.js';
+
+/** Why a running job's signal was aborted. */
+export const SHUTDOWN = 'worker shutting down';
+export const CANCELLED = 'cancelled by user';
+
+export interface RunningWorker {
+  worker: Worker;
+  /** Stops taking jobs, stops running ones and puts them back in the queue, closes connections. */
+  shutdown(): Promise<void>;
+}
+
+function formatValidationIssues(issues: { path: PropertyKey[]; message: string }[]): string {
+  return issues.map((issue) => `${issue.path.join('.') || 'payload'}: ${issue.message}`).join('; ');
+}
+
+export async function startWorker(type: OperationType, config: Config, logger: Logger): Promise<RunningWorker> {
+  const operation = getOperation(type);
+  const connection = createRedis(config, 'worker');
+  const queues = new Queues(config, connection);
+  let shuttingDown = false;
+
+  const isJobActive = async (jobId: string) => {
+    const owner = typeOfJobId(jobId);
+    return owner !== undefined && (await queues.get(owner).getJobState(jobId)) === 'active';
+  };
+  try {
+    await operation.recover?.({ config, logger, isJobActive });
+  } catch (error) {
+    logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
+  }
+
+  /** Turns whatever a processor threw into what BullMQ should do with the job. */
+  const settle = async (job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> => {
+    if (signal?.aborted && signal.reason === SHUTDOWN) {
+      await job.moveToWait(token);
+      return new WaitingError();
+    }
+    if (signal?.aborted && signal.reason === CANCELLED) return new UnrecoverableError(CANCELLED);
+    const message = scrubSecrets(errorMessage(error), config.secrets);
+    const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
+    settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
+    return settled;
+  };
+
+  const processor = async (job: Job, token?: string, signal?: AbortSignal) => {
+    const jobLogger = logger.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
+    if (shuttingDown) {
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    const parsed = operation.schema.safeParse(job.data);
+    if (!parsed.success) throw new UnrecoverableError(`invalid payload: ${formatValidationIssues(parsed.error.issues)}`);
+    const { context, flush } = createContext(
+      { jobId: job.id!, attempt: job.attemptsMade + 1, payload: parsed.data, config, logger: jobLogger, signal: signal ?? new AbortController().signal },
+      {
+        progress: (progress) => job.updateProgress(progress),
+        log: (lines) => Promise.all(lines.map((line) => job.log(line))),
+      },
+    );
+    jobLogger.info({ payload: parsed.data }, 'job started');
+    try {
+      await operation.precheck?.(parsed.data, config);
+      return await operation.process(context);
+    } catch (error) {
+      if (!signal?.aborted) jobLogger.error({ err: error }, 'job attempt failed');
+      throw await settle(job, token, signal, error);
+    } finally {
+      await flush();
+    }
+  };
+
+  const worker = new Worker(queueName(type), processor, {
+    connection,
+    prefix: config.QUEUE_PREFIX,
+    concurrency: config.WORKER_CONCURRENCY,
+    lockDuration: config.WORKER_LOCK_MS,
+    stalledInterval: config.WORKER_STALLED_INTERVAL_MS ?? config.WORKER_LOCK_MS,
+    maxStalledCount: 2,
+    autorun: false,
+  });
+  worker.on('completed', (job) => logger.info({ jobId: job.id }, 'job completed'));
+  worker.on('failed', (job, error) => logger.warn({ jobId: job?.id, reason: error.message }, 'job failed'));
+  worker.on('error', (error) => logger.error({ err: error }, 'worker error'));
+
+  // `manage-db jobs cancel` publishes the id; whichever worker runs that job aborts it.
+  const subscriber = connection.duplicate();
+  subscriber.on('error', () => undefined);
+  await subscriber.subscribe(cancelChannel(config));
+  subscriber.on('message', (_channel, jobId: string) => {
+    if (worker.cancelJob(jobId, CANCELLED)) logger.info({ jobId }, 'cancelling job');
+  });
+
+  void worker.run();
+  await worker.waitUntilReady();
+  logger.info({ type, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
+
+  let closing: Promise<void> | undefined;
+  return {
+    worker,
+    shutdown() {
+      closing ??= (async () => {
+        shuttingDown = true;
+        const closed = worker.close();
+        worker.cancelAllJobs(SHUTDOWN);
+        await closed;
+        await subscriber.quit().catch(() => undefined);
+        await queues.close();
+        await connection.quit().catch(() => undefined);
+      })();
+      return closing;
+    },
+  };
+}

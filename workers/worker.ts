@@ -1,0 +1,48 @@
+/**
+ * One worker process of one operation type: `npm run worker -- <type>`. Start as many as you like, on
+ * as many hosts as share the Redis; each takes jobs of its type only.
+ */
+import { ConfigError, loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { isOperationType, operationTypes } from '../src/operations/index.js';
+import { startWorker } from '../src/queue/worker.js';
+
+const type = process.argv[2] ?? '';
+if (!isOperationType(type)) {
+  process.stderr.write(`worker: unknown type "${type}" (one of: ${operationTypes.join(', ')})\n`);
+  process.exit(2);
+}
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`invalid configuration: ${error.message}\n`);
+  process.exit(2);
+}
+
+const logger = createLogger(config, { worker: type });
+const running = await startWorker(type, config, logger);
+
+let stopping = false;
+const stop = (signal: NodeJS.Signals) => {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'stopping: running jobs go back to the queue');
+  // Should a job refuse to wind down, leave anyway: the queue's stall detection hands it to another worker.
+  const deadline = setTimeout(() => process.exit(1), 30_000);
+  deadline.unref();
+  running.shutdown().then(
+    () => {
+      logger.info('stopped');
+      process.exit(0);
+    },
+    (error: unknown) => {
+      logger.error({ err: error }, 'error while stopping');
+      process.exit(1);
+    },
+  );
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
