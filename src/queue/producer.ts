@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { QueueEvents, type Job, type JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
@@ -132,12 +131,24 @@ export class Producer {
     const type = typeOfJobId(id);
     if (!type) throw new ValidationError(`unknown job id "${id}"`);
     const events = await this.queueEvents(type);
+    // Events only wake the loop early; the job's state in Redis is what decides.
+    let wake: (() => void) | undefined;
+    let woken = false;
+    const onEnd = ({ jobId }: { jobId: string }) => {
+      if (jobId !== id) return;
+      woken = true;
+      wake?.();
+    };
     const onEvent = ({ jobId, data }: { jobId: string; data: unknown }) => {
       if (jobId === id && onProgress && typeof data === 'object' && data) onProgress(data as Progress);
     };
     events.on('progress', onEvent);
+    events.on('completed', onEnd);
+    events.on('failed', onEnd);
+    events.on('removed', onEnd);
     try {
       for (;;) {
+        woken = false;
         const job = await this.getJob(id);
         if (!job) return { id, state: 'cancelled', failedReason: 'the job no longer exists (cancelled or removed)' };
         const state = await job.getState();
@@ -147,11 +158,22 @@ export class Producer {
           return { id, state: reason.startsWith('cancelled') ? 'cancelled' : 'failed', failedReason: reason };
         }
         if (onProgress && typeof job.progress === 'object' && job.progress) onProgress(job.progress as Progress);
-        // Wake on the job's end, or look again after a while (a removed job sends no event).
-        await Promise.race([job.waitUntilFinished(events).catch(() => undefined), sleep(2_000)]);
+        if (!woken) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, 2_000);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          wake = undefined;
+        }
       }
     } finally {
       events.off('progress', onEvent);
+      events.off('completed', onEnd);
+      events.off('failed', onEnd);
+      events.off('removed', onEnd);
     }
   }
 

@@ -1,0 +1,91 @@
+import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256Directory, sha256File } from '../src/backups/checksum.js';
+import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+
+/** A damaged archive must never touch the target: it stays exactly as it was, and no shadow is left. */
+describe('restore of a damaged archive', () => {
+  let rig: Rig;
+  let target: Fingerprint;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await loadPagila(rig.db('source'));
+    rig.setEnv('source', rig.db('source'));
+    await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
+    await sql(rig.db('target'), "CREATE TABLE precious (id int primary key, note text); INSERT INTO precious VALUES (1, 'keep me')");
+    rig.setEnv('target', rig.db('target'));
+    target = await fingerprint(rig.db('target'));
+    await rig.startWorker('backup');
+    await rig.startWorker('restore');
+  });
+  afterAll(async () => rig?.cleanup());
+
+  async function freshBackup(...extra: string[]): Promise<{ backupId: string; path: string }> {
+    const run = await rig.cli(['backup', '--env', 'source', '--wait', '--json', ...extra]);
+    expect(run.exitCode).toBe(0);
+    return JSON.parse(run.stdout);
+  }
+
+  async function expectRefused(backupId: string, reason: RegExp) {
+    const run = await rig.cli(['restore', '--env', 'target', '--backup', backupId, '--wait']);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(reason);
+    expect(await fingerprint(rig.db('target'))).toEqual(target);
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+  }
+
+  function rewriteManifest(backupId: string, change: (manifest: Record<string, unknown>) => void) {
+    const file = path.join(rig.backupDir, `${backupId}.json`);
+    const manifest = JSON.parse(readFileSync(file, 'utf8'));
+    change(manifest);
+    writeFileSync(file, JSON.stringify(manifest));
+  }
+
+  it('a truncated archive is refused as damaged before the target is touched', async () => {
+    const backup = await freshBackup();
+    truncateSync(backup.path, Math.floor(readFileSync(backup.path).length / 2));
+    await expectRefused(backup.backupId, /archive is damaged/);
+  });
+
+  it('an archive with one byte altered is refused as damaged', async () => {
+    const backup = await freshBackup();
+    const bytes = readFileSync(backup.path);
+    const middle = Math.floor(bytes.length / 2);
+    bytes[middle] = bytes[middle]! ^ 0xff;
+    writeFileSync(backup.path, bytes);
+    await expectRefused(backup.backupId, /archive is damaged: sha256 does not match/);
+  });
+
+  it('an archive damaged with a manifest to match fails inside the shadow database; the target is untouched', async () => {
+    const backup = await freshBackup();
+    truncateSync(backup.path, Math.floor(readFileSync(backup.path).length * 0.8));
+    const digest = await sha256File(backup.path);
+    rewriteManifest(backup.backupId, (manifest) => {
+      manifest.sha256 = digest.sha256;
+      manifest.sizeBytes = digest.sizeBytes;
+    });
+    await expectRefused(backup.backupId, /pg_restore failed/);
+  });
+
+  it('an archive whose table of contents is unreadable is refused before the target is touched', async () => {
+    const backup = await freshBackup();
+    writeFileSync(backup.path, 'this is not a pg_dump archive\n');
+    const digest = await sha256File(backup.path);
+    rewriteManifest(backup.backupId, (manifest) => {
+      manifest.sha256 = digest.sha256;
+      manifest.sizeBytes = digest.sizeBytes;
+    });
+    await expectRefused(backup.backupId, /archive is damaged: pg_restore cannot read its table of contents/);
+  });
+
+  it('a directory archive with one data file altered is refused as damaged', async () => {
+    const backup = await freshBackup('--format', 'directory', '--jobs', '2');
+    const dataFile = readdirSync(backup.path).find((name) => /^\d+\.dat/.test(name))!;
+    writeFileSync(path.join(backup.path, dataFile), Buffer.from('garbage'));
+    await expectRefused(backup.backupId, new RegExp(`archive is damaged: sha256 does not match the manifest \\(changed: ${dataFile.replace('.', '\\.')}`));
+    expect((await sha256Directory(backup.path)).sha256).not.toBe(JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8')).sha256);
+  });
+});

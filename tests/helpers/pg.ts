@@ -1,0 +1,99 @@
+import path from 'node:path';
+import { execa } from 'execa';
+import pg from 'pg';
+import { PG_ADMIN_URL, pgUrl } from './services.js';
+
+export const PAGILA_DIR = path.resolve(import.meta.dirname, '../../../shared/fixtures/pagila');
+
+export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: database === 'postgres' ? PG_ADMIN_URL : pgUrl(database) });
+  await client.connect();
+  try {
+    return (await client.query<T>(text, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+export async function createDatabase(name: string): Promise<void> {
+  await sql('postgres', `CREATE DATABASE ${ident(name)}`);
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  await sql('postgres', `DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+}
+
+export async function databaseExists(name: string): Promise<boolean> {
+  return (await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [name])).length > 0;
+}
+
+export async function databasesLike(pattern: string): Promise<string[]> {
+  const rows = await sql<{ datname: string }>('postgres', 'SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1', [pattern]);
+  return rows.map((row) => row.datname);
+}
+
+/** Shadow databases (made by restore/copy) whose comment names a target starting with `prefix`. */
+export async function shadowDatabasesFor(prefix: string): Promise<string[]> {
+  const rows = await sql<{ datname: string }>(
+    'postgres',
+    `SELECT d.datname FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid
+      WHERE s.description LIKE '{"mark":"dbops-shadow"%' AND (s.description::jsonb ->> 'target') LIKE $1`,
+    [`${prefix}%`],
+  );
+  return rows.map((row) => row.datname);
+}
+
+export async function loadPagila(database: string): Promise<void> {
+  await createDatabase(database);
+  for (const file of ['pagila-schema.sql', 'pagila-data.sql']) {
+    await execa('psql', ['-q', '-v', 'ON_ERROR_STOP=1', '-d', pgUrl(database), '-f', path.join(PAGILA_DIR, file)]);
+  }
+}
+
+export interface Fingerprint {
+  schema: string;
+  tables: Record<string, { rows: number; md5: string | null }>;
+  sequences: Record<string, string>;
+}
+
+/**
+ * What must be equal after a round trip: the schema as pg_dump prints it, and for every table,
+ * partition and materialized view its row count and a hash of its sorted rows; sequence positions.
+ */
+export async function fingerprint(database: string): Promise<Fingerprint> {
+  const { stdout } = await execa('pg_dump', ['--schema-only', '-d', pgUrl(database)]);
+  const schema = stdout
+    .split('\n')
+    .filter((line) => !line.startsWith('--') && !/^\\(un)?restrict /.test(line))
+    .join('\n');
+  const relations = await sql<{ name: string; populated: boolean }>(
+    database,
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relispopulated AS populated FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      ORDER BY 1`,
+  );
+  const tables: Fingerprint['tables'] = {};
+  for (const { name, populated } of relations) {
+    if (!populated) {
+      tables[name] = { rows: -1, md5: 'not populated' };
+      continue;
+    }
+    const [row] = await sql<{ rows: number; md5: string | null }>(
+      database,
+      `SELECT count(*)::int AS rows, md5(string_agg(t::text, E'\\n' ORDER BY t::text)) AS md5 FROM ${name} t`,
+    );
+    tables[name] = row!;
+  }
+  const sequenceRows = await sql<{ name: string }>(
+    database,
+    `SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1`,
+  );
+  const sequences: Fingerprint['sequences'] = {};
+  for (const { name } of sequenceRows) {
+    const [row] = await sql<{ v: string }>(database, `SELECT last_value || ':' || is_called AS v FROM ${name}`);
+    sequences[name] = row!.v;
+  }
+  return { schema, tables, sequences };
+}

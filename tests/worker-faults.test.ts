@@ -1,0 +1,125 @@
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sha256File } from '../src/backups/checksum.js';
+import type { BackupResult } from '../src/operations/backup.js';
+import { lockTable, toolProcesses, toolSessions } from './helpers/blocker.js';
+import { loadPagila } from './helpers/pg.js';
+import { Rig, type WorkerProcess } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
+
+describe('workers that die, stop or are told to cancel', () => {
+  let rig: Rig;
+  let database: string;
+  const started: WorkerProcess[] = [];
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    database = rig.db('source');
+    await loadPagila(database);
+    rig.setEnv('source', database);
+  });
+  afterEach(async () => {
+    for (const worker of started.splice(0)) {
+      worker.process.kill('SIGKILL');
+      await worker.exited;
+    }
+  });
+  afterAll(async () => rig?.cleanup());
+
+  async function worker(): Promise<WorkerProcess> {
+    const process = await rig.startWorker('backup');
+    started.push(process);
+    return process;
+  }
+
+  /** Enqueues a backup and waits until its pg_dump is running, held up by a table lock. */
+  async function backupInFlight() {
+    const blocker = await lockTable(database, 'public.actor');
+    const producer = rig.producer();
+    const job = await producer.enqueue('backup', { env: 'source' });
+    await waitFor('pg_dump to wait on the table lock', async () => (await toolSessions(database)).some((session) => session.waiting));
+    return { blocker, producer, job };
+  }
+
+  function partials(): string[] {
+    return readdirSync(path.join(rig.backupDir, '.partial'));
+  }
+
+  function manifests(): string[] {
+    return readdirSync(rig.backupDir).filter((name) => name.endsWith('.json'));
+  }
+
+  it('SIGKILL mid-backup: pg_dump dies with the worker, another worker completes the job with a valid backup', async () => {
+    const first = await worker();
+    const { blocker, producer, job } = await backupInFlight();
+    const outcome = producer.wait<'backup'>(job.id);
+    const manifestsBefore = manifests();
+
+    first.process.kill('SIGKILL');
+    expect(await first.exited).toBe('SIGKILL');
+    // (its server session lingers until the table lock is granted: a backend waiting on a lock does
+    // not notice its client is gone; that is PostgreSQL's business, the process is ours)
+    await waitFor('the orphaned pg_dump to end', async () => (await toolProcesses('pg_dump', database)).length === 0);
+    expect(partials()).toEqual([job.id]); // what the dead worker left, until the job runs again
+
+    await worker();
+    await blocker.release();
+    const finished = await outcome;
+    expect(finished.state).toBe('completed');
+    const result = (finished as { result: BackupResult }).result;
+    expect((await sha256File(result.path)).sha256).toBe(result.sha256);
+    await execa('pg_restore', ['--list', result.path]);
+    expect(partials()).toEqual([]);
+    expect(manifests()).toEqual([...manifestsBefore, `${result.backupId}.json`]);
+  });
+
+  it('SIGTERM mid-backup: the worker stops pg_dump, puts the job back without using an attempt, and exits', async () => {
+    const first = await worker();
+    const { blocker, producer, job } = await backupInFlight();
+
+    first.process.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    expect(await toolProcesses('pg_dump', database)).toEqual([]);
+    const queued = (await producer.getJob(job.id))!;
+    expect(await queued.getState()).toBe('waiting');
+    expect(queued.attemptsMade).toBe(0);
+    expect(partials()).toEqual([]);
+
+    await worker();
+    await blocker.release();
+    const finished = await producer.wait<'backup'>(job.id);
+    expect(finished.state).toBe('completed');
+  });
+
+  it('jobs cancel on a running backup ends pg_dump, leaves nothing on disk, and shows the job as cancelled', async () => {
+    await worker();
+    const manifestsBefore = manifests();
+    const { blocker, producer, job } = await backupInFlight();
+    try {
+      const cancel = await rig.cli(['jobs', 'cancel', job.id]);
+      expect(cancel.exitCode).toBe(0);
+      expect(cancel.stdout).toContain('told its worker to stop');
+      const outcome = await producer.wait(job.id);
+      expect(outcome).toMatchObject({ state: 'cancelled', failedReason: 'cancelled by user' });
+      await waitFor('pg_dump to end', async () => (await toolProcesses('pg_dump', database)).length === 0);
+      const shown = await rig.cli(['jobs', 'show', job.id, '--json']);
+      expect(JSON.parse(shown.stdout)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+      expect(partials()).toEqual([]);
+      expect(manifests()).toEqual(manifestsBefore);
+    } finally {
+      await blocker.release();
+    }
+  });
+
+  it('jobs cancel on a waiting job removes it before it starts', async () => {
+    const producer = rig.producer();
+    const job = await producer.enqueue('backup', { env: 'source' }); // no worker is running
+    const cancel = await rig.cli(['jobs', 'cancel', job.id]);
+    expect(cancel.exitCode).toBe(0);
+    expect(cancel.stdout).toContain('removed from the queue');
+    expect(await producer.getJob(job.id)).toBeUndefined();
+    expect(await producer.wait(job.id)).toMatchObject({ state: 'cancelled' });
+  });
+});
