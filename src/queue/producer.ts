@@ -2,7 +2,8 @@ import { QueueEvents, type Job, type JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
-import { ValidationError } from '../errors.js';
+import { ValidationError, errorMessage } from '../errors.js';
+import { scrubSecrets } from '../secrets.js';
 import {
   getOperation,
   operationTypes,
@@ -68,8 +69,36 @@ export class Producer {
     this.queues = new Queues(config, connection);
   }
 
+  private reachable: Promise<void> | undefined;
+
+  /** Fails fast, with a clear message, when Redis does not answer (instead of waiting for it forever). */
+  ensureReachable(timeoutMs = 10_000): Promise<void> {
+    this.reachable ??= new Promise<void>((resolve, reject) => {
+      const where = scrubSecrets(this.config.REDIS_URL, this.config.secrets);
+      let lastError = `no answer in ${timeoutMs / 1000}s`;
+      const onError = (error: Error) => {
+        lastError = errorMessage(error);
+      };
+      const connection = this.queues.connection;
+      connection.on('error', onError);
+      const timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${where}: ${lastError}`)), timeoutMs);
+      connection
+        .ping()
+        .then(
+          () => resolve(),
+          () => reject(new Error(`cannot reach Redis at ${where}: ${lastError}`)),
+        )
+        .finally(() => {
+          clearTimeout(timer);
+          connection.off('error', onError);
+        });
+    });
+    return this.reachable;
+  }
+
   async enqueue<T extends OperationType>(type: T, payload: PayloadInput<T>, options: { jobId?: string } = {}): Promise<EnqueuedJob> {
     const data = await validatePayload(this.config, type, payload);
+    await this.ensureReachable();
     const id = options.jobId ?? newJobId(type);
     await this.queues.get(type).add(type, data, { jobId: id });
     return { id, type };
@@ -78,6 +107,7 @@ export class Producer {
   async getJob(id: string): Promise<Job | undefined> {
     const type = typeOfJobId(id);
     if (!type) return undefined;
+    await this.ensureReachable();
     return (await this.queues.get(type).getJob(id)) ?? undefined;
   }
 
@@ -102,6 +132,7 @@ export class Producer {
   async list(options: { types?: OperationType[]; states?: JobState[]; limit?: number } = {}): Promise<JobSummary[]> {
     const states = options.states ?? ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
     const limit = options.limit ?? 50;
+    await this.ensureReachable();
     const jobs: Job[] = [];
     for (const type of options.types ?? operationTypes) {
       jobs.push(...(await this.queues.get(type).getJobs(states, 0, limit - 1)).filter(Boolean));

@@ -1,0 +1,80 @@
+import { readdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { databaseExists, sql } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+
+/** Bad input: one clear line on stderr, exit 2, nothing enqueued, nothing changed. */
+describe('manage-db refuses bad input', () => {
+  let rig: Rig;
+  let backupId: string;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await sql('postgres', `CREATE DATABASE "${rig.db('app')}"`);
+    await sql(rig.db('app'), 'CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)');
+    rig.setEnv('app', rig.db('app'));
+    rig.setEnv('other', rig.db('other'));
+    const worker = await rig.startWorker('backup');
+    const made = await rig.cli(['backup', '--env', 'app', '--wait', '--json']);
+    expect(made.exitCode).toBe(0);
+    backupId = JSON.parse(made.stdout).backupId;
+    worker.process.kill('SIGTERM');
+    await worker.exited;
+  });
+  afterAll(async () => rig?.cleanup());
+
+  const cases: [string, (id: string) => string[], RegExp][] = [
+    ['unknown environment', () => ['backup', '--env', 'nowhere'], /unknown environment "nowhere"/],
+    ['an environment name that is not a name', () => ['backup', '--env', 'a;b'], /environment name/],
+    ['traversal in a backup id', () => ['restore', '--env', 'other', '--backup', '../../etc/passwd'], /invalid restore job: backup:/],
+    ['a path as backup id', () => ['restore', '--env', 'other', '--backup', '/tmp/x.dump'], /invalid restore job: backup:/],
+    ['dots in a backup id', () => ['restore', '--env', 'other', '--backup', '..'], /invalid restore job: backup:/],
+    ['an unknown backup id', () => ['restore', '--env', 'other', '--backup', 'app-20000101t000000z-000000'], /unknown backup "app-20000101t000000z-000000"/],
+    ['compression out of range', () => ['backup', '--env', 'app', '--compress', '10'], /compress: Too big/],
+    ['negative compression', () => ['backup', '--env', 'app', '--compress', '-1'], /compress: Too small/],
+    ['zero jobs', () => ['backup', '--env', 'app', '--format', 'directory', '--jobs', '0'], /jobs: Too small/],
+    ['huge jobs', () => ['restore', '--env', 'other', '--backup', backupId, '--jobs', '100000'], /jobs: Too big/],
+    ['parallel custom format', () => ['backup', '--env', 'app', '--jobs', '2'], /need format "directory"/],
+    ['a number that is not one', () => ['backup', '--env', 'app', '--compress', '3.5'], /"3.5" is not a whole number/],
+    ['an unknown format', () => ['backup', '--env', 'app', '--format', 'tar'], /argument 'tar' is invalid/],
+    ['an unknown command', () => ['frobnicate'], /unknown command 'frobnicate'/],
+    ['an unknown option', () => ['backup', '--env', 'app', '--fast'], /unknown option '--fast'/],
+    ['a missing environment', () => ['backup'], /required option '--env <env>' not specified/],
+    ['a missing backup id', () => ['restore', '--env', 'other'], /required option '--backup <id>' not specified/],
+    ['no command at all', () => [], /./],
+    ['a malformed job id', () => ['jobs', 'show', 'nope'], /is not a job id/],
+  ];
+
+  // Keys BullMQ itself keeps alive or lets expire (the stalled-check marker) are not jobs.
+  const queueKeys = async () => (await rig.redisKeys()).filter((key) => !key.endsWith(':stalled-check')).sort();
+
+  it.each(cases)('%s', async (_name, args, message) => {
+    const keysBefore = await queueKeys();
+    const filesBefore = readdirSync(rig.backupDir).sort();
+    const run = await rig.cli(args(backupId));
+    expect(run.exitCode).toBe(2);
+    if (args(backupId).length > 0) {
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+      expect(run.stderr).toMatch(message);
+      expect(run.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      expect(run.stdout).toBe('');
+    }
+    expect(await queueKeys()).toEqual(keysBefore);
+    expect(readdirSync(rig.backupDir).sort()).toEqual(filesBefore);
+    expect(await sql(rig.db('app'), 'SELECT count(*)::int AS n FROM t')).toEqual([{ n: 2 }]);
+    expect(await databaseExists(rig.db('other'))).toBe(false);
+  });
+
+  it('an invalid configuration names the variable in one line and exits 2', async () => {
+    const run = await rig.cli(['backup', '--env', 'app'], { LOG_LEVEL: 'chatty' });
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr.trim()).toMatch(/^manage-db: invalid configuration: LOG_LEVEL: .*\(got "chatty"\)$/);
+  });
+
+  it('an unreachable Redis fails the command clearly, after validating', async () => {
+    const run = await rig.cli(['backup', '--env', 'app'], { REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(/ECONNREFUSED|Redis/);
+  });
+});
