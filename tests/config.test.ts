@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { isRetryable, PermanentError } from '../src/errors.js';
+import { scrubSecrets } from '../src/secrets.js';
+
+describe('configuration', () => {
+  it('applies the contract defaults', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ REDIS_URL: 'redis://127.0.0.1:6379', QUEUE_PREFIX: 'dbops', PORT: 3000, HOST: '127.0.0.1', LOG_LEVEL: 'info' });
+    expect([...config.protectedEnvs]).toEqual(['production']);
+    expect(config.backupDir).toBe(`${process.cwd()}/backups`);
+    expect(config.environments.size).toBe(0);
+  });
+
+  it('names environments in lower case with _ and - alike', () => {
+    const config = loadConfig({
+      DATABASE_URL_PRODUCTION: 'postgres://u:p@db/prod',
+      DATABASE_URL_STAGING_EU: 'postgresql://db/staging',
+      PROTECTED_ENVS: 'Production, staging_eu',
+    });
+    expect([...config.environments.keys()].sort()).toEqual(['production', 'staging-eu']);
+    expect([...config.protectedEnvs].sort()).toEqual(['production', 'staging-eu']);
+    expect(loadConfig({ PROTECTED_ENVS: 'none' }).protectedEnvs.size).toBe(0);
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, /^PORT: .*\(got "abc"\)$/],
+    [{ PORT: '70000' }, /^PORT: expected a whole number from 1 to 65535/],
+    [{ REDIS_URL: 'http://x' }, /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
+    [{ QUEUE_PREFIX: 'a:b' }, /^QUEUE_PREFIX: /],
+    [{ DATABASE_URL_PROD: 'mysql://u:hunter22@x/db' }, /^DATABASE_URL_PROD: expected a postgres:\/\/ or postgresql:\/\/ URL$/],
+    [{ DATABASE_URL_A_B: 'postgres://x/a', DATABASE_URL_A__B: 'postgres://x/b', 'DATABASE_URL_A-B': 'postgres://x/c' }, /names the same environment/],
+    [{ DASHBOARD_USER: 'admin' }, /^DASHBOARD_PASSWORD: required when DASHBOARD_USER is set$/],
+    [{ API_TOKEN: 'short' }, /^API_TOKEN: expected at least 16 characters$/],
+  ])('refuses %o with one line naming the variable', (env, message) => {
+    let error: unknown;
+    try {
+      loadConfig(env as Record<string, string>);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).not.toContain('\n');
+    expect((error as Error).message).not.toContain('hunter22');
+  });
+
+  it('collects passwords to scrub from everything that leaves the process', () => {
+    const config = loadConfig({ DATABASE_URL_PROD: 'postgres://app:p%40ss-word@db/prod', REDIS_URL: 'redis://:redispass@r:6379' });
+    expect(config.secrets).toEqual(expect.arrayContaining(['p@ss-word', 'redispass']));
+    const text = 'failed: postgres://app:p%40ss-word@db/prod and p@ss-word and redis://:redispass@r:6379 and ?password=xyz';
+    const scrubbed = scrubSecrets(text, config.secrets);
+    expect(scrubbed).not.toMatch(/p@ss-word|p%40ss-word|redispass|xyz/);
+    expect(scrubbed).toContain('postgres://app:***@db/prod');
+  });
+});
+
+describe('error classification', () => {
+  it('retries connection failures and restarts, not bad input or missing objects', () => {
+    expect(isRetryable(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))).toBe(true);
+    expect(isRetryable(Object.assign(new Error('shutdown'), { code: '57P01' }))).toBe(true);
+    expect(isRetryable(Object.assign(new Error('conn'), { code: '08006' }))).toBe(true);
+    expect(isRetryable(Object.assign(new Error('no db'), { code: '3D000' }))).toBe(false);
+    expect(isRetryable(Object.assign(new Error('denied'), { code: '42501' }))).toBe(false);
+    expect(isRetryable(new PermanentError('bad archive'))).toBe(false);
+  });
+});
