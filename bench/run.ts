@@ -3,7 +3,11 @@
  *
  *   backup job (enqueue → worker → pg_dump → sha256 → manifest → result)  vs  raw `pg_dump -Fc -f`
  *   restore job (checks, shadow database, swap)    vs  raw `dropdb; createdb; pg_restore -j 2`
- *   (the raw way to replace a database; the job drops the replaced one too, keepPrevious false)
+ *   (the raw way to replace a database; the job runs as by default, keeping the replaced database,
+ *   which is dropped after the timing)
+ *
+ * A CHECKPOINT runs before every timed step, so that no step pays for the dirty buffers of the one
+ * before it (DROP DATABASE forces a checkpoint).
  *
  * The two sides alternate, ROUNDS times each, and the medians are compared. Environment:
  *   BENCH_PG_URL   a superuser URL on the server to use (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -111,7 +115,9 @@ async function main(): Promise<void> {
     for (let round = 1; round <= rounds; round += 1) {
       process.stderr.write(`round ${round}/${rounds}\n`);
       await rm(rawFile, { force: true });
+      await admin('postgres', 'CHECKPOINT');
       times.rawDump.push(await timed(() => execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)])));
+      await admin('postgres', 'CHECKPOINT');
       times.jobDump.push(
         await timed(async () => {
           const job = await producer.enqueue('backup', { env: 'bench' });
@@ -121,6 +127,7 @@ async function main(): Promise<void> {
         }),
       );
 
+      await admin('postgres', 'CHECKPOINT');
       times.rawRestore.push(
         await timed(async () => {
           await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`);
@@ -128,13 +135,17 @@ async function main(): Promise<void> {
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(TARGET), rawFile]);
         }),
       );
+      await admin('postgres', 'CHECKPOINT');
+      let previous: string | undefined;
       times.jobRestore.push(
         await timed(async () => {
-          const job = await producer.enqueue('restore', { env: 'benchtarget', backup: lastBackup, jobs: 2, keepPrevious: false });
-          const outcome = await producer.wait(job.id);
+          const job = await producer.enqueue('restore', { env: 'benchtarget', backup: lastBackup, jobs: 2 });
+          const outcome = await producer.wait<'restore'>(job.id);
           if (outcome.state !== 'completed') throw new Error(`restore job ${outcome.state}: ${outcome.failedReason}`);
+          previous = outcome.result.previousDatabase;
         }),
       );
+      if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
     }
   } finally {
     await producer.close();

@@ -44,7 +44,7 @@ const baseSchema = z.object({
     }),
   PROTECTED_ENVS: z.string().default('production'),
   BACKUP_DIR: z.string().min(1).default('./backups'),
-  PORT: positiveInt(1, 65535).default(3000),
+  PORT: positiveInt(0, 65535).default(3000), // 0: any free port
   HOST: z.string().min(1).default('127.0.0.1'),
   DASHBOARD_USER: z.string().min(1).optional(),
   DASHBOARD_PASSWORD: z.string().min(1).optional(),
@@ -59,6 +59,9 @@ const baseSchema = z.object({
   PG_BIN_DIR: z.string().min(1).optional(),
   PG_MAINTENANCE_DB: z.string().min(1).default('postgres'),
   RESTORE_KEEP_PREVIOUS: booleanString.default(true),
+  DASHBOARD_READONLY: booleanString.default(false),
+  /** Largest JSON body the HTTP API accepts. */
+  API_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' }).default('64kb'),
 });
 
 export interface Environment {

@@ -25,7 +25,7 @@ describe('configuration', () => {
 
   it.each([
     [{ PORT: 'abc' }, /^PORT: .*\(got "abc"\)$/],
-    [{ PORT: '70000' }, /^PORT: expected a whole number from 1 to 65535/],
+    [{ PORT: '70000' }, /^PORT: expected a whole number from 0 to 65535/],
     [{ REDIS_URL: 'http://x' }, /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
     [{ QUEUE_PREFIX: 'a:b' }, /^QUEUE_PREFIX: /],

@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { z } from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
 import { BackupStore } from '../backups/store.js';
-import { PermanentError } from '../errors.js';
+import { PermanentError, errorMessage } from '../errors.js';
 import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
 import { resolveTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
@@ -57,13 +57,23 @@ export const restore = defineOperation({
     const store = new BackupStore(config.backupDir);
     const manifest = await store.get(payload.backup);
 
-    // Everything about the archive is checked before the target is touched.
-    progress(1, `checking the sha256 of ${manifest.id}`);
-    const integrity = await store.checkIntegrity(manifest);
-    if (!integrity.ok) throw new PermanentError(`the archive is damaged: ${integrity.reason}; ${target.env} was not touched`);
-    progress(3, 'reading the table of contents');
+    // Everything about the archive is checked before the target is touched. The sha256 is computed
+    // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits
+    // for it, and a mismatch stops pg_restore and drops the shadow.
+    progress(1, `checking ${manifest.id}`);
+    const damage: Promise<string | undefined> = store.checkIntegrity(manifest).then(
+      (integrity) => (integrity.ok ? undefined : integrity.reason),
+      (error: unknown) => `cannot read it (${errorMessage(error)})`,
+    );
+    const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
     const archive = store.archivePath(manifest);
-    const tocEntries = await countTocEntries(archive, config.PG_BIN_DIR, signal);
+    let tocEntries: number;
+    try {
+      tocEntries = await countTocEntries(archive, config.PG_BIN_DIR, signal);
+    } catch (error) {
+      const reason = await damage;
+      throw reason ? damaged(reason) : error;
+    }
 
     const replaced = await replaceDatabase(target, {
       config,
@@ -74,11 +84,13 @@ export const restore = defineOperation({
       keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
       note: `replaced by restore of ${manifest.id} (job ${jobId})`,
       fill: async (shadowUrl, fillSignal) => {
+        const stop = new AbortController();
+        void damage.then((reason) => reason && stop.abort());
         const tail = new StderrTail();
         const items = new Set<string>();
         const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${payload.jobs}`, archive], {
           url: shadowUrl,
-          signal: fillSignal,
+          signal: AbortSignal.any([fillSignal, stop.signal]),
           binDir: config.PG_BIN_DIR,
           onStderrLine: (line) => {
             tail.push(line);
@@ -90,7 +102,14 @@ export const restore = defineOperation({
             }
           },
         });
-        await finishTool('pg_restore', child, tail);
+        try {
+          await finishTool('pg_restore', child, tail);
+        } catch (error) {
+          const reason = fillSignal.aborted ? undefined : await damage;
+          throw reason ? damaged(reason) : error;
+        }
+        const reason = await damage;
+        if (reason) throw damaged(reason);
       },
     });
 

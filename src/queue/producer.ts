@@ -81,12 +81,16 @@ export class Producer {
       };
       const connection = this.queues.connection;
       connection.on('error', onError);
-      const timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${where}: ${lastError}`)), timeoutMs);
+      const fail = () => {
+        this.reachable = undefined; // ask again next time
+        reject(new Error(`cannot reach Redis at ${where}: ${lastError}`));
+      };
+      const timer = setTimeout(fail, timeoutMs);
       connection
         .ping()
         .then(
           () => resolve(),
-          () => reject(new Error(`cannot reach Redis at ${where}: ${lastError}`)),
+          fail,
         )
         .finally(() => {
           clearTimeout(timer);

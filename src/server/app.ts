@@ -1,9 +1,13 @@
 import type { Server } from 'node:http';
-import express from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import type { Config } from '../config.js';
 import { isLoopbackHost } from '../config.js';
 import type { Logger } from '../logger.js';
-import { createRedis } from '../queue/connection.js';
+import { Producer } from '../queue/producer.js';
+import { apiRouter } from './api.js';
+import { basicAuth } from './auth.js';
+import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
+import { createMetrics, type Metrics } from './metrics.js';
 
 export interface RunningServer {
   server: Server;
@@ -11,17 +15,39 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function createApp(config: Config, redis: ReturnType<typeof createRedis>): express.Express {
+export function createApp(config: Config, producer: Producer, metrics: Metrics, logger: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  const dashboardAuth: RequestHandler =
+    config.DASHBOARD_USER && config.DASHBOARD_PASSWORD ? basicAuth(config.DASHBOARD_USER, config.DASHBOARD_PASSWORD) : (_req, _res, next) => next();
+
   app.get('/healthz', async (_req, res) => {
     try {
-      await redis.ping();
+      await Promise.race([
+        producer.queues.connection.ping(),
+        new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
+      ]);
       res.json({ status: 'ok' });
     } catch {
       res.status(503).json({ status: 'unavailable', reason: 'Redis does not answer' });
     }
   });
+  app.get('/', (_req, res) => res.redirect(DASHBOARD_PATH));
+  app.get('/metrics', dashboardAuth, async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.use('/api/v1', apiRouter(config, producer));
+  app.use(DASHBOARD_PATH, dashboardAuth, dashboardRouter(config, producer.queues));
+  app.use((_req, res) => res.status(404).json({ error: 'not found' }));
+
+  // No stack traces in responses: the message for client errors, a generic line otherwise.
+  const onError: ErrorRequestHandler = (error, _req, res, _next) => {
+    const status = typeof error?.status === 'number' && error.status >= 400 && error.status < 600 ? error.status : 500;
+    if (status >= 500) logger.error({ err: error }, 'request failed');
+    const message = status === 413 ? 'request body too large' : status < 500 ? String(error.message ?? 'bad request') : 'internal error';
+    res.status(status).json({ error: message });
+  };
+  app.use(onError);
   return app;
 }
 
@@ -29,8 +55,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   if (!isLoopbackHost(config.HOST) && !(config.DASHBOARD_USER && config.DASHBOARD_PASSWORD)) {
     throw new Error(`refusing to listen on ${config.HOST} without DASHBOARD_USER and DASHBOARD_PASSWORD`);
   }
-  const redis = createRedis(config, 'producer');
-  const app = createApp(config, redis);
+  const producer = new Producer(config);
+  const metrics = await createMetrics(config, producer.queues);
+  const app = createApp(config, producer, metrics, logger);
   const server = await new Promise<Server>((resolve, reject) => {
     const listening = app.listen(config.PORT, config.HOST, () => resolve(listening));
     listening.once('error', reject);
@@ -38,13 +65,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
-  logger.info({ url }, 'server listening');
+  logger.info({ url, api: Boolean(config.API_TOKEN), auth: Boolean(config.DASHBOARD_USER) }, 'server listening');
   return {
     server,
     url,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await redis.quit().catch(() => undefined);
+      await metrics.close();
+      await producer.close();
     },
   };
 }

@@ -1,0 +1,27 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { ExpressAdapter } from '@bull-board/express';
+import type { Router } from 'express';
+import type { Config } from '../config.js';
+import { getOperation, operationTypes } from '../operations/index.js';
+import type { Queues } from '../queue/queues.js';
+
+export const DASHBOARD_PATH = '/admin/queues';
+
+/** Bull Board over every operation queue. */
+export function dashboardRouter(config: Config, queues: Queues): Router {
+  const serverAdapter = new ExpressAdapter().setBasePath(DASHBOARD_PATH);
+  createBullBoard({
+    queues: operationTypes.map(
+      (type) =>
+        new BullMQAdapter(queues.get(type), {
+          readOnlyMode: config.DASHBOARD_READONLY,
+          allowRetries: !config.DASHBOARD_READONLY,
+          description: getOperation(type).summary,
+        }),
+    ),
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'dbops' } },
+  });
+  return serverAdapter.getRouter() as Router;
+}

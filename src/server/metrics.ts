@@ -1,0 +1,83 @@
+import { QueueEvents } from 'bullmq';
+import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { BackupStore } from '../backups/store.js';
+import type { Config } from '../config.js';
+import { operationTypes, type OperationType } from '../operations/index.js';
+import { createRedis } from '../queue/connection.js';
+import { queueName, type Queues } from '../queue/queues.js';
+
+const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
+
+export interface Metrics {
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+/**
+ * Prometheus metrics. Queue sizes and the last backup per environment are read from Redis and
+ * BACKUP_DIR at scrape time (true whatever process did the work); job durations are observed from the
+ * queues' event streams while this server runs.
+ */
+export async function createMetrics(config: Config, queues: Queues): Promise<Metrics> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'dbops_process_' });
+
+  new Gauge({
+    name: 'dbops_jobs',
+    help: 'Jobs in each queue, by state',
+    labelNames: ['queue', 'state'],
+    registers: [registry],
+    async collect() {
+      for (const type of operationTypes) {
+        const counts = await queues.get(type).getJobCounts(...STATES);
+        for (const state of STATES) this.set({ queue: type, state }, counts[state] ?? 0);
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'dbops_last_successful_backup_timestamp_seconds',
+    help: 'Completion time of the newest backup of each environment (Unix seconds)',
+    labelNames: ['env'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const manifest of await new BackupStore(config.backupDir).list()) {
+        this.set({ env: manifest.env }, Date.parse(manifest.completedAt) / 1000); // list() is oldest first
+      }
+    },
+  });
+
+  const duration = new Histogram({
+    name: 'dbops_job_duration_seconds',
+    help: 'Time from a job starting to it finishing for good, by type and outcome',
+    labelNames: ['type', 'outcome'],
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
+    registers: [registry],
+  });
+
+  const listeners: { events: QueueEvents; connection: ReturnType<typeof createRedis> }[] = [];
+  const observe = async (type: OperationType, jobId: string, outcome: 'completed' | 'failed') => {
+    const job = await queues.get(type).getJob(jobId);
+    if (job?.processedOn && job.finishedOn) duration.observe({ type, outcome }, (job.finishedOn - job.processedOn) / 1000);
+  };
+  for (const type of operationTypes) {
+    const connection = createRedis(config, 'worker');
+    const events = new QueueEvents(queueName(type), { connection, prefix: config.QUEUE_PREFIX });
+    events.on('error', () => undefined);
+    events.on('completed', ({ jobId }) => void observe(type, jobId, 'completed').catch(() => undefined));
+    events.on('failed', ({ jobId }) => void observe(type, jobId, 'failed').catch(() => undefined));
+    listeners.push({ events, connection });
+  }
+  await Promise.all(listeners.map(({ events }) => events.waitUntilReady()));
+
+  return {
+    registry,
+    async close() {
+      for (const { events, connection } of listeners) {
+        await events.close();
+        await connection.quit().catch(() => undefined);
+      }
+    },
+  };
+}

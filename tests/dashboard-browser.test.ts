@@ -1,0 +1,67 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../src/server/app.js';
+import { loadPagila } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+import { startTestServer } from './helpers/server.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const OUTPUT = path.resolve('test-output');
+const USER = 'ops';
+const PASSWORD = 'browser-pass-1';
+
+// .ci/run installs Debian's chromium; on a machine without it this suite cannot run at all.
+describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => {
+  let rig: Rig;
+  let server: RunningServer;
+  let browser: Browser;
+  let jobId: string;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await loadPagila(rig.db('source'));
+    rig.setEnv('source', rig.db('source'));
+    await rig.startWorker('backup');
+    server = await startTestServer(rig, { DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
+    const run = await rig.cli(['backup', '--env', 'source', '--wait']);
+    expect(run.exitCode).toBe(0);
+    jobId = run.stdout.split('\n')[0]!.trim();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    mkdirSync(OUTPUT, { recursive: true });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    await rig?.cleanup();
+  });
+
+  it('asks for a login, then shows every queue and a finished backup with its progress and log', async () => {
+    const anonymous = await browser.newContext();
+    const refused = await (await anonymous.newPage()).goto(`${server.url}/admin/queues`);
+    expect(refused?.status()).toBe(401);
+    await anonymous.close();
+
+    const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD }, viewport: { width: 1400, height: 1000 } });
+    const page = await context.newPage();
+    await page.goto(`${server.url}/`);
+    expect(page.url()).toBe(`${server.url}/admin/queues`);
+    for (const queue of ['backup', 'restore']) {
+      await expect.poll(() => page.getByText(queue, { exact: true }).count()).toBeGreaterThan(0);
+    }
+    await page.screenshot({ path: path.join(OUTPUT, 'dashboard-queues.png') });
+
+    await page.goto(`${server.url}/admin/queues/queue/backup?status=completed`);
+    await page.getByText(jobId).first().click();
+    await expect.poll(() => page.url()).toContain(jobId);
+    await expect.poll(() => page.getByText(/100/).count()).toBeGreaterThan(0);
+    await page.getByRole('tab', { name: 'Logs' }).or(page.getByRole('button', { name: 'Logs' })).first().click();
+    await expect.poll(() => page.getByText('dumping contents of table "public.rental"').count()).toBeGreaterThan(0);
+    await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-job.png'), fullPage: true });
+    await context.close();
+  });
+});
