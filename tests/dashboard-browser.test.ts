@@ -42,8 +42,8 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
 
   it('asks for a login, then shows every queue and a finished backup with its progress and log', async () => {
     const anonymous = await browser.newContext();
-    const refused = await (await anonymous.newPage()).goto(`${server.url}/admin/queues`);
-    expect(refused?.status()).toBe(401);
+    expect((await anonymous.request.get(`${server.url}/admin/queues`)).status()).toBe(401);
+    await expect((await anonymous.newPage()).goto(`${server.url}/admin/queues`)).rejects.toThrow(/ERR_INVALID_AUTH_CREDENTIALS/);
     await anonymous.close();
 
     const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD }, viewport: { width: 1400, height: 1000 } });
@@ -53,15 +53,21 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     for (const queue of ['backup', 'restore']) {
       await expect.poll(() => page.getByText(queue, { exact: true }).count()).toBeGreaterThan(0);
     }
+    await page.waitForLoadState('networkidle');
+    await expect.poll(() => page.getByText('Loading').count()).toBe(0);
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-queues.png') });
 
     await page.goto(`${server.url}/admin/queues/queue/backup?status=completed`);
     await page.getByText(jobId).first().click();
     await expect.poll(() => page.url()).toContain(jobId);
-    await expect.poll(() => page.getByText(/100/).count()).toBeGreaterThan(0);
-    await page.getByRole('tab', { name: 'Logs' }).or(page.getByRole('button', { name: 'Logs' })).first().click();
+    await page.waitForLoadState('networkidle');
+    await page.getByText('Progress', { exact: true }).click();
+    await expect.poll(() => page.getByText(/backup source-\d{8}t\d{6}z-[0-9a-f]{6} complete/).count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByText('100', { exact: false }).count()).toBeGreaterThan(0);
+    await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-progress.png'), fullPage: true });
+    await page.getByText('Logs', { exact: true }).click();
     await expect.poll(() => page.getByText('dumping contents of table "public.rental"').count()).toBeGreaterThan(0);
-    await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-job.png'), fullPage: true });
+    await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-logs.png'), fullPage: true });
     await context.close();
   });
 });
