@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { operationTypes } from '../src/operations/index.js';
 import type { RunningServer } from '../src/server/app.js';
 import { loadPagila } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -64,7 +65,7 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     const queues = await fetch(`${base}/admin/queues/api/queues`, { headers: { authorization: basic(USER, PASSWORD) } });
     expect(queues.status).toBe(200);
     const names = ((await queues.json()) as { queues: { name: string }[] }).queues.map((queue) => queue.name).sort();
-    expect(names).toEqual(['backup', 'restore']);
+    expect(names).toEqual([...operationTypes].sort());
   });
 
   it('refuses the API without the bearer token', async () => {

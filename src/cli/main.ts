@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
-import { registerBackup, registerRestore } from './commands/operations.js';
+import { registerBackup, registerCopy, registerRestore } from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -12,6 +12,7 @@ function buildProgram(): Command {
     .configureOutput({ outputError: () => undefined });
   registerBackup(program);
   registerRestore(program);
+  registerCopy(program);
   registerBackups(program);
   registerJobs(program);
   for (const command of program.commands) {

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { HashingStream, sha256Directory } from '../backups/checksum.js';
 import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
-import { BackupStore, archiveName, newBackupId } from '../backups/store.js';
+import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
 import { withClient } from '../postgres/client.js';
 import { resolveTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
@@ -154,15 +154,6 @@ export const backup = defineOperation({
       await store.removePartial(jobId);
     }
   },
-  async recover({ config, logger, isJobActive }) {
-    // Work in progress whose job no live worker holds is what a killed worker left behind.
-    const store = new BackupStore(config.backupDir);
-    for (const jobId of await store.partialJobIds()) {
-      if (!(await isJobActive(jobId))) {
-        await store.removePartial(jobId);
-        logger.info({ jobId }, 'removed the partial backup of a dead worker');
-      }
-    }
-  },
+  recover: recoverPartials,
   describe: (result) => `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256})`,
 });

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { backup } from './backup.js';
+import { copy } from './copy.js';
 import type { Operation } from './operation.js';
 import { restore } from './restore.js';
 
@@ -7,6 +8,7 @@ import { restore } from './restore.js';
 export const operations = {
   backup,
   restore,
+  copy,
 } as const;
 
 export type OperationType = keyof typeof operations;

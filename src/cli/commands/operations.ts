@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Option, type Command } from 'commander';
+import { ValidationError } from '../../errors.js';
 import { parseWholeNumber } from '../io.js';
 import { runOperation, type RunFlags } from '../run-operation.js';
 
@@ -44,6 +47,48 @@ export function registerRestore(program: Command): void {
         backup: options.backup,
         confirm: options.confirm,
         jobs: options.jobs,
+        keepPrevious: options.dropPrevious ? false : undefined,
+      },
+      flagsOf(options),
+    );
+  });
+}
+
+/** Reads SQL files named on the command line; the job carries their text, not their paths. */
+function readSqlFiles(files: string[]): { name: string; sql: string }[] {
+  return files.map((file) => {
+    try {
+      return { name: path.basename(file), sql: readFileSync(file, 'utf8') };
+    } catch (error) {
+      throw new ValidationError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  });
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+export function registerCopy(program: Command): void {
+  withRunFlags(
+    program
+      .command('copy')
+      .description("copy one environment's database into another (through a shadow database, swapped in on success)")
+      .requiredOption('--from <env>', 'source environment')
+      .requiredOption('--to <env>', 'target environment (replaced)')
+      .option('--confirm <env>', 'the target environment name again, required for protected environments')
+      .option('--jobs <n>', 'parallel dump/restore through a temporary directory (default: stream, no file)', parseWholeNumber)
+      .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
+      .option('--verify', 'compare every table of source and copy (row count and content hash)')
+      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name'),
+  ).action(async (options) => {
+    await runOperation(
+      'copy',
+      {
+        from: options.from,
+        to: options.to,
+        confirm: options.confirm,
+        jobs: options.jobs,
+        sanitize: readSqlFiles(options.sanitize ?? []),
+        verify: options.verify ?? false,
         keepPrevious: options.dropPrevious ? false : undefined,
       },
       flagsOf(options),

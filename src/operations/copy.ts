@@ -1,0 +1,235 @@
+import path from 'node:path';
+import type pg from 'pg';
+import { z } from 'zod';
+import { BackupStore, recoverPartials } from '../backups/store.js';
+import { PermanentError, ValidationError } from '../errors.js';
+import { connect } from '../postgres/client.js';
+import { differences, digestTables, userTables, type TableDigest } from '../postgres/compare.js';
+import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
+import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
+import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
+import { envName, parallelJobs, requireConfirmation } from './fields.js';
+import { defineOperation, type OperationContext } from './operation.js';
+
+/** SQL run inside the copy before it becomes visible; sent as text so any worker host can run it. */
+const sanitizeScript = z.strictObject({
+  name: z.string().min(1).max(200),
+  sql: z.string().min(1).max(1_000_000),
+});
+
+const schema = z.strictObject({
+  from: envName,
+  to: envName,
+  confirm: z.string().max(200).optional(),
+  /** 1: stream pg_dump into pg_restore with no file; more: parallel dump and restore through a directory. */
+  jobs: parallelJobs.default(1),
+  sanitize: z.array(sanitizeScript).max(50).default([]),
+  verify: z.boolean().default(false),
+  keepPrevious: z.boolean().optional(),
+});
+type CopyPayload = z.output<typeof schema>;
+
+export interface CopyResult {
+  from: string;
+  to: string;
+  database: string;
+  mode: 'stream' | 'parallel';
+  tables: number;
+  sanitized: string[];
+  verified: boolean;
+  previousDatabase?: string;
+  durationMs: number;
+}
+
+/** Where a URL points: two environment names for one database are the same database. */
+function identity(target: DatabaseTarget): string {
+  const url = new URL(target.url);
+  return `${url.hostname || url.searchParams.get('host') || 'local'}:${url.port || '5432'}/${target.database}`;
+}
+
+/** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
+function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
+  let done = 0;
+  const tail = new StderrTail();
+  return {
+    tail,
+    onLine(line: string) {
+      tail.push(line);
+      context.log(line);
+      const table = /(?:dumping contents of table|processing data for table) "(.+)"$/.exec(line)?.[1];
+      if (table) {
+        done += 1;
+        const phase = line.includes('dumping') ? 'copying' : 'loading';
+        context.progress(5 + (80 * done) / Math.max(2 * tables, done), `${phase} table ${table}`);
+      }
+    },
+  };
+}
+
+async function streamCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number): Promise<void> {
+  const counter = progressCounter(context, tables);
+  const dumpTail = new StderrTail();
+  const dumpArgs = ['--format=custom', '--compress=0', '--verbose', '--no-password', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
+  const dump = startTool('pg_dump', dumpArgs, {
+    url: source.url,
+    signal,
+    stdout: 'pipe',
+    binDir: context.config.PG_BIN_DIR,
+    onStderrLine: (line) => {
+      dumpTail.push(line);
+      counter.onLine(line);
+    },
+  });
+  const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error'], {
+    url: shadowUrl,
+    signal,
+    stdin: 'pipe',
+    binDir: context.config.PG_BIN_DIR,
+    onStderrLine: counter.onLine,
+  });
+  dump.stdout!.pipe(restore.stdin!);
+  restore.stdin!.on('error', () => undefined); // EPIPE when pg_restore stops early: its own error says why
+  const [dumped, restored] = await Promise.allSettled([finishTool('pg_dump', dump, dumpTail), finishTool('pg_restore', restore, counter.tail)]);
+  if (restored.status === 'rejected') throw restored.reason;
+  if (dumped.status === 'rejected') throw dumped.reason;
+}
+
+async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number): Promise<void> {
+  const store = new BackupStore(context.config.backupDir);
+  const work = path.join(await store.partialDir(context.jobId), 'dump');
+  try {
+    const counter = progressCounter(context, tables);
+    const jobs = `--jobs=${context.payload.jobs}`;
+    const dump = startTool('pg_dump', ['--format=directory', '--compress=0', '--verbose', '--no-password', jobs, `--file=${work}`, ...(snapshot ? [`--snapshot=${snapshot}`] : [])], {
+      url: source.url,
+      signal,
+      binDir: context.config.PG_BIN_DIR,
+      onStderrLine: counter.onLine,
+    });
+    await finishTool('pg_dump', dump, counter.tail);
+    const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', jobs, work], {
+      url: shadowUrl,
+      signal,
+      binDir: context.config.PG_BIN_DIR,
+      onStderrLine: counter.onLine,
+    });
+    await finishTool('pg_restore', restore, counter.tail);
+  } finally {
+    await store.removePartial(context.jobId);
+  }
+}
+
+async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: string): Promise<void> {
+  const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
+  try {
+    for (const script of context.payload.sanitize) {
+      context.progress(87, `sanitising with ${script.name}`);
+      try {
+        await client.query('BEGIN');
+        await client.query(script.sql);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw new PermanentError(`sanitize script ${script.name} failed: ${(error as Error).message}; the target was not touched`);
+      }
+      context.log(`sanitised with ${script.name}`);
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function verifyCopy(context: OperationContext<CopyPayload>, sourceDigests: () => Promise<TableDigest[]>, shadowUrl: string): Promise<void> {
+  context.progress(85, 'verifying: hashing the source tables');
+  const expected = await sourceDigests();
+  const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
+  try {
+    const actual = await digestTables(client, (table, index, total) => context.progress(85 + (2 * index) / Math.max(total, 1), `verifying ${table}`));
+    const found = differences(expected, actual);
+    if (found.length > 0) throw new PermanentError(`the copy differs from the source: ${found.slice(0, 10).join('; ')}; the target was not touched`);
+    context.log(`verified ${actual.length} tables: row counts and contents equal`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export const copy = defineOperation({
+  type: 'copy',
+  summary: "copy one environment's database into another, through a shadow database swapped in on success",
+  schema,
+  precheck(payload, config) {
+    const source = resolveTarget(config, payload.from);
+    const target = resolveTarget(config, payload.to);
+    if (source.env === target.env || identity(source) === identity(target)) {
+      throw new ValidationError(`"${payload.from}" and "${payload.to}" are the same database: nothing to copy`, [{ path: 'to', message: 'must differ from from' }]);
+    }
+    requireConfirmation(config, target.env, payload.confirm);
+  },
+  async process(context): Promise<CopyResult> {
+    const { payload, config, jobId, signal, progress } = context;
+    const startedAt = Date.now();
+    const source = resolveTarget(config, payload.from);
+    const target = resolveTarget(config, payload.to);
+
+    // With --verify, the dump and the source's hashes read one exported snapshot: exact even while
+    // the source takes writes. The transaction stays open for the whole copy, so only when asked.
+    let snapshotClient: pg.Client | undefined;
+    let snapshot: string | undefined;
+    progress(1, `connecting to ${source.env}`);
+    const probe = await connect(source.url, `dbops:copy:${jobId}`);
+    let tables: number;
+    try {
+      tables = (await userTables(probe)).length;
+      if (payload.verify) {
+        await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        snapshot = (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]?.id;
+        snapshotClient = probe;
+      }
+    } catch (error) {
+      await probe.end().catch(() => undefined);
+      throw error;
+    }
+    if (!snapshotClient) await probe.end().catch(() => undefined);
+
+    try {
+      const mode = payload.jobs > 1 ? 'parallel' : 'stream';
+      const replaced = await replaceDatabase(target, {
+        config,
+        jobId,
+        kind: 'copy',
+        signal,
+        progress,
+        keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
+        note: `replaced by a copy of ${source.env} (job ${jobId})`,
+        fill: async (shadowUrl, fillSignal) => {
+          if (mode === 'stream') await streamCopy(context, source, shadowUrl, fillSignal, snapshot, tables);
+          else await parallelCopy(context, source, shadowUrl, fillSignal, snapshot, tables);
+          if (snapshotClient) await verifyCopy(context, () => digestTables(snapshotClient), shadowUrl);
+          await sanitize(context, shadowUrl);
+        },
+      });
+      return {
+        from: source.env,
+        to: target.env,
+        database: target.database,
+        mode,
+        tables,
+        sanitized: payload.sanitize.map((script) => script.name),
+        verified: payload.verify,
+        previousDatabase: replaced.previousDatabase,
+        durationMs: Date.now() - startedAt,
+      };
+    } finally {
+      if (snapshotClient) await snapshotClient.end().catch(() => undefined);
+    }
+  },
+  async recover(context) {
+    await recoverShadowDatabases(context);
+    await recoverPartials(context);
+  },
+  describe: (result) =>
+    `copied ${result.from} into ${result.to} (database "${result.database}", ${result.tables} tables, ${result.mode})` +
+    (result.verified ? ', verified' : '') +
+    (result.sanitized.length ? `, sanitised with ${result.sanitized.join(', ')}` : '') +
+    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
+});

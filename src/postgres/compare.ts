@@ -1,0 +1,50 @@
+import type pg from 'pg';
+
+export interface TableDigest {
+  table: string;
+  rows: number;
+  /** md5 over the md5 of every row's text, in sorted order: equal contents, equal hash. */
+  hash: string;
+}
+
+/** Ordinary tables and partitions outside the system schemas and extensions. */
+export async function userTables(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+  );
+  return rows.map((row) => row.name);
+}
+
+/** Row count and content hash of each table, as pgcopydb's compare does. */
+export async function digestTables(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<TableDigest[]> {
+  const tables = await userTables(client);
+  const digests: TableDigest[] = [];
+  for (const [index, table] of tables.entries()) {
+    onTable?.(table, index, tables.length);
+    // `table` comes from format('%I.%I') above: already a quoted identifier.
+    const { rows } = await client.query<{ rows: string; hash: string | null }>(
+      `SELECT count(*) AS rows, md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))) AS hash FROM ${table} t`,
+    );
+    digests.push({ table, rows: Number(rows[0]?.rows ?? 0), hash: rows[0]?.hash ?? '' });
+  }
+  return digests;
+}
+
+/** The tables whose digests differ, or that only one side has. */
+export function differences(source: TableDigest[], target: TableDigest[]): string[] {
+  const other = new Map(target.map((digest) => [digest.table, digest]));
+  const found: string[] = [];
+  for (const digest of source) {
+    const twin = other.get(digest.table);
+    if (!twin) found.push(`${digest.table}: missing in the copy`);
+    else if (twin.rows !== digest.rows) found.push(`${digest.table}: ${digest.rows} rows in the source, ${twin.rows} in the copy`);
+    else if (twin.hash !== digest.hash) found.push(`${digest.table}: same row count, different contents`);
+    other.delete(digest.table);
+  }
+  for (const table of other.keys()) found.push(`${table}: only in the copy`);
+  return found;
+}
