@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
-import { registerBackup, registerCopy, registerRestore } from './commands/operations.js';
+import { registerBackup, registerCopy, registerRestore, registerTriggers } from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -13,6 +13,7 @@ function buildProgram(): Command {
   registerBackup(program);
   registerRestore(program);
   registerCopy(program);
+  registerTriggers(program);
   registerBackups(program);
   registerJobs(program);
   for (const command of program.commands) {

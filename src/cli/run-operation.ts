@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
+import { PermanentError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { createContext } from '../operations/context.js';
 import { getOperation, type OperationType } from '../operations/index.js';
@@ -44,6 +45,9 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
       config,
       logger: createLogger({ ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL }, { local: true }, 2),
       signal: controller.signal,
+      enqueue: async () => {
+        throw new PermanentError('this needs the queue: run it without --local');
+      },
     },
     { progress: (progress) => display.update(progress), log: () => undefined },
     100,

@@ -3,12 +3,14 @@ import { backup } from './backup.js';
 import { copy } from './copy.js';
 import type { Operation } from './operation.js';
 import { restore } from './restore.js';
+import { triggers } from './triggers.js';
 
 /** The job catalogue: one entry per operation type, each its own queue and worker type. */
 export const operations = {
   backup,
   restore,
   copy,
+  triggers,
 } as const;
 
 export type OperationType = keyof typeof operations;

@@ -22,6 +22,11 @@ export interface OperationContext<Payload> {
   progress(percent: number, step: string): void;
   /** Appends a line to the job's log (shown by the dashboard and `jobs show`). */
   log(line: string): void;
+  /**
+   * Enqueues a follow-up job (validated like any other), e.g. re-enabling triggers later. A fixed
+   * `jobId` makes it idempotent across retries. Not available with --local (no queue).
+   */
+  enqueue(type: string, payload: unknown, options: { jobId: string; delayMs?: number }): Promise<void>;
 }
 
 /** Where a worker looks for what dead workers left behind, at start. */

@@ -3,9 +3,10 @@ import type { Config } from '../config.js';
 import { errorMessage, isRetryable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { createContext } from '../operations/context.js';
-import { getOperation, type OperationType } from '../operations/index.js';
+import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis } from './connection.js';
+import { validatePayload } from './producer.js';
 import { Queues, cancelChannel, queueName, typeOfJobId } from './queues.js';
 
 /** Why a running job's signal was aborted. */
@@ -60,7 +61,19 @@ export async function startWorker(type: OperationType, config: Config, logger: L
     const parsed = operation.schema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`invalid payload: ${formatValidationIssues(parsed.error.issues)}`);
     const { context, flush } = createContext(
-      { jobId: job.id!, attempt: job.attemptsMade + 1, payload: parsed.data, config, logger: jobLogger, signal: signal ?? new AbortController().signal },
+      {
+        jobId: job.id!,
+        attempt: job.attemptsMade + 1,
+        payload: parsed.data,
+        config,
+        logger: jobLogger,
+        signal: signal ?? new AbortController().signal,
+        enqueue: async (followUp, payload, options) => {
+          if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
+          const data = await validatePayload(config, followUp, payload);
+          await queues.get(followUp).add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
+        },
+      },
       {
         progress: (progress) => job.updateProgress(progress),
         log: (lines) => Promise.all(lines.map((line) => job.log(line))),

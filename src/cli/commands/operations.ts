@@ -95,3 +95,38 @@ export function registerCopy(program: Command): void {
     );
   });
 }
+
+/** `90s`, `15m`, `2h`, `1h30m` or plain seconds. */
+export function parseDuration(value: string): number {
+  const match = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$/.exec(value.trim());
+  if (!match || value.trim() === '') throw new ValidationError(`"${value}" is not a duration (e.g. 90s, 15m, 2h, 1h30m)`);
+  const [, hours = '0', minutes = '0', seconds = '0'] = match;
+  return Number(hours) * 3600 + Number(minutes) * 60 + Number(seconds);
+}
+
+export function registerTriggers(program: Command): void {
+  withRunFlags(
+    program
+      .command('triggers')
+      .description('list, enable, disable, create or drop triggers')
+      .argument('<action>', 'list | enable | disable | create | drop')
+      .requiredOption('--env <env>', 'environment')
+      .option('--table <schema.table>', 'only this table')
+      .option('--name <trigger>', 'only this trigger')
+      .option('--file <sql>', 'create: the SQL definition')
+      .option('--for <duration>', 'disable: switch back on after this long (e.g. 30m), even if this worker dies', parseDuration),
+  ).action(async (action: string, options) => {
+    await runOperation(
+      'triggers',
+      {
+        env: options.env,
+        action,
+        table: options.table,
+        name: options.name,
+        sql: options.file ? readSqlFiles([options.file])[0]!.sql : undefined,
+        forSeconds: options.for,
+      },
+      flagsOf(options),
+    );
+  });
+}

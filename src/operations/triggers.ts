@@ -1,0 +1,232 @@
+import type pg from 'pg';
+import { z } from 'zod';
+import { PermanentError, ValidationError } from '../errors.js';
+import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
+import { connect, quoteIdent, withClient } from '../postgres/client.js';
+import { acquireDatabaseLock } from '../postgres/lock.js';
+import { resolveTarget } from '../postgres/target.js';
+import { envName } from './fields.js';
+import { defineOperation, type OperationContext } from './operation.js';
+
+const identifierText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((value) => !value.includes('\0'), { message: 'must not contain NUL' });
+
+const triggerRefSchema = z.strictObject({ table: identifierText(300), name: identifierText(200) });
+
+const schema = z
+  .strictObject({
+    env: envName,
+    action: z.enum(['list', 'enable', 'disable', 'create', 'drop']),
+    /** `schema.table`; looked up in the catalog, never spliced into SQL. */
+    table: identifierText(300).optional(),
+    name: identifierText(200).optional(),
+    /** create: the SQL definition (the CLI reads it from --file). */
+    sql: z.string().min(1).max(1_000_000).optional(),
+    /** disable: re-enable after this many seconds, from a delayed job that survives this worker. */
+    forSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
+    /** enable/disable exactly these (what a timed disable switched off). */
+    triggers: z.array(triggerRefSchema).min(1).max(10_000).optional(),
+  })
+  .superRefine((payload, issues) => {
+    const problem = (path: string, message: string) => issues.addIssue({ code: 'custom', path: [path], message });
+    if (payload.action === 'create' && !payload.sql) problem('sql', 'create needs the SQL definition (--file)');
+    if (payload.action !== 'create' && payload.sql) problem('sql', 'only create takes SQL');
+    if (payload.action === 'drop' && !payload.name) problem('name', 'drop needs the trigger name (--name)');
+    if (payload.forSeconds !== undefined && payload.action !== 'disable') problem('forSeconds', 'only disable takes a duration');
+    if (payload.triggers && payload.action !== 'enable' && payload.action !== 'disable') problem('triggers', 'only enable and disable take a list');
+  });
+type TriggersPayload = z.output<typeof schema>;
+
+export interface TriggerInfo {
+  schema: string;
+  table: string;
+  name: string;
+  enabled: boolean;
+  /** O (origin, the default), D (disabled), R (replica only), A (always). */
+  enabledMode: string;
+  timing: 'BEFORE' | 'AFTER' | 'INSTEAD OF';
+  level: 'ROW' | 'STATEMENT';
+  events: string[];
+  function: string;
+  definition: string;
+}
+
+export type TriggersResult =
+  | { action: 'list'; triggers: TriggerInfo[] }
+  | { action: 'enable' | 'disable' | 'create' | 'drop'; changed: { table: string; name: string }[]; reenableAt?: string; reenableJobId?: string };
+
+const TRIGGERS_SQL = `
+  SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled AS mode, t.tgtype AS type,
+         format('%I.%I', pn.nspname, p.proname) AS function, pg_get_triggerdef(t.oid) AS definition
+    FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+   WHERE NOT t.tgisinternal`;
+
+function describeTrigger(row: { schema: string; table: string; name: string; mode: string; type: number; function: string; definition: string }): TriggerInfo {
+  const events = (
+    [
+      [4, 'INSERT'],
+      [8, 'DELETE'],
+      [16, 'UPDATE'],
+      [32, 'TRUNCATE'],
+    ] as const
+  )
+    .filter(([bit]) => row.type & bit)
+    .map(([, event]) => event);
+  return {
+    schema: row.schema,
+    table: row.table,
+    name: row.name,
+    enabled: row.mode !== 'D',
+    enabledMode: row.mode,
+    timing: row.type & 64 ? 'INSTEAD OF' : row.type & 2 ? 'BEFORE' : 'AFTER',
+    level: row.type & 1 ? 'ROW' : 'STATEMENT',
+    events,
+    function: row.function,
+    definition: row.definition,
+  };
+}
+
+async function listTriggers(client: pg.ClientBase): Promise<TriggerInfo[]> {
+  const { rows } = await client.query(`${TRIGGERS_SQL} ORDER BY 1, 2, 3`);
+  return rows.map(describeTrigger);
+}
+
+interface ResolvedTrigger {
+  table: TableRef;
+  name: string;
+  enabled: boolean;
+}
+
+/** The triggers a command names: one, all on a table, a list, or every user trigger of the database. */
+async function resolveTriggers(client: pg.ClientBase, payload: TriggersPayload): Promise<ResolvedTrigger[]> {
+  const all = await listTriggers(client);
+  const toResolved = (trigger: TriggerInfo): ResolvedTrigger => ({ table: tableRef(trigger.schema, trigger.table), name: trigger.name, enabled: trigger.enabled });
+  if (payload.triggers) {
+    const found: ResolvedTrigger[] = [];
+    for (const wanted of payload.triggers) {
+      const table = await findTable(client, wanted.table);
+      const match = all.find((trigger) => trigger.schema === table.schema && trigger.table === table.table && trigger.name === wanted.name);
+      if (match) found.push(toResolved(match));
+    }
+    return found;
+  }
+  const table = payload.table ? await findTable(client, payload.table) : undefined;
+  const matches = all.filter(
+    (trigger) => (!table || (trigger.schema === table.schema && trigger.table === table.table)) && (!payload.name || trigger.name === payload.name),
+  );
+  if (payload.name && matches.length === 0) {
+    throw new ValidationError(`no trigger "${payload.name}"${table ? ` on ${table.schema}.${table.table}` : ''}`);
+  }
+  if (payload.name && matches.length > 1) {
+    throw new ValidationError(`trigger "${payload.name}" is on several tables (${matches.map((m) => `${m.schema}.${m.table}`).join(', ')}): add --table`);
+  }
+  return matches.map(toResolved);
+}
+
+async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await fn();
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+const named = (trigger: ResolvedTrigger) => ({ table: `${trigger.table.schema}.${trigger.table.table}`, name: trigger.name });
+
+async function change(context: OperationContext<TriggersPayload>, client: pg.ClientBase): Promise<TriggersResult> {
+  const { payload, jobId } = context;
+  if (payload.action === 'create') {
+    return inTransaction(client, async () => {
+      const before = new Set((await listTriggers(client)).map((t) => `${t.schema}.${t.table}.${t.name}`));
+      await client.query(payload.sql!);
+      const created = (await listTriggers(client)).filter((t) => !before.has(`${t.schema}.${t.table}.${t.name}`));
+      if (created.length === 0) throw new PermanentError('the SQL ran but created no trigger; nothing was changed');
+      return { action: 'create' as const, changed: created.map((t) => ({ table: `${t.schema}.${t.table}`, name: t.name })) };
+    });
+  }
+
+  const targets = await resolveTriggers(client, payload);
+  if (payload.action === 'drop') {
+    const [trigger] = targets;
+    await inTransaction(client, () => client.query(`DROP TRIGGER ${quoteIdent(trigger!.name)} ON ${trigger!.table.sql}`));
+    return { action: 'drop', changed: [named(trigger!)] };
+  }
+
+  const enable = payload.action === 'enable';
+  const toChange = targets.filter((trigger) => trigger.enabled !== enable);
+  let reenable: { reenableAt: string; reenableJobId: string } | undefined;
+  if (!enable && payload.forSeconds && toChange.length > 0) {
+    // Enqueued before anything is disabled: if this worker dies right after, the triggers still come back.
+    const reenableJobId = `triggers-reenable-${jobId.replace(/^triggers-/, '')}`;
+    await context.enqueue(
+      'triggers',
+      { env: payload.env, action: 'enable', triggers: toChange.map(named) },
+      { jobId: reenableJobId, delayMs: payload.forSeconds * 1000 },
+    );
+    reenable = { reenableAt: new Date(Date.now() + payload.forSeconds * 1000).toISOString(), reenableJobId };
+    context.log(`re-enable scheduled as job ${reenableJobId} at ${reenable.reenableAt}`);
+  }
+  await inTransaction(client, async () => {
+    for (const trigger of toChange) {
+      await client.query(`ALTER TABLE ${trigger.table.sql} ${enable ? 'ENABLE' : 'DISABLE'} TRIGGER ${quoteIdent(trigger.name)}`);
+      context.log(`${enable ? 'enabled' : 'disabled'} ${trigger.name} on ${trigger.table.schema}.${trigger.table.table}`);
+    }
+  });
+  return { action: enable ? 'enable' : 'disable', changed: toChange.map(named), ...reenable };
+}
+
+export const triggers = defineOperation({
+  type: 'triggers',
+  summary: 'list, enable, disable, create and drop triggers',
+  schema,
+  precheck(payload, config) {
+    resolveTarget(config, payload.env);
+  },
+  async process(context): Promise<TriggersResult> {
+    const { payload, config, jobId, signal, progress } = context;
+    const target = resolveTarget(config, payload.env);
+    if (payload.action === 'list') {
+      // Read-only: no database lock.
+      return withClient(target.url, async (client) => ({ action: 'list', triggers: await listTriggers(client) }), `dbops:triggers:${jobId}`);
+    }
+    const lock = await acquireDatabaseLock(target, {
+      maintenanceDb: config.PG_MAINTENANCE_DB,
+      holder: `dbops:triggers:${jobId}`,
+      signal,
+      onWait: (heldBy) => progress(1, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
+    });
+    try {
+      const client = await connect(target.url, `dbops:triggers:${jobId}`);
+      try {
+        progress(10, `${payload.action} triggers`);
+        const result = await change(context, client);
+        progress(100, 'done');
+        return result;
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } finally {
+      await lock.release();
+    }
+  },
+  describe(result) {
+    if (result.action === 'list') {
+      if (result.triggers.length === 0) return 'no triggers';
+      return result.triggers
+        .map((t) => `${t.schema}.${t.table}\t${t.name}\t${t.enabled ? 'enabled' : 'DISABLED'}\t${t.timing} ${t.events.join('|')} ${t.level}\t${t.function}`)
+        .join('\n');
+    }
+    const what = result.changed.map((t) => `${t.table}.${t.name}`).join(', ') || 'nothing to change';
+    return `${result.action}: ${what}${result.reenableAt ? ` (re-enabled at ${result.reenableAt} by job ${result.reenableJobId})` : ''}`;
+  },
+});

@@ -1,0 +1,49 @@
+import type pg from 'pg';
+import { ValidationError } from '../errors.js';
+import { quoteIdent } from './client.js';
+
+/*
+ * Names given by users are looked up in the catalog with bound parameters, and only the catalog's own
+ * values, quoted, ever reach SQL text. A name with quotes, semicolons or unicode is a name: it matches
+ * an object of that exact name or nothing.
+ */
+
+export interface TableRef {
+  schema: string;
+  table: string;
+  /** `"schema"."table"`, safe to put in SQL. */
+  sql: string;
+}
+
+export function tableRef(schema: string, table: string): TableRef {
+  return { schema, table, sql: `${quoteIdent(schema)}.${quoteIdent(table)}` };
+}
+
+/**
+ * Finds a table by `schema.table` (or `table`, searched in `public`): the text is matched against
+ * `schema.table` as written, quoted or not; never parsed as SQL.
+ */
+export async function findTable(client: pg.ClientBase, name: string): Promise<TableRef> {
+  const { rows } = await client.query<{ schema: string; table: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'm', 'v', 'f')
+        AND (n.nspname || '.' || c.relname = $1 OR format('%I.%I', n.nspname, c.relname) = $1
+             OR (n.nspname = 'public' AND (c.relname = $1 OR quote_ident(c.relname) = $1)))`,
+    [name],
+  );
+  if (rows.length === 0) throw new ValidationError(`no table "${name}" (name it as schema.table)`);
+  if (rows.length > 1) throw new ValidationError(`"${name}" names several tables: ${rows.map((row) => `${row.schema}.${row.table}`).join(', ')}`);
+  return tableRef(rows[0]!.schema, rows[0]!.table);
+}
+
+/** Ordinary and partitioned tables outside system schemas and extensions. */
+export async function listTables(client: pg.ClientBase): Promise<TableRef[]> {
+  const { rows } = await client.query<{ schema: string; table: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1, 2`,
+  );
+  return rows.map((row) => tableRef(row.schema, row.table));
+}
