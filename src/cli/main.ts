@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
-import { registerBackup, registerCopy, registerRestore, registerTriggers } from './commands/operations.js';
+import { registerBackup, registerCopy, registerMaintenance, registerRestore, registerTriggers } from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -14,6 +14,7 @@ function buildProgram(): Command {
   registerRestore(program);
   registerCopy(program);
   registerTriggers(program);
+  registerMaintenance(program);
   registerBackups(program);
   registerJobs(program);
   for (const command of program.commands) {

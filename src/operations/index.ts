@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { backup } from './backup.js';
 import { copy } from './copy.js';
+import { maintenance } from './maintenance.js';
 import type { Operation } from './operation.js';
 import { restore } from './restore.js';
 import { triggers } from './triggers.js';
@@ -11,6 +12,7 @@ export const operations = {
   restore,
   copy,
   triggers,
+  maintenance,
 } as const;
 
 export type OperationType = keyof typeof operations;

@@ -36,14 +36,18 @@ export async function findTable(client: pg.ClientBase, name: string): Promise<Ta
   return tableRef(rows[0]!.schema, rows[0]!.table);
 }
 
-/** Ordinary and partitioned tables outside system schemas and extensions. */
-export async function listTables(client: pg.ClientBase): Promise<TableRef[]> {
+/**
+ * Tables outside system schemas and extensions, of the given kinds: r ordinary (partitions included),
+ * p partitioned parents, m materialized views.
+ */
+export async function listTables(client: pg.ClientBase, kinds: ('r' | 'p' | 'm')[] = ['r', 'm']): Promise<TableRef[]> {
   const { rows } = await client.query<{ schema: string; table: string }>(
     `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      WHERE c.relkind = ANY($1::"char"[]) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
       ORDER BY 1, 2`,
+    [kinds],
   );
   return rows.map((row) => tableRef(row.schema, row.table));
 }

@@ -130,3 +130,30 @@ export function registerTriggers(program: Command): void {
     );
   });
 }
+
+export function registerMaintenance(program: Command): void {
+  withRunFlags(
+    program
+      .command('maintenance')
+      .description('vacuum, analyze or reindex a table or the whole database; or report on its health')
+      .argument('<action>', 'vacuum | analyze | reindex | report')
+      .requiredOption('--env <env>', 'environment')
+      .option('--table <schema.table>', 'only this table (default: every table)')
+      .option('--analyze', 'vacuum: also analyze')
+      .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
+      .option('--lock-timeout <ms>', 'skip a table whose lock does not come within this many milliseconds', parseWholeNumber),
+  ).action(async (action: string, options) => {
+    await runOperation(
+      'maintenance',
+      {
+        env: options.env,
+        action,
+        table: options.table,
+        analyze: options.analyze ?? false,
+        full: options.full ?? false,
+        lockTimeoutMs: options.lockTimeout,
+      },
+      flagsOf(options),
+    );
+  });
+}

@@ -1,0 +1,252 @@
+import type pg from 'pg';
+import { z } from 'zod';
+import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
+import { connect, withClient } from '../postgres/client.js';
+import { acquireDatabaseLock } from '../postgres/lock.js';
+import { resolveTarget } from '../postgres/target.js';
+import { envName } from './fields.js';
+import { defineOperation, type OperationContext } from './operation.js';
+
+const schema = z
+  .strictObject({
+    env: envName,
+    action: z.enum(['vacuum', 'analyze', 'reindex', 'report']),
+    /** `schema.table`; the whole database when absent. Looked up in the catalog, never spliced into SQL. */
+    table: z
+      .string()
+      .min(1)
+      .max(300)
+      .refine((value) => !value.includes('\0'), { message: 'must not contain NUL' })
+      .optional(),
+    /** vacuum: also ANALYZE. */
+    analyze: z.boolean().default(false),
+    /** vacuum: VACUUM FULL (rewrites the table under an exclusive lock). */
+    full: z.boolean().default(false),
+    /** How long to wait for a table's lock before skipping it. */
+    lockTimeoutMs: z.number().int().min(100).max(3_600_000).default(10_000),
+    /** report: sessions active longer than this are listed. */
+    longRunningSeconds: z.number().int().min(1).max(86_400).default(300),
+    /** report: sessions idle in a transaction longer than this are listed. */
+    idleSeconds: z.number().int().min(1).max(86_400).default(60),
+  })
+  .superRefine((payload, issues) => {
+    if ((payload.analyze || payload.full) && payload.action !== 'vacuum') {
+      issues.addIssue({ code: 'custom', path: ['full'], message: '--analyze and --full go with vacuum' });
+    }
+  });
+type MaintenancePayload = z.output<typeof schema>;
+
+export interface MaintenanceRun {
+  action: 'vacuum' | 'analyze' | 'reindex';
+  done: string[];
+  /** Tables whose lock did not come within lockTimeoutMs. */
+  skipped: { table: string; reason: string }[];
+  concurrently?: boolean;
+  durationMs: number;
+}
+
+export interface MaintenanceReport {
+  action: 'report';
+  database: string;
+  sizeBytes: number;
+  tables: {
+    table: string;
+    totalBytes: number;
+    tableBytes: number;
+    indexBytes: number;
+    /** True when a size is the planner's estimate because the table was locked by someone else. */
+    sizeEstimated: boolean;
+    liveTuples: number;
+    deadTuples: number;
+    /** Dead share of the table's bytes: a cheap estimate without pgstattuple. */
+    estimatedBloatBytes: number;
+    lastVacuum: string | null;
+    lastAnalyze: string | null;
+  }[];
+  indexes: { index: string; table: string; sizeBytes: number; scans: number }[];
+  unusedIndexes: { index: string; table: string; sizeBytes: number }[];
+  neverVacuumed: string[];
+  neverAnalyzed: string[];
+  longRunning: { pid: number; user: string | null; state: string; seconds: number; query: string }[];
+  idleInTransaction: { pid: number; user: string | null; seconds: number; query: string }[];
+}
+
+export type MaintenanceResult = MaintenanceRun | MaintenanceReport;
+
+/**
+ * Exact size of a relation, or the planner's estimate (relpages) when its lock does not come at once:
+ * a report must never wait behind, or hold up, anyone's lock.
+ */
+async function relationSize(client: pg.ClientBase, oid: number, fn: 'pg_total_relation_size' | 'pg_relation_size' | 'pg_indexes_size', estimate: number): Promise<{ bytes: number; estimated: boolean }> {
+  try {
+    const { rows } = await client.query<{ size: string }>(`SELECT ${fn}($1::oid) AS size`, [oid]);
+    return { bytes: Number(rows[0]?.size ?? 0), estimated: false };
+  } catch (error) {
+    if ((error as { code?: string }).code !== '55P03') throw error;
+    return { bytes: estimate, estimated: true };
+  }
+}
+
+async function report(client: pg.ClientBase, database: string, thresholds: { longRunningSeconds: number; idleSeconds: number }): Promise<MaintenanceReport> {
+  await client.query("SET lock_timeout = '200ms'");
+  const size = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
+  const blockSize = Number((await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192);
+  const tables = await client.query(
+    `SELECT s.relid, format('%I.%I', s.schemaname, s.relname) AS table, c.relpages, n_live_tup AS live, n_dead_tup AS dead,
+            greatest(last_vacuum, last_autovacuum) AS last_vacuum, greatest(last_analyze, last_autoanalyze) AS last_analyze,
+            (SELECT coalesce(sum(ic.relpages), 0) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = s.relid) AS index_pages
+       FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid`,
+  );
+  const indexes = await client.query(
+    `SELECT s.indexrelid, format('%I.%I', s.schemaname, s.indexrelname) AS index, format('%I.%I', s.schemaname, s.relname) AS table,
+            c.relpages, s.idx_scan AS scans, i.indisunique OR i.indisprimary AS unique
+       FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid JOIN pg_class c ON c.oid = s.indexrelid`,
+  );
+  const sessions = await client.query(
+    `SELECT pid, usename AS user, state, extract(epoch FROM now() - coalesce(xact_start, query_start))::int AS seconds,
+            extract(epoch FROM now() - state_change)::int AS in_state, left(query, 200) AS query
+       FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`,
+  );
+  const iso = (value: Date | null) => (value ? value.toISOString() : null);
+  const tableRows: MaintenanceReport['tables'] = [];
+  for (const row of tables.rows) {
+    const heap = await relationSize(client, row.relid, 'pg_relation_size', Number(row.relpages) * blockSize);
+    const total = await relationSize(client, row.relid, 'pg_total_relation_size', (Number(row.relpages) + Number(row.index_pages)) * blockSize);
+    const indexBytes = await relationSize(client, row.relid, 'pg_indexes_size', Number(row.index_pages) * blockSize);
+    const live = Number(row.live);
+    const dead = Number(row.dead);
+    tableRows.push({
+      table: row.table,
+      totalBytes: total.bytes,
+      tableBytes: heap.bytes,
+      indexBytes: indexBytes.bytes,
+      sizeEstimated: heap.estimated || total.estimated || indexBytes.estimated,
+      liveTuples: live,
+      deadTuples: dead,
+      estimatedBloatBytes: live + dead > 0 ? Math.round((heap.bytes * dead) / (live + dead)) : 0,
+      lastVacuum: iso(row.last_vacuum),
+      lastAnalyze: iso(row.last_analyze),
+    });
+  }
+  tableRows.sort((a, b) => b.totalBytes - a.totalBytes);
+  const indexRows: (MaintenanceReport['indexes'][number] & { unique: boolean })[] = [];
+  for (const row of indexes.rows) {
+    const sized = await relationSize(client, row.indexrelid, 'pg_relation_size', Number(row.relpages) * blockSize);
+    indexRows.push({ index: row.index, table: row.table, sizeBytes: sized.bytes, scans: Number(row.scans), unique: Boolean(row.unique) });
+  }
+  indexRows.sort((a, b) => b.sizeBytes - a.sizeBytes);
+  return {
+    action: 'report',
+    database,
+    sizeBytes: Number(size.rows[0]?.size ?? 0),
+    tables: tableRows,
+    indexes: indexRows.map(({ unique: _unique, ...index }) => index),
+    unusedIndexes: indexRows.filter((index) => index.scans === 0 && !index.unique).map(({ index, table, sizeBytes }) => ({ index, table, sizeBytes })),
+    neverVacuumed: tableRows.filter((table) => !table.lastVacuum).map((table) => table.table),
+    neverAnalyzed: tableRows.filter((table) => !table.lastAnalyze).map((table) => table.table),
+    longRunning: sessions.rows
+      .filter((row) => row.state === 'active' && row.seconds >= thresholds.longRunningSeconds)
+      .map((row) => ({ pid: row.pid, user: row.user, state: row.state, seconds: row.seconds, query: row.query })),
+    idleInTransaction: sessions.rows
+      .filter((row) => String(row.state).startsWith('idle in transaction') && row.in_state >= thresholds.idleSeconds)
+      .map((row) => ({ pid: row.pid, user: row.user, seconds: row.in_state, query: row.query })),
+  };
+}
+
+function statementFor(payload: MaintenancePayload, table: TableRef, concurrently: boolean): string {
+  if (payload.action === 'analyze') return `ANALYZE ${table.sql}`;
+  if (payload.action === 'reindex') return `REINDEX TABLE ${concurrently ? 'CONCURRENTLY ' : ''}${table.sql}`;
+  const options = [payload.full ? 'FULL' : '', payload.analyze ? 'ANALYZE' : ''].filter(Boolean);
+  return `VACUUM ${options.length ? `(${options.join(', ')}) ` : ''}${table.sql}`;
+}
+
+async function run(context: OperationContext<MaintenancePayload>, client: pg.ClientBase): Promise<MaintenanceRun> {
+  const { payload, progress, log, signal } = context;
+  const startedAt = Date.now();
+  // Partitions are tables of their own; parents are analyzed too (autovacuum never does), not vacuumed twice.
+  const tables = payload.table
+    ? [await findTable(client, payload.table)]
+    : await listTables(client, payload.action === 'analyze' ? ['r', 'p', 'm'] : ['r', 'm']);
+  const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0);
+  const concurrently = payload.action === 'reindex' && version >= 120_000;
+  // Never queue behind a long-held lock: wait this long for each table, then skip it and go on.
+  await client.query(`SET lock_timeout = ${payload.lockTimeoutMs}`);
+  const done: string[] = [];
+  const skipped: MaintenanceRun['skipped'] = [];
+  for (const [index, table] of tables.entries()) {
+    signal.throwIfAborted();
+    const name = `${table.schema}.${table.table}`;
+    progress((100 * index) / Math.max(tables.length, 1), `${payload.action} ${name}`);
+    try {
+      await client.query(statementFor(payload, table, concurrently));
+      done.push(name);
+      log(`${payload.action} ${name}: done`);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code !== '55P03') throw error; // lock_not_available
+      skipped.push({ table: name, reason: `lock not granted within ${payload.lockTimeoutMs} ms` });
+      log(`${payload.action} ${name}: skipped, lock not granted within ${payload.lockTimeoutMs} ms`);
+    }
+  }
+  progress(100, 'done');
+  return { action: payload.action as MaintenanceRun['action'], done, skipped, ...(payload.action === 'reindex' ? { concurrently } : {}), durationMs: Date.now() - startedAt };
+}
+
+const bytes = (value: number) => (value >= 2 ** 20 ? `${(value / 2 ** 20).toFixed(1)} MiB` : `${(value / 1024).toFixed(0)} KiB`);
+
+function describeReport(result: MaintenanceReport): string {
+  const lines = [`database ${result.database}: ${bytes(result.sizeBytes)}`, '', 'TABLE\tTOTAL\tINDEXES\tLIVE\tDEAD\tBLOAT~\tLAST VACUUM\tLAST ANALYZE'];
+  for (const table of result.tables.slice(0, 30)) {
+    lines.push(
+      [table.table, bytes(table.totalBytes), bytes(table.indexBytes), table.liveTuples, table.deadTuples, bytes(table.estimatedBloatBytes), table.lastVacuum ?? 'never', table.lastAnalyze ?? 'never'].join('\t'),
+    );
+  }
+  if (result.tables.length > 30) lines.push(`… ${result.tables.length - 30} more (see --json)`);
+  lines.push('', `unused indexes (no scans, not unique): ${result.unusedIndexes.map((index) => `${index.index} (${bytes(index.sizeBytes)})`).join(', ') || 'none'}`);
+  lines.push(`never vacuumed: ${result.neverVacuumed.length}, never analyzed: ${result.neverAnalyzed.length} tables`);
+  lines.push(`long-running sessions: ${result.longRunning.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
+  lines.push(`idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
+  return lines.join('\n');
+}
+
+export const maintenance = defineOperation({
+  type: 'maintenance',
+  summary: 'vacuum, analyze, reindex, and a health report',
+  schema,
+  precheck(payload, config) {
+    resolveTarget(config, payload.env);
+  },
+  async process(context): Promise<MaintenanceResult> {
+    const { payload, config, jobId, signal, progress } = context;
+    const target = resolveTarget(config, payload.env);
+    if (payload.action === 'report') {
+      return withClient(target.url, (client) => report(client, target.database, payload), `dbops:maintenance:${jobId}`);
+    }
+    const lock = await acquireDatabaseLock(target, {
+      maintenanceDb: config.PG_MAINTENANCE_DB,
+      holder: `dbops:maintenance:${jobId}`,
+      signal,
+      onWait: (heldBy) => progress(0, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
+    });
+    try {
+      const client = await connect(target.url, `dbops:maintenance:${jobId}`);
+      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      // Cancelling the job cancels the statement running on the server.
+      const onAbort = () => void withClient(target.url, (admin) => admin.query('SELECT pg_cancel_backend($1)', [pid])).catch(() => undefined);
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        return await run(context, client);
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+        await client.end().catch(() => undefined);
+      }
+    } finally {
+      await lock.release();
+    }
+  },
+  describe(result) {
+    if (result.action === 'report') return describeReport(result);
+    const skipped = result.skipped.length ? `; skipped (lock timeout): ${result.skipped.map((s) => s.table).join(', ')}` : '';
+    return `${result.action}${result.action === 'reindex' && result.concurrently ? ' concurrently' : ''}: ${result.done.length} tables done${skipped}`;
+  },
+});
