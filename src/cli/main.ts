@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
-import { registerBackup, registerCopy, registerMaintenance, registerRestore, registerTriggers } from './commands/operations.js';
+import { registerBackup, registerCopy, registerMaintenance, registerMigrate, registerRestore, registerTriggers } from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -12,6 +12,7 @@ function buildProgram(): Command {
     .configureOutput({ outputError: () => undefined });
   registerBackup(program);
   registerRestore(program);
+  registerMigrate(program);
   registerCopy(program);
   registerTriggers(program);
   registerMaintenance(program);

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { createContext } from '../operations/context.js';
-import { getOperation, type OperationType } from '../operations/index.js';
+import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
 import { Producer, validatePayload, type JobOutcome } from '../queue/producer.js';
 import { CliExit, EXIT, cliConfig, err, out, printJson } from './io.js';
 import { createProgressDisplay } from './progress.js';
@@ -12,6 +12,8 @@ export interface RunFlags {
   wait?: boolean;
   json?: boolean;
   local?: boolean;
+  /** Print nothing (a prerequisite run by --local). */
+  quiet?: boolean;
 }
 
 function describe(type: OperationType, result: unknown): string {
@@ -29,8 +31,14 @@ function report(type: OperationType, outcome: JobOutcome<OperationType>, flags: 
 }
 
 /** Runs the processor in this process, with no Redis: the emergency mode of the old scripts. */
-async function runLocally(config: Config, type: OperationType, payload: unknown, flags: RunFlags): Promise<void> {
+async function runLocally(config: Config, type: OperationType, payload: unknown, flags: RunFlags): Promise<unknown> {
   const operation = getOperation(type);
+  // Prerequisite jobs (e.g. migrate --backup-first) run here too, first, and must succeed.
+  const childResults: unknown[] = [];
+  for (const child of operation.children?.(payload) ?? []) {
+    if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
+    childResults.push(await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), { ...flags, json: true, quiet: true }));
+  }
   const controller = new AbortController();
   const interrupt = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', interrupt);
@@ -45,6 +53,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
       config,
       logger: createLogger({ ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL }, { local: true }, 2),
       signal: controller.signal,
+      childResults,
       enqueue: async () => {
         throw new PermanentError('this needs the queue: run it without --local');
       },
@@ -56,7 +65,8 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
     const result = await operation.process(context);
     await flush();
     display.stop();
-    report(type, { id: context.jobId, state: 'completed', result } as JobOutcome<OperationType>, flags);
+    if (!flags.quiet) report(type, { id: context.jobId, state: 'completed', result } as JobOutcome<OperationType>, flags);
+    return result;
   } catch (error) {
     await flush();
     display.stop();
@@ -71,7 +81,10 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
 export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
   const config = cliConfig();
   const payload = await validatePayload(config, type, input); // invalid input never reaches Redis
-  if (flags.local) return runLocally(config, type, payload, flags);
+  if (flags.local) {
+    await runLocally(config, type, payload, flags);
+    return;
+  }
 
   const producer = new Producer(config);
   try {

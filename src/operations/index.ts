@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { backup } from './backup.js';
 import { copy } from './copy.js';
 import { maintenance } from './maintenance.js';
+import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
 import { restore } from './restore.js';
 import { triggers } from './triggers.js';
@@ -10,6 +11,7 @@ import { triggers } from './triggers.js';
 export const operations = {
   backup,
   restore,
+  migrate,
   copy,
   triggers,
   maintenance,

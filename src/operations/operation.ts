@@ -27,6 +27,8 @@ export interface OperationContext<Payload> {
    * `jobId` makes it idempotent across retries. Not available with --local (no queue).
    */
   enqueue(type: string, payload: unknown, options: { jobId: string; delayMs?: number }): Promise<void>;
+  /** Results of the jobs this one waited for (see Operation.children). */
+  childResults: unknown[];
 }
 
 /** Where a worker looks for what dead workers left behind, at start. */
@@ -48,6 +50,11 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   schema: Schema;
   /** Checks against the configuration (environment known, confirmation given, backup exists). */
   precheck?(payload: z.output<Schema>, config: Config): Promise<void> | void;
+  /**
+   * Jobs that must succeed before this one runs (a BullMQ flow: this job waits for them; if one fails
+   * for good, this one fails without running).
+   */
+  children?(payload: z.output<Schema>): { type: string; payload: unknown }[];
   /** Per-type job options on top of the defaults (attempts, backoff, retention). */
   jobOptions?: JobsOptions;
   process(context: OperationContext<z.output<Schema>>): Promise<Result>;

@@ -59,6 +59,22 @@ export async function createShadowDatabase(client: pg.Client, target: string, jo
   return name;
 }
 
+/**
+ * A scratch database (e.g. for a migration rehearsal) that no live database depends on: marked like a
+ * shadow whose target is itself, so its job holds the lock on its own name and recovery drops it only
+ * once that job is gone.
+ */
+export function scratchDatabaseName(): string {
+  return `dbops_scratch_${randomBytes(6).toString('hex')}`;
+}
+
+/** Creates it; take the lock on `name` first. */
+export async function createScratchDatabase(client: pg.Client, name: string, like: string, jobId: string): Promise<void> {
+  const options = (await databaseExists(client, like)) ? await creationOptions(client, like) : '';
+  await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
+  await setShadowComment(client, name, { mark: SHADOW_MARK, target: name, job: jobId, createdAt: new Date().toISOString() });
+}
+
 export async function dropDatabase(client: pg.Client, name: string): Promise<void> {
   await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
 }

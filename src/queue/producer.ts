@@ -1,4 +1,4 @@
-import { QueueEvents, type Job, type JobState } from 'bullmq';
+import { FlowProducer, QueueEvents, type Job, type JobState } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
@@ -6,6 +6,7 @@ import { ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
 import {
   getOperation,
+  isOperationType,
   operationTypes,
   type OperationType,
   type Payload,
@@ -14,7 +15,7 @@ import {
 } from '../operations/index.js';
 import type { Progress } from '../operations/operation.js';
 import { createRedis } from './connection.js';
-import { Queues, cancelChannel, newJobId, queueName, typeOfJobId } from './queues.js';
+import { Queues, cancelChannel, jobOptionsFor, newJobId, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -104,7 +105,29 @@ export class Producer {
     const data = await validatePayload(this.config, type, payload);
     await this.ensureReachable();
     const id = options.jobId ?? newJobId(type);
-    await this.queues.get(type).add(type, data, { jobId: id });
+    const children = getOperation(type).children?.(data) ?? [];
+    if (children.length === 0) {
+      await this.queues.get(type).add(type, data, { jobId: id });
+      return { id, type };
+    }
+    // A flow: this job waits in waiting-children until its children succeed.
+    const childJobs = [];
+    for (const child of children) {
+      if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
+      const childData = await validatePayload(this.config, child.type, child.payload);
+      childJobs.push({
+        name: child.type,
+        queueName: queueName(child.type),
+        data: childData,
+        opts: { ...jobOptionsFor(this.config, child.type), jobId: newJobId(child.type), failParentOnFailure: true },
+      });
+    }
+    const flows = new FlowProducer({ connection: this.queues.connection, prefix: this.config.QUEUE_PREFIX });
+    try {
+      await flows.add({ name: type, queueName: queueName(type), data, opts: { ...jobOptionsFor(this.config, type), jobId: id }, children: childJobs });
+    } finally {
+      await flows.close();
+    }
     return { id, type };
   }
 

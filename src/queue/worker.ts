@@ -68,6 +68,7 @@ export async function startWorker(type: OperationType, config: Config, logger: L
         config,
         logger: jobLogger,
         signal: signal ?? new AbortController().signal,
+        childResults: Object.values(await job.getChildrenValues()),
         enqueue: async (followUp, payload, options) => {
           if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
           const data = await validatePayload(config, followUp, payload);

@@ -157,3 +157,34 @@ export function registerMaintenance(program: Command): void {
     );
   });
 }
+
+export function registerMigrate(program: Command): void {
+  withRunFlags(
+    program
+      .command('migrate')
+      .description('apply SQL migrations (<number>_<name>.sql with -- Up Migration / -- Down Migration)')
+      .argument('[action]', 'status | up | down', 'up')
+      .argument('[n]', 'up: how many pending; down: how many to revert (default 1)')
+      .requiredOption('--env <env>', 'environment')
+      .option('--dir <path>', 'migrations directory', 'migrations')
+      .option('--to <name>', 'up: apply pending migrations up to this one')
+      .option('--dry-run', 'print the SQL that would run; change nothing')
+      .option('--backup-first', 'a backup job of the environment must succeed before any migration runs')
+      .option('--rehearse', "apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else"),
+  ).action(async (action: string, n: string | undefined, options) => {
+    await runOperation(
+      'migrate',
+      {
+        env: options.env,
+        dir: path.resolve(options.dir),
+        action,
+        count: n === undefined ? undefined : parseWholeNumber(n),
+        target: options.to,
+        dryRun: options.dryRun ?? false,
+        backupFirst: options.backupFirst ?? false,
+        rehearse: options.rehearse ?? false,
+      },
+      flagsOf(options),
+    );
+  });
+}

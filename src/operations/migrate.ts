@@ -1,0 +1,263 @@
+import path from 'node:path';
+import { runner } from 'node-pg-migrate';
+import type pg from 'pg';
+import { z } from 'zod';
+import { BackupStore } from '../backups/store.js';
+import { PermanentError, ValidationError, errorMessage, isRetryable } from '../errors.js';
+import {
+  MIGRATIONS_TABLE,
+  changedSinceApplied,
+  forgetChecksums,
+  readApplied,
+  readMigrations,
+  recordChecksums,
+  type AppliedMigration,
+  type MigrationFile,
+} from '../migrations/files.js';
+import { connect, withClient } from '../postgres/client.js';
+import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
+import { acquireDatabaseLock } from '../postgres/lock.js';
+import { resolveTarget, withDatabase } from '../postgres/target.js';
+import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
+import { envName } from './fields.js';
+import { defineOperation, type OperationContext } from './operation.js';
+
+const schema = z
+  .strictObject({
+    env: envName,
+    /** The migrations directory, as the workers see it (the CLI sends an absolute path). */
+    dir: z.string().min(1).max(4096).default('migrations'),
+    action: z.enum(['status', 'up', 'down']).default('up'),
+    /** up: how many pending migrations (default all); down: how many to revert (default 1). */
+    count: z.number().int().min(1).max(100_000).optional(),
+    /** up: apply pending migrations up to and including this one. */
+    target: z.string().min(1).max(300).optional(),
+    dryRun: z.boolean().default(false),
+    /** Run a backup job of the environment first (a BullMQ flow); migrations run only after it succeeded. */
+    backupFirst: z.boolean().default(false),
+    /** Apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else. */
+    rehearse: z.boolean().default(false),
+  })
+  .superRefine((payload, issues) => {
+    const problem = (field: string, message: string) => issues.addIssue({ code: 'custom', path: [field], message });
+    if (payload.target && payload.action !== 'up') problem('target', 'only up takes a target');
+    if (payload.rehearse && payload.action !== 'up') problem('rehearse', 'a rehearsal applies pending migrations (up)');
+    if (payload.rehearse && (payload.dryRun || payload.backupFirst)) problem('rehearse', 'a rehearsal goes alone (no --dry-run, no --backup-first)');
+    if (payload.backupFirst && (payload.action === 'status' || payload.dryRun)) problem('backupFirst', 'only a real up or down takes a backup first');
+  });
+type MigratePayload = z.output<typeof schema>;
+
+export interface MigrationTiming {
+  name: string;
+  ms: number;
+  ok: boolean;
+  error?: string;
+}
+
+export type MigrateResult =
+  | { action: 'status'; applied: AppliedMigration[]; pending: string[]; changed: string[] }
+  | { action: 'up' | 'down'; dryRun: true; migrations: string[]; sql: string }
+  | { action: 'up' | 'down'; dryRun: false; migrations: string[]; timings: MigrationTiming[]; backupId?: string }
+  | { action: 'up'; rehearsal: true; backupId: string; migrations: MigrationTiming[] };
+
+function pendingOf(files: MigrationFile[], applied: AppliedMigration[]): MigrationFile[] {
+  const done = new Set(applied.map((migration) => migration.name));
+  return files.filter((file) => !done.has(file.name));
+}
+
+/** Which migrations an up or down would run, in order. */
+function selection(payload: MigratePayload, files: MigrationFile[], applied: AppliedMigration[]): MigrationFile[] {
+  if (payload.action === 'down') {
+    const byName = new Map(files.map((file) => [file.name, file]));
+    const reverted = applied.slice(-(payload.count ?? 1)).reverse();
+    const missing = reverted.filter((migration) => !byName.has(migration.name));
+    if (missing.length) throw new PermanentError(`cannot revert ${missing.map((m) => m.name).join(', ')}: no such file in the directory`);
+    return reverted.map((migration) => byName.get(migration.name)!);
+  }
+  const pending = pendingOf(files, applied);
+  if (payload.target) {
+    const index = pending.findIndex((file) => file.name === payload.target || file.file === payload.target);
+    if (index < 0) throw new ValidationError(`"${payload.target}" is not a pending migration`);
+    return pending.slice(0, index + 1);
+  }
+  return payload.count ? pending.slice(0, payload.count) : pending;
+}
+
+/**
+ * Runs migrations with node-pg-migrate, one at a time (each in its own transaction), timing each and
+ * naming the file and PostgreSQL's error when one fails.
+ */
+async function runMigrations(
+  context: OperationContext<MigratePayload>,
+  client: pg.Client,
+  direction: 'up' | 'down',
+  chosen: MigrationFile[],
+  onDone: (name: string) => Promise<void>,
+): Promise<MigrationTiming[]> {
+  const { payload, progress, log } = context;
+  const timings: MigrationTiming[] = [];
+  const logger = {
+    info: (message: string) => log(message),
+    warn: (message: string) => log(`warning: ${message}`),
+    error: (message: string) => log(`error: ${message}`),
+    debug: () => undefined,
+  };
+  for (const [index, migration] of chosen.entries()) {
+    context.signal.throwIfAborted();
+    progress((100 * index) / chosen.length, `${direction} ${migration.file}`);
+    const started = Date.now();
+    try {
+      const ran = await runner({
+        dbClient: client,
+        dir: path.resolve(payload.dir),
+        direction,
+        count: 1,
+        migrationsTable: MIGRATIONS_TABLE,
+        singleTransaction: false,
+        checkOrder: true,
+        advisoryLockMode: 'wait',
+        logger,
+      });
+      if (ran[0]?.name !== migration.name) throw new PermanentError(`expected to ${direction} ${migration.name}, node-pg-migrate ran ${ran[0]?.name ?? 'nothing'}`);
+    } catch (error) {
+      const message = `migration ${migration.file} failed: ${errorMessage(error)}`;
+      timings.push({ name: migration.name, ms: Date.now() - started, ok: false, error: errorMessage(error) });
+      if (error instanceof PermanentError || !isRetryable(error)) throw Object.assign(new PermanentError(message), { timings });
+      throw Object.assign(new Error(message), { timings });
+    }
+    timings.push({ name: migration.name, ms: Date.now() - started, ok: true });
+    await onDone(migration.name);
+  }
+  progress(100, 'done');
+  return timings;
+}
+
+async function rehearse(context: OperationContext<MigratePayload>): Promise<MigrateResult> {
+  const { payload, config, jobId, signal, progress, log } = context;
+  const target = resolveTarget(config, payload.env);
+  const store = new BackupStore(config.backupDir);
+  const latest = (await store.list({ env: target.env })).at(-1);
+  if (!latest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
+  progress(1, `checking backup ${latest.id}`);
+  const integrity = await store.checkIntegrity(latest);
+  if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
+  const files = await readMigrations(payload.dir);
+
+  const scratch = scratchDatabaseName();
+  const lock = await acquireDatabaseLock({ ...target, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal });
+  const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:migrate:${jobId}`);
+  try {
+    await createScratchDatabase(maintenance, scratch, target.database, jobId);
+    try {
+      progress(5, `restoring ${latest.id} into scratch database ${scratch}`);
+      const tail = new StderrTail();
+      const restore = startTool('pg_restore', ['--no-password', '--exit-on-error', '--jobs=2', store.archivePath(latest)], {
+        url: withDatabase(target.url, scratch),
+        signal,
+        binDir: config.PG_BIN_DIR,
+        onStderrLine: (line) => tail.push(line),
+      });
+      await finishTool('pg_restore', restore, tail);
+
+      const client = await connect(withDatabase(target.url, scratch), `dbops:migrate:${jobId}`);
+      try {
+        const pending = pendingOf(files, await readApplied(client));
+        log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
+        let timings: MigrationTiming[];
+        try {
+          timings = await runMigrations(context, client, 'up', pending, async () => undefined);
+        } catch (error) {
+          const failed = (error as { timings?: MigrationTiming[] }).timings ?? [];
+          const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
+          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
+        }
+        return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings };
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } finally {
+      await dropDatabase(maintenance, scratch).catch(() => undefined);
+    }
+  } finally {
+    await maintenance.end().catch(() => undefined);
+    await lock.release();
+  }
+}
+
+export const migrate = defineOperation({
+  type: 'migrate',
+  summary: 'apply SQL migrations (node-pg-migrate format) with checksums, dry runs and rehearsals',
+  schema,
+  async precheck(payload, config) {
+    resolveTarget(config, payload.env);
+    await readMigrations(payload.dir).catch((error: unknown) => {
+      throw new ValidationError(errorMessage(error));
+    });
+  },
+  children: (payload) => (payload.backupFirst ? [{ type: 'backup', payload: { env: payload.env } }] : []),
+  async process(context): Promise<MigrateResult> {
+    const { payload, config, jobId, signal, progress } = context;
+    if (payload.rehearse) return rehearse(context);
+    const target = resolveTarget(config, payload.env);
+    const files = await readMigrations(payload.dir);
+
+    if (payload.action === 'status' || payload.dryRun) {
+      // Read-only: no lock, nothing created.
+      return withClient(target.url, async (client) => {
+        const applied = await readApplied(client);
+        if (payload.action === 'status') {
+          return { action: 'status', applied, pending: pendingOf(files, applied).map((file) => file.name), changed: changedSinceApplied(files, applied) };
+        }
+        const chosen = selection(payload, files, applied);
+        const sql = chosen.map((file) => `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`).join('\n');
+        return { action: payload.action, dryRun: true, migrations: chosen.map((file) => file.name), sql };
+      }, `dbops:migrate:${jobId}`);
+    }
+
+    const backupId = context.childResults
+      .map((result) => (result as { backupId?: string } | null)?.backupId)
+      .find((id): id is string => typeof id === 'string');
+    const lock = await acquireDatabaseLock(target, {
+      maintenanceDb: config.PG_MAINTENANCE_DB,
+      holder: `dbops:migrate:${jobId}`,
+      signal,
+      onWait: (heldBy) => progress(0, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
+    });
+    try {
+      const client = await connect(target.url, `dbops:migrate:${jobId}`);
+      try {
+        const applied = await readApplied(client);
+        const changed = changedSinceApplied(files, applied);
+        if (changed.length > 0) {
+          throw new PermanentError(`applied migration${changed.length > 1 ? 's' : ''} changed since: ${changed.join(', ')}; restore the applied version or add a new migration`);
+        }
+        const chosen = selection(payload, files, applied);
+        const direction = payload.action;
+        const timings = await runMigrations(context, client, direction, chosen, (name) =>
+          direction === 'up' ? recordChecksums(client, files, [name]) : forgetChecksums(client, [name]),
+        );
+        // Migrations applied before dbops recorded checksums are adopted as they are now.
+        await recordChecksums(client, files, applied.filter((migration) => !migration.sha256).map((migration) => migration.name));
+        return { action: direction, dryRun: false, migrations: timings.map((t) => t.name), timings, ...(backupId ? { backupId } : {}) };
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } finally {
+      await lock.release();
+    }
+  },
+  describe(result) {
+    if (result.action === 'status') {
+      const lines = result.applied.map((m) => `applied  ${m.runOn}  ${m.name}`);
+      lines.push(...result.pending.map((name) => `pending  ${' '.repeat(24)}  ${name}`));
+      if (result.changed.length) lines.push(`CHANGED since applied: ${result.changed.join(', ')}`);
+      return lines.join('\n') || 'no migrations';
+    }
+    if ('rehearsal' in result) {
+      return `rehearsal on ${result.backupId}: ${result.migrations.map((t) => `${t.name} ${t.ms} ms`).join(', ') || 'nothing pending'}`;
+    }
+    if (result.dryRun) return result.migrations.length ? result.sql : 'nothing to run';
+    const what = result.migrations.length ? result.timings.map((t) => `${t.name} (${t.ms} ms)`).join(', ') : 'nothing to run';
+    return `${result.action}: ${what}${result.backupId ? `; backup ${result.backupId} taken first` : ''}`;
+  },
+});
