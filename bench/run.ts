@@ -6,6 +6,9 @@
  *   (the raw way to replace a database; the job runs as by default, keeping the replaced database,
  *   which is dropped after the timing)
  *
+ *   copy job, streaming (pg_dump | pg_restore, shadow, swap)  vs  raw `pg_dump -Fc -f`, then
+ *   `dropdb; createdb; pg_restore -j 2` (dump to a file, then restore it)
+ *
  * A CHECKPOINT runs before every timed step, so that no step pays for the dirty buffers of the one
  * before it (DROP DATABASE forces a checkpoint).
  *
@@ -32,6 +35,7 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SOURCE = 'dbops_bench_source';
 const TARGET = 'dbops_bench_target';
+const COPY_TARGET = 'dbops_bench_copy';
 
 function urlFor(database: string): string {
   const url = new URL(adminUrl);
@@ -101,11 +105,19 @@ async function main(): Promise<void> {
     PROTECTED_ENVS: 'none',
     DATABASE_URL_BENCH: urlFor(SOURCE),
     DATABASE_URL_BENCHTARGET: urlFor(TARGET),
+    DATABASE_URL_BENCHCOPY: urlFor(COPY_TARGET),
   };
-  const workers = ['backup', 'restore'].map((type) => fork(path.join(here, '..', 'workers', 'worker.js'), [type], { env, stdio: 'inherit' }));
+  const workers = ['backup', 'restore', 'copy'].map((type) => fork(path.join(here, '..', 'workers', 'worker.js'), [type], { env, stdio: 'inherit' }));
   const producer = new Producer(loadConfig(env));
   const rawFile = path.join(backupDir, 'raw.dump');
-  const times = { rawDump: [] as number[], jobDump: [] as number[], rawRestore: [] as number[], jobRestore: [] as number[] };
+  const times = {
+    rawDump: [] as number[],
+    jobDump: [] as number[],
+    rawRestore: [] as number[],
+    jobRestore: [] as number[],
+    rawDumpThenRestore: [] as number[],
+    jobCopy: [] as number[],
+  };
   let lastBackup = '';
   try {
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // let the workers connect
@@ -146,21 +158,43 @@ async function main(): Promise<void> {
         }),
       );
       if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
+
+      await admin('postgres', 'CHECKPOINT');
+      times.rawDumpThenRestore.push(
+        await timed(async () => {
+          await execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)]);
+          await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
+          await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+          await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(COPY_TARGET), rawFile]);
+        }),
+      );
+      await admin('postgres', 'CHECKPOINT');
+      let copied: string | undefined;
+      times.jobCopy.push(
+        await timed(async () => {
+          const job = await producer.enqueue('copy', { from: 'bench', to: 'benchcopy' });
+          const outcome = await producer.wait<'copy'>(job.id);
+          if (outcome.state !== 'completed') throw new Error(`copy job ${outcome.state}: ${outcome.failedReason}`);
+          copied = outcome.result.previousDatabase;
+        }),
+      );
+      if (copied) await admin('postgres', `DROP DATABASE "${copied}" WITH (FORCE)`);
     }
   } finally {
     await producer.close();
     for (const worker of workers) worker.kill('SIGTERM');
-    await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`).catch(() => undefined);
+    for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
   }
 
   const line = (name: string, job: number[], raw: number[], target: string) =>
-    `| ${name.padEnd(34)} | ${median(job).toFixed(2).padStart(7)} s | ${median(raw).toFixed(2).padStart(7)} s | ${(median(job) / median(raw)).toFixed(3).padStart(6)} | ${target.padEnd(7)} |`;
+    `| ${name.padEnd(38)} | ${median(job).toFixed(2).padStart(7)} s | ${median(raw).toFixed(2).padStart(7)} s | ${(median(job) / median(raw)).toFixed(3).padStart(6)} | ${target.padEnd(7)} |`;
   console.log(`\ndatabase ${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB, ${rows} rows; medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
-  console.log('| measure                            |     job    |     raw    |  ratio | target  |');
-  console.log('|------------------------------------|------------|------------|--------|---------|');
+  console.log('| measure                                |     job    |     raw    |  ratio | target  |');
+  console.log('|----------------------------------------|------------|------------|--------|---------|');
   console.log(line('backup job vs pg_dump -Fc', times.jobDump, times.rawDump, '≤ 1.05'));
   console.log(line('restore job vs drop+create+pg_restore', times.jobRestore, times.rawRestore, '≤ 1.05'));
+  console.log(line('stream copy job vs dump, then restore', times.jobCopy, times.rawDumpThenRestore, '≤ 0.85'));
 }
 
 await main();

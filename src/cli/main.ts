@@ -1,7 +1,15 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
-import { registerBackup, registerCopy, registerMaintenance, registerMigrate, registerRestore, registerTriggers } from './commands/operations.js';
+import {
+  registerBackup,
+  registerCopy,
+  registerEnqueue,
+  registerMaintenance,
+  registerMigrate,
+  registerRestore,
+  registerTriggers,
+} from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -16,6 +24,7 @@ function buildProgram(): Command {
   registerCopy(program);
   registerTriggers(program);
   registerMaintenance(program);
+  registerEnqueue(program);
   registerBackups(program);
   registerJobs(program);
   for (const command of program.commands) {

@@ -67,13 +67,12 @@ export const restore = defineOperation({
     );
     const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
     const archive = store.archivePath(manifest);
-    let tocEntries: number;
-    try {
-      tocEntries = await countTocEntries(archive, config.PG_BIN_DIR, signal);
-    } catch (error) {
+    // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
+    const toc = countTocEntries(archive, config.PG_BIN_DIR, signal).catch(async (error: unknown) => {
       const reason = await damage;
       throw reason ? damaged(reason) : error;
-    }
+    });
+    toc.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
 
     const replaced = await replaceDatabase(target, {
       config,
@@ -84,6 +83,7 @@ export const restore = defineOperation({
       keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
       note: `replaced by restore of ${manifest.id} (job ${jobId})`,
       fill: async (shadowUrl, fillSignal) => {
+        const tocEntries = await toc;
         const stop = new AbortController();
         void damage.then((reason) => reason && stop.abort());
         const tail = new StderrTail();

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ValidationError } from '../../errors.js';
+import { isOperationType, operationTypes } from '../../operations/index.js';
 import { parseWholeNumber } from '../io.js';
 import { runOperation, type RunFlags } from '../run-operation.js';
 
@@ -186,5 +187,26 @@ export function registerMigrate(program: Command): void {
       },
       flagsOf(options),
     );
+  });
+}
+
+/** Any registered operation, payload as JSON: a new operation type is usable before it has a command of its own. */
+export function registerEnqueue(program: Command): void {
+  withRunFlags(
+    program
+      .command('enqueue')
+      .description('enqueue a job of any operation type with a JSON payload, e.g. enqueue backup \'{"env":"staging"}\'')
+      .argument('<type>', 'operation type')
+      .argument('[payload]', 'the job payload as JSON', '{}'),
+  ).action(async (type: string, payload: string, options) => {
+    if (!isOperationType(type)) throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(payload);
+    } catch {
+      throw new ValidationError('the payload is not valid JSON');
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ValidationError('the payload must be a JSON object');
+    await runOperation(type, parsed as Record<string, unknown>, flagsOf(options));
   });
 }
