@@ -75,6 +75,8 @@ export interface Environment {
 
 export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR'> & {
   backupDir: string;
+  /** WORKER_CONCURRENCY_<TYPE>: jobs one worker process of that type runs at once. */
+  concurrencyByType: Map<string, number>;
   protectedEnvs: Set<string>;
   environments: Map<string, Environment>;
   /** Every password found in a configured URL, for scrubbing text that leaves the process. */
@@ -127,6 +129,17 @@ function collectSecrets(urls: string[]): string[] {
   return [...secrets].filter((secret) => secret.length > 0);
 }
 
+function parseConcurrency(source: Record<string, string | undefined>): Map<string, number> {
+  const byType = new Map<string, number>();
+  for (const [variable, value] of Object.entries(source)) {
+    if (!variable.startsWith('WORKER_CONCURRENCY_') || value === undefined) continue;
+    const parsed = positiveInt(1, 64).safeParse(value);
+    if (!parsed.success) throw new ConfigError(`${variable}: expected a whole number from 1 to 64 (got "${value}")`);
+    byType.set(variable.slice('WORKER_CONCURRENCY_'.length).toLowerCase(), parsed.data);
+  }
+  return byType;
+}
+
 /** Parses and validates the process environment; throws ConfigError with one line naming the variable. */
 export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
   const parsed = baseSchema.safeParse(source);
@@ -154,6 +167,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
+    concurrencyByType: parseConcurrency(source),
     protectedEnvs,
     environments,
     secrets,

@@ -33,6 +33,7 @@ describe('configuration', () => {
     [{ DATABASE_URL_A_B: 'postgres://x/a', DATABASE_URL_A__B: 'postgres://x/b', 'DATABASE_URL_A-B': 'postgres://x/c' }, /names the same environment/],
     [{ DASHBOARD_USER: 'admin' }, /^DASHBOARD_PASSWORD: required when DASHBOARD_USER is set$/],
     [{ API_TOKEN: 'short' }, /^API_TOKEN: expected at least 16 characters$/],
+    [{ WORKER_CONCURRENCY_BACKUP: '0' }, /^WORKER_CONCURRENCY_BACKUP: expected a whole number from 1 to 64 \(got "0"\)$/],
   ])('refuses %o with one line naming the variable', (env, message) => {
     let error: unknown;
     try {
@@ -44,6 +45,12 @@ describe('configuration', () => {
     expect((error as Error).message).toMatch(message);
     expect((error as Error).message).not.toContain('\n');
     expect((error as Error).message).not.toContain('hunter22');
+  });
+
+  it('reads per-type worker concurrency', () => {
+    const config = loadConfig({ WORKER_CONCURRENCY: '2', WORKER_CONCURRENCY_MAINTENANCE: '4' });
+    expect(config.WORKER_CONCURRENCY).toBe(2);
+    expect(config.concurrencyByType.get('maintenance')).toBe(4);
   });
 
   it('collects passwords to scrub from everything that leaves the process', () => {

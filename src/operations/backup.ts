@@ -7,6 +7,7 @@ import { HashingStream, sha256Directory } from '../backups/checksum.js';
 import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
 import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
+import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { withClient } from '../postgres/client.js';
 import { resolveTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
@@ -71,10 +72,14 @@ export const backup = defineOperation({
     const startedAt = new Date();
 
     progress(0, `connecting to ${target.env}`);
-    const { serverVersion, tableCount } = await withClient(target.url, async (client) => {
+    const { serverVersion, tableCount, binDir } = await withClient(target.url, async (client) => {
       const version = await client.query<{ server_version: string }>('SHOW server_version');
       const tables = await client.query<{ n: number }>(DATA_TABLES_SQL);
-      return { serverVersion: version.rows[0]?.server_version ?? 'unknown', tableCount: tables.rows[0]?.n ?? 0 };
+      return {
+        serverVersion: version.rows[0]?.server_version ?? 'unknown',
+        tableCount: tables.rows[0]?.n ?? 0,
+        binDir: await toolDirFor(await serverMajor(client), config.PG_BIN_DIR),
+      };
     }, `dbops:backup:${jobId}`);
 
     const id = newBackupId(target.env, startedAt);
@@ -102,7 +107,7 @@ export const backup = defineOperation({
         signal,
         onStderrLine: onLine,
         stdout: payload.format === 'custom' ? 'pipe' : 'ignore',
-        binDir: config.PG_BIN_DIR,
+        binDir,
       });
       let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
       if (payload.format === 'custom') {
@@ -133,7 +138,7 @@ export const backup = defineOperation({
         startedAt: startedAt.toISOString(),
         completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
-        pgDumpVersion: await toolVersion('pg_dump', config.PG_BIN_DIR),
+        pgDumpVersion: await toolVersion('pg_dump', binDir),
         serverVersion,
         jobId,
       };

@@ -6,7 +6,8 @@ import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { differences, digestTables, userTables, type TableDigest } from '../postgres/compare.js';
 import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
-import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
+import { toolDirForServers } from '../postgres/binaries.js';
+import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
 import { envName, parallelJobs, requireConfirmation } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -66,7 +67,7 @@ function progressCounter(context: OperationContext<CopyPayload>, tables: number)
   };
 }
 
-async function streamCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number): Promise<void> {
+async function streamCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
   const counter = progressCounter(context, tables);
   const dumpTail = new StderrTail();
   const dumpArgs = ['--format=custom', '--compress=0', '--verbose', '--no-password', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
@@ -74,7 +75,7 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
     url: source.url,
     signal,
     stdout: 'pipe',
-    binDir: context.config.PG_BIN_DIR,
+    binDir,
     onStderrLine: (line) => {
       dumpTail.push(line);
       counter.onLine(line);
@@ -84,7 +85,7 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
     url: shadowUrl,
     signal,
     stdin: 'pipe',
-    binDir: context.config.PG_BIN_DIR,
+    binDir,
     onStderrLine: counter.onLine,
   });
   dump.stdout!.pipe(restore.stdin!);
@@ -94,7 +95,7 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
   if (dumped.status === 'rejected') throw dumped.reason;
 }
 
-async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number): Promise<void> {
+async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
   const work = path.join(await store.partialDir(context.jobId), 'dump');
   try {
@@ -103,14 +104,14 @@ async function parallelCopy(context: OperationContext<CopyPayload>, source: Data
     const dump = startTool('pg_dump', ['--format=directory', '--compress=0', '--verbose', '--no-password', jobs, `--file=${work}`, ...(snapshot ? [`--snapshot=${snapshot}`] : [])], {
       url: source.url,
       signal,
-      binDir: context.config.PG_BIN_DIR,
+      binDir,
       onStderrLine: counter.onLine,
     });
     await finishTool('pg_dump', dump, counter.tail);
     const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', jobs, work], {
       url: shadowUrl,
       signal,
-      binDir: context.config.PG_BIN_DIR,
+      binDir,
       onStderrLine: counter.onLine,
     });
     await finishTool('pg_restore', restore, counter.tail);
@@ -192,6 +193,8 @@ export const copy = defineOperation({
     if (!snapshotClient) await probe.end().catch(() => undefined);
 
     try {
+      // Tools new enough for both servers: pg_dump for the source, pg_restore for what pg_dump wrote.
+      const binDir = await toolDirForServers([source.url, withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:copy:${jobId}`);
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
       const replaced = await replaceDatabase(target, {
         config,
@@ -202,8 +205,8 @@ export const copy = defineOperation({
         keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
         fill: async (shadowUrl, fillSignal) => {
-          if (mode === 'stream') await streamCopy(context, source, shadowUrl, fillSignal, snapshot, tables);
-          else await parallelCopy(context, source, shadowUrl, fillSignal, snapshot, tables);
+          if (mode === 'stream') await streamCopy(context, source, shadowUrl, fillSignal, snapshot, tables, binDir);
+          else await parallelCopy(context, source, shadowUrl, fillSignal, snapshot, tables, binDir);
           if (snapshotClient) await verifyCopy(context, () => digestTables(snapshotClient), shadowUrl);
           await sanitize(context, shadowUrl);
         },

@@ -16,6 +16,7 @@ import {
 } from '../migrations/files.js';
 import { connect, withClient } from '../postgres/client.js';
 import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
+import { toolDirForServers } from '../postgres/binaries.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
@@ -143,6 +144,7 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
   if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
   const files = await readMigrations(payload.dir);
 
+  const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:migrate:${jobId}`);
   const scratch = scratchDatabaseName();
   const lock = await acquireDatabaseLock({ ...target, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal });
   const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:migrate:${jobId}`);
@@ -154,7 +156,7 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
       const restore = startTool('pg_restore', ['--no-password', '--exit-on-error', '--jobs=2', store.archivePath(latest)], {
         url: withDatabase(target.url, scratch),
         signal,
-        binDir: config.PG_BIN_DIR,
+        binDir,
         onStderrLine: (line) => tail.push(line),
       });
       await finishTool('pg_restore', restore, tail);

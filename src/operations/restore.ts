@@ -4,7 +4,8 @@ import { backupIdSchema } from '../backups/manifest.js';
 import { BackupStore } from '../backups/store.js';
 import { PermanentError, errorMessage } from '../errors.js';
 import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
-import { resolveTarget } from '../postgres/target.js';
+import { toolDirForServers } from '../postgres/binaries.js';
+import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
 import { envName, parallelJobs, requireConfirmation } from './fields.js';
 import { defineOperation } from './operation.js';
@@ -67,8 +68,9 @@ export const restore = defineOperation({
     );
     const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
     const archive = store.archivePath(manifest);
+    const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
     // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
-    const toc = countTocEntries(archive, config.PG_BIN_DIR, signal).catch(async (error: unknown) => {
+    const toc = countTocEntries(archive, binDir, signal).catch(async (error: unknown) => {
       const reason = await damage;
       throw reason ? damaged(reason) : error;
     });
@@ -91,7 +93,7 @@ export const restore = defineOperation({
         const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${payload.jobs}`, archive], {
           url: shadowUrl,
           signal: AbortSignal.any([fillSignal, stop.signal]),
-          binDir: config.PG_BIN_DIR,
+          binDir,
           onStderrLine: (line) => {
             tail.push(line);
             log(line);

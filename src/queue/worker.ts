@@ -25,6 +25,7 @@ function formatValidationIssues(issues: { path: PropertyKey[]; message: string }
 
 export async function startWorker(type: OperationType, config: Config, logger: Logger): Promise<RunningWorker> {
   const operation = getOperation(type);
+  const concurrency = config.concurrencyByType.get(type) ?? config.WORKER_CONCURRENCY;
   const connection = createRedis(config, 'worker');
   const queues = new Queues(config, connection);
   let shuttingDown = false;
@@ -95,7 +96,7 @@ export async function startWorker(type: OperationType, config: Config, logger: L
   const worker = new Worker(queueName(type), processor, {
     connection,
     prefix: config.QUEUE_PREFIX,
-    concurrency: config.WORKER_CONCURRENCY,
+    concurrency,
     lockDuration: config.WORKER_LOCK_MS,
     stalledInterval: config.WORKER_STALLED_INTERVAL_MS ?? config.WORKER_LOCK_MS,
     maxStalledCount: 2,
@@ -115,7 +116,7 @@ export async function startWorker(type: OperationType, config: Config, logger: L
 
   void worker.run();
   await worker.waitUntilReady();
-  logger.info({ type, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
+  logger.info({ type, prefix: config.QUEUE_PREFIX, concurrency }, 'worker ready');
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,0 +1,79 @@
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+import type pg from 'pg';
+import { PermanentError } from '../errors.js';
+import { connect } from './client.js';
+
+/*
+ * pg_dump can dump servers of its own major version and older, never newer; pg_restore reads archives
+ * of its own version and older. So the tools used for a server must be at least its major version.
+ * Candidates: PG_BIN_DIR when set (and then only it), otherwise Debian's versioned directories
+ * (/usr/lib/postgresql/<major>/bin) and whatever is on PATH. The newest that fits is used.
+ */
+
+export const VERSIONED_ROOT = '/usr/lib/postgresql';
+
+const majors = new Map<string, Promise<number | undefined>>();
+
+/** The major version of the pg_dump in `dir` (PATH when undefined); undefined if there is none. */
+function toolMajor(dir: string | undefined): Promise<number | undefined> {
+  const key = dir ?? '';
+  let major = majors.get(key);
+  if (!major) {
+    major = execa(dir ? path.join(dir, 'pg_dump') : 'pg_dump', ['--version'])
+      .then(({ stdout }) => {
+        const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(stdout);
+        if (!match) return undefined;
+        const first = Number(match[1]);
+        return first >= 10 ? first : Number(`${first}.${match[2] ?? 0}`); // 9.6 and older: two-part majors
+      })
+      .catch(() => undefined);
+    majors.set(key, major);
+  }
+  return major;
+}
+
+async function versionedDirs(root: string): Promise<string[]> {
+  const entries = await readdir(root).catch(() => [] as string[]);
+  return entries.filter((entry) => /^\d+(\.\d+)?$/.test(entry)).map((entry) => path.join(root, entry, 'bin'));
+}
+
+export async function serverMajor(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
+  const number = Number(rows[0]?.v ?? 0);
+  return number >= 100_000 ? Math.floor(number / 10_000) : Math.floor(number / 100) / 10;
+}
+
+/**
+ * The directory of the client tools to use against a server of this major version (undefined: PATH).
+ * Fails with a clear message instead of producing a dump the server's data cannot be trusted to.
+ */
+export async function toolDirFor(major: number, configured: string | undefined, root = VERSIONED_ROOT): Promise<string | undefined> {
+  const candidates: (string | undefined)[] = configured ? [configured] : [...(await versionedDirs(root)), undefined];
+  const found: { dir: string | undefined; major: number }[] = [];
+  for (const dir of candidates) {
+    const version = await toolMajor(dir);
+    if (version !== undefined) found.push({ dir, major: version });
+  }
+  const fitting = found.filter((candidate) => candidate.major >= major).sort((a, b) => b.major - a.major);
+  if (fitting[0]) return fitting[0].dir;
+  const seen = found.map((candidate) => `${candidate.major} (${candidate.dir ?? 'PATH'})`).join(', ') || 'none';
+  throw new PermanentError(
+    `no pg_dump/pg_restore for PostgreSQL ${major}: found ${seen}; install postgresql-client-${major} or point PG_BIN_DIR at its bin directory`,
+  );
+}
+
+/** The tools directory for the server behind one or more connection URLs (the newest server decides). */
+export async function toolDirForServers(urls: string[], configured: string | undefined, applicationName: string): Promise<string | undefined> {
+  let highest = 0;
+  for (const url of urls) {
+    const client = await connect(url, applicationName);
+    try {
+      highest = Math.max(highest, await serverMajor(client));
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return toolDirFor(highest, configured);
+}
