@@ -42,6 +42,14 @@ const baseSchema = z.object({
     .refine((value) => /^[A-Za-z0-9_.{}-]{1,64}$/.test(value), {
       message: 'expected 1-64 characters of letters, digits, _ . - { }',
     }),
+  /** REDIS_URL is one node of a Redis Cluster (the other nodes are discovered). */
+  REDIS_CLUSTER: booleanString.default(false),
+  /** Redis Sentinel: `host:port,host:port` of the sentinels, and the name of the monitored master. */
+  REDIS_SENTINELS: z
+    .string()
+    .regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/, { message: 'expected host:port[,host:port…]' })
+    .optional(),
+  REDIS_SENTINEL_NAME: z.string().min(1).default('mymaster'),
   PROTECTED_ENVS: z.string().default('production'),
   BACKUP_DIR: z.string().min(1).default('./backups'),
   PORT: positiveInt(0, 65535).default(3000), // 0: any free port
@@ -160,6 +168,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   if (base.DASHBOARD_USER && !base.DASHBOARD_PASSWORD) {
     throw new ConfigError('DASHBOARD_PASSWORD: required when DASHBOARD_USER is set');
   }
+
+  if (base.REDIS_CLUSTER && base.REDIS_SENTINELS) {
+    throw new ConfigError('REDIS_SENTINELS: a Redis Cluster (REDIS_CLUSTER=true) does not use sentinels');
+  }
+  // In a Redis Cluster every key of a queue must hash to one slot: BullMQ's keys start with the prefix,
+  // so a prefix that is a hash tag ({dbops}) keeps them together.
+  if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
 
   const { PROTECTED_ENVS: _p, BACKUP_DIR, ...rest } = base;
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);

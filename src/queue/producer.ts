@@ -1,5 +1,5 @@
 import { FlowProducer, QueueEvents, type Job, type JobState } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from './connection.js';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import { ValidationError, errorMessage } from '../errors.js';
@@ -61,11 +61,11 @@ const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null)
  */
 export class Producer {
   readonly queues: Queues;
-  private readonly events = new Map<OperationType, { events: QueueEvents; connection: Redis }>();
+  private readonly events = new Map<OperationType, { events: QueueEvents; connection: RedisConnection }>();
 
   constructor(
     readonly config: Config,
-    connection: Redis = createRedis(config, 'producer'),
+    connection: RedisConnection = createRedis(config, 'producer'),
   ) {
     this.queues = new Queues(config, connection);
   }

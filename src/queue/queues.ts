@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
 import { getOperation, isOperationType, operationTypes, type OperationType } from '../operations/index.js';
 
@@ -41,7 +41,7 @@ export class Queues {
   private readonly queues = new Map<OperationType, Queue>();
   constructor(
     private readonly config: Config,
-    readonly connection: Redis,
+    readonly connection: RedisConnection,
   ) {}
 
   get(type: OperationType): Queue {
