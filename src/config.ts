@@ -72,6 +72,9 @@ const baseSchema = z.object({
   API_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' }).default('64kb'),
 });
 
+/** Every fixed variable the configuration reads (besides DATABASE_URL_<ENV> and WORKER_CONCURRENCY_<TYPE>). */
+export const configVariables = Object.keys(baseSchema.shape);
+
 export interface Environment {
   /** Canonical name, as jobs and the CLI use it. */
   name: string;

@@ -1,0 +1,41 @@
+import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { configVariables } from '../src/config.js';
+import { operationTypes } from '../src/operations/index.js';
+
+const compose = spawnSync('docker-compose', ['version'], { encoding: 'utf8' });
+const composeMissing = compose.error ? "Debian's docker-compose is not installed (.ci/run installs it)" : undefined;
+
+describe('deployment files', () => {
+  it('.env.example lists every variable the configuration reads', () => {
+    const example = readFileSync('.env.example', 'utf8');
+    for (const variable of [...configVariables, 'DATABASE_URL_', 'WORKER_CONCURRENCY_']) {
+      expect(example, variable).toMatch(new RegExp(`^#?\\s*${variable}`, 'm'));
+    }
+  });
+
+  describe.skipIf(composeMissing !== undefined)(`docker-compose.yml${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
+    const run = (env: Record<string, string>, ...args: string[]) =>
+      execa('docker-compose', ['-f', 'docker-compose.yml', 'config', ...args], { env: { PATH: process.env.PATH!, ...env }, extendEnv: false, reject: false });
+
+    it('validates, with Redis, PostgreSQL, the dashboard and one service per worker type', async () => {
+      const services = await run({ DASHBOARD_PASSWORD: 'secret' }, '--services');
+      expect(services.exitCode).toBe(0);
+      expect(services.stdout.split('\n').sort()).toEqual(['dashboard', 'postgres', 'redis', ...operationTypes.map((type) => `worker-${type}`)].sort());
+      const full = await run({ DASHBOARD_PASSWORD: 'secret' });
+      expect(full.exitCode).toBe(0);
+      expect(full.stdout).toContain('noeviction');
+      expect(full.stdout).toMatch(/--appendonly\s*\n?\s*- ['"]?yes/);
+      for (const type of operationTypes) expect(full.stdout).toContain(`- ${type}`);
+      expect(full.stdout).toMatch(/backups:\/backups/);
+    });
+
+    it('refuses to run the dashboard without a password', async () => {
+      const result = await run({});
+      expect(result.exitCode).not.toBe(0);
+      expect(result.stderr).toContain('set DASHBOARD_PASSWORD in .env');
+    });
+  });
+});
