@@ -1,100 +1,72 @@
 /**
- * `npm run bench`: what the queue costs over the raw tools, on one ~300 MB database, in one run.
+ * `npm run bench`: what dbops costs over the raw tools and a bare queue, measured in one run, printed
+ * as one table. Each job-vs-raw pair alternates, ROUNDS times, and medians are compared; a CHECKPOINT
+ * runs before every timed step so that no step pays for the dirty buffers of the one before it.
  *
- *   backup job (enqueue → worker → pg_dump → sha256 → manifest → result)  vs  raw `pg_dump -Fc -f`
- *   restore job (checks, shadow database, swap)    vs  raw `dropdb; createdb; pg_restore -j 2`
- *   (the raw way to replace a database; the job runs as by default, keeping the replaced database,
- *   which is dropped after the timing)
+ *   backup job vs raw `pg_dump -Fc -f`; parallel backup job (directory, 2 jobs) vs `pg_dump -Fd -j 2`
+ *   restore job (checks, shadow, swap; keeps the old database, dropped after the timing)
+ *     vs raw `dropdb; createdb; pg_restore -j 2`
+ *   stream copy job (pg_dump | pg_restore, shadow, swap) vs dump to a file, then restore it
+ *   no-op job round trip (p50/p99) and throughput: dbops' worker runtime vs a bare BullMQ worker
+ *   worker peak memory (VmHWM) backing up a database 10x smaller and the big one
+ *   one vs two backup worker processes on 8 independent backups
  *
- *   copy job, streaming (pg_dump | pg_restore, shadow, swap)  vs  raw `pg_dump -Fc -f`, then
- *   `dropdb; createdb; pg_restore -j 2` (dump to a file, then restore it)
- *
- * A CHECKPOINT runs before every timed step, so that no step pays for the dirty buffers of the one
- * before it (DROP DATABASE forces a checkpoint).
- *
- * The two sides alternate, ROUNDS times each, and the medians are compared. Environment:
- *   BENCH_PG_URL   a superuser URL on the server to use (default postgres://postgres@127.0.0.1:5432/postgres)
- *   BENCH_ROWS     rows in the generated table (default 1,300,000, about 300 MB on disk)
- *   BENCH_ROUNDS   rounds per side (default 3)
- *   REDIS_URL      the Redis for the queue (default redis://127.0.0.1:6379)
+ * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
+ * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 3), REDIS_URL.
  */
-import { fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
+import { benchQueue } from './queue.js';
+import { admin, forkWorker, median, peakRss, redisUrl, timed, urlFor } from './lib.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const rows = Number(process.env.BENCH_ROWS ?? 1_300_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SOURCE = 'dbops_bench_source';
+const SMALL = 'dbops_bench_small';
 const TARGET = 'dbops_bench_target';
 const COPY_TARGET = 'dbops_bench_copy';
 
-function urlFor(database: string): string {
-  const url = new URL(adminUrl);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-async function admin<T extends pg.QueryResultRow>(database: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: urlFor(database) });
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-/** Builds the benchmark database once; later runs reuse it when it has the requested size. */
-async function ensureSource(): Promise<number> {
-  const exists = await admin('postgres', `SELECT 1 FROM pg_database WHERE datname = '${SOURCE}'`);
+/** Builds a benchmark database once; later runs reuse it when it has the requested size. */
+async function ensureDatabase(name: string, count: number): Promise<number> {
+  const exists = await admin('postgres', `SELECT 1 FROM pg_database WHERE datname = '${name}'`);
   if (exists.length > 0) {
-    const [count] = await admin<{ n: string }>(SOURCE, "SELECT reltuples::bigint AS n FROM pg_class WHERE relname = 'events'").catch(() => []);
-    if (count && Math.abs(Number(count.n) - rows) < rows * 0.01) return databaseSize();
-    await admin('postgres', `DROP DATABASE ${SOURCE} WITH (FORCE)`);
+    const [row] = await admin<{ n: string }>(name, "SELECT reltuples::bigint AS n FROM pg_class WHERE relname = 'events'").catch(() => []);
+    if (row && Math.abs(Number(row.n) - count) < count * 0.01) return databaseSize(name);
+    await admin('postgres', `DROP DATABASE ${name} WITH (FORCE)`);
   }
-  process.stderr.write(`creating ${SOURCE} with ${rows} rows…\n`);
-  await admin('postgres', `CREATE DATABASE ${SOURCE}`);
+  process.stderr.write(`creating ${name} with ${count} rows…\n`);
+  await admin('postgres', `CREATE DATABASE ${name}`);
   await admin(
-    SOURCE,
+    name,
     `CREATE TABLE events (id bigint PRIMARY KEY, account int NOT NULL, kind text NOT NULL, payload text NOT NULL, note text, at timestamptz NOT NULL);
      INSERT INTO events
        SELECT g, g % 5000, (ARRAY['created','updated','deleted','viewed'])[1 + g % 4],
               md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text),
               CASE WHEN g % 3 = 0 THEN repeat(md5(g::text), 2) END,
               timestamptz '2020-01-01' + g * interval '17 seconds'
-         FROM generate_series(1, ${rows}) g;
+         FROM generate_series(1, ${count}) g;
      CREATE INDEX events_account ON events (account, at);
      CREATE TABLE accounts AS SELECT g AS id, 'account ' || g AS name FROM generate_series(1, 5000) g;
      ALTER TABLE accounts ADD PRIMARY KEY (id);`,
   );
-  await admin(SOURCE, 'VACUUM ANALYZE');
-  return databaseSize();
+  await admin(name, 'VACUUM ANALYZE');
+  return databaseSize(name);
 }
 
-async function databaseSize(): Promise<number> {
-  const [row] = await admin<{ size: string }>('postgres', `SELECT pg_database_size('${SOURCE}') AS size`);
+async function databaseSize(name: string): Promise<number> {
+  const [row] = await admin<{ size: string }>('postgres', `SELECT pg_database_size('${name}') AS size`);
   return Number(row!.size);
 }
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const started = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - started) / 1e9;
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const checkpoint = () => admin('postgres', 'CHECKPOINT');
 
 async function main(): Promise<void> {
-  const size = await ensureSource();
+  const size = await ensureDatabase(SOURCE, rows);
+  const smallSize = await ensureDatabase(SMALL, Math.round(rows / 10));
   const backupDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-bench-'));
   const env = {
     ...process.env,
@@ -104,63 +76,62 @@ async function main(): Promise<void> {
     LOG_LEVEL: 'warn',
     PROTECTED_ENVS: 'none',
     DATABASE_URL_BENCH: urlFor(SOURCE),
+    DATABASE_URL_SMALL: urlFor(SMALL),
     DATABASE_URL_BENCHTARGET: urlFor(TARGET),
     DATABASE_URL_BENCHCOPY: urlFor(COPY_TARGET),
   };
-  const workers = ['backup', 'restore', 'copy'].map((type) => fork(path.join(here, '..', 'workers', 'worker.js'), [type], { env, stdio: 'inherit' }));
-  const producer = new Producer(loadConfig(env));
+  const config = loadConfig(env);
+  const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
+  const producer = new Producer(config);
   const rawFile = path.join(backupDir, 'raw.dump');
-  const times = {
-    rawDump: [] as number[],
-    jobDump: [] as number[],
-    rawRestore: [] as number[],
-    jobRestore: [] as number[],
-    rawDumpThenRestore: [] as number[],
-    jobCopy: [] as number[],
+  const rawDir = path.join(backupDir, 'raw.d');
+  const times: Record<string, number[]> = {};
+  const record = (key: string, seconds: number) => (times[key] ??= []).push(seconds);
+  const runJob = async <T>(type: Parameters<Producer['enqueue']>[0], payload: object): Promise<T> => {
+    const job = await producer.enqueue(type, payload as never);
+    const outcome = await producer.wait(job.id);
+    if (outcome.state !== 'completed') throw new Error(`${type} job ${outcome.state}: ${outcome.failedReason}`);
+    return outcome.result as T;
   };
-  let lastBackup = '';
+  let memory = { small: 0, large: 0 };
+  let scaling = { one: 0, two: 0 };
+  let queue;
   try {
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // let the workers connect
-    const warm = await producer.enqueue('backup', { env: 'bench' });
-    await producer.wait(warm.id); // warms the page cache and the workers
+    await runJob('backup', { env: 'bench' }); // warms the page cache and the workers
 
     for (let round = 1; round <= rounds; round += 1) {
       process.stderr.write(`round ${round}/${rounds}\n`);
       await rm(rawFile, { force: true });
-      await admin('postgres', 'CHECKPOINT');
-      times.rawDump.push(await timed(() => execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)])));
-      await admin('postgres', 'CHECKPOINT');
-      times.jobDump.push(
-        await timed(async () => {
-          const job = await producer.enqueue('backup', { env: 'bench' });
-          const outcome = await producer.wait<'backup'>(job.id);
-          if (outcome.state !== 'completed') throw new Error(`backup job ${outcome.state}: ${outcome.failedReason}`);
-          lastBackup = outcome.result.backupId;
-        }),
-      );
+      await checkpoint();
+      record('rawDump', await timed(() => execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)])));
+      await checkpoint();
+      let backupId = '';
+      record('jobDump', await timed(async () => (backupId = (await runJob<{ backupId: string }>('backup', { env: 'bench' })).backupId)));
 
-      await admin('postgres', 'CHECKPOINT');
-      times.rawRestore.push(
+      await rm(rawDir, { recursive: true, force: true });
+      await checkpoint();
+      record('rawParallelDump', await timed(() => execa('pg_dump', ['-Fd', '-j', '2', '-f', rawDir, '-d', urlFor(SOURCE)])));
+      await checkpoint();
+      record('jobParallelDump', await timed(() => runJob('backup', { env: 'bench', format: 'directory', jobs: 2 })));
+
+      await checkpoint();
+      record(
+        'rawRestore',
         await timed(async () => {
           await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`);
           await admin('postgres', `CREATE DATABASE ${TARGET}`);
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(TARGET), rawFile]);
         }),
       );
-      await admin('postgres', 'CHECKPOINT');
+      await checkpoint();
       let previous: string | undefined;
-      times.jobRestore.push(
-        await timed(async () => {
-          const job = await producer.enqueue('restore', { env: 'benchtarget', backup: lastBackup, jobs: 2 });
-          const outcome = await producer.wait<'restore'>(job.id);
-          if (outcome.state !== 'completed') throw new Error(`restore job ${outcome.state}: ${outcome.failedReason}`);
-          previous = outcome.result.previousDatabase;
-        }),
-      );
+      record('jobRestore', await timed(async () => (previous = (await runJob<{ previousDatabase?: string }>('restore', { env: 'benchtarget', backup: backupId, jobs: 2 })).previousDatabase)));
       if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
 
-      await admin('postgres', 'CHECKPOINT');
-      times.rawDumpThenRestore.push(
+      await checkpoint();
+      record(
+        'rawDumpThenRestore',
         await timed(async () => {
           await execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)]);
           await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
@@ -168,33 +139,72 @@ async function main(): Promise<void> {
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(COPY_TARGET), rawFile]);
         }),
       );
-      await admin('postgres', 'CHECKPOINT');
+      await checkpoint();
       let copied: string | undefined;
-      times.jobCopy.push(
-        await timed(async () => {
-          const job = await producer.enqueue('copy', { from: 'bench', to: 'benchcopy' });
-          const outcome = await producer.wait<'copy'>(job.id);
-          if (outcome.state !== 'completed') throw new Error(`copy job ${outcome.state}: ${outcome.failedReason}`);
-          copied = outcome.result.previousDatabase;
-        }),
-      );
+      record('jobCopy', await timed(async () => (copied = (await runJob<{ previousDatabase?: string }>('copy', { from: 'bench', to: 'benchcopy' })).previousDatabase)));
       if (copied) await admin('postgres', `DROP DATABASE "${copied}" WITH (FORCE)`);
     }
+
+    // Peak memory of a fresh backup worker, for a database ten times smaller and for the big one.
+    for (const [key, envName] of [['small', 'small'], ['large', 'bench']] as const) {
+      const fresh = forkWorker('backup', { ...env, QUEUE_PREFIX: `bench-mem-${key}-${process.pid}` });
+      const memoryProducer = new Producer(loadConfig({ ...env, QUEUE_PREFIX: `bench-mem-${key}-${process.pid}` }));
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const job = await memoryProducer.enqueue('backup', { env: envName });
+      await memoryProducer.wait(job.id);
+      memory = { ...memory, [key]: peakRss(fresh.pid!) };
+      await memoryProducer.queues.get('backup').obliterate({ force: true });
+      await memoryProducer.close();
+      fresh.kill('SIGTERM');
+    }
+
+    // Eight independent backups of the small database: one backup worker process, then two.
+    for (const count of [1, 2] as const) {
+      const prefix = `bench-scale-${count}-${process.pid}`;
+      const scaled = Array.from({ length: count }, () => forkWorker('backup', { ...env, QUEUE_PREFIX: prefix }));
+      const scaleProducer = new Producer(loadConfig({ ...env, QUEUE_PREFIX: prefix }));
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const seconds = await timed(async () => {
+        const jobs = await Promise.all(Array.from({ length: 8 }, () => scaleProducer.enqueue('backup', { env: 'small' })));
+        await Promise.all(jobs.map((job) => scaleProducer.wait(job.id)));
+      });
+      scaling = { ...scaling, [count === 1 ? 'one' : 'two']: seconds };
+      await scaleProducer.queues.get('backup').obliterate({ force: true });
+      await scaleProducer.close();
+      for (const worker of scaled) worker.kill('SIGTERM');
+    }
+
+    queue = await benchQueue({ ...config, QUEUE_PREFIX: `bench-queue-${process.pid}` });
   } finally {
+    await producer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
+    for (const type of ['restore', 'copy'] as const) await producer.queues.get(type).obliterate({ force: true }).catch(() => undefined);
     await producer.close();
     for (const worker of workers) worker.kill('SIGTERM');
     for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
   }
 
-  const line = (name: string, job: number[], raw: number[], target: string) =>
-    `| ${name.padEnd(38)} | ${median(job).toFixed(2).padStart(7)} s | ${median(raw).toFixed(2).padStart(7)} s | ${(median(job) / median(raw)).toFixed(3).padStart(6)} | ${target.padEnd(7)} |`;
-  console.log(`\ndatabase ${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB, ${rows} rows; medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
-  console.log('| measure                                |     job    |     raw    |  ratio | target  |');
-  console.log('|----------------------------------------|------------|------------|--------|---------|');
-  console.log(line('backup job vs pg_dump -Fc', times.jobDump, times.rawDump, '≤ 1.05'));
-  console.log(line('restore job vs drop+create+pg_restore', times.jobRestore, times.rawRestore, '≤ 1.05'));
-  console.log(line('stream copy job vs dump, then restore', times.jobCopy, times.rawDumpThenRestore, '≤ 0.85'));
+  const m = (key: string) => median(times[key]!);
+  const ratio = (job: string, raw: string) => (m(job) / m(raw)).toFixed(3);
+  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  const table: [string, string, string, string, string][] = [
+    ['backup job vs pg_dump -Fc', `${m('jobDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobDump', 'rawDump'), '≤ 1.05'],
+    ['parallel backup job vs pg_dump -Fd -j 2', `${m('jobParallelDump').toFixed(2)} s`, `${m('rawParallelDump').toFixed(2)} s`, ratio('jobParallelDump', 'rawParallelDump'), '≤ 1.05'],
+    ['restore job vs drop+create+pg_restore -j 2', `${m('jobRestore').toFixed(2)} s`, `${m('rawRestore').toFixed(2)} s`, ratio('jobRestore', 'rawRestore'), '≤ 1.05'],
+    ['stream copy job vs dump, then restore', `${m('jobCopy').toFixed(2)} s`, `${m('rawDumpThenRestore').toFixed(2)} s`, ratio('jobCopy', 'rawDumpThenRestore'), '≤ 0.85'],
+    ['no-op job round trip p50 (dbops vs bare BullMQ)', `${queue!.dbops.p50Ms.toFixed(2)} ms`, `${queue!.bare.p50Ms.toFixed(2)} ms`, `+${(queue!.dbops.p50Ms - queue!.bare.p50Ms).toFixed(2)} ms`, '≤ +5 ms'],
+    ['no-op job round trip p99 (dbops vs bare BullMQ)', `${queue!.dbops.p99Ms.toFixed(2)} ms`, `${queue!.bare.p99Ms.toFixed(2)} ms`, `+${(queue!.dbops.p99Ms - queue!.bare.p99Ms).toFixed(2)} ms`, ''],
+    ['no-op throughput, 1 worker (dbops vs bare)', `${queue!.dbops.jobsPerSecond.toFixed(0)} /s`, `${queue!.bare.jobsPerSecond.toFixed(0)} /s`, (queue!.dbops.jobsPerSecond / queue!.bare.jobsPerSecond).toFixed(3), ''],
+    [`backup worker peak RSS: ${mib(size)} vs ${mib(smallSize)} database`, mib(memory.large), mib(memory.small), (memory.large / memory.small).toFixed(3), 'flat (≈ 1)'],
+    ['8 small backups: 2 worker processes vs 1', `${scaling.two.toFixed(2)} s`, `${scaling.one.toFixed(2)} s`, (scaling.two / scaling.one).toFixed(3), '< 1'],
+  ];
+  const width = [48, 10, 10, 9, 10];
+  const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
+  console.log(`\n${SOURCE}: ${mib(size)} (${rows} rows); medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`);
+  console.log(row(['measure', 'dbops', 'baseline', 'ratio', 'target']));
+  console.log(row(width.map((w) => '-'.repeat(w))));
+  for (const cells of table) console.log(row(cells));
 }
 
 await main();
+process.exit(0); // forked workers and Redis clients must not keep the benchmark alive

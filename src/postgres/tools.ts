@@ -84,7 +84,16 @@ export async function finishTool(tool: PgTool, child: ResultPromise, tail: Stder
   }
 }
 
-export async function toolVersion(tool: PgTool, binDir?: string): Promise<string> {
-  const { stdout } = await execa(toolPath(tool, binDir), ['--version']);
-  return stdout.trim();
+const versions = new Map<string, Promise<string>>();
+
+/** `pg_dump (PostgreSQL) 15.20 …`, asked once per binary. */
+export function toolVersion(tool: PgTool, binDir?: string): Promise<string> {
+  const binary = toolPath(tool, binDir);
+  let version = versions.get(binary);
+  if (!version) {
+    version = execa(binary, ['--version']).then(({ stdout }) => stdout.trim());
+    version.catch(() => versions.delete(binary));
+    versions.set(binary, version);
+  }
+  return version;
 }

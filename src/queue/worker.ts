@@ -4,10 +4,11 @@ import { errorMessage, isRetryable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { createContext } from '../operations/context.js';
 import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
+import type { Operation } from '../operations/operation.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis } from './connection.js';
 import { validatePayload } from './producer.js';
-import { Queues, cancelChannel, queueName, typeOfJobId } from './queues.js';
+import { Queues, cancelChannel, typeOfJobId } from './queues.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
@@ -23,8 +24,10 @@ function formatValidationIssues(issues: { path: PropertyKey[]; message: string }
   return issues.map((issue) => `${issue.path.join('.') || 'payload'}: ${issue.message}`).join('; ');
 }
 
-export async function startWorker(type: OperationType, config: Config, logger: Logger): Promise<RunningWorker> {
-  const operation = getOperation(type);
+/** Runs jobs of one operation type: a catalogue type, or any Operation (the benchmarks' no-op). */
+export async function startWorker(typeOrOperation: OperationType | Operation, config: Config, logger: Logger): Promise<RunningWorker> {
+  const operation = typeof typeOrOperation === 'string' ? getOperation(typeOrOperation) : typeOrOperation;
+  const type = operation.type;
   const concurrency = config.concurrencyByType.get(type) ?? config.WORKER_CONCURRENCY;
   const connection = createRedis(config, 'worker');
   const queues = new Queues(config, connection);
@@ -93,7 +96,7 @@ export async function startWorker(type: OperationType, config: Config, logger: L
     }
   };
 
-  const worker = new Worker(queueName(type), processor, {
+  const worker = new Worker(type, processor, {
     connection,
     prefix: config.QUEUE_PREFIX,
     concurrency,
