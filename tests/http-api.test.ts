@@ -137,6 +137,21 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     expect(Math.abs(lastBackup - Date.now() / 1000)).toBeLessThan(120);
   });
 
+  it('DASHBOARD_READONLY=true shows the queues but refuses to change them', async () => {
+    const readonly = await startTestServer(rig, { DASHBOARD_READONLY: 'true' });
+    try {
+      const queues = (await (await fetch(`${readonly.url}/admin/queues/api/queues`)).json()) as { queues: { name: string; readOnlyMode: boolean }[] };
+      expect(queues.queues.length).toBe(operationTypes.length);
+      expect(queues.queues.every((queue) => queue.readOnlyMode)).toBe(true);
+      const pause = await fetch(`${readonly.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT' });
+      expect(pause.status).toBe(405);
+      const counts = await rig.producer().queues.get('backup').isPaused();
+      expect(counts).toBe(false);
+    } finally {
+      await readonly.close();
+    }
+  });
+
   it('keeps the API off without API_TOKEN and refuses a public HOST without dashboard credentials', async () => {
     const plain = await startTestServer(rig);
     try {
