@@ -1,8 +1,8 @@
 import type pg from 'pg';
 import { z } from 'zod';
 import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
-import { connect, withClient } from '../postgres/client.js';
-import { acquireDatabaseLock } from '../postgres/lock.js';
+import { withClient } from '../postgres/client.js';
+import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -222,14 +222,8 @@ export const maintenance = defineOperation({
     if (payload.action === 'report') {
       return withClient(target.url, (client) => report(client, target.database, payload), `dbops:maintenance:${jobId}`);
     }
-    const lock = await acquireDatabaseLock(target, {
-      maintenanceDb: config.PG_MAINTENANCE_DB,
-      holder: `dbops:maintenance:${jobId}`,
-      signal,
-      onWait: (heldBy) => progress(0, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
-    });
-    try {
-      const client = await connect(target.url, `dbops:maintenance:${jobId}`);
+    const holder = `dbops:maintenance:${jobId}`;
+    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress }, async (client) => {
       const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
       // Cancelling the job cancels the statement running on the server.
       const onAbort = () => void withClient(target.url, (admin) => admin.query('SELECT pg_cancel_backend($1)', [pid])).catch(() => undefined);
@@ -238,11 +232,8 @@ export const maintenance = defineOperation({
         return await run(context, client);
       } finally {
         signal.removeEventListener('abort', onAbort);
-        await client.end().catch(() => undefined);
       }
-    } finally {
-      await lock.release();
-    }
+    });
   },
   describe(result) {
     if (result.action === 'report') return describeReport(result);

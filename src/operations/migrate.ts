@@ -17,7 +17,7 @@ import {
 import { connect, withClient } from '../postgres/client.js';
 import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { acquireDatabaseLock } from '../postgres/lock.js';
+import { acquireDatabaseLock, withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
 import { envName } from './fields.js';
@@ -219,34 +219,21 @@ export const migrate = defineOperation({
     const backupId = context.childResults
       .map((result) => (result as { backupId?: string } | null)?.backupId)
       .find((id): id is string => typeof id === 'string');
-    const lock = await acquireDatabaseLock(target, {
-      maintenanceDb: config.PG_MAINTENANCE_DB,
-      holder: `dbops:migrate:${jobId}`,
-      signal,
-      onWait: (heldBy) => progress(0, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
-    });
-    try {
-      const client = await connect(target.url, `dbops:migrate:${jobId}`);
-      try {
-        const applied = await readApplied(client);
-        const changed = changedSinceApplied(files, applied);
-        if (changed.length > 0) {
-          throw new PermanentError(`applied migration${changed.length > 1 ? 's' : ''} changed since: ${changed.join(', ')}; restore the applied version or add a new migration`);
-        }
-        const chosen = selection(payload, files, applied);
-        const direction = payload.action;
-        const timings = await runMigrations(context, client, direction, chosen, (name) =>
-          direction === 'up' ? recordChecksums(client, files, [name]) : forgetChecksums(client, [name]),
-        );
-        // Migrations applied before dbops recorded checksums are adopted as they are now.
-        await recordChecksums(client, files, applied.filter((migration) => !migration.sha256).map((migration) => migration.name));
-        return { action: direction, dryRun: false, migrations: timings.map((t) => t.name), timings, ...(backupId ? { backupId } : {}) };
-      } finally {
-        await client.end().catch(() => undefined);
+    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress }, async (client) => {
+      const applied = await readApplied(client);
+      const changed = changedSinceApplied(files, applied);
+      if (changed.length > 0) {
+        throw new PermanentError(`applied migration${changed.length > 1 ? 's' : ''} changed since: ${changed.join(', ')}; restore the applied version or add a new migration`);
       }
-    } finally {
-      await lock.release();
-    }
+      const chosen = selection(payload, files, applied);
+      const direction = payload.action as 'up' | 'down';
+      const timings = await runMigrations(context, client, direction, chosen, (name) =>
+        direction === 'up' ? recordChecksums(client, files, [name]) : forgetChecksums(client, [name]),
+      );
+      // Migrations applied before dbops recorded checksums are adopted as they are now.
+      await recordChecksums(client, files, applied.filter((migration) => !migration.sha256).map((migration) => migration.name));
+      return { action: direction, dryRun: false as const, migrations: timings.map((t) => t.name), timings, ...(backupId ? { backupId } : {}) };
+    });
   },
   describe(result) {
     if (result.action === 'status') {

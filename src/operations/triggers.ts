@@ -2,8 +2,8 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { PermanentError, ValidationError } from '../errors.js';
 import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
-import { connect, quoteIdent, withClient } from '../postgres/client.js';
-import { acquireDatabaseLock } from '../postgres/lock.js';
+import { quoteIdent, withClient } from '../postgres/client.js';
+import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -199,25 +199,12 @@ export const triggers = defineOperation({
       // Read-only: no database lock.
       return withClient(target.url, async (client) => ({ action: 'list', triggers: await listTriggers(client) }), `dbops:triggers:${jobId}`);
     }
-    const lock = await acquireDatabaseLock(target, {
-      maintenanceDb: config.PG_MAINTENANCE_DB,
-      holder: `dbops:triggers:${jobId}`,
-      signal,
-      onWait: (heldBy) => progress(1, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
+    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:triggers:${jobId}`, signal, progress }, async (client) => {
+      progress(10, `${payload.action} triggers`);
+      const result = await change(context, client);
+      progress(100, 'done');
+      return result;
     });
-    try {
-      const client = await connect(target.url, `dbops:triggers:${jobId}`);
-      try {
-        progress(10, `${payload.action} triggers`);
-        const result = await change(context, client);
-        progress(100, 'done');
-        return result;
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    } finally {
-      await lock.release();
-    }
   },
   describe(result) {
     if (result.action === 'list') {

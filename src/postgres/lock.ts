@@ -105,3 +105,35 @@ export async function tryDatabaseLock(target: DatabaseTarget, options: AcquireOp
   await client.end().catch(() => undefined);
   return undefined;
 }
+
+/** The progress step shown while a job waits for a database's lock. */
+export function waitingForLock(database: string, heldBy: string | undefined): string {
+  return `waiting for the lock on database "${database}" (held by ${heldBy ?? 'another job'})`;
+}
+
+/**
+ * Runs `fn` on a connection to the target database while holding its lock (waiting for it first,
+ * and saying so in the job's progress); the connection is closed and the lock released afterwards.
+ */
+export async function withLockedDatabase<T>(
+  target: DatabaseTarget,
+  options: { maintenanceDb: string; holder: string; signal: AbortSignal; progress(percent: number, step: string): void },
+  fn: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const lock = await acquireDatabaseLock(target, {
+    maintenanceDb: options.maintenanceDb,
+    holder: options.holder,
+    signal: options.signal,
+    onWait: (heldBy) => options.progress(0, waitingForLock(target.database, heldBy)),
+  });
+  try {
+    const client = await connect(target.url, options.holder);
+    try {
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } finally {
+    await lock.release();
+  }
+}

@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { RecoveryContext } from '../operations/operation.js';
 import { connect } from './client.js';
 import { createShadowDatabase, dropDatabase, listShadowDatabases, reopenIfClosedByUs, swapInShadow } from './databases.js';
-import { acquireDatabaseLock, tryDatabaseLock } from './lock.js';
+import { acquireDatabaseLock, tryDatabaseLock, waitingForLock } from './lock.js';
 import { withDatabase, type DatabaseTarget } from './target.js';
 
 export interface ReplaceOptions {
@@ -35,7 +35,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
     maintenanceDb: config.PG_MAINTENANCE_DB,
     holder: `dbops:${options.kind}:${jobId}`,
     signal: options.signal,
-    onWait: (heldBy) => progress(4, `waiting for the lock on database "${target.database}" (held by ${heldBy ?? 'another job'})`),
+    onWait: (heldBy) => progress(4, waitingForLock(target.database, heldBy)),
   });
   const lockAcquiredAt = new Date();
   const signal = AbortSignal.any([options.signal, lock.lost]);
