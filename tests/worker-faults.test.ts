@@ -113,6 +113,26 @@ describe('workers that die, stop or are told to cancel', () => {
     }
   });
 
+  it('jobs cancel on a job whose worker died: the next worker refuses it instead of running it again', async () => {
+    const first = await worker();
+    const manifestsBefore = manifests();
+    const { blocker, producer, job } = await backupInFlight();
+    try {
+      first.process.kill('SIGKILL');
+      await first.exited;
+      const cancel = await rig.cli(['jobs', 'cancel', job.id]);
+      expect(cancel.exitCode).toBe(0);
+      await worker();
+      const outcome = await producer.wait(job.id);
+      expect(outcome).toMatchObject({ state: 'cancelled', failedReason: 'cancelled by user' });
+      expect(manifests()).toEqual(manifestsBefore);
+      // The dead worker's partial file is removed by the recovery that follows a job's final failure.
+      await waitFor('the partial backup of the dead worker to be removed', () => partials().length === 0, 10_000);
+    } finally {
+      await blocker.release();
+    }
+  });
+
   it('jobs cancel on a waiting job removes it before it starts', async () => {
     const producer = rig.producer();
     const job = await producer.enqueue('backup', { env: 'source' }); // no worker is running

@@ -15,7 +15,7 @@ import {
 } from '../operations/index.js';
 import type { Progress } from '../operations/operation.js';
 import { createRedis } from './connection.js';
-import { Queues, cancelChannel, jobOptionsFor, newJobId, queueName, typeOfJobId } from './queues.js';
+import { Queues, cancelChannel, cancelledKey, jobOptionsFor, newJobId, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -245,6 +245,7 @@ export class Producer {
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') return 'finished';
     if (state === 'active') {
+      await this.queues.connection.set(cancelledKey(this.config, id), '1', 'EX', 7 * 86_400);
       await this.queues.connection.publish(cancelChannel(this.config), id);
       return 'signalled';
     }

@@ -31,6 +31,14 @@ export function jobOptionsFor(config: Config, type: OperationType): JobsOptions 
   };
 }
 
+/**
+ * A cancelled job's mark: a job cancelled while its worker was dead (or between two workers) is
+ * refused by whichever worker takes it next, instead of running again.
+ */
+export function cancelledKey(config: Pick<Config, 'QUEUE_PREFIX'>, jobId: string): string {
+  return `${config.QUEUE_PREFIX}:dbops:cancelled:${jobId}`;
+}
+
 /** Redis pub/sub channel on which `jobs cancel` reaches the worker running a job. */
 export function cancelChannel(config: Pick<Config, 'QUEUE_PREFIX'>): string {
   return `${config.QUEUE_PREFIX}:dbops:cancel`;

@@ -8,11 +8,12 @@ import type { Operation } from '../operations/operation.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis } from './connection.js';
 import { validatePayload } from './producer.js';
-import { Queues, cancelChannel, typeOfJobId } from './queues.js';
+import { Queues, cancelChannel, cancelledKey, typeOfJobId } from './queues.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
 export const CANCELLED = 'cancelled by user';
+const RECOVERY_INTERVAL_MS = 10 * 60_000;
 
 export interface RunningWorker {
   worker: Worker;
@@ -37,11 +38,24 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
     const owner = typeOfJobId(jobId);
     return owner !== undefined && (await queues.get(owner).getJobState(jobId)) === 'active';
   };
-  try {
-    await operation.recover?.({ config, logger, isJobActive });
-  } catch (error) {
-    logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
-  }
+  // Leftovers of dead workers (partial files, shadow databases) are looked for at start, after a job
+  // fails for good (e.g. one refused as cancelled after its worker died), and every few minutes.
+  let recovering: Promise<void> | undefined;
+  const recover = () => {
+    recovering ??= (async () => {
+      try {
+        await operation.recover?.({ config, logger, isJobActive });
+      } catch (error) {
+        logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
+      } finally {
+        recovering = undefined;
+      }
+    })();
+    return recovering;
+  };
+  await recover();
+  const recoveryTimer = setInterval(() => void recover(), RECOVERY_INTERVAL_MS);
+  recoveryTimer.unref();
 
   /** Turns whatever a processor threw into what BullMQ should do with the job. */
   const settle = async (job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> => {
@@ -62,6 +76,7 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
       await job.moveToWait(token);
       throw new WaitingError();
     }
+    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED);
     const parsed = operation.schema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`invalid payload: ${formatValidationIssues(parsed.error.issues)}`);
     const { context, flush } = createContext(
@@ -106,7 +121,10 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
     autorun: false,
   });
   worker.on('completed', (job) => logger.info({ jobId: job.id }, 'job completed'));
-  worker.on('failed', (job, error) => logger.warn({ jobId: job?.id, reason: error.message }, 'job failed'));
+  worker.on('failed', (job, error) => {
+    logger.warn({ jobId: job?.id, reason: error.message }, 'job failed');
+    if (!(error instanceof WaitingError)) setTimeout(() => void recover(), 100).unref();
+  });
   worker.on('error', (error) => logger.error({ err: error }, 'worker error'));
 
   // `manage-db jobs cancel` publishes the id; whichever worker runs that job aborts it.
@@ -127,6 +145,7 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
     shutdown() {
       closing ??= (async () => {
         shuttingDown = true;
+        clearInterval(recoveryTimer);
         const closed = worker.close();
         worker.cancelAllJobs(SHUTDOWN);
         await closed;
