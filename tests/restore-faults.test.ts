@@ -51,4 +51,39 @@ describe('a restore whose worker dies', () => {
     expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
   });
+
+  it("pg_terminate_backend on the restore's connection: the attempt fails cleanly, the retry completes", async () => {
+    await rig.startWorker('restore');
+    await sql(rig.db('target'), 'DROP TABLE IF EXISTS precious'); // whatever is there now stays until the swap
+    const before = await fingerprint(rig.db('target'));
+    const producer = rig.producer();
+    const job = await producer.enqueue('restore', { env: 'target', backup: backupId, jobs: 1 });
+    const outcome = producer.wait<'restore'>(job.id);
+    const shadow = await waitFor(
+      "pg_restore's session in the shadow database",
+      async () => {
+        const [name] = await shadowDatabasesFor(rig.db('target'));
+        if (!name) return undefined;
+        const sessions = await sql<{ pid: number }>('postgres', "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'", [name]);
+        return sessions.length > 0 ? name : undefined;
+      },
+      30_000,
+    );
+    // Keep ending pg_restore's sessions in this first shadow until the attempt gives it up.
+    let terminated = 0;
+    while (await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow]).then((rows) => rows.length > 0)) {
+      const rows = await sql<{ ended: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'", [shadow]);
+      terminated += rows.filter((row) => row.ended).length;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(terminated).toBeGreaterThan(0);
+    const attempt = await producer.getJob(job.id);
+    if ((await attempt!.getState()) !== 'completed') expect(await fingerprint(rig.db('target'))).toEqual(before); // untouched meanwhile
+    const finished = await outcome;
+    expect(finished.state).toBe('completed');
+    expect((await producer.getJob(job.id))!.attemptsMade).toBe(2); // the failed attempt and the one that completed
+    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    expect(await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow])).toEqual([]);
+  });
 });
