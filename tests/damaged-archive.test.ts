@@ -29,7 +29,11 @@ describe('restore of a damaged archive', () => {
     return JSON.parse(run.stdout);
   }
 
-  async function expectRefused(backupId: string, reason: RegExp) {
+  async function expectRefused(backupId: string, reason: RegExp, verifyDetects = true) {
+    // The quick check (sha256 + table of contents) cannot see damage that a forged manifest covers up.
+    const verify = await rig.cli(['backups', 'verify', backupId]);
+    expect(verify.exitCode).toBe(verifyDetects ? 1 : 0);
+    if (verifyDetects) expect(verify.stdout).toContain(`${backupId}: DAMAGED`);
     const run = await rig.cli(['restore', '--env', 'target', '--backup', backupId, '--wait']);
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toMatch(reason);
@@ -43,6 +47,14 @@ describe('restore of a damaged archive', () => {
     change(manifest);
     writeFileSync(file, JSON.stringify(manifest));
   }
+
+  it('backups verify passes an intact archive', async () => {
+    const backup = await freshBackup();
+    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--json']);
+    expect(verify.exitCode).toBe(0);
+    expect(JSON.parse(verify.stdout)).toMatchObject({ id: backup.backupId, ok: true });
+    expect(JSON.parse(verify.stdout).tocEntries).toBeGreaterThan(100);
+  });
 
   it('a truncated archive is refused as damaged before the target is touched', async () => {
     const backup = await freshBackup();
@@ -67,7 +79,7 @@ describe('restore of a damaged archive', () => {
       manifest.sha256 = digest.sha256;
       manifest.sizeBytes = digest.sizeBytes;
     });
-    await expectRefused(backup.backupId, /pg_restore failed/);
+    await expectRefused(backup.backupId, /pg_restore failed/, false);
   });
 
   it('an archive whose table of contents is unreadable is refused before the target is touched', async () => {

@@ -131,6 +131,14 @@ describe('workers that die, stop or are told to cancel', () => {
     } finally {
       await blocker.release();
     }
+    const retry = await rig.cli(['jobs', 'retry', job.id]);
+    expect(retry.exitCode).toBe(0);
+    expect(retry.stdout).toContain('back in the queue');
+    expect(await producer.wait(job.id)).toMatchObject({ state: 'completed' });
+    expect(manifests()).toHaveLength(manifestsBefore.length + 1);
+    const again = await rig.cli(['jobs', 'retry', job.id]);
+    expect(again.exitCode).toBe(1);
+    expect(again.stdout).toContain('only a failed or cancelled job can be retried');
   });
 
   it('jobs cancel on a waiting job removes it before it starts', async () => {

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { z } from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
 import { BackupStore } from '../backups/store.js';
@@ -6,7 +5,7 @@ import { PermanentError, errorMessage } from '../errors.js';
 import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
+import { StderrTail, countTocEntries, finishTool, startTool } from '../postgres/tools.js';
 import { envName, parallelJobs, requireConfirmation } from './fields.js';
 import { defineOperation } from './operation.js';
 
@@ -29,18 +28,6 @@ export interface RestoreResult {
   lockWaitMs: number;
   lockAcquiredAt: string;
   lockReleasedAt: string;
-}
-
-/** Number of entries in an archive's table of contents; fails if pg_restore cannot read it. */
-async function countTocEntries(archive: string, binDir: string | undefined, signal: AbortSignal): Promise<number> {
-  try {
-    const { stdout } = await execa(toolPath('pg_restore', binDir), ['--list', archive], { cancelSignal: signal });
-    return stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
-  } catch (error) {
-    if ((error as { isCanceled?: boolean }).isCanceled) throw error;
-    const stderr = String((error as { stderr?: string }).stderr ?? '').trim().split('\n').pop();
-    throw new PermanentError(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
-  }
 }
 
 export const restore = defineOperation({

@@ -253,6 +253,16 @@ export class Producer {
     return 'removed';
   }
 
+  /** Runs a job that failed (or was cancelled) for good once more, from its first attempt. */
+  async retry(id: string): Promise<'retrying' | 'not-failed' | 'unknown'> {
+    const job = await this.getJob(id);
+    if (!job) return 'unknown';
+    if ((await job.getState()) !== 'failed') return 'not-failed';
+    await this.queues.connection.del(cancelledKey(this.config, id));
+    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    return 'retrying';
+  }
+
   async close(): Promise<void> {
     await Promise.all(
       [...this.events.values()].map(async ({ events, connection }) => {

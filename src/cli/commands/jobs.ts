@@ -88,4 +88,18 @@ export function registerJobs(program: Command): void {
       out(messages[outcome]);
       if (outcome === 'unknown') throw new CliExit(EXIT.failed);
     });
+  jobs
+    .command('retry <id>')
+    .description('run a failed or cancelled job once more')
+    .action(async (id: string) => {
+      checkJobId(id);
+      const outcome = await withProducer((producer) => producer.retry(id));
+      const messages = {
+        retrying: `${id}: back in the queue`,
+        'not-failed': `${id}: only a failed or cancelled job can be retried`,
+        unknown: `${id}: no such job`,
+      } as const;
+      out(messages[outcome]);
+      if (outcome !== 'retrying') throw new CliExit(EXIT.failed);
+    });
 }
