@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { HashingStream, sha256Directory } from '../backups/checksum.js';
+import { PermanentError } from '../errors.js';
 import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
 import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
@@ -59,6 +60,19 @@ async function writeHashed(source: NodeJS.ReadableStream, file: string): Promise
   return { sha256: hashing.digest(), sizeBytes: hashing.bytes };
 }
 
+/** Errors writing to BACKUP_DIR, in one line that names the directory. */
+function diskFailure(error: unknown, dir: string): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reasons: Record<string, string> = {
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'disk quota exceeded',
+    EACCES: 'permission denied',
+    EROFS: 'read-only file system',
+  };
+  const reason = code ? reasons[code] : undefined;
+  return reason ? new PermanentError(`cannot write the backup to ${dir}: ${reason}`) : (error as Error);
+}
+
 export const backup = defineOperation({
   type: 'backup',
   summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
@@ -112,6 +126,8 @@ export const backup = defineOperation({
       let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
       if (payload.format === 'custom') {
         const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial), finishTool('pg_dump', child, tail)]);
+        // A full or read-only BACKUP_DIR makes pg_dump fail too (broken pipe): the disk is the cause to name.
+        if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason, config.backupDir);
         if (finished.status === 'rejected') throw finished.reason;
         if (written.status === 'rejected') throw written.reason;
         digest = written.value;
