@@ -1,0 +1,90 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toolProcesses } from './helpers/blocker.js';
+import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
+
+/** Copy, restore and migrate under crashes and cancellation: no half-applied state, ever. */
+describe('destructive operations under faults', () => {
+  let rig: Rig;
+  let target: Fingerprint;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await loadPagila(rig.db('source'));
+    rig.setEnv('source', rig.db('source'));
+    await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
+    await sql(rig.db('target'), "CREATE TABLE precious (note text); INSERT INTO precious VALUES ('before')");
+    rig.setEnv('target', rig.db('target'));
+    target = await fingerprint(rig.db('target'));
+  });
+  afterAll(async () => rig?.cleanup());
+
+  /** The shadow database of our target, once a tool is filling it. */
+  const shadowBeingFilled = (tool: string) =>
+    waitFor(
+      `${tool} to be filling the shadow database`,
+      async () => {
+        const [name] = await shadowDatabasesFor(rig.db('target'));
+        return name && (await toolProcesses(tool, name)).length > 0 ? name : undefined;
+      },
+      30_000,
+    );
+
+  it('copy: SIGKILL mid-copy leaves the target untouched; the next worker drops the shadow and completes', async () => {
+    const first = await rig.startWorker('copy');
+    const producer = rig.producer();
+    const job = await producer.enqueue('copy', { from: 'source', to: 'target' });
+    const outcome = producer.wait<'copy'>(job.id);
+    const shadow = await shadowBeingFilled('pg_restore');
+    first.process.kill('SIGKILL');
+    await first.exited;
+    await waitFor('the orphaned pg_dump and pg_restore to end', async () => (await toolProcesses('pg_restore', shadow)).length === 0 && (await toolProcesses('pg_dump', rig.db('source'))).length === 0);
+    expect(await fingerprint(rig.db('target'))).toEqual(target);
+
+    const second = await rig.startWorker('copy');
+    expect(second.output()).toContain('dropped the shadow database of a dead worker');
+    expect((await outcome).state).toBe('completed');
+    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    second.process.kill('SIGTERM');
+    await second.exited;
+  });
+
+  it('restore: jobs cancel mid-restore ends pg_restore, drops the shadow, leaves the target as it was', async () => {
+    await rig.startWorker('backup');
+    const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
+    const { backupId } = JSON.parse(backup.stdout) as { backupId: string };
+    await sql(rig.db('target'), "CREATE TABLE IF NOT EXISTS precious (note text); INSERT INTO precious VALUES ('again')");
+    const before = await fingerprint(rig.db('target'));
+    await rig.startWorker('restore');
+    const producer = rig.producer();
+    const job = await producer.enqueue('restore', { env: 'target', backup: backupId, jobs: 1 });
+    const shadow = await shadowBeingFilled('pg_restore');
+    const cancel = await rig.cli(['jobs', 'cancel', job.id]);
+    expect(cancel.stdout).toContain('told its worker to stop');
+    expect(await producer.wait(job.id)).toMatchObject({ state: 'cancelled' });
+    expect(await toolProcesses('pg_restore', shadow)).toEqual([]);
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    expect(await fingerprint(rig.db('target'))).toEqual(before);
+  });
+
+  it('migrate: SIGKILL mid-migration rolls it back; the next worker applies it exactly once', async () => {
+    const dir = path.join(rig.backupDir, 'migrations');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, '1_slow.sql'), "-- Up Migration\nCREATE TABLE slow_one (id int);\nINSERT INTO slow_one VALUES (1);\nSELECT pg_sleep(3);\n");
+    const first = await rig.startWorker('migrate');
+    const producer = rig.producer();
+    const job = await producer.enqueue('migrate', { env: 'target', dir, action: 'up' });
+    const outcome = producer.wait<'migrate'>(job.id);
+    await waitFor('the migration to be running', async () => (await sql('postgres', "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND datname = $1", [rig.db('target')])).length > 0);
+    first.process.kill('SIGKILL');
+    await first.exited;
+    await rig.startWorker('migrate');
+    expect((await outcome).state).toBe('completed');
+    expect(await sql(rig.db('target'), 'SELECT id FROM slow_one')).toEqual([{ id: 1 }]);
+    expect(await sql(rig.db('target'), "SELECT count(*)::int AS n FROM pgmigrations WHERE name = '1_slow'")).toEqual([{ n: 1 }]);
+  });
+});
