@@ -207,9 +207,17 @@ export class Producer {
     try {
       for (;;) {
         woken = false;
-        const job = await this.getJob(id);
+        let job: Job | undefined;
+        let state: JobState | 'unknown';
+        try {
+          job = await this.getJob(id);
+          state = job ? await job.getState() : 'unknown';
+        } catch {
+          // Redis is away (restarting, failing over): keep following the job once it is back.
+          await new Promise((resolve) => setTimeout(resolve, 1_000));
+          continue;
+        }
         if (!job) return { id, state: 'cancelled', failedReason: 'the job no longer exists (cancelled or removed)' };
-        const state = await job.getState();
         if (state === 'completed') return { id, state, result: job.returnvalue as ResultOf<T> };
         if (state === 'failed') {
           const reason = job.failedReason || 'failed';
