@@ -61,6 +61,11 @@ const baseSchema = z.object({
   // Beyond the contract: tuning knobs with safe defaults.
   JOB_ATTEMPTS: positiveInt(1, 100).default(3),
   JOB_BACKOFF_MS: positiveInt(0, 86_400_000).default(10_000),
+  /** Finished jobs kept in Redis (for jobs show and the dashboard), by count; older ones are removed. */
+  JOB_KEEP_COMPLETED: positiveInt(0, 1_000_000).default(1_000),
+  JOB_KEEP_FAILED: positiveInt(0, 1_000_000).default(5_000),
+  /** Length each queue's event stream is trimmed to (BullMQ's default); events carry job results. */
+  JOB_EVENTS_MAX: positiveInt(10, 1_000_000).default(10_000),
   WORKER_CONCURRENCY: positiveInt(1, 64).default(1),
   WORKER_LOCK_MS: positiveInt(1_000, 3_600_000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt(500, 3_600_000).optional(),

@@ -24,8 +24,8 @@ export function jobOptionsFor(config: Config, type: OperationType): JobsOptions 
   return {
     attempts: config.JOB_ATTEMPTS,
     backoff: { type: 'exponential', delay: config.JOB_BACKOFF_MS },
-    removeOnComplete: { age: 14 * 86_400, count: 1_000 },
-    removeOnFail: { age: 30 * 86_400, count: 5_000 },
+    removeOnComplete: { age: 14 * 86_400, count: config.JOB_KEEP_COMPLETED },
+    removeOnFail: { age: 30 * 86_400, count: config.JOB_KEEP_FAILED },
     keepLogs: 2_000,
     ...getOperation(type).jobOptions,
   };
@@ -59,6 +59,7 @@ export class Queues {
         connection: this.connection,
         prefix: this.config.QUEUE_PREFIX,
         defaultJobOptions: jobOptionsFor(this.config, type),
+        streams: { events: { maxLen: this.config.JOB_EVENTS_MAX } },
       });
       queue.on('error', () => undefined);
       this.queues.set(type, queue);
