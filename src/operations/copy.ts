@@ -90,7 +90,17 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
   });
   dump.stdout!.pipe(restore.stdin!);
   restore.stdin!.on('error', () => undefined); // EPIPE when pg_restore stops early: its own error says why
-  const [dumped, restored] = await Promise.allSettled([finishTool('pg_dump', dump, dumpTail), finishTool('pg_restore', restore, counter.tail)]);
+  // If either side fails the other must stop too: a pg_dump whose reader is gone blocks on a full pipe.
+  const [dumped, restored] = await Promise.allSettled([
+    finishTool('pg_dump', dump, dumpTail).catch((error: unknown) => {
+      restore.kill();
+      throw error;
+    }),
+    finishTool('pg_restore', restore, counter.tail).catch((error: unknown) => {
+      dump.kill();
+      throw error;
+    }),
+  ]);
   if (restored.status === 'rejected') throw restored.reason;
   if (dumped.status === 'rejected') throw dumped.reason;
 }
