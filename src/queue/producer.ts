@@ -138,8 +138,10 @@ export class Producer {
     return (await this.queues.get(type).getJob(id)) ?? undefined;
   }
 
-  async summarize(job: Job): Promise<JobSummary> {
-    const state = await job.getState();
+  async summarize(fetched: Job): Promise<JobSummary> {
+    const state = await fetched.getState();
+    // The job's data may have been read just before it finished: read it again, it is final now.
+    const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? ((await this.getJob(fetched.id!)) ?? fetched) : fetched;
     const cancelled = state === 'failed' && job.failedReason?.startsWith('cancelled');
     return {
       id: job.id!,
@@ -210,8 +212,10 @@ export class Producer {
         let job: Job | undefined;
         let state: JobState | 'unknown';
         try {
+          // State first, then the data: the data is then at least as new as the state (no finished
+          // job without its result).
+          state = await this.queues.get(type).getJobState(id);
           job = await this.getJob(id);
-          state = job ? await job.getState() : 'unknown';
         } catch {
           // Redis is away (restarting, failing over): keep following the job once it is back.
           await new Promise((resolve) => setTimeout(resolve, 1_000));
