@@ -16,7 +16,7 @@ const REPORTS = 460;
 
 /** 500 mixed jobs from 4 producers into 2 workers per type, on a Redis of the test's own. */
 describe('load', () => {
-  const port = 7960 + Math.floor(Math.random() * 30);
+  const port = 8400 + Math.floor(Math.random() * 100);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-load-redis-'));
   let server: ResultPromise;
   let rig: Rig;

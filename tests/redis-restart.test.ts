@@ -10,7 +10,7 @@ import { waitFor } from './helpers/wait.js';
 
 /** Redis stopped and started again on its port, with AOF persistence, while jobs wait and run. */
 describe('a Redis restart', () => {
-  const port = 7700 + Math.floor(Math.random() * 250);
+  const port = 8100 + Math.floor(Math.random() * 250);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-redis-'));
   let server: ResultPromise;
   let rig: Rig;

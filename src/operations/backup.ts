@@ -60,6 +60,20 @@ async function writeHashed(source: NodeJS.ReadableStream, file: string): Promise
   return { sha256: hashing.digest(), sizeBytes: hashing.bytes };
 }
 
+function resultOf(manifest: Manifest, archivePath: string): BackupResult {
+  return {
+    backupId: manifest.id,
+    path: archivePath,
+    sizeBytes: manifest.sizeBytes,
+    sha256: manifest.sha256,
+    env: manifest.env,
+    database: manifest.database,
+    format: manifest.format,
+    tableCount: manifest.tableCount,
+    durationMs: manifest.durationMs,
+  };
+}
+
 /** Errors writing to BACKUP_DIR, in one line that names the directory. */
 function diskFailure(error: unknown, dir: string): Error {
   const code = (error as NodeJS.ErrnoException).code;
@@ -84,6 +98,14 @@ export const backup = defineOperation({
     const target = resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
     const startedAt = new Date();
+
+    // An earlier attempt of this job may have finished its backup without the queue hearing of it
+    // (Redis went away at that moment): that backup is the result, not a second one.
+    const done = (await store.list({ env: target.env })).find((manifest) => manifest.jobId === jobId);
+    if (done) {
+      progress(100, `backup ${done.id} was already made by an earlier attempt`);
+      return resultOf(done, store.archivePath(done));
+    }
 
     progress(0, `connecting to ${target.env}`);
     const { serverVersion, tableCount, binDir } = await withClient(target.url, async (client) => {
@@ -160,17 +182,7 @@ export const backup = defineOperation({
       };
       const archivePath = await store.publish(partial, manifest);
       progress(100, `backup ${id} complete`);
-      return {
-        backupId: id,
-        path: archivePath,
-        sizeBytes: manifest.sizeBytes,
-        sha256: manifest.sha256,
-        env: target.env,
-        database: target.database,
-        format: payload.format,
-        tableCount,
-        durationMs: manifest.durationMs,
-      };
+      return resultOf(manifest, archivePath);
     } finally {
       await store.removePartial(jobId);
     }
