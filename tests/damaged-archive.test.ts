@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
 import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
-import { Rig } from './helpers/rig.js';
+import { Rig, sourceAndTarget } from './helpers/rig.js';
 
 /** A damaged archive must never touch the target: it stays exactly as it was, and no shadow is left. */
 describe('restore of a damaged archive', () => {
@@ -12,12 +12,7 @@ describe('restore of a damaged archive', () => {
 
   beforeAll(async () => {
     rig = await Rig.create();
-    await loadPagila(rig.db('source'));
-    rig.setEnv('source', rig.db('source'));
-    await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
-    await sql(rig.db('target'), "CREATE TABLE precious (id int primary key, note text); INSERT INTO precious VALUES (1, 'keep me')");
-    rig.setEnv('target', rig.db('target'));
-    target = await fingerprint(rig.db('target'));
+    target = await sourceAndTarget(rig);
     await rig.startWorker('backup');
     await rig.startWorker('restore');
   });

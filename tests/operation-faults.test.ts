@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolProcesses } from './helpers/blocker.js';
 import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
-import { Rig } from './helpers/rig.js';
+import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 
 /** Copy, restore and migrate under crashes and cancellation: no half-applied state, ever. */
@@ -13,12 +13,7 @@ describe('destructive operations under faults', () => {
 
   beforeAll(async () => {
     rig = await Rig.create();
-    await loadPagila(rig.db('source'));
-    rig.setEnv('source', rig.db('source'));
-    await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
-    await sql(rig.db('target'), "CREATE TABLE precious (note text); INSERT INTO precious VALUES ('before')");
-    rig.setEnv('target', rig.db('target'));
-    target = await fingerprint(rig.db('target'));
+    target = await sourceAndTarget(rig);
   });
   afterAll(async () => rig?.cleanup());
 
@@ -78,7 +73,7 @@ describe('destructive operations under faults', () => {
     await rig.startWorker('backup');
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
     const { backupId } = JSON.parse(backup.stdout) as { backupId: string };
-    await sql(rig.db('target'), "CREATE TABLE IF NOT EXISTS precious (note text); INSERT INTO precious VALUES ('again')");
+    await sql(rig.db('target'), "CREATE TABLE IF NOT EXISTS precious_again (note text); INSERT INTO precious_again VALUES ('again')");
     const before = await fingerprint(rig.db('target'));
     await rig.startWorker('restore');
     const producer = rig.producer();

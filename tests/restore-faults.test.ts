@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolProcesses } from './helpers/blocker.js';
 import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
-import { Rig } from './helpers/rig.js';
+import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A restore worker killed half-way: the target is untouched, and the next worker cleans up and finishes. */
@@ -12,12 +12,7 @@ describe('a restore whose worker dies', () => {
 
   beforeAll(async () => {
     rig = await Rig.create();
-    await loadPagila(rig.db('source'));
-    rig.setEnv('source', rig.db('source'));
-    await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
-    await sql(rig.db('target'), "CREATE TABLE precious (note text); INSERT INTO precious VALUES ('before')");
-    rig.setEnv('target', rig.db('target'));
-    target = await fingerprint(rig.db('target'));
+    target = await sourceAndTarget(rig);
     await rig.startWorker('backup');
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
     expect(backup.exitCode).toBe(0);
