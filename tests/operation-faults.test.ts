@@ -48,27 +48,6 @@ describe('destructive operations under faults', () => {
     await second.exited;
   });
 
-  it("copy: pg_terminate_backend on the copy's restore session fails the attempt cleanly; the retry completes", async () => {
-    const worker = await rig.startWorker('copy');
-    const producer = rig.producer();
-    const job = await producer.enqueue('copy', { from: 'source', to: 'target' });
-    const outcome = producer.wait<'copy'>(job.id);
-    const shadow = await shadowBeingFilled('pg_restore');
-    let terminated = 0;
-    while ((await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow])).length > 0) {
-      const rows = await sql<{ ended: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'", [shadow]);
-      terminated += rows.filter((row) => row.ended).length;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    expect(terminated).toBeGreaterThan(0);
-    expect((await outcome).state).toBe('completed');
-    expect((await producer.getJob(job.id))!.attemptsMade).toBe(2);
-    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
-    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
-    worker.process.kill('SIGTERM');
-    await worker.exited;
-  });
-
   it('restore: jobs cancel mid-restore ends pg_restore, drops the shadow, leaves the target as it was', async () => {
     await rig.startWorker('backup');
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
