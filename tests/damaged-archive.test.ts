@@ -2,7 +2,7 @@ import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs'
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
-import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 
 /** A damaged archive must never touch the target: it stays exactly as it was, and no shadow is left. */

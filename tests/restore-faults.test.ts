@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolProcesses } from './helpers/blocker.js';
-import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -1,5 +1,4 @@
 import { FlowProducer, QueueEvents, type Job, type JobState } from 'bullmq';
-import type { RedisConnection } from './connection.js';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import { ValidationError, errorMessage } from '../errors.js';
@@ -14,7 +13,7 @@ import {
   type ResultOf,
 } from '../operations/index.js';
 import type { Progress } from '../operations/operation.js';
-import { createRedis } from './connection.js';
+import { createRedis, type RedisConnection } from './connection.js';
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, newJobId, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
