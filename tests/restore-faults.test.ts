@@ -51,7 +51,8 @@ describe('a restore whose worker dies', () => {
     await rig.startWorker('restore');
     await sql(rig.db('target'), 'DROP TABLE IF EXISTS precious'); // whatever is there now stays until the swap
     const before = await fingerprint(rig.db('target'));
-    const producer = rig.producer();
+    // A backoff long enough to look at the target between the failed attempt and the retry's swap.
+    const producer = rig.producer({ JOB_BACKOFF_MS: '5000' });
     const job = await producer.enqueue('restore', { env: 'target', backup: backupId, jobs: 1 });
     const outcome = producer.wait<'restore'>(job.id);
     const shadow = await waitFor(
@@ -72,8 +73,9 @@ describe('a restore whose worker dies', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     expect(terminated).toBeGreaterThan(0);
-    const attempt = await producer.getJob(job.id);
-    if ((await attempt!.getState()) !== 'completed') expect(await fingerprint(rig.db('target'))).toEqual(before); // untouched meanwhile
+    const attempt = (await producer.getJob(job.id))!;
+    await waitFor('the failed attempt to wait for its retry', async () => (await attempt.getState()) === 'delayed');
+    expect(await fingerprint(rig.db('target'))).toEqual(before); // untouched by the failed attempt
     const finished = await outcome;
     expect(finished.state).toBe('completed');
     expect((await producer.getJob(job.id))!.attemptsMade).toBe(2); // the failed attempt and the one that completed

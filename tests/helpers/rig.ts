@@ -104,8 +104,8 @@ export class Rig {
   }
 
   /** An in-process producer, configured as the CLI would be. */
-  producer(): Producer {
-    const producer = new Producer(loadConfig(this.env));
+  producer(extra: Record<string, string> = {}): Producer {
+    const producer = new Producer(loadConfig({ ...this.env, ...extra }));
     this.producers.push(producer);
     return producer;
   }
