@@ -32,7 +32,7 @@ function isTransientSqlState(code: string): boolean {
 }
 
 const TRANSIENT_TOOL_OUTPUT =
-  /could not connect|connection refused|server closed the connection unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting)|terminating connection due to administrator command|connection to server .* failed|timeout expired|connection reset|could not obtain lock|deadlock detected|too many connections|no connection to the server/i;
+  /could not connect|connection refused|server closed the connection unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting)|terminating connection due to administrator command|connection to server .* failed|timeout expired|connection reset|could not obtain lock|deadlock detected|too many connections|no connection to the server|could not (send|receive) data (to|from) server|lost synchronization with server|SSL SYSCALL error|SSL connection has been closed unexpectedly/i;
 
 export function isTransientToolOutput(text: string): boolean {
   return TRANSIENT_TOOL_OUTPUT.test(text);

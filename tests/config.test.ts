@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { isRetryable, PermanentError } from '../src/errors.js';
+import { isRetryable, isTransientToolOutput, PermanentError } from '../src/errors.js';
 import { scrubSecrets } from '../src/secrets.js';
 
 describe('configuration', () => {
@@ -71,5 +71,18 @@ describe('error classification', () => {
     expect(isRetryable(Object.assign(new Error('no db'), { code: '3D000' }))).toBe(false);
     expect(isRetryable(Object.assign(new Error('denied'), { code: '42501' }))).toBe(false);
     expect(isRetryable(new PermanentError('bad archive'))).toBe(false);
+  });
+
+  it("takes a tool's lost connection as transient, its refusal of the archive as not", () => {
+    for (const line of [
+      'pg_restore: error: could not execute query: FATAL:  terminating connection due to administrator command',
+      'pg_restore: error: error returned by PQputCopyData: could not send data to server: Broken pipe',
+      'pg_dump: error: Dumping the contents of table "rental" failed: PQgetResult() failed. Error message: server closed the connection unexpectedly',
+      'pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused',
+      'pg_restore: error: could not receive data from server: Connection reset by peer',
+    ]) expect(isTransientToolOutput(line), line).toBe(true);
+    for (const line of ['pg_restore: error: input file does not appear to be a valid archive', 'pg_restore: error: could not execute query: ERROR:  relation "x" already exists']) {
+      expect(isTransientToolOutput(line), line).toBe(false);
+    }
   });
 });

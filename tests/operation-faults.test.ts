@@ -48,6 +48,48 @@ describe('destructive operations under faults', () => {
     await second.exited;
   });
 
+  /**
+   * Ends `tool`'s sessions (in `database`, or in the shadow when not given) until the attempt gives up
+   * its shadow; then, while the retry waits out its backoff, the target must be as it was.
+   */
+  async function terminateUntilRetried(tool: 'pg_dump' | 'pg_restore', database?: string): Promise<void> {
+    const worker = await rig.startWorker('copy');
+    const before = await fingerprint(rig.db('target'));
+    const producer = rig.producer({ JOB_BACKOFF_MS: '5000' });
+    const job = await producer.enqueue('copy', { from: 'source', to: 'target' });
+    const outcome = producer.wait<'copy'>(job.id);
+    const shadow = await shadowBeingFilled('pg_restore'); // pg_dump runs while pg_restore does
+    let terminated = 0;
+    while ((await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow])).length > 0) {
+      const rows = await sql<{ ended: boolean }>('postgres', 'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = $2', [database ?? shadow, `dbops-${tool}`]);
+      terminated += rows.filter((row) => row.ended).length;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(terminated).toBeGreaterThan(0);
+    const attempt = (await producer.getJob(job.id))!;
+    const state = await waitFor('the attempt to end', async () => {
+      const now = await attempt.getState();
+      return now === 'delayed' || now === 'failed' || now === 'completed' ? now : undefined;
+    });
+    expect({ state, reason: (await producer.getJob(job.id))!.failedReason }).toMatchObject({ state: 'delayed' }); // waiting for its retry
+    expect(await fingerprint(rig.db('target'))).toEqual(before);
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    expect((await outcome).state).toBe('completed');
+    expect((await producer.getJob(job.id))!.attemptsMade).toBe(2); // the failed attempt and the one that completed
+    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    worker.process.kill('SIGTERM');
+    await worker.exited;
+  }
+
+  it("copy: pg_terminate_backend on the copy's pg_restore session fails the attempt cleanly; the retry completes", async () => {
+    await terminateUntilRetried('pg_restore');
+  });
+
+  it("copy: pg_terminate_backend on the copy's pg_dump session fails the attempt cleanly; the retry completes", async () => {
+    await terminateUntilRetried('pg_dump', rig.db('source'));
+  });
+
   it('restore: jobs cancel mid-restore ends pg_restore, drops the shadow, leaves the target as it was', async () => {
     await rig.startWorker('backup');
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);

@@ -91,18 +91,26 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
   dump.stdout!.pipe(restore.stdin!);
   restore.stdin!.on('error', () => undefined); // EPIPE when pg_restore stops early: its own error says why
   // If either side fails the other must stop too: a pg_dump whose reader is gone blocks on a full pipe.
-  const [dumped, restored] = await Promise.allSettled([
-    finishTool('pg_dump', dump, dumpTail).catch((error: unknown) => {
-      restore.kill();
+  // The side that failed first says why; the other's error (killed by us, or a broken pipe) is only
+  // a consequence, and must not turn a retryable failure into a permanent one.
+  let cause: unknown;
+  const settle = (tool: 'pg_dump' | 'pg_restore', child: typeof dump, tail: StderrTail, other: typeof dump) =>
+    finishTool(tool, child, tail).catch((error: unknown) => {
+      if (cause === undefined && !(tool === 'pg_dump' && brokenPipe(tail))) {
+        cause = error;
+        other.kill();
+      }
       throw error;
-    }),
-    finishTool('pg_restore', restore, counter.tail).catch((error: unknown) => {
-      dump.kill();
-      throw error;
-    }),
-  ]);
+    });
+  const [dumped, restored] = await Promise.allSettled([settle('pg_dump', dump, dumpTail, restore), settle('pg_restore', restore, counter.tail, dump)]);
+  if (cause !== undefined) throw cause;
   if (restored.status === 'rejected') throw restored.reason;
   if (dumped.status === 'rejected') throw dumped.reason;
+}
+
+/** pg_dump lost its reader: pg_restore stopped, and pg_restore's own error says why. */
+function brokenPipe(tail: StderrTail): boolean {
+  return tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
 }
 
 async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
