@@ -1,5 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseKey } from './backups/encryption.js';
+import { parseRetention, type RetentionPolicy } from './backups/retention.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {
@@ -73,6 +75,21 @@ const baseSchema = z.object({
   PG_MAINTENANCE_DB: z.string().min(1).default('postgres'),
   RESTORE_KEEP_PREVIOUS: booleanString.default(true),
   DASHBOARD_READONLY: booleanString.default(false),
+  /** 32 bytes (64 hex digits or base64): archives are encrypted with AES-256-GCM as they are written. */
+  BACKUP_ENCRYPTION_KEY: z
+    .string()
+    .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
+    .optional(),
+  /** Retention for every environment (BACKUP_RETENTION_<ENV> for one): last=N,daily=N,weekly=N,monthly=N. */
+  BACKUP_RETENTION: z.string().optional(),
+  /** Webhook for notifications (JSON; Slack-compatible `text`): jobs failed for good, missed schedules. */
+  NOTIFY_WEBHOOK_URL: z
+    .string()
+    .refine((value) => /^https?:\/\/[^\s]+$/.test(value) && URL.canParse(value), { message: 'expected an http:// or https:// URL' })
+    .optional(),
+  NOTIFY_ON_SUCCESS: booleanString.default(false),
+  /** JSON or YAML file of schedules, applied when workers and the server start. */
+  SCHEDULES_FILE: z.string().min(1).optional(),
   /** Largest JSON body the HTTP API accepts. */
   API_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' }).default('64kb'),
 });
@@ -89,8 +106,11 @@ export interface Environment {
   variable: string;
 }
 
-export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR'> & {
+export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_RETENTION'> & {
   backupDir: string;
+  encryptionKey?: Buffer;
+  /** Retention per environment (BACKUP_RETENTION_<ENV>, else BACKUP_RETENTION); none: keep everything. */
+  retentionFor(env: string): RetentionPolicy | undefined;
   /** WORKER_CONCURRENCY_<TYPE>: jobs one worker process of that type runs at once. */
   concurrencyByType: Map<string, number>;
   protectedEnvs: Set<string>;
@@ -106,7 +126,7 @@ export class ConfigError extends Error {
 function describeIssue(issue: z.core.$ZodIssue, source: Record<string, string | undefined>): string {
   const variable = String(issue.path[0] ?? '');
   const raw = source[variable];
-  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL/.test(variable) ? '' : ` (got "${raw}")`;
+  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL|KEY|WEBHOOK/.test(variable) ? '' : ` (got "${raw}")`;
   return `${variable}: ${issue.message}${shown}`;
 }
 
@@ -143,6 +163,22 @@ function collectSecrets(urls: string[]): string[] {
     }
   }
   return [...secrets].filter((secret) => secret.length > 0);
+}
+
+function parseRetentions(source: Record<string, string | undefined>, fallback: string | undefined): (env: string) => RetentionPolicy | undefined {
+  const parse = (variable: string, value: string) => {
+    try {
+      return parseRetention(value);
+    } catch (error) {
+      throw new ConfigError(`${variable}: ${(error as Error).message} (got "${value}")`);
+    }
+  };
+  const byEnv = new Map<string, RetentionPolicy>();
+  for (const [variable, value] of Object.entries(source)) {
+    if (variable.startsWith('BACKUP_RETENTION_') && value) byEnv.set(normalizeEnvName(variable.slice('BACKUP_RETENTION_'.length)), parse(variable, value));
+  }
+  const all = fallback ? parse('BACKUP_RETENTION', fallback) : undefined;
+  return (env) => byEnv.get(env) ?? all;
 }
 
 function parseConcurrency(source: Record<string, string | undefined>): Map<string, number> {
@@ -184,12 +220,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   // so a prefix that is a hash tag ({dbops}) keeps them together.
   if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
 
-  const { PROTECTED_ENVS: _p, BACKUP_DIR, ...rest } = base;
+  const { PROTECTED_ENVS: _p, BACKUP_DIR, BACKUP_ENCRYPTION_KEY, BACKUP_RETENTION, ...rest } = base;
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
-  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN]) if (secret) secrets.push(secret);
+  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, BACKUP_ENCRYPTION_KEY, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
+    encryptionKey: BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined,
+    retentionFor: parseRetentions(source, BACKUP_RETENTION),
     concurrencyByType: parseConcurrency(source),
     protectedEnvs,
     environments,

@@ -2,7 +2,7 @@ import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs'
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
-import { fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { fingerprint, scratchDatabasesOf, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 
 /** A damaged archive must never touch the target: it stays exactly as it was, and no shadow is left. */
@@ -25,10 +25,17 @@ describe('restore of a damaged archive', () => {
   }
 
   async function expectRefused(backupId: string, reason: RegExp, verifyDetects = true) {
-    // The quick check (sha256 + table of contents) cannot see damage that a forged manifest covers up.
+    // The quick check (sha256 + table of contents) cannot see damage that a forged manifest covers up;
+    // the full one (a scratch restore, row counts against the manifest) sees all of it.
     const verify = await rig.cli(['backups', 'verify', backupId]);
     expect(verify.exitCode).toBe(verifyDetects ? 1 : 0);
-    if (verifyDetects) expect(verify.stdout).toContain(`${backupId}: DAMAGED`);
+    if (verifyDetects) expect(verify.stderr).toContain(`backup ${backupId} is damaged`);
+    const full = await rig.cli(['backups', 'verify', backupId, '--full']);
+    expect(full.exitCode, full.stderr).toBe(1);
+    expect(full.stderr).toContain(`backup ${backupId} is damaged`);
+    const recorded = JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8'));
+    expect(recorded.verifications.at(-1)).toMatchObject({ level: 'full', ok: false });
+    expect(await scratchDatabasesOf(rig.db('source'))).toEqual([]);
     const run = await rig.cli(['restore', '--env', 'target', '--backup', backupId, '--wait']);
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toMatch(reason);
@@ -47,8 +54,19 @@ describe('restore of a damaged archive', () => {
     const backup = await freshBackup();
     const verify = await rig.cli(['backups', 'verify', backup.backupId, '--json']);
     expect(verify.exitCode).toBe(0);
-    expect(JSON.parse(verify.stdout)).toMatchObject({ id: backup.backupId, ok: true });
+    expect(JSON.parse(verify.stdout)).toMatchObject({ backupId: backup.backupId, ok: true, level: 'toc' });
     expect(JSON.parse(verify.stdout).tocEntries).toBeGreaterThan(100);
+
+    const full = await rig.cli(['backups', 'verify', '--latest', 'source', '--full', '--json']);
+    expect(full.exitCode, full.stderr).toBe(0);
+    const result = JSON.parse(full.stdout);
+    expect(result).toMatchObject({ backupId: backup.backupId, ok: true, level: 'full' });
+    // Pagila's 21 tables with rows (partitions included), each counted against the manifest.
+    const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8'));
+    expect(result.tablesCompared).toBe(Object.keys(manifest.rowCounts).length);
+    expect(manifest.rowCounts['public.rental']).toBe(16044);
+    expect(manifest.verifications.map((check: { level: string; ok: boolean }) => `${check.level}:${check.ok}`)).toEqual(['toc:true', 'toc:true', 'full:true']);
+    expect(await scratchDatabasesOf(rig.db('source'))).toEqual([]);
   });
 
   it('a truncated archive is refused as damaged before the target is touched', async () => {

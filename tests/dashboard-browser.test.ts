@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { operationTypes } from '../src/operations/index.js';
+import { workerTypes } from '../src/operations/index.js';
 import type { RunningServer } from '../src/server/app.js';
 import { loadPagila } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -51,7 +51,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     const page = await context.newPage();
     await page.goto(`${server.url}/`);
     expect(page.url()).toBe(`${server.url}/admin/queues`);
-    for (const queue of operationTypes) {
+    for (const queue of workerTypes) {
       await expect.poll(() => page.getByText(queue, { exact: true }).count()).toBeGreaterThan(0);
     }
     await page.waitForLoadState('networkidle');

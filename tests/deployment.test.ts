@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { configVariables } from '../src/config.js';
-import { operationTypes } from '../src/operations/index.js';
+import { workerTypes } from '../src/operations/index.js';
 
 const compose = spawnSync('docker-compose', ['version'], { encoding: 'utf8' });
 const composeMissing = compose.error ? "Debian's docker-compose is not installed (.ci/run installs it)" : undefined;
@@ -23,12 +23,12 @@ describe('deployment files', () => {
     it('validates, with Redis, PostgreSQL, the dashboard and one service per worker type', async () => {
       const services = await run({ DASHBOARD_PASSWORD: 'secret' }, '--services');
       expect(services.exitCode).toBe(0);
-      expect(services.stdout.split('\n').sort()).toEqual(['dashboard', 'postgres', 'redis', ...operationTypes.map((type) => `worker-${type}`)].sort());
+      expect(services.stdout.split('\n').sort()).toEqual(['dashboard', 'postgres', 'redis', ...workerTypes.map((type) => `worker-${type}`)].sort());
       const full = await run({ DASHBOARD_PASSWORD: 'secret' });
       expect(full.exitCode).toBe(0);
       expect(full.stdout).toContain('noeviction');
       expect(full.stdout).toMatch(/--appendonly\s*\n?\s*- ['"]?yes/);
-      for (const type of operationTypes) expect(full.stdout).toContain(`- ${type}`);
+      for (const type of workerTypes) expect(full.stdout).toContain(`- ${type}`);
       expect(full.stdout).toMatch(/backups:\/backups/);
     });
 

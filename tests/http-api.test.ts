@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { operationTypes } from '../src/operations/index.js';
+import { workerTypes } from '../src/operations/index.js';
 import type { RunningServer } from '../src/server/app.js';
 import { loadPagila } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -65,7 +65,7 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     const queues = await fetch(`${base}/admin/queues/api/queues`, { headers: { authorization: basic(USER, PASSWORD) } });
     expect(queues.status).toBe(200);
     const names = ((await queues.json()) as { queues: { name: string }[] }).queues.map((queue) => queue.name).sort();
-    expect(names).toEqual([...operationTypes].sort());
+    expect(names).toEqual([...workerTypes].sort());
   });
 
   it('refuses the API without the bearer token', async () => {
@@ -141,7 +141,7 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     const readonly = await startTestServer(rig, { DASHBOARD_READONLY: 'true' });
     try {
       const queues = (await (await fetch(`${readonly.url}/admin/queues/api/queues`)).json()) as { queues: { name: string; readOnlyMode: boolean }[] };
-      expect(queues.queues.length).toBe(operationTypes.length);
+      expect(queues.queues.length).toBe(workerTypes.length);
       expect(queues.queues.every((queue) => queue.readOnlyMode)).toBe(true);
       const pause = await fetch(`${readonly.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT' });
       expect(pause.status).toBe(405);

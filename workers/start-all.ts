@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { operationTypes } from '../src/operations/index.js';
+import { workerTypes } from '../src/operations/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -30,7 +30,7 @@ interface Managed {
 }
 
 const managed: Managed[] = [
-  ...operationTypes.map((type) => ({ name: `worker:${type}`, script: path.join(here, 'worker.js'), args: [type], restarts: 0 })),
+  ...workerTypes.map((type) => ({ name: `worker:${type}`, script: path.join(here, 'worker.js'), args: [type], restarts: 0 })),
   { name: 'dashboard', script: path.join(here, '..', 'dashboards', 'server.js'), args: [], restarts: 0 },
 ];
 let stopping = false;

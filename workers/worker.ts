@@ -4,12 +4,12 @@
  */
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { isOperationType, operationTypes } from '../src/operations/index.js';
+import { isWorkerType, workerTypes } from '../src/operations/index.js';
 import { startWorker } from '../src/queue/worker.js';
 
 const type = process.argv[2] ?? '';
-if (!isOperationType(type)) {
-  process.stderr.write(`worker: unknown type "${type}" (one of: ${operationTypes.join(', ')})\n`);
+if (!isWorkerType(type)) {
+  process.stderr.write(`worker: unknown type "${type}" (one of: ${workerTypes.join(', ')})\n`);
   process.exit(2);
 }
 

@@ -8,6 +8,17 @@ export const backupIdSchema = z
 export const backupFormatSchema = z.enum(['custom', 'directory']);
 export type BackupFormat = z.infer<typeof backupFormatSchema>;
 
+export const verificationSchema = z.object({
+  at: z.string(),
+  /** toc: sha256 and table of contents; full: also restored into a scratch database and rows counted. */
+  level: z.enum(['toc', 'full']),
+  ok: z.boolean(),
+  reason: z.string().optional(),
+  jobId: z.string().optional(),
+  durationMs: z.number().nonnegative().optional(),
+});
+export type Verification = z.infer<typeof verificationSchema>;
+
 export const manifestSchema = z.object({
   manifestVersion: z.literal(1),
   id: backupIdSchema,
@@ -27,5 +38,16 @@ export const manifestSchema = z.object({
   pgDumpVersion: z.string(),
   serverVersion: z.string(),
   jobId: z.string(),
+  /** Rows per table (`schema.table`), counted in the snapshot pg_dump dumped: what a full verify expects. */
+  rowCounts: z.record(z.string(), z.number().int().nonnegative()).optional(),
+  /** Set when the archive is encrypted: how, and which key (its id, never the key). */
+  encryption: z.object({ algorithm: z.string(), keyId: z.string() }).optional(),
+  /** Checks of this archive, oldest first (the backup's own check, `backups verify`, drills). */
+  verifications: z.array(verificationSchema).optional(),
 });
+
+/** The outcome of the newest check: a backup counts as verified while it is ok. */
+export function lastVerification(manifest: Manifest): Verification | undefined {
+  return manifest.verifications?.at(-1);
+}
 export type Manifest = z.infer<typeof manifestSchema>;

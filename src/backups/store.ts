@@ -1,19 +1,29 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { PermanentError, ValidationError } from '../errors.js';
 import type { RecoveryContext } from '../operations/operation.js';
 import { sha256Directory, sha256File } from './checksum.js';
-import { backupIdSchema, manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
+import { backupIdSchema, manifestSchema, type BackupFormat, type Manifest, type Verification } from './manifest.js';
 
 /*
  * BACKUP_DIR layout:
  *   <id>.dump | <id>.d/      the archive (custom format file, or directory format)
  *   <id>.json                its manifest, written last: an archive without one is not a backup
  *   .partial/<job id>/       work in progress of one job, renamed into place only when complete
+ *   .in-use/<id>@<job id>    a job (restore, verify, rehearsal) is reading backup <id>: prune keeps it
  */
 
 const PARTIAL = '.partial';
+const IN_USE = '.in-use';
+
+export interface InUseMark {
+  backupId: string;
+  jobId: string;
+  pid: number;
+  host: string;
+}
 
 export function newBackupId(env: string, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'z').toLowerCase();
@@ -52,6 +62,31 @@ export class BackupStore {
     return readdir(path.join(this.dir, PARTIAL)).catch(() => []);
   }
 
+  /**
+   * Marks a backup as being read by a job until the returned function is called. Taken before the
+   * manifest is read, so that a prune either sees the mark or has already removed the backup.
+   */
+  async markInUse(backupId: string, jobId: string): Promise<() => Promise<void>> {
+    const dir = path.join(this.dir, IN_USE);
+    await mkdir(dir, { recursive: true });
+    const file = path.join(dir, `${backupId}@${jobId.replace(/[^A-Za-z0-9_.:-]/g, '_')}`);
+    const mark: InUseMark = { backupId, jobId, pid: process.pid, host: os.hostname() };
+    await writeFile(file, JSON.stringify(mark));
+    return () => rm(file, { force: true });
+  }
+
+  async inUseMarks(): Promise<(InUseMark & { file: string })[]> {
+    const dir = path.join(this.dir, IN_USE);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const marks: (InUseMark & { file: string })[] = [];
+    for (const name of names) {
+      const file = path.join(dir, name);
+      const mark = await readFile(file, 'utf8').then((text) => JSON.parse(text) as InUseMark, () => undefined);
+      if (mark) marks.push({ ...mark, file });
+    }
+    return marks;
+  }
+
   /** Moves a finished archive into place, then writes its manifest: the backup exists from that moment. */
   async publish(partialArchive: string, manifest: Manifest): Promise<string> {
     const archive = this.archivePath(manifest);
@@ -82,6 +117,26 @@ export class BackupStore {
     });
     if (manifest.id !== parsed.data) throw new PermanentError(`backup "${id}": its manifest names another backup`);
     return manifest;
+  }
+
+  /** Adds the outcome of a check to the backup's manifest (kept to the last 20), atomically. */
+  async recordVerification(id: string, verification: Verification): Promise<Manifest> {
+    const manifest = await this.get(id);
+    const updated: Manifest = { ...manifest, verifications: [...(manifest.verifications ?? []), verification].slice(-20) };
+    await this.writeManifest(updated);
+    return updated;
+  }
+
+  private async writeManifest(manifest: Manifest): Promise<void> {
+    const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
+    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`);
+    await rename(temporary, this.manifestPath(manifest.id));
+  }
+
+  /** Deletes a backup: the manifest first, so that a half-deleted backup is never listed as one. */
+  async remove(manifest: Manifest): Promise<void> {
+    await rm(this.manifestPath(manifest.id), { force: true });
+    await rm(this.archivePath(manifest), { recursive: true, force: true });
   }
 
   private async readManifest(file: string): Promise<Manifest> {
@@ -117,6 +172,29 @@ export async function recoverPartials({ config, logger, isJobActive }: RecoveryC
     if (!(await isJobActive(jobId))) {
       await store.removePartial(jobId);
       logger.info({ jobId }, 'removed the partial files of a dead worker');
+    }
+  }
+}
+
+/** Whether the process that left a mark may still be running: only a process on this host can be asked. */
+function markMayBeAlive(mark: InUseMark): boolean {
+  if (mark.host !== os.hostname()) return true;
+  try {
+    process.kill(mark.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes in-use marks left by dead workers (their job is no longer active) and dead local runs. */
+export async function recoverInUseMarks({ config, logger, isJobActive }: RecoveryContext): Promise<void> {
+  const store = new BackupStore(config.backupDir);
+  for (const mark of await store.inUseMarks()) {
+    const stale = mark.jobId.startsWith('local-') ? !markMayBeAlive(mark) : !(await isJobActive(mark.jobId));
+    if (stale) {
+      await rm(mark.file, { force: true });
+      logger.info({ jobId: mark.jobId, backupId: mark.backupId }, 'removed the in-use mark of a dead worker');
     }
   }
 }

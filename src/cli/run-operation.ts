@@ -14,7 +14,12 @@ export interface RunFlags {
   local?: boolean;
   /** Print nothing (a prerequisite run by --local). */
   quiet?: boolean;
+  /** Run in this process as a matter of course (commands on BACKUP_DIR itself, like `backups verify`). */
+  inline?: boolean;
 }
+
+/** What an operation command does with the payload it built: run it, or (schedule add) keep it. */
+export type RunOperation = (type: OperationType, input: Record<string, unknown>, flags: RunFlags) => Promise<void>;
 
 function describe(type: OperationType, result: unknown): string {
   const operation = getOperation(type);
@@ -43,7 +48,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
   const interrupt = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
-  err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
+  if (!flags.inline) err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
   const display = createProgressDisplay();
   const { context, flush } = createContext(
     {
@@ -81,7 +86,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
 export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
   const config = cliConfig();
   const payload = await validatePayload(config, type, input); // invalid input never reaches Redis
-  if (flags.local) {
+  if (flags.local || flags.inline) {
     await runLocally(config, type, payload, flags);
     return;
   }

@@ -3,16 +3,20 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
+import type pg from 'pg';
+import { countTocEntries, inputFor } from '../backups/archive-input.js';
 import { HashingStream, sha256Directory } from '../backups/checksum.js';
-import { PermanentError } from '../errors.js';
+import { ENCRYPTION_ALGORITHM, EncryptStream, keyId } from '../backups/encryption.js';
+import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
 import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
-import { withClient } from '../postgres/client.js';
-import { resolveTarget } from '../postgres/target.js';
+import { connect } from '../postgres/client.js';
+import { countRows } from '../postgres/compare.js';
+import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
-import { defineOperation } from './operation.js';
+import { defineOperation, type OperationContext } from './operation.js';
 import { envName, parallelJobs } from './fields.js';
 
 const schema = z
@@ -47,10 +51,14 @@ const DATA_TABLES_SQL = `
      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
-/** Streams stdout to the file while hashing it: one pass, memory flat whatever the database's size. */
-async function writeHashed(source: NodeJS.ReadableStream, file: string): Promise<{ sha256: string; sizeBytes: number }> {
+/**
+ * Streams stdout to the file (encrypted, with a key) while hashing what is written: one pass, memory
+ * flat whatever the database's size.
+ */
+async function writeHashed(source: NodeJS.ReadableStream, file: string, key: Buffer | undefined): Promise<{ sha256: string; sizeBytes: number }> {
   const hashing = new HashingStream();
-  await pipeline(source, hashing, createWriteStream(file, { highWaterMark: 1 << 20 }));
+  const sink = createWriteStream(file, { highWaterMark: 1 << 20 });
+  await (key ? pipeline(source, new EncryptStream(key), hashing, sink) : pipeline(source, hashing, sink));
   const handle = await open(file, 'r+');
   try {
     await handle.sync(); // as pg_dump -f does: the archive is on disk before it is called a backup
@@ -87,14 +95,120 @@ function diskFailure(error: unknown, dir: string): Error {
   return reason ? new PermanentError(`cannot write the backup to ${dir}: ${reason}`) : (error as Error);
 }
 
+type BackupPayload = z.output<typeof schema>;
+
+async function dumpInSnapshot(
+  { payload, config, jobId, signal, progress, log, enqueue }: OperationContext<BackupPayload>,
+  target: DatabaseTarget,
+  store: BackupStore,
+  client: pg.Client,
+  startedAt: Date,
+): Promise<BackupResult> {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+  const serverVersion = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
+  const tableCount = (await client.query<{ n: number }>(DATA_TABLES_SQL)).rows[0]?.n ?? 0;
+  const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
+  const key = config.encryptionKey;
+
+  const id = newBackupId(target.env, startedAt);
+  const work = await store.partialDir(jobId);
+  try {
+    const partial = path.join(work, archiveName(id, payload.format));
+    const tail = new StderrTail();
+    let dumped = 0;
+    const onLine = (line: string) => {
+      tail.push(line);
+      log(line);
+      const table = /dumping contents of table "(.+)"$/.exec(line)?.[1];
+      if (table) {
+        dumped += 1;
+        progress(5 + (90 * dumped) / Math.max(tableCount, dumped), `dumping table ${table}`);
+      }
+    };
+    const args = ['--verbose', '--no-password', `--format=${payload.format}`, `--snapshot=${snapshot}`];
+    if (payload.compress !== undefined) args.push(`--compress=${payload.compress}`);
+    if (payload.format === 'directory') args.push(`--jobs=${payload.jobs}`, `--file=${partial}`);
+
+    progress(5, `dumping ${tableCount} tables`);
+    const child = startTool('pg_dump', args, {
+      url: target.url,
+      signal,
+      onStderrLine: onLine,
+      stdout: payload.format === 'custom' ? 'pipe' : 'ignore',
+      binDir,
+    });
+    const counted = countRows(client);
+    counted.catch(() => undefined); // awaited after the dump; a failure there must not go unhandled meanwhile
+    let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
+    if (payload.format === 'custom') {
+      const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial, key), finishTool('pg_dump', child, tail)]);
+      // A full or read-only BACKUP_DIR makes pg_dump fail too (broken pipe): the disk is the cause to name.
+      if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason, config.backupDir);
+      if (finished.status === 'rejected') throw finished.reason;
+      if (written.status === 'rejected') throw written.reason;
+      digest = written.value;
+    } else {
+      await finishTool('pg_dump', child, tail);
+      progress(96, 'computing checksums');
+      digest = await sha256Directory(partial);
+    }
+
+    const rowCounts = await counted;
+    await client.query('COMMIT');
+
+    progress(97, 'reading back the table of contents');
+    const tocEntries = await countTocEntries(inputFor(partial, key), binDir, signal).catch((error: unknown) => {
+      throw new PermanentError(`pg_dump wrote an archive pg_restore cannot read back: ${errorMessage(error)}`);
+    });
+    progress(98, 'writing manifest');
+    const completedAt = new Date();
+    const manifest: Manifest = {
+      manifestVersion: 1,
+      id,
+      env: target.env,
+      database: target.database,
+      format: payload.format,
+      compress: payload.compress,
+      archive: archiveName(id, payload.format),
+      sizeBytes: digest.sizeBytes,
+      sha256: digest.sha256,
+      files: digest.files,
+      tableCount,
+      startedAt: startedAt.toISOString(),
+      completedAt: completedAt.toISOString(),
+      durationMs: completedAt.getTime() - startedAt.getTime(),
+      pgDumpVersion: await toolVersion('pg_dump', binDir),
+      serverVersion,
+      jobId,
+      rowCounts,
+      encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
+      verifications: [{ at: completedAt.toISOString(), level: 'toc', ok: true, jobId }],
+    };
+    const archivePath = await store.publish(partial, manifest);
+    progress(100, `backup ${id} complete`);
+    if (config.retentionFor(target.env)) {
+      // Retention runs as its own job after each backup; the backup stands whether or not it can be queued.
+      await enqueue('prune', { env: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) => log(`retention not applied: ${errorMessage(error)}`));
+    }
+    return resultOf(manifest, archivePath);
+  } finally {
+    await store.removePartial(jobId);
+  }
+}
+
 export const backup = defineOperation({
   type: 'backup',
   summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
   schema,
   precheck(payload, config) {
     resolveTarget(config, payload.env);
+    if (config.encryptionKey && payload.format !== 'custom') {
+      throw new ValidationError('encrypted backups (BACKUP_ENCRYPTION_KEY) are custom format only', [{ path: 'format', message: 'must be "custom" with encryption' }]);
+    }
   },
-  async process({ payload, config, jobId, signal, progress, log }): Promise<BackupResult> {
+  async process(context): Promise<BackupResult> {
+    const { payload, config, jobId, progress } = context;
     const target = resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
     const startedAt = new Date();
@@ -108,83 +222,13 @@ export const backup = defineOperation({
     }
 
     progress(0, `connecting to ${target.env}`);
-    const { serverVersion, tableCount, binDir } = await withClient(target.url, async (client) => {
-      const version = await client.query<{ server_version: string }>('SHOW server_version');
-      const tables = await client.query<{ n: number }>(DATA_TABLES_SQL);
-      return {
-        serverVersion: version.rows[0]?.server_version ?? 'unknown',
-        tableCount: tables.rows[0]?.n ?? 0,
-        binDir: await toolDirFor(await serverMajor(client), config.PG_BIN_DIR),
-      };
-    }, `dbops:backup:${jobId}`);
-
-    const id = newBackupId(target.env, startedAt);
-    const work = await store.partialDir(jobId);
+    // One snapshot for pg_dump and the row counts: the manifest's counts are exactly what the archive
+    // holds, for `backups verify --full` to compare with.
+    const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
     try {
-      const partial = path.join(work, archiveName(id, payload.format));
-      const tail = new StderrTail();
-      let dumped = 0;
-      const onLine = (line: string) => {
-        tail.push(line);
-        log(line);
-        const table = /dumping contents of table "(.+)"$/.exec(line)?.[1];
-        if (table) {
-          dumped += 1;
-          progress(5 + (90 * dumped) / Math.max(tableCount, dumped), `dumping table ${table}`);
-        }
-      };
-      const args = ['--verbose', '--no-password', `--format=${payload.format}`];
-      if (payload.compress !== undefined) args.push(`--compress=${payload.compress}`);
-      if (payload.format === 'directory') args.push(`--jobs=${payload.jobs}`, `--file=${partial}`);
-
-      progress(5, `dumping ${tableCount} tables`);
-      const child = startTool('pg_dump', args, {
-        url: target.url,
-        signal,
-        onStderrLine: onLine,
-        stdout: payload.format === 'custom' ? 'pipe' : 'ignore',
-        binDir,
-      });
-      let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
-      if (payload.format === 'custom') {
-        const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial), finishTool('pg_dump', child, tail)]);
-        // A full or read-only BACKUP_DIR makes pg_dump fail too (broken pipe): the disk is the cause to name.
-        if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason, config.backupDir);
-        if (finished.status === 'rejected') throw finished.reason;
-        if (written.status === 'rejected') throw written.reason;
-        digest = written.value;
-      } else {
-        await finishTool('pg_dump', child, tail);
-        progress(96, 'computing checksums');
-        digest = await sha256Directory(partial);
-      }
-
-      progress(98, 'writing manifest');
-      const completedAt = new Date();
-      const manifest: Manifest = {
-        manifestVersion: 1,
-        id,
-        env: target.env,
-        database: target.database,
-        format: payload.format,
-        compress: payload.compress,
-        archive: archiveName(id, payload.format),
-        sizeBytes: digest.sizeBytes,
-        sha256: digest.sha256,
-        files: digest.files,
-        tableCount,
-        startedAt: startedAt.toISOString(),
-        completedAt: completedAt.toISOString(),
-        durationMs: completedAt.getTime() - startedAt.getTime(),
-        pgDumpVersion: await toolVersion('pg_dump', binDir),
-        serverVersion,
-        jobId,
-      };
-      const archivePath = await store.publish(partial, manifest);
-      progress(100, `backup ${id} complete`);
-      return resultOf(manifest, archivePath);
+      return await dumpInSnapshot(context, target, store, snapshotClient, startedAt);
     } finally {
-      await store.removePartial(jobId);
+      await snapshotClient.end().catch(() => undefined);
     }
   },
   recover: recoverPartials,

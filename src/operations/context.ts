@@ -1,5 +1,3 @@
-import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
 import { scrubSecrets } from '../secrets.js';
 import type { OperationContext, Progress } from './operation.js';
 

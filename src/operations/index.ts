@@ -4,10 +4,15 @@ import { copy } from './copy.js';
 import { maintenance } from './maintenance.js';
 import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
+import { prune } from './prune.js';
 import { restore } from './restore.js';
 import { triggers } from './triggers.js';
+import { verify } from './verify.js';
 
-/** The job catalogue: one entry per operation type, each its own queue and worker type. */
+/**
+ * The job catalogue: one entry per operation type. Each is its own queue and worker type, except
+ * companions that name another's queue (Operation.queue).
+ */
 export const operations = {
   backup,
   restore,
@@ -15,6 +20,8 @@ export const operations = {
   copy,
   triggers,
   maintenance,
+  prune,
+  verify,
 } as const;
 
 export type OperationType = keyof typeof operations;
@@ -30,4 +37,22 @@ export function isOperationType(value: string): value is OperationType {
 
 export function getOperation(type: OperationType): Operation {
   return operations[type] as unknown as Operation;
+}
+
+/** The worker type (queue) that runs an operation. */
+export function queueOf(type: OperationType): WorkerType {
+  return (getOperation(type).queue ?? type) as WorkerType;
+}
+
+/** Worker types: one queue each, one kind of worker process each (`npm run worker -- <type>`). */
+export const workerTypes = [...new Set(operationTypes.map(queueOf))];
+export type WorkerType = OperationType;
+
+export function isWorkerType(value: string): value is WorkerType {
+  return (workerTypes as string[]).includes(value);
+}
+
+/** The operations a worker of this type runs: its own and its companions. */
+export function operationsOn(workerType: WorkerType): Operation[] {
+  return operationTypes.filter((type) => queueOf(type) === workerType).map(getOperation);
 }

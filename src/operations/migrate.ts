@@ -2,6 +2,7 @@ import path from 'node:path';
 import { runner } from 'node-pg-migrate';
 import type pg from 'pg';
 import { z } from 'zod';
+import { withScratchRestore } from '../backups/scratch.js';
 import { BackupStore } from '../backups/store.js';
 import { PermanentError, ValidationError, errorMessage, isRetryable } from '../errors.js';
 import {
@@ -15,11 +16,8 @@ import {
   type MigrationFile,
 } from '../migrations/files.js';
 import { connect, withClient } from '../postgres/client.js';
-import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
-import { toolDirForServers } from '../postgres/binaries.js';
-import { acquireDatabaseLock, withLockedDatabase } from '../postgres/lock.js';
-import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
+import { withLockedDatabase } from '../postgres/lock.js';
+import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -144,46 +142,25 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
   if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
   const files = await readMigrations(payload.dir);
 
-  const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:migrate:${jobId}`);
-  const scratch = scratchDatabaseName();
-  const lock = await acquireDatabaseLock({ ...target, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal });
-  const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:migrate:${jobId}`);
-  try {
-    await createScratchDatabase(maintenance, scratch, target.database, jobId);
+  progress(5, `restoring ${latest.id} into a scratch database`);
+  return withScratchRestore(target, latest, { config, store, jobId, holder: `dbops:migrate:${jobId}`, signal }, async (scratchUrl) => {
+    const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
     try {
-      progress(5, `restoring ${latest.id} into scratch database ${scratch}`);
-      const tail = new StderrTail();
-      const restore = startTool('pg_restore', ['--no-password', '--exit-on-error', '--jobs=2', store.archivePath(latest)], {
-        url: withDatabase(target.url, scratch),
-        signal,
-        binDir,
-        onStderrLine: (line) => tail.push(line),
-      });
-      await finishTool('pg_restore', restore, tail);
-
-      const client = await connect(withDatabase(target.url, scratch), `dbops:migrate:${jobId}`);
+      const pending = pendingOf(files, await readApplied(client));
+      log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
+      let timings: MigrationTiming[];
       try {
-        const pending = pendingOf(files, await readApplied(client));
-        log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
-        let timings: MigrationTiming[];
-        try {
-          timings = await runMigrations(context, client, 'up', pending, async () => undefined);
-        } catch (error) {
-          const failed = (error as { timings?: MigrationTiming[] }).timings ?? [];
-          const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
-          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
-        }
-        return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings };
-      } finally {
-        await client.end().catch(() => undefined);
+        timings = await runMigrations(context, client, 'up', pending, async () => undefined);
+      } catch (error) {
+        const failed = (error as { timings?: MigrationTiming[] }).timings ?? [];
+        const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
+        throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
       }
+      return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings } satisfies MigrateResult;
     } finally {
-      await dropDatabase(maintenance, scratch).catch(() => undefined);
+      await client.end().catch(() => undefined);
     }
-  } finally {
-    await maintenance.end().catch(() => undefined);
-    await lock.release();
-  }
+  });
 }
 
 export const migrate = defineOperation({

@@ -46,6 +46,12 @@ export interface RecoveryContext {
 export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknown> {
   type: string;
   summary: string;
+  /**
+   * The worker type whose queue and processes run it; by default its own. Small companions of an
+   * existing type (prune runs with backup, verify with restore) share its hosts and tools instead of
+   * needing processes of their own.
+   */
+  queue?: string;
   /** The job payload: validated by producers before anything reaches Redis, and again by the worker. */
   schema: Schema;
   /** Checks against the configuration (environment known, confirmation given, backup exists). */

@@ -1,13 +1,13 @@
 import { z } from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
-import { BackupStore } from '../backups/store.js';
+import { archiveInput, countTocEntries, restoreArchive } from '../backups/archive-input.js';
+import { BackupStore, recoverInUseMarks } from '../backups/store.js';
 import { PermanentError, errorMessage } from '../errors.js';
 import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { StderrTail, countTocEntries, finishTool, startTool } from '../postgres/tools.js';
 import { envName, parallelJobs, requireConfirmation } from './fields.js';
-import { defineOperation } from './operation.js';
+import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = z.strictObject({
   env: envName,
@@ -17,6 +17,8 @@ const schema = z.strictObject({
   /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
   keepPrevious: z.boolean().optional(),
 });
+
+type RestorePayload = z.output<typeof schema>;
 
 export interface RestoreResult {
   backupId: string;
@@ -39,50 +41,70 @@ export const restore = defineOperation({
     requireConfirmation(config, payload.env, payload.confirm);
     await new BackupStore(config.backupDir).get(payload.backup);
   },
-  async process({ payload, config, jobId, signal, progress, log }): Promise<RestoreResult> {
+  async process(context): Promise<RestoreResult> {
+    const { payload, config, jobId } = context;
     const startedAt = Date.now();
-    const target = resolveTarget(config, payload.env);
+    resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
-    const manifest = await store.get(payload.backup);
+    const release = await store.markInUse(payload.backup, jobId); // before the manifest is read: see markInUse
+    try {
+      return await restoreBackup(context, store, startedAt);
+    } finally {
+      await release();
+    }
+  },
+  async recover(context) {
+    await recoverShadowDatabases(context);
+    await recoverInUseMarks(context);
+  },
+  describe: (result) =>
+    `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
+    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
+});
 
-    // Everything about the archive is checked before the target is touched. The sha256 is computed
-    // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits
-    // for it, and a mismatch stops pg_restore and drops the shadow.
-    progress(1, `checking ${manifest.id}`);
-    const damage: Promise<string | undefined> = store.checkIntegrity(manifest).then(
-      (integrity) => (integrity.ok ? undefined : integrity.reason),
-      (error: unknown) => `cannot read it (${errorMessage(error)})`,
-    );
-    const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
-    const archive = store.archivePath(manifest);
-    const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
-    // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
-    const toc = countTocEntries(archive, binDir, signal).catch(async (error: unknown) => {
-      const reason = await damage;
-      throw reason ? damaged(reason) : error;
-    });
-    toc.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
+async function restoreBackup(context: OperationContext<RestorePayload>, store: BackupStore, startedAt: number): Promise<RestoreResult> {
+  const { payload, config, jobId, signal, progress, log } = context;
+  const target = resolveTarget(config, payload.env);
+  const manifest = await store.get(payload.backup);
 
-    const replaced = await replaceDatabase(target, {
-      config,
-      jobId,
-      kind: 'restore',
-      signal,
-      progress,
-      keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
-      note: `replaced by restore of ${manifest.id} (job ${jobId})`,
-      fill: async (shadowUrl, fillSignal) => {
-        const tocEntries = await toc;
-        const stop = new AbortController();
-        void damage.then((reason) => reason && stop.abort());
-        const tail = new StderrTail();
-        const items = new Set<string>();
-        const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${payload.jobs}`, archive], {
-          url: shadowUrl,
-          signal: AbortSignal.any([fillSignal, stop.signal]),
+  // Everything about the archive is checked before the target is touched. The sha256 is computed
+  // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits
+  // for it, and a mismatch stops pg_restore and drops the shadow.
+  progress(1, `checking ${manifest.id}`);
+  const damage: Promise<string | undefined> = store.checkIntegrity(manifest).then(
+    (integrity) => (integrity.ok ? undefined : integrity.reason),
+    (error: unknown) => `cannot read it (${errorMessage(error)})`,
+  );
+  const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
+  const input = archiveInput(store, manifest, config); // an encrypted one without its key stops here
+  if (!input.parallel && payload.jobs > 1) log('the archive is encrypted: it is decrypted into pg_restore as it is read, one job (no parallel restore)');
+  const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
+  // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
+  const toc = countTocEntries(input, binDir, signal).catch(async (error: unknown) => {
+    const reason = await damage;
+    throw reason ? damaged(reason) : error;
+  });
+  toc.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
+
+  const replaced = await replaceDatabase(target, {
+    config,
+    jobId,
+    kind: 'restore',
+    signal,
+    progress,
+    keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
+    note: `replaced by restore of ${manifest.id} (job ${jobId})`,
+    fill: async (shadowUrl, fillSignal) => {
+      const tocEntries = await toc;
+      const stop = new AbortController();
+      void damage.then((reason) => reason && stop.abort());
+      const items = new Set<string>();
+      try {
+        await restoreArchive(input, shadowUrl, {
           binDir,
-          onStderrLine: (line) => {
-            tail.push(line);
+          jobs: payload.jobs,
+          signal: AbortSignal.any([fillSignal, stop.signal]),
+          onLine: (line) => {
             log(line);
             const item = /(?:processing|finished) item (\d+) (.*)$/.exec(line);
             if (item?.[1] && !items.has(item[1])) {
@@ -91,30 +113,23 @@ export const restore = defineOperation({
             }
           },
         });
-        try {
-          await finishTool('pg_restore', child, tail);
-        } catch (error) {
-          const reason = fillSignal.aborted ? undefined : await damage;
-          throw reason ? damaged(reason) : error;
-        }
-        const reason = await damage;
-        if (reason) throw damaged(reason);
-      },
-    });
+      } catch (error) {
+        const reason = fillSignal.aborted ? undefined : await damage;
+        throw reason ? damaged(reason) : error;
+      }
+      const reason = await damage;
+      if (reason) throw damaged(reason);
+    },
+  });
 
-    return {
-      backupId: manifest.id,
-      env: target.env,
-      database: target.database,
-      previousDatabase: replaced.previousDatabase,
-      durationMs: Date.now() - startedAt,
-      lockWaitMs: replaced.lockWaitMs,
-      lockAcquiredAt: replaced.lockAcquiredAt,
-      lockReleasedAt: replaced.lockReleasedAt,
-    };
-  },
-  recover: recoverShadowDatabases,
-  describe: (result) =>
-    `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
-    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
-});
+  return {
+    backupId: manifest.id,
+    env: target.env,
+    database: target.database,
+    previousDatabase: replaced.previousDatabase,
+    durationMs: Date.now() - startedAt,
+    lockWaitMs: replaced.lockWaitMs,
+    lockAcquiredAt: replaced.lockAcquiredAt,
+    lockReleasedAt: replaced.lockReleasedAt,
+  };
+}

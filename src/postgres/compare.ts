@@ -48,3 +48,26 @@ export function differences(source: TableDigest[], target: TableDigest[]): strin
   for (const table of other.keys()) found.push(`${table}: only in the copy`);
   return found;
 }
+
+/** Exact rows of each table (`schema.table`, quoted as needed), each counted alone (ONLY). */
+export async function countRows(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<Record<string, number>> {
+  const tables = await userTables(client);
+  const counts: Record<string, number> = {};
+  for (const [index, table] of tables.entries()) {
+    onTable?.(table, index, tables.length);
+    const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${table}`); // a quoted identifier, see userTables
+    counts[table] = Number(rows[0]?.n ?? 0);
+  }
+  return counts;
+}
+
+/** Where two row counts disagree, one line per table. */
+export function rowCountDifferences(expected: Record<string, number>, actual: Record<string, number>): string[] {
+  const found: string[] = [];
+  for (const [table, rows] of Object.entries(expected)) {
+    if (!(table in actual)) found.push(`${table}: missing`);
+    else if (actual[table] !== rows) found.push(`${table}: ${actual[table]} rows, the manifest says ${rows}`);
+  }
+  for (const table of Object.keys(actual)) if (!(table in expected)) found.push(`${table}: not in the manifest`);
+  return found;
+}

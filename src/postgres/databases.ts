@@ -20,6 +20,8 @@ interface ShadowComment {
   createdAt: string;
   /** Set while the target refuses connections for the swap, so recovery can open it again. */
   targetClosed?: boolean;
+  /** A scratch database: the database it was made for (a rehearsal or a verification of its backup). */
+  scratchOf?: string;
 }
 
 async function setShadowComment(client: pg.Client, name: string, comment: ShadowComment | null): Promise<void> {
@@ -72,7 +74,7 @@ export function scratchDatabaseName(): string {
 export async function createScratchDatabase(client: pg.Client, name: string, like: string, jobId: string): Promise<void> {
   const options = (await databaseExists(client, like)) ? await creationOptions(client, like) : '';
   await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
-  await setShadowComment(client, name, { mark: SHADOW_MARK, target: name, job: jobId, createdAt: new Date().toISOString() });
+  await setShadowComment(client, name, { mark: SHADOW_MARK, target: name, job: jobId, createdAt: new Date().toISOString(), scratchOf: like });
 }
 
 export async function dropDatabase(client: pg.Client, name: string): Promise<void> {

@@ -97,15 +97,3 @@ export function toolVersion(tool: PgTool, binDir?: string): Promise<string> {
   }
   return version;
 }
-
-/** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */
-export async function countTocEntries(archive: string, binDir: string | undefined, signal?: AbortSignal): Promise<number> {
-  try {
-    const { stdout } = await execa(toolPath('pg_restore', binDir), ['--list', archive], { cancelSignal: signal });
-    return stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
-  } catch (error) {
-    if ((error as { isCanceled?: boolean }).isCanceled) throw error;
-    const stderr = String((error as { stderr?: string }).stderr ?? '').trim().split('\n').pop();
-    throw new PermanentError(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
-  }
-}

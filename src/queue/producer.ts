@@ -6,8 +6,10 @@ import { scrubSecrets } from '../secrets.js';
 import {
   getOperation,
   isOperationType,
-  operationTypes,
+  queueOf,
+  workerTypes,
   type OperationType,
+  type WorkerType,
   type Payload,
   type PayloadInput,
   type ResultOf,
@@ -60,7 +62,7 @@ const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null)
  */
 export class Producer {
   readonly queues: Queues;
-  private readonly events = new Map<OperationType, { events: QueueEvents; connection: RedisConnection }>();
+  private readonly events = new Map<WorkerType, { events: QueueEvents; connection: RedisConnection }>();
 
   constructor(
     readonly config: Config,
@@ -106,7 +108,7 @@ export class Producer {
     const id = options.jobId ?? newJobId(type);
     const children = getOperation(type).children?.(data) ?? [];
     if (children.length === 0) {
-      await this.queues.get(type).add(type, data, { jobId: id });
+      await this.queues.add(type, data, { jobId: id });
       return { id, type };
     }
     // A flow: this job waits in waiting-children until its children succeed.
@@ -162,21 +164,25 @@ export class Producer {
     const limit = options.limit ?? 50;
     await this.ensureReachable();
     const jobs: Job[] = [];
-    for (const type of options.types ?? operationTypes) {
-      jobs.push(...(await this.queues.get(type).getJobs(states, 0, limit - 1)).filter(Boolean));
+    const wanted = options.types ? new Set<string>(options.types) : undefined;
+    const queues = wanted ? [...new Set(options.types!.map(queueOf))] : workerTypes;
+    for (const queue of queues) {
+      const found = (await this.queues.get(queue).getJobs(states, 0, limit - 1)).filter(Boolean);
+      jobs.push(...found.filter((job) => !wanted || wanted.has(job.name)));
     }
     jobs.sort((a, b) => b.timestamp - a.timestamp);
     return Promise.all(jobs.slice(0, limit).map((job) => this.summarize(job)));
   }
 
   private async queueEvents(type: OperationType): Promise<QueueEvents> {
-    let entry = this.events.get(type);
+    const queue = queueName(type);
+    let entry = this.events.get(queue);
     if (!entry) {
       const connection = createRedis(this.config, 'worker');
-      const events = new QueueEvents(queueName(type), { connection, prefix: this.config.QUEUE_PREFIX });
+      const events = new QueueEvents(queue, { connection, prefix: this.config.QUEUE_PREFIX });
       events.on('error', () => undefined);
       entry = { events, connection };
-      this.events.set(type, entry);
+      this.events.set(queue, entry);
       await events.waitUntilReady();
     }
     return entry.events;

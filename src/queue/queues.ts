@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { Queue, type JobsOptions } from 'bullmq';
 import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
-import { getOperation, isOperationType, operationTypes, type OperationType } from '../operations/index.js';
+import { getOperation, isOperationType, queueOf, workerTypes, type OperationType, type WorkerType } from '../operations/index.js';
 
-/** Each operation type has its own queue, named after it, under QUEUE_PREFIX. */
-export function queueName(type: OperationType): string {
-  return type;
+/** Each worker type has its own queue, named after it, under QUEUE_PREFIX; jobs are named by operation. */
+export function queueName(type: OperationType): WorkerType {
+  return queueOf(type);
 }
 
 /** Job ids carry their type (`backup-20261125t120000-9f2c1a`), so one id finds its queue. */
@@ -15,8 +15,11 @@ export function newJobId(type: OperationType, now = new Date()): string {
   return `${type}-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/** A job made by a schedule: `repeat:<operation>.<schedule name>:<run time>` (see schedules/). */
+const SCHEDULED_JOB_ID = /^repeat:([a-z]+)\./;
+
 export function typeOfJobId(jobId: string): OperationType | undefined {
-  const type = jobId.split('-')[0] ?? '';
+  const type = SCHEDULED_JOB_ID.exec(jobId)?.[1] ?? jobId.split('-')[0] ?? '';
   return isOperationType(type) ? type : undefined;
 }
 
@@ -46,29 +49,36 @@ export function cancelChannel(config: Pick<Config, 'QUEUE_PREFIX'>): string {
 
 /** Lazily opened queues over one shared connection. */
 export class Queues {
-  private readonly queues = new Map<OperationType, Queue>();
+  private readonly queues = new Map<WorkerType, Queue>();
   constructor(
     private readonly config: Config,
     readonly connection: RedisConnection,
   ) {}
 
+  /** The queue that holds jobs of this operation type. */
   get(type: OperationType): Queue {
-    let queue = this.queues.get(type);
+    const name = queueName(type);
+    let queue = this.queues.get(name);
     if (!queue) {
-      queue = new Queue(queueName(type), {
+      queue = new Queue(name, {
         connection: this.connection,
         prefix: this.config.QUEUE_PREFIX,
-        defaultJobOptions: jobOptionsFor(this.config, type),
+        defaultJobOptions: jobOptionsFor(this.config, name),
         streams: { events: { maxLen: this.config.JOB_EVENTS_MAX } },
       });
       queue.on('error', () => undefined);
-      this.queues.set(type, queue);
+      this.queues.set(name, queue);
     }
     return queue;
   }
 
+  /** Adds a job of one operation, with that operation's job options. */
+  add(type: OperationType, data: unknown, options: JobsOptions & { jobId: string }): Promise<unknown> {
+    return this.get(type).add(type, data, { ...jobOptionsFor(this.config, type), ...options });
+  }
+
   all(): Queue[] {
-    return operationTypes.map((type) => this.get(type));
+    return workerTypes.map((type) => this.get(type));
   }
 
   async close(): Promise<void> {

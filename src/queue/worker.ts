@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { errorMessage, isRetryable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { createContext } from '../operations/context.js';
-import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
+import { isOperationType, operationsOn, type WorkerType } from '../operations/index.js';
 import type { Operation } from '../operations/operation.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis } from './connection.js';
@@ -25,10 +25,14 @@ function formatValidationIssues(issues: { path: PropertyKey[]; message: string }
   return issues.map((issue) => `${issue.path.join('.') || 'payload'}: ${issue.message}`).join('; ');
 }
 
-/** Runs jobs of one operation type: a catalogue type, or any Operation (the benchmarks' no-op). */
-export async function startWorker(typeOrOperation: OperationType | Operation, config: Config, logger: Logger): Promise<RunningWorker> {
-  const operation = typeof typeOrOperation === 'string' ? getOperation(typeOrOperation) : typeOrOperation;
-  const type = operation.type;
+/**
+ * Runs the jobs of one worker type (its own operation and its companions, see Operation.queue), or of
+ * any single Operation (the benchmarks' no-op).
+ */
+export async function startWorker(typeOrOperation: WorkerType | Operation, config: Config, logger: Logger): Promise<RunningWorker> {
+  const operations = typeof typeOrOperation === 'string' ? operationsOn(typeOrOperation) : [typeOrOperation];
+  const type = typeof typeOrOperation === 'string' ? typeOrOperation : typeOrOperation.type;
+  const byName = new Map(operations.map((operation) => [operation.type, operation]));
   const concurrency = config.concurrencyByType.get(type) ?? config.WORKER_CONCURRENCY;
   const connection = createRedis(config, 'worker');
   const queues = new Queues(config, connection);
@@ -44,7 +48,7 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
   const recover = () => {
     recovering ??= (async () => {
       try {
-        await operation.recover?.({ config, logger, isJobActive });
+        for (const operation of operations) await operation.recover?.({ config, logger, isJobActive });
       } catch (error) {
         logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
       } finally {
@@ -77,6 +81,8 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
       throw new WaitingError();
     }
     if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED);
+    const operation = byName.get(job.name);
+    if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
     const parsed = operation.schema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`invalid payload: ${formatValidationIssues(parsed.error.issues)}`);
     const { context, flush } = createContext(
@@ -91,7 +97,7 @@ export async function startWorker(typeOrOperation: OperationType | Operation, co
         enqueue: async (followUp, payload, options) => {
           if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
           const data = await validatePayload(config, followUp, payload);
-          await queues.get(followUp).add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
+          await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
         },
       },
       {

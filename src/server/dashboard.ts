@@ -3,7 +3,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Router } from 'express';
 import type { Config } from '../config.js';
-import { getOperation, operationTypes } from '../operations/index.js';
+import { getOperation, operationsOn, workerTypes } from '../operations/index.js';
 import type { Queues } from '../queue/queues.js';
 
 export const DASHBOARD_PATH = '/admin/queues';
@@ -12,12 +12,14 @@ export const DASHBOARD_PATH = '/admin/queues';
 export function dashboardRouter(config: Config, queues: Queues): Router {
   const serverAdapter = new ExpressAdapter().setBasePath(DASHBOARD_PATH);
   createBullBoard({
-    queues: operationTypes.map(
+    queues: workerTypes.map(
       (type) =>
         new BullMQAdapter(queues.get(type), {
           readOnlyMode: config.DASHBOARD_READONLY,
           allowRetries: !config.DASHBOARD_READONLY,
-          description: getOperation(type).summary,
+          description: [getOperation(type), ...operationsOn(type).filter((operation) => operation.type !== type)]
+            .map((operation, index) => (index === 0 ? operation.summary : `${operation.type}: ${operation.summary}`))
+            .join('; also '),
         }),
     ),
     serverAdapter,

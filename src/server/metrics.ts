@@ -2,7 +2,7 @@ import { QueueEvents } from 'bullmq';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BackupStore } from '../backups/store.js';
 import type { Config } from '../config.js';
-import { operationTypes, type OperationType } from '../operations/index.js';
+import { isOperationType, workerTypes, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
 import { queueName, type Queues } from '../queue/queues.js';
 
@@ -28,7 +28,7 @@ export async function createMetrics(config: Config, queues: Queues): Promise<Met
     labelNames: ['queue', 'state'],
     registers: [registry],
     async collect() {
-      for (const type of operationTypes) {
+      for (const type of workerTypes) {
         const counts = await queues.get(type).getJobCounts(...STATES);
         for (const state of STATES) this.set({ queue: type, state }, counts[state] ?? 0);
       }
@@ -57,11 +57,12 @@ export async function createMetrics(config: Config, queues: Queues): Promise<Met
   });
 
   const listeners: { events: QueueEvents; connection: ReturnType<typeof createRedis> }[] = [];
-  const observe = async (type: OperationType, jobId: string, outcome: 'completed' | 'failed') => {
-    const job = await queues.get(type).getJob(jobId);
+  const observe = async (queue: WorkerType, jobId: string, outcome: 'completed' | 'failed') => {
+    const job = await queues.get(queue).getJob(jobId);
+    const type = job && isOperationType(job.name) ? job.name : queue;
     if (job?.processedOn && job.finishedOn) duration.observe({ type, outcome }, (job.finishedOn - job.processedOn) / 1000);
   };
-  for (const type of operationTypes) {
+  for (const type of workerTypes) {
     const connection = createRedis(config, 'worker');
     const events = new QueueEvents(queueName(type), { connection, prefix: config.QUEUE_PREFIX });
     events.on('error', () => undefined);

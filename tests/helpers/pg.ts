@@ -45,6 +45,17 @@ export async function shadowDatabasesFor(prefix: string): Promise<string[]> {
   return rows.map((row) => row.datname);
 }
 
+/** Scratch databases (rehearsals, full verifications) made for `database`. */
+export async function scratchDatabasesOf(database: string): Promise<string[]> {
+  const rows = await sql<{ datname: string }>(
+    'postgres',
+    `SELECT d.datname FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid
+      WHERE s.description LIKE '{"mark":"dbops-shadow"%' AND (s.description::jsonb ->> 'scratchOf') = $1`,
+    [database],
+  );
+  return rows.map((row) => row.datname);
+}
+
 export async function loadPagila(database: string): Promise<void> {
   await createDatabase(database);
   for (const file of ['pagila-schema.sql', 'pagila-data.sql']) {

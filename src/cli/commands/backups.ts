@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { BackupStore } from '../../backups/store.js';
 import { normalizeEnvName } from '../../config.js';
-import { countTocEntries } from '../../postgres/tools.js';
-import { CliExit, EXIT, cliConfig, out, printJson } from '../io.js';
+import { lastVerification, type Manifest } from '../../backups/manifest.js';
+import { cliConfig, out, printJson } from '../io.js';
+import { runOperation, type RunOperation } from '../run-operation.js';
+import { flagsOf, withRunFlags } from './operations.js';
 
 function humanSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -15,7 +17,14 @@ function humanSize(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-export function registerBackups(program: Command): void {
+/** Verification state for `backups list`: the newest check's level and outcome. */
+function checkText(manifest: Manifest): string {
+  const last = lastVerification(manifest);
+  if (!last) return 'never checked';
+  return `${last.ok ? 'ok' : 'DAMAGED'} (${last.level}, ${last.at.slice(0, 16)}Z)`;
+}
+
+export function registerBackups(program: Command, run: RunOperation = runOperation): void {
   const backups = program.command('backups').description('the backups in BACKUP_DIR');
   backups
     .command('list')
@@ -27,31 +36,33 @@ export function registerBackups(program: Command): void {
       const manifests = await store.list({ env: options.env ? normalizeEnvName(options.env) : undefined });
       if (options.json) return printJson(manifests);
       if (manifests.length === 0) return out(`no backups in ${store.dir}`);
-      out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED'].join('\t'));
+      out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED', 'CHECKED'].join('\t'));
       for (const manifest of manifests) {
-        out([manifest.id, manifest.env, manifest.database, manifest.format, humanSize(manifest.sizeBytes), manifest.completedAt].join('\t'));
+        const format = manifest.encryption ? `${manifest.format}+encrypted` : manifest.format;
+        out([manifest.id, manifest.env, manifest.database, format, humanSize(manifest.sizeBytes), manifest.completedAt, checkText(manifest)].join('\t'));
       }
     });
-  backups
-    .command('verify <id>')
-    .description("check a backup's SHA-256 against its manifest and that pg_restore reads its table of contents")
-    .option('--json', 'print the outcome as JSON')
-    .action(async (id: string, options: { json?: boolean }) => {
-      const config = cliConfig();
-      const store = new BackupStore(config.backupDir);
-      const manifest = await store.get(id);
-      const integrity = await store.checkIntegrity(manifest);
-      let outcome: { id: string; ok: boolean; reason?: string; tocEntries?: number };
-      if (!integrity.ok) outcome = { id, ok: false, reason: integrity.reason };
-      else {
-        try {
-          outcome = { id, ok: true, tocEntries: await countTocEntries(store.archivePath(manifest), config.PG_BIN_DIR) };
-        } catch (error) {
-          outcome = { id, ok: false, reason: (error as Error).message };
-        }
-      }
-      if (options.json) printJson(outcome);
-      else out(outcome.ok ? `${id}: ok (sha256 matches, ${outcome.tocEntries} table of contents entries)` : `${id}: DAMAGED: ${outcome.reason}`);
-      if (!outcome.ok) throw new CliExit(EXIT.failed);
-    });
+  withRunFlags(
+    backups
+      .command('verify')
+      .description("check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest")
+      .argument('[id]', 'backup id (or --latest ENV)')
+      .option('--latest <env>', 'the newest backup of this environment')
+      .option('--full', 'also restore it into a scratch database (then dropped) and compare row counts with the manifest')
+      .option('--env <env>', "--full: the environment whose server holds the scratch database (default: the backup's own)")
+      .option('--queue', 'run it as a job on a restore worker instead of in this process'),
+  ).action(async (id: string | undefined, options) => {
+    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env }, { ...flagsOf(options), inline: !options.queue && !options.local });
+  });
+  withRunFlags(
+    backups
+      .command('prune')
+      .description('apply the retention policy: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
+      .option('--env <env>', 'only this environment (default: every environment with a policy)')
+      .option('--dry-run', 'show what would be deleted; delete nothing')
+      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
+      .option('--queue', 'run it as a job on a backup worker instead of in this process'),
+  ).action(async (options) => {
+    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy }, { ...flagsOf(options), inline: !options.queue && !options.local });
+  });
 }

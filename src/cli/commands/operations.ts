@@ -4,19 +4,19 @@ import { Option, type Command } from 'commander';
 import { ValidationError } from '../../errors.js';
 import { isOperationType, operationTypes } from '../../operations/index.js';
 import { parseWholeNumber } from '../io.js';
-import { runOperation, type RunFlags } from '../run-operation.js';
+import { runOperation, type RunFlags, type RunOperation } from '../run-operation.js';
 
 /** The flags every operation command shares. */
-function withRunFlags(command: Command): Command {
+export function withRunFlags(command: Command): Command {
   return command
     .option('--wait', 'follow the job to its end; exit non-zero if it fails')
     .option('--json', 'with --wait: print only the result object, as JSON')
     .option('--local', 'run in this process without Redis (emergency mode)');
 }
 
-const flagsOf = (options: RunFlags): RunFlags => ({ wait: options.wait, json: options.json, local: options.local });
+export const flagsOf = (options: RunFlags): RunFlags => ({ wait: options.wait, json: options.json, local: options.local });
 
-export function registerBackup(program: Command): void {
+export function registerBackup(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('backup')
@@ -26,11 +26,11 @@ export function registerBackup(program: Command): void {
       .option('--jobs <n>', 'parallel dump jobs (directory format)', parseWholeNumber)
       .option('--compress <level>', 'compression level 0-9', parseWholeNumber),
   ).action(async (options) => {
-    await runOperation('backup', { env: options.env, format: options.format, jobs: options.jobs, compress: options.compress }, flagsOf(options));
+    await run('backup', { env: options.env, format: options.format, jobs: options.jobs, compress: options.compress }, flagsOf(options));
   });
 }
 
-export function registerRestore(program: Command): void {
+export function registerRestore(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('restore')
@@ -41,7 +41,7 @@ export function registerRestore(program: Command): void {
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name'),
   ).action(async (options) => {
-    await runOperation(
+    await run(
       'restore',
       {
         env: options.env,
@@ -68,7 +68,7 @@ function readSqlFiles(files: string[]): { name: string; sql: string }[] {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-export function registerCopy(program: Command): void {
+export function registerCopy(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('copy')
@@ -81,7 +81,7 @@ export function registerCopy(program: Command): void {
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name'),
   ).action(async (options) => {
-    await runOperation(
+    await run(
       'copy',
       {
         from: options.from,
@@ -105,7 +105,7 @@ export function parseDuration(value: string): number {
   return Number(hours) * 3600 + Number(minutes) * 60 + Number(seconds);
 }
 
-export function registerTriggers(program: Command): void {
+export function registerTriggers(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('triggers')
@@ -117,7 +117,7 @@ export function registerTriggers(program: Command): void {
       .option('--file <sql>', 'create: the SQL definition')
       .option('--for <duration>', 'disable: switch back on after this long (e.g. 30m), even if this worker dies', parseDuration),
   ).action(async (action: string, options) => {
-    await runOperation(
+    await run(
       'triggers',
       {
         env: options.env,
@@ -132,7 +132,7 @@ export function registerTriggers(program: Command): void {
   });
 }
 
-export function registerMaintenance(program: Command): void {
+export function registerMaintenance(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('maintenance')
@@ -144,7 +144,7 @@ export function registerMaintenance(program: Command): void {
       .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
       .option('--lock-timeout <ms>', 'skip a table whose lock does not come within this many milliseconds', parseWholeNumber),
   ).action(async (action: string, options) => {
-    await runOperation(
+    await run(
       'maintenance',
       {
         env: options.env,
@@ -159,7 +159,7 @@ export function registerMaintenance(program: Command): void {
   });
 }
 
-export function registerMigrate(program: Command): void {
+export function registerMigrate(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('migrate')
@@ -173,7 +173,7 @@ export function registerMigrate(program: Command): void {
       .option('--backup-first', 'a backup job of the environment must succeed before any migration runs')
       .option('--rehearse', "apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else"),
   ).action(async (action: string, n: string | undefined, options) => {
-    await runOperation(
+    await run(
       'migrate',
       {
         env: options.env,
@@ -191,7 +191,7 @@ export function registerMigrate(program: Command): void {
 }
 
 /** Any registered operation, payload as JSON: a new operation type is usable before it has a command of its own. */
-export function registerEnqueue(program: Command): void {
+export function registerEnqueue(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('enqueue')
@@ -207,6 +207,6 @@ export function registerEnqueue(program: Command): void {
       throw new ValidationError('the payload is not valid JSON');
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ValidationError('the payload must be a JSON object');
-    await runOperation(type, parsed as Record<string, unknown>, flagsOf(options));
+    await run(type, parsed as Record<string, unknown>, flagsOf(options));
   });
 }

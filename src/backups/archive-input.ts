@@ -1,0 +1,109 @@
+import { createReadStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { execa } from 'execa';
+import type { Config } from '../config.js';
+import { PermanentError } from '../errors.js';
+import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
+import { DecryptStream, keyId } from './encryption.js';
+import type { Manifest } from './manifest.js';
+import type { BackupStore } from './store.js';
+
+/** The archive itself is at fault (damaged, does not decrypt, pg_restore refuses it): not worth a retry. */
+export class ArchiveProblem extends PermanentError {
+  override name = 'ArchiveProblem';
+}
+
+/** Permanent failures while reading an archive are the archive's; transient ones (connections) are not. */
+function blameArchive(error: unknown): unknown {
+  return error instanceof PermanentError && !(error instanceof ArchiveProblem) ? new ArchiveProblem(error.message) : error;
+}
+
+/**
+ * How pg_restore reads an archive: by path, or (encrypted archives) decrypted on the fly into its
+ * stdin, never as plaintext on disk. Reading from stdin, pg_restore cannot restore in parallel.
+ */
+export interface ArchiveInput {
+  /** pg_restore's archive argument: the path, or none (stdin). */
+  args: string[];
+  /** Set for stdin input: pipes the decrypted archive into the tool; rejects if it does not decrypt. */
+  feed?: (stdin: Writable) => Promise<void>;
+  parallel: boolean;
+}
+
+/** Refuses, before anything is touched, an encrypted archive this process has no (or the wrong) key for. */
+export function checkKey(manifest: Manifest, config: Pick<Config, 'encryptionKey'>): Buffer | undefined {
+  if (!manifest.encryption) return undefined;
+  const key = config.encryptionKey;
+  if (!key) throw new PermanentError(`backup ${manifest.id} is encrypted (key id ${manifest.encryption.keyId}): set BACKUP_ENCRYPTION_KEY to its key`);
+  const id = keyId(key);
+  if (id !== manifest.encryption.keyId) {
+    throw new PermanentError(`backup ${manifest.id} was encrypted with another key (key id ${manifest.encryption.keyId}); BACKUP_ENCRYPTION_KEY is key id ${id}`);
+  }
+  return key;
+}
+
+export function archiveInput(store: BackupStore, manifest: Manifest, config: Pick<Config, 'encryptionKey'>): ArchiveInput {
+  return inputFor(store.archivePath(manifest), checkKey(manifest, config));
+}
+
+/** The archive at `archive`, decrypted with `key` when given. */
+export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput {
+  if (!key) return { args: [archive], parallel: true };
+  return {
+    args: [],
+    parallel: false,
+    feed: async (stdin) => {
+      try {
+        await pipeline(createReadStream(archive, { highWaterMark: 1 << 20 }), new DecryptStream(key), stdin);
+      } catch (error) {
+        // pg_restore closing its stdin early (it failed, or --list has read enough) is its own story.
+        if ((error as NodeJS.ErrnoException).code === 'EPIPE' || (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+        throw error;
+      }
+    },
+  };
+}
+
+/** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */
+export async function countTocEntries(input: ArchiveInput, binDir: string | undefined, signal?: AbortSignal): Promise<number> {
+  const child = execa(toolPath('pg_restore', binDir), ['--list', ...input.args], { cancelSignal: signal, stdin: input.feed ? 'pipe' : 'ignore' });
+  const [listed, fed] = await Promise.allSettled([child, input.feed?.(child.stdin!)]);
+  if (fed.status === 'rejected') throw blameArchive(fed.reason); // it does not decrypt: that, not pg_restore's EOF, is the story
+  if (listed.status === 'fulfilled') return listed.value.stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
+  const error = listed.reason as { isCanceled?: boolean; stderr?: string };
+  if (error.isCanceled) throw error;
+  const stderr = String(error.stderr ?? '').trim().split('\n').pop();
+  throw new ArchiveProblem(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
+}
+
+export interface RestoreArchiveOptions {
+  binDir: string | undefined;
+  /** Parallel jobs; 1 whatever is asked when the archive comes through stdin. */
+  jobs: number;
+  signal: AbortSignal;
+  /** Each line pg_restore prints (its --verbose output and errors). */
+  onLine?: (line: string) => void;
+}
+
+/** pg_restore of a whole archive into the database at `url`; a decryption failure is the error reported. */
+export async function restoreArchive(input: ArchiveInput, url: string, options: RestoreArchiveOptions): Promise<void> {
+  const tail = new StderrTail();
+  const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${input.parallel ? options.jobs : 1}`, ...input.args], {
+    url,
+    signal: options.signal,
+    binDir: options.binDir,
+    stdin: input.feed ? 'pipe' : 'ignore',
+    onStderrLine: (line) => {
+      tail.push(line);
+      options.onLine?.(line);
+    },
+  });
+  const fed = input.feed?.(child.stdin!).catch((error: unknown) => {
+    child.kill(); // what it has read is authenticated, but the rest never will be
+    throw error;
+  });
+  const [restored, feeding] = await Promise.allSettled([finishTool('pg_restore', child, tail), fed]);
+  if (feeding.status === 'rejected') throw blameArchive(feeding.reason);
+  if (restored.status === 'rejected') throw blameArchive(restored.reason);
+}

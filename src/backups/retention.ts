@@ -1,0 +1,97 @@
+import { lastVerification, type Manifest } from './manifest.js';
+
+/**
+ * Grandfather-father-son retention. `last`: the newest N verified backups, whatever their age (the
+ * floor: a policy never leaves fewer while backups keep failing). `daily`/`weekly`/`monthly`: the
+ * newest verified backup of each of the N newest days / ISO weeks / months (UTC) that have one.
+ */
+export interface RetentionPolicy {
+  last: number;
+  daily: number;
+  weekly: number;
+  monthly: number;
+}
+
+const KEYS = ['last', 'daily', 'weekly', 'monthly'] as const;
+
+/** `last=7,daily=7,weekly=4,monthly=12` (any of them; `last` at least 1, 1 when not given). */
+export function parseRetention(text: string): RetentionPolicy {
+  const policy: RetentionPolicy = { last: 1, daily: 0, weekly: 0, monthly: 0 };
+  for (const part of text.split(',').map((item) => item.trim()).filter(Boolean)) {
+    const match = /^(last|daily|weekly|monthly)=(\d{1,5})$/.exec(part);
+    if (!match) throw new Error(`"${part}" is not one of last=N, daily=N, weekly=N, monthly=N`);
+    policy[match[1] as (typeof KEYS)[number]] = Number(match[2]);
+  }
+  if (policy.last < 1) throw new Error('last must be at least 1: a policy never deletes the newest backup');
+  return policy;
+}
+
+export function describeRetention(policy: RetentionPolicy): string {
+  return KEYS.map((key) => `${key}=${policy[key]}`).join(',');
+}
+
+export type KeepReason = 'last' | 'daily' | 'weekly' | 'monthly' | 'in use' | 'never checked';
+
+export interface RetentionPlan {
+  keep: { manifest: Manifest; reasons: KeepReason[] }[];
+  prune: { manifest: Manifest; reason: string }[];
+}
+
+const day = (date: Date) => date.toISOString().slice(0, 10);
+const month = (date: Date) => date.toISOString().slice(0, 7);
+
+/** ISO 8601 week, e.g. 2026-W48 (weeks start on Monday; the week belongs to the year of its Thursday). */
+function isoWeek(date: Date): string {
+  const thursday = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+  thursday.setUTCDate(thursday.getUTCDate() - ((thursday.getUTCDay() + 6) % 7) + 3);
+  const january4 = new Date(Date.UTC(thursday.getUTCFullYear(), 0, 4));
+  const week = 1 + Math.round(((thursday.getTime() - january4.getTime()) / 86_400_000 - 3 + ((january4.getUTCDay() + 6) % 7)) / 7);
+  return `${thursday.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+
+/**
+ * Decides, for the backups of one environment, which stay and which go. Pure: the caller supplies
+ * which backups are in use. A backup whose newest check failed (damaged) counts for nothing and goes;
+ * one never checked (made before checks were recorded) counts for nothing either, but stays while it
+ * is newer than the oldest kept one, or while no backup is kept at all.
+ */
+export function planRetention(manifests: Manifest[], policy: RetentionPolicy, inUse: ReadonlySet<string> = new Set()): RetentionPlan {
+  const newestFirst = [...manifests].sort((a, b) => b.completedAt.localeCompare(a.completedAt));
+  const reasons = new Map<string, KeepReason[]>(newestFirst.map((manifest) => [manifest.id, []]));
+  const verified = newestFirst.filter((manifest) => lastVerification(manifest)?.ok === true);
+
+  for (const manifest of verified.slice(0, policy.last)) reasons.get(manifest.id)!.push('last');
+  const buckets: ['daily' | 'weekly' | 'monthly', number, (date: Date) => string][] = [
+    ['daily', policy.daily, day],
+    ['weekly', policy.weekly, isoWeek],
+    ['monthly', policy.monthly, month],
+  ];
+  for (const [reason, count, bucketOf] of buckets) {
+    const seen = new Set<string>();
+    for (const manifest of verified) {
+      if (seen.size >= count) break;
+      const bucket = bucketOf(new Date(manifest.completedAt));
+      if (seen.has(bucket)) continue;
+      seen.add(bucket);
+      reasons.get(manifest.id)!.push(reason);
+    }
+  }
+  for (const id of inUse) reasons.get(id)?.push('in use');
+
+  const keptTimes = newestFirst.filter((manifest) => reasons.get(manifest.id)!.length > 0).map((manifest) => manifest.completedAt);
+  const oldestKept = keptTimes.at(-1);
+  for (const manifest of newestFirst) {
+    const never = lastVerification(manifest) === undefined;
+    if (never && (oldestKept === undefined || manifest.completedAt > oldestKept) && reasons.get(manifest.id)!.length === 0) {
+      reasons.get(manifest.id)!.push('never checked');
+    }
+  }
+
+  const plan: RetentionPlan = { keep: [], prune: [] };
+  for (const manifest of newestFirst) {
+    const why = reasons.get(manifest.id)!;
+    if (why.length > 0) plan.keep.push({ manifest, reasons: why });
+    else plan.prune.push({ manifest, reason: lastVerification(manifest)?.ok === false ? `damaged: ${lastVerification(manifest)!.reason ?? 'failed its check'}` : 'outside the policy' });
+  }
+  return plan;
+}

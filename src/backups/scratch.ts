@@ -1,0 +1,56 @@
+import type { Config } from '../config.js';
+import { connect } from '../postgres/client.js';
+import { toolDirForServers } from '../postgres/binaries.js';
+import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
+import { acquireDatabaseLock } from '../postgres/lock.js';
+import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
+import { archiveInput, restoreArchive } from './archive-input.js';
+import type { Manifest } from './manifest.js';
+import type { BackupStore } from './store.js';
+
+export interface ScratchRestoreOptions {
+  config: Config;
+  store: BackupStore;
+  jobId: string;
+  /** Names the connections, e.g. `dbops:verify:<job id>`. */
+  holder: string;
+  signal: AbortSignal;
+  onLine?: (line: string) => void;
+}
+
+/**
+ * Restores a backup into a scratch database on `server`'s server, hands it to `use`, and drops it
+ * whatever happens. Nothing else is touched; a worker that dies meanwhile leaves a marked scratch
+ * database that the next worker's recovery drops.
+ */
+export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
+  const release = await options.store.markInUse(manifest.id, options.jobId);
+  try {
+    return await restoreIntoScratch(server, manifest, options, use);
+  } finally {
+    await release();
+  }
+}
+
+async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
+  const { config, store, jobId, holder, signal } = options;
+  const input = archiveInput(store, manifest, config);
+  const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
+  const binDir = await toolDirForServers([maintenanceUrl], config.PG_BIN_DIR, holder);
+  const scratch = scratchDatabaseName();
+  const lock = await acquireDatabaseLock({ ...server, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
+  const maintenance = await connect(maintenanceUrl, holder);
+  try {
+    await createScratchDatabase(maintenance, scratch, server.database, jobId);
+    try {
+      const scratchUrl = withDatabase(server.url, scratch);
+      await restoreArchive(input, scratchUrl, { binDir, jobs: 2, signal, onLine: options.onLine });
+      return await use(scratchUrl, scratch);
+    } finally {
+      await dropDatabase(maintenance, scratch).catch(() => undefined);
+    }
+  } finally {
+    await maintenance.end().catch(() => undefined);
+    await lock.release();
+  }
+}

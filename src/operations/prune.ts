@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { describeRetention, parseRetention, planRetention, type RetentionPolicy } from '../backups/retention.js';
+import { BackupStore } from '../backups/store.js';
+import { ValidationError } from '../errors.js';
+import { envName } from './fields.js';
+import { defineOperation } from './operation.js';
+
+const policyText = z
+  .string()
+  .max(200)
+  .superRefine((value, context) => {
+    try {
+      parseRetention(value);
+    } catch (error) {
+      context.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
+
+const schema = z.strictObject({
+  /** One environment; all of them (each under its own policy) when not given. */
+  env: envName.optional(),
+  /** Report what would go; delete nothing. */
+  dryRun: z.boolean().default(false),
+  /** A policy for this run instead of BACKUP_RETENTION[_<ENV>], e.g. `last=7,daily=7,weekly=4`. */
+  policy: policyText.optional(),
+});
+
+export interface PruneEnvResult {
+  env: string;
+  policy: string | null;
+  kept: { id: string; completedAt: string; reasons: string[] }[];
+  pruned: { id: string; completedAt: string; reason: string }[];
+}
+
+export interface PruneResult {
+  dryRun: boolean;
+  environments: PruneEnvResult[];
+}
+
+export const prune = defineOperation({
+  type: 'prune',
+  queue: 'backup',
+  summary: 'apply retention (last N verified, then daily/weekly/monthly) to the backups in BACKUP_DIR',
+  schema,
+  precheck(payload, config) {
+    if (payload.env && !payload.policy && !config.retentionFor(payload.env)) {
+      const variable = `BACKUP_RETENTION_${payload.env.toUpperCase().replace(/-/g, '_')}`;
+      throw new ValidationError(`no retention policy for ${payload.env}: set BACKUP_RETENTION or ${variable}, or pass --policy`);
+    }
+  },
+  async process({ payload, config, progress, log }): Promise<PruneResult> {
+    const store = new BackupStore(config.backupDir);
+    const all = await store.list(payload.env ? { env: payload.env } : {});
+    const envs = payload.env ? [payload.env] : [...new Set(all.map((manifest) => manifest.env))].sort();
+    const result: PruneResult = { dryRun: payload.dryRun, environments: [] };
+    for (const [index, env] of envs.entries()) {
+      progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env}`);
+      const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
+      const manifests = all.filter((manifest) => manifest.env === env);
+      if (!policy) {
+        result.environments.push({ env, policy: null, kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: ['no policy'] })), pruned: [] });
+        continue;
+      }
+      const inUse = new Set((await store.inUseMarks()).map((mark) => mark.backupId));
+      const plan = planRetention(manifests, policy, inUse);
+      const pruned: PruneEnvResult['pruned'] = [];
+      for (const { manifest, reason } of plan.prune) {
+        if (!payload.dryRun) {
+          // Asked again just before deleting: a restore that started meanwhile keeps its backup.
+          if ((await store.inUseMarks()).some((mark) => mark.backupId === manifest.id)) continue;
+          await store.remove(manifest);
+          log(`pruned ${manifest.id} (${reason})`);
+        }
+        pruned.push({ id: manifest.id, completedAt: manifest.completedAt, reason });
+      }
+      result.environments.push({
+        env,
+        policy: describeRetention(policy),
+        kept: plan.keep.map(({ manifest, reasons }) => ({ id: manifest.id, completedAt: manifest.completedAt, reasons })),
+        pruned,
+      });
+    }
+    progress(100, payload.dryRun ? 'dry run: nothing deleted' : 'retention applied');
+    return result;
+  },
+  describe: (result) =>
+    result.environments
+      .map((env) =>
+        [
+          `${env.env}: ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
+          ...env.kept.map((item) => `  keep   ${item.id}  ${item.completedAt}  (${item.reasons.join(', ')})`),
+          ...env.pruned.map((item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`),
+        ].join('\n'),
+      )
+      .join('\n') || 'no backups',
+});

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { ArchiveProblem, archiveInput, countTocEntries } from '../backups/archive-input.js';
+import { backupIdSchema, type Manifest, type Verification } from '../backups/manifest.js';
+import { withScratchRestore } from '../backups/scratch.js';
+import { BackupStore, recoverInUseMarks } from '../backups/store.js';
+import { PermanentError, ValidationError } from '../errors.js';
+import { connect } from '../postgres/client.js';
+import { countRows, rowCountDifferences } from '../postgres/compare.js';
+import { recoverShadowDatabases } from '../postgres/replace.js';
+import { resolveTarget } from '../postgres/target.js';
+import { envName } from './fields.js';
+import { defineOperation } from './operation.js';
+
+const schema = z
+  .strictObject({
+    /** The backup to check, or… */
+    backup: backupIdSchema.optional(),
+    /** …the newest backup of this environment (what a scheduled drill checks). */
+    latest: envName.optional(),
+    /** Also restore it into a scratch database and compare its row counts with the manifest. */
+    full: z.boolean().default(false),
+    /** The environment whose server holds the scratch database (default: the backup's own). */
+    env: envName.optional(),
+  })
+  .refine((payload) => (payload.backup === undefined) !== (payload.latest === undefined), {
+    message: 'name a backup id, or --latest ENV (one of them)',
+    path: ['backup'],
+  });
+
+export interface VerifyResult {
+  backupId: string;
+  env: string;
+  level: Verification['level'];
+  ok: true;
+  tocEntries: number;
+  /** Tables whose rows were counted in the scratch restore (full only). */
+  tablesCompared?: number;
+  durationMs: number;
+}
+
+async function pickBackup(store: BackupStore, payload: { backup?: string; latest?: string }): Promise<Manifest> {
+  if (payload.backup) return store.get(payload.backup);
+  const newest = (await store.list({ env: payload.latest })).at(-1);
+  if (!newest) throw new ValidationError(`no backup of ${payload.latest} in ${store.dir}`);
+  return newest;
+}
+
+export const verify = defineOperation({
+  type: 'verify',
+  queue: 'restore',
+  summary: 'check a backup: sha256 and table of contents; --full restores it into a scratch database and counts rows',
+  schema,
+  async precheck(payload, config) {
+    if (payload.backup) await new BackupStore(config.backupDir).get(payload.backup);
+    if (payload.env) resolveTarget(config, payload.env);
+  },
+  async process({ payload, config, jobId, signal, progress, log }): Promise<VerifyResult> {
+    const startedAt = Date.now();
+    const store = new BackupStore(config.backupDir);
+    const level: Verification['level'] = payload.full ? 'full' : 'toc';
+    const picked = await pickBackup(store, payload);
+    const release = await store.markInUse(picked.id, jobId);
+    try {
+      const manifest = await store.get(picked.id); // still there, now that prune sees the mark
+      let tocEntries = 0;
+      let tablesCompared: number | undefined;
+      try {
+        progress(2, `checking the sha256 of ${manifest.id}`);
+        const integrity = await store.checkIntegrity(manifest);
+        if (!integrity.ok) throw new ArchiveProblem(integrity.reason);
+        progress(payload.full ? 10 : 80, 'reading the table of contents');
+        const input = archiveInput(store, manifest, config);
+        tocEntries = await countTocEntries(input, config.PG_BIN_DIR, signal);
+        if (payload.full) {
+          const server = resolveTarget(config, payload.env ?? manifest.env);
+          progress(15, `restoring ${manifest.id} into a scratch database on ${server.env}'s server`);
+          tablesCompared = await withScratchRestore(server, manifest, { config, store, jobId, holder: `dbops:verify:${jobId}`, signal, onLine: log }, async (scratchUrl) => {
+            progress(85, 'counting rows');
+            const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
+            try {
+              const counts = await countRows(client, (table, index, total) => progress(85 + (10 * index) / Math.max(total, 1), `counting ${table}`));
+              if (!manifest.rowCounts) {
+                log('this backup has no row counts in its manifest (made by an older dbops): restored, not compared');
+                return 0;
+              }
+              const found = rowCountDifferences(manifest.rowCounts, counts);
+              if (found.length > 0) throw new ArchiveProblem(`the restored rows differ from the manifest: ${found.slice(0, 10).join('; ')}`);
+              return Object.keys(counts).length;
+            } finally {
+              await client.end().catch(() => undefined);
+            }
+          });
+        }
+      } catch (error) {
+        // Only the archive's own faults are recorded against it; a lost connection or a cancel is not.
+        if (error instanceof ArchiveProblem && !signal.aborted) {
+          await store.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: false, reason: error.message, jobId, durationMs: Date.now() - startedAt });
+          throw new PermanentError(`backup ${manifest.id} is damaged: ${error.message}`);
+        }
+        throw error;
+      }
+      const durationMs = Date.now() - startedAt;
+      await store.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: true, jobId, durationMs });
+      progress(100, `backup ${manifest.id} verified (${level})`);
+      return { backupId: manifest.id, env: manifest.env, level, ok: true, tocEntries, tablesCompared, durationMs };
+    } finally {
+      await release();
+    }
+  },
+  async recover(context) {
+    await recoverShadowDatabases(context);
+    await recoverInUseMarks(context);
+  },
+  describe: (result) =>
+    `${result.backupId}: ok (sha256 matches, ${result.tocEntries} table of contents entries` +
+    (result.level === 'full' ? `; restored into a scratch database, ${result.tablesCompared} tables' row counts match the manifest)` : ')'),
+});
