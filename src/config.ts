@@ -90,6 +90,8 @@ const baseSchema = z.object({
   NOTIFY_ON_SUCCESS: booleanString.default(false),
   /** JSON or YAML file of schedules, applied when workers and the server start. */
   SCHEDULES_FILE: z.string().min(1).optional(),
+  /** How often each worker process looks for schedules that missed a run. */
+  SCHEDULE_CHECK_INTERVAL_MS: positiveInt(200, 86_400_000).default(30_000),
   /** Largest JSON body the HTTP API accepts. */
   API_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' }).default('64kb'),
 });

@@ -57,7 +57,8 @@ describe('restore of a damaged archive', () => {
     expect(JSON.parse(verify.stdout)).toMatchObject({ backupId: backup.backupId, ok: true, level: 'toc' });
     expect(JSON.parse(verify.stdout).tocEntries).toBeGreaterThan(100);
 
-    const full = await rig.cli(['backups', 'verify', '--latest', 'source', '--full', '--json']);
+    // As a scheduled drill runs it: a verify job on a restore worker, for the newest backup.
+    const full = await rig.cli(['backups', 'verify', '--latest', 'source', '--full', '--queue', '--wait', '--json']);
     expect(full.exitCode, full.stderr).toBe(0);
     const result = JSON.parse(full.stdout);
     expect(result).toMatchObject({ backupId: backup.backupId, ok: true, level: 'full' });

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBackups } from './commands/backups.js';
 import { registerJobs } from './commands/jobs.js';
+import { registerSchedule } from './commands/schedule.js';
 import {
   registerBackup,
   registerCopy,
@@ -17,6 +18,7 @@ function buildProgram(): Command {
     .description('PostgreSQL operations as jobs on a Redis queue')
     .showSuggestionAfterError(false)
     .exitOverride()
+    .enablePositionalOptions() // for `schedule add`, whose operation's options follow its own
     .configureOutput({ outputError: () => undefined });
   registerBackup(program);
   registerRestore(program);
@@ -27,6 +29,7 @@ function buildProgram(): Command {
   registerEnqueue(program);
   registerBackups(program);
   registerJobs(program);
+  registerSchedule(program);
   for (const command of program.commands) {
     command.exitOverride().configureOutput({ outputError: () => undefined });
     for (const sub of command.commands) sub.exitOverride().configureOutput({ outputError: () => undefined });

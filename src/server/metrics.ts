@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import { isOperationType, workerTypes, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
 import { queueName, type Queues } from '../queue/queues.js';
+import type { ScheduleView, Schedules } from '../schedules/schedules.js';
 
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
 
@@ -18,7 +19,7 @@ export interface Metrics {
  * BACKUP_DIR at scrape time (true whatever process did the work); job durations are observed from the
  * queues' event streams while this server runs.
  */
-export async function createMetrics(config: Config, queues: Queues): Promise<Metrics> {
+export async function createMetrics(config: Config, queues: Queues, schedules: Schedules): Promise<Metrics> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'dbops_process_' });
 
@@ -45,6 +46,40 @@ export async function createMetrics(config: Config, queues: Queues): Promise<Met
       for (const manifest of await new BackupStore(config.backupDir).list()) {
         this.set({ env: manifest.env }, Date.parse(manifest.completedAt) / 1000); // list() is oldest first
       }
+    },
+  });
+
+  // Schedules: one read of their state per scrape feeds the three gauges.
+  let scheduleViews: Promise<ScheduleView[]> | undefined;
+  const views = () => (scheduleViews ??= schedules.list().finally(() => setTimeout(() => (scheduleViews = undefined), 1_000).unref()));
+  new Gauge({
+    name: 'dbops_schedule_missed',
+    help: '1 when the last due run of a schedule did not succeed within its window (never ran, or failed)',
+    labelNames: ['schedule', 'operation'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const view of await views()) this.set({ schedule: view.name, operation: view.operation }, view.status.state === 'missed' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'dbops_schedule_last_success_timestamp_seconds',
+    help: 'When the last run of each schedule succeeded (Unix seconds; absent if it never has)',
+    labelNames: ['schedule'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const view of await views()) if (view.lastSuccessAt) this.set({ schedule: view.name }, Date.parse(view.lastSuccessAt) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'dbops_schedule_next_run_timestamp_seconds',
+    help: 'When each schedule runs next (Unix seconds)',
+    labelNames: ['schedule'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const view of await views()) if (view.nextRunAt) this.set({ schedule: view.name }, Date.parse(view.nextRunAt) / 1000);
     },
   });
 

@@ -1,0 +1,76 @@
+import { CronExpressionParser } from 'cron-parser';
+import { z } from 'zod';
+import { isOperationType, operationTypes, type OperationType } from '../operations/index.js';
+
+export const scheduleNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, { message: 'a schedule name is lower-case letters, digits, _ and - (at most 63)' });
+
+function cronProblem(cron: string, tz: string | undefined): string | undefined {
+  try {
+    CronExpressionParser.parse(cron, { tz });
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+/** A schedule as users write it (CLI or SCHEDULES_FILE): what to run, and when. */
+export const scheduleSchema = z
+  .strictObject({
+    name: scheduleNameSchema,
+    /** Five fields (minute…weekday), or six with seconds first. */
+    cron: z.string().min(1).max(200),
+    /** IANA time zone the cron expression is read in; UTC when not given. */
+    tz: z
+      .string()
+      .max(100)
+      .refine((zone) => {
+        try {
+          new Intl.DateTimeFormat('en', { timeZone: zone });
+          return true;
+        } catch {
+          return false;
+        }
+      }, { message: 'not a time zone (e.g. Europe/Berlin)' })
+      .optional(),
+    operation: z.string().refine(isOperationType, { message: `one of ${operationTypes.join(', ')}` }),
+    payload: z.record(z.string(), z.unknown()).default({}),
+    /** Seconds a run has to succeed in; by default, until the next run is due. */
+    windowSeconds: z.number().int().positive().max(366 * 86_400).optional(),
+  })
+  .superRefine((schedule, context) => {
+    const problem = cronProblem(schedule.cron, schedule.tz);
+    if (problem) context.addIssue({ code: 'custom', path: ['cron'], message: `not a cron expression: ${problem}` });
+  });
+
+export type ScheduleDefinition = z.output<typeof scheduleSchema> & { operation: OperationType };
+
+/** A schedule as stored: its definition, where it came from, and since when it exists. */
+export interface StoredSchedule extends ScheduleDefinition {
+  source: 'cli' | 'file';
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** The BullMQ job scheduler id: the operation first, so that its jobs' ids name their queue. */
+export function schedulerId(schedule: Pick<ScheduleDefinition, 'operation' | 'name'>): string {
+  return `${schedule.operation}.${schedule.name}`;
+}
+
+/** The schedule a job came from, by its scheduler id (`<operation>.<name>`). */
+export function scheduleNameOf(repeatJobKey: string | undefined): string | undefined {
+  return repeatJobKey ? /^[a-z]+\.(.+)$/.exec(repeatJobKey)?.[1] : undefined;
+}
+
+/** Run times of a schedule: the last at or before `at`, and the one after a given time. */
+export function runTimes(schedule: Pick<ScheduleDefinition, 'cron' | 'tz'>) {
+  return {
+    previous(at: Date): Date {
+      return CronExpressionParser.parse(schedule.cron, { tz: schedule.tz, currentDate: new Date(at.getTime() + 1) }).prev().toDate();
+    },
+    next(at: Date): Date {
+      return CronExpressionParser.parse(schedule.cron, { tz: schedule.tz, currentDate: at }).next().toDate();
+    },
+  };
+}
