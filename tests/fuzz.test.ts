@@ -51,7 +51,7 @@ const HOSTILE: unknown[] = [
   { $where: '1' },
 ];
 
-const FIELDS = ['env', 'from', 'to', 'backup', 'confirm', 'format', 'jobs', 'compress', 'action', 'table', 'name', 'sql', 'forSeconds', 'triggers', 'dir', 'count', 'target', 'dryRun', 'backupFirst', 'rehearse', 'sanitize', 'verify', 'keepPrevious', 'lockTimeoutMs', 'analyze', 'full', '__proto__', 'constructor', 'url'];
+const FIELDS = ['env', 'from', 'to', 'backup', 'confirm', 'format', 'jobs', 'compress', 'action', 'table', 'name', 'sql', 'forSeconds', 'triggers', 'dir', 'count', 'target', 'dryRun', 'backupFirst', 'rehearse', 'sanitize', 'verify', 'keepPrevious', 'lockTimeoutMs', 'analyze', 'full', 'latest', 'policy', '__proto__', 'constructor', 'url'];
 
 describe('fuzzing every payload schema and the CLI with hostile values', () => {
   let rig: Rig;
@@ -99,6 +99,11 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
       ['jobs', 'show'],
       ['jobs', 'cancel'],
       ['backups', 'verify'],
+      ['backups', 'verify', '--full', '--latest'],
+      ['backups', 'prune', '--dry-run', '--policy'],
+      ['schedule', 'add', 'fuzz', '--cron'],
+      ['schedule', 'add', 'fuzz', '--cron', '* * * * *', 'backup', '--env'],
+      ['schedule', 'remove'],
       ['enqueue', 'backup'],
     ];
     const values = HOSTILE.filter((value): value is string | number => (typeof value === 'string' || typeof value === 'number') && !String(value).includes('\u0000'));

@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../src/backups/manifest.js';
 import { parseRetention, planRetention } from '../src/backups/retention.js';
 import { BackupStore } from '../src/backups/store.js';
+import { createDatabase, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
 
 /** A manifest with a made-up date; `ok` null: never checked. */
 function made(env: string, name: string, completedAt: string, ok: boolean | null = true): Manifest {
@@ -124,5 +126,33 @@ describe('backups prune', () => {
     expect(run.exitCode).toBe(2);
     expect(run.stderr).toContain('BACKUP_RETENTION_OTHER');
     expect(await ids()).toEqual(['app-a', 'app-b', 'app-e', 'app-h', 'app-j']);
+  });
+});
+
+describe('retention after each backup', () => {
+  let rig: Rig;
+
+  beforeAll(async () => {
+    rig = await Rig.create({ BACKUP_RETENTION: 'last=2' });
+    await createDatabase(rig.db('small'));
+    await sql(rig.db('small'), 'CREATE TABLE t (id int); INSERT INTO t VALUES (1)');
+    rig.setEnv('small', rig.db('small'));
+  });
+  afterAll(async () => rig?.cleanup());
+
+  it('a prune job follows every successful backup and keeps the last N', async () => {
+    await rig.startWorker('backup');
+    const made: string[] = [];
+    for (let index = 0; index < 3; index += 1) {
+      const run = await rig.cli(['backup', '--env', 'small', '--wait', '--json']);
+      expect(run.exitCode, run.stderr).toBe(0);
+      made.push(JSON.parse(run.stdout).backupId);
+    }
+    const store = new BackupStore(rig.backupDir);
+    await waitFor('the oldest backup to be pruned', async () => (await store.list()).length === 2, 20_000);
+    expect((await store.list()).map((manifest) => manifest.id)).toEqual(made.slice(1));
+    const prunes = await rig.producer().list({ types: ['prune'] });
+    expect(prunes.map((job) => job.id).sort()).toEqual(made.map((id) => `prune-after-${id}`).sort());
+    expect(prunes.every((job) => job.state === 'completed')).toBe(true);
   });
 });
