@@ -24,12 +24,12 @@ async function measure(config: Config, queueName: string, roundTrips: number, bu
     const latencies: number[] = [];
     for (let i = 0; i < roundTrips + 20; i += 1) {
       const started = process.hrtime.bigint();
-      const job = await queue.add('noop', { n: i }, { removeOnComplete: true });
+      const job = await queue.add(queueName, { n: i }, { removeOnComplete: true }); // named after the operation, as dbops names jobs
       await job.waitUntilFinished(events);
       if (i >= 20) latencies.push(Number(process.hrtime.bigint() - started) / 1e6); // after a warm-up
     }
     const started = process.hrtime.bigint();
-    await queue.addBulk(Array.from({ length: burst }, (_, n) => ({ name: 'noop', data: { n }, opts: { removeOnComplete: { count: burst } } })));
+    await queue.addBulk(Array.from({ length: burst }, (_, n) => ({ name: queueName, data: { n }, opts: { removeOnComplete: { count: burst } } })));
     for (;;) {
       const counts = await queue.getJobCounts('completed', 'waiting', 'active');
       if ((counts.waiting ?? 0) === 0 && (counts.active ?? 0) === 0) break;

@@ -79,14 +79,14 @@ describe('backup and restore of Pagila through the queue', () => {
   it('a protected environment needs --confirm with its name; without it nothing is enqueued or changed', async () => {
     const result = await backupJson();
     await sql('postgres', `CREATE DATABASE "${rig.db('guarded')}"`);
-    const keysBefore = await rig.redisKeys();
+    const keysBefore = await rig.queueKeys();
     for (const confirm of [[], ['--confirm', 'source']]) {
       const refused = await rig.cli(['restore', '--env', 'guarded', '--backup', result.backupId, '--wait', ...confirm]);
       expect(refused.exitCode).toBe(2);
       expect(refused.stderr.trim().split('\n')).toHaveLength(1);
       expect(refused.stderr).toContain('--confirm guarded');
     }
-    expect((await rig.redisKeys()).sort()).toEqual(keysBefore.sort());
+    expect(await rig.queueKeys()).toEqual(keysBefore);
     expect(await sql(rig.db('guarded'), "SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).toEqual([{ n: 0 }]);
 
     const confirmed = await rig.cli(['restore', '--env', 'guarded', '--backup', result.backupId, '--confirm', 'guarded', '--wait']);

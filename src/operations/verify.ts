@@ -2,11 +2,10 @@ import { z } from 'zod';
 import { ArchiveProblem, archiveInput, countTocEntries } from '../backups/archive-input.js';
 import { backupIdSchema, type Manifest, type Verification } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
-import { BackupStore, recoverInUseMarks } from '../backups/store.js';
+import { BackupStore } from '../backups/store.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
-import { recoverShadowDatabases } from '../postgres/replace.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
 import { defineOperation } from './operation.js';
@@ -107,10 +106,8 @@ export const verify = defineOperation({
       await release();
     }
   },
-  async recover(context) {
-    await recoverShadowDatabases(context);
-    await recoverInUseMarks(context);
-  },
+  // Its leftovers (scratch databases, in-use marks) are of a restore's kinds, recovered by the restore
+  // worker it runs on.
   describe: (result) =>
     `${result.backupId}: ok (sha256 matches, ${result.tocEntries} table of contents entries` +
     (result.level === 'full' ? `; restored into a scratch database, ${result.tablesCompared} tables' row counts match the manifest)` : ')'),

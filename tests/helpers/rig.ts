@@ -110,6 +110,11 @@ export class Rig {
     return producer;
   }
 
+  /** The test's keys, without the lock BullMQ's stalled-job check sets on its own timer. */
+  async queueKeys(): Promise<string[]> {
+    return (await this.redisKeys()).filter((key) => !key.endsWith(':stalled-check')).sort();
+  }
+
   async redisKeys(): Promise<string[]> {
     const redis = new Redis(REDIS_URL);
     try {
