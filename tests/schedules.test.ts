@@ -190,3 +190,31 @@ describe('notifications', () => {
     expect((await rig.cli(['schedule', 'remove', 'lonely'])).exitCode).toBe(0);
   });
 });
+
+describe('notifications on success (NOTIFY_ON_SUCCESS)', () => {
+  let rig: Rig;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+
+  beforeAll(async () => {
+    receiver = await startReceiver();
+    rig = await Rig.create({ NOTIFY_WEBHOOK_URL: receiver.url, NOTIFY_ON_SUCCESS: 'true' });
+    await createDatabase(rig.db('app'));
+    rig.setEnv('app', rig.db('app'));
+  });
+  afterAll(async () => {
+    await rig?.cleanup();
+    receiver?.server.close();
+  });
+
+  it('a completed job is notified once, even with two workers following the queue', async () => {
+    await rig.startWorker('maintenance');
+    await rig.startWorker('maintenance');
+    const producer = rig.producer();
+    const job = await producer.enqueue('maintenance', { env: 'app', action: 'report' });
+    expect((await producer.wait(job.id)).state).toBe('completed');
+    await waitFor('the notification', () => receiver.received.length >= 1, 20_000);
+    await sleep(1_500);
+    expect(receiver.received).toHaveLength(1);
+    expect(receiver.received[0]).toMatchObject({ event: 'job.completed', env: 'app', job: { id: job.id, type: 'maintenance', attempts: 1 } });
+  });
+});
