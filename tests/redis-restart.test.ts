@@ -53,12 +53,11 @@ describe('a Redis restart', () => {
 
     const finished = await outcomes;
     expect(finished.map((outcome) => outcome.state)).toEqual(jobs.map(() => 'completed'));
-    // Each job completed exactly once, by one worker.
-    const logs = workers.map((worker) => worker.output()).join('\n');
-    for (const job of jobs) {
-      const completions = logs.split('\n').filter((line) => line.includes(`"jobId":"${job.id}"`) && line.includes('"msg":"job completed"'));
-      expect(completions, job.id).toHaveLength(1);
-    }
+    // Each job completed exactly once, by one worker (whose log line may come a moment after the state).
+    const completions = (id: string) =>
+      workers.map((worker) => worker.output()).join('\n').split('\n').filter((line) => line.includes(`"jobId":"${id}"`) && line.includes('"msg":"job completed"'));
+    await waitFor('every completion in the workers\' logs', () => jobs.every((job) => completions(job.id).length > 0), 10_000);
+    for (const job of jobs) expect(completions(job.id), job.id).toHaveLength(1);
     expect(readdirSync(rig.backupDir).filter((name) => name.endsWith('.json'))).toHaveLength(4);
     expect(readdirSync(path.join(rig.backupDir, '.partial'))).toEqual([]);
   });

@@ -56,8 +56,13 @@ describe('schedules', () => {
     first.process.kill('SIGTERM');
     await first.exited;
     await sleep(3_000); // runs fall due while no worker is up
-    await rig.startWorker('backup');
-    await rig.startWorker('backup'); // two workers now: each run is still taken once
+    // Two workers now, each applying a schedules file with the same schedule as it starts: still one
+    // scheduler, each run taken once.
+    const file = path.join(rig.backupDir, 'every-2s.json');
+    writeFileSync(file, JSON.stringify([{ name: 'every-2s', cron: '*/2 * * * * *', operation: 'backup', payload: { env: 'small' } }]));
+    await rig.startWorker('backup', { SCHEDULES_FILE: file });
+    await rig.startWorker('backup', { SCHEDULES_FILE: file });
+    expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
     const before = (await store.list()).length;
     await waitFor('backups after the restart', async () => (await store.list()).length >= before + 3, 20_000);
 
