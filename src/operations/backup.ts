@@ -97,6 +97,10 @@ function diskFailure(error: unknown, dir: string): Error {
 
 type BackupPayload = z.output<typeof schema>;
 
+/**
+ * pg_dump in the snapshot `client` exports, while `client` counts every table's rows in it; then the
+ * archive's table of contents is read back, and the backup published with its manifest.
+ */
 async function dumpInSnapshot(
   { payload, config, jobId, signal, progress, log, enqueue }: OperationContext<BackupPayload>,
   target: DatabaseTarget,
