@@ -5,8 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../src/backups/manifest.js';
 import { parseRetention, planRetention } from '../src/backups/retention.js';
 import { BackupStore } from '../src/backups/store.js';
-import { createDatabase, sql } from './helpers/pg.js';
-import { Rig } from './helpers/rig.js';
+import { acquireDatabaseLock } from '../src/postgres/lock.js';
+import { createDatabase, fingerprint, sql } from './helpers/pg.js';
+import { Rig, sourceAndTarget } from './helpers/rig.js';
+import { pgUrl } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A manifest with a made-up date; `ok` null: never checked. */
@@ -154,5 +156,45 @@ describe('retention after each backup', () => {
     const prunes = await rig.producer().list({ types: ['prune'] });
     expect(prunes.map((job) => job.id).sort()).toEqual(made.map((id) => `prune-after-${id}`).sort());
     expect(prunes.every((job) => job.state === 'completed')).toBe(true);
+  });
+});
+
+describe('retention and a running restore', () => {
+  let rig: Rig;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await sourceAndTarget(rig);
+    await rig.startWorker('backup');
+    await rig.startWorker('restore');
+  });
+  afterAll(async () => rig?.cleanup());
+
+  it('never prunes the backup a running restore reads; once the restore is done, it may', async () => {
+    const made: string[] = [];
+    for (let index = 0; index < 2; index += 1) {
+      const run = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
+      expect(run.exitCode, run.stderr).toBe(0);
+      made.push(JSON.parse(run.stdout).backupId);
+    }
+    const [older, newer] = made as [string, string];
+    // The restore waits for the target's lock, held here, with its backup marked in use meanwhile.
+    const lock = await acquireDatabaseLock({ env: 'target', database: rig.db('target'), url: pgUrl(rig.db('target')) }, { maintenanceDb: 'postgres', holder: 'test' });
+    const producer = rig.producer();
+    const job = await producer.enqueue('restore', { env: 'target', backup: older, jobs: 1 });
+    await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@${job.id}`)));
+    const during = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--json']);
+    expect(during.exitCode, during.stderr).toBe(0);
+    expect(JSON.parse(during.stdout).environments[0].kept).toEqual([
+      expect.objectContaining({ id: newer, reasons: ['last'] }),
+      expect.objectContaining({ id: older, reasons: ['in use'] }),
+    ]);
+    await lock.release();
+    expect((await producer.wait(job.id)).state).toBe('completed');
+    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+
+    const after = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--json']);
+    expect(JSON.parse(after.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual([older]);
+    expect((await new BackupStore(rig.backupDir).list()).map((manifest) => manifest.id)).toEqual([newer]);
   });
 });
