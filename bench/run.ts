@@ -3,7 +3,7 @@
  * as one table. Each job-vs-raw pair alternates, ROUNDS times, and medians are compared; a CHECKPOINT
  * runs before every timed step so that no step pays for the dirty buffers of the one before it.
  *
- *   backup job vs raw `pg_dump -Fc -f`; parallel backup job (directory, 2 jobs) vs `pg_dump -Fd -j 2`
+ *   backup job (plain, and encrypted) vs raw `pg_dump -Fc -f`; parallel backup job (directory, 2 jobs) vs `pg_dump -Fd -j 2`
  *   restore job (checks, shadow, swap; keeps the old database, dropped after the timing)
  *     vs raw `dropdb; createdb; pg_restore -j 2`
  *   stream copy job (pg_dump | pg_restore, shadow, swap) vs dump to a file, then restore it
@@ -15,6 +15,7 @@
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 3), REDIS_URL.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,13 +85,17 @@ async function main(): Promise<void> {
   const config = loadConfig(env);
   const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
   const producer = new Producer(config);
+  // Encrypted backups (BACKUP_ENCRYPTION_KEY): a backup worker of their own, on a queue of their own.
+  const encryptedEnv = { ...env, QUEUE_PREFIX: `bench-enc-${process.pid}`, BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex') };
+  workers.push(forkWorker('backup', encryptedEnv));
+  const encryptedProducer = new Producer(loadConfig(encryptedEnv));
   const rawFile = path.join(backupDir, 'raw.dump');
   const rawDir = path.join(backupDir, 'raw.d');
   const times: Record<string, number[]> = {};
   const record = (key: string, seconds: number) => (times[key] ??= []).push(seconds);
-  const runJob = async <T>(type: Parameters<Producer['enqueue']>[0], payload: object): Promise<T> => {
-    const job = await producer.enqueue(type, payload as never);
-    const outcome = await producer.wait(job.id);
+  const runJob = async <T>(type: Parameters<Producer['enqueue']>[0], payload: object, through = producer): Promise<T> => {
+    const job = await through.enqueue(type, payload as never);
+    const outcome = await through.wait(job.id);
     if (outcome.state !== 'completed') throw new Error(`${type} job ${outcome.state}: ${outcome.failedReason}`);
     return outcome.result as T;
   };
@@ -109,6 +114,8 @@ async function main(): Promise<void> {
       await checkpoint();
       let backupId = '';
       record('jobDump', await timed(async () => (backupId = (await runJob<{ backupId: string }>('backup', { env: 'bench' })).backupId)));
+      await checkpoint();
+      record('jobEncryptedDump', await timed(() => runJob('backup', { env: 'bench' }, encryptedProducer)));
 
       await rm(rawDir, { recursive: true, force: true });
       await checkpoint();
@@ -187,6 +194,8 @@ async function main(): Promise<void> {
     await producer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
     for (const type of ['restore', 'copy'] as const) await producer.queues.get(type).obliterate({ force: true }).catch(() => undefined);
     await producer.close();
+    await encryptedProducer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
+    await encryptedProducer.close();
     for (const worker of workers) worker.kill('SIGTERM');
     for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
@@ -197,6 +206,7 @@ async function main(): Promise<void> {
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
   const table: [string, string, string, string, string][] = [
     ['backup job vs pg_dump -Fc', `${m('jobDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobDump', 'rawDump'), '≤ 1.05'],
+    ['encrypted backup job (AES-256-GCM) vs pg_dump -Fc', `${m('jobEncryptedDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobEncryptedDump', 'rawDump'), ''],
     ['parallel backup job vs pg_dump -Fd -j 2', `${m('jobParallelDump').toFixed(2)} s`, `${m('rawParallelDump').toFixed(2)} s`, ratio('jobParallelDump', 'rawParallelDump'), '≤ 1.05'],
     ['restore job vs drop+create+pg_restore -j 2', `${m('jobRestore').toFixed(2)} s`, `${m('rawRestore').toFixed(2)} s`, ratio('jobRestore', 'rawRestore'), '≤ 1.05'],
     ['stream copy job vs dump, then restore', `${m('jobCopy').toFixed(2)} s`, `${m('rawDumpThenRestore').toFixed(2)} s`, ratio('jobCopy', 'rawDumpThenRestore'), '≤ 0.85'],
