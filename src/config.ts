@@ -80,6 +80,13 @@ const baseSchema = z.object({
     .string()
     .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
     .optional(),
+  /** Earlier keys, comma-separated, kept to decrypt the backups made with them (after a key rotation). */
+  BACKUP_DECRYPTION_KEYS: z
+    .string()
+    .refine((value) => value.split(',').every((key) => key.trim() === '' || parseKey(key) !== undefined), {
+      message: 'expected keys of 32 bytes (64 hex digits or base64), comma-separated',
+    })
+    .optional(),
   /** Retention for every environment (BACKUP_RETENTION_<ENV> for one): last=N,daily=N,weekly=N,monthly=N. */
   BACKUP_RETENTION: z.string().optional(),
   /** Webhook for notifications (JSON; Slack-compatible `text`): jobs failed for good, missed schedules. */
@@ -108,9 +115,11 @@ export interface Environment {
   variable: string;
 }
 
-export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_RETENTION'> & {
+export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'> & {
   backupDir: string;
   encryptionKey?: Buffer;
+  /** Every key that may decrypt a backup: the current one first, then BACKUP_DECRYPTION_KEYS. */
+  decryptionKeys: Buffer[];
   /** Retention per environment (BACKUP_RETENTION_<ENV>, else BACKUP_RETENTION); none: keep everything. */
   retentionFor(env: string): RetentionPolicy | undefined;
   /** WORKER_CONCURRENCY_<TYPE>: jobs one worker process of that type runs at once. */
@@ -222,13 +231,16 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   // so a prefix that is a hash tag ({dbops}) keeps them together.
   if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
 
-  const { PROTECTED_ENVS: _p, BACKUP_DIR, BACKUP_ENCRYPTION_KEY, BACKUP_RETENTION, ...rest } = base;
+  const { PROTECTED_ENVS: _p, BACKUP_DIR, BACKUP_ENCRYPTION_KEY, BACKUP_DECRYPTION_KEYS, BACKUP_RETENTION, ...rest } = base;
+  const encryptionKey = BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
+  const olderKeys = (BACKUP_DECRYPTION_KEYS ?? '').split(',').map((key) => key.trim()).filter(Boolean);
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
-  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, BACKUP_ENCRYPTION_KEY, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
+  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
-    encryptionKey: BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined,
+    encryptionKey,
+    decryptionKeys: [...(encryptionKey ? [encryptionKey] : []), ...olderKeys.map((key) => parseKey(key)!)],
     retentionFor: parseRetentions(source, BACKUP_RETENTION),
     concurrencyByType: parseConcurrency(source),
     protectedEnvs,

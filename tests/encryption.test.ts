@@ -93,6 +93,15 @@ describe('encrypted backups', () => {
     expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
   });
 
+  it('after a key rotation, the earlier key in BACKUP_DECRYPTION_KEYS still opens the backups made with it', async () => {
+    const rotated = { BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex'), BACKUP_DECRYPTION_KEYS: key };
+    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full'], rotated);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    const without = await rig.cli(['backups', 'verify', backup.backupId, '--full'], { BACKUP_ENCRYPTION_KEY: rotated.BACKUP_ENCRYPTION_KEY });
+    expect(without.exitCode).toBe(1);
+    expect(without.stderr).toContain('earlier keys go in BACKUP_DECRYPTION_KEYS');
+  });
+
   it('refuses a directory-format backup, which it cannot encrypt, before enqueueing', async () => {
     const run = await rig.cli(['backup', '--env', 'source', '--format', 'directory']);
     expect(run.exitCode).toBe(2);

@@ -31,19 +31,18 @@ export interface ArchiveInput {
   parallel: boolean;
 }
 
-/** Refuses, before anything is touched, an encrypted archive this process has no (or the wrong) key for. */
-export function checkKey(manifest: Manifest, config: Pick<Config, 'encryptionKey'>): Buffer | undefined {
+/** Refuses, before anything is touched, an encrypted archive this process has no key for. */
+export function checkKey(manifest: Manifest, config: Pick<Config, 'decryptionKeys'>): Buffer | undefined {
   if (!manifest.encryption) return undefined;
-  const key = config.encryptionKey;
-  if (!key) throw new PermanentError(`backup ${manifest.id} is encrypted (key id ${manifest.encryption.keyId}): set BACKUP_ENCRYPTION_KEY to its key`);
-  const id = keyId(key);
-  if (id !== manifest.encryption.keyId) {
-    throw new PermanentError(`backup ${manifest.id} was encrypted with another key (key id ${manifest.encryption.keyId}); BACKUP_ENCRYPTION_KEY is key id ${id}`);
-  }
-  return key;
+  const wanted = manifest.encryption.keyId;
+  const key = config.decryptionKeys.find((candidate) => keyId(candidate) === wanted);
+  if (key) return key;
+  if (config.decryptionKeys.length === 0) throw new PermanentError(`backup ${manifest.id} is encrypted (key id ${wanted}): set BACKUP_ENCRYPTION_KEY (or BACKUP_DECRYPTION_KEYS) to its key`);
+  const have = config.decryptionKeys.length === 1 ? `BACKUP_ENCRYPTION_KEY is key id ${keyId(config.decryptionKeys[0]!)}` : `the keys set have ids ${config.decryptionKeys.map(keyId).join(', ')}`;
+  throw new PermanentError(`backup ${manifest.id} was encrypted with another key (key id ${wanted}); ${have} (earlier keys go in BACKUP_DECRYPTION_KEYS)`);
 }
 
-export function archiveInput(store: BackupStore, manifest: Manifest, config: Pick<Config, 'encryptionKey'>): ArchiveInput {
+export function archiveInput(store: BackupStore, manifest: Manifest, config: Pick<Config, 'decryptionKeys'>): ArchiveInput {
   return inputFor(store.archivePath(manifest), checkKey(manifest, config));
 }
 
