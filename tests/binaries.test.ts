@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toolDirFor } from '../src/postgres/binaries.js';
+import { toolDirFor, toolDirForArchive } from '../src/postgres/binaries.js';
 import { sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 
@@ -36,6 +36,9 @@ describe('choosing pg_dump and pg_restore for the server', () => {
     const sixteen = fakeTools(versions, '16.2');
     expect(await toolDirFor(15, undefined, versions)).toBe(sixteen);
     expect(await toolDirFor(16, undefined, versions)).toBe(sixteen);
+    // For reading an archive, the pg_dump that made it decides.
+    expect(await toolDirForArchive('pg_dump (PostgreSQL) 16.2 (Debian 16.2-1)', undefined, versions)).toBe(sixteen);
+    await expect(toolDirForArchive('pg_dump (PostgreSQL) 99.0', undefined, versions)).rejects.toThrow(/no pg_dump\/pg_restore for PostgreSQL 99/);
   });
 
   it('fails clearly when nothing is new enough, instead of dumping with an older pg_dump', async () => {

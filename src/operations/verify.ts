@@ -6,6 +6,7 @@ import { BackupStore } from '../backups/store.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
+import { toolDirForArchive } from '../postgres/binaries.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
 import { defineOperation } from './operation.js';
@@ -69,7 +70,9 @@ export const verify = defineOperation({
         if (!integrity.ok) throw new ArchiveProblem(integrity.reason);
         progress(payload.full ? 10 : 80, 'reading the table of contents');
         const input = archiveInput(store, manifest, config);
-        tocEntries = await countTocEntries(input, config.PG_BIN_DIR, signal);
+        // A pg_restore older than the pg_dump that made the archive cannot read it: that is not damage.
+        const binDir = await toolDirForArchive(manifest.pgDumpVersion, config.PG_BIN_DIR);
+        tocEntries = await countTocEntries(input, binDir, signal);
         if (payload.full) {
           const server = resolveTarget(config, payload.env ?? manifest.env);
           progress(15, `restoring ${manifest.id} into a scratch database on ${server.env}'s server`);

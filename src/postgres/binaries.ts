@@ -77,3 +77,11 @@ export async function toolDirForServers(urls: string[], configured: string | und
   }
   return toolDirFor(highest, configured);
 }
+
+/** The tools directory that can read an archive made by `pgDumpVersion` (`pg_dump (PostgreSQL) 15.20`). */
+export function toolDirForArchive(pgDumpVersion: string, configured: string | undefined, root = VERSIONED_ROOT): Promise<string | undefined> {
+  const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(pgDumpVersion);
+  if (!match) return toolDirFor(0, configured, root);
+  const first = Number(match[1]);
+  return toolDirFor(first >= 10 ? first : Number(`${first}.${match[2] ?? 0}`), configured, root);
+}
