@@ -39,7 +39,7 @@ const APP = [
   made('app', 'a', '2026-11-25T02:00:00.000Z'), // last, daily, weekly (W48), monthly (Nov)
   made('app', 'b', '2026-11-24T14:00:00.000Z'), // last, daily
   made('app', 'c', '2026-11-24T02:00:00.000Z'), // same day as b: goes
-  made('app', 'd', '2026-11-23T02:00:00.000Z', false), // damaged: counts for nothing, goes
+  made('app', 'd', '2026-11-23T02:00:00.000Z', false), // failed its check: counts for nothing, stays while newer than a kept one
   made('app', 'e', '2026-11-22T02:00:00.000Z'), // daily (third day), weekly (W47, a Sunday)
   made('app', 'f', '2026-11-16T02:00:00.000Z'), // W47 already kept: goes
   made('app', 'g', '2026-11-10T02:00:00.000Z'), // W46, but two weeks are kept: goes
@@ -56,10 +56,10 @@ describe('retention policy', () => {
       'app-a': ['last', 'daily', 'weekly', 'monthly'],
       'app-b': ['last', 'daily'],
       'app-e': ['daily', 'weekly'],
+      'app-d': ['failed its check'],
       'app-h': ['monthly'],
     });
-    expect(plan.prune.map(({ manifest }) => manifest.id)).toEqual(['app-c', 'app-d', 'app-f', 'app-g', 'app-i', 'app-j']);
-    expect(plan.prune.find(({ manifest }) => manifest.id === 'app-d')?.reason).toMatch(/^damaged/);
+    expect(plan.prune.map(({ manifest }) => manifest.id)).toEqual(['app-c', 'app-f', 'app-g', 'app-i', 'app-j']);
   });
 
   it('never goes below the last N verified backups, however old, while newer ones fail', () => {
@@ -70,8 +70,12 @@ describe('retention policy', () => {
       made('old', 'x4', '2024-12-31T02:00:00.000Z'),
     ];
     const plan = planRetention(old, parseRetention('last=2,daily=1'));
-    expect(plan.keep.map(({ manifest }) => manifest.id)).toEqual(['old-x2', 'old-x3']);
-    expect(plan.prune.map(({ manifest }) => manifest.id)).toEqual(['old-x1', 'old-x4']);
+    expect(plan.keep.map(({ manifest }) => manifest.id)).toEqual(['old-x1', 'old-x2', 'old-x3']); // x1 counts for nothing
+    expect(plan.keep[0]!.reasons).toEqual(['failed its check']);
+    expect(plan.prune.map(({ manifest }) => manifest.id)).toEqual(['old-x4']);
+    // A backup that failed its check and is older than every kept one goes.
+    const older = [...old, made('old', 'x0', '2024-12-30T02:00:00.000Z', false)];
+    expect(planRetention(older, parseRetention('last=2,daily=1')).prune.map(({ manifest }) => manifest.id)).toEqual(['old-x4', 'old-x0']);
   });
 
   it('keeps a backup in use, and backups never checked while nothing verified is kept', () => {
@@ -109,8 +113,8 @@ describe('backups prune', () => {
   it('--dry-run shows what would go and deletes nothing', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(run.stdout).toContain('app: policy last=2,daily=3,weekly=2,monthly=2; 5 kept, 5 would be pruned');
-    for (const id of ['app-c', 'app-d', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
+    expect(run.stdout).toContain('app: policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
+    for (const id of ['app-c', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
     expect(run.stdout).toMatch(/keep\s+app-j .*\(in use\)/);
     expect(await ids()).toEqual(APP.map((manifest) => manifest.id).sort());
   });
@@ -118,16 +122,16 @@ describe('backups prune', () => {
   it('deletes exactly what the policy does not keep, archive and manifest', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--json']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(JSON.parse(run.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual(['app-c', 'app-d', 'app-f', 'app-g', 'app-i']);
-    expect(await ids()).toEqual(['app-a', 'app-b', 'app-e', 'app-h', 'app-j']);
-    for (const gone of ['app-c', 'app-d', 'app-f', 'app-g', 'app-i']) expect(existsSync(path.join(rig.backupDir, `${gone}.dump`))).toBe(false);
+    expect(JSON.parse(run.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual(['app-c', 'app-f', 'app-g', 'app-i']);
+    expect(await ids()).toEqual(['app-a', 'app-b', 'app-d', 'app-e', 'app-h', 'app-j']);
+    for (const gone of ['app-c', 'app-f', 'app-g', 'app-i']) expect(existsSync(path.join(rig.backupDir, `${gone}.dump`))).toBe(false);
   });
 
   it('refuses an environment without a policy, with the variable to set', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'other']);
     expect(run.exitCode).toBe(2);
     expect(run.stderr).toContain('BACKUP_RETENTION_OTHER');
-    expect(await ids()).toEqual(['app-a', 'app-b', 'app-e', 'app-h', 'app-j']);
+    expect(await ids()).toEqual(['app-a', 'app-b', 'app-d', 'app-e', 'app-h', 'app-j']);
   });
 });
 

@@ -30,7 +30,7 @@ export function describeRetention(policy: RetentionPolicy): string {
   return KEYS.map((key) => `${key}=${policy[key]}`).join(',');
 }
 
-export type KeepReason = 'last' | 'daily' | 'weekly' | 'monthly' | 'in use' | 'never checked';
+export type KeepReason = 'last' | 'daily' | 'weekly' | 'monthly' | 'in use' | 'never checked' | 'failed its check';
 
 export interface RetentionPlan {
   keep: { manifest: Manifest; reasons: KeepReason[] }[];
@@ -51,9 +51,9 @@ function isoWeek(date: Date): string {
 
 /**
  * Decides, for the backups of one environment, which stay and which go. Pure: the caller supplies
- * which backups are in use. A backup whose newest check failed (damaged) counts for nothing and goes;
- * one never checked (made before checks were recorded) counts for nothing either, but stays while it
- * is newer than the oldest kept one, or while no backup is kept at all.
+ * which backups are in use. A backup whose newest check failed, or that was never checked (made before
+ * checks were recorded), counts for nothing; it stays while it is newer than the oldest kept one (or
+ * while nothing is kept), since a check can fail for reasons of its own, and goes once it is older.
  */
 export function planRetention(manifests: Manifest[], policy: RetentionPolicy, inUse: ReadonlySet<string> = new Set()): RetentionPlan {
   const newestFirst = [...manifests].sort((a, b) => b.completedAt.localeCompare(a.completedAt));
@@ -76,22 +76,22 @@ export function planRetention(manifests: Manifest[], policy: RetentionPolicy, in
       reasons.get(manifest.id)!.push(reason);
     }
   }
-  for (const id of inUse) reasons.get(id)?.push('in use');
 
   const keptTimes = newestFirst.filter((manifest) => reasons.get(manifest.id)!.length > 0).map((manifest) => manifest.completedAt);
   const oldestKept = keptTimes.at(-1);
   for (const manifest of newestFirst) {
-    const never = lastVerification(manifest) === undefined;
-    if (never && (oldestKept === undefined || manifest.completedAt > oldestKept) && reasons.get(manifest.id)!.length === 0) {
-      reasons.get(manifest.id)!.push('never checked');
+    const check = lastVerification(manifest);
+    if (check?.ok !== true && (oldestKept === undefined || manifest.completedAt > oldestKept) && reasons.get(manifest.id)!.length === 0) {
+      reasons.get(manifest.id)!.push(check ? 'failed its check' : 'never checked');
     }
   }
+  for (const id of inUse) reasons.get(id)?.push('in use'); // after: a passing use does not move the line above
 
   const plan: RetentionPlan = { keep: [], prune: [] };
   for (const manifest of newestFirst) {
     const why = reasons.get(manifest.id)!;
     if (why.length > 0) plan.keep.push({ manifest, reasons: why });
-    else plan.prune.push({ manifest, reason: lastVerification(manifest)?.ok === false ? `damaged: ${lastVerification(manifest)!.reason ?? 'failed its check'}` : 'outside the policy' });
+    else plan.prune.push({ manifest, reason: lastVerification(manifest)?.ok === false ? `failed its check (${lastVerification(manifest)!.reason ?? 'damaged'}) and older than every kept backup` : 'outside the policy' });
   }
   return plan;
 }
