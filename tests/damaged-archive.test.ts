@@ -114,4 +114,25 @@ describe('restore of a damaged archive', () => {
     await expectRefused(backup.backupId, new RegExp(`archive is damaged: sha256 does not match the manifest \\(changed: ${dataFile.replace('.', '\\.')}`));
     expect((await sha256Directory(backup.path)).sha256).not.toBe(JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8')).sha256);
   });
+
+  it("a full verify (a restore drill) passes on a server that lacks the backup's roles", async () => {
+    const role = `${rig.dbPrefix}_owner`;
+    await sql('postgres', `CREATE ROLE "${role}"`);
+    try {
+      await sql('postgres', `CREATE DATABASE "${rig.db('owned')}"`);
+      await sql(rig.db('owned'), `CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2); ALTER TABLE t OWNER TO "${role}"; GRANT SELECT ON t TO "${role}"`);
+      rig.setEnv('owned', rig.db('owned'));
+      const run = await rig.cli(['backup', '--env', 'owned', '--local', '--json']); // the running workers do not know 'owned'
+      expect(run.exitCode, run.stderr).toBe(0);
+      await sql('postgres', `DROP DATABASE "${rig.db('owned')}" WITH (FORCE)`);
+      await sql('postgres', `DROP ROLE "${role}"`); // as on a drill server of its own
+      await sql('postgres', `CREATE DATABASE "${rig.db('owned')}"`);
+      const verify = await rig.cli(['backups', 'verify', JSON.parse(run.stdout).backupId, '--full', '--json']);
+      expect(verify.exitCode, verify.stderr).toBe(0);
+      expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, level: 'full', tablesCompared: 1 });
+    } finally {
+      await sql('postgres', `DROP DATABASE IF EXISTS "${rig.db('owned')}" WITH (FORCE)`);
+      await sql('postgres', `DROP ROLE IF EXISTS "${role}"`);
+    }
+  });
 });

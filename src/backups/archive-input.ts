@@ -83,12 +83,15 @@ export interface RestoreArchiveOptions {
   signal: AbortSignal;
   /** Each line pg_restore prints (its --verbose output and errors). */
   onLine?: (line: string) => void;
+  /** More pg_restore options, e.g. --no-owner. */
+  extraArgs?: string[];
 }
 
 /** pg_restore of a whole archive into the database at `url`; a decryption failure is the error reported. */
 export async function restoreArchive(input: ArchiveInput, url: string, options: RestoreArchiveOptions): Promise<void> {
   const tail = new StderrTail();
-  const child = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', `--jobs=${input.parallel ? options.jobs : 1}`, ...input.args], {
+  const args = ['--verbose', '--no-password', '--exit-on-error', `--jobs=${input.parallel ? options.jobs : 1}`, ...(options.extraArgs ?? [])];
+  const child = startTool('pg_restore', [...args, ...input.args], {
     url,
     signal: options.signal,
     binDir: options.binDir,

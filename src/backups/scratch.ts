@@ -16,6 +16,11 @@ export interface ScratchRestoreOptions {
   holder: string;
   signal: AbortSignal;
   onLine?: (line: string) => void;
+  /**
+   * Restore without owners and grants (--no-owner --no-acl): the data and schema, on a server that
+   * need not have the source's roles (a restore drill on a server of its own).
+   */
+  withoutRoles?: boolean;
 }
 
 /**
@@ -44,7 +49,8 @@ async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest,
     await createScratchDatabase(maintenance, scratch, server.database, jobId);
     try {
       const scratchUrl = withDatabase(server.url, scratch);
-      await restoreArchive(input, scratchUrl, { binDir, jobs: 2, signal, onLine: options.onLine });
+      const extraArgs = options.withoutRoles ? ['--no-owner', '--no-acl'] : [];
+      await restoreArchive(input, scratchUrl, { binDir, jobs: 2, signal, onLine: options.onLine, extraArgs });
       return await use(scratchUrl, scratch);
     } finally {
       await dropDatabase(maintenance, scratch).catch(() => undefined);

@@ -76,7 +76,7 @@ export const verify = defineOperation({
         if (payload.full) {
           const server = resolveTarget(config, payload.env ?? manifest.env);
           progress(15, `restoring ${manifest.id} into a scratch database on ${server.env}'s server`);
-          tablesCompared = await withScratchRestore(server, manifest, { config, store, jobId, holder: `dbops:verify:${jobId}`, signal, onLine: log }, async (scratchUrl) => {
+          tablesCompared = await withScratchRestore(server, manifest, { config, store, jobId, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true }, async (scratchUrl) => {
             progress(85, 'counting rows');
             const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
             try {
