@@ -91,9 +91,7 @@ export class BackupStore {
   async publish(partialArchive: string, manifest: Manifest): Promise<string> {
     const archive = this.archivePath(manifest);
     await rename(partialArchive, archive);
-    const temporary = path.join(path.dirname(partialArchive), `${manifest.id}.json`);
-    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`);
-    await rename(temporary, this.manifestPath(manifest.id));
+    await this.writeManifest(manifest);
     return archive;
   }
 
@@ -127,6 +125,7 @@ export class BackupStore {
     return updated;
   }
 
+  /** Written whole under a temporary name (not *.json, so never listed), then renamed into place. */
   private async writeManifest(manifest: Manifest): Promise<void> {
     const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
     await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`);

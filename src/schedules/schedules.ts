@@ -63,11 +63,10 @@ export class Schedules {
     const now = new Date().toISOString();
     const unchanged = existing && sameDefinition(existing, definition);
     const stored: StoredSchedule = { ...definition, source, createdAt: existing?.createdAt ?? now, updatedAt: unchanged ? existing.updatedAt : now };
-    const { jobId: _jobId, ...options } = jobOptionsFor(this.config, definition.operation);
     await this.queues.get(definition.operation).upsertJobScheduler(
       schedulerId(definition),
       { pattern: definition.cron, tz: definition.tz },
-      { name: definition.operation, data: definition.payload, opts: options },
+      { name: definition.operation, data: definition.payload, opts: jobOptionsFor(this.config, definition.operation) },
     );
     await this.redis.hset(this.key('schedules'), definition.name, JSON.stringify(stored));
     return stored;
@@ -163,5 +162,6 @@ function sameDefinition(a: ScheduleDefinition, b: ScheduleDefinition): boolean {
 }
 
 export function describeOperation(schedule: Pick<ScheduleDefinition, 'operation' | 'payload'>): string {
-  return `${schedule.operation} ${JSON.stringify(schedule.payload)}${getOperation(schedule.operation).queue ? ` (on the ${getOperation(schedule.operation).queue} queue)` : ''}`;
+  const queue = getOperation(schedule.operation).queue;
+  return `${schedule.operation} ${JSON.stringify(schedule.payload)}${queue ? ` (on the ${queue} queue)` : ''}`;
 }
