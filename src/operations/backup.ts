@@ -162,7 +162,7 @@ async function dumpInSnapshot(
     await client.query('COMMIT');
 
     progress(97, 'reading back the table of contents');
-    const tocEntries = await countTocEntries(inputFor(partial, key), binDir, signal).catch((error: unknown) => {
+    await countTocEntries(inputFor(partial, key), binDir, signal).catch((error: unknown) => {
       throw new PermanentError(`pg_dump wrote an archive pg_restore cannot read back: ${errorMessage(error)}`);
     });
     progress(98, 'writing manifest');

@@ -34,26 +34,25 @@ export async function databasesLike(pattern: string): Promise<string[]> {
   return rows.map((row) => row.datname);
 }
 
-/** Shadow databases (made by restore/copy) whose comment names a target starting with `prefix`. */
-export async function shadowDatabasesFor(prefix: string): Promise<string[]> {
+/** Databases carrying dbops' shadow mark whose comment field `field` matches `condition` ($1 is `value`). */
+async function markedDatabases(field: 'target' | 'scratchOf', condition: 'LIKE' | '=', value: string): Promise<string[]> {
   const rows = await sql<{ datname: string }>(
     'postgres',
     `SELECT d.datname FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid
-      WHERE s.description LIKE '{"mark":"dbops-shadow"%' AND (s.description::jsonb ->> 'target') LIKE $1`,
-    [`${prefix}%`],
+      WHERE s.description LIKE '{"mark":"dbops-shadow"%' AND (s.description::jsonb ->> '${field}') ${condition} $1`,
+    [value],
   );
   return rows.map((row) => row.datname);
 }
 
+/** Shadow databases (made by restore/copy) whose comment names a target starting with `prefix`. */
+export function shadowDatabasesFor(prefix: string): Promise<string[]> {
+  return markedDatabases('target', 'LIKE', `${prefix}%`);
+}
+
 /** Scratch databases (rehearsals, full verifications) made for `database`. */
-export async function scratchDatabasesOf(database: string): Promise<string[]> {
-  const rows = await sql<{ datname: string }>(
-    'postgres',
-    `SELECT d.datname FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid
-      WHERE s.description LIKE '{"mark":"dbops-shadow"%' AND (s.description::jsonb ->> 'scratchOf') = $1`,
-    [database],
-  );
-  return rows.map((row) => row.datname);
+export function scratchDatabasesOf(database: string): Promise<string[]> {
+  return markedDatabases('scratchOf', '=', database);
 }
 
 export async function loadPagila(database: string): Promise<void> {
