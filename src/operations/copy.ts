@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type pg from 'pg';
+import type { ResultPromise } from 'execa';
 import { z } from 'zod';
 import { BackupStore, recoverPartials } from '../backups/store.js';
 import { PermanentError, ValidationError } from '../errors.js';
@@ -94,9 +95,9 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
   // The side that failed first says why; the other's error (killed by us, or a broken pipe) is only
   // a consequence, and must not turn a retryable failure into a permanent one.
   let cause: unknown;
-  const settle = (tool: 'pg_dump' | 'pg_restore', child: typeof dump, tail: StderrTail, other: typeof dump) =>
+  const settle = (tool: 'pg_dump' | 'pg_restore', child: ResultPromise, tail: StderrTail, other: ResultPromise) =>
     finishTool(tool, child, tail).catch((error: unknown) => {
-      if (cause === undefined && !(tool === 'pg_dump' && brokenPipe(tail))) {
+      if (cause === undefined && !(tool === 'pg_dump' && lostItsReader(child, tail))) {
         cause = error;
         other.kill();
       }
@@ -108,9 +109,12 @@ async function streamCopy(context: OperationContext<CopyPayload>, source: Databa
   if (dumped.status === 'rejected') throw dumped.reason;
 }
 
-/** pg_dump lost its reader: pg_restore stopped, and pg_restore's own error says why. */
-function brokenPipe(tail: StderrTail): boolean {
-  return tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
+/**
+ * pg_dump lost its reader: pg_restore stopped, and pg_restore's own error says why. pg_dump either
+ * says so, or dies of SIGPIPE without a word (and may be reaped before pg_restore is).
+ */
+function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
+  return dump.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
 }
 
 async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
