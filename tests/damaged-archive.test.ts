@@ -27,10 +27,10 @@ describe('restore of a damaged archive', () => {
   async function expectRefused(backupId: string, reason: RegExp, verifyDetects = true) {
     // The quick check (sha256 + table of contents) cannot see damage that a forged manifest covers up;
     // the full one (a scratch restore, row counts against the manifest) sees all of it.
-    const verify = await rig.cli(['backups', 'verify', backupId]);
+    const verify = await rig.cli(['backups', 'verify', backupId, '--local']);
     expect(verify.exitCode).toBe(verifyDetects ? 1 : 0);
     if (verifyDetects) expect(verify.stderr).toContain(`backup ${backupId} is damaged`);
-    const full = await rig.cli(['backups', 'verify', backupId, '--full']);
+    const full = await rig.cli(['backups', 'verify', backupId, '--full', '--local']);
     expect(full.exitCode, full.stderr).toBe(1);
     expect(full.stderr).toContain(`backup ${backupId} is damaged`);
     const recorded = JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8'));
@@ -52,13 +52,13 @@ describe('restore of a damaged archive', () => {
 
   it('backups verify passes an intact archive', async () => {
     const backup = await freshBackup();
-    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--json']);
+    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--local', '--json']);
     expect(verify.exitCode).toBe(0);
     expect(JSON.parse(verify.stdout)).toMatchObject({ backupId: backup.backupId, ok: true, level: 'toc' });
     expect(JSON.parse(verify.stdout).tocEntries).toBeGreaterThan(100);
 
     // As a scheduled drill runs it: a verify job on a restore worker, for the newest backup.
-    const full = await rig.cli(['backups', 'verify', '--latest', 'source', '--full', '--queue', '--wait', '--json']);
+    const full = await rig.cli(['backups', 'verify', '--latest', 'source', '--full', '--wait', '--json']);
     expect(full.exitCode, full.stderr).toBe(0);
     const result = JSON.parse(full.stdout);
     expect(result).toMatchObject({ backupId: backup.backupId, ok: true, level: 'full' });
@@ -68,6 +68,14 @@ describe('restore of a damaged archive', () => {
     expect(manifest.rowCounts['public.rental']).toBe(16044);
     expect(manifest.verifications.map((check: { level: string; ok: boolean }) => `${check.level}:${check.ok}`)).toEqual(['toc:true', 'toc:true', 'full:true']);
     expect(await scratchDatabasesOf(rig.db('source'))).toEqual([]);
+
+    // Without --wait, like every command, it enqueues the job and prints only its id.
+    const queued = await rig.cli(['backups', 'verify', backup.backupId]);
+    expect(queued.exitCode, queued.stderr).toBe(0);
+    const id = queued.stdout.trim();
+    expect(id).toMatch(/^verify-/);
+    const outcome = await rig.producer().wait(id);
+    expect(outcome).toMatchObject({ state: 'completed', result: { backupId: backup.backupId, ok: true, level: 'toc' } });
   });
 
   it('a truncated archive is refused as damaged before the target is touched', async () => {
@@ -127,7 +135,7 @@ describe('restore of a damaged archive', () => {
       await sql('postgres', `DROP DATABASE "${rig.db('owned')}" WITH (FORCE)`);
       await sql('postgres', `DROP ROLE "${role}"`); // as on a drill server of its own
       await sql('postgres', `CREATE DATABASE "${rig.db('owned')}"`);
-      const verify = await rig.cli(['backups', 'verify', JSON.parse(run.stdout).backupId, '--full', '--json']);
+      const verify = await rig.cli(['backups', 'verify', JSON.parse(run.stdout).backupId, '--full', '--local', '--json']);
       expect(verify.exitCode, verify.stderr).toBe(0);
       expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, level: 'full', tablesCompared: 1 });
     } finally {

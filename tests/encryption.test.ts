@@ -82,7 +82,7 @@ describe('encrypted backups', () => {
   });
 
   it('with the right key, verify --full and restore decrypt on the fly: what comes back equals the source', async () => {
-    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--json']);
+    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local', '--json']);
     expect(verify.exitCode, verify.stderr).toBe(0);
     expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, level: 'full' });
     expect(await scratchDatabasesOf(rig.db('source'))).toEqual([]);
@@ -95,9 +95,9 @@ describe('encrypted backups', () => {
 
   it('after a key rotation, the earlier key in BACKUP_DECRYPTION_KEYS still opens the backups made with it', async () => {
     const rotated = { BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex'), BACKUP_DECRYPTION_KEYS: key };
-    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full'], rotated);
+    const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local'], rotated);
     expect(verify.exitCode, verify.stderr).toBe(0);
-    const without = await rig.cli(['backups', 'verify', backup.backupId, '--full'], { BACKUP_ENCRYPTION_KEY: rotated.BACKUP_ENCRYPTION_KEY });
+    const without = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local'], { BACKUP_ENCRYPTION_KEY: rotated.BACKUP_ENCRYPTION_KEY });
     expect(without.exitCode).toBe(1);
     expect(without.stderr).toContain('earlier keys go in BACKUP_DECRYPTION_KEYS');
   });

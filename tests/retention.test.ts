@@ -111,7 +111,7 @@ describe('backups prune', () => {
   const ids = async () => (await store.list()).map((manifest) => manifest.id).sort();
 
   it('--dry-run shows what would go and deletes nothing', async () => {
-    const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run']);
+    const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run', '--local']);
     expect(run.exitCode, run.stderr).toBe(0);
     expect(run.stdout).toContain('app: policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
     for (const id of ['app-c', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
@@ -120,7 +120,7 @@ describe('backups prune', () => {
   });
 
   it('deletes exactly what the policy does not keep, archive and manifest', async () => {
-    const run = await rig.cli(['backups', 'prune', '--env', 'app', '--json']);
+    const run = await rig.cli(['backups', 'prune', '--env', 'app', '--local', '--json']);
     expect(run.exitCode, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual(['app-c', 'app-f', 'app-g', 'app-i']);
     expect(await ids()).toEqual(['app-a', 'app-b', 'app-d', 'app-e', 'app-h', 'app-j']);
@@ -128,7 +128,7 @@ describe('backups prune', () => {
   });
 
   it('refuses an environment without a policy, with the variable to set', async () => {
-    const run = await rig.cli(['backups', 'prune', '--env', 'other']);
+    const run = await rig.cli(['backups', 'prune', '--env', 'other', '--local']);
     expect(run.exitCode).toBe(2);
     expect(run.stderr).toContain('BACKUP_RETENTION_OTHER');
     expect(await ids()).toEqual(['app-a', 'app-b', 'app-d', 'app-e', 'app-h', 'app-j']);
@@ -187,7 +187,7 @@ describe('retention and a running restore', () => {
     const producer = rig.producer();
     const job = await producer.enqueue('restore', { env: 'target', backup: older, jobs: 1 });
     await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@${job.id}`)));
-    const during = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--json']);
+    const during = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(during.exitCode, during.stderr).toBe(0);
     expect(JSON.parse(during.stdout).environments[0].kept).toEqual([
       expect.objectContaining({ id: newer, reasons: ['last'] }),
@@ -197,7 +197,7 @@ describe('retention and a running restore', () => {
     expect((await producer.wait(job.id)).state).toBe('completed');
     expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
 
-    const after = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--json']);
+    const after = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(JSON.parse(after.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual([older]);
     expect((await new BackupStore(rig.backupDir).list()).map((manifest) => manifest.id)).toEqual([newer]);
   });

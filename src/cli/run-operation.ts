@@ -14,8 +14,6 @@ export interface RunFlags {
   local?: boolean;
   /** Print nothing (a prerequisite run by --local). */
   quiet?: boolean;
-  /** Run in this process as a matter of course (commands on BACKUP_DIR itself, like `backups verify`). */
-  inline?: boolean;
 }
 
 /** What an operation command does with the payload it built: run it, or (schedule add) keep it. */
@@ -48,7 +46,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
   const interrupt = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
-  if (!flags.inline) err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
+  err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
   const display = createProgressDisplay();
   const { context, flush } = createContext(
     {
@@ -86,7 +84,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
 export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
   const config = cliConfig();
   const payload = await validatePayload(config, type, input); // invalid input never reaches Redis
-  if (flags.local || flags.inline) {
+  if (flags.local) {
     await runLocally(config, type, payload, flags);
     return;
   }

@@ -49,10 +49,9 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .argument('[id]', 'backup id (or --latest ENV)')
       .option('--latest <env>', 'the newest backup of this environment')
       .option('--full', 'also restore it into a scratch database (then dropped) and compare row counts with the manifest')
-      .option('--env <env>', "--full: the environment whose server holds the scratch database (default: the backup's own)")
-      .option('--queue', 'run it as a job on a restore worker instead of in this process'),
+      .option('--env <env>', "--full: the environment whose server holds the scratch database (default: the backup's own)"),
   ).action(async (id: string | undefined, options) => {
-    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env }, { ...flagsOf(options), inline: !options.queue && !options.local });
+    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env }, flagsOf(options));
   });
   withRunFlags(
     backups
@@ -60,9 +59,8 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .description('apply the retention policy: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
       .option('--env <env>', 'only this environment (default: every environment with a policy)')
       .option('--dry-run', 'show what would be deleted; delete nothing')
-      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
-      .option('--queue', 'run it as a job on a backup worker instead of in this process'),
+      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12'),
   ).action(async (options) => {
-    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy }, { ...flagsOf(options), inline: !options.queue && !options.local });
+    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy }, flagsOf(options));
   });
 }
