@@ -1,14 +1,14 @@
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, loadPagila } from './helpers/pg.js';
-import { clusterUnavailableReason, startCluster, type TestCluster } from './helpers/redis-cluster.js';
+import { redisUnavailableReason, startCluster, type TestRedis } from './helpers/redis-servers.js';
 import { Rig } from './helpers/rig.js';
 
-const unavailable = clusterUnavailableReason();
+const unavailable = redisUnavailableReason();
 
 // Skipped only where redis-server cannot run at all (the stated reason is printed in the test name).
 describe.skipIf(unavailable !== undefined)(`a Redis Cluster of three masters${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
-  let cluster: TestCluster;
+  let cluster: TestRedis;
   let rig: Rig;
 
   beforeAll(async () => {

@@ -33,6 +33,9 @@ export function createRedis(
     });
   } else if (config.REDIS_SENTINELS) {
     const url = new URL(config.REDIS_URL);
+    // ioredis ignores `tls` in Sentinel mode unless told otherwise: without enableTLSForSentinelMode a
+    // rediss: URL would reach the master in clear text. rediss: means TLS to the sentinels and to the master.
+    const tls = url.protocol === 'rediss:' ? {} : undefined;
     connection = new Redis({
       ...options,
       sentinels: config.REDIS_SENTINELS.split(',').map((entry) => {
@@ -42,7 +45,9 @@ export function createRedis(
       name: config.REDIS_SENTINEL_NAME,
       username: decodeURIComponent(url.username) || undefined,
       password: decodeURIComponent(url.password) || undefined,
-      tls: url.protocol === 'rediss:' ? {} : undefined,
+      tls,
+      sentinelTLS: tls,
+      enableTLSForSentinelMode: tls !== undefined,
     });
   } else {
     connection = new Redis(config.REDIS_URL, options);
