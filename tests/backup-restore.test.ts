@@ -64,6 +64,15 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(await fingerprint(rig.db('existing'))).toEqual(source);
     expect(outcome.previousDatabase).toMatch(new RegExp(`^${rig.db('existing')}_prev_\\d{8}t\\d{6}$`));
     expect(await sql(outcome.previousDatabase, 'SELECT note FROM marker')).toEqual([{ note: 'old contents' }]);
+
+    // The kept copy takes space until someone drops it: the maintenance report lists it.
+    const report = await rig.cli(['maintenance', 'report', '--env', 'existing', '--local', '--json']);
+    expect(report.exitCode, report.stderr).toBe(0);
+    expect(JSON.parse(report.stdout).previousDatabases).toEqual([
+      { name: outcome.previousDatabase, sizeBytes: expect.any(Number), note: expect.stringContaining(`replaced by restore of ${result.backupId}`) },
+    ]);
+    const human = await rig.cli(['maintenance', 'report', '--env', 'existing', '--local']);
+    expect(human.stdout).toContain(`kept previous versions (drop them once not needed): ${outcome.previousDatabase} (`);
   });
 
   it('--drop-previous leaves no copy of the replaced database', async () => {

@@ -76,6 +76,7 @@ describe('maintenance', () => {
       expect(rental.liveTuples).toBeGreaterThan(16_000);
       expect(report.unusedIndexes.map((index: { index: string }) => index.index)).toContain('public.scratch_note');
       expect(report.neverVacuumed).toContain('public.scratch');
+      expect(report.previousDatabases).toEqual([]); // no restore or copy has replaced this one
       // The blocker is idle in its transaction, and holds language locked: sizes there are estimates.
       expect(report.idleInTransaction).toHaveLength(1);
       expect(report.idleInTransaction[0].query).toMatch(/LOCK TABLE public.language/);

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
 import { withClient } from '../postgres/client.js';
+import { listPreviousDatabases, type PreviousDatabase } from '../postgres/databases.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName } from './fields.js';
@@ -69,6 +70,8 @@ export interface MaintenanceReport {
   neverAnalyzed: string[];
   longRunning: { pid: number; user: string | null; state: string; seconds: number; query: string }[];
   idleInTransaction: { pid: number; user: string | null; seconds: number; query: string }[];
+  /** Earlier versions of this database kept by restores and copies: they take space until dropped. */
+  previousDatabases: PreviousDatabase[];
 }
 
 export type MaintenanceResult = MaintenanceRun | MaintenanceReport;
@@ -150,6 +153,7 @@ async function report(client: pg.ClientBase, database: string, thresholds: { lon
     idleInTransaction: sessions.rows
       .filter((row) => String(row.state).startsWith('idle in transaction') && row.in_state >= thresholds.idleSeconds)
       .map((row) => ({ pid: row.pid, user: row.user, seconds: row.in_state, query: row.query })),
+    previousDatabases: await listPreviousDatabases(client, database),
   };
 }
 
@@ -206,6 +210,8 @@ function describeReport(result: MaintenanceReport): string {
   lines.push(`never vacuumed: ${result.neverVacuumed.length}, never analyzed: ${result.neverAnalyzed.length} tables`);
   lines.push(`long-running sessions: ${result.longRunning.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
   lines.push(`idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
+  const kept = result.previousDatabases.map((previous) => `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`);
+  lines.push(`kept previous versions (drop them once not needed): ${kept.join(', ') || 'none'}`);
   return lines.join('\n');
 }
 

@@ -180,8 +180,32 @@ export async function swapInShadow(
     return {};
   }
   await client.query(`ALTER DATABASE ${quoteIdent(previous)} ALLOW_CONNECTIONS true`);
-  await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`dbops: previous "${target}", ${options.note}`)}`);
+  await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`${previousMark(target)}${options.note}`)}`);
   return { previousDatabase: previous };
+}
+
+/** How a kept previous database's comment begins: it names the database it used to be. */
+const previousMark = (target: string) => `dbops: previous "${target}", `;
+
+export interface PreviousDatabase {
+  name: string;
+  /** Null where this role may not connect to it (pg_database_size needs CONNECT). */
+  sizeBytes: number | null;
+  /** What replaced it, e.g. `replaced by restore of <backup> (job <id>)`. */
+  note: string;
+}
+
+/** The earlier versions of `target` that restores and copies kept (RESTORE_KEEP_PREVIOUS), oldest first. */
+export async function listPreviousDatabases(client: pg.ClientBase, target: string): Promise<PreviousDatabase[]> {
+  const { rows } = await client.query<{ datname: string; size: string | null; description: string }>(
+    `SELECT d.datname, CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
+            shobj_description(d.oid, 'pg_database') AS description
+       FROM pg_database d WHERE shobj_description(d.oid, 'pg_database') LIKE 'dbops: previous %' ORDER BY d.datname`,
+  );
+  const mark = previousMark(target);
+  return rows
+    .filter((row) => row.description.startsWith(mark))
+    .map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), note: row.description.slice(mark.length) }));
 }
 
 /** Recovery: a swap that died after closing the target leaves it refusing connections; open it again. */
