@@ -2,10 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { acquireDatabaseLock } from '../src/postgres/lock.js';
-import { loadPagila, sql } from './helpers/pg.js';
+import { holdDatabaseLock, loadPagila, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
-import { pgUrl } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
 /** Maintenance, trigger changes and migrations take the per-database lock; what only reads does not. */
@@ -33,7 +31,7 @@ describe('the per-database lock: who waits for it', () => {
   const migrated = async () => (await sql<{ t: string | null }>(db, "SELECT to_regclass('public.things')::text AS t"))[0]?.t;
 
   it('report, triggers list and migrate status run while a restore holds the lock; vacuum, trigger changes and migrations wait for it', async () => {
-    const lock = await acquireDatabaseLock({ env: 'app', database: db, url: pgUrl(db) }, { maintenanceDb: 'postgres', holder: 'dbops:restore:held-by-the-test' });
+    const lock = await holdDatabaseLock(db, 'dbops:restore:held-by-the-test');
     const producer = rig.producer();
     let released = false;
     try {

@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tryDatabaseLock } from '../src/postgres/lock.js';
 import { toolProcesses } from './helpers/blocker.js';
-import { fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
-import { pgUrl } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A restore worker killed half-way: the target is untouched, and the next worker cleans up and finishes. */
@@ -42,11 +40,7 @@ describe('a restore whose worker dies', () => {
     expect(await fingerprint(rig.db('target'))).toEqual(target);
     // The server releases the dead worker's lock once it notices the session is gone; on a loaded
     // machine that is not instantaneous, and until then a live worker could still own the shadow.
-    await waitFor("the server to release the dead worker's lock", async () => {
-      const lock = await tryDatabaseLock({ env: 'target', database: rig.db('target'), url: pgUrl(rig.db('target')) }, { maintenanceDb: 'postgres', holder: 'test' });
-      await lock?.release();
-      return lock !== undefined;
-    });
+    await waitFor("the server to release the dead worker's lock", () => databaseLockIsFree(rig.db('target')));
 
     const second = await rig.startWorker('restore');
     expect(second.output()).toContain('dropped the shadow database of a dead worker');

@@ -5,10 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../src/backups/manifest.js';
 import { parseRetention, planRetention } from '../src/backups/retention.js';
 import { BackupStore } from '../src/backups/store.js';
-import { acquireDatabaseLock } from '../src/postgres/lock.js';
-import { createDatabase, fingerprint, sql } from './helpers/pg.js';
+import { createDatabase, fingerprint, holdDatabaseLock, sql } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
-import { pgUrl } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
 /** A manifest with a made-up date; `ok` null: never checked. */
@@ -183,7 +181,7 @@ describe('retention and a running restore', () => {
     }
     const [older, newer] = made as [string, string];
     // The restore waits for the target's lock, held here, with its backup marked in use meanwhile.
-    const lock = await acquireDatabaseLock({ env: 'target', database: rig.db('target'), url: pgUrl(rig.db('target')) }, { maintenanceDb: 'postgres', holder: 'test' });
+    const lock = await holdDatabaseLock(rig.db('target'));
     const producer = rig.producer();
     const job = await producer.enqueue('restore', { env: 'target', backup: older, jobs: 1 });
     await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@${job.id}`)));

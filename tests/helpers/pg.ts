@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
+import { acquireDatabaseLock, tryDatabaseLock, type DatabaseLock } from '../../src/postgres/lock.js';
 import { PG_ADMIN_URL, pgUrl } from './services.js';
 
 export const PAGILA_DIR = path.resolve(import.meta.dirname, '../../../shared/fixtures/pagila');
@@ -106,4 +107,16 @@ export async function fingerprint(database: string): Promise<Fingerprint> {
     sequences[name] = row!.v;
   }
   return { schema, tables, sequences };
+}
+
+/** Takes a database's per-database lock as a job would (holder: the application_name jobs see). */
+export function holdDatabaseLock(database: string, holder = 'test'): Promise<DatabaseLock> {
+  return acquireDatabaseLock({ env: 'test', database, url: pgUrl(database) }, { maintenanceDb: 'postgres', holder });
+}
+
+/** Whether a database's lock is free now (taken and given back at once). */
+export async function databaseLockIsFree(database: string): Promise<boolean> {
+  const lock = await tryDatabaseLock({ env: 'test', database, url: pgUrl(database) }, { maintenanceDb: 'postgres', holder: 'test' });
+  await lock?.release();
+  return lock !== undefined;
 }
