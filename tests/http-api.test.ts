@@ -113,7 +113,7 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
 
     let status: { id: string; state: string; progress: unknown; result: { backupId: string } | null; failedReason: string | null };
     for (;;) {
-      status = await (await api(`/api/v1/jobs/backup/${id}`)).json();
+      status = (await (await api(`/api/v1/jobs/backup/${id}`)).json()) as typeof status;
       if (status.state === 'completed' || status.state === 'failed') break;
       await sleep(200);
     }

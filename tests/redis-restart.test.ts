@@ -4,6 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EnqueuedJob } from '../src/queue/producer.js';
 import { loadPagila } from './helpers/pg.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
@@ -40,7 +41,7 @@ describe('a Redis restart', () => {
 
   it('workers and clients reconnect by themselves; no job is lost or completed twice', async () => {
     const producer = rig.producer();
-    const jobs = [];
+    const jobs: EnqueuedJob[] = [];
     for (let i = 0; i < 4; i += 1) jobs.push(await producer.enqueue('backup', { env: 'app' }));
     for (let i = 0; i < 8; i += 1) jobs.push(await producer.enqueue('maintenance', { env: 'app', action: 'report' }));
     const outcomes = Promise.all(jobs.map((job) => producer.wait(job.id)));

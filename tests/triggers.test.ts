@@ -39,8 +39,8 @@ describe('triggers', () => {
     const run = await triggers('list');
     expect(run.exitCode).toBe(0);
     const { triggers: listed } = JSON.parse(run.stdout) as { triggers: Record<string, unknown>[] };
-    const [{ n }] = await sql<{ n: number }>(db, 'SELECT count(*)::int AS n FROM pg_trigger WHERE NOT tgisinternal');
-    expect(listed).toHaveLength(n);
+    const [count] = await sql<{ n: number }>(db, 'SELECT count(*)::int AS n FROM pg_trigger WHERE NOT tgisinternal');
+    expect(listed).toHaveLength(count!.n);
     expect(listed).toContainEqual(
       expect.objectContaining({ schema: 'public', table: 'film', name: 'film_fulltext_trigger', enabled: true, timing: 'BEFORE', level: 'ROW', events: ['INSERT', 'UPDATE'] }),
     );
