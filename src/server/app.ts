@@ -73,7 +73,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
-  logger.info({ url, api: Boolean(config.API_TOKEN), auth: Boolean(config.DASHBOARD_USER) }, 'server listening');
+  // Not under `url`: the logger censors every `url` field, as those usually carry database passwords.
+  logger.info({ address: url, api: Boolean(config.API_TOKEN), auth: Boolean(config.DASHBOARD_USER) }, 'server listening');
   return {
     server,
     url,
