@@ -42,6 +42,18 @@ export function forkWorker(type: string, env: NodeJS.ProcessEnv): ChildProcess {
   return fork(path.join(here, '..', 'workers', 'worker.js'), [type], { env, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
 }
 
+/** Stops worker processes and waits for them to exit (before their queues are obliterated, which a live worker would partly recreate). */
+export async function stopWorkers(workers: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    workers.map((worker) => {
+      if (worker.exitCode !== null || worker.signalCode !== null) return undefined;
+      const exited = new Promise((resolve) => worker.once('exit', resolve));
+      worker.kill('SIGTERM');
+      return exited;
+    }),
+  );
+}
+
 /** Peak resident memory of a process so far (VmHWM), in bytes. */
 export function peakRss(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

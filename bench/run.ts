@@ -23,7 +23,7 @@ import { execa } from 'execa';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
 import { benchQueue } from './queue.js';
-import { admin, currentRss, forkWorker, median, peakRss, redisUrl, timed, urlFor } from './lib.js';
+import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_300_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -168,9 +168,9 @@ async function main(): Promise<void> {
         const half = Math.floor(samples.length / 2);
         memory = { ...memory, firstHalf: Math.max(...samples.slice(0, half)), secondHalf: Math.max(...samples.slice(half)) };
       }
+      await stopWorkers([fresh]);
       await memoryProducer.queues.get('backup').obliterate({ force: true });
       await memoryProducer.close();
-      fresh.kill('SIGTERM');
     }
 
     // Eight independent backups of the small database: one backup worker process, then two.
@@ -184,19 +184,19 @@ async function main(): Promise<void> {
         await Promise.all(jobs.map((job) => scaleProducer.wait(job.id)));
       });
       scaling = { ...scaling, [count === 1 ? 'one' : 'two']: seconds };
+      await stopWorkers(scaled);
       await scaleProducer.queues.get('backup').obliterate({ force: true });
       await scaleProducer.close();
-      for (const worker of scaled) worker.kill('SIGTERM');
     }
 
     queue = await benchQueue({ ...config, QUEUE_PREFIX: `bench-queue-${process.pid}` });
   } finally {
+    await stopWorkers(workers);
     await producer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
     for (const type of ['restore', 'copy'] as const) await producer.queues.get(type).obliterate({ force: true }).catch(() => undefined);
     await producer.close();
     await encryptedProducer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
     await encryptedProducer.close();
-    for (const worker of workers) worker.kill('SIGTERM');
     for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
   }
