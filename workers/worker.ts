@@ -5,14 +5,11 @@
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { watchJobOutcomes } from '../src/notify/outcomes.js';
-import { Notifier } from '../src/notify/webhook.js';
 import { isWorkerType, workerTypes } from '../src/operations/index.js';
 import { createRedis } from '../src/queue/connection.js';
 import { Queues } from '../src/queue/queues.js';
 import { startWorker } from '../src/queue/worker.js';
-import { applySchedulesFile } from '../src/schedules/file.js';
-import { watchMissedRuns } from '../src/schedules/missed.js';
-import { Schedules } from '../src/schedules/schedules.js';
+import { startScheduleUpkeep, type ScheduleUpkeep } from '../src/schedules/upkeep.js';
 
 const type = process.argv[2] ?? '';
 if (!isWorkerType(type)) {
@@ -31,20 +28,18 @@ try {
 
 const logger = createLogger(config, { worker: type });
 const queues = new Queues(config, createRedis(config, 'producer'));
-const schedules = new Schedules(config, queues);
+let upkeep: ScheduleUpkeep;
 try {
-  await applySchedulesFile(config, schedules, logger);
+  upkeep = await startScheduleUpkeep(config, queues, logger);
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
   process.stderr.write(`invalid configuration: ${error.message}\n`);
   process.exit(2);
 }
-const notifier = new Notifier(config, logger);
-// Beside the jobs: outcomes of scheduled runs, notifications, and missed runs, watched by every worker
-// (the outcomes from before the worker takes its first job).
-const outcomes = await watchJobOutcomes({ config, queues, queue: type, schedules, notifier, logger });
+// Beside the jobs: outcomes of scheduled runs and their notifications, watched by every worker (from
+// before the worker takes its first job).
+const outcomes = await watchJobOutcomes({ config, queues, queue: type, schedules: upkeep.schedules, notifier: upkeep.notifier, logger });
 const running = await startWorker(type, config, logger);
-const missedRuns = watchMissedRuns(schedules, notifier, logger, config.SCHEDULE_CHECK_INTERVAL_MS);
 
 let stopping = false;
 const stop = (signal: NodeJS.Signals) => {
@@ -54,12 +49,11 @@ const stop = (signal: NodeJS.Signals) => {
   // Should a job refuse to wind down, leave anyway: the queue's stall detection hands it to another worker.
   const deadline = setTimeout(() => process.exit(1), 30_000);
   deadline.unref();
-  missedRuns.stop();
   running
     .shutdown()
     .then(async () => {
       await outcomes.close();
-      await notifier.flush();
+      await upkeep.stop();
       await queues.close();
       await queues.connection.quit().catch(() => undefined);
     })

@@ -4,10 +4,7 @@ import type { Config } from '../config.js';
 import { isLoopbackHost } from '../config.js';
 import type { Logger } from '../logger.js';
 import { Producer } from '../queue/producer.js';
-import { Notifier } from '../notify/webhook.js';
-import { applySchedulesFile } from '../schedules/file.js';
-import { watchMissedRuns } from '../schedules/missed.js';
-import { Schedules } from '../schedules/schedules.js';
+import { startScheduleUpkeep } from '../schedules/upkeep.js';
 import { apiRouter } from './api.js';
 import { basicAuth } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
@@ -60,11 +57,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     throw new Error(`refusing to listen on ${config.HOST} without DASHBOARD_USER and DASHBOARD_PASSWORD`);
   }
   const producer = new Producer(config);
-  const schedules = new Schedules(config, producer.queues);
-  await applySchedulesFile(config, schedules, logger);
-  const notifier = new Notifier(config, logger);
-  const missedRuns = watchMissedRuns(schedules, notifier, logger, config.SCHEDULE_CHECK_INTERVAL_MS);
-  const metrics = await createMetrics(config, producer.queues, schedules);
+  const upkeep = await startScheduleUpkeep(config, producer.queues, logger);
+  const metrics = await createMetrics(config, producer.queues, upkeep.schedules);
   const app = createApp(config, producer, metrics, logger);
   const server = await new Promise<Server>((resolve, reject) => {
     const listening = app.listen(config.PORT, config.HOST, () => resolve(listening));
@@ -80,8 +74,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     url,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      missedRuns.stop();
-      await notifier.flush();
+      await upkeep.stop();
       await metrics.close();
       await producer.close();
     },
