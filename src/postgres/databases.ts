@@ -185,7 +185,8 @@ export async function swapInShadow(
 }
 
 /** How a kept previous database's comment begins: it names the database it used to be. */
-const previousMark = (target: string) => `dbops: previous "${target}", `;
+const PREVIOUS_MARK = 'dbops: previous ';
+const previousMark = (target: string) => `${PREVIOUS_MARK}"${target}", `;
 
 export interface PreviousDatabase {
   name: string;
@@ -200,7 +201,8 @@ export async function listPreviousDatabases(client: pg.ClientBase, target: strin
   const { rows } = await client.query<{ datname: string; size: string | null; description: string }>(
     `SELECT d.datname, CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
             shobj_description(d.oid, 'pg_database') AS description
-       FROM pg_database d WHERE shobj_description(d.oid, 'pg_database') LIKE 'dbops: previous %' ORDER BY d.datname`,
+       FROM pg_database d WHERE shobj_description(d.oid, 'pg_database') LIKE $1 ORDER BY d.datname`,
+    [`${PREVIOUS_MARK}%`], // the mark holds no LIKE wildcards
   );
   const mark = previousMark(target);
   return rows
