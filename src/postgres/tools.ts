@@ -52,25 +52,49 @@ export function startTool(tool: PgTool, args: string[], options: ToolOptions = {
   return child;
 }
 
-/** Keeps the last lines a tool printed, for the error message when it fails. */
+/**
+ * Keeps what a tool said about its failure, for the error message: its error messages with their
+ * continuation lines (DETAIL, "server closed the connection…"), or else its last lines. Its --verbose
+ * progress is not an error even when a table's name says "error", and the SQL that pg_restore echoes
+ * after "Command was:" is left out: a function's body can run to hundreds of lines and would push out
+ * the error itself, and with it what says that a retry could help.
+ */
 export class StderrTail {
-  private readonly lines: string[] = [];
+  private readonly errorLines: string[] = [];
+  private readonly lastLines: string[] = [];
+  private within: 'error' | 'echoed command' | undefined;
   constructor(private readonly size = 20) {}
   push(line: string): void {
-    this.lines.push(line);
-    if (this.lines.length > this.size) this.lines.shift();
+    const fromTool = TOOL_PREFIX.test(line);
+    if (line.startsWith('Command was:')) this.within = 'echoed command';
+    else if (fromTool) this.within = TOOL_ERROR.test(line) ? 'error' : undefined;
+    else if (BARE_ERROR.test(line)) this.within = 'error';
+    if (this.within === 'echoed command' || /^\s*\^?\s*$/.test(line)) return; // blank, or psql's caret under LINE n
+    keepLast(this.lastLines, line, 3);
+    if (this.within === 'error') keepLast(this.errorLines, line, this.size);
   }
   errors(): string[] {
-    const errorLines = this.lines.filter((line) => /error|fatal|could not|failed|invalid/i.test(line));
-    return errorLines.length > 0 ? errorLines : this.lines.slice(-3);
+    return this.errorLines.length > 0 ? [...this.errorLines] : [...this.lastLines];
   }
+}
+
+const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
+/** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
+const TOOL_ERROR = /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
+const BARE_ERROR = /^(ERROR|FATAL|PANIC):/;
+
+function keepLast(lines: string[], line: string, size: number): void {
+  lines.push(line);
+  if (lines.length > size) lines.shift();
 }
 
 /** Turns a tool's failure into an error: transient ones (connection lost) retry, others fail the job. */
 export function toolFailure(tool: PgTool, exitCode: number | undefined, tail: StderrTail): Error {
-  const detail = tail.errors().slice(-4).join('; ') || 'no output';
+  const errors = tail.errors();
+  const detail = errors.slice(-4).join('; ') || 'no output';
   const message = `${tool} failed${exitCode === undefined ? '' : ` (exit ${exitCode})`}: ${detail}`;
-  return isTransientToolOutput(detail) ? new Error(message) : new PermanentError(message);
+  // A lost connection is often followed by errors that only follow from it: any sign of one retries.
+  return errors.some(isTransientToolOutput) ? new Error(message) : new PermanentError(message);
 }
 
 /** Awaits a started tool, translating its failure. Cancellation is left to the caller to recognise. */
