@@ -2,7 +2,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolProcesses } from './helpers/blocker.js';
-import { fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import pg from 'pg';
+import { createShadowDatabase } from '../src/postgres/databases.js';
+import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { PG_ADMIN_URL } from './helpers/services.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -38,6 +41,9 @@ describe('destructive operations under faults', () => {
     await first.exited;
     await waitFor('the orphaned pg_dump and pg_restore to end', async () => (await toolProcesses('pg_restore', shadow)).length === 0 && (await toolProcesses('pg_dump', rig.db('source'))).length === 0);
     expect(await fingerprint(rig.db('target'))).toEqual(target);
+    // Until the server notices that the dead worker's session is gone, its lock on the target stands
+    // and start-up recovery must leave the shadow alone (the next test covers that case).
+    await waitFor("the server to release the dead worker's lock", () => databaseLockIsFree(rig.db('target')));
 
     const second = await rig.startWorker('copy');
     expect(second.output()).toContain('dropped the shadow database of a dead worker');
@@ -46,6 +52,24 @@ describe('destructive operations under faults', () => {
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
     second.process.kill('SIGTERM');
     await second.exited;
+  });
+
+  it("copy: a dead worker's shadow that start-up recovery could not drop is dropped by the next copy into its target", async () => {
+    const worker = await rig.startWorker('copy'); // its start-up recovery has run, and found nothing
+    const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await admin.connect();
+    const leftover = await createShadowDatabase(admin, rig.db('target'), 'copy-from-a-dead-worker').finally(() => admin.end());
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([leftover]);
+
+    const producer = rig.producer();
+    const job = await producer.enqueue('copy', { from: 'source', to: 'target' });
+    expect((await producer.wait<'copy'>(job.id)).state).toBe('completed');
+    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+    const { logs } = await producer.queues.get('copy').getJobLogs(job.id);
+    expect(logs).toContain(`dropped the shadow database "${leftover}" of a dead worker (job copy-from-a-dead-worker)`);
+    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+    worker.process.kill('SIGTERM');
+    await worker.exited;
   });
 
   /**

@@ -224,6 +224,7 @@ export const copy = defineOperation({
         kind: 'copy',
         signal,
         progress,
+        log: context.log,
         keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
         fill: async (shadowUrl, fillSignal) => {

@@ -210,11 +210,17 @@ export async function listPreviousDatabases(client: pg.ClientBase, target: strin
     .map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), note: row.description.slice(mark.length) }));
 }
 
-/** Recovery: a swap that died after closing the target leaves it refusing connections; open it again. */
-export async function reopenIfClosedByUs(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
+/** A swap that died after closing the target leaves it refusing connections; open it again. */
+async function reopenIfClosedByUs(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
   if (!shadow.comment.targetClosed) return;
   const { rows } = await client.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [shadow.target]);
   if (rows[0] && !rows[0].datallowconn) {
     await client.query(`ALTER DATABASE ${quoteIdent(shadow.target)} ALLOW_CONNECTIONS true`);
   }
+}
+
+/** Drops a dead job's shadow database (and reopens its target, if it died mid-swap). Hold the target's lock. */
+export async function discardShadow(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
+  await reopenIfClosedByUs(client, shadow);
+  await dropDatabase(client, shadow.name);
 }

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import type { RecoveryContext } from '../operations/operation.js';
 import { connect } from './client.js';
-import { createShadowDatabase, dropDatabase, listShadowDatabases, reopenIfClosedByUs, swapInShadow } from './databases.js';
+import { createShadowDatabase, discardShadow, dropDatabase, listShadowDatabases, swapInShadow } from './databases.js';
 import { acquireDatabaseLock, tryDatabaseLock, waitingForLock } from './lock.js';
 import { withDatabase, type DatabaseTarget } from './target.js';
 
@@ -11,6 +11,8 @@ export interface ReplaceOptions {
   kind: string;
   signal: AbortSignal;
   progress(percent: number, step: string): void;
+  /** A line for the job's log. */
+  log(line: string): void;
   keepPrevious: boolean;
   note: string;
   /** Fills the empty shadow database; must stop when its signal aborts. */
@@ -41,6 +43,12 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
   const signal = AbortSignal.any([options.signal, lock.lost]);
   const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:${options.kind}:${jobId}`);
   try {
+    // Holding the target's lock, no live job is filling a shadow of it: any there is a dead worker's,
+    // left when the server had not yet released that worker's lock as the next worker started.
+    for (const leftover of (await listShadowDatabases(maintenance)).filter((shadow) => shadow.target === target.database)) {
+      await discardShadow(maintenance, leftover);
+      options.log(`dropped the shadow database "${leftover.name}" of a dead worker (job ${leftover.job})`);
+    }
     progress(5, 'creating the shadow database');
     const shadow = await createShadowDatabase(maintenance, target.database, jobId);
     try {
@@ -88,8 +96,7 @@ export async function recoverShadowDatabases({ config, logger }: RecoveryContext
         const lock = await tryDatabaseLock({ ...server, database: shadow.target }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: 'dbops:recovery' });
         if (!lock) continue;
         try {
-          await reopenIfClosedByUs(maintenance, shadow);
-          await dropDatabase(maintenance, shadow.name);
+          await discardShadow(maintenance, shadow);
           logger.info({ shadow: shadow.name, target: shadow.target, job: shadow.job }, 'dropped the shadow database of a dead worker');
         } finally {
           await lock.release();
