@@ -52,6 +52,8 @@ const baseSchema = z.object({
     .regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/, { message: 'expected host:port[,host:port…]' })
     .optional(),
   REDIS_SENTINEL_NAME: z.string().min(1).default('mymaster'),
+  /** The sentinels' own password (`requirepass` in sentinel.conf); the master's comes from REDIS_URL. */
+  REDIS_SENTINEL_PASSWORD: z.string().min(1).optional(),
   PROTECTED_ENVS: z.string().default('production'),
   BACKUP_DIR: z.string().min(1).default('./backups'),
   PORT: positiveInt(0, 65535).default(3000), // 0: any free port
@@ -227,6 +229,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   if (base.REDIS_CLUSTER && base.REDIS_SENTINELS) {
     throw new ConfigError('REDIS_SENTINELS: a Redis Cluster (REDIS_CLUSTER=true) does not use sentinels');
   }
+  if (base.REDIS_SENTINEL_PASSWORD && !base.REDIS_SENTINELS) {
+    throw new ConfigError('REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS too, or leave it unset');
+  }
   // In a Redis Cluster every key of a queue must hash to one slot: BullMQ's keys start with the prefix,
   // so a prefix that is a hash tag ({dbops}) keeps them together.
   if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
@@ -235,7 +240,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const encryptionKey = BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
   const olderKeys = (BACKUP_DECRYPTION_KEYS ?? '').split(',').map((key) => key.trim()).filter(Boolean);
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
-  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
+  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, base.REDIS_SENTINEL_PASSWORD, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),

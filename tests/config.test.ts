@@ -34,6 +34,7 @@ describe('configuration', () => {
     [{ DASHBOARD_USER: 'admin' }, /^DASHBOARD_PASSWORD: required when DASHBOARD_USER is set$/],
     [{ API_TOKEN: 'short' }, /^API_TOKEN: expected at least 16 characters$/],
     [{ WORKER_CONCURRENCY_BACKUP: '0' }, /^WORKER_CONCURRENCY_BACKUP: expected a whole number from 1 to 64 \(got "0"\)$/],
+    [{ REDIS_SENTINEL_PASSWORD: 'hunter22' }, /^REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS too, or leave it unset$/],
   ])('refuses %o with one line naming the variable', (env, message) => {
     let error: unknown;
     try {
@@ -54,8 +55,8 @@ describe('configuration', () => {
   });
 
   it('collects passwords to scrub from everything that leaves the process', () => {
-    const config = loadConfig({ DATABASE_URL_PROD: 'postgres://app:p%40ss-word@db/prod', REDIS_URL: 'redis://:redispass@r:6379' });
-    expect(config.secrets).toEqual(expect.arrayContaining(['p@ss-word', 'redispass']));
+    const config = loadConfig({ DATABASE_URL_PROD: 'postgres://app:p%40ss-word@db/prod', REDIS_URL: 'redis://:redispass@r:6379', REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_PASSWORD: 'sentinelpass' });
+    expect(config.secrets).toEqual(expect.arrayContaining(['p@ss-word', 'redispass', 'sentinelpass']));
     const text = 'failed: postgres://app:p%40ss-word@db/prod and p@ss-word and redis://:redispass@r:6379 and ?password=xyz';
     const scrubbed = scrubSecrets(text, config.secrets);
     expect(scrubbed).not.toMatch(/p@ss-word|p%40ss-word|redispass|xyz/);

@@ -10,7 +10,7 @@ export type RedisConnection = Redis | Cluster;
  * Redis restart); producers fail fast instead of hanging a request.
  */
 export function createRedis(
-  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME'>,
+  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME' | 'REDIS_SENTINEL_PASSWORD'>,
   purpose: 'worker' | 'producer' = 'worker',
 ): RedisConnection {
   const options: RedisOptions = {
@@ -43,6 +43,7 @@ export function createRedis(
         return { host: host!, port: Number(port) };
       }),
       name: config.REDIS_SENTINEL_NAME,
+      sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
       username: decodeURIComponent(url.username) || undefined,
       password: decodeURIComponent(url.password) || undefined,
       tls,

@@ -36,14 +36,14 @@ export async function makeCertificates(dir: string): Promise<{ ca: string; cert:
   return { ca: file('ca.pem'), cert: file('server.pem'), key: file('server.key') };
 }
 
-/** What redis-cli needs to reach a server started by `startRedis` with `tls`. */
-export function cliArgs(port: number, tlsCa?: string): string[] {
-  return [...(tlsCa ? ['--tls', '--cacert', tlsCa] : []), '-p', String(port)];
+/** What redis-cli needs to reach a server started by `startRedis` with `tls` (and a password). */
+export function cliArgs(port: number, tlsCa?: string, password?: string): string[] {
+  return [...(tlsCa ? ['--tls', '--cacert', tlsCa] : []), ...(password ? ['--no-auth-warning', '-a', password] : []), '-p', String(port)];
 }
 
-async function waitForPing(port: number, tlsCa?: string): Promise<void> {
+async function waitForPing(port: number, tlsCa?: string, password?: string): Promise<void> {
   for (let tries = 0; ; tries += 1) {
-    const ping = await execa('redis-cli', [...cliArgs(port, tlsCa), 'ping'], { reject: false });
+    const ping = await execa('redis-cli', [...cliArgs(port, tlsCa, password), 'ping'], { reject: false });
     if (ping.stdout === 'PONG') return;
     if (tries > 50) throw new Error(`redis-server on ${port} did not start: ${ping.stderr}`);
     await sleep(100);
@@ -51,7 +51,7 @@ async function waitForPing(port: number, tlsCa?: string): Promise<void> {
 }
 
 /** Servers started together, stopped together (SIGKILL; nothing of theirs is kept). */
-async function serve(dir: string, starts: { args: string[]; port: number; tlsCa?: string }[], then?: () => Promise<void>): Promise<() => Promise<void>> {
+async function serve(dir: string, starts: { args: string[]; port: number; tlsCa?: string; password?: string }[], then?: () => Promise<void>): Promise<() => Promise<void>> {
   const servers: ResultPromise[] = starts.map(({ args }) => execa('redis-server', args, { reject: false, stdio: 'ignore', cwd: dir }));
   const stop = async () => {
     for (const server of servers) server.kill('SIGKILL');
@@ -59,7 +59,7 @@ async function serve(dir: string, starts: { args: string[]; port: number; tlsCa?
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    for (const { port, tlsCa } of starts) await waitForPing(port, tlsCa);
+    for (const { port, tlsCa, password } of starts) await waitForPing(port, tlsCa, password);
     await then?.();
   } catch (error) {
     await stop();
@@ -97,18 +97,26 @@ export async function startCluster(firstPort: number): Promise<TestRedis> {
 /**
  * One Redis on `port`, over TLS when `tls` (certificates made in its directory, `ca.pem` the CA to
  * trust), and with `sentinelPort` a Sentinel (TLS alike) that monitors it as master `mymaster`.
+ * `password` is the server's requirepass, `sentinelPassword` the Sentinel's.
  */
-export async function startRedis(port: number, options: { tls?: boolean; sentinelPort?: number } = {}): Promise<TestRedis & { ca?: string }> {
+export async function startRedis(
+  port: number,
+  options: { tls?: boolean; sentinelPort?: number; password?: string; sentinelPassword?: string } = {},
+): Promise<TestRedis & { ca?: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-redis-'));
   const certificates = options.tls ? await makeCertificates(dir) : undefined;
   const listen = (onPort: number) => (certificates ? ['--port', '0', '--tls-port', String(onPort), ...tlsArgs(certificates)] : ['--port', String(onPort)]);
-  const starts = [{ port, tlsCa: certificates?.ca, args: [...listen(port), ...PLAIN, '--dir', dir] }];
+  const requirePass = (password?: string) => (password ? ['--requirepass', password] : []);
+  const starts = [{ port, tlsCa: certificates?.ca, password: options.password, args: [...listen(port), ...PLAIN, ...requirePass(options.password), '--dir', dir] }];
   if (options.sentinelPort !== undefined) {
     const config = path.join(dir, 'sentinel.conf');
-    writeFileSync(config, `sentinel monitor mymaster 127.0.0.1 ${port} 1\n`); // Sentinel rewrites its file: it must be its own
+    const authPass = options.password ? `sentinel auth-pass mymaster ${options.password}\n` : '';
+    const ownPass = options.sentinelPassword ? `requirepass ${options.sentinelPassword}\n` : '';
+    writeFileSync(config, `sentinel monitor mymaster 127.0.0.1 ${port} 1\n${authPass}${ownPass}`); // Sentinel rewrites its file: it must be its own
     starts.push({
       port: options.sentinelPort,
       tlsCa: certificates?.ca,
+      password: options.sentinelPassword,
       args: [config, '--sentinel', ...listen(options.sentinelPort), '--bind', '127.0.0.1', '--dir', dir, ...(certificates ? ['--tls-replication', 'yes'] : [])],
     });
   }
