@@ -14,7 +14,14 @@ import { waitFor } from './helpers/wait.js';
 const fireTime = (jobId: string) => Number(/^repeat:[a-z]+\.[^:]+:(\d+)$/.exec(jobId)?.[1] ?? NaN);
 
 /** A loopback webhook receiver that answers 503 to its first request, then 200. */
-async function startReceiver(): Promise<{ url: string; received: Record<string, unknown>[]; requests: number; server: Server }> {
+interface Receiver {
+  url: string;
+  received: Record<string, unknown>[];
+  requests: number;
+  server: Server;
+}
+
+async function startReceiver(): Promise<Receiver> {
   const receiver = { url: '', received: [] as Record<string, unknown>[], requests: 0, server: undefined as unknown as Server };
   receiver.server = createServer((request, response) => {
     let body = '';
@@ -29,6 +36,22 @@ async function startReceiver(): Promise<{ url: string; received: Record<string, 
   await new Promise<void>((resolve) => receiver.server.listen(0, '127.0.0.1', resolve));
   receiver.url = `http://127.0.0.1:${(receiver.server.address() as AddressInfo).port}/hook`;
   return receiver;
+}
+
+/** For the enclosing describe: a rig that notifies a fresh receiver, with database `app` as environment `app`. */
+function rigNotifyingReceiver(env: Record<string, string>): { rig: Rig; receiver: Receiver } {
+  const setup = {} as { rig: Rig; receiver: Receiver };
+  beforeAll(async () => {
+    setup.receiver = await startReceiver();
+    setup.rig = await Rig.create({ NOTIFY_WEBHOOK_URL: setup.receiver.url, ...env });
+    await createDatabase(setup.rig.db('app'));
+    setup.rig.setEnv('app', setup.rig.db('app'));
+  });
+  afterAll(async () => {
+    await setup.rig?.cleanup();
+    setup.receiver?.server.close();
+  });
+  return setup;
 }
 
 describe('schedules', () => {
@@ -129,24 +152,16 @@ describe('schedules', () => {
 });
 
 describe('notifications', () => {
-  let rig: Rig;
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  const setup = rigNotifyingReceiver({ JOB_ATTEMPTS: '2', JOB_BACKOFF_MS: '200', SCHEDULE_CHECK_INTERVAL_MS: '500' });
 
   beforeAll(async () => {
-    receiver = await startReceiver();
-    rig = await Rig.create({ NOTIFY_WEBHOOK_URL: receiver.url, JOB_ATTEMPTS: '2', JOB_BACKOFF_MS: '200', SCHEDULE_CHECK_INTERVAL_MS: '500' });
-    await createDatabase(rig.db('app'));
-    await sql(rig.db('app'), 'CREATE TABLE t (id int)');
-    rig.setEnv('app', rig.db('app'));
+    await sql(setup.rig.db('app'), 'CREATE TABLE t (id int)');
     // An environment whose server is not there: connection refused, retried, then failed for good.
-    rig.env.DATABASE_URL_GONE = 'postgres://dbops:s3cret-pass@127.0.0.1:1/gone';
-  });
-  afterAll(async () => {
-    await rig?.cleanup();
-    receiver?.server.close();
+    setup.rig.env.DATABASE_URL_GONE = 'postgres://dbops:s3cret-pass@127.0.0.1:1/gone';
   });
 
   it('a webhook gets exactly one notification per job failed for good, none for retried attempts or successes', async () => {
+    const { rig, receiver } = setup;
     await rig.startWorker('maintenance');
     await rig.startWorker('maintenance');
     const producer = rig.producer();
@@ -172,6 +187,7 @@ describe('notifications', () => {
   });
 
   it('a schedule whose runs do not happen is reported missed: in schedule list, in /metrics, and once by webhook', async () => {
+    const { rig, receiver } = setup;
     // Scheduled on the copy queue, where no worker runs: the runs are due, and never happen.
     const added = await rig.cli(['schedule', 'add', 'lonely', '--cron', '*/2 * * * * *', 'copy', '--from', 'app', '--to', 'gone']);
     expect(added.exitCode, added.stderr).toBe(0);
@@ -197,21 +213,10 @@ describe('notifications', () => {
 });
 
 describe('notifications on success (NOTIFY_ON_SUCCESS)', () => {
-  let rig: Rig;
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
-
-  beforeAll(async () => {
-    receiver = await startReceiver();
-    rig = await Rig.create({ NOTIFY_WEBHOOK_URL: receiver.url, NOTIFY_ON_SUCCESS: 'true' });
-    await createDatabase(rig.db('app'));
-    rig.setEnv('app', rig.db('app'));
-  });
-  afterAll(async () => {
-    await rig?.cleanup();
-    receiver?.server.close();
-  });
+  const setup = rigNotifyingReceiver({ NOTIFY_ON_SUCCESS: 'true' });
 
   it('a completed job is notified once, even with two workers following the queue', async () => {
+    const { rig, receiver } = setup;
     await rig.startWorker('maintenance');
     await rig.startWorker('maintenance');
     const producer = rig.producer();

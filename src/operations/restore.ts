@@ -92,7 +92,7 @@ async function restoreBackup(context: OperationContext<RestorePayload>, store: B
     kind: 'restore',
     signal,
     progress,
-    log: context.log,
+    log,
     keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
     note: `replaced by restore of ${manifest.id} (job ${jobId})`,
     fill: async (shadowUrl, fillSignal) => {
