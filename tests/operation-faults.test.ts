@@ -1,9 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toolProcesses } from './helpers/blocker.js';
 import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createShadowDatabase } from '../src/postgres/databases.js';
+import { toolProcesses } from './helpers/blocker.js';
 import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { PG_ADMIN_URL } from './helpers/services.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
