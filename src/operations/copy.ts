@@ -189,7 +189,7 @@ export const copy = defineOperation({
     requireConfirmation(config, target.env, payload.confirm);
   },
   async process(context): Promise<CopyResult> {
-    const { payload, config, jobId, signal, progress } = context;
+    const { payload, config, jobId, signal, progress, log } = context;
     const startedAt = Date.now();
     const source = resolveTarget(config, payload.from);
     const target = resolveTarget(config, payload.to);
@@ -224,7 +224,7 @@ export const copy = defineOperation({
         kind: 'copy',
         signal,
         progress,
-        log: context.log,
+        log,
         keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
         fill: async (shadowUrl, fillSignal) => {
