@@ -1,18 +1,14 @@
 /**
  * The dashboard and API server: `npm run dashboard` (and part of `npm start`).
  */
-import { ConfigError, loadConfig } from '../src/config.js';
+import { loadConfigOrExit } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { startServer } from '../src/server/app.js';
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`invalid configuration: ${error.message}\n`);
-  process.exit(2);
-}
+// The server lists backups and enqueues jobs; it never opens an archive, so it holds no backup key.
+const config = loadConfigOrExit({ backupKeys: false });
+delete process.env.BACKUP_ENCRYPTION_KEY;
+delete process.env.BACKUP_DECRYPTION_KEYS;
 
 const logger = createLogger(config, { process: 'dashboard' });
 try {

@@ -1,7 +1,9 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseKey } from './backups/encryption.js';
 import { parseRetention, type RetentionPolicy } from './backups/retention.js';
+import { scrubSecrets } from './secrets.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {
@@ -54,10 +56,17 @@ const baseSchema = z.object({
   REDIS_SENTINEL_NAME: z.string().min(1).default('mymaster'),
   /** The sentinels' own password (`requirepass` in sentinel.conf); the master's comes from REDIS_URL. */
   REDIS_SENTINEL_PASSWORD: z.string().min(1).optional(),
-  PROTECTED_ENVS: z.string().default('production'),
+  PROTECTED_ENVS: z.string().optional(),
   BACKUP_DIR: z.string().min(1).default('./backups'),
+  /** The only directory tree a migrate job's `dir` may name (resolved, symlinks followed). */
+  MIGRATIONS_ROOT: z.string().min(1).default('./migrations'),
   PORT: positiveInt(0, 65535).default(3000), // 0: any free port
   HOST: z.string().min(1).default('127.0.0.1'),
+  /** Host names the server answers to beside HOST and the loopback names (e.g. behind a reverse proxy). */
+  ALLOWED_HOSTS: z
+    .string()
+    .regex(/^[A-Za-z0-9.:[\]-]+(,[A-Za-z0-9.:[\]-]+)*$/, { message: 'expected host names, comma-separated' })
+    .optional(),
   DASHBOARD_USER: z.string().min(1).optional(),
   DASHBOARD_PASSWORD: z.string().min(1).optional(),
   API_TOKEN: z.string().min(16, { message: 'expected at least 16 characters' }).optional(),
@@ -99,6 +108,8 @@ const baseSchema = z.object({
   NOTIFY_ON_SUCCESS: booleanString.default(false),
   /** JSON or YAML file of schedules, applied when workers and the server start. */
   SCHEDULES_FILE: z.string().min(1).optional(),
+  /** The shortest time between two runs of a schedule (1 minute; lower it only for tests and demos). */
+  SCHEDULE_MIN_INTERVAL_SECONDS: positiveInt(1, 86_400).default(60),
   /** How often each worker process looks for schedules that missed a run. */
   SCHEDULE_CHECK_INTERVAL_MS: positiveInt(200, 86_400_000).default(30_000),
   /** Largest JSON body the HTTP API accepts. */
@@ -117,8 +128,11 @@ export interface Environment {
   variable: string;
 }
 
-export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'> & {
+export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'MIGRATIONS_ROOT' | 'ALLOWED_HOSTS' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'> & {
   backupDir: string;
+  migrationsRoot: string;
+  /** Lower-case host names (no port) the server answers to beside HOST and loopback (ALLOWED_HOSTS). */
+  allowedHosts: string[];
   encryptionKey?: Buffer;
   /** Every key that may decrypt a backup: the current one first, then BACKUP_DECRYPTION_KEYS. */
   decryptionKeys: Buffer[];
@@ -126,6 +140,7 @@ export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP
   retentionFor(env: string): RetentionPolicy | undefined;
   /** WORKER_CONCURRENCY_<TYPE>: jobs one worker process of that type runs at once. */
   concurrencyByType: Map<string, number>;
+  /** PROTECTED_ENVS, and every environment whose URL names the same database as one of them. */
   protectedEnvs: Set<string>;
   environments: Map<string, Environment>;
   /** Every password found in a configured URL, for scrubbing text that leaves the process. */
@@ -139,8 +154,43 @@ export class ConfigError extends Error {
 function describeIssue(issue: z.core.$ZodIssue, source: Record<string, string | undefined>): string {
   const variable = String(issue.path[0] ?? '');
   const raw = source[variable];
-  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL|KEY|WEBHOOK/.test(variable) ? '' : ` (got "${raw}")`;
+  // Credentials in any URL (REDIS_URL's password…) are scrubbed, even in a malformed one: whatever
+  // stands before an `@` may be a password. An error message lands in logs.
+  const scrubbed = raw === undefined ? '' : scrubSecrets(raw, []).replace(/^.*@/, '***@');
+  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL|KEY|WEBHOOK/.test(variable) ? '' : ` (got "${scrubbed}")`;
   return `${variable}: ${issue.message}${shown}`;
+}
+
+const LOOPBACK = 'loopback';
+
+/**
+ * Which database a URL names, as far as the URL can tell: host (loopback names and addresses alike),
+ * port and database name. Two environments with the same identity are the same database.
+ */
+export function databaseIdentity(value: string): string {
+  const url = new URL(value);
+  const host = (url.hostname || url.searchParams.get('host') || 'local socket').toLowerCase();
+  const database = decodeURIComponent(url.pathname.replace(/^\//, '')) || url.searchParams.get('dbname') || decodeURIComponent(url.username) || 'postgres';
+  return `${isLoopbackHost(host) ? LOOPBACK : host}:${url.port || url.searchParams.get('port') || '5432'}/${database}`;
+}
+
+/** PROTECTED_ENVS checked against the environments, and extended to every alias of a protected database. */
+function parseProtected(raw: string | undefined, environments: Map<string, Environment>): Set<string> {
+  const given = (raw ?? 'production').trim().toLowerCase();
+  const names = given === 'none' || given === '' ? [] : given.split(',').map(normalizeEnvName).filter(Boolean);
+  const unknown = names.filter((name) => !environments.has(name));
+  // Unset, the default protects production where there is one; a name given that matches nothing is a typo
+  // that would leave the real environment unprotected.
+  if (raw !== undefined && unknown.length > 0) {
+    const known = [...environments.keys()].join(', ') || 'none configured';
+    throw new ConfigError(`PROTECTED_ENVS: "${unknown.join('", "')}" is no configured environment (known: ${known}); use none for none`);
+  }
+  const protectedIds = new Set(names.filter((name) => environments.has(name)).map((name) => databaseIdentity(environments.get(name)!.url)));
+  const result = new Set(names);
+  for (const environment of environments.values()) {
+    if (protectedIds.has(databaseIdentity(environment.url))) result.add(environment.name);
+  }
+  return result;
 }
 
 function parseEnvironments(source: Record<string, string | undefined>): Map<string, Environment> {
@@ -205,8 +255,13 @@ function parseConcurrency(source: Record<string, string | undefined>): Map<strin
   return byType;
 }
 
+export interface LoadOptions {
+  /** false for a process that never reads or writes an archive (the server): the backup keys stay unloaded. */
+  backupKeys?: boolean;
+}
+
 /** Parses and validates the process environment; throws ConfigError with one line naming the variable. */
-export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(source: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Config {
   const parsed = baseSchema.safeParse(source);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -215,12 +270,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const base = parsed.data;
   const environments = parseEnvironments(source);
 
-  const protectedRaw = base.PROTECTED_ENVS.trim().toLowerCase();
-  const protectedEnvs = new Set(
-    protectedRaw === 'none' || protectedRaw === ''
-      ? []
-      : protectedRaw.split(',').map(normalizeEnvName).filter(Boolean),
-  );
+  const protectedEnvs = parseProtected(base.PROTECTED_ENVS, environments);
 
   if (base.DASHBOARD_USER && !base.DASHBOARD_PASSWORD) {
     throw new ConfigError('DASHBOARD_PASSWORD: required when DASHBOARD_USER is set');
@@ -236,14 +286,17 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   // so a prefix that is a hash tag ({dbops}) keeps them together.
   if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
 
-  const { PROTECTED_ENVS: _p, BACKUP_DIR, BACKUP_ENCRYPTION_KEY, BACKUP_DECRYPTION_KEYS, BACKUP_RETENTION, ...rest } = base;
-  const encryptionKey = BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
-  const olderKeys = (BACKUP_DECRYPTION_KEYS ?? '').split(',').map((key) => key.trim()).filter(Boolean);
+  const { PROTECTED_ENVS: _p, BACKUP_DIR, MIGRATIONS_ROOT, ALLOWED_HOSTS, BACKUP_ENCRYPTION_KEY, BACKUP_DECRYPTION_KEYS, BACKUP_RETENTION, ...rest } = base;
+  const withKeys = options.backupKeys !== false;
+  const encryptionKey = withKeys && BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
+  const olderKeys = withKeys ? (BACKUP_DECRYPTION_KEYS ?? '').split(',').map((key) => key.trim()).filter(Boolean) : [];
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
   for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, base.REDIS_SENTINEL_PASSWORD, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
+    migrationsRoot: path.resolve(MIGRATIONS_ROOT),
+    allowedHosts: (ALLOWED_HOSTS ?? '').split(',').map((host) => host.trim().toLowerCase()).filter(Boolean),
     encryptionKey,
     decryptionKeys: [...(encryptionKey ? [encryptionKey] : []), ...olderKeys.map((key) => parseKey(key)!)],
     retentionFor: parseRetentions(source, BACKUP_RETENTION),
@@ -254,6 +307,22 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   };
 }
 
+/** Loopback by address, not by text: `127.0.0.1`, `::1`, `localhost`; never `127.attacker.example`. */
+/** For entry points: the configuration, or one line on stderr and exit code 2. */
+export function loadConfigOrExit(options: LoadOptions = {}): Config {
+  try {
+    return loadConfig(process.env, options);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`invalid configuration: ${error.message}\n`);
+    process.exit(2);
+  }
+}
+
 export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+  const bare = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (bare === 'localhost') return true;
+  if (isIP(bare) === 4) return bare.startsWith('127.');
+  if (isIP(bare) === 6) return bare === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(bare) || /^::ffff:127\./.test(bare);
+  return false;
 }

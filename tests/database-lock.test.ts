@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdDatabaseLock, loadPagila, sql } from './helpers/pg.js';
@@ -17,13 +16,12 @@ describe('the per-database lock: who waits for it', () => {
     db = rig.db('app');
     await loadPagila(db);
     rig.setEnv('app', db);
-    dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-lock-migrations-'));
+    dir = mkdtempSync(path.join(rig.backupDir, 'migrations-')); // inside MIGRATIONS_ROOT
     writeFileSync(path.join(dir, '1_things.sql'), '-- Up Migration\nCREATE TABLE things (id int);\n-- Down Migration\nDROP TABLE things;\n');
     for (const type of ['maintenance', 'triggers', 'migrate']) await rig.startWorker(type);
   });
   afterAll(async () => {
-    await rig?.cleanup();
-    rmSync(dir, { recursive: true, force: true });
+    await rig?.cleanup(); // removes the migrations with the test's folder
   });
 
   const triggerState = async () => (await sql<{ s: string }>(db, "SELECT tgenabled::text AS s FROM pg_trigger WHERE tgname = 'last_updated' AND tgrelid = 'public.film'::regclass"))[0]?.s;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config.js';
 import { ValidationError } from '../src/errors.js';
 import { operationTypes } from '../src/operations/index.js';
-import { validatePayload } from '../src/queue/producer.js';
+import { validatePayload } from '../src/operations/validate.js';
 import { fingerprint, loadPagila, type Fingerprint } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 

@@ -1,11 +1,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createShadowDatabase } from '../src/postgres/databases.js';
+import { redisLedger } from '../src/queue/ledger.js';
 import { toolProcesses } from './helpers/blocker.js';
 import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
-import { PG_ADMIN_URL } from './helpers/services.js';
+import { PG_ADMIN_URL, REDIS_URL } from './helpers/services.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -58,7 +60,9 @@ describe('destructive operations under faults', () => {
     const worker = await rig.startWorker('copy'); // its start-up recovery has run, and found nothing
     const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
     await admin.connect();
-    const leftover = await createShadowDatabase(admin, rig.db('target'), 'copy-from-a-dead-worker').finally(() => admin.end());
+    const redis = new Redis(REDIS_URL);
+    const owner = { job: { prefix: rig.prefix, queue: 'copy', id: 'copy-from-a-dead-worker' }, ledger: redisLedger(redis, { QUEUE_PREFIX: rig.prefix }) };
+    const { name: leftover } = await createShadowDatabase(admin, rig.db('target'), owner).finally(() => Promise.all([admin.end(), redis.quit()]));
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([leftover]);
 
     const producer = rig.producer();

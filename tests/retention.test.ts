@@ -184,7 +184,7 @@ describe('retention and a running restore', () => {
     const lock = await holdDatabaseLock(rig.db('target'));
     const producer = rig.producer();
     const job = await producer.enqueue('restore', { env: 'target', backup: older, jobs: 1 });
-    await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@${job.id}`)));
+    await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@restore.${job.id}`)));
     const during = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(during.exitCode, during.stderr).toBe(0);
     expect(JSON.parse(during.stdout).environments[0].kept).toEqual([

@@ -43,7 +43,7 @@ function rigNotifyingReceiver(env: Record<string, string>): { rig: Rig; receiver
   const setup = {} as { rig: Rig; receiver: Receiver };
   beforeAll(async () => {
     setup.receiver = await startReceiver();
-    setup.rig = await Rig.create({ NOTIFY_WEBHOOK_URL: setup.receiver.url, ...env });
+    setup.rig = await Rig.create({ NOTIFY_WEBHOOK_URL: setup.receiver.url, SCHEDULE_MIN_INTERVAL_SECONDS: '1', ...env });
     await createDatabase(setup.rig.db('app'));
     setup.rig.setEnv('app', setup.rig.db('app'));
   });
@@ -59,7 +59,7 @@ describe('schedules', () => {
   let store: BackupStore;
 
   beforeAll(async () => {
-    rig = await Rig.create();
+    rig = await Rig.create({ SCHEDULE_MIN_INTERVAL_SECONDS: '1' });
     await createDatabase(rig.db('small'));
     await sql(rig.db('small'), 'CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)');
     rig.setEnv('small', rig.db('small'));

@@ -5,39 +5,39 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { loadConfigOrExit } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { workerTypes } from '../src/operations/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`invalid configuration: ${error.message}\n`);
-  process.exit(2);
-}
+const config = loadConfigOrExit();
 const logger = createLogger(config, { process: 'supervisor' });
+
+function withoutBackupKeys(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { BACKUP_ENCRYPTION_KEY: _key, BACKUP_DECRYPTION_KEYS: _older, ...rest } = env;
+  return rest;
+}
 
 interface Managed {
   name: string;
   script: string;
   args: string[];
+  env?: NodeJS.ProcessEnv;
   child?: ChildProcess;
   restarts: number;
 }
 
 const managed: Managed[] = [
   ...workerTypes.map((type) => ({ name: `worker:${type}`, script: path.join(here, 'worker.js'), args: [type], restarts: 0 })),
-  { name: 'dashboard', script: path.join(here, '..', 'dashboards', 'server.js'), args: [], restarts: 0 },
+  // The server never opens an archive: it is started without the backup keys.
+  { name: 'dashboard', script: path.join(here, '..', 'dashboards', 'server.js'), args: [], env: withoutBackupKeys(process.env), restarts: 0 },
 ];
 let stopping = false;
 
 function launch(entry: Managed): void {
   const started = Date.now();
-  const child = fork(entry.script, entry.args, { stdio: 'inherit' });
+  const child = fork(entry.script, entry.args, { stdio: 'inherit', env: entry.env ?? process.env });
   entry.child = child;
   child.on('exit', (code, signal) => {
     entry.child = undefined;

@@ -2,7 +2,7 @@
  * One worker process of one operation type: `npm run worker -- <type>`. Start as many as you like, on
  * as many hosts as share the Redis; each takes jobs of its type only.
  */
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfigOrExit } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { watchJobOutcomes } from '../src/notify/outcomes.js';
 import { isWorkerType, workerTypes } from '../src/operations/index.js';
@@ -17,14 +17,9 @@ if (!isWorkerType(type)) {
   process.exit(2);
 }
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`invalid configuration: ${error.message}\n`);
-  process.exit(2);
-}
+const config = loadConfigOrExit();
+// Backups hold whole databases: whatever this worker or its tools create is its owner's alone.
+process.umask(0o077);
 
 const logger = createLogger(config, { worker: type });
 const queues = new Queues(config, createRedis(config, 'producer'));

@@ -26,8 +26,8 @@ export const manifestSchema = z.object({
   database: z.string(),
   format: backupFormatSchema,
   compress: z.number().int().min(0).max(9).optional(),
-  /** The archive's name inside BACKUP_DIR. */
-  archive: z.string(),
+  /** The archive's name inside the store: `<id>.dump` or `<id>.d`, never a path (prune deletes it). */
+  archive: z.string().regex(/^[a-z0-9][a-z0-9-]{0,127}\.(dump|d)$/, { message: 'an archive is named <backup id>.dump or <backup id>.d' }),
   sizeBytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   files: z.array(z.object({ name: z.string(), sizeBytes: z.number().int(), sha256: z.string() })).optional(),
@@ -44,6 +44,9 @@ export const manifestSchema = z.object({
   encryption: z.object({ algorithm: z.string(), keyId: z.string() }).optional(),
   /** Checks of this archive, oldest first (the backup's own check, `backups verify`, drills). */
   verifications: z.array(verificationSchema).optional(),
+}).refine((manifest) => manifest.archive === `${manifest.id}${manifest.format === 'custom' ? '.dump' : '.d'}`, {
+  message: 'the archive is not named after the backup and its format',
+  path: ['archive'],
 });
 
 /** The outcome of the newest check: a backup counts as verified while it is ok. */

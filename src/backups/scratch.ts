@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import { connect } from '../postgres/client.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { createScratchDatabase, dropDatabase, scratchDatabaseName } from '../postgres/databases.js';
+import { createScratchDatabase, dropCreatedDatabase, scratchDatabaseName, type DatabaseOwner } from '../postgres/databases.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { archiveInput, restoreArchive } from './archive-input.js';
@@ -11,7 +11,8 @@ import type { BackupStore } from './store.js';
 export interface ScratchRestoreOptions {
   config: Config;
   store: BackupStore;
-  jobId: string;
+  /** The job, and the ledger where its scratch database is recorded. */
+  owner: DatabaseOwner;
   /** Names the connections, e.g. `dbops:verify:<job id>`. */
   holder: string;
   signal: AbortSignal;
@@ -29,7 +30,7 @@ export interface ScratchRestoreOptions {
  * database that the next worker's recovery drops.
  */
 export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
-  const release = await options.store.markInUse(manifest.id, options.jobId);
+  const release = await options.store.markInUse(manifest.id, options.owner.job);
   try {
     return await restoreIntoScratch(server, manifest, options, use);
   } finally {
@@ -38,7 +39,7 @@ export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Ma
 }
 
 async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
-  const { config, store, jobId, holder, signal } = options;
+  const { config, store, owner, holder, signal } = options;
   const input = archiveInput(store, manifest, config);
   const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
   const binDir = await toolDirForServers([maintenanceUrl], config.PG_BIN_DIR, holder);
@@ -46,14 +47,14 @@ async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest,
   const lock = await acquireDatabaseLock({ ...server, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
   const maintenance = await connect(maintenanceUrl, holder);
   try {
-    await createScratchDatabase(maintenance, scratch, server.database, jobId);
+    await createScratchDatabase(maintenance, scratch, server.database, owner);
     try {
       const scratchUrl = withDatabase(server.url, scratch);
       const extraArgs = options.withoutRoles ? ['--no-owner', '--no-acl'] : [];
       await restoreArchive(input, scratchUrl, { binDir, jobs: 2, signal, onLine: options.onLine, extraArgs });
       return await use(scratchUrl, scratch);
     } finally {
-      await dropDatabase(maintenance, scratch).catch(() => undefined);
+      await dropCreatedDatabase(maintenance, scratch, owner.ledger).catch(() => undefined);
     }
   } finally {
     await maintenance.end().catch(() => undefined);

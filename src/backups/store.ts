@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PermanentError, ValidationError } from '../errors.js';
-import type { RecoveryContext } from '../operations/operation.js';
+import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
+import type { RecoveryContext } from '../ownership.js';
 import { sha256Directory, sha256File } from './checksum.js';
 import { backupIdSchema, manifestSchema, type BackupFormat, type Manifest, type Verification } from './manifest.js';
 
@@ -11,18 +12,29 @@ import { backupIdSchema, manifestSchema, type BackupFormat, type Manifest, type 
  * BACKUP_DIR layout:
  *   <id>.dump | <id>.d/      the archive (custom format file, or directory format)
  *   <id>.json                its manifest, written last: an archive without one is not a backup
- *   .partial/<job id>/       work in progress of one job, renamed into place only when complete
- *   .in-use/<id>@<job id>    a job (restore, verify, rehearsal) is reading backup <id>: prune keeps it
+ *   .partial/<prefix>/<queue>/<job id>/   work in progress of one job, renamed into place only when complete
+ *   .in-use/<id>@<queue>.<job id>   a job (restore, verify, rehearsal) is reading backup <id>: prune keeps it
+ * Prefix and job id are encoded (job-ids.ts): any id BullMQ accepts names a directory, and back.
+ * Directories are 0700 and files 0600 whatever the umask: a backup holds the whole database.
  */
 
 const PARTIAL = '.partial';
 const IN_USE = '.in-use';
+export const DIR_MODE = 0o700;
+export const FILE_MODE = 0o600;
 
 export interface InUseMark {
   backupId: string;
-  jobId: string;
+  /** The job reading the backup; absent in marks written before dbops recorded it (kept, never judged). */
+  job?: JobRef;
   pid: number;
   host: string;
+}
+
+/** Creates a directory (and its parents) readable by the owner only. */
+export async function privateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  await chmod(dir, DIR_MODE);
 }
 
 export function newBackupId(env: string, now = new Date()): string {
@@ -37,41 +49,77 @@ export function archiveName(id: string, format: BackupFormat): string {
 export class BackupStore {
   constructor(readonly dir: string) {}
 
+  /** The archive's path: always inside the store (the manifest schema allows a bare archive name only). */
   archivePath(manifest: Pick<Manifest, 'archive'>): string {
-    return path.join(this.dir, manifest.archive);
+    const archive = path.join(this.dir, manifest.archive);
+    if (path.dirname(archive) !== this.dir) throw new PermanentError(`damaged manifest: archive "${manifest.archive}" is not a name inside the backup store`);
+    return archive;
   }
 
   manifestPath(id: string): string {
     return path.join(this.dir, `${id}.json`);
   }
 
+  private partialPath(job: JobRef): string {
+    return path.join(this.dir, PARTIAL, encodeForPath(job.prefix), encodeForPath(job.queue), encodeForPath(job.id));
+  }
+
   /** A fresh, empty working directory for one job; whatever an earlier attempt of it left is removed. */
-  async partialDir(jobId: string): Promise<string> {
-    const dir = path.join(this.dir, PARTIAL, jobId.replace(/[^A-Za-z0-9_-]/g, '_'));
+  async partialDir(job: JobRef): Promise<string> {
+    const dir = this.partialPath(job);
     await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
+    for (const parent of [this.dir, path.join(this.dir, PARTIAL)]) await privateDir(parent);
+    // Another job's removePartial may take an empty parent away meanwhile: then make it again.
+    await mkdir(dir, { recursive: true, mode: DIR_MODE }).catch(() => mkdir(dir, { recursive: true, mode: DIR_MODE }));
     return dir;
   }
 
-  async removePartial(jobId: string): Promise<void> {
-    await rm(path.join(this.dir, PARTIAL, jobId.replace(/[^A-Za-z0-9_-]/g, '_')), { recursive: true, force: true });
+  /** Removes a job's work directory, and the prefix and queue directories above it once empty. */
+  async removePartial(job: JobRef): Promise<void> {
+    const dir = this.partialPath(job);
+    await rm(dir, { recursive: true, force: true });
+    for (const parent of [path.dirname(dir), path.dirname(path.dirname(dir))]) {
+      if (!(await rmdir(parent).then(() => true, () => false))) break; // not empty: another job works there
+    }
   }
 
-  /** Job ids that have work in progress on disk. */
-  async partialJobIds(): Promise<string[]> {
-    return readdir(path.join(this.dir, PARTIAL)).catch(() => []);
+  /**
+   * The jobs of one prefix with work in progress on disk, and whatever else lies in `.partial` that no
+   * job of that prefix can be proven to own (another prefix's work, an older layout): to report, not remove.
+   */
+  async partialWork(prefix: string): Promise<{ jobs: JobRef[]; unknown: string[] }> {
+    const root = path.join(this.dir, PARTIAL);
+    const jobs: JobRef[] = [];
+    const unknown: string[] = [];
+    const ownPrefix = encodeForPath(prefix);
+    for (const top of await readdir(root).catch(() => [] as string[])) {
+      if (top !== ownPrefix) {
+        unknown.push(path.join(PARTIAL, top));
+        continue;
+      }
+      for (const queueDir of await readdir(path.join(root, top)).catch(() => [] as string[])) {
+        const queue = decodeFromPath(queueDir);
+        for (const idDir of await readdir(path.join(root, top, queueDir)).catch(() => [] as string[])) {
+          const id = decodeFromPath(idDir);
+          if (queue === undefined || id === undefined) unknown.push(path.join(PARTIAL, top, queueDir, idDir));
+          else jobs.push({ prefix, queue, id });
+        }
+      }
+    }
+    return { jobs, unknown };
   }
 
   /**
    * Marks a backup as being read by a job until the returned function is called. Taken before the
    * manifest is read, so that a prune either sees the mark or has already removed the backup.
    */
-  async markInUse(backupId: string, jobId: string): Promise<() => Promise<void>> {
+  async markInUse(backupId: string, job: JobRef): Promise<() => Promise<void>> {
     const dir = path.join(this.dir, IN_USE);
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, `${backupId}@${jobId.replace(/[^A-Za-z0-9_.:-]/g, '_')}`);
-    const mark: InUseMark = { backupId, jobId, pid: process.pid, host: os.hostname() };
-    await writeFile(file, JSON.stringify(mark));
+    await privateDir(this.dir);
+    await privateDir(dir);
+    const file = path.join(dir, `${backupId}@${encodeForPath(job.queue)}.${encodeForPath(job.id)}`);
+    const mark: InUseMark = { backupId, job, pid: process.pid, host: os.hostname() };
+    await writeFile(file, JSON.stringify(mark), { mode: FILE_MODE });
     return () => rm(file, { force: true });
   }
 
@@ -90,6 +138,7 @@ export class BackupStore {
   /** Moves a finished archive into place, then writes its manifest: the backup exists from that moment. */
   async publish(partialArchive: string, manifest: Manifest): Promise<string> {
     const archive = this.archivePath(manifest);
+    await chmod(partialArchive, manifest.format === 'custom' ? FILE_MODE : DIR_MODE);
     await rename(partialArchive, archive);
     await this.writeManifest(manifest);
     return archive;
@@ -128,7 +177,7 @@ export class BackupStore {
   /** Written whole under a temporary name (not *.json, so never listed), then renamed into place. */
   private async writeManifest(manifest: Manifest): Promise<void> {
     const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
-    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: FILE_MODE });
     await rename(temporary, this.manifestPath(manifest.id));
   }
 
@@ -139,7 +188,10 @@ export class BackupStore {
   }
 
   private async readManifest(file: string): Promise<Manifest> {
-    return manifestSchema.parse(JSON.parse(await readFile(file, 'utf8')));
+    const parsed = manifestSchema.safeParse(JSON.parse(await readFile(file, 'utf8')));
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0];
+    throw new Error(`damaged: ${issue?.path.join('.') || 'manifest'}: ${issue?.message ?? 'invalid'}`);
   }
 
   /** Recomputes the archive's sha256 and compares it with the manifest; describes the damage if any. */
@@ -164,15 +216,19 @@ export class BackupStore {
   }
 }
 
-/** At worker start: removes work in progress whose job no live worker holds (a killed worker's). */
-export async function recoverPartials({ config, logger, isJobActive }: RecoveryContext): Promise<void> {
+/**
+ * Removes the work in progress of this prefix's jobs that are no longer active (a killed worker's).
+ * Anything else in `.partial` is left alone and logged.
+ */
+export async function recoverPartials({ config, logger, prefix, isJobActive }: RecoveryContext): Promise<void> {
   const store = new BackupStore(config.backupDir);
-  for (const jobId of await store.partialJobIds()) {
-    if (!(await isJobActive(jobId))) {
-      await store.removePartial(jobId);
-      logger.info({ jobId }, 'removed the partial files of a dead worker');
-    }
+  const { jobs, unknown } = await store.partialWork(prefix);
+  for (const job of jobs) {
+    if (job.queue === LOCAL_QUEUE || (await isJobActive(job))) continue; // a --local run cannot be asked
+    await store.removePartial(job);
+    logger.info({ job }, 'removed the partial files of a dead worker');
   }
+  for (const entry of unknown) logger.debug({ entry }, 'left alone: work files of no job of this prefix');
 }
 
 /** Whether the process that left a mark may still be running: only a process on this host can be asked. */
@@ -186,14 +242,20 @@ function markMayBeAlive(mark: InUseMark): boolean {
   }
 }
 
-/** Removes in-use marks left by dead workers (their job is no longer active) and dead local runs. */
-export async function recoverInUseMarks({ config, logger, isJobActive }: RecoveryContext): Promise<void> {
-  const store = new BackupStore(config.backupDir);
+/** Whether a mark's reader is provably gone: its job is no longer active, or (--local) its process is dead. */
+async function markIsStale(mark: InUseMark, { prefix, isJobActive }: RecoveryContext): Promise<boolean> {
+  if (!mark.job) return false;
+  if (mark.job.queue === LOCAL_QUEUE) return !markMayBeAlive(mark);
+  return mark.job.prefix === prefix && !(await isJobActive(mark.job));
+}
+
+/** Removes in-use marks left by dead workers and dead local runs. */
+export async function recoverInUseMarks(context: RecoveryContext): Promise<void> {
+  const store = new BackupStore(context.config.backupDir);
   for (const mark of await store.inUseMarks()) {
-    const stale = mark.jobId.startsWith('local-') ? !markMayBeAlive(mark) : !(await isJobActive(mark.jobId));
-    if (stale) {
+    if (await markIsStale(mark, context)) {
       await rm(mark.file, { force: true });
-      logger.info({ jobId: mark.jobId, backupId: mark.backupId }, 'removed the in-use mark of a dead worker');
+      context.logger.info({ job: mark.job, backupId: mark.backupId }, 'removed the in-use mark of a dead worker');
     }
   }
 }

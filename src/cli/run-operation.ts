@@ -4,7 +4,10 @@ import { PermanentError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { createContext } from '../operations/context.js';
 import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
-import { Producer, validatePayload, type JobOutcome } from '../queue/producer.js';
+import { LOCAL_QUEUE } from '../job-ids.js';
+import { unrecordedLedger } from '../ownership.js';
+import { validatePayload } from '../operations/validate.js';
+import { Producer, type JobOutcome } from '../queue/producer.js';
 import { CliExit, EXIT, cliConfig, err, out, printJson } from './io.js';
 import { createProgressDisplay } from './progress.js';
 
@@ -42,15 +45,20 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
     if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
     childResults.push(await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), { ...flags, json: true, quiet: true }));
   }
+  process.umask(0o077); // a local backup is its owner's alone, as a worker's is
   const controller = new AbortController();
   const interrupt = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
   const display = createProgressDisplay();
+  const jobId = `local-${randomBytes(4).toString('hex')}`;
   const { context, flush } = createContext(
     {
-      jobId: `local-${randomBytes(4).toString('hex')}`,
+      jobId,
+      // No queue to ask whether this run is alive: what it leaves when killed is reported, never removed.
+      job: { prefix: config.QUEUE_PREFIX, queue: LOCAL_QUEUE, id: jobId },
+      ledger: unrecordedLedger,
       attempt: 1,
       payload,
       config,

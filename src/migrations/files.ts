@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { PermanentError } from '../errors.js';
+import { PermanentError, ValidationError } from '../errors.js';
 
 /*
  * Migration files in the node-pg-migrate SQL format: `<number>_<name>.sql` with `-- Up Migration` and an
@@ -32,6 +32,31 @@ function sections(text: string): { up: string; down: string | undefined } {
   return { up: strip(up), down: down === undefined ? undefined : strip(down) };
 }
 
+function isWithin(root: string, candidate: string): boolean {
+  const relative = path.relative(root, candidate);
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
+
+/**
+ * The migrations directory a payload names, confined to MIGRATIONS_ROOT: relative to it or absolute,
+ * no `..`, and inside it once symlinks are followed. A path outside gets one answer whether or not it
+ * exists, so a payload cannot probe the worker's file system either.
+ */
+export async function migrationsDir(root: string, dir: string): Promise<string> {
+  const outside = () => new ValidationError(`dir: "${dir}" is not inside MIGRATIONS_ROOT on the worker`, [{ path: 'dir', message: 'must be inside MIGRATIONS_ROOT' }]);
+  if (dir.includes('\0') || dir.split(/[\\/]/).includes('..')) throw outside();
+  const realRoot = await realpath(root).catch(() => {
+    throw new PermanentError(`MIGRATIONS_ROOT does not exist on the worker (${path.basename(root)})`);
+  });
+  const candidate = path.resolve(root, dir);
+  if (!isWithin(root, candidate) && !isWithin(realRoot, candidate)) throw outside();
+  const real = await realpath(candidate).catch(() => undefined);
+  if (real !== undefined && !isWithin(realRoot, real)) throw outside();
+  if (real === undefined) throw new ValidationError(`dir: no migrations directory "${dir}" in MIGRATIONS_ROOT`, [{ path: 'dir', message: 'no such directory' }]);
+  return real;
+}
+
+/** Reads the migrations of a directory that migrationsDir returned. */
 export async function readMigrations(dir: string): Promise<MigrationFile[]> {
   let names: string[];
   try {

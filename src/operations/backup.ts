@@ -102,7 +102,7 @@ type BackupPayload = z.output<typeof schema>;
  * archive's table of contents is read back, and the backup published with its manifest.
  */
 async function dumpInSnapshot(
-  { payload, config, jobId, signal, progress, log, enqueue }: OperationContext<BackupPayload>,
+  { payload, config, job, jobId, signal, progress, log, enqueue }: OperationContext<BackupPayload>,
   target: DatabaseTarget,
   store: BackupStore,
   client: pg.Client,
@@ -116,7 +116,7 @@ async function dumpInSnapshot(
   const key = config.encryptionKey;
 
   const id = newBackupId(target.env, startedAt);
-  const work = await store.partialDir(jobId);
+  const work = await store.partialDir(job);
   try {
     const partial = path.join(work, archiveName(id, payload.format));
     const tail = new StderrTail();
@@ -193,11 +193,12 @@ async function dumpInSnapshot(
     progress(100, `backup ${id} complete`);
     if (config.retentionFor(target.env)) {
       // Retention runs as its own job after each backup; the backup stands whether or not it can be queued.
-      await enqueue('prune', { env: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) => log(`retention not applied: ${errorMessage(error)}`));
+      // It applies the operator's configured policy, so it confirms for the environment the backup is of.
+      await enqueue('prune', { env: target.env, confirm: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) => log(`retention not applied: ${errorMessage(error)}`));
     }
     return resultOf(manifest, archivePath);
   } finally {
-    await store.removePartial(jobId);
+    await store.removePartial(job);
   }
 }
 

@@ -3,14 +3,15 @@ import type pg from 'pg';
 import type { ResultPromise } from 'execa';
 import { z } from 'zod';
 import { BackupStore, recoverPartials } from '../backups/store.js';
+import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { differences, digestTables, userTables, type TableDigest } from '../postgres/compare.js';
-import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
+import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
-import { envName, parallelJobs, requireConfirmation } from './fields.js';
+import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 /** SQL run inside the copy before it becomes visible; sent as text so any worker host can run it. */
@@ -22,7 +23,7 @@ const sanitizeScript = z.strictObject({
 const schema = z.strictObject({
   from: envName,
   to: envName,
-  confirm: z.string().max(200).optional(),
+  confirm: confirmField,
   /** 1: stream pg_dump into pg_restore with no file; more: parallel dump and restore through a directory. */
   jobs: parallelJobs.default(1),
   sanitize: z.array(sanitizeScript).max(50).default([]),
@@ -44,11 +45,6 @@ export interface CopyResult {
 }
 
 /** Where a URL points: two environment names for one database are the same database. */
-function identity(target: DatabaseTarget): string {
-  const url = new URL(target.url);
-  return `${url.hostname || url.searchParams.get('host') || 'local'}:${url.port || '5432'}/${target.database}`;
-}
-
 /** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
 function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
   let done = 0;
@@ -119,7 +115,7 @@ function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
 
 async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
-  const work = path.join(await store.partialDir(context.jobId), 'dump');
+  const work = path.join(await store.partialDir(context.job), 'dump');
   try {
     const counter = progressCounter(context, tables);
     const jobs = `--jobs=${context.payload.jobs}`;
@@ -138,7 +134,7 @@ async function parallelCopy(context: OperationContext<CopyPayload>, source: Data
     });
     await finishTool('pg_restore', restore, counter.tail);
   } finally {
-    await store.removePartial(context.jobId);
+    await store.removePartial(context.job);
   }
 }
 
@@ -180,13 +176,13 @@ export const copy = defineOperation({
   type: 'copy',
   summary: "copy one environment's database into another, through a shadow database swapped in on success",
   schema,
+  changes: (payload) => payload.to,
   precheck(payload, config) {
     const source = resolveTarget(config, payload.from);
     const target = resolveTarget(config, payload.to);
-    if (source.env === target.env || identity(source) === identity(target)) {
+    if (source.env === target.env || databaseIdentity(source.url) === databaseIdentity(target.url)) {
       throw new ValidationError(`"${payload.from}" and "${payload.to}" are the same database: nothing to copy`, [{ path: 'to', message: 'must differ from from' }]);
     }
-    requireConfirmation(config, target.env, payload.confirm);
   },
   async process(context): Promise<CopyResult> {
     const { payload, config, jobId, signal, progress, log } = context;
@@ -220,7 +216,7 @@ export const copy = defineOperation({
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
       const replaced = await replaceDatabase(target, {
         config,
-        jobId,
+        owner: context,
         kind: 'copy',
         signal,
         progress,
@@ -250,7 +246,7 @@ export const copy = defineOperation({
     }
   },
   async recover(context) {
-    await recoverShadowDatabases(context);
+    await recoverCreatedDatabases(context);
     await recoverPartials(context);
   },
   describe: (result) =>

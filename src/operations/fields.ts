@@ -12,11 +12,14 @@ export const envName = z
 
 export const parallelJobs = z.number().int().min(1).max(64);
 
-/** Destructive jobs into a protected environment must repeat its name. */
-export function requireConfirmation(config: Config, env: string, confirm: string | undefined): void {
+/** The name of the protected environment a job changes, repeated (CLI `--confirm`, JSON field `confirm`). */
+export const confirmField = z.string().max(200).optional();
+
+/** A job that changes a protected environment's database or backups must repeat its name. */
+export function requireConfirmation(config: Config, env: string, confirm: unknown): void {
   if (!config.protectedEnvs.has(env)) return;
-  if (confirm === undefined || normalizeEnvName(confirm) !== env) {
-    throw new ValidationError(`"${env}" is a protected environment: repeat its name with --confirm ${env}`, [
+  if (typeof confirm !== 'string' || normalizeEnvName(confirm) !== env) {
+    throw new ValidationError(`"${env}" is a protected environment: repeat its name with --confirm ${env} (JSON field "confirm")`, [
       { path: 'confirm', message: `must equal "${env}"` },
     ]);
   }

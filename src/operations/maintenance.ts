@@ -2,16 +2,18 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
 import { withClient } from '../postgres/client.js';
-import { listPreviousDatabases, type PreviousDatabase } from '../postgres/databases.js';
+import type { DatabaseLedger } from '../ownership.js';
+import { findCreatedDatabases, listPreviousDatabases, type PreviousDatabase, type UnprovenDatabase } from '../postgres/databases.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { envName } from './fields.js';
+import { confirmField, envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = z
   .strictObject({
     env: envName,
     action: z.enum(['vacuum', 'analyze', 'reindex', 'report']),
+    confirm: confirmField,
     /** `schema.table`; the whole database when absent. Looked up in the catalog, never spliced into SQL. */
     table: z
       .string()
@@ -72,6 +74,8 @@ export interface MaintenanceReport {
   idleInTransaction: { pid: number; user: string | null; seconds: number; query: string }[];
   /** Earlier versions of this database kept by restores and copies: they take space until dropped. */
   previousDatabases: PreviousDatabase[];
+  /** Databases on this server that look like dbops' but that it cannot prove it made: never removed by it. */
+  unprovenDatabases: UnprovenDatabase[];
 }
 
 export type MaintenanceResult = MaintenanceRun | MaintenanceReport;
@@ -90,7 +94,7 @@ async function relationSize(client: pg.ClientBase, oid: number, fn: 'pg_total_re
   }
 }
 
-async function report(client: pg.ClientBase, database: string, thresholds: { longRunningSeconds: number; idleSeconds: number }): Promise<MaintenanceReport> {
+async function report(client: pg.ClientBase, database: string, thresholds: { longRunningSeconds: number; idleSeconds: number }, ledger: DatabaseLedger): Promise<MaintenanceReport> {
   await client.query("SET lock_timeout = '200ms'");
   const size = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
   const blockSize = Number((await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192);
@@ -154,6 +158,7 @@ async function report(client: pg.ClientBase, database: string, thresholds: { lon
       .filter((row) => String(row.state).startsWith('idle in transaction') && row.in_state >= thresholds.idleSeconds)
       .map((row) => ({ pid: row.pid, user: row.user, seconds: row.in_state, query: row.query })),
     previousDatabases: await listPreviousDatabases(client, database),
+    unprovenDatabases: (await findCreatedDatabases(client, ledger)).unproven,
   };
 }
 
@@ -212,6 +217,8 @@ function describeReport(result: MaintenanceReport): string {
   lines.push(`idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
   const kept = result.previousDatabases.map((previous) => `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`);
   lines.push(`kept previous versions (drop them once not needed): ${kept.join(', ') || 'none'}`);
+  const unproven = result.unprovenDatabases.map((found) => `${found.name} (${found.why})`);
+  lines.push(`look like dbops' but are not provably its own, so never dropped by it: ${unproven.join(', ') || 'none'}`);
   return lines.join('\n');
 }
 
@@ -219,6 +226,9 @@ export const maintenance = defineOperation({
   type: 'maintenance',
   summary: 'vacuum, analyze, reindex, and a health report',
   schema,
+  // ANALYZE and a plain VACUUM change no data and block neither reads nor writes (SHARE UPDATE EXCLUSIVE):
+  // they run unconfirmed. VACUUM FULL and REINDEX rewrite and lock tables: confirmed on a protected env.
+  changes: (payload) => (payload.action === 'reindex' || (payload.action === 'vacuum' && payload.full) ? payload.env : undefined),
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },
@@ -226,7 +236,7 @@ export const maintenance = defineOperation({
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);
     if (payload.action === 'report') {
-      return withClient(target.url, (client) => report(client, target.database, payload), `dbops:maintenance:${jobId}`);
+      return withClient(target.url, (client) => report(client, target.database, payload, context.ledger), `dbops:maintenance:${jobId}`);
     }
     const holder = `dbops:maintenance:${jobId}`;
     return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress }, async (client) => {

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { runner } from 'node-pg-migrate';
 import type pg from 'pg';
 import { z } from 'zod';
@@ -10,6 +9,7 @@ import {
   changedSinceApplied,
   forgetChecksums,
   readApplied,
+  migrationsDir,
   readMigrations,
   recordChecksums,
   type AppliedMigration,
@@ -18,15 +18,16 @@ import {
 import { connect, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { envName } from './fields.js';
+import { confirmField, envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = z
   .strictObject({
     env: envName,
-    /** The migrations directory, as the workers see it (the CLI sends an absolute path). */
-    dir: z.string().min(1).max(4096).default('migrations'),
+    /** The migrations directory, as the workers see it: inside MIGRATIONS_ROOT (relative to it, or absolute). */
+    dir: z.string().min(1).max(4096).default('.'),
     action: z.enum(['status', 'up', 'down']).default('up'),
+    confirm: confirmField,
     /** up: how many pending migrations (default all); down: how many to revert (default 1). */
     count: z.number().int().min(1).max(100_000).optional(),
     /** up: apply pending migrations up to and including this one. */
@@ -89,6 +90,7 @@ function selection(payload: MigratePayload, files: MigrationFile[], applied: App
 async function runMigrations(
   context: OperationContext<MigratePayload>,
   client: pg.Client,
+  dir: string,
   direction: 'up' | 'down',
   chosen: MigrationFile[],
   onDone: (name: string) => Promise<void>,
@@ -108,7 +110,7 @@ async function runMigrations(
     try {
       const ran = await runner({
         dbClient: client,
-        dir: path.resolve(payload.dir),
+        dir,
         direction,
         count: 1,
         migrationsTable: MIGRATIONS_TABLE,
@@ -140,17 +142,18 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
   progress(1, `checking backup ${latest.id}`);
   const integrity = await store.checkIntegrity(latest);
   if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
-  const files = await readMigrations(payload.dir);
+  const dir = await migrationsDir(config.migrationsRoot, payload.dir);
+  const files = await readMigrations(dir);
 
   progress(5, `restoring ${latest.id} into a scratch database`);
-  return withScratchRestore(target, latest, { config, store, jobId, holder: `dbops:migrate:${jobId}`, signal }, async (scratchUrl) => {
+  return withScratchRestore(target, latest, { config, store, owner: context, holder: `dbops:migrate:${jobId}`, signal }, async (scratchUrl) => {
     const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
     try {
       const pending = pendingOf(files, await readApplied(client));
       log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
       let timings: MigrationTiming[];
       try {
-        timings = await runMigrations(context, client, 'up', pending, async () => undefined);
+        timings = await runMigrations(context, client, dir, 'up', pending, async () => undefined);
       } catch (error) {
         const failed = (error as { timings?: MigrationTiming[] }).timings ?? [];
         const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
@@ -167,18 +170,19 @@ export const migrate = defineOperation({
   type: 'migrate',
   summary: 'apply SQL migrations (node-pg-migrate format) with checksums, dry runs and rehearsals',
   schema,
+  // A rehearsal changes only its scratch database; status and dry runs change nothing.
+  changes: (payload) => (payload.action === 'status' || payload.dryRun || payload.rehearse ? undefined : payload.env),
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
-    await readMigrations(payload.dir).catch((error: unknown) => {
-      throw new ValidationError(errorMessage(error));
-    });
+    await readMigrations(await migrationsDir(config.migrationsRoot, payload.dir));
   },
   children: (payload) => (payload.backupFirst ? [{ type: 'backup', payload: { env: payload.env } }] : []),
   async process(context): Promise<MigrateResult> {
     const { payload, config, jobId, signal, progress } = context;
     if (payload.rehearse) return rehearse(context);
     const target = resolveTarget(config, payload.env);
-    const files = await readMigrations(payload.dir);
+    const dir = await migrationsDir(config.migrationsRoot, payload.dir);
+    const files = await readMigrations(dir);
 
     if (payload.action === 'status' || payload.dryRun) {
       // Read-only: no lock, nothing created.
@@ -204,7 +208,7 @@ export const migrate = defineOperation({
       }
       const chosen = selection(payload, files, applied);
       const direction = payload.action as 'up' | 'down';
-      const timings = await runMigrations(context, client, direction, chosen, (name) =>
+      const timings = await runMigrations(context, client, dir, direction, chosen, (name) =>
         direction === 'up' ? recordChecksums(client, files, [name]) : forgetChecksums(client, [name]),
       );
       // Migrations applied before dbops recorded checksums are adopted as they are now.

@@ -1,7 +1,9 @@
 import type { JobsOptions } from 'bullmq';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
+import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
+import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
 
 export interface Progress {
   percent: number;
@@ -10,7 +12,11 @@ export interface Progress {
 
 /** What a processor gets: its validated payload, and ways to report, all independent of BullMQ. */
 export interface OperationContext<Payload> {
+  /** The job's id within its queue (`job.id`); `job` names it unambiguously. */
   jobId: string;
+  job: JobRef;
+  /** Where the databases this job creates are recorded, so that only those are ever dropped as leftovers. */
+  ledger: DatabaseLedger;
   /** 1 for the first run, 2 for the first retry… */
   attempt: number;
   payload: Payload;
@@ -31,14 +37,6 @@ export interface OperationContext<Payload> {
   childResults: unknown[];
 }
 
-/** Where a worker looks for what dead workers left behind, at start. */
-export interface RecoveryContext {
-  config: Config;
-  logger: Logger;
-  /** Whether a job of this type is still being worked on by a live worker. */
-  isJobActive(jobId: string): Promise<boolean>;
-}
-
 /**
  * One operation type of the catalogue: everything about it in one place. Adding an operation means
  * writing one of these and registering it in ./index.ts.
@@ -54,7 +52,13 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   queue?: string;
   /** The job payload: validated by producers before anything reaches Redis, and again by the worker. */
   schema: Schema;
-  /** Checks against the configuration (environment known, confirmation given, backup exists). */
+  /**
+   * The environment whose database or backups this job would change; undefined when it changes nothing
+   * (a report, a list, a dry run). The worker enforces, whoever the producer: such a job on a protected
+   * environment carries `confirm` equal to the environment's name, and once completed it never runs again.
+   */
+  changes?(payload: z.output<Schema>): string | undefined;
+  /** Checks against the configuration (environment known, backup exists). */
   precheck?(payload: z.output<Schema>, config: Config): Promise<void> | void;
   /**
    * Jobs that must succeed before this one runs (a BullMQ flow: this job waits for them; if one fails

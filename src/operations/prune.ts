@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { describeRetention, parseRetention, planRetention, type RetentionPolicy } from '../backups/retention.js';
 import { BackupStore } from '../backups/store.js';
 import { ValidationError } from '../errors.js';
-import { envName } from './fields.js';
+import { confirmField, envName } from './fields.js';
 import { defineOperation } from './operation.js';
 
 const policyText = z
@@ -23,6 +23,7 @@ const schema = z.strictObject({
   dryRun: z.boolean().default(false),
   /** A policy for this run instead of BACKUP_RETENTION[_<ENV>], e.g. `last=7,daily=7,weekly=4`. */
   policy: policyText.optional(),
+  confirm: confirmField,
 });
 
 export interface PruneEnvResult {
@@ -42,6 +43,8 @@ export const prune = defineOperation({
   queue: 'backup',
   summary: 'apply retention (last N verified, then daily/weekly/monthly) to the backups in BACKUP_DIR',
   schema,
+  // Without an environment, protected ones are left out (they are pruned one by one, confirmed).
+  changes: (payload) => (payload.dryRun ? undefined : payload.env),
   precheck(payload, config) {
     if (payload.env && !payload.policy && !config.retentionFor(payload.env)) {
       const variable = `BACKUP_RETENTION_${payload.env.toUpperCase().replace(/-/g, '_')}`;
@@ -57,6 +60,11 @@ export const prune = defineOperation({
       progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env}`);
       const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
       const manifests = all.filter((manifest) => manifest.env === env);
+      if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) {
+        const reasons = [`protected: prune it with env ${env} and confirm ${env}`];
+        result.environments.push({ env, policy: policy ? describeRetention(policy) : null, kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons })), pruned: [] });
+        continue;
+      }
       if (!policy) {
         result.environments.push({ env, policy: null, kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: ['no policy'] })), pruned: [] });
         continue;

@@ -3,16 +3,16 @@ import { backupIdSchema } from '../backups/manifest.js';
 import { archiveInput, countTocEntries, restoreArchive } from '../backups/archive-input.js';
 import { BackupStore, recoverInUseMarks } from '../backups/store.js';
 import { PermanentError, errorMessage } from '../errors.js';
-import { recoverShadowDatabases, replaceDatabase } from '../postgres/replace.js';
+import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { envName, parallelJobs, requireConfirmation } from './fields.js';
+import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = z.strictObject({
   env: envName,
   backup: backupIdSchema,
-  confirm: z.string().max(200).optional(),
+  confirm: confirmField,
   jobs: parallelJobs.default(2),
   /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
   keepPrevious: z.boolean().optional(),
@@ -36,17 +36,17 @@ export const restore = defineOperation({
   type: 'restore',
   summary: 'restore a backup into an environment, through a shadow database swapped in on success',
   schema,
+  changes: (payload) => payload.env,
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
-    requireConfirmation(config, payload.env, payload.confirm);
     await new BackupStore(config.backupDir).get(payload.backup);
   },
   async process(context): Promise<RestoreResult> {
-    const { payload, config, jobId } = context;
+    const { payload, config, job } = context;
     const startedAt = Date.now();
     resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
-    const release = await store.markInUse(payload.backup, jobId); // before the manifest is read: see markInUse
+    const release = await store.markInUse(payload.backup, job); // before the manifest is read: see markInUse
     try {
       return await restoreBackup(context, store, startedAt);
     } finally {
@@ -54,7 +54,7 @@ export const restore = defineOperation({
     }
   },
   async recover(context) {
-    await recoverShadowDatabases(context);
+    await recoverCreatedDatabases(context);
     await recoverInUseMarks(context);
   },
   describe: (result) =>
@@ -88,7 +88,7 @@ async function restoreBackup(context: OperationContext<RestorePayload>, store: B
 
   const replaced = await replaceDatabase(target, {
     config,
-    jobId,
+    owner: context,
     kind: 'restore',
     signal,
     progress,

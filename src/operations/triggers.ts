@@ -5,7 +5,7 @@ import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
 import { quoteIdent, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { envName } from './fields.js';
+import { confirmField, envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const identifierText = (max: number) =>
@@ -21,6 +21,7 @@ const schema = z
   .strictObject({
     env: envName,
     action: z.enum(['list', 'enable', 'disable', 'create', 'drop']),
+    confirm: confirmField,
     /** `schema.table`; looked up in the catalog, never spliced into SQL. */
     table: identifierText(300).optional(),
     name: identifierText(200).optional(),
@@ -170,7 +171,7 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
     const reenableJobId = `triggers-reenable-${jobId.replace(/^triggers-/, '')}`;
     await context.enqueue(
       'triggers',
-      { env: payload.env, action: 'enable', triggers: toChange.map(named) },
+      { env: payload.env, action: 'enable', triggers: toChange.map(named), confirm: payload.confirm },
       { jobId: reenableJobId, delayMs: payload.forSeconds * 1000 },
     );
     reenable = { reenableAt: new Date(Date.now() + payload.forSeconds * 1000).toISOString(), reenableJobId };
@@ -189,6 +190,7 @@ export const triggers = defineOperation({
   type: 'triggers',
   summary: 'list, enable, disable, create and drop triggers',
   schema,
+  changes: (payload) => (payload.action === 'list' ? undefined : payload.env),
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

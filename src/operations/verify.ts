@@ -54,12 +54,13 @@ export const verify = defineOperation({
     if (payload.backup) await new BackupStore(config.backupDir).get(payload.backup);
     if (payload.env) resolveTarget(config, payload.env);
   },
-  async process({ payload, config, jobId, signal, progress, log }): Promise<VerifyResult> {
+  async process(context): Promise<VerifyResult> {
+    const { payload, config, job, jobId, signal, progress, log } = context;
     const startedAt = Date.now();
     const store = new BackupStore(config.backupDir);
     const level: Verification['level'] = payload.full ? 'full' : 'toc';
     const picked = await pickBackup(store, payload);
-    const release = await store.markInUse(picked.id, jobId);
+    const release = await store.markInUse(picked.id, job);
     try {
       const manifest = await store.get(picked.id); // still there, now that prune sees the mark
       let tocEntries = 0;
@@ -76,7 +77,7 @@ export const verify = defineOperation({
         if (payload.full) {
           const server = resolveTarget(config, payload.env ?? manifest.env);
           progress(15, `restoring ${manifest.id} into a scratch database on ${server.env}'s server`);
-          tablesCompared = await withScratchRestore(server, manifest, { config, store, jobId, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true }, async (scratchUrl) => {
+          tablesCompared = await withScratchRestore(server, manifest, { config, store, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true }, async (scratchUrl) => {
             progress(85, 'counting rows');
             const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
             try {

@@ -1,25 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type pg from 'pg';
+import type { JobRef } from '../job-ids.js';
+import type { CreatedDatabase, DatabaseLedger } from '../ownership.js';
 import { quoteIdent, quoteLiteral } from './client.js';
 
 /*
  * Whole-database moves for restore and copy: build the new contents in a shadow database, then swap
  * it in by renaming, so that the target is either entirely the old database or entirely the new one.
- * A shadow database carries a JSON comment naming its target, so leftovers of a dead worker can be
- * found and dropped (never a live database: only one with that mark).
+ * Every database dbops creates is recorded in its ledger (name and OID, with the creating job); only a
+ * database that matches such a record is ever dropped as a leftover. The JSON comment it also carries
+ * is for people: any job that runs SQL could write one, so nothing decides on it.
  */
 
 const SHADOW_MARK = 'dbops-shadow';
 const MAX_IDENTIFIER = 63;
 
+/** For people reading `\l+`; never trusted (see findCreatedDatabases). */
 interface ShadowComment {
   mark: typeof SHADOW_MARK;
   target: string;
   job: string;
   createdAt: string;
-  /** Set while the target refuses connections for the swap, so recovery can open it again. */
-  targetClosed?: boolean;
   /** A scratch database: the database it was made for (a rehearsal or a verification of its backup). */
   scratchOf?: string;
 }
@@ -52,58 +54,104 @@ async function creationOptions(client: pg.Client, like: string): Promise<string>
   return parts.join(' ');
 }
 
-/** Creates an empty shadow database for `target`, with the target's encoding, locale and owner. */
-export async function createShadowDatabase(client: pg.Client, target: string, jobId: string): Promise<string> {
-  const name = `dbops_shadow_${randomBytes(6).toString('hex')}`;
-  const options = (await databaseExists(client, target)) ? await creationOptions(client, target) : '';
+/** The job creating a database, and where dbops records that it did. */
+export interface DatabaseOwner {
+  job: JobRef;
+  ledger: DatabaseLedger;
+}
+
+/** dbops' database names: a random suffix, so a name never comes back for another database. */
+const CREATED_NAME = /^dbops_(shadow|scratch)_[0-9a-f]{12}$/;
+
+async function createRecorded(
+  client: pg.Client,
+  name: string,
+  kind: CreatedDatabase['kind'],
+  target: string,
+  like: string,
+  owner: DatabaseOwner,
+): Promise<CreatedDatabase> {
+  const options = (await databaseExists(client, like)) ? await creationOptions(client, like) : '';
   await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
-  await setShadowComment(client, name, { mark: SHADOW_MARK, target, job: jobId, createdAt: new Date().toISOString() });
-  return name;
+  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [name]);
+  const record: CreatedDatabase = { name, oid: rows[0]!.oid, kind, target, job: owner.job, createdAt: new Date().toISOString() };
+  try {
+    await owner.ledger.record(record);
+  } catch (error) {
+    await dropDatabase(client, name).catch(() => undefined); // unrecorded, it could never be cleaned up
+    throw error;
+  }
+  await setShadowComment(client, name, {
+    mark: SHADOW_MARK,
+    target,
+    job: owner.job.id,
+    createdAt: record.createdAt,
+    ...(kind === 'scratch' ? { scratchOf: like } : {}),
+  });
+  return record;
+}
+
+/** Creates an empty shadow database for `target`, with the target's encoding, locale and owner. */
+export async function createShadowDatabase(client: pg.Client, target: string, owner: DatabaseOwner): Promise<CreatedDatabase> {
+  return createRecorded(client, `dbops_shadow_${randomBytes(6).toString('hex')}`, 'shadow', target, target, owner);
 }
 
 /**
- * A scratch database (e.g. for a migration rehearsal) that no live database depends on: marked like a
- * shadow whose target is itself, so its job holds the lock on its own name and recovery drops it only
- * once that job is gone.
+ * A scratch database (e.g. for a migration rehearsal) that no live database depends on: its own target,
+ * so its job holds the lock on its own name and recovery drops it only once that job is gone.
  */
 export function scratchDatabaseName(): string {
   return `dbops_scratch_${randomBytes(6).toString('hex')}`;
 }
 
 /** Creates it; take the lock on `name` first. */
-export async function createScratchDatabase(client: pg.Client, name: string, like: string, jobId: string): Promise<void> {
-  const options = (await databaseExists(client, like)) ? await creationOptions(client, like) : '';
-  await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
-  await setShadowComment(client, name, { mark: SHADOW_MARK, target: name, job: jobId, createdAt: new Date().toISOString(), scratchOf: like });
+export async function createScratchDatabase(client: pg.Client, name: string, like: string, owner: DatabaseOwner): Promise<void> {
+  await createRecorded(client, name, 'scratch', name, like, owner);
+}
+
+/** Drops a database dbops created and its record. */
+export async function dropCreatedDatabase(client: pg.Client, name: string, ledger: DatabaseLedger): Promise<void> {
+  await dropDatabase(client, name);
+  await ledger.forget(name);
 }
 
 export async function dropDatabase(client: pg.Client, name: string): Promise<void> {
   await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
 }
 
-/** Shadow databases on this server, with the database each was meant to replace. */
-export interface ShadowDatabase {
+/** A database on this server that dbops' ledger proves it created: the name and the OID match. */
+export interface LeftoverDatabase {
   name: string;
-  target: string;
-  job: string;
-  comment: ShadowComment;
+  record: CreatedDatabase;
 }
 
-export async function listShadowDatabases(client: pg.Client): Promise<ShadowDatabase[]> {
-  const { rows } = await client.query<{ datname: string; description: string }>(
-    `SELECT d.datname, s.description FROM pg_database d
-       JOIN pg_shdescription s ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass
-      WHERE s.description LIKE $1`,
+/** Databases that look like dbops' (its name, or its comment) but that no ledger record proves it made. */
+export interface UnprovenDatabase {
+  name: string;
+  why: string;
+}
+
+/**
+ * Every database on this server that dbops created and has not yet dropped (`proven`), and the ones
+ * that only look like it (`unproven`: to report, never to remove).
+ */
+export async function findCreatedDatabases(client: pg.ClientBase, ledger: DatabaseLedger): Promise<{ proven: LeftoverDatabase[]; unproven: UnprovenDatabase[] }> {
+  const { rows } = await client.query<{ datname: string; oid: number; marked: boolean }>(
+    `SELECT d.datname, d.oid::int AS oid, coalesce(shobj_description(d.oid, 'pg_database') LIKE $1, false) AS marked
+       FROM pg_database d
+      WHERE d.datname LIKE 'dbops\\_shadow\\_%' OR d.datname LIKE 'dbops\\_scratch\\_%' OR shobj_description(d.oid, 'pg_database') LIKE $1
+      ORDER BY d.datname`,
     [`{"mark":"${SHADOW_MARK}"%`],
   );
-  return rows.flatMap((row) => {
-    try {
-      const comment = JSON.parse(row.description) as ShadowComment;
-      return comment.mark === SHADOW_MARK ? [{ name: row.datname, target: comment.target, job: comment.job, comment }] : [];
-    } catch {
-      return [];
-    }
-  });
+  const proven: LeftoverDatabase[] = [];
+  const unproven: UnprovenDatabase[] = [];
+  for (const row of rows) {
+    const record = CREATED_NAME.test(row.datname) ? await ledger.get(row.datname) : undefined;
+    if (record && record.oid === row.oid && record.name === row.datname) proven.push({ name: row.datname, record });
+    else if (!CREATED_NAME.test(row.datname)) unproven.push({ name: row.datname, why: "carries dbops' mark but not a name dbops gives" });
+    else unproven.push({ name: row.datname, why: record ? 'another database than the one dbops recorded under this name' : 'no record that dbops created it' });
+  }
+  return { proven, unproven };
 }
 
 function previousName(target: string, now: Date): string {
@@ -136,20 +184,21 @@ export async function swapInShadow(
   client: pg.Client,
   target: string,
   shadow: string,
-  options: { keepPrevious: boolean; note: string; jobId: string },
+  options: { keepPrevious: boolean; note: string; record: CreatedDatabase; ledger: DatabaseLedger },
 ): Promise<SwapResult> {
+  const { record, ledger } = options;
   if (!(await databaseExists(client, target))) {
     await client.query('BEGIN');
     await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
     await setShadowComment(client, target, null);
     await client.query('COMMIT');
+    await ledger.forget(shadow);
     return {};
   }
   let previous = previousName(target, new Date());
   for (let n = 2; await databaseExists(client, previous); n += 1) previous = `${previous.slice(0, MAX_IDENTIFIER - 3)}_${n}`;
 
-  const comment: ShadowComment = { mark: SHADOW_MARK, target, job: options.jobId, createdAt: new Date().toISOString() };
-  await setShadowComment(client, shadow, { ...comment, targetClosed: true });
+  await ledger.record({ ...record, targetClosed: true });
   await client.query(`ALTER DATABASE ${quoteIdent(target)} ALLOW_CONNECTIONS false`);
   try {
     for (let attempt = 1; ; attempt += 1) {
@@ -162,6 +211,7 @@ export async function swapInShadow(
         await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
         await setShadowComment(client, target, null);
         await client.query('COMMIT');
+        await ledger.forget(shadow);
         break;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -171,7 +221,7 @@ export async function swapInShadow(
     }
   } catch (error) {
     await client.query(`ALTER DATABASE ${quoteIdent(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
-    await setShadowComment(client, shadow, comment).catch(() => undefined);
+    await ledger.record(record).catch(() => undefined);
     throw error;
   }
 
@@ -211,16 +261,16 @@ export async function listPreviousDatabases(client: pg.ClientBase, target: strin
 }
 
 /** A swap that died after closing the target leaves it refusing connections; open it again. */
-async function reopenIfClosedByUs(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
-  if (!shadow.comment.targetClosed) return;
-  const { rows } = await client.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [shadow.target]);
+async function reopenIfClosedByUs(client: pg.Client, record: CreatedDatabase): Promise<void> {
+  if (!record.targetClosed) return;
+  const { rows } = await client.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [record.target]);
   if (rows[0] && !rows[0].datallowconn) {
-    await client.query(`ALTER DATABASE ${quoteIdent(shadow.target)} ALLOW_CONNECTIONS true`);
+    await client.query(`ALTER DATABASE ${quoteIdent(record.target)} ALLOW_CONNECTIONS true`);
   }
 }
 
-/** Drops a dead job's shadow database (and reopens its target, if it died mid-swap). Hold the target's lock. */
-export async function discardShadow(client: pg.Client, shadow: ShadowDatabase): Promise<void> {
-  await reopenIfClosedByUs(client, shadow);
-  await dropDatabase(client, shadow.name);
+/** Drops a dead job's database (and reopens its target, if it died mid-swap). Hold the target's lock. */
+export async function discardLeftover(client: pg.Client, leftover: LeftoverDatabase, ledger: DatabaseLedger): Promise<void> {
+  await reopenIfClosedByUs(client, leftover.record);
+  await dropCreatedDatabase(client, leftover.name, ledger);
 }

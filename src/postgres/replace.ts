@@ -1,13 +1,14 @@
 import type { Config } from '../config.js';
-import type { RecoveryContext } from '../operations/operation.js';
+import type { RecoveryContext } from '../ownership.js';
 import { connect } from './client.js';
-import { createShadowDatabase, discardShadow, dropDatabase, listShadowDatabases, swapInShadow } from './databases.js';
+import { createShadowDatabase, discardLeftover, dropCreatedDatabase, findCreatedDatabases, swapInShadow, type DatabaseOwner } from './databases.js';
 import { acquireDatabaseLock, tryDatabaseLock, waitingForLock } from './lock.js';
 import { withDatabase, type DatabaseTarget } from './target.js';
 
 export interface ReplaceOptions {
   config: Config;
-  jobId: string;
+  /** The job replacing the target, and the ledger where its shadow database is recorded. */
+  owner: DatabaseOwner;
   kind: string;
   signal: AbortSignal;
   progress(percent: number, step: string): void;
@@ -31,7 +32,8 @@ export interface ReplaceResult {
  * in by rename. Any failure before the swap drops the shadow and leaves the target exactly as it was.
  */
 export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOptions): Promise<ReplaceResult> {
-  const { config, jobId, progress } = options;
+  const { config, owner, progress } = options;
+  const jobId = owner.job.id;
   const waitStarted = Date.now();
   const lock = await acquireDatabaseLock(target, {
     maintenanceDb: config.PG_MAINTENANCE_DB,
@@ -43,19 +45,26 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
   const signal = AbortSignal.any([options.signal, lock.lost]);
   const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:${options.kind}:${jobId}`);
   try {
-    // Holding the target's lock, no live job is filling a shadow of it: any there is a dead worker's,
-    // left when the server had not yet released that worker's lock as the next worker started.
-    for (const leftover of (await listShadowDatabases(maintenance)).filter((shadow) => shadow.target === target.database)) {
-      await discardShadow(maintenance, leftover);
-      options.log(`dropped the shadow database "${leftover.name}" of a dead worker (job ${leftover.job})`);
+    // Holding the target's lock, no live job is filling a shadow of it: any that dbops recorded is a dead
+    // worker's, left when the server had not yet released that worker's lock as the next worker started.
+    const { proven } = await findCreatedDatabases(maintenance, owner.ledger);
+    for (const leftover of proven.filter((found) => found.record.kind === 'shadow' && found.record.target === target.database)) {
+      await discardLeftover(maintenance, leftover, owner.ledger);
+      options.log(`dropped the shadow database "${leftover.name}" of a dead worker (job ${leftover.record.job.id})`);
     }
     progress(5, 'creating the shadow database');
-    const shadow = await createShadowDatabase(maintenance, target.database, jobId);
+    const record = await createShadowDatabase(maintenance, target.database, owner);
+    const shadow = record.name;
     try {
       await options.fill(withDatabase(target.url, shadow), signal);
       signal.throwIfAborted();
       progress(92, `swapping the new database in as "${target.database}"`);
-      const swapped = await swapInShadow(maintenance, target.database, shadow, { keepPrevious: options.keepPrevious, note: options.note, jobId });
+      const swapped = await swapInShadow(maintenance, target.database, shadow, {
+        keepPrevious: options.keepPrevious,
+        note: options.note,
+        record,
+        ledger: owner.ledger,
+      });
       progress(100, 'done');
       return {
         previousDatabase: swapped.previousDatabase,
@@ -64,7 +73,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
         lockReleasedAt: new Date().toISOString(),
       };
     } catch (error) {
-      await dropDatabase(maintenance, shadow).catch(() => undefined);
+      await dropCreatedDatabase(maintenance, shadow, owner.ledger).catch(() => undefined);
       throw error;
     }
   } finally {
@@ -74,10 +83,13 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
 }
 
 /**
- * At worker start: drops shadow databases that no live job is filling. A shadow's target lock is free
- * only when its job is gone (a live job holds that lock for as long as its shadow exists).
+ * Drops the databases that dbops created (its ledger proves it: name and OID) for jobs that are no
+ * longer active, on every configured server. A job's work on a database is active exactly while it holds
+ * that database's lock (taken before its shadow or scratch database is created, released after it is
+ * dropped or swapped in; the server releases it the moment the job's process dies), so a free lock proves
+ * the attempt that made the database is gone, sooner than the queue notices. Anything unproven is only logged.
  */
-export async function recoverShadowDatabases({ config, logger }: RecoveryContext): Promise<void> {
+export async function recoverCreatedDatabases({ config, logger, ledger }: RecoveryContext): Promise<void> {
   const servers = new Map<string, DatabaseTarget>();
   for (const environment of config.environments.values()) {
     const url = new URL(environment.url);
@@ -88,20 +100,22 @@ export async function recoverShadowDatabases({ config, logger }: RecoveryContext
     try {
       maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), 'dbops:recovery');
     } catch (error) {
-      logger.warn({ env: server.env, err: error }, 'could not look for leftover shadow databases');
+      logger.warn({ env: server.env, err: error }, 'could not look for leftover databases');
       continue;
     }
     try {
-      for (const shadow of await listShadowDatabases(maintenance)) {
-        const lock = await tryDatabaseLock({ ...server, database: shadow.target }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: 'dbops:recovery' });
+      const { proven, unproven } = await findCreatedDatabases(maintenance, ledger);
+      for (const leftover of proven) {
+        const lock = await tryDatabaseLock({ ...server, database: leftover.record.target }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: 'dbops:recovery' });
         if (!lock) continue;
         try {
-          await discardShadow(maintenance, shadow);
-          logger.info({ shadow: shadow.name, target: shadow.target, job: shadow.job }, 'dropped the shadow database of a dead worker');
+          await discardLeftover(maintenance, leftover, ledger);
+          logger.info({ database: leftover.name, target: leftover.record.target, job: leftover.record.job }, `dropped the ${leftover.record.kind} database of a dead worker`);
         } finally {
           await lock.release();
         }
       }
+      for (const found of unproven) logger.warn({ database: found.name, why: found.why }, 'left alone: dbops cannot prove it created this database');
     } finally {
       await maintenance.end().catch(() => undefined);
     }

@@ -19,12 +19,36 @@ export interface ToolOptions {
   binDir?: string;
 }
 
-// setpriv --pdeathsig makes the kernel kill the tool when the worker dies, even by SIGKILL, so a dead
-// worker never leaves a pg_dump or pg_restore running on its own.
+// setpriv --pdeathsig makes the kernel signal the tool's wrapper when the worker dies, even by SIGKILL.
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((candidate) => existsSync(candidate));
+
+/*
+ * The wrapper: a shell that leads a process group of its own (execa's `detached`), runs the tool in it,
+ * and on SIGTERM (from --pdeathsig when the worker dies, or a cancellation) kills the whole group: the
+ * tool and the parallel workers that pg_dump and pg_restore fork for --jobs, which --pdeathsig alone
+ * would not reach. A signal the tool died of is passed on (a copy reads pg_dump's SIGPIPE).
+ */
+const GROUP_WRAPPER = [
+  'trap "kill -KILL 0" TERM INT HUP',
+  'exec 3<&0', // a background command's stdin would be /dev/null: hand it ours through fd 3
+  '"$@" <&3 3<&- & tool=$!',
+  'exec 3<&-',
+  'wait $tool; status=$?',
+  'if [ $status -gt 128 ] && [ $status -lt 160 ]; then trap - TERM INT HUP; kill -s $(kill -l $status) $$; fi',
+  'exit $status',
+].join('\n');
 
 export function toolPath(tool: PgTool, binDir?: string): string {
   return binDir ? path.join(binDir, tool) : tool;
+}
+
+/** What a tool inherits: locale, time zone and PATH, nothing else of the worker's (no other database's URL, no token, no key). */
+const INHERITED = /^(PATH|LANG|LANGUAGE|TZ|LC_[A-Z_]+)$/;
+
+function toolEnvironment(connectionEnv: Record<string, string> | undefined, tool: PgTool): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && INHERITED.test(name)) env[name] = value;
+  return { ...env, ...connectionEnv, PGCONNECT_TIMEOUT: '15', PGAPPNAME: `dbops-${tool}` };
 }
 
 /** Starts a PostgreSQL client tool; the connection goes last, as --dbname. */
@@ -32,10 +56,11 @@ export function startTool(tool: PgTool, args: string[], options: ToolOptions = {
   const connection = options.url ? libpqConnection(options.url) : undefined;
   const fullArgs = connection ? [...args, `--dbname=${connection.dbname}`] : args;
   const binary = toolPath(tool, options.binDir);
-  const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', binary, ...fullArgs]] : [binary, fullArgs];
+  const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGTERM', '--', '/bin/sh', '-c', GROUP_WRAPPER, 'dbops-tool', binary, ...fullArgs]] : [binary, fullArgs];
   const child = execa(file, argv, {
-    env: { ...connection?.env, PGCONNECT_TIMEOUT: '15', PGAPPNAME: `dbops-${tool}` },
-    extendEnv: true,
+    env: toolEnvironment(connection?.env, tool),
+    extendEnv: false,
+    detached: SETPRIV !== undefined,
     stdin: options.stdin ?? 'ignore',
     stdout: options.stdout ?? 'ignore',
     stderr: 'pipe',

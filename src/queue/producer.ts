@@ -1,5 +1,4 @@
 import { FlowProducer, QueueEvents, type Job, type JobState } from 'bullmq';
-import type { z } from 'zod';
 import type { Config } from '../config.js';
 import { ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
@@ -16,7 +15,9 @@ import {
 } from '../operations/index.js';
 import type { Progress } from '../operations/operation.js';
 import { createRedis, type RedisConnection } from './connection.js';
-import { Queues, cancelChannel, cancelledKey, jobOptionsFor, newJobId, queueName, typeOfJobId } from './queues.js';
+import { newJobId } from '../job-ids.js';
+import { validatePayload } from '../operations/validate.js';
+import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -41,18 +42,6 @@ export interface JobSummary {
 export type JobOutcome<T extends OperationType> =
   | { id: string; state: 'completed'; result: ResultOf<T> }
   | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
-
-/** Validates a payload as the worker will: schema, then the checks that need configuration. */
-export async function validatePayload<T extends OperationType>(config: Config, type: T, payload: unknown): Promise<Payload<T>> {
-  const operation = getOperation(type);
-  const parsed = (operation.schema as z.ZodType).safeParse(payload);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.') || '(payload)', message: issue.message }));
-    throw new ValidationError(`invalid ${type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
-  }
-  await operation.precheck?.(parsed.data, config);
-  return parsed.data as Payload<T>;
-}
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { Queue, type JobsOptions } from 'bullmq';
 import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
@@ -9,12 +8,10 @@ export function queueName(type: OperationType): WorkerType {
   return queueOf(type);
 }
 
-/** Job ids carry their type (`backup-20261125t120000-9f2c1a`), so one id finds its queue. */
-export function newJobId(type: OperationType, now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '').toLowerCase();
-  return `${type}-${stamp}-${randomBytes(3).toString('hex')}`;
-}
-
+/**
+ * The queue a dbops-made id hints at (`backup-…`, a schedule's `repeat:backup.…`), to find a job from
+ * its id alone. A hint for look-ups only: nothing about a job's life is decided from its id.
+ */
 /** A job made by a schedule: `repeat:<operation>.<schedule name>:<run time>` (see schedules/). */
 const SCHEDULED_JOB_ID = /^repeat:([a-z]+)\./;
 

@@ -1,19 +1,29 @@
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import { errorMessage, isRetryable } from '../errors.js';
+import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
+import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
 import { createContext } from '../operations/context.js';
-import { isOperationType, operationsOn, type WorkerType } from '../operations/index.js';
+import { isOperationType, isWorkerType, operationsOn, type WorkerType } from '../operations/index.js';
 import type { Operation } from '../operations/operation.js';
+import { checkPayload, validatePayload } from '../operations/validate.js';
 import { scrubSecrets } from '../secrets.js';
-import { createRedis } from './connection.js';
-import { validatePayload } from './producer.js';
-import { Queues, cancelChannel, cancelledKey, typeOfJobId } from './queues.js';
+import { createRedis, type RedisConnection } from './connection.js';
+import { redisLedger } from './ledger.js';
+import { Queues, cancelChannel, cancelledKey } from './queues.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
 export const CANCELLED = 'cancelled by user';
 const RECOVERY_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * A field dbops adds to the hash of a job that changed a database or backups, once it completed.
+ * It lives and dies with the job (BullMQ's retry of a completed job keeps it), so a replayed job is
+ * refused, and a new job that reuses a removed job's id is not.
+ */
+export const COMPLETED_FIELD = 'dbopsCompletedAt';
 
 export interface RunningWorker {
   worker: Worker;
@@ -21,8 +31,130 @@ export interface RunningWorker {
   shutdown(): Promise<void>;
 }
 
-function formatValidationIssues(issues: { path: PropertyKey[]; message: string }[]): string {
-  return issues.map((issue) => `${issue.path.join('.') || 'payload'}: ${issue.message}`).join('; ');
+/** Whether a job is being worked on: asked of its own queue, never guessed from its id. */
+function jobLiveness(config: Config, queues: Queues): (job: JobRef) => Promise<boolean> {
+  return async (job) => {
+    // Another prefix's job (or an unknown queue) is not this worker's to judge: taken as alive.
+    if (job.prefix !== config.QUEUE_PREFIX || !isWorkerType(job.queue)) return true;
+    return (await queues.get(job.queue).getJobState(job.id)) === 'active';
+  };
+}
+
+/**
+ * Leftovers of dead workers (partial files, databases) are looked for at start, after a job fails
+ * for good (e.g. one refused as cancelled after its worker died), and every few minutes.
+ */
+function recoveryLoop(operations: Operation[], context: RecoveryContext) {
+  let recovering: Promise<void> | undefined;
+  const recover = () => {
+    recovering ??= (async () => {
+      try {
+        for (const operation of operations) await operation.recover?.(context);
+      } catch (error) {
+        context.logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
+      } finally {
+        recovering = undefined;
+      }
+    })();
+    return recovering;
+  };
+  const timer = setInterval(() => void recover(), RECOVERY_INTERVAL_MS);
+  timer.unref();
+  return { recover, stop: () => clearInterval(timer) };
+}
+
+/** Turns whatever a processor threw into what BullMQ should do with the job. */
+async function settle(config: Config, job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> {
+  if (signal?.aborted && signal.reason === SHUTDOWN) {
+    await job.moveToWait(token);
+    return new WaitingError();
+  }
+  if (signal?.aborted && signal.reason === CANCELLED) return new UnrecoverableError(CANCELLED);
+  const message = scrubSecrets(errorMessage(error), config.secrets);
+  const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
+  settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
+  return settled;
+}
+
+interface ProcessorDeps {
+  type: WorkerType | string;
+  config: Config;
+  logger: Logger;
+  connection: RedisConnection;
+  queues: Queues;
+  ledger: DatabaseLedger;
+  byName: Map<string, Operation>;
+  isShuttingDown(): boolean;
+}
+
+/**
+ * Runs one job: everything a payload must satisfy is checked here, whoever produced it (the CLI, the
+ * HTTP API, Bull Board, a schedule, bullmq-python): the operation named, the schema, the confirmation a
+ * protected environment needs, and that a job which changed something never runs a second time.
+ */
+function processorFor(deps: ProcessorDeps) {
+  const { type, config, logger, connection, queues, ledger, byName } = deps;
+  return async (job: Job, token?: string, signal?: AbortSignal) => {
+    const jobLogger = logger.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
+    if (deps.isShuttingDown()) {
+      await job.moveToWait(token);
+      throw new WaitingError();
+    }
+    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED);
+    const operation = byName.get(job.name);
+    if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
+    let payload: unknown;
+    try {
+      payload = await checkPayload(operation, config, job.data);
+    } catch (error) {
+      jobLogger.warn({ reason: errorMessage(error) }, 'job refused');
+      throw await settle(config, job, token, signal, error);
+    }
+    const changes = operation.changes?.(payload);
+    const jobKey = `${job.queueQualifiedName}:${job.id}`;
+    if (changes) {
+      const completedAt = await connection.hget(jobKey, COMPLETED_FIELD);
+      if (completedAt) {
+        throw new UnrecoverableError(
+          `this ${job.name} job already completed at ${completedAt}: a job that changed ${changes} never runs again; enqueue a new one`,
+        );
+      }
+    }
+    const ref: JobRef = { prefix: config.QUEUE_PREFIX, queue: type, id: job.id! };
+    const { context, flush } = createContext(
+      {
+        jobId: job.id!,
+        job: ref,
+        ledger,
+        attempt: job.attemptsMade + 1,
+        payload,
+        config,
+        logger: jobLogger,
+        signal: signal ?? new AbortController().signal,
+        childResults: Object.values(await job.getChildrenValues()),
+        enqueue: async (followUp, followUpPayload, options) => {
+          if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
+          const data = await validatePayload(config, followUp, followUpPayload);
+          await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
+        },
+      },
+      {
+        progress: (progress) => job.updateProgress(progress),
+        log: (lines) => Promise.all(lines.map((line) => job.log(line))),
+      },
+    );
+    jobLogger.info({ payload }, 'job started');
+    try {
+      const result = await operation.process(context);
+      if (changes) await connection.hset(jobKey, COMPLETED_FIELD, new Date().toISOString());
+      return result;
+    } catch (error) {
+      if (!signal?.aborted) jobLogger.error({ err: error }, 'job attempt failed');
+      throw await settle(config, job, token, signal, error);
+    } finally {
+      await flush();
+    }
+  };
 }
 
 /**
@@ -32,91 +164,25 @@ function formatValidationIssues(issues: { path: PropertyKey[]; message: string }
 export async function startWorker(typeOrOperation: WorkerType | Operation, config: Config, logger: Logger): Promise<RunningWorker> {
   const operations = typeof typeOrOperation === 'string' ? operationsOn(typeOrOperation) : [typeOrOperation];
   const type = typeof typeOrOperation === 'string' ? typeOrOperation : typeOrOperation.type;
-  const byName = new Map(operations.map((operation) => [operation.type, operation]));
   const concurrency = config.concurrencyByType.get(type) ?? config.WORKER_CONCURRENCY;
   const connection = createRedis(config, 'worker');
   const queues = new Queues(config, connection);
+  const ledger = redisLedger(connection, config);
   let shuttingDown = false;
 
-  const isJobActive = async (jobId: string) => {
-    const owner = typeOfJobId(jobId);
-    return owner !== undefined && (await queues.get(owner).getJobState(jobId)) === 'active';
-  };
-  // Leftovers of dead workers (partial files, shadow databases) are looked for at start, after a job
-  // fails for good (e.g. one refused as cancelled after its worker died), and every few minutes.
-  let recovering: Promise<void> | undefined;
-  const recover = () => {
-    recovering ??= (async () => {
-      try {
-        for (const operation of operations) await operation.recover?.({ config, logger, isJobActive });
-      } catch (error) {
-        logger.warn({ err: error }, 'recovery of leftovers failed; continuing');
-      } finally {
-        recovering = undefined;
-      }
-    })();
-    return recovering;
-  };
-  await recover();
-  const recoveryTimer = setInterval(() => void recover(), RECOVERY_INTERVAL_MS);
-  recoveryTimer.unref();
+  const recovery = recoveryLoop(operations, { config, logger, prefix: config.QUEUE_PREFIX, isJobActive: jobLiveness(config, queues), ledger });
+  await recovery.recover();
 
-  /** Turns whatever a processor threw into what BullMQ should do with the job. */
-  const settle = async (job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> => {
-    if (signal?.aborted && signal.reason === SHUTDOWN) {
-      await job.moveToWait(token);
-      return new WaitingError();
-    }
-    if (signal?.aborted && signal.reason === CANCELLED) return new UnrecoverableError(CANCELLED);
-    const message = scrubSecrets(errorMessage(error), config.secrets);
-    const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
-    settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
-    return settled;
-  };
-
-  const processor = async (job: Job, token?: string, signal?: AbortSignal) => {
-    const jobLogger = logger.child({ jobId: job.id, attempt: job.attemptsMade + 1 });
-    if (shuttingDown) {
-      await job.moveToWait(token);
-      throw new WaitingError();
-    }
-    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED);
-    const operation = byName.get(job.name);
-    if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
-    const parsed = operation.schema.safeParse(job.data);
-    if (!parsed.success) throw new UnrecoverableError(`invalid payload: ${formatValidationIssues(parsed.error.issues)}`);
-    const { context, flush } = createContext(
-      {
-        jobId: job.id!,
-        attempt: job.attemptsMade + 1,
-        payload: parsed.data,
-        config,
-        logger: jobLogger,
-        signal: signal ?? new AbortController().signal,
-        childResults: Object.values(await job.getChildrenValues()),
-        enqueue: async (followUp, payload, options) => {
-          if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
-          const data = await validatePayload(config, followUp, payload);
-          await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
-        },
-      },
-      {
-        progress: (progress) => job.updateProgress(progress),
-        log: (lines) => Promise.all(lines.map((line) => job.log(line))),
-      },
-    );
-    jobLogger.info({ payload: parsed.data }, 'job started');
-    try {
-      await operation.precheck?.(parsed.data, config);
-      return await operation.process(context);
-    } catch (error) {
-      if (!signal?.aborted) jobLogger.error({ err: error }, 'job attempt failed');
-      throw await settle(job, token, signal, error);
-    } finally {
-      await flush();
-    }
-  };
-
+  const processor = processorFor({
+    type,
+    config,
+    logger,
+    connection,
+    queues,
+    ledger,
+    byName: new Map(operations.map((operation) => [operation.type, operation])),
+    isShuttingDown: () => shuttingDown,
+  });
   const worker = new Worker(type, processor, {
     connection,
     prefix: config.QUEUE_PREFIX,
@@ -129,7 +195,7 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
   worker.on('completed', (job) => logger.info({ jobId: job.id }, 'job completed'));
   worker.on('failed', (job, error) => {
     logger.warn({ jobId: job?.id, reason: error.message }, 'job failed');
-    if (!(error instanceof WaitingError)) setTimeout(() => void recover(), 100).unref();
+    if (!(error instanceof WaitingError)) setTimeout(() => void recovery.recover(), 100).unref();
   });
   worker.on('error', (error) => logger.error({ err: error }, 'worker error'));
 
@@ -151,7 +217,7 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
     shutdown() {
       closing ??= (async () => {
         shuttingDown = true;
-        clearInterval(recoveryTimer);
+        recovery.stop();
         const closed = worker.close();
         worker.cancelAllJobs(SHUTDOWN);
         await closed;

@@ -15,6 +15,17 @@ function cronProblem(cron: string, tz: string | undefined): string | undefined {
   }
 }
 
+/**
+ * The shortest time between two of the next `runs` runs: a cron can be uneven (`0,1 * * * *`), so one
+ * gap is not enough to know it.
+ */
+export function shortestIntervalMs(cron: string, tz: string | undefined, runs = 50): number {
+  const times = CronExpressionParser.parse(cron, { tz, currentDate: new Date() }).take(runs).map((date) => date.getTime());
+  let shortest = Infinity;
+  for (let i = 1; i < times.length; i += 1) shortest = Math.min(shortest, times[i]! - times[i - 1]!);
+  return shortest;
+}
+
 /** A schedule as users write it (CLI or SCHEDULES_FILE): what to run, and when. */
 export const scheduleSchema = z
   .strictObject({

@@ -1,9 +1,9 @@
 import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import { getOperation } from '../operations/index.js';
-import { validatePayload } from '../queue/producer.js';
+import { validatePayload } from '../operations/validate.js';
 import { jobOptionsFor, type Queues } from '../queue/queues.js';
-import { scheduleSchema, schedulerId, type ScheduleDefinition, type StoredSchedule } from './definition.js';
+import { scheduleSchema, schedulerId, shortestIntervalMs, type ScheduleDefinition, type StoredSchedule } from './definition.js';
 import { scheduleStatus, type ScheduleStatus } from './status.js';
 
 export interface ScheduleRun {
@@ -52,6 +52,12 @@ export class Schedules {
       throw new ValidationError(`invalid schedule: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
     }
     const definition = parsed.data as ScheduleDefinition;
+    const minimum = this.config.SCHEDULE_MIN_INTERVAL_SECONDS;
+    if (shortestIntervalMs(definition.cron, definition.tz) < minimum * 1000) {
+      throw new ValidationError(`invalid schedule: cron: "${definition.cron}" runs more often than every ${minimum} s (SCHEDULE_MIN_INTERVAL_SECONDS)`, [
+        { path: 'cron', message: `runs more often than every ${minimum} s` },
+      ]);
+    }
     const payload = await validatePayload(this.config, definition.operation, definition.payload);
     return { ...definition, payload: payload as Record<string, unknown> };
   }

@@ -8,6 +8,7 @@ import { startScheduleUpkeep } from '../schedules/upkeep.js';
 import { apiRouter } from './api.js';
 import { basicAuth } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
+import { hostGuard, readOnlyGuard, sameOriginGuard } from './guards.js';
 import { createMetrics, type Metrics } from './metrics.js';
 
 export interface RunningServer {
@@ -19,8 +20,15 @@ export interface RunningServer {
 export function createApp(config: Config, producer: Producer, metrics: Metrics, logger: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
-  const dashboardAuth: RequestHandler =
-    config.DASHBOARD_USER && config.DASHBOARD_PASSWORD ? basicAuth(config.DASHBOARD_USER, config.DASHBOARD_PASSWORD) : (_req, _res, next) => next();
+  app.use(hostGuard(config));
+  const credentials = config.DASHBOARD_USER && config.DASHBOARD_PASSWORD ? { user: config.DASHBOARD_USER, password: config.DASHBOARD_PASSWORD } : undefined;
+  // With credentials: basic auth, and changes only from the dashboard's own pages. Without: read-only.
+  const dashboardAuth: RequestHandler[] =
+    credentials && !config.DASHBOARD_READONLY
+      ? [basicAuth(credentials.user, credentials.password), sameOriginGuard()]
+      : credentials
+        ? [basicAuth(credentials.user, credentials.password), readOnlyGuard()]
+        : [readOnlyGuard()];
 
   app.get('/healthz', async (_req, res) => {
     try {
@@ -34,11 +42,11 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
     }
   });
   app.get('/', (_req, res) => res.redirect(DASHBOARD_PATH));
-  app.get('/metrics', dashboardAuth, async (_req, res) => {
+  app.get('/metrics', ...dashboardAuth, async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/api/v1', apiRouter(config, producer));
-  app.use(DASHBOARD_PATH, dashboardAuth, dashboardRouter(config, producer.queues));
+  app.use(DASHBOARD_PATH, ...dashboardAuth, dashboardRouter(producer.queues, { readOnly: !credentials || config.DASHBOARD_READONLY }));
   app.use((_req, res) => res.status(404).json({ error: 'not found' }));
 
   // No stack traces in responses: the message for client errors, a generic line otherwise.

@@ -2,21 +2,20 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Router } from 'express';
-import type { Config } from '../config.js';
 import { getOperation, operationsOn, workerTypes } from '../operations/index.js';
 import type { Queues } from '../queue/queues.js';
 
 export const DASHBOARD_PATH = '/admin/queues';
 
 /** Bull Board over every operation queue. */
-export function dashboardRouter(config: Config, queues: Queues): Router {
+export function dashboardRouter(queues: Queues, options: { readOnly: boolean }): Router {
   const serverAdapter = new ExpressAdapter().setBasePath(DASHBOARD_PATH);
   createBullBoard({
     queues: workerTypes.map(
       (type) =>
         new BullMQAdapter(queues.get(type), {
-          readOnlyMode: config.DASHBOARD_READONLY,
-          allowRetries: !config.DASHBOARD_READONLY,
+          readOnlyMode: options.readOnly,
+          allowRetries: !options.readOnly,
           description: [getOperation(type), ...operationsOn(type).filter((operation) => operation.type !== type)]
             .map((operation, index) => (index === 0 ? operation.summary : `${operation.type}: ${operation.summary}`))
             .join('; also '),

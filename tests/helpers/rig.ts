@@ -45,6 +45,7 @@ export class Rig {
       REDIS_URL,
       QUEUE_PREFIX: rig.prefix,
       BACKUP_DIR: rig.backupDir,
+      MIGRATIONS_ROOT: rig.backupDir, // the test's own folder: migrations live beside its backups
       LOG_LEVEL: 'info',
       PROTECTED_ENVS: 'none',
       JOB_BACKOFF_MS: '500',

@@ -59,8 +59,9 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .description('apply the retention policy: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
       .option('--env <env>', 'only this environment (default: every environment with a policy)')
       .option('--dry-run', 'show what would be deleted; delete nothing')
-      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12'),
+      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
+      .option('--confirm <env>', 'the environment name again, required to prune a protected environment'),
   ).action(async (options) => {
-    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy }, flagsOf(options));
+    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy, confirm: options.confirm }, flagsOf(options));
   });
 }

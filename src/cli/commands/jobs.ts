@@ -96,7 +96,7 @@ export function registerJobs(program: Command): void {
       const outcome = await withProducer((producer) => producer.retry(id));
       const messages = {
         retrying: `${id}: back in the queue`,
-        'not-failed': `${id}: only a failed or cancelled job can be retried`,
+        'not-failed': `${id}: only a failed or cancelled job can be retried (a completed job never runs again: enqueue a new one)`,
         unknown: `${id}: no such job`,
       } as const;
       out(messages[outcome]);

@@ -115,7 +115,8 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
       .option('--table <schema.table>', 'only this table')
       .option('--name <trigger>', 'only this trigger')
       .option('--file <sql>', 'create: the SQL definition')
-      .option('--for <duration>', 'disable: switch back on after this long (e.g. 30m), even if this worker dies', parseDuration),
+      .option('--for <duration>', 'disable: switch back on after this long (e.g. 30m), even if this worker dies', parseDuration)
+      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, options) => {
     await run(
       'triggers',
@@ -126,6 +127,7 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
         name: options.name,
         sql: options.file ? readSqlFiles([options.file])[0]!.sql : undefined,
         forSeconds: options.for,
+        confirm: options.confirm,
       },
       flagsOf(options),
     );
@@ -142,7 +144,8 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
       .option('--table <schema.table>', 'only this table (default: every table)')
       .option('--analyze', 'vacuum: also analyze')
       .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
-      .option('--lock-timeout <ms>', 'skip a table whose lock does not come within this many milliseconds', parseWholeNumber),
+      .option('--lock-timeout <ms>', 'skip a table whose lock does not come within this many milliseconds', parseWholeNumber)
+      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, options) => {
     await run(
       'maintenance',
@@ -153,6 +156,7 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
         analyze: options.analyze ?? false,
         full: options.full ?? false,
         lockTimeoutMs: options.lockTimeout,
+        confirm: options.confirm,
       },
       flagsOf(options),
     );
@@ -171,7 +175,8 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
       .option('--to <name>', 'up: apply pending migrations up to this one')
       .option('--dry-run', 'print the SQL that would run; change nothing')
       .option('--backup-first', 'a backup job of the environment must succeed before any migration runs')
-      .option('--rehearse', "apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else"),
+      .option('--rehearse', "apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else")
+      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, n: string | undefined, options) => {
     await run(
       'migrate',
@@ -184,6 +189,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
         dryRun: options.dryRun ?? false,
         backupFirst: options.backupFirst ?? false,
         rehearse: options.rehearse ?? false,
+        confirm: options.confirm,
       },
       flagsOf(options),
     );

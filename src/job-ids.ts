@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto';
+
+/*
+ * The one owner of job ids. BullMQ accepts any string as a job id and makes it unique only within one
+ * queue under one prefix: a schedule's jobs are `repeat:<scheduler>:<ms>`, another producer's are
+ * numbers ("26"). So dbops names a job by all three (JobRef), never infers anything about a job from
+ * the shape of its id, and stores ids on disk only through a reversible encoding.
+ */
+
+/** A job, unambiguously: the BullMQ prefix, the queue (worker type) and the id within it. */
+export interface JobRef {
+  prefix: string;
+  queue: string;
+  id: string;
+}
+
+/** The queue name of runs outside any queue (`--local`): their jobs can never be asked about. */
+export const LOCAL_QUEUE = 'local';
+
+/** Ids dbops' own producer makes: `backup-20261125t120000-9f2c1a` (readable; the type is a hint only). */
+export function newJobId(type: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '').toLowerCase();
+  return `${type}-${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+export function describeJob(job: JobRef): string {
+  return `${job.queue} job "${job.id}"`;
+}
+
+const SAFE_BYTE = /^[A-Za-z0-9-]$/;
+/** File names stay well under the 255-byte limit of common file systems. */
+const MAX_ENCODED = 200;
+
+/**
+ * A file-safe, reversible name for any string: letters, digits and `-` stay, every other byte becomes
+ * `_` and two hex digits (`repeat:backup.nightly:1` → `repeat_3abackup_2enightly_3a1`). Never `.`,
+ * `..`, a slash or an empty name.
+ */
+export function encodeForPath(value: string): string {
+  if (value === '') return '_';
+  let encoded = '';
+  for (const byte of Buffer.from(value, 'utf8')) {
+    const char = String.fromCharCode(byte);
+    encoded += SAFE_BYTE.test(char) ? char : `_${byte.toString(16).padStart(2, '0')}`;
+  }
+  if (encoded.length > MAX_ENCODED) throw new Error(`"${value.slice(0, 40)}…" is too long to name a work directory`);
+  return encoded;
+}
+
+/** The inverse of encodeForPath; undefined for a name it did not make. */
+export function decodeFromPath(name: string): string | undefined {
+  if (name === '_') return '';
+  if (!/^(?:[A-Za-z0-9-]|_[0-9a-f]{2})+$/.test(name)) return undefined;
+  const bytes: number[] = [];
+  for (let i = 0; i < name.length; ) {
+    if (name[i] === '_') {
+      bytes.push(Number.parseInt(name.slice(i + 1, i + 3), 16));
+      i += 3;
+    } else {
+      bytes.push(name.charCodeAt(i));
+      i += 1;
+    }
+  }
+  const value = Buffer.from(bytes).toString('utf8');
+  return encodeForPath(value) === name ? value : undefined;
+}

@@ -1,0 +1,26 @@
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import { ValidationError } from '../errors.js';
+import { getOperation, type OperationType, type Payload } from './index.js';
+import { requireConfirmation } from './fields.js';
+import type { Operation } from './operation.js';
+
+/**
+ * Validates a payload as producers and workers both must: the schema, the operation's checks against
+ * the configuration, then the confirmation a protected environment needs.
+ */
+export async function checkPayload(operation: Operation, config: Config, payload: unknown): Promise<unknown> {
+  const parsed = (operation.schema as z.ZodType).safeParse(payload);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.') || '(payload)', message: issue.message }));
+    throw new ValidationError(`invalid ${operation.type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
+  }
+  await operation.precheck?.(parsed.data, config);
+  const changed = operation.changes?.(parsed.data);
+  if (changed) requireConfirmation(config, changed, (parsed.data as { confirm?: unknown }).confirm);
+  return parsed.data;
+}
+
+export async function validatePayload<T extends OperationType>(config: Config, type: T, payload: unknown): Promise<Payload<T>> {
+  return (await checkPayload(getOperation(type), config, payload)) as Payload<T>;
+}
