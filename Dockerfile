@@ -19,7 +19,7 @@ ARG PG_MAJOR=15
 RUN apt-get update \
  && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" util-linux ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /backups && chown node:node /backups
+ && mkdir -p -m 0700 /backups && chown node:node /backups && chmod 0700 /backups
 WORKDIR /app
 ENV NODE_ENV=production BACKUP_DIR=/backups PG_BIN_DIR=/usr/lib/postgresql/${PG_MAJOR}/bin
 COPY --from=build /app/node_modules node_modules

@@ -43,8 +43,13 @@ describe('workers that die, stop or are told to cancel', () => {
     return { blocker, producer, job };
   }
 
+  /** The backup jobs with work files on disk (.partial/<prefix>/<queue>/<job id>). */
   function partials(): string[] {
-    return readdirSync(path.join(rig.backupDir, '.partial'));
+    try {
+      return readdirSync(path.join(rig.backupDir, '.partial', rig.prefix, 'backup'));
+    } catch {
+      return [];
+    }
   }
 
   function manifests(): string[] {
