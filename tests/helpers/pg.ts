@@ -1,10 +1,13 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import pg from 'pg';
 import { acquireDatabaseLock, tryDatabaseLock, type DatabaseLock } from '../../src/postgres/lock.js';
 import { PG_ADMIN_URL, pgUrl } from './services.js';
 
-export const PAGILA_DIR = path.resolve(import.meta.dirname, '../../../shared/fixtures/pagila');
+/** Pagila, kept in the repository (see its README for where it comes from). */
+export const PAGILA_DIR = path.resolve(import.meta.dirname, '../fixtures/pagila');
 
 export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, params: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: database === 'postgres' ? PG_ADMIN_URL : pgUrl(database) });
@@ -58,9 +61,9 @@ export function scratchDatabasesOf(database: string): Promise<string[]> {
 
 export async function loadPagila(database: string): Promise<void> {
   await createDatabase(database);
-  for (const file of ['pagila-schema.sql', 'pagila-data.sql']) {
-    await execa('psql', ['-q', '-v', 'ON_ERROR_STOP=1', '-d', pgUrl(database), '-f', path.join(PAGILA_DIR, file)]);
-  }
+  const psql = ['-q', '-v', 'ON_ERROR_STOP=1', '-d', pgUrl(database)];
+  await execa('psql', [...psql, '-f', path.join(PAGILA_DIR, 'pagila-schema.sql')]);
+  await execa('psql', psql, { input: gunzipSync(readFileSync(path.join(PAGILA_DIR, 'pagila-data.sql.gz'))) });
 }
 
 export interface Fingerprint {
