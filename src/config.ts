@@ -1,9 +1,8 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseKey } from './backups/encryption.js';
-import { parseRetention, type RetentionPolicy } from './backups/retention.js';
-import { scrubSecrets } from './secrets.js';
+import { parseRetention, type RetentionPolicy } from './retention-policy.js';
+import { parseKey, scrubSecrets } from './secrets.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {

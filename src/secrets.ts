@@ -1,3 +1,14 @@
+/** BACKUP_ENCRYPTION_KEY: 32 bytes, as 64 hex digits or base64. */
+export function parseKey(text: string): Buffer | undefined {
+  const trimmed = text.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) return Buffer.from(trimmed, 'hex');
+  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) {
+    const key = Buffer.from(trimmed, 'base64');
+    if (key.length === 32) return key;
+  }
+  return undefined;
+}
+
 /**
  * Removes secrets from text before it leaves the process (logs, job logs, failure reasons, CLI output).
  * Two nets: the configured passwords themselves, and any `scheme://user:password@` credential.

@@ -4,7 +4,7 @@
  */
 import { ConfigError, loadConfigOrExit } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { watchJobOutcomes } from '../src/notify/outcomes.js';
+import { watchJobOutcomes } from '../src/schedules/outcomes.js';
 import { isWorkerType, workerTypes } from '../src/operations/index.js';
 import { createRedis } from '../src/queue/connection.js';
 import { Queues } from '../src/queue/queues.js';

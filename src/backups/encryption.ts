@@ -24,17 +24,6 @@ export function keyId(key: Buffer): string {
   return createHash('sha256').update('dbops key id\0').update(key).digest('hex').slice(0, 16);
 }
 
-/** BACKUP_ENCRYPTION_KEY: 32 bytes, as 64 hex digits or base64. */
-export function parseKey(text: string): Buffer | undefined {
-  const trimmed = text.trim();
-  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) return Buffer.from(trimmed, 'hex');
-  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) {
-    const key = Buffer.from(trimmed, 'base64');
-    if (key.length === 32) return key;
-  }
-  return undefined;
-}
-
 function nonce(prefix: Buffer, counter: number, last: boolean): Buffer {
   const value = Buffer.alloc(12);
   prefix.copy(value, 0);

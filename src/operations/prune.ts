@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { describeRetention, parseRetention, planRetention, type RetentionPolicy } from '../backups/retention.js';
+import { planRetention } from '../backups/retention.js';
+import { describeRetention, parseRetention, type RetentionPolicy } from '../retention-policy.js';
 import { BackupStore } from '../backups/store.js';
 import { ValidationError } from '../errors.js';
 import { confirmField, envName } from './fields.js';
