@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
 import { parseKey, scrubSecrets } from './secrets.js';
 
@@ -145,10 +146,6 @@ export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP
   /** Every password found in a configured URL, for scrubbing text that leaves the process. */
   secrets: string[];
 };
-
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
 
 function describeIssue(issue: z.core.$ZodIssue, source: Record<string, string | undefined>): string {
   const variable = String(issue.path[0] ?? '');

@@ -1,3 +1,8 @@
+/*
+ * Every error dbops tells apart, in one place, recognised by type (or, for a job BullMQ has already
+ * failed, by the one reason text kept here).
+ */
+
 /**
  * Errors that a retry cannot fix (bad input, unknown environment, damaged archive): the job fails at
  * once. Every other error is taken as transient and retried with backoff, up to the job's attempts.
@@ -15,6 +20,50 @@ export class ValidationError extends PermanentError {
   ) {
     super(message);
   }
+}
+
+/** A configuration variable is missing or wrong: the process stops with one line naming it (exit 2). */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The archive itself is at fault (damaged, does not decrypt, pg_restore refuses it): not worth a retry. */
+export class ArchiveProblem extends PermanentError {
+  override name = 'ArchiveProblem';
+}
+
+/** One migration failed; the timings of those that ran in this attempt, the failed one last. */
+export class MigrationFailed extends Error {
+  override name = 'MigrationFailed';
+  constructor(
+    message: string,
+    readonly timings: { name: string; ms: number; ok: boolean; error?: string }[],
+    /** A lost connection, say: the attempt may be retried. */
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** The CLI stops with this exit code (and message, if any). */
+export class CliExit extends Error {
+  override name = 'CliExit';
+  constructor(
+    readonly code: number,
+    message = '',
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The failure reason of a job stopped by `jobs cancel`. BullMQ keeps a failed job's reason as text
+ * only, so this text is how a failed job is known to have been cancelled.
+ */
+export const CANCELLED_REASON = 'cancelled by user';
+
+export function wasCancelled(failedReason: string | null | undefined): boolean {
+  return failedReason === CANCELLED_REASON;
 }
 
 export function errorMessage(error: unknown): string {
@@ -41,6 +90,7 @@ export function isTransientToolOutput(text: string): boolean {
 /** Whether a retry could help. Our own PermanentErrors never; PostgreSQL errors by SQLSTATE. */
 export function isRetryable(error: unknown): boolean {
   if (error instanceof PermanentError) return false;
+  if (error instanceof MigrationFailed) return error.retryable;
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     if (TRANSIENT_NODE_CODES.has(code)) return true;

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, databaseIdentity, isLoopbackHost, loadConfig } from '../src/config.js';
+import { databaseIdentity, isLoopbackHost, loadConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { Rig } from './helpers/rig.js';

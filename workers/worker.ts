@@ -2,7 +2,8 @@
  * One worker process of one operation type: `npm run worker -- <type>`. Start as many as you like, on
  * as many hosts as share the Redis; each takes jobs of its type only.
  */
-import { ConfigError, loadConfigOrExit } from '../src/config.js';
+import { loadConfigOrExit } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { watchJobOutcomes } from '../src/schedules/outcomes.js';
 import { isWorkerType, workerTypes } from '../src/operations/index.js';

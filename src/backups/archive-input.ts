@@ -3,16 +3,11 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import type { Config } from '../config.js';
-import { PermanentError } from '../errors.js';
+import { ArchiveProblem, PermanentError } from '../errors.js';
 import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
 import { DecryptStream, keyId } from './encryption.js';
 import type { Manifest } from './manifest.js';
 import type { BackupStore } from './store.js';
-
-/** The archive itself is at fault (damaged, does not decrypt, pg_restore refuses it): not worth a retry. */
-export class ArchiveProblem extends PermanentError {
-  override name = 'ArchiveProblem';
-}
 
 /** Permanent failures while reading an archive are the archive's; transient ones (connections) are not. */
 function blameArchive(error: unknown): unknown {

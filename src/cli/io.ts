@@ -1,18 +1,9 @@
-import { ConfigError, loadConfig, type Config } from '../config.js';
-import { ValidationError, errorMessage } from '../errors.js';
+import { loadConfig, type Config } from '../config.js';
+import { CliExit, ConfigError, ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
 
 /** Exit codes: 0 done, 1 the job or command failed, 2 invalid input (nothing was enqueued or changed). */
 export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
-
-export class CliExit extends Error {
-  constructor(
-    readonly code: number,
-    message = '',
-  ) {
-    super(message);
-  }
-}
 
 let loaded: Config | undefined;
 

@@ -1,16 +1,7 @@
 import { Command, CommanderError } from 'commander';
-import { registerBackups } from './commands/backups.js';
+import { operationCommands } from './commands/index.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerSchedule } from './commands/schedule.js';
-import {
-  registerBackup,
-  registerCopy,
-  registerEnqueue,
-  registerMaintenance,
-  registerMigrate,
-  registerRestore,
-  registerTriggers,
-} from './commands/operations.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -20,14 +11,7 @@ function buildProgram(): Command {
     .exitOverride()
     .enablePositionalOptions() // for `schedule add`, whose operation's options follow its own
     .configureOutput({ outputError: () => undefined });
-  registerBackup(program);
-  registerRestore(program);
-  registerMigrate(program);
-  registerCopy(program);
-  registerTriggers(program);
-  registerMaintenance(program);
-  registerEnqueue(program);
-  registerBackups(program);
+  for (const register of operationCommands) register(program);
   registerJobs(program);
   registerSchedule(program);
   for (const command of program.commands) {

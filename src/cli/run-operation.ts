@@ -8,7 +8,8 @@ import { LOCAL_QUEUE } from '../job-ids.js';
 import { unrecordedLedger } from '../ownership.js';
 import { validatePayload } from '../operations/validate.js';
 import { Producer, type JobOutcome } from '../queue/producer.js';
-import { CliExit, EXIT, cliConfig, err, out, printJson } from './io.js';
+import { CliExit } from '../errors.js';
+import { EXIT, cliConfig, err, out, printJson } from './io.js';
 import { createProgressDisplay } from './progress.js';
 
 export interface RunFlags {

@@ -12,6 +12,7 @@ import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
 import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
+import { countUserTables } from '../postgres/catalog.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
@@ -43,13 +44,6 @@ export interface BackupResult {
   tableCount: number;
   durationMs: number;
 }
-
-/** Tables whose rows pg_dump dumps, to count its progress against. */
-const DATA_TABLES_SQL = `
-  SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
 /**
  * Streams stdout to the file (encrypted, with a key) while hashing what is written: one pass, memory
@@ -111,7 +105,7 @@ async function dumpInSnapshot(
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
   const serverVersion = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
-  const tableCount = (await client.query<{ n: number }>(DATA_TABLES_SQL)).rows[0]?.n ?? 0;
+  const tableCount = await countUserTables(client);
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
 

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { withScratchRestore } from '../backups/scratch.js';
 import { BackupStore } from '../backups/store.js';
-import { PermanentError, ValidationError, errorMessage, isRetryable } from '../errors.js';
+import { errorMessage, isRetryable, MigrationFailed, PermanentError, ValidationError } from '../errors.js';
 import {
   MIGRATIONS_TABLE,
   changedSinceApplied,
@@ -123,8 +123,7 @@ async function runMigrations(
     } catch (error) {
       const message = `migration ${migration.file} failed: ${errorMessage(error)}`;
       timings.push({ name: migration.name, ms: Date.now() - started, ok: false, error: errorMessage(error) });
-      if (error instanceof PermanentError || !isRetryable(error)) throw Object.assign(new PermanentError(message), { timings });
-      throw Object.assign(new Error(message), { timings });
+      throw new MigrationFailed(message, timings, !(error instanceof PermanentError) && isRetryable(error));
     }
     timings.push({ name: migration.name, ms: Date.now() - started, ok: true });
     await onDone(migration.name);
@@ -155,7 +154,7 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
       try {
         timings = await runMigrations(context, client, dir, 'up', pending, async () => undefined);
       } catch (error) {
-        const failed = (error as { timings?: MigrationTiming[] }).timings ?? [];
+        const failed = error instanceof MigrationFailed ? error.timings : [];
         const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
         throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
       }

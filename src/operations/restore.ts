@@ -5,7 +5,7 @@ import { BackupStore, recoverInUseMarks } from '../backups/store.js';
 import { PermanentError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { resolveTarget, withDatabase } from '../postgres/target.js';
+import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -44,11 +44,11 @@ export const restore = defineOperation({
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();
-    resolveTarget(config, payload.env);
+    const target = resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
     const release = await store.markInUse(payload.backup, job); // before the manifest is read: see markInUse
     try {
-      return await restoreBackup(context, store, startedAt);
+      return await restoreBackup(context, target, store, startedAt);
     } finally {
       await release();
     }
@@ -62,9 +62,8 @@ export const restore = defineOperation({
     (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
 });
 
-async function restoreBackup(context: OperationContext<RestorePayload>, store: BackupStore, startedAt: number): Promise<RestoreResult> {
+async function restoreBackup(context: OperationContext<RestorePayload>, target: DatabaseTarget, store: BackupStore, startedAt: number): Promise<RestoreResult> {
   const { payload, config, jobId, signal, progress, log } = context;
-  const target = resolveTarget(config, payload.env);
   const manifest = await store.get(payload.backup);
 
   // Everything about the archive is checked before the target is touched. The sha256 is computed

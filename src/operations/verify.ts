@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { ArchiveProblem, archiveInput, countTocEntries } from '../backups/archive-input.js';
+import { archiveInput, countTocEntries } from '../backups/archive-input.js';
 import { backupIdSchema, type Manifest, type Verification } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
 import { BackupStore } from '../backups/store.js';
-import { PermanentError, ValidationError } from '../errors.js';
+import { ArchiveProblem, PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';

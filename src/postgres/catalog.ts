@@ -36,18 +36,32 @@ export async function findTable(client: pg.ClientBase, name: string): Promise<Ta
   return tableRef(rows[0]!.schema, rows[0]!.table);
 }
 
+/** Relations (`c`, in schema `n`) outside system schemas and extensions: add a condition on c.relkind. */
+const USER_RELATIONS = `pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
 /**
  * Tables outside system schemas and extensions, of the given kinds: r ordinary (partitions included),
  * p partitioned parents, m materialized views.
  */
 export async function listTables(client: pg.ClientBase, kinds: ('r' | 'p' | 'm')[] = ['r', 'm']): Promise<TableRef[]> {
   const { rows } = await client.query<{ schema: string; table: string }>(
-    `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = ANY($1::"char"[]) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-      ORDER BY 1, 2`,
+    `SELECT n.nspname AS schema, c.relname AS table FROM ${USER_RELATIONS} AND c.relkind = ANY($1::"char"[]) ORDER BY 1, 2`,
     [kinds],
   );
   return rows.map((row) => tableRef(row.schema, row.table));
+}
+
+/** Ordinary tables and partitions (whose rows pg_dump dumps), as `schema.table` quoted where needed. */
+export async function userTables(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM ${USER_RELATIONS} AND c.relkind = 'r' ORDER BY 1`);
+  return rows.map((row) => row.name);
+}
+
+/** How many ordinary tables and partitions there are: what a dump's progress counts against. */
+export async function countUserTables(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${USER_RELATIONS} AND c.relkind = 'r'`);
+  return rows[0]?.n ?? 0;
 }

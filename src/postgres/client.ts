@@ -1,6 +1,5 @@
 import pg from 'pg';
 
-export type PgClient = pg.Client;
 
 /** A connected client. Keepalive makes a dead peer visible; application_name makes us visible. */
 export async function connect(url: string, applicationName = 'dbops'): Promise<pg.Client> {

@@ -1,22 +1,11 @@
 import type pg from 'pg';
+import { userTables } from './catalog.js';
 
 export interface TableDigest {
   table: string;
   rows: number;
   /** md5 over the md5 of every row's text, in sorted order: equal contents, equal hash. */
   hash: string;
-}
-
-/** Ordinary tables and partitions outside the system schemas and extensions. */
-export async function userTables(client: pg.ClientBase): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(
-    `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-      ORDER BY 1`,
-  );
-  return rows.map((row) => row.name);
 }
 
 /** Row count and content hash of each table, as pgcopydb's compare does. */

@@ -46,8 +46,3 @@ export function libpqConnection(url: string): { dbname: string; env: Record<stri
   if (password) env.PGPASSWORD = password;
   return { dbname: parsed.toString(), env };
 }
-
-/** For messages: host, port and database, no credentials. */
-export function describeTarget(target: DatabaseTarget): string {
-  return `${target.env} (database "${target.database}")`;
-}

@@ -1,6 +1,6 @@
 import { FlowProducer, QueueEvents, type Job, type JobState } from 'bullmq';
 import type { Config } from '../config.js';
-import { ValidationError, errorMessage } from '../errors.js';
+import { ValidationError, errorMessage, wasCancelled } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
 import {
   getOperation,
@@ -132,7 +132,7 @@ export class Producer {
     const state = await fetched.getState();
     // The job's data may have been read just before it finished: read it again, it is final now.
     const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? ((await this.getJob(fetched.id!)) ?? fetched) : fetched;
-    const cancelled = state === 'failed' && job.failedReason?.startsWith('cancelled');
+    const cancelled = state === 'failed' && wasCancelled(job.failedReason);
     return {
       id: job.id!,
       type: typeOfJobId(job.id!) ?? (job.name as OperationType),
@@ -219,7 +219,7 @@ export class Producer {
         if (state === 'completed') return { id, state, result: job.returnvalue as ResultOf<T> };
         if (state === 'failed') {
           const reason = job.failedReason || 'failed';
-          return { id, state: reason.startsWith('cancelled') ? 'cancelled' : 'failed', failedReason: reason };
+          return { id, state: wasCancelled(reason) ? 'cancelled' : 'failed', failedReason: reason };
         }
         if (onProgress && typeof job.progress === 'object' && job.progress) onProgress(job.progress as Progress);
         if (!woken) {

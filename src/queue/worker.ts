@@ -1,6 +1,6 @@
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
-import { errorMessage, isRetryable } from '../errors.js';
+import { CANCELLED_REASON, errorMessage, isRetryable } from '../errors.js';
 import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
 import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
@@ -15,7 +15,6 @@ import { Queues, cancelChannel, cancelledKey } from './queues.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
-export const CANCELLED = 'cancelled by user';
 const RECOVERY_INTERVAL_MS = 10 * 60_000;
 
 /**
@@ -69,7 +68,7 @@ async function settle(config: Config, job: Job, token: string | undefined, signa
     await job.moveToWait(token);
     return new WaitingError();
   }
-  if (signal?.aborted && signal.reason === CANCELLED) return new UnrecoverableError(CANCELLED);
+  if (signal?.aborted && signal.reason === CANCELLED_REASON) return new UnrecoverableError(CANCELLED_REASON);
   const message = scrubSecrets(errorMessage(error), config.secrets);
   const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
   settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
@@ -100,7 +99,7 @@ function processorFor(deps: ProcessorDeps) {
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED);
+    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED_REASON);
     const operation = byName.get(job.name);
     if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
     let payload: unknown;
@@ -204,7 +203,7 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
   subscriber.on('error', () => undefined);
   await subscriber.subscribe(cancelChannel(config));
   subscriber.on('message', (_channel, jobId: string) => {
-    if (worker.cancelJob(jobId, CANCELLED)) logger.info({ jobId }, 'cancelling job');
+    if (worker.cancelJob(jobId, CANCELLED_REASON)) logger.info({ jobId }, 'cancelling job');
   });
 
   void worker.run();

@@ -1,5 +1,6 @@
 import { QueueEvents, type Job } from 'bullmq';
 import type { Config } from '../config.js';
+import { wasCancelled } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isOperationType, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
@@ -39,7 +40,7 @@ export async function watchJobOutcomes(options: {
   const onEnd = async (jobId: string, state: 'completed' | 'failed') => {
     const job = await queues.get(queue).getJob(jobId);
     if (!job || !isOperationType(job.name)) return;
-    const cancelled = state === 'failed' && job.failedReason?.startsWith('cancelled');
+    const cancelled = state === 'failed' && wasCancelled(job.failedReason);
     const schedule = scheduleNameOf(job.repeatJobKey);
     const at = new Date(job.finishedOn ?? Date.now()).toISOString();
     if (schedule && !cancelled) await schedules.recordRun(schedule, { jobId, state, at, reason: state === 'failed' ? job.failedReason : undefined });

@@ -5,7 +5,8 @@ import { isOperationType, type OperationType } from '../../operations/index.js';
 import type { Progress } from '../../operations/operation.js';
 import { Producer } from '../../queue/producer.js';
 import { typeOfJobId } from '../../queue/queues.js';
-import { CliExit, EXIT, cliConfig, out, parseWholeNumber, printJson } from '../io.js';
+import { CliExit } from '../../errors.js';
+import { EXIT, cliConfig, out, parseWholeNumber, printJson } from '../io.js';
 
 const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
 

@@ -5,8 +5,8 @@ import { Producer } from '../../queue/producer.js';
 import { describeOperation, Schedules, type ScheduleView } from '../../schedules/schedules.js';
 import { cliConfig, out, printJson } from '../io.js';
 import type { RunOperation } from '../run-operation.js';
-import { registerBackups } from './backups.js';
-import { parseDuration, registerBackup, registerCopy, registerEnqueue, registerMaintenance, registerMigrate, registerRestore, registerTriggers } from './operations.js';
+import { operationCommands } from './index.js';
+import { parseDuration } from './operations.js';
 
 async function withSchedules<T>(fn: (schedules: Schedules) => Promise<T>): Promise<T> {
   const producer = new Producer(cliConfig());
@@ -28,7 +28,7 @@ async function capturePayload(argv: string[]): Promise<{ type: OperationType; pa
     captured = { type, payload: Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined)) };
   };
   const program = new Command('manage-db schedule add … <operation>').exitOverride().configureOutput({ outputError: () => undefined, writeOut: () => undefined });
-  for (const register of [registerBackup, registerRestore, registerMigrate, registerCopy, registerTriggers, registerMaintenance, registerEnqueue, registerBackups]) register(program, capture);
+  for (const register of operationCommands) register(program, capture);
   const silence = (command: Command) => {
     command.exitOverride().configureOutput({ outputError: () => undefined, writeOut: () => undefined });
     command.commands.forEach(silence);
