@@ -46,7 +46,7 @@ export function forkWorker(type: string, env: NodeJS.ProcessEnv): ChildProcess {
 export async function stopWorkers(workers: ChildProcess[]): Promise<void> {
   await Promise.all(
     workers.map((worker) => {
-      if (worker.exitCode !== null || worker.signalCode !== null) return undefined;
+      if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
       const exited = new Promise((resolve) => worker.once('exit', resolve));
       worker.kill('SIGTERM');
       return exited;

@@ -79,7 +79,7 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
       try {
         await validatePayload(config, type, next() < 0.05 ? pick(HOSTILE) : payload);
       } catch (error) {
-        if (!(error instanceof ValidationError)) throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`);
+        if (!(error instanceof ValidationError)) throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`, { cause: error });
         expect(error.message).not.toContain('\n    at ');
         refused += 1;
       }

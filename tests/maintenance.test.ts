@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MaintenanceReport } from '../src/operations/maintenance.js';
 import { lockTable } from './helpers/blocker.js';
 import { loadPagila, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -68,19 +69,19 @@ describe('maintenance', () => {
       await new Promise((resolve) => setTimeout(resolve, 2_200));
       const run = await rig.producer().enqueue('maintenance', { env: 'app', action: 'report', idleSeconds: 2 }).then(({ id }) => rig.producer().wait<'maintenance'>(id));
       expect(run.state).toBe('completed');
-      const report = (run as { result: Record<string, any> }).result;
+      const report = (run as { result: MaintenanceReport }).result;
       expect(report.database).toBe(db);
       expect(report.sizeBytes).toBeGreaterThan(1_000_000);
-      const rental = report.tables.find((table: { table: string }) => table.table === 'public.rental');
+      const rental = report.tables.find((table) => table.table === 'public.rental')!;
       expect(rental.totalBytes).toBeGreaterThan(rental.tableBytes);
       expect(rental.liveTuples).toBeGreaterThan(16_000);
-      expect(report.unusedIndexes.map((index: { index: string }) => index.index)).toContain('public.scratch_note');
+      expect(report.unusedIndexes.map((index) => index.index)).toContain('public.scratch_note');
       expect(report.neverVacuumed).toContain('public.scratch');
       expect(report.previousDatabases).toEqual([]); // no restore or copy has replaced this one
       // The blocker is idle in its transaction, and holds language locked: sizes there are estimates.
       expect(report.idleInTransaction).toHaveLength(1);
-      expect(report.idleInTransaction[0].query).toMatch(/LOCK TABLE public.language/);
-      expect(report.tables.find((table: { table: string }) => table.table === 'public.language').sizeEstimated).toBe(true);
+      expect(report.idleInTransaction[0]!.query).toMatch(/LOCK TABLE public.language/);
+      expect(report.tables.find((table) => table.table === 'public.language')!.sizeEstimated).toBe(true);
       expect(rental.sizeEstimated).toBe(false);
       const human = await rig.cli(['maintenance', 'report', '--env', 'app', '--wait']);
       expect(human.stdout).toMatch(/TABLE\tTOTAL/);

@@ -95,7 +95,7 @@ async function runMigrations(
   chosen: MigrationFile[],
   onDone: (name: string) => Promise<void>,
 ): Promise<MigrationTiming[]> {
-  const { payload, progress, log } = context;
+  const { progress, log } = context;
   const timings: MigrationTiming[] = [];
   const logger = {
     info: (message: string) => log(message),

@@ -9,7 +9,6 @@ import {
   workerTypes,
   type OperationType,
   type WorkerType,
-  type Payload,
   type PayloadInput,
   type ResultOf,
 } from '../operations/index.js';
@@ -187,7 +186,7 @@ export class Producer {
     const events = await this.queueEvents(type);
     // Events only wake the loop early; the job's state in Redis is what decides.
     let wake: (() => void) | undefined;
-    let woken = false;
+    let woken: boolean | undefined;
     const onEnd = ({ jobId }: { jobId: string }) => {
       if (jobId !== id) return;
       woken = true;
