@@ -141,7 +141,12 @@ async function main(): Promise<void> {
       );
       await checkpoint();
       let previous: string | undefined;
-      record('jobRestore', await timed(async () => (previous = (await runJob<{ previousDatabase?: string }>('restore', { env: 'benchtarget', backup: backupId, jobs: 2 })).previousDatabase)));
+      record(
+        'jobRestore',
+        await timed(
+          async () => (previous = (await runJob<{ previousDatabase?: string }>('restore', { env: 'benchtarget', backup: backupId, jobs: 2 })).previousDatabase),
+        ),
+      );
       if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
 
       await checkpoint();
@@ -156,12 +161,18 @@ async function main(): Promise<void> {
       );
       await checkpoint();
       let copied: string | undefined;
-      record('jobCopy', await timed(async () => (copied = (await runJob<{ previousDatabase?: string }>('copy', { from: 'bench', to: 'benchcopy' })).previousDatabase)));
+      record(
+        'jobCopy',
+        await timed(async () => (copied = (await runJob<{ previousDatabase?: string }>('copy', { from: 'bench', to: 'benchcopy' })).previousDatabase)),
+      );
       if (copied) await admin('postgres', `DROP DATABASE "${copied}" WITH (FORCE)`);
     }
 
     // Peak memory of a fresh backup worker, for a database ten times smaller and for the big one.
-    for (const [key, envName] of [['small', 'small'], ['large', 'bench']] as const) {
+    for (const [key, envName] of [
+      ['small', 'small'],
+      ['large', 'bench'],
+    ] as const) {
       const fresh = forkWorker('backup', { ...env, QUEUE_PREFIX: `bench-mem-${key}-${process.pid}` });
       const memoryProducer = new Producer(loadConfig({ ...env, QUEUE_PREFIX: `bench-mem-${key}-${process.pid}` }));
       await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -199,10 +210,20 @@ async function main(): Promise<void> {
     queue = await benchQueue({ ...config, QUEUE_PREFIX: `bench-queue-${process.pid}` });
   } finally {
     await stopWorkers(workers);
-    await producer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
-    for (const type of ['restore', 'copy'] as const) await producer.queues.get(type).obliterate({ force: true }).catch(() => undefined);
+    await producer.queues
+      .get('backup')
+      .obliterate({ force: true })
+      .catch(() => undefined);
+    for (const type of ['restore', 'copy'] as const)
+      await producer.queues
+        .get(type)
+        .obliterate({ force: true })
+        .catch(() => undefined);
     await producer.close();
-    await encryptedProducer.queues.get('backup').obliterate({ force: true }).catch(() => undefined);
+    await encryptedProducer.queues
+      .get('backup')
+      .obliterate({ force: true })
+      .catch(() => undefined);
     await encryptedProducer.close();
     for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
@@ -213,20 +234,70 @@ async function main(): Promise<void> {
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
   const table: [string, string, string, string, string][] = [
     ['backup job vs pg_dump -Fc', `${m('jobDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobDump', 'rawDump'), '≤ 1.05'],
-    ['encrypted backup job (AES-256-GCM) vs pg_dump -Fc', `${m('jobEncryptedDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobEncryptedDump', 'rawDump'), ''],
-    ['parallel backup job vs pg_dump -Fd -j 2', `${m('jobParallelDump').toFixed(2)} s`, `${m('rawParallelDump').toFixed(2)} s`, ratio('jobParallelDump', 'rawParallelDump'), '≤ 1.05'],
-    ['restore job vs drop+create+pg_restore -j 2', `${m('jobRestore').toFixed(2)} s`, `${m('rawRestore').toFixed(2)} s`, ratio('jobRestore', 'rawRestore'), '≤ 1.05'],
-    ['stream copy job vs dump, then restore', `${m('jobCopy').toFixed(2)} s`, `${m('rawDumpThenRestore').toFixed(2)} s`, ratio('jobCopy', 'rawDumpThenRestore'), '≤ 0.85'],
-    ['no-op job round trip p50 (dbops vs bare BullMQ)', `${queue!.dbops.p50Ms.toFixed(2)} ms`, `${queue!.bare.p50Ms.toFixed(2)} ms`, `+${(queue!.dbops.p50Ms - queue!.bare.p50Ms).toFixed(2)} ms`, '≤ +5 ms'],
-    ['no-op job round trip p99 (dbops vs bare BullMQ)', `${queue!.dbops.p99Ms.toFixed(2)} ms`, `${queue!.bare.p99Ms.toFixed(2)} ms`, `+${(queue!.dbops.p99Ms - queue!.bare.p99Ms).toFixed(2)} ms`, ''],
-    ['no-op throughput, 1 worker (dbops vs bare)', `${queue!.dbops.jobsPerSecond.toFixed(0)} /s`, `${queue!.bare.jobsPerSecond.toFixed(0)} /s`, (queue!.dbops.jobsPerSecond / queue!.bare.jobsPerSecond).toFixed(3), ''],
-    [`backup worker RSS, 2nd vs 1st half of the ${mib(size)} dump`, mib(memory.secondHalf), mib(memory.firstHalf), (memory.secondHalf / memory.firstHalf).toFixed(3), 'flat (≈ 1)'],
+    [
+      'encrypted backup job (AES-256-GCM) vs pg_dump -Fc',
+      `${m('jobEncryptedDump').toFixed(2)} s`,
+      `${m('rawDump').toFixed(2)} s`,
+      ratio('jobEncryptedDump', 'rawDump'),
+      '',
+    ],
+    [
+      'parallel backup job vs pg_dump -Fd -j 2',
+      `${m('jobParallelDump').toFixed(2)} s`,
+      `${m('rawParallelDump').toFixed(2)} s`,
+      ratio('jobParallelDump', 'rawParallelDump'),
+      '≤ 1.05',
+    ],
+    [
+      'restore job vs drop+create+pg_restore -j 2',
+      `${m('jobRestore').toFixed(2)} s`,
+      `${m('rawRestore').toFixed(2)} s`,
+      ratio('jobRestore', 'rawRestore'),
+      '≤ 1.05',
+    ],
+    [
+      'stream copy job vs dump, then restore',
+      `${m('jobCopy').toFixed(2)} s`,
+      `${m('rawDumpThenRestore').toFixed(2)} s`,
+      ratio('jobCopy', 'rawDumpThenRestore'),
+      '≤ 0.85',
+    ],
+    [
+      'no-op job round trip p50 (dbops vs bare BullMQ)',
+      `${queue!.dbops.p50Ms.toFixed(2)} ms`,
+      `${queue!.bare.p50Ms.toFixed(2)} ms`,
+      `+${(queue!.dbops.p50Ms - queue!.bare.p50Ms).toFixed(2)} ms`,
+      '≤ +5 ms',
+    ],
+    [
+      'no-op job round trip p99 (dbops vs bare BullMQ)',
+      `${queue!.dbops.p99Ms.toFixed(2)} ms`,
+      `${queue!.bare.p99Ms.toFixed(2)} ms`,
+      `+${(queue!.dbops.p99Ms - queue!.bare.p99Ms).toFixed(2)} ms`,
+      '',
+    ],
+    [
+      'no-op throughput, 1 worker (dbops vs bare)',
+      `${queue!.dbops.jobsPerSecond.toFixed(0)} /s`,
+      `${queue!.bare.jobsPerSecond.toFixed(0)} /s`,
+      (queue!.dbops.jobsPerSecond / queue!.bare.jobsPerSecond).toFixed(3),
+      '',
+    ],
+    [
+      `backup worker RSS, 2nd vs 1st half of the ${mib(size)} dump`,
+      mib(memory.secondHalf),
+      mib(memory.firstHalf),
+      (memory.secondHalf / memory.firstHalf).toFixed(3),
+      'flat (≈ 1)',
+    ],
     [`backup worker peak RSS: ${mib(size)} vs ${mib(smallSize)} database`, mib(memory.large), mib(memory.small), (memory.large / memory.small).toFixed(3), ''],
     ['8 small backups: 2 worker processes vs 1', `${scaling.two.toFixed(2)} s`, `${scaling.one.toFixed(2)} s`, (scaling.two / scaling.one).toFixed(3), '< 1'],
   ];
   const width = [48, 10, 10, 9, 10];
   const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
-  console.log(`\n${SOURCE}: ${mib(size)} (${rows} rows); medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`);
+  console.log(
+    `\n${SOURCE}: ${mib(size)} (${rows} rows); medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`,
+  );
   console.log(row(['measure', 'dbops', 'baseline', 'ratio', 'target']));
   console.log(row(width.map((w) => '-'.repeat(w))));
   for (const cells of table) console.log(row(cells));

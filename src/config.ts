@@ -24,9 +24,7 @@ const postgresUrl = z.string().refine(
   { message: 'expected a postgres:// or postgresql:// URL' },
 );
 
-const booleanString = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((value) => value === 'true' || value === '1' || value === 'yes');
+const booleanString = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((value) => value === 'true' || value === '1' || value === 'yes');
 
 const positiveInt = (min: number, max: number) =>
   z.coerce
@@ -113,7 +111,10 @@ const baseSchema = z.object({
   /** How often each worker process looks for schedules that missed a run. */
   SCHEDULE_CHECK_INTERVAL_MS: positiveInt(200, 86_400_000).default(30_000),
   /** Largest JSON body the HTTP API accepts. */
-  API_BODY_LIMIT: z.string().regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' }).default('64kb'),
+  API_BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(b|kb|mb)$/i, { message: 'expected a size such as 64kb' })
+    .default('64kb'),
 });
 
 /** Every fixed variable the configuration reads (besides DATABASE_URL_<ENV> and WORKER_CONCURRENCY_<TYPE>). */
@@ -128,7 +129,10 @@ export interface Environment {
   variable: string;
 }
 
-export type Config = Omit<z.infer<typeof baseSchema>, 'PROTECTED_ENVS' | 'BACKUP_DIR' | 'MIGRATIONS_ROOT' | 'ALLOWED_HOSTS' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'> & {
+export type Config = Omit<
+  z.infer<typeof baseSchema>,
+  'PROTECTED_ENVS' | 'BACKUP_DIR' | 'MIGRATIONS_ROOT' | 'ALLOWED_HOSTS' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'
+> & {
   backupDir: string;
   migrationsRoot: string;
   /** Lower-case host names (no port) the server answers to beside HOST and loopback (ALLOWED_HOSTS). */
@@ -285,14 +289,23 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const { PROTECTED_ENVS: _p, BACKUP_DIR, MIGRATIONS_ROOT, ALLOWED_HOSTS, BACKUP_ENCRYPTION_KEY, BACKUP_DECRYPTION_KEYS, BACKUP_RETENTION, ...rest } = base;
   const withKeys = options.backupKeys !== false;
   const encryptionKey = withKeys && BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
-  const olderKeys = withKeys ? (BACKUP_DECRYPTION_KEYS ?? '').split(',').map((key) => key.trim()).filter(Boolean) : [];
+  const olderKeys = withKeys
+    ? (BACKUP_DECRYPTION_KEYS ?? '')
+        .split(',')
+        .map((key) => key.trim())
+        .filter(Boolean)
+    : [];
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
-  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, base.REDIS_SENTINEL_PASSWORD, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL]) if (secret) secrets.push(secret);
+  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, base.REDIS_SENTINEL_PASSWORD, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL])
+    if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
     migrationsRoot: path.resolve(MIGRATIONS_ROOT),
-    allowedHosts: (ALLOWED_HOSTS ?? '').split(',').map((host) => host.trim().toLowerCase()).filter(Boolean),
+    allowedHosts: (ALLOWED_HOSTS ?? '')
+      .split(',')
+      .map((host) => host.trim().toLowerCase())
+      .filter(Boolean),
     encryptionKey,
     decryptionKeys: [...(encryptionKey ? [encryptionKey] : []), ...olderKeys.map((key) => parseKey(key)!)],
     retentionFor: parseRetentions(source, BACKUP_RETENTION),
@@ -316,7 +329,10 @@ export function loadConfigOrExit(options: LoadOptions = {}): Config {
 }
 
 export function isLoopbackHost(host: string): boolean {
-  const bare = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const bare = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1');
   if (bare === 'localhost') return true;
   if (isIP(bare) === 4) return bare.startsWith('127.');
   if (isIP(bare) === 6) return bare === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(bare) || /^::ffff:127\./.test(bare);

@@ -74,10 +74,7 @@ const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT',
 
 /** SQLSTATEs worth a retry: connection failures, shutdowns and restarts, lock timeouts, deadlocks. */
 function isTransientSqlState(code: string): boolean {
-  return (
-    code.startsWith('08') ||
-    ['57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03', '57014'].includes(code)
-  );
+  return code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03', '57014'].includes(code);
 }
 
 const TRANSIENT_TOOL_OUTPUT =

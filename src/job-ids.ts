@@ -19,7 +19,11 @@ export const LOCAL_QUEUE = 'local';
 
 /** Ids dbops' own producer makes: `backup-20261125t120000-9f2c1a` (readable; the type is a hint only). */
 export function newJobId(type: string, now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '').toLowerCase();
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, '')
+    .toLowerCase();
   return `${type}-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
@@ -52,7 +56,7 @@ export function decodeFromPath(name: string): string | undefined {
   if (name === '_') return '';
   if (!/^(?:[A-Za-z0-9-]|_[0-9a-f]{2})+$/.test(name)) return undefined;
   const bytes: number[] = [];
-  for (let i = 0; i < name.length; ) {
+  for (let i = 0; i < name.length;) {
     if (name[i] === '_') {
       bytes.push(Number.parseInt(name.slice(i + 1, i + 3), 16));
       i += 3;

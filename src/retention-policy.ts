@@ -15,7 +15,10 @@ const KEYS = ['last', 'daily', 'weekly', 'monthly'] as const;
 /** `last=7,daily=7,weekly=4,monthly=12` (any of them; `last` at least 1, 1 when not given). */
 export function parseRetention(text: string): RetentionPolicy {
   const policy: RetentionPolicy = { last: 1, daily: 0, weekly: 0, monthly: 0 };
-  for (const part of text.split(',').map((item) => item.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean)) {
     const match = /^(last|daily|weekly|monthly)=(\d{1,5})$/.exec(part);
     if (!match) throw new Error(`"${part}" is not one of last=N, daily=N, weekly=N, monthly=N`);
     policy[match[1] as (typeof KEYS)[number]] = Number(match[2]);

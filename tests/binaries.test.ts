@@ -44,7 +44,9 @@ describe('choosing pg_dump and pg_restore for the server', () => {
   it('fails clearly when nothing is new enough, instead of dumping with an older pg_dump', async () => {
     const versions = path.join(root, 'old');
     fakeTools(versions, '12.1');
-    await expect(toolDirFor(99, undefined, versions)).rejects.toThrow(/no pg_dump\/pg_restore for PostgreSQL 99: found 12 \(.*12\/bin\), \d+ \(PATH\); install postgresql-client-99 or point PG_BIN_DIR/);
+    await expect(toolDirFor(99, undefined, versions)).rejects.toThrow(
+      /no pg_dump\/pg_restore for PostgreSQL 99: found 12 \(.*12\/bin\), \d+ \(PATH\); install postgresql-client-99 or point PG_BIN_DIR/,
+    );
     const configured = fakeTools(path.join(root, 'configured'), '9.6.24');
     await expect(toolDirFor(15, configured)).rejects.toThrow(/found 9.6 \(/);
   });

@@ -56,7 +56,12 @@ describe('configuration', () => {
   });
 
   it('collects passwords to scrub from everything that leaves the process', () => {
-    const config = loadConfig({ DATABASE_URL_PROD: 'postgres://app:p%40ss-word@db/prod', REDIS_URL: 'redis://:redispass@r:6379', REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_PASSWORD: 'sentinelpass' });
+    const config = loadConfig({
+      DATABASE_URL_PROD: 'postgres://app:p%40ss-word@db/prod',
+      REDIS_URL: 'redis://:redispass@r:6379',
+      REDIS_SENTINELS: 's1:26379',
+      REDIS_SENTINEL_PASSWORD: 'sentinelpass',
+    });
     expect(config.secrets).toEqual(expect.arrayContaining(['p@ss-word', 'redispass', 'sentinelpass']));
     const text = 'failed: postgres://app:p%40ss-word@db/prod and p@ss-word and redis://:redispass@r:6379 and ?password=xyz';
     const scrubbed = scrubSecrets(text, config.secrets);
@@ -82,8 +87,12 @@ describe('error classification', () => {
       'pg_dump: error: Dumping the contents of table "rental" failed: PQgetResult() failed. Error message: server closed the connection unexpectedly',
       'pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused',
       'pg_restore: error: could not receive data from server: Connection reset by peer',
-    ]) expect(isTransientToolOutput(line), line).toBe(true);
-    for (const line of ['pg_restore: error: input file does not appear to be a valid archive', 'pg_restore: error: could not execute query: ERROR:  relation "x" already exists']) {
+    ])
+      expect(isTransientToolOutput(line), line).toBe(true);
+    for (const line of [
+      'pg_restore: error: input file does not appear to be a valid archive',
+      'pg_restore: error: could not execute query: ERROR:  relation "x" already exists',
+    ]) {
       expect(isTransientToolOutput(line), line).toBe(false);
     }
   });

@@ -78,12 +78,16 @@ describe('copy between environments', () => {
   });
 
   it('compares table digests as pgcopydb does', () => {
-    const a = [{ table: 'public.a', rows: 2, hash: 'x' }, { table: 'public.b', rows: 1, hash: 'y' }];
+    const a = [
+      { table: 'public.a', rows: 2, hash: 'x' },
+      { table: 'public.b', rows: 1, hash: 'y' },
+    ];
     expect(differences(a, a)).toEqual([]);
-    expect(differences(a, [{ table: 'public.a', rows: 2, hash: 'z' }, { table: 'public.c', rows: 0, hash: '' }])).toEqual([
-      'public.a: same row count, different contents',
-      'public.b: missing in the copy',
-      'public.c: only in the copy',
-    ]);
+    expect(
+      differences(a, [
+        { table: 'public.a', rows: 2, hash: 'z' },
+        { table: 'public.c', rows: 0, hash: '' },
+      ]),
+    ).toEqual(['public.a: same row count, different contents', 'public.b: missing in the copy', 'public.c: only in the copy']);
   });
 });

@@ -31,7 +31,16 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     jobId = run.stdout.split('\n')[0]!.trim();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     mkdirSync(OUTPUT, { recursive: true });
   });

@@ -24,8 +24,10 @@ describe('the per-database lock: who waits for it', () => {
     await rig?.cleanup(); // removes the migrations with the test's folder
   });
 
-  const triggerState = async () => (await sql<{ s: string }>(db, "SELECT tgenabled::text AS s FROM pg_trigger WHERE tgname = 'last_updated' AND tgrelid = 'public.film'::regclass"))[0]?.s;
-  const vacuums = async () => (await sql<{ n: number }>(db, "SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relid = 'public.actor'::regclass"))[0]?.n;
+  const triggerState = async () =>
+    (await sql<{ s: string }>(db, "SELECT tgenabled::text AS s FROM pg_trigger WHERE tgname = 'last_updated' AND tgrelid = 'public.film'::regclass"))[0]?.s;
+  const vacuums = async () =>
+    (await sql<{ n: number }>(db, "SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relid = 'public.actor'::regclass"))[0]?.n;
   const migrated = async () => (await sql<{ t: string | null }>(db, "SELECT to_regclass('public.things')::text AS t"))[0]?.t;
 
   it('report, triggers list and migrate status run while a restore holds the lock; vacuum, trigger changes and migrations wait for it', async () => {
@@ -33,7 +35,11 @@ describe('the per-database lock: who waits for it', () => {
     const producer = rig.producer();
     let released = false;
     try {
-      for (const args of [['maintenance', 'report'], ['triggers', 'list'], ['migrate', '--dir', dir, 'status']]) {
+      for (const args of [
+        ['maintenance', 'report'],
+        ['triggers', 'list'],
+        ['migrate', '--dir', dir, 'status'],
+      ]) {
         const run = await rig.cli([...args, '--env', 'app', '--wait', '--json']);
         expect(run.exitCode, `${args.join(' ')}: ${run.stderr}`).toBe(0);
       }

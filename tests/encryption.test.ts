@@ -74,7 +74,9 @@ describe('encrypted backups', () => {
     const worker = await rig.startWorker('restore', { BACKUP_ENCRYPTION_KEY: wrong });
     const run = await rig.cli(['restore', '--env', 'target', '--backup', backup.backupId, '--wait']);
     expect(run.exitCode).toBe(1);
-    expect(run.stderr).toContain(`backup ${backup.backupId} was encrypted with another key (key id ${keyId(Buffer.from(key, 'hex'))}); BACKUP_ENCRYPTION_KEY is key id ${keyId(Buffer.from(wrong, 'hex'))}`);
+    expect(run.stderr).toContain(
+      `backup ${backup.backupId} was encrypted with another key (key id ${keyId(Buffer.from(key, 'hex'))}); BACKUP_ENCRYPTION_KEY is key id ${keyId(Buffer.from(wrong, 'hex'))}`,
+    );
     expect(await fingerprint(rig.db('target'))).toEqual(target);
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
     worker.process.kill('SIGTERM');

@@ -28,7 +28,7 @@ const HOSTILE: unknown[] = [
   '..',
   "'; DROP TABLE actor; --",
   'film"; drop table actor; --',
-  'robert\'); DELETE FROM film; --',
+  "robert'); DELETE FROM film; --",
   '\u0000',
   'nul\u0000byte',
   '☃💥\u202Eevil',
@@ -51,7 +51,39 @@ const HOSTILE: unknown[] = [
   { $where: '1' },
 ];
 
-const FIELDS = ['env', 'from', 'to', 'backup', 'confirm', 'format', 'jobs', 'compress', 'action', 'table', 'name', 'sql', 'forSeconds', 'triggers', 'dir', 'count', 'target', 'dryRun', 'backupFirst', 'rehearse', 'sanitize', 'verify', 'keepPrevious', 'lockTimeoutMs', 'analyze', 'full', 'latest', 'policy', '__proto__', 'constructor', 'url'];
+const FIELDS = [
+  'env',
+  'from',
+  'to',
+  'backup',
+  'confirm',
+  'format',
+  'jobs',
+  'compress',
+  'action',
+  'table',
+  'name',
+  'sql',
+  'forSeconds',
+  'triggers',
+  'dir',
+  'count',
+  'target',
+  'dryRun',
+  'backupFirst',
+  'rehearse',
+  'sanitize',
+  'verify',
+  'keepPrevious',
+  'lockTimeoutMs',
+  'analyze',
+  'full',
+  'latest',
+  'policy',
+  '__proto__',
+  'constructor',
+  'url',
+];
 
 describe('fuzzing every payload schema and the CLI with hostile values', () => {
   let rig: Rig;
@@ -79,7 +111,8 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
       try {
         await validatePayload(config, type, next() < 0.05 ? pick(HOSTILE) : payload);
       } catch (error) {
-        if (!(error instanceof ValidationError)) throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`, { cause: error });
+        if (!(error instanceof ValidationError))
+          throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`, { cause: error });
         expect(error.message).not.toContain('\n    at ');
         refused += 1;
       }
@@ -106,7 +139,9 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
       ['schedule', 'remove'],
       ['enqueue', 'backup'],
     ];
-    const values = HOSTILE.filter((value): value is string | number => (typeof value === 'string' || typeof value === 'number') && !String(value).includes('\u0000'));
+    const values = HOSTILE.filter(
+      (value): value is string | number => (typeof value === 'string' || typeof value === 'number') && !String(value).includes('\u0000'),
+    );
     for (let round = 0; round < 24; round += 1) {
       const args = [...pick(commands), String(pick(values))];
       const run = await rig.cli(args);

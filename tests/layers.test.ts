@@ -48,7 +48,9 @@ describe('layers that point down', () => {
     for (const file of files) {
       for (const imported of importsOf(file)) {
         if (floorOf(imported) > floorOf(file)) {
-          upward.push(`${path.relative(ROOT, file)} (${FLOORS[floorOf(file)]!.floor}) imports ${path.relative(ROOT, imported)} (${FLOORS[floorOf(imported)]!.floor})`);
+          upward.push(
+            `${path.relative(ROOT, file)} (${FLOORS[floorOf(file)]!.floor}) imports ${path.relative(ROOT, imported)} (${FLOORS[floorOf(imported)]!.floor})`,
+          );
         }
       }
     }
@@ -83,9 +85,7 @@ describe('layers that point down', () => {
         if (to !== from) dirs.set(from, (dirs.get(from) ?? new Set()).add(to));
       }
     }
-    const mutual = [...dirs].flatMap(([from, targets]) =>
-      [...targets].filter((to) => from < to && dirs.get(to)?.has(from)).map((to) => `${from} ⇄ ${to}`),
-    );
+    const mutual = [...dirs].flatMap(([from, targets]) => [...targets].filter((to) => from < to && dirs.get(to)?.has(from)).map((to) => `${from} ⇄ ${to}`));
     expect(mutual).toEqual([]);
   });
 

@@ -23,7 +23,10 @@ describe('load', () => {
   const usedMemory = async () => Number(/used_memory:(\d+)/.exec((await redisCli('info', 'memory')).stdout)![1]);
 
   beforeAll(async () => {
-    server = execa('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { reject: false, stdio: 'ignore' });
+    server = execa('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], {
+      reject: false,
+      stdio: 'ignore',
+    });
     await waitFor('redis-server to answer', async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG', 10_000);
     rig = await Rig.create({ REDIS_URL: `redis://127.0.0.1:${port}`, JOB_KEEP_COMPLETED: '0', JOB_EVENTS_MAX: '100', LOG_LEVEL: 'info' });
     await loadPagila(rig.db('app'));
@@ -43,7 +46,10 @@ describe('load', () => {
     // Completions as the workers log them (an event stream trimmed to 100 events can drop some).
     const completions = () => {
       const counts = new Map<string, number>();
-      for (const line of workers.map((worker) => worker.output()).join('\n').split('\n')) {
+      for (const line of workers
+        .map((worker) => worker.output())
+        .join('\n')
+        .split('\n')) {
         const match = /"jobId":"([^"]+)".*"msg":"job completed"/.exec(line);
         if (match) counts.set(match[1]!, (counts.get(match[1]!) ?? 0) + 1);
       }
@@ -59,9 +65,7 @@ describe('load', () => {
             kinds
               .filter((_, i) => i % 4 === p)
               .map((kind) =>
-                kind === 'backup'
-                  ? producer.enqueue('backup', { env: 'app' })
-                  : producer.enqueue('maintenance', { env: 'app', action: 'report' }),
+                kind === 'backup' ? producer.enqueue('backup', { env: 'app' }) : producer.enqueue('maintenance', { env: 'app', action: 'report' }),
               ),
           ),
         ),
@@ -71,11 +75,18 @@ describe('load', () => {
       .map((job) => job.id);
     expect(new Set(ids).size).toBe(BACKUPS + REPORTS);
 
-    await waitFor('every job to complete', () => {
-      const done = completions();
-      return ids.every((id) => done.has(id));
-    }, 240_000);
-    const logs = workers.map((worker) => worker.output()).join('\n').split('\n');
+    await waitFor(
+      'every job to complete',
+      () => {
+        const done = completions();
+        return ids.every((id) => done.has(id));
+      },
+      240_000,
+    );
+    const logs = workers
+      .map((worker) => worker.output())
+      .join('\n')
+      .split('\n');
     const counted = completions();
     expect([...counted.values()].every((count) => count === 1)).toBe(true);
     expect(counted.size).toBe(BACKUPS + REPORTS);

@@ -63,11 +63,17 @@ describe('maintenance', () => {
   });
 
   it('reports sizes, dead tuples, unused indexes, never-vacuumed tables and idle transactions', async () => {
-    await sql(db, 'CREATE TABLE scratch (id int, note text); CREATE INDEX scratch_note ON scratch (note); INSERT INTO scratch SELECT g, md5(g::text) FROM generate_series(1, 1000) g; DELETE FROM scratch WHERE id <= 500');
+    await sql(
+      db,
+      'CREATE TABLE scratch (id int, note text); CREATE INDEX scratch_note ON scratch (note); INSERT INTO scratch SELECT g, md5(g::text) FROM generate_series(1, 1000) g; DELETE FROM scratch WHERE id <= 500',
+    );
     const idle = await lockTable(db, 'public.language'); // an open transaction, idle
     try {
       await new Promise((resolve) => setTimeout(resolve, 2_200));
-      const run = await rig.producer().enqueue('maintenance', { env: 'app', action: 'report', idleSeconds: 2 }).then(({ id }) => rig.producer().wait<'maintenance'>(id));
+      const run = await rig
+        .producer()
+        .enqueue('maintenance', { env: 'app', action: 'report', idleSeconds: 2 })
+        .then(({ id }) => rig.producer().wait<'maintenance'>(id));
       expect(run.state).toBe('completed');
       const report = (run as { result: MaintenanceReport }).result;
       expect(report.database).toBe(db);

@@ -35,7 +35,9 @@ describe('migrate', () => {
       ? (await sql<{ name: string }>(db, 'SELECT name FROM pgmigrations ORDER BY id')).map((row) => row.name)
       : [];
   const columns = async (table: string) =>
-    (await sql<{ c: string }>(db, 'SELECT column_name AS c FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position', [table])).map((row) => row.c);
+    (await sql<{ c: string }>(db, 'SELECT column_name AS c FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position', [table])).map(
+      (row) => row.c,
+    );
 
   it('status and --dry-run read only: they list and print, and create nothing', async () => {
     const status = await migrate('status');
@@ -137,12 +139,14 @@ describe('migrate', () => {
   it('--rehearse applies pending migrations to a scratch restore of the latest backup and touches nothing else', async () => {
     expect((await rig.cli(['backup', '--env', 'app', '--wait'])).exitCode).toBe(0);
     const scratchBefore = await databasesLike('dbops\\_scratch\\_%');
-    writeFileSync(path.join(dir, '4_rental_note.sql'), '-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\nUPDATE rental SET note = \'checked\';\n');
+    writeFileSync(path.join(dir, '4_rental_note.sql'), "-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\nUPDATE rental SET note = 'checked';\n");
     writeFileSync(path.join(dir, '5_bad.sql'), '-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\n');
     try {
       const failing = await migrate('up', '--rehearse');
       expect(failing.exitCode).toBe(1);
-      expect(failing.stderr).toMatch(/rehearsal on app-.* failed: migration 5_bad.sql failed: column "note" of relation "rental" already exists \(4_rental_note \d+ ms ok; 5_bad \d+ ms FAILED\)/);
+      expect(failing.stderr).toMatch(
+        /rehearsal on app-.* failed: migration 5_bad.sql failed: column "note" of relation "rental" already exists \(4_rental_note \d+ ms ok; 5_bad \d+ ms FAILED\)/,
+      );
       rmSync(path.join(dir, '5_bad.sql'));
 
       const run = await migrate('up', '--rehearse');

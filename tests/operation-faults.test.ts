@@ -41,7 +41,10 @@ describe('destructive operations under faults', () => {
     const shadow = await shadowBeingFilled('pg_restore');
     first.process.kill('SIGKILL');
     await first.exited;
-    await waitFor('the orphaned pg_dump and pg_restore to end', async () => (await toolProcesses('pg_restore', shadow)).length === 0 && (await toolProcesses('pg_dump', rig.db('source'))).length === 0);
+    await waitFor(
+      'the orphaned pg_dump and pg_restore to end',
+      async () => (await toolProcesses('pg_restore', shadow)).length === 0 && (await toolProcesses('pg_dump', rig.db('source'))).length === 0,
+    );
     expect(await fingerprint(rig.db('target'))).toEqual(target);
     // Until the server notices that the dead worker's session is gone, its lock on the target stands
     // and start-up recovery must leave the shadow alone (the next test covers that case).
@@ -89,7 +92,11 @@ describe('destructive operations under faults', () => {
     const shadow = await shadowBeingFilled('pg_restore'); // pg_dump runs while pg_restore does
     let terminated = 0;
     while ((await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow])).length > 0) {
-      const rows = await sql<{ ended: boolean }>('postgres', 'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = $2', [database ?? shadow, `dbops-${tool}`]);
+      const rows = await sql<{ ended: boolean }>(
+        'postgres',
+        'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = $2',
+        [database ?? shadow, `dbops-${tool}`],
+      );
       terminated += rows.filter((row) => row.ended).length;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -139,12 +146,15 @@ describe('destructive operations under faults', () => {
   it('migrate: SIGKILL mid-migration rolls it back; the next worker applies it exactly once', async () => {
     const dir = path.join(rig.backupDir, 'migrations');
     mkdirSync(dir);
-    writeFileSync(path.join(dir, '1_slow.sql'), "-- Up Migration\nCREATE TABLE slow_one (id int);\nINSERT INTO slow_one VALUES (1);\nSELECT pg_sleep(3);\n");
+    writeFileSync(path.join(dir, '1_slow.sql'), '-- Up Migration\nCREATE TABLE slow_one (id int);\nINSERT INTO slow_one VALUES (1);\nSELECT pg_sleep(3);\n');
     const first = await rig.startWorker('migrate');
     const producer = rig.producer();
     const job = await producer.enqueue('migrate', { env: 'target', dir, action: 'up' });
     const outcome = producer.wait<'migrate'>(job.id);
-    await waitFor('the migration to be running', async () => (await sql('postgres', "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND datname = $1", [rig.db('target')])).length > 0);
+    await waitFor(
+      'the migration to be running',
+      async () => (await sql('postgres', "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND datname = $1", [rig.db('target')])).length > 0,
+    );
     first.process.kill('SIGKILL');
     await first.exited;
     await rig.startWorker('migrate');

@@ -18,10 +18,14 @@ describe('a Redis restart', () => {
   const workers: WorkerProcess[] = [];
 
   const startRedis = async () => {
-    server = execa('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], {
-      reject: false,
-      stdio: 'ignore',
-    });
+    server = execa(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''],
+      {
+        reject: false,
+        stdio: 'ignore',
+      },
+    );
     await waitFor('redis-server to answer', async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG', 10_000);
   };
 
@@ -56,8 +60,12 @@ describe('a Redis restart', () => {
     expect(finished.map((outcome) => outcome.state)).toEqual(jobs.map(() => 'completed'));
     // Each job completed exactly once, by one worker (whose log line may come a moment after the state).
     const completions = (id: string) =>
-      workers.map((worker) => worker.output()).join('\n').split('\n').filter((line) => line.includes(`"jobId":"${id}"`) && line.includes('"msg":"job completed"'));
-    await waitFor('every completion in the workers\' logs', () => jobs.every((job) => completions(job.id).length > 0), 10_000);
+      workers
+        .map((worker) => worker.output())
+        .join('\n')
+        .split('\n')
+        .filter((line) => line.includes(`"jobId":"${id}"`) && line.includes('"msg":"job completed"'));
+    await waitFor("every completion in the workers' logs", () => jobs.every((job) => completions(job.id).length > 0), 10_000);
     for (const job of jobs) expect(completions(job.id), job.id).toHaveLength(1);
     expect(readdirSync(rig.backupDir).filter((name) => name.endsWith('.json'))).toHaveLength(4);
     expect(readdirSync(path.join(rig.backupDir, '.partial'))).toEqual([]);

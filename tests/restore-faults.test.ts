@@ -63,7 +63,11 @@ describe('a restore whose worker dies', () => {
       async () => {
         const [name] = await shadowDatabasesFor(rig.db('target'));
         if (!name) return undefined;
-        const sessions = await sql<{ pid: number }>('postgres', "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'", [name]);
+        const sessions = await sql<{ pid: number }>(
+          'postgres',
+          "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'",
+          [name],
+        );
         return sessions.length > 0 ? name : undefined;
       },
       30_000,
@@ -71,7 +75,11 @@ describe('a restore whose worker dies', () => {
     // Keep ending pg_restore's sessions in this first shadow until the attempt gives it up.
     let terminated = 0;
     while (await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow]).then((rows) => rows.length > 0)) {
-      const rows = await sql<{ ended: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'", [shadow]);
+      const rows = await sql<{ ended: boolean }>(
+        'postgres',
+        "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'",
+        [shadow],
+      );
       terminated += rows.filter((row) => row.ended).length;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

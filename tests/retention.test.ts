@@ -103,7 +103,10 @@ describe('backups prune', () => {
     }
     // A restore is reading app-j (its mark, as a running restore job leaves it).
     mkdirSync(path.join(rig.backupDir, '.in-use'));
-    writeFileSync(path.join(rig.backupDir, '.in-use', 'app-j@restore-x'), JSON.stringify({ backupId: 'app-j', jobId: 'restore-x', pid: process.pid, host: os.hostname() }));
+    writeFileSync(
+      path.join(rig.backupDir, '.in-use', 'app-j@restore-x'),
+      JSON.stringify({ backupId: 'app-j', jobId: 'restore-x', pid: process.pid, host: os.hostname() }),
+    );
   });
   afterAll(async () => rig?.cleanup());
 

@@ -7,7 +7,8 @@ import { fingerprint, loadPagila, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 import { pgUrl } from './helpers/services.js';
 
-const tableExists = async (database: string, table: string) => (await sql<{ t: string | null }>(database, 'SELECT to_regclass($1)::text AS t', [table]))[0]?.t !== null;
+const tableExists = async (database: string, table: string) =>
+  (await sql<{ t: string | null }>(database, 'SELECT to_regclass($1)::text AS t', [table]))[0]?.t !== null;
 
 describe('every change to a protected environment needs its confirmation, whoever the producer', () => {
   let rig: Rig;
@@ -56,7 +57,9 @@ describe('every change to a protected environment needs its confirmation, whoeve
       const job = await foreign.add(queue, data, name ?? queue);
       const outcome = await foreign.settled(queue, job.id!);
       expect(outcome.state, JSON.stringify(data)).toBe('failed');
-      expect(outcome.failedReason).toMatch(/^"prod(-alias)?" is a protected environment: repeat its name with --confirm prod(-alias)? \(JSON field "confirm"\)$/);
+      expect(outcome.failedReason).toMatch(
+        /^"prod(-alias)?" is a protected environment: repeat its name with --confirm prod(-alias)? \(JSON field "confirm"\)$/,
+      );
     }
     expect(await fingerprint(rig.db('prod'))).toEqual(before);
     expect(await tableExists(rig.db('prod'), 'planted')).toBe(false);
@@ -81,7 +84,9 @@ describe('every change to a protected environment needs its confirmation, whoeve
     const all = await foreign.add('backup', { policy: 'last=1' }, 'prune');
     const outcome = await foreign.settled('backup', all.id!);
     expect(outcome.state, outcome.failedReason).toBe('completed');
-    const prod = (outcome.result as { environments: { env: string; pruned: unknown[]; kept: { reasons: string[] }[] }[] }).environments.find((env) => env.env === 'prod')!;
+    const prod = (outcome.result as { environments: { env: string; pruned: unknown[]; kept: { reasons: string[] }[] }[] }).environments.find(
+      (env) => env.env === 'prod',
+    )!;
     expect(prod.pruned).toEqual([]);
     expect(prod.kept[0]!.reasons).toEqual(['protected: prune it with env prod and confirm prod']);
 
@@ -117,7 +122,7 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
     outside = mkdtempSync(path.join(os.tmpdir(), 'dbops-planted-'));
     chmodSync(outside, 0o777);
     writeFileSync(path.join(outside, '1_planted.sql'), '-- Up Migration\nCREATE TABLE planted (id int);\n');
-    writeFileSync(path.join(outside, '2_secret.sql'), '-- Up Migration\nSELECT \'the secret\';\n', { mode: 0o600 });
+    writeFileSync(path.join(outside, '2_secret.sql'), "-- Up Migration\nSELECT 'the secret';\n", { mode: 0o600 });
     symlinkSync(outside, path.join(rig.backupDir, 'link-out'));
     for (const type of ['backup', 'migrate']) await rig.startWorker(type);
     foreign = new ForeignProducer(rig);
@@ -149,7 +154,7 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
     expect(existing.stderr.replace(outside, 'X')).toBe(missing.stderr.replace(`${outside}-not-there`, 'X'));
   });
 
-  it("a manifest whose archive names a path outside the store is refused as damaged: prune, list and restore leave that path alone", async () => {
+  it('a manifest whose archive names a path outside the store is refused as damaged: prune, list and restore leave that path alone', async () => {
     const made = await rig.cli(['backup', '--env', 'app', '--wait', '--json']);
     expect(made.exitCode, made.stderr).toBe(0);
     const real = JSON.parse(made.stdout) as { backupId: string };
@@ -157,7 +162,10 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
     writeFileSync(path.join(victim, 'keep.txt'), 'not a backup');
     const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${real.backupId}.json`), 'utf8')) as Record<string, unknown>;
     const forgedId = 'app-20000101t000000z-000000';
-    writeFileSync(path.join(rig.backupDir, `${forgedId}.json`), JSON.stringify({ ...manifest, id: forgedId, archive: path.relative(rig.backupDir, victim), completedAt: '2000-01-01T00:00:00.000Z' }));
+    writeFileSync(
+      path.join(rig.backupDir, `${forgedId}.json`),
+      JSON.stringify({ ...manifest, id: forgedId, archive: path.relative(rig.backupDir, victim), completedAt: '2000-01-01T00:00:00.000Z' }),
+    );
     try {
       const pruned = await rig.cli(['backups', 'prune', '--env', 'app', '--policy', 'last=1', '--wait', '--json']);
       expect(pruned.exitCode, pruned.stderr).toBe(0);
@@ -223,7 +231,11 @@ describe('PROTECTED_ENVS fails closed', () => {
   it('a name that is no configured environment stops the CLI and a worker with one line, exit 2', async () => {
     const cli = await rig.cli(['backups', 'list'], { PROTECTED_ENVS: 'prodution' });
     expect(cli.exitCode).toBe(2);
-    expect(cli.stderr.trim()).toBe('manage-db: invalid configuration: PROTECTED_ENVS: "prodution" is no configured environment (known: production); use none for none');
-    await expect(rig.startWorker('backup', { PROTECTED_ENVS: 'prodution' })).rejects.toThrow(/invalid configuration: PROTECTED_ENVS: "prodution" is no configured environment/);
+    expect(cli.stderr.trim()).toBe(
+      'manage-db: invalid configuration: PROTECTED_ENVS: "prodution" is no configured environment (known: production); use none for none',
+    );
+    await expect(rig.startWorker('backup', { PROTECTED_ENVS: 'prodution' })).rejects.toThrow(
+      /invalid configuration: PROTECTED_ENVS: "prodution" is no configured environment/,
+    );
   });
 });

@@ -25,7 +25,11 @@ function request(url: string, options: { method?: string; headers?: Record<strin
 }
 
 const MUTATIONS: { method: string; path: string; body?: string }[] = [
-  { method: 'POST', path: '/admin/queues/api/queues/triggers/add', body: JSON.stringify({ name: 'triggers', data: { env: 'app', action: 'create', sql: 'DROP TABLE x' } }) },
+  {
+    method: 'POST',
+    path: '/admin/queues/api/queues/triggers/add',
+    body: JSON.stringify({ name: 'triggers', data: { env: 'app', action: 'create', sql: 'DROP TABLE x' } }),
+  },
   { method: 'PUT', path: '/admin/queues/api/queues/backup/pause' },
   { method: 'PUT', path: '/admin/queues/api/queues/backup/retry/failed' },
   { method: 'PUT', path: '/admin/queues/api/queues/backup/clean/completed' },
@@ -69,7 +73,8 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
   it('with credentials, a change needs the dashboard as its origin', async () => {
     const host = new URL(guarded.url).host;
     const auth = basic(USER, PASSWORD);
-    const pause = (headers: Record<string, string>) => request(`${guarded.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT', headers: { authorization: auth, ...headers } });
+    const pause = (headers: Record<string, string>) =>
+      request(`${guarded.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT', headers: { authorization: auth, ...headers } });
     expect((await pause({ origin: 'http://attacker.example' })).status).toBe(403);
     expect((await pause({ origin: 'null' })).status).toBe(403);
     expect((await pause({ referer: 'http://attacker.example/page' })).status).toBe(403);
@@ -77,7 +82,10 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
     expect(await rig.producer().queues.get('backup').isPaused()).toBe(false);
     expect((await pause({ origin: `http://${host}` })).status).toBe(200);
     expect(await rig.producer().queues.get('backup').isPaused()).toBe(true);
-    const resume = await request(`${guarded.url}/admin/queues/api/queues/backup/resume`, { method: 'PUT', headers: { authorization: auth, referer: `http://${host}/admin/queues` } });
+    const resume = await request(`${guarded.url}/admin/queues/api/queues/backup/resume`, {
+      method: 'PUT',
+      headers: { authorization: auth, referer: `http://${host}/admin/queues` },
+    });
     expect(resume.status).toBe(200);
     expect(await rig.producer().queues.get('backup').isPaused()).toBe(false);
     expect((await request(`${guarded.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT', headers: { origin: `http://${host}` } })).status).toBe(401);
@@ -105,9 +113,12 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
 
   it('tells loopback by address, not by text: 127.attacker.example is no loopback and needs credentials', async () => {
     for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) expect(isLoopbackHost(host), host).toBe(true);
-    for (const host of ['127.attacker.example', 'localhost.attacker.example', '0.0.0.0', '10.0.0.1', '::ffff:10.0.0.1']) expect(isLoopbackHost(host), host).toBe(false);
+    for (const host of ['127.attacker.example', 'localhost.attacker.example', '0.0.0.0', '10.0.0.1', '::ffff:10.0.0.1'])
+      expect(isLoopbackHost(host), host).toBe(false);
     const config = loadConfig({ ...rig.env, HOST: '127.attacker.example', PORT: '0', LOG_LEVEL: 'silent' });
-    await expect(startServer(config, createLogger(config))).rejects.toThrow('refusing to listen on 127.attacker.example without DASHBOARD_USER and DASHBOARD_PASSWORD');
+    await expect(startServer(config, createLogger(config))).rejects.toThrow(
+      'refusing to listen on 127.attacker.example without DASHBOARD_USER and DASHBOARD_PASSWORD',
+    );
   });
 });
 

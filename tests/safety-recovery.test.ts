@@ -85,7 +85,7 @@ describe('recovery removes only what dbops provably made, for jobs provably dead
     await Promise.all([first.exited, second.exited]);
   });
 
-  it("a scheduled backup (id repeat:…) keeps its work files while a second worker starts and recovers", async () => {
+  it('a scheduled backup (id repeat:…) keeps its work files while a second worker starts and recovers', async () => {
     const first = await rig.startWorker('backup');
     const blocker = await lockTable(rig.db('app'), 'public.actor');
     const queue = foreign.queue('backup');

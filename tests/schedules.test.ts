@@ -112,7 +112,18 @@ describe('schedules', () => {
 
   it('SCHEDULES_FILE is applied at start, by every process, as one schedule; a schedule gone from the file goes', async () => {
     const file = path.join(rig.backupDir, 'schedules.yaml');
-    writeFileSync(file, ['schedules:', '  - name: nightly-small', '    cron: "0 2 * * *"', '    tz: Europe/Berlin', '    operation: backup', '    payload: { env: small, compress: 3 }', ''].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'schedules:',
+        '  - name: nightly-small',
+        '    cron: "0 2 * * *"',
+        '    tz: Europe/Berlin',
+        '    operation: backup',
+        '    payload: { env: small, compress: 3 }',
+        '',
+      ].join('\n'),
+    );
     await rig.startWorker('maintenance', { SCHEDULES_FILE: file });
     await rig.startWorker('restore', { SCHEDULES_FILE: file });
     const list = JSON.parse((await rig.cli(['schedule', 'list', '--json'])).stdout);

@@ -55,7 +55,11 @@ describe('no database password leaves the process', () => {
     expect(failing.exitCode).toBe(1);
     expect(failing.stderr).toContain(`database "${rig.db('missing')}" does not exist`);
     outputs.push(backup.stdout, backup.stderr, restore.stdout, restore.stderr, failing.stdout, failing.stderr);
-    for (const args of [['jobs', 'list', '--json'], ['backups', 'list', '--json'], ['jobs', 'show', backupId]]) {
+    for (const args of [
+      ['jobs', 'list', '--json'],
+      ['backups', 'list', '--json'],
+      ['jobs', 'show', backupId],
+    ]) {
       const run = await rig.cli(args);
       outputs.push(run.stdout, run.stderr);
     }

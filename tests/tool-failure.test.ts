@@ -9,7 +9,15 @@ function failureAfter(lines: string[], tool: 'pg_dump' | 'pg_restore' | 'psql' =
 }
 
 /** A function whose body is longer than the tail: pg_restore echoes all of it after the error. */
-const longFunctionBody = ['Command was: CREATE FUNCTION public.rewards_report(min_monthly_purchases integer) RETURNS SETOF public.customer', '    LANGUAGE plpgsql SECURITY DEFINER', '    AS $_$', ...Array.from({ length: 60 }, (_, n) => `    -- body line ${n}: RAISE EXCEPTION 'invalid argument'; failed`), '$_$;', '', ''];
+const longFunctionBody = [
+  'Command was: CREATE FUNCTION public.rewards_report(min_monthly_purchases integer) RETURNS SETOF public.customer',
+  '    LANGUAGE plpgsql SECURITY DEFINER',
+  '    AS $_$',
+  ...Array.from({ length: 60 }, (_, n) => `    -- body line ${n}: RAISE EXCEPTION 'invalid argument'; failed`),
+  '$_$;',
+  '',
+  '',
+];
 
 describe('a PostgreSQL tool that fails', () => {
   it('is retried when its session was ended in the middle of a long function definition', () => {
@@ -24,7 +32,9 @@ describe('a PostgreSQL tool that fails', () => {
       ...longFunctionBody,
     ]);
     expect(isRetryable(error)).toBe(true);
-    expect(error.message).toContain('pg_restore failed (exit 1): pg_restore: error: could not execute query: FATAL:  terminating connection due to administrator command');
+    expect(error.message).toContain(
+      'pg_restore failed (exit 1): pg_restore: error: could not execute query: FATAL:  terminating connection due to administrator command',
+    );
     expect(error.message).not.toContain('body line');
     expect(error.message).not.toContain('$_$');
   });
@@ -36,29 +46,35 @@ describe('a PostgreSQL tool that fails', () => {
       ...longFunctionBody,
     ]);
     expect(isRetryable(error)).toBe(false);
-    expect(error.message).toBe('pg_restore failed (exit 1): pg_restore: error: could not execute query: ERROR:  function "rewards_report" already exists with same argument types');
+    expect(error.message).toBe(
+      'pg_restore failed (exit 1): pg_restore: error: could not execute query: ERROR:  function "rewards_report" already exists with same argument types',
+    );
   });
 
   it('does not take --verbose progress about a table named like an error for the error', () => {
-    const error = failureAfter([
-      'pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused',
-      '\tIs the server running on that host and accepting TCP/IP connections?',
-      'pg_dump: dumping contents of table "public.error_log"',
-      'pg_dump: dumping contents of table "public.failed_invalid_imports"',
-    ], 'pg_dump');
+    const error = failureAfter(
+      [
+        'pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused',
+        '\tIs the server running on that host and accepting TCP/IP connections?',
+        'pg_dump: dumping contents of table "public.error_log"',
+        'pg_dump: dumping contents of table "public.failed_invalid_imports"',
+      ],
+      'pg_dump',
+    );
     expect(isRetryable(error)).toBe(true);
     expect(error.message).not.toContain('error_log');
     expect(error.message).not.toContain('failed_invalid_imports');
   });
 
   it("keeps psql's errors in a script with their detail", () => {
-    const error = failureAfter([
-      'psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist',
-      'LINE 1: UPDATE customer SET emial = NULL;',
-      '                            ^',
-    ], 'psql');
+    const error = failureAfter(
+      ['psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist', 'LINE 1: UPDATE customer SET emial = NULL;', '                            ^'],
+      'psql',
+    );
     expect(isRetryable(error)).toBe(false);
-    expect(error.message).toBe('psql failed (exit 1): psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist; LINE 1: UPDATE customer SET emial = NULL;');
+    expect(error.message).toBe(
+      'psql failed (exit 1): psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist; LINE 1: UPDATE customer SET emial = NULL;',
+    );
   });
 
   it('falls back to its last lines when none of them is an error message', () => {

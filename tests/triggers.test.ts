@@ -42,7 +42,15 @@ describe('triggers', () => {
     const [count] = await sql<{ n: number }>(db, 'SELECT count(*)::int AS n FROM pg_trigger WHERE NOT tgisinternal');
     expect(listed).toHaveLength(count!.n);
     expect(listed).toContainEqual(
-      expect.objectContaining({ schema: 'public', table: 'film', name: 'film_fulltext_trigger', enabled: true, timing: 'BEFORE', level: 'ROW', events: ['INSERT', 'UPDATE'] }),
+      expect.objectContaining({
+        schema: 'public',
+        table: 'film',
+        name: 'film_fulltext_trigger',
+        enabled: true,
+        timing: 'BEFORE',
+        level: 'ROW',
+        events: ['INSERT', 'UPDATE'],
+      }),
     );
   });
 
@@ -94,7 +102,10 @@ describe('triggers', () => {
     expect(unknownTrigger.exitCode).toBe(1);
 
     await sql(db, `CREATE TABLE public."${HOSTILE.replace(/"/g, '""')}" (id int)`);
-    await sql(db, `CREATE TRIGGER "tr ☃ ""; drop table actor" BEFORE INSERT ON public."${HOSTILE.replace(/"/g, '""')}" FOR EACH ROW EXECUTE FUNCTION public.last_updated()`);
+    await sql(
+      db,
+      `CREATE TRIGGER "tr ☃ ""; drop table actor" BEFORE INSERT ON public."${HOSTILE.replace(/"/g, '""')}" FOR EACH ROW EXECUTE FUNCTION public.last_updated()`,
+    );
     const disabled = await triggers('disable', '--table', `public.${HOSTILE}`, '--name', 'tr ☃ "; drop table actor');
     expect(disabled.exitCode).toBe(0);
     expect((await states())[`public.${HOSTILE}.tr ☃ "; drop table actor`]).toBe('D');

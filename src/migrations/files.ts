@@ -43,7 +43,8 @@ function isWithin(root: string, candidate: string): boolean {
  * exists, so a payload cannot probe the worker's file system either.
  */
 export async function migrationsDir(root: string, dir: string): Promise<string> {
-  const outside = () => new ValidationError(`dir: "${dir}" is not inside MIGRATIONS_ROOT on the worker`, [{ path: 'dir', message: 'must be inside MIGRATIONS_ROOT' }]);
+  const outside = () =>
+    new ValidationError(`dir: "${dir}" is not inside MIGRATIONS_ROOT on the worker`, [{ path: 'dir', message: 'must be inside MIGRATIONS_ROOT' }]);
   if (dir.includes('\0') || dir.split(/[\\/]/).includes('..')) throw outside();
   const realRoot = await realpath(root).catch(() => {
     throw new PermanentError(`MIGRATIONS_ROOT does not exist on the worker (${path.basename(root)})`);
@@ -52,7 +53,8 @@ export async function migrationsDir(root: string, dir: string): Promise<string> 
   if (!isWithin(root, candidate) && !isWithin(realRoot, candidate)) throw outside();
   const real = await realpath(candidate).catch(() => undefined);
   if (real !== undefined && !isWithin(realRoot, real)) throw outside();
-  if (real === undefined) throw new ValidationError(`dir: no migrations directory "${dir}" in MIGRATIONS_ROOT`, [{ path: 'dir', message: 'no such directory' }]);
+  if (real === undefined)
+    throw new ValidationError(`dir: no migrations directory "${dir}" in MIGRATIONS_ROOT`, [{ path: 'dir', message: 'no such directory' }]);
   return real;
 }
 
@@ -97,7 +99,9 @@ export async function readApplied(client: pg.ClientBase): Promise<AppliedMigrati
 /** Applied migrations whose file changed since (as Flyway's validate): their names. */
 export function changedSinceApplied(files: MigrationFile[], applied: AppliedMigration[]): string[] {
   const byName = new Map(files.map((file) => [file.name, file]));
-  return applied.filter((migration) => migration.sha256 && byName.get(migration.name) && byName.get(migration.name)!.sha256 !== migration.sha256).map((migration) => byName.get(migration.name)!.file);
+  return applied
+    .filter((migration) => migration.sha256 && byName.get(migration.name) && byName.get(migration.name)!.sha256 !== migration.sha256)
+    .map((migration) => byName.get(migration.name)!.file);
 }
 
 export async function recordChecksums(client: pg.ClientBase, files: MigrationFile[], names: string[]): Promise<void> {

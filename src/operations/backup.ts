@@ -188,7 +188,9 @@ async function dumpInSnapshot(
     if (config.retentionFor(target.env)) {
       // Retention runs as its own job after each backup; the backup stands whether or not it can be queued.
       // It applies the operator's configured policy, so it confirms for the environment the backup is of.
-      await enqueue('prune', { env: target.env, confirm: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) => log(`retention not applied: ${errorMessage(error)}`));
+      await enqueue('prune', { env: target.env, confirm: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) =>
+        log(`retention not applied: ${errorMessage(error)}`),
+      );
     }
     return resultOf(manifest, archivePath);
   } finally {
@@ -203,7 +205,9 @@ export const backup = defineOperation({
   precheck(payload, config) {
     resolveTarget(config, payload.env);
     if (config.encryptionKey && payload.format !== 'custom') {
-      throw new ValidationError('encrypted backups (BACKUP_ENCRYPTION_KEY) are custom format only', [{ path: 'format', message: 'must be "custom" with encryption' }]);
+      throw new ValidationError('encrypted backups (BACKUP_ENCRYPTION_KEY) are custom format only', [
+        { path: 'format', message: 'must be "custom" with encryption' },
+      ]);
     }
   },
   async process(context): Promise<BackupResult> {

@@ -65,7 +65,15 @@ function progressCounter(context: OperationContext<CopyPayload>, tables: number)
   };
 }
 
-async function streamCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
+async function streamCopy(
+  context: OperationContext<CopyPayload>,
+  source: DatabaseTarget,
+  shadowUrl: string,
+  signal: AbortSignal,
+  snapshot: string | undefined,
+  tables: number,
+  binDir: string | undefined,
+): Promise<void> {
   const counter = progressCounter(context, tables);
   const dumpTail = new StderrTail();
   const dumpArgs = ['--format=custom', '--compress=0', '--verbose', '--no-password', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
@@ -114,18 +122,30 @@ function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
   return dump.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
 }
 
-async function parallelCopy(context: OperationContext<CopyPayload>, source: DatabaseTarget, shadowUrl: string, signal: AbortSignal, snapshot: string | undefined, tables: number, binDir: string | undefined): Promise<void> {
+async function parallelCopy(
+  context: OperationContext<CopyPayload>,
+  source: DatabaseTarget,
+  shadowUrl: string,
+  signal: AbortSignal,
+  snapshot: string | undefined,
+  tables: number,
+  binDir: string | undefined,
+): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
   const work = path.join(await store.partialDir(context.job), 'dump');
   try {
     const counter = progressCounter(context, tables);
     const jobs = `--jobs=${context.payload.jobs}`;
-    const dump = startTool('pg_dump', ['--format=directory', '--compress=0', '--verbose', '--no-password', jobs, `--file=${work}`, ...(snapshot ? [`--snapshot=${snapshot}`] : [])], {
-      url: source.url,
-      signal,
-      binDir,
-      onStderrLine: counter.onLine,
-    });
+    const dump = startTool(
+      'pg_dump',
+      ['--format=directory', '--compress=0', '--verbose', '--no-password', jobs, `--file=${work}`, ...(snapshot ? [`--snapshot=${snapshot}`] : [])],
+      {
+        url: source.url,
+        signal,
+        binDir,
+        onStderrLine: counter.onLine,
+      },
+    );
     await finishTool('pg_dump', dump, counter.tail);
     const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', jobs, work], {
       url: shadowUrl,
@@ -182,7 +202,9 @@ export const copy = defineOperation({
     const source = resolveTarget(config, payload.from);
     const target = resolveTarget(config, payload.to);
     if (source.env === target.env || databaseIdentity(source.url) === databaseIdentity(target.url)) {
-      throw new ValidationError(`"${payload.from}" and "${payload.to}" are the same database: nothing to copy`, [{ path: 'to', message: 'must differ from from' }]);
+      throw new ValidationError(`"${payload.from}" and "${payload.to}" are the same database: nothing to copy`, [
+        { path: 'to', message: 'must differ from from' },
+      ]);
     }
   },
   async process(context): Promise<CopyResult> {

@@ -84,7 +84,12 @@ export type MaintenanceResult = MaintenanceRun | MaintenanceReport;
  * Exact size of a relation, or the planner's estimate (relpages) when its lock does not come at once:
  * a report must never wait behind, or hold up, anyone's lock.
  */
-async function relationSize(client: pg.ClientBase, oid: number, fn: 'pg_total_relation_size' | 'pg_relation_size' | 'pg_indexes_size', estimate: number): Promise<{ bytes: number; estimated: boolean }> {
+async function relationSize(
+  client: pg.ClientBase,
+  oid: number,
+  fn: 'pg_total_relation_size' | 'pg_relation_size' | 'pg_indexes_size',
+  estimate: number,
+): Promise<{ bytes: number; estimated: boolean }> {
   try {
     const { rows } = await client.query<{ size: string }>(`SELECT ${fn}($1::oid) AS size`, [oid]);
     return { bytes: Number(rows[0]?.size ?? 0), estimated: false };
@@ -94,7 +99,12 @@ async function relationSize(client: pg.ClientBase, oid: number, fn: 'pg_total_re
   }
 }
 
-async function report(client: pg.ClientBase, database: string, thresholds: { longRunningSeconds: number; idleSeconds: number }, ledger: DatabaseLedger): Promise<MaintenanceReport> {
+async function report(
+  client: pg.ClientBase,
+  database: string,
+  thresholds: { longRunningSeconds: number; idleSeconds: number },
+  ledger: DatabaseLedger,
+): Promise<MaintenanceReport> {
   await client.query("SET lock_timeout = '200ms'");
   const size = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
   const blockSize = Number((await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192);
@@ -198,7 +208,13 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
     }
   }
   progress(100, 'done');
-  return { action: payload.action as MaintenanceRun['action'], done, skipped, ...(payload.action === 'reindex' ? { concurrently } : {}), durationMs: Date.now() - startedAt };
+  return {
+    action: payload.action as MaintenanceRun['action'],
+    done,
+    skipped,
+    ...(payload.action === 'reindex' ? { concurrently } : {}),
+    durationMs: Date.now() - startedAt,
+  };
 }
 
 const bytes = (value: number) => (value >= 2 ** 20 ? `${(value / 2 ** 20).toFixed(1)} MiB` : `${(value / 1024).toFixed(0)} KiB`);
@@ -207,15 +223,29 @@ function describeReport(result: MaintenanceReport): string {
   const lines = [`database ${result.database}: ${bytes(result.sizeBytes)}`, '', 'TABLE\tTOTAL\tINDEXES\tLIVE\tDEAD\tBLOAT~\tLAST VACUUM\tLAST ANALYZE'];
   for (const table of result.tables.slice(0, 30)) {
     lines.push(
-      [table.table, bytes(table.totalBytes), bytes(table.indexBytes), table.liveTuples, table.deadTuples, bytes(table.estimatedBloatBytes), table.lastVacuum ?? 'never', table.lastAnalyze ?? 'never'].join('\t'),
+      [
+        table.table,
+        bytes(table.totalBytes),
+        bytes(table.indexBytes),
+        table.liveTuples,
+        table.deadTuples,
+        bytes(table.estimatedBloatBytes),
+        table.lastVacuum ?? 'never',
+        table.lastAnalyze ?? 'never',
+      ].join('\t'),
     );
   }
   if (result.tables.length > 30) lines.push(`… ${result.tables.length - 30} more (see --json)`);
-  lines.push('', `unused indexes (no scans, not unique): ${result.unusedIndexes.map((index) => `${index.index} (${bytes(index.sizeBytes)})`).join(', ') || 'none'}`);
+  lines.push(
+    '',
+    `unused indexes (no scans, not unique): ${result.unusedIndexes.map((index) => `${index.index} (${bytes(index.sizeBytes)})`).join(', ') || 'none'}`,
+  );
   lines.push(`never vacuumed: ${result.neverVacuumed.length}, never analyzed: ${result.neverAnalyzed.length} tables`);
   lines.push(`long-running sessions: ${result.longRunning.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
   lines.push(`idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
-  const kept = result.previousDatabases.map((previous) => `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`);
+  const kept = result.previousDatabases.map(
+    (previous) => `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`,
+  );
   lines.push(`kept previous versions (drop them once not needed): ${kept.join(', ') || 'none'}`);
   const unproven = result.unprovenDatabases.map((found) => `${found.name} (${found.why})`);
   lines.push(`look like dbops' but are not provably its own, so never dropped by it: ${unproven.join(', ') || 'none'}`);

@@ -119,7 +119,8 @@ async function runMigrations(
         advisoryLockMode: 'wait',
         logger,
       });
-      if (ran[0]?.name !== migration.name) throw new PermanentError(`expected to ${direction} ${migration.name}, node-pg-migrate ran ${ran[0]?.name ?? 'nothing'}`);
+      if (ran[0]?.name !== migration.name)
+        throw new PermanentError(`expected to ${direction} ${migration.name}, node-pg-migrate ran ${ran[0]?.name ?? 'nothing'}`);
     } catch (error) {
       const message = `migration ${migration.file} failed: ${errorMessage(error)}`;
       timings.push({ name: migration.name, ms: Date.now() - started, ok: false, error: errorMessage(error) });
@@ -185,15 +186,21 @@ export const migrate = defineOperation({
 
     if (payload.action === 'status' || payload.dryRun) {
       // Read-only: no lock, nothing created.
-      return withClient(target.url, async (client) => {
-        const applied = await readApplied(client);
-        if (payload.action === 'status') {
-          return { action: 'status', applied, pending: pendingOf(files, applied).map((file) => file.name), changed: changedSinceApplied(files, applied) };
-        }
-        const chosen = selection(payload, files, applied);
-        const sql = chosen.map((file) => `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`).join('\n');
-        return { action: payload.action, dryRun: true, migrations: chosen.map((file) => file.name), sql };
-      }, `dbops:migrate:${jobId}`);
+      return withClient(
+        target.url,
+        async (client) => {
+          const applied = await readApplied(client);
+          if (payload.action === 'status') {
+            return { action: 'status', applied, pending: pendingOf(files, applied).map((file) => file.name), changed: changedSinceApplied(files, applied) };
+          }
+          const chosen = selection(payload, files, applied);
+          const sql = chosen
+            .map((file) => `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`)
+            .join('\n');
+          return { action: payload.action, dryRun: true, migrations: chosen.map((file) => file.name), sql };
+        },
+        `dbops:migrate:${jobId}`,
+      );
     }
 
     const backupId = context.childResults
@@ -203,7 +210,9 @@ export const migrate = defineOperation({
       const applied = await readApplied(client);
       const changed = changedSinceApplied(files, applied);
       if (changed.length > 0) {
-        throw new PermanentError(`applied migration${changed.length > 1 ? 's' : ''} changed since: ${changed.join(', ')}; restore the applied version or add a new migration`);
+        throw new PermanentError(
+          `applied migration${changed.length > 1 ? 's' : ''} changed since: ${changed.join(', ')}; restore the applied version or add a new migration`,
+        );
       }
       const chosen = selection(payload, files, applied);
       const direction = payload.action as 'up' | 'down';
@@ -211,7 +220,11 @@ export const migrate = defineOperation({
         direction === 'up' ? recordChecksums(client, files, [name]) : forgetChecksums(client, [name]),
       );
       // Migrations applied before dbops recorded checksums are adopted as they are now.
-      await recordChecksums(client, files, applied.filter((migration) => !migration.sha256).map((migration) => migration.name));
+      await recordChecksums(
+        client,
+        files,
+        applied.filter((migration) => !migration.sha256).map((migration) => migration.name),
+      );
       return { action: direction, dryRun: false as const, migrations: timings.map((t) => t.name), timings, ...(backupId ? { backupId } : {}) };
     });
   },

@@ -63,11 +63,21 @@ export const prune = defineOperation({
       const manifests = all.filter((manifest) => manifest.env === env);
       if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) {
         const reasons = [`protected: prune it with env ${env} and confirm ${env}`];
-        result.environments.push({ env, policy: policy ? describeRetention(policy) : null, kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons })), pruned: [] });
+        result.environments.push({
+          env,
+          policy: policy ? describeRetention(policy) : null,
+          kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons })),
+          pruned: [],
+        });
         continue;
       }
       if (!policy) {
-        result.environments.push({ env, policy: null, kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: ['no policy'] })), pruned: [] });
+        result.environments.push({
+          env,
+          policy: null,
+          kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: ['no policy'] })),
+          pruned: [],
+        });
         continue;
       }
       const inUse = new Set((await store.inUseMarks()).map((mark) => mark.backupId));

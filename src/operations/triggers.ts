@@ -28,7 +28,12 @@ const schema = z
     /** create: the SQL definition (the CLI reads it from --file). */
     sql: z.string().min(1).max(1_000_000).optional(),
     /** disable: re-enable after this many seconds, from a delayed job that survives this worker. */
-    forSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
+    forSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(30 * 86_400)
+      .optional(),
     /** enable/disable exactly these (what a timed disable switched off). */
     triggers: z.array(triggerRefSchema).min(1).max(10_000).optional(),
   })
@@ -107,7 +112,11 @@ interface ResolvedTrigger {
 /** The triggers a command names: one, all on a table, a list, or every user trigger of the database. */
 async function resolveTriggers(client: pg.ClientBase, payload: TriggersPayload): Promise<ResolvedTrigger[]> {
   const all = await listTriggers(client);
-  const toResolved = (trigger: TriggerInfo): ResolvedTrigger => ({ table: tableRef(trigger.schema, trigger.table), name: trigger.name, enabled: trigger.enabled });
+  const toResolved = (trigger: TriggerInfo): ResolvedTrigger => ({
+    table: tableRef(trigger.schema, trigger.table),
+    name: trigger.name,
+    enabled: trigger.enabled,
+  });
   if (payload.triggers) {
     const found: ResolvedTrigger[] = [];
     for (const wanted of payload.triggers) {

@@ -77,27 +77,39 @@ export const verify = defineOperation({
         if (payload.full) {
           const server = resolveTarget(config, payload.env ?? manifest.env);
           progress(15, `restoring ${manifest.id} into a scratch database on ${server.env}'s server`);
-          tablesCompared = await withScratchRestore(server, manifest, { config, store, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true }, async (scratchUrl) => {
-            progress(85, 'counting rows');
-            const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
-            try {
-              const counts = await countRows(client, (table, index, total) => progress(85 + (10 * index) / Math.max(total, 1), `counting ${table}`));
-              if (!manifest.rowCounts) {
-                log('this backup has no row counts in its manifest (made by an older dbops): restored, not compared');
-                return 0;
+          tablesCompared = await withScratchRestore(
+            server,
+            manifest,
+            { config, store, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true },
+            async (scratchUrl) => {
+              progress(85, 'counting rows');
+              const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
+              try {
+                const counts = await countRows(client, (table, index, total) => progress(85 + (10 * index) / Math.max(total, 1), `counting ${table}`));
+                if (!manifest.rowCounts) {
+                  log('this backup has no row counts in its manifest (made by an older dbops): restored, not compared');
+                  return 0;
+                }
+                const found = rowCountDifferences(manifest.rowCounts, counts);
+                if (found.length > 0) throw new ArchiveProblem(`the restored rows differ from the manifest: ${found.slice(0, 10).join('; ')}`);
+                return Object.keys(counts).length;
+              } finally {
+                await client.end().catch(() => undefined);
               }
-              const found = rowCountDifferences(manifest.rowCounts, counts);
-              if (found.length > 0) throw new ArchiveProblem(`the restored rows differ from the manifest: ${found.slice(0, 10).join('; ')}`);
-              return Object.keys(counts).length;
-            } finally {
-              await client.end().catch(() => undefined);
-            }
-          });
+            },
+          );
         }
       } catch (error) {
         // Only the archive's own faults are recorded against it; a lost connection or a cancel is not.
         if (error instanceof ArchiveProblem && !signal.aborted) {
-          await store.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: false, reason: error.message, jobId, durationMs: Date.now() - startedAt });
+          await store.recordVerification(manifest.id, {
+            at: new Date().toISOString(),
+            level,
+            ok: false,
+            reason: error.message,
+            jobId,
+            durationMs: Date.now() - startedAt,
+          });
           throw new PermanentError(`backup ${manifest.id} is damaged: ${error.message}`);
         }
         throw error;

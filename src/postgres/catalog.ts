@@ -56,7 +56,9 @@ export async function listTables(client: pg.ClientBase, kinds: ('r' | 'p' | 'm')
 
 /** Ordinary tables and partitions (whose rows pg_dump dumps), as `schema.table` quoted where needed. */
 export async function userTables(client: pg.ClientBase): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(`SELECT format('%I.%I', n.nspname, c.relname) AS name FROM ${USER_RELATIONS} AND c.relkind = 'r' ORDER BY 1`);
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM ${USER_RELATIONS} AND c.relkind = 'r' ORDER BY 1`,
+  );
   return rows.map((row) => row.name);
 }
 

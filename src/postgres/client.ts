@@ -1,6 +1,5 @@
 import pg from 'pg';
 
-
 /** A connected client. Keepalive makes a dead peer visible; application_name makes us visible. */
 export async function connect(url: string, applicationName = 'dbops'): Promise<pg.Client> {
   const client = new pg.Client({

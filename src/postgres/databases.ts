@@ -38,7 +38,13 @@ export async function databaseExists(client: pg.Client, name: string): Promise<b
 
 async function creationOptions(client: pg.Client, like: string): Promise<string> {
   const { rows } = await client.query<{
-    encoding: string; collate: string; ctype: string; provider: string | null; icu: string | null; owner: string; me: string;
+    encoding: string;
+    collate: string;
+    ctype: string;
+    provider: string | null;
+    icu: string | null;
+    owner: string;
+    me: string;
   }>(
     `SELECT pg_encoding_to_char(d.encoding) AS encoding, d.datcollate AS collate, d.datctype AS ctype,
             to_jsonb(d)->>'datlocprovider' AS provider, to_jsonb(d)->>'daticulocale' AS icu,
@@ -135,7 +141,10 @@ export interface UnprovenDatabase {
  * Every database on this server that dbops created and has not yet dropped (`proven`), and the ones
  * that only look like it (`unproven`: to report, never to remove).
  */
-export async function findCreatedDatabases(client: pg.ClientBase, ledger: DatabaseLedger): Promise<{ proven: LeftoverDatabase[]; unproven: UnprovenDatabase[] }> {
+export async function findCreatedDatabases(
+  client: pg.ClientBase,
+  ledger: DatabaseLedger,
+): Promise<{ proven: LeftoverDatabase[]; unproven: UnprovenDatabase[] }> {
   const { rows } = await client.query<{ datname: string; oid: number; marked: boolean }>(
     `SELECT d.datname, d.oid::int AS oid, coalesce(shobj_description(d.oid, 'pg_database') LIKE $1, false) AS marked
        FROM pg_database d
@@ -157,7 +166,9 @@ export async function findCreatedDatabases(client: pg.ClientBase, ledger: Databa
 function previousName(target: string, now: Date): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').toLowerCase(); // 20261125t120000
   const suffix = `_prev_${stamp}`;
-  return `${Buffer.from(target).subarray(0, MAX_IDENTIFIER - suffix.length).toString()}${suffix}`.replace(/\uFFFD/g, '');
+  return `${Buffer.from(target)
+    .subarray(0, MAX_IDENTIFIER - suffix.length)
+    .toString()}${suffix}`.replace(/\uFFFD/g, '');
 }
 
 async function waitForNoSessions(client: pg.Client, database: string, timeoutMs: number): Promise<boolean> {

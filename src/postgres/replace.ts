@@ -106,11 +106,17 @@ export async function recoverCreatedDatabases({ config, logger, ledger }: Recove
     try {
       const { proven, unproven } = await findCreatedDatabases(maintenance, ledger);
       for (const leftover of proven) {
-        const lock = await tryDatabaseLock({ ...server, database: leftover.record.target }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: 'dbops:recovery' });
+        const lock = await tryDatabaseLock(
+          { ...server, database: leftover.record.target },
+          { maintenanceDb: config.PG_MAINTENANCE_DB, holder: 'dbops:recovery' },
+        );
         if (!lock) continue;
         try {
           await discardLeftover(maintenance, leftover, ledger);
-          logger.info({ database: leftover.name, target: leftover.record.target, job: leftover.record.job }, `dropped the ${leftover.record.kind} database of a dead worker`);
+          logger.info(
+            { database: leftover.name, target: leftover.record.target, job: leftover.record.job },
+            `dropped the ${leftover.record.kind} database of a dead worker`,
+          );
         } finally {
           await lock.release();
         }

@@ -56,7 +56,9 @@ export function startTool(tool: PgTool, args: string[], options: ToolOptions = {
   const connection = options.url ? libpqConnection(options.url) : undefined;
   const fullArgs = connection ? [...args, `--dbname=${connection.dbname}`] : args;
   const binary = toolPath(tool, options.binDir);
-  const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGTERM', '--', '/bin/sh', '-c', GROUP_WRAPPER, 'dbops-tool', binary, ...fullArgs]] : [binary, fullArgs];
+  const [file, argv] = SETPRIV
+    ? [SETPRIV, ['--pdeathsig', 'SIGTERM', '--', '/bin/sh', '-c', GROUP_WRAPPER, 'dbops-tool', binary, ...fullArgs]]
+    : [binary, fullArgs];
   const child = execa(file, argv, {
     env: toolEnvironment(connection?.env, tool),
     extendEnv: false,

@@ -39,8 +39,7 @@ export interface JobSummary {
 }
 
 export type JobOutcome<T extends OperationType> =
-  | { id: string; state: 'completed'; result: ResultOf<T> }
-  | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
+  { id: string; state: 'completed'; result: ResultOf<T> } | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 
@@ -78,10 +77,7 @@ export class Producer {
       const timer = setTimeout(fail, timeoutMs);
       connection
         .ping()
-        .then(
-          () => resolve(),
-          fail,
-        )
+        .then(() => resolve(), fail)
         .finally(() => {
           clearTimeout(timer);
           connection.off('error', onError);

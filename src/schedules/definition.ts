@@ -20,7 +20,9 @@ function cronProblem(cron: string, tz: string | undefined): string | undefined {
  * gap is not enough to know it.
  */
 export function shortestIntervalMs(cron: string, tz: string | undefined, runs = 50): number {
-  const times = CronExpressionParser.parse(cron, { tz, currentDate: new Date() }).take(runs).map((date) => date.getTime());
+  const times = CronExpressionParser.parse(cron, { tz, currentDate: new Date() })
+    .take(runs)
+    .map((date) => date.getTime());
   let shortest = Infinity;
   for (let i = 1; i < times.length; i += 1) shortest = Math.min(shortest, times[i]! - times[i - 1]!);
   return shortest;
@@ -36,19 +38,27 @@ export const scheduleSchema = z
     tz: z
       .string()
       .max(100)
-      .refine((zone) => {
-        try {
-          new Intl.DateTimeFormat('en', { timeZone: zone });
-          return true;
-        } catch {
-          return false;
-        }
-      }, { message: 'not a time zone (e.g. Europe/Berlin)' })
+      .refine(
+        (zone) => {
+          try {
+            new Intl.DateTimeFormat('en', { timeZone: zone });
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        { message: 'not a time zone (e.g. Europe/Berlin)' },
+      )
       .optional(),
     operation: z.string().refine(isOperationType, { message: `one of ${operationTypes.join(', ')}` }),
     payload: z.record(z.string(), z.unknown()).default({}),
     /** Seconds a run has to succeed in; by default, until the next run is due. */
-    windowSeconds: z.number().int().positive().max(366 * 86_400).optional(),
+    windowSeconds: z
+      .number()
+      .int()
+      .positive()
+      .max(366 * 86_400)
+      .optional(),
   })
   .superRefine((schedule, context) => {
     const problem = cronProblem(schedule.cron, schedule.tz);
@@ -78,7 +88,9 @@ export function scheduleNameOf(repeatJobKey: string | undefined): string | undef
 export function runTimes(schedule: Pick<ScheduleDefinition, 'cron' | 'tz'>) {
   return {
     previous(at: Date): Date {
-      return CronExpressionParser.parse(schedule.cron, { tz: schedule.tz, currentDate: new Date(at.getTime() + 1) }).prev().toDate();
+      return CronExpressionParser.parse(schedule.cron, { tz: schedule.tz, currentDate: new Date(at.getTime() + 1) })
+        .prev()
+        .toDate();
     },
     next(at: Date): Date {
       return CronExpressionParser.parse(schedule.cron, { tz: schedule.tz, currentDate: at }).next().toDate();

@@ -17,7 +17,9 @@ export function watchMissedRuns(schedules: Schedules, notifier: Notifier, logger
       for (const view of await schedules.list()) {
         if (view.status.state !== 'missed' || !view.status.dueAt) continue;
         if (!(await schedules.claimMissedAlert(view.name, view.status.dueAt))) continue;
-        const last = view.lastRun ? `last run ${view.lastRun.state} at ${view.lastRun.at}${view.lastRun.reason ? `: ${view.lastRun.reason}` : ''}` : 'it has never run';
+        const last = view.lastRun
+          ? `last run ${view.lastRun.state} at ${view.lastRun.at}${view.lastRun.reason ? `: ${view.lastRun.reason}` : ''}`
+          : 'it has never run';
         const text = `dbops: schedule "${view.name}" (${describeOperation(view)}) missed its run due ${view.status.dueAt.toISOString()}; ${last}`;
         logger.warn({ schedule: view.name, dueAt: view.status.dueAt }, 'schedule missed a run');
         notifier.send({

@@ -35,7 +35,8 @@ export async function watchJobOutcomes(options: {
   events.on('error', () => undefined);
 
   const claim = async (job: Job) =>
-    (await queues.connection.set(`${config.QUEUE_PREFIX}:dbops:notified:${job.id}:${job.finishedOn ?? job.attemptsMade}`, '1', 'EX', 30 * 86_400, 'NX')) === 'OK';
+    (await queues.connection.set(`${config.QUEUE_PREFIX}:dbops:notified:${job.id}:${job.finishedOn ?? job.attemptsMade}`, '1', 'EX', 30 * 86_400, 'NX')) ===
+    'OK';
 
   const onEnd = async (jobId: string, state: 'completed' | 'failed') => {
     const job = await queues.get(queue).getJob(jobId);

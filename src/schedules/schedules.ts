@@ -69,11 +69,13 @@ export class Schedules {
     const now = new Date().toISOString();
     const unchanged = existing && sameDefinition(existing, definition);
     const stored: StoredSchedule = { ...definition, source, createdAt: existing?.createdAt ?? now, updatedAt: unchanged ? existing.updatedAt : now };
-    await this.queues.get(definition.operation).upsertJobScheduler(
-      schedulerId(definition),
-      { pattern: definition.cron, tz: definition.tz },
-      { name: definition.operation, data: definition.payload, opts: jobOptionsFor(this.config, definition.operation) },
-    );
+    await this.queues
+      .get(definition.operation)
+      .upsertJobScheduler(
+        schedulerId(definition),
+        { pattern: definition.cron, tz: definition.tz },
+        { name: definition.operation, data: definition.payload, opts: jobOptionsFor(this.config, definition.operation) },
+      );
     await this.redis.hset(this.key('schedules'), definition.name, JSON.stringify(stored));
     return stored;
   }
@@ -164,7 +166,13 @@ export class Schedules {
 }
 
 function sameDefinition(a: ScheduleDefinition, b: ScheduleDefinition): boolean {
-  return a.cron === b.cron && a.tz === b.tz && a.operation === b.operation && a.windowSeconds === b.windowSeconds && JSON.stringify(a.payload) === JSON.stringify(b.payload);
+  return (
+    a.cron === b.cron &&
+    a.tz === b.tz &&
+    a.operation === b.operation &&
+    a.windowSeconds === b.windowSeconds &&
+    JSON.stringify(a.payload) === JSON.stringify(b.payload)
+  );
 }
 
 export function describeOperation(schedule: Pick<ScheduleDefinition, 'operation' | 'payload'>): string {

@@ -12,7 +12,11 @@ export interface ScheduleStatus {
  * Whether a schedule's last due run succeeded within its window (by default: before the next run was
  * due). A run that never started (no worker, queue paused) and one that failed count alike: missed.
  */
-export function scheduleStatus(schedule: Pick<StoredSchedule, 'cron' | 'tz' | 'windowSeconds' | 'updatedAt'>, lastSuccessAt: Date | undefined, now: Date): ScheduleStatus {
+export function scheduleStatus(
+  schedule: Pick<StoredSchedule, 'cron' | 'tz' | 'windowSeconds' | 'updatedAt'>,
+  lastSuccessAt: Date | undefined,
+  now: Date,
+): ScheduleStatus {
   const times = runTimes(schedule);
   const windowEnd = (due: Date) => (schedule.windowSeconds ? new Date(due.getTime() + schedule.windowSeconds * 1000) : times.next(due));
   let due = times.previous(now);

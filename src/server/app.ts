@@ -32,10 +32,7 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
 
   app.get('/healthz', async (_req, res) => {
     try {
-      await Promise.race([
-        producer.queues.connection.ping(),
-        new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
-      ]);
+      await Promise.race([producer.queues.connection.ping(), new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref())]);
       res.json({ status: 'ok' });
     } catch {
       res.status(503).json({ status: 'unavailable', reason: 'Redis does not answer' });

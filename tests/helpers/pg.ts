@@ -100,10 +100,7 @@ export async function fingerprint(database: string): Promise<Fingerprint> {
     );
     tables[name] = row!;
   }
-  const sequenceRows = await sql<{ name: string }>(
-    database,
-    `SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1`,
-  );
+  const sequenceRows = await sql<{ name: string }>(database, `SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1`);
   const sequences: Fingerprint['sequences'] = {};
   for (const { name } of sequenceRows) {
     const [row] = await sql<{ v: string }>(database, `SELECT last_value || ':' || is_called AS v FROM ${name}`);

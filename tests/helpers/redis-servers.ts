@@ -29,10 +29,40 @@ export function redisUnavailableReason(feature?: 'tls'): string | undefined {
 /** A CA and a certificate for 127.0.0.1 signed by it: `ca.pem`, `server.pem`, `server.key` in `dir`. */
 export async function makeCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
   const file = (name: string) => path.join(dir, name);
-  await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2', '-subj', '/CN=dbops test CA']);
+  await execa('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    file('ca.key'),
+    '-out',
+    file('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=dbops test CA',
+  ]);
   await execa('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', '/CN=127.0.0.1']);
   writeFileSync(file('san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  await execa('openssl', ['x509', '-req', '-in', file('server.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('server.pem'), '-days', '2', '-extfile', file('san.ext')]);
+  await execa('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    file('server.csr'),
+    '-CA',
+    file('ca.pem'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    file('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    file('san.ext'),
+  ]);
   return { ca: file('ca.pem'), cert: file('server.pem'), key: file('server.key') };
 }
 
@@ -51,7 +81,11 @@ async function waitForPing(port: number, tlsCa?: string, password?: string): Pro
 }
 
 /** Servers started together, stopped together (SIGKILL; nothing of theirs is kept). */
-async function serve(dir: string, starts: { args: string[]; port: number; tlsCa?: string; password?: string }[], then?: () => Promise<void>): Promise<() => Promise<void>> {
+async function serve(
+  dir: string,
+  starts: { args: string[]; port: number; tlsCa?: string; password?: string }[],
+  then?: () => Promise<void>,
+): Promise<() => Promise<void>> {
   const servers: ResultPromise[] = starts.map(({ args }) => execa('redis-server', args, { reject: false, stdio: 'ignore', cwd: dir }));
   const stop = async () => {
     for (const server of servers) server.kill('SIGKILL');
@@ -80,7 +114,10 @@ export async function startCluster(firstPort: number): Promise<TestRedis> {
   const ports = [firstPort, firstPort + 1, firstPort + 2];
   const stop = await serve(
     dir,
-    ports.map((port) => ({ port, args: ['--port', String(port), ...PLAIN, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir] })),
+    ports.map((port) => ({
+      port,
+      args: ['--port', String(port), ...PLAIN, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir],
+    })),
     async () => {
       await execa('redis-cli', ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes']);
       for (let tries = 0; ; tries += 1) {
@@ -107,7 +144,9 @@ export async function startRedis(
   const certificates = options.tls ? await makeCertificates(dir) : undefined;
   const listen = (onPort: number) => (certificates ? ['--port', '0', '--tls-port', String(onPort), ...tlsArgs(certificates)] : ['--port', String(onPort)]);
   const requirePass = (password?: string) => (password ? ['--requirepass', password] : []);
-  const starts = [{ port, tlsCa: certificates?.ca, password: options.password, args: [...listen(port), ...PLAIN, ...requirePass(options.password), '--dir', dir] }];
+  const starts = [
+    { port, tlsCa: certificates?.ca, password: options.password, args: [...listen(port), ...PLAIN, ...requirePass(options.password), '--dir', dir] },
+  ];
   if (options.sentinelPort !== undefined) {
     const config = path.join(dir, 'sentinel.conf');
     const authPass = options.password ? `sentinel auth-pass mymaster ${options.password}\n` : '';

@@ -45,7 +45,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
   withRunFlags(
     backups
       .command('verify')
-      .description("check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest")
+      .description('check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest')
       .argument('[id]', 'backup id (or --latest ENV)')
       .option('--latest <env>', 'the newest backup of this environment')
       .option('--full', 'also restore it into a scratch database (then dropped) and compare row counts with the manifest')

@@ -70,7 +70,9 @@ export function registerJobs(program: Command): void {
         out(`payload: ${JSON.stringify(summary.data)}`);
         if (summary.result !== null) out(`result:  ${JSON.stringify(summary.result)}`);
         if (summary.failedReason) out(`reason:  ${summary.failedReason}`);
-        out(`created ${summary.createdAt ?? '-'}, started ${summary.startedAt ?? '-'}, finished ${summary.finishedAt ?? '-'}, attempts ${summary.attemptsMade}`);
+        out(
+          `created ${summary.createdAt ?? '-'}, started ${summary.startedAt ?? '-'}, finished ${summary.finishedAt ?? '-'}, attempts ${summary.attemptsMade}`,
+        );
         for (const line of logs) out(`  | ${line}`);
       });
     });

@@ -175,7 +175,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
       .option('--to <name>', 'up: apply pending migrations up to this one')
       .option('--dry-run', 'print the SQL that would run; change nothing')
       .option('--backup-first', 'a backup job of the environment must succeed before any migration runs')
-      .option('--rehearse', "apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else")
+      .option('--rehearse', 'apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else')
       .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, n: string | undefined, options) => {
     await run(

@@ -27,7 +27,9 @@ async function capturePayload(argv: string[]): Promise<{ type: OperationType; pa
   const capture: RunOperation = async (type, input) => {
     captured = { type, payload: Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined)) };
   };
-  const program = new Command('manage-db schedule add … <operation>').exitOverride().configureOutput({ outputError: () => undefined, writeOut: () => undefined });
+  const program = new Command('manage-db schedule add … <operation>')
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined, writeOut: () => undefined });
   for (const register of operationCommands) register(program, capture);
   const silence = (command: Command) => {
     command.exitOverride().configureOutput({ outputError: () => undefined, writeOut: () => undefined });
@@ -95,7 +97,14 @@ export function registerSchedule(program: Command): void {
       if (!own.cron) throw new ValidationError('schedule add: --cron "<expr>" is required');
       const { type, payload } = await capturePayload(operationArgs);
       const stored = await withSchedules((schedules) =>
-        schedules.add({ name, cron: own.cron, tz: own.tz, operation: type, payload, windowSeconds: own.window === undefined ? undefined : parseDuration(own.window) }),
+        schedules.add({
+          name,
+          cron: own.cron,
+          tz: own.tz,
+          operation: type,
+          payload,
+          windowSeconds: own.window === undefined ? undefined : parseDuration(own.window),
+        }),
       );
       if (own.json) return printJson(stored);
       out(`schedule ${stored.name}: ${describeOperation(stored)} at "${stored.cron}" (${stored.tz ?? 'UTC'})`);
