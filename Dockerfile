@@ -1,8 +1,8 @@
 # dbops: build the TypeScript, then a slim runtime with the PostgreSQL client tools.
-# PG_MAJOR should be at least the major version of the servers dbops works on (pg_dump cannot dump a
-# newer server). Debian bookworm ships postgresql-client-15; for other majors add the PGDG repository
-# (https://wiki.postgresql.org/wiki/Apt) before installing postgresql-client-${PG_MAJOR}.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node.js 22 (maintained LTS). PG_MAJOR must be at least the major version of the servers dbops works on
+# (pg_dump cannot dump a newer server); its client tools come from the PostgreSQL project's own apt
+# repository (PGDG), which has every supported major, newest included.
+ARG NODE_IMAGE=node:22-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
@@ -15,13 +15,20 @@ COPY bench bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 
 FROM ${NODE_IMAGE} AS runtime
-ARG PG_MAJOR=15
+ARG PG_MAJOR=19
 RUN apt-get update \
- && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" util-linux ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl util-linux \
+ && install -d /usr/share/postgresql-common/pgdg \
+ && curl -fsSL -o /usr/share/postgresql-common/pgdg/apt.postgresql.org.asc https://www.postgresql.org/media/keys/ACCC4CF8.asc \
+ && echo "deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" \
+      > /etc/apt/sources.list.d/pgdg.list \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" \
+ && apt-get purge -y curl && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p -m 0700 /backups && chown node:node /backups && chmod 0700 /backups
 WORKDIR /app
-ENV NODE_ENV=production BACKUP_DIR=/backups PG_BIN_DIR=/usr/lib/postgresql/${PG_MAJOR}/bin
+ENV NODE_ENV=production BACKUP_DIR=/backups MIGRATIONS_ROOT=/migrations PG_BIN_DIR=/usr/lib/postgresql/${PG_MAJOR}/bin
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY package.json ./

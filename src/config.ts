@@ -176,12 +176,13 @@ export function databaseIdentity(value: string): string {
 
 /** PROTECTED_ENVS checked against the environments, and extended to every alias of a protected database. */
 function parseProtected(raw: string | undefined, environments: Map<string, Environment>): Set<string> {
-  const given = (raw ?? 'production').trim().toLowerCase();
-  const names = given === 'none' || given === '' ? [] : given.split(',').map(normalizeEnvName).filter(Boolean);
+  // Unset (or empty), the default protects production where there is one. Only `none` protects nothing.
+  const explicit = raw !== undefined && raw.trim() !== '';
+  const given = explicit ? raw.trim().toLowerCase() : 'production';
+  const names = given === 'none' ? [] : given.split(',').map(normalizeEnvName).filter(Boolean);
   const unknown = names.filter((name) => !environments.has(name));
-  // Unset, the default protects production where there is one; a name given that matches nothing is a typo
-  // that would leave the real environment unprotected.
-  if (raw !== undefined && unknown.length > 0) {
+  // A name given that matches nothing is a typo that would leave the real environment unprotected.
+  if (explicit && unknown.length > 0) {
     const known = [...environments.keys()].join(', ') || 'none configured';
     throw new ConfigError(`PROTECTED_ENVS: "${unknown.join('", "')}" is no configured environment (known: ${known}); use none for none`);
   }

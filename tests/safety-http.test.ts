@@ -134,6 +134,7 @@ describe('configuration that fails closed and tells no secret', () => {
     );
     expect([...loadConfig({ ...urls, PROTECTED_ENVS: 'production' }).protectedEnvs].sort()).toEqual(['prod-alias', 'production']);
     expect([...loadConfig(urls).protectedEnvs].sort()).toEqual(['prod-alias', 'production']); // the default
+    expect([...loadConfig({ ...urls, PROTECTED_ENVS: ' ' }).protectedEnvs].sort()).toEqual(['prod-alias', 'production']); // empty: the default too
     expect(loadConfig({ ...urls, PROTECTED_ENVS: 'none' }).protectedEnvs.size).toBe(0);
     expect(databaseIdentity('postgres://a@[::1]:5432/app')).toBe(databaseIdentity('postgres://b@127.0.0.1/app'));
     expect(databaseIdentity('postgres://a@db1:5432/app')).not.toBe(databaseIdentity('postgres://a@db2:5432/app'));
