@@ -1,21 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { configVariables } from '../src/config.js';
 import { workerTypes } from '../src/operations/index.js';
 
 const compose = spawnSync('docker-compose', ['version'], { encoding: 'utf8' });
 const composeMissing = compose.error ? "Debian's docker-compose is not installed (.ci/run installs it)" : undefined;
 
 describe('deployment files', () => {
-  it('.env.example lists every variable the configuration reads', () => {
-    const example = readFileSync('.env.example', 'utf8');
-    for (const variable of [...configVariables, 'DATABASE_URL_', 'WORKER_CONCURRENCY_']) {
-      expect(example, variable).toMatch(new RegExp(`^#?\\s*${variable}`, 'm'));
-    }
-  });
-
   describe.skipIf(composeMissing !== undefined)(`docker-compose.yml${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
     const run = (env: Record<string, string>, ...args: string[]) =>
       execa('docker-compose', ['-f', 'docker-compose.yml', 'config', ...args], { env: { PATH: process.env.PATH!, ...env }, extendEnv: false, reject: false });
