@@ -65,15 +65,18 @@ function progressCounter(context: OperationContext<CopyPayload>, tables: number)
   };
 }
 
-async function streamCopy(
-  context: OperationContext<CopyPayload>,
-  source: DatabaseTarget,
-  shadowUrl: string,
-  signal: AbortSignal,
-  snapshot: string | undefined,
-  tables: number,
-  binDir: string | undefined,
-): Promise<void> {
+/** What filling the shadow database takes, whichever way it is filled. */
+interface Fill {
+  source: DatabaseTarget;
+  shadowUrl: string;
+  signal: AbortSignal;
+  /** The source's exported snapshot (with --verify), for pg_dump to read. */
+  snapshot: string | undefined;
+  tables: number;
+  binDir: string | undefined;
+}
+
+async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
   const counter = progressCounter(context, tables);
   const dumpTail = new StderrTail();
   const dumpArgs = ['--format=custom', '--compress=0', '--verbose', '--no-password', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
@@ -122,15 +125,7 @@ function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
   return dump.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
 }
 
-async function parallelCopy(
-  context: OperationContext<CopyPayload>,
-  source: DatabaseTarget,
-  shadowUrl: string,
-  signal: AbortSignal,
-  snapshot: string | undefined,
-  tables: number,
-  binDir: string | undefined,
-): Promise<void> {
+async function parallelCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
   const work = path.join(await store.partialDir(context.job), 'dump');
   try {
@@ -247,8 +242,8 @@ export const copy = defineOperation({
         keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
         fill: async (shadowUrl, fillSignal) => {
-          if (mode === 'stream') await streamCopy(context, source, shadowUrl, fillSignal, snapshot, tables, binDir);
-          else await parallelCopy(context, source, shadowUrl, fillSignal, snapshot, tables, binDir);
+          const fill: Fill = { source, shadowUrl, signal: fillSignal, snapshot, tables, binDir };
+          await (mode === 'stream' ? streamCopy(context, fill) : parallelCopy(context, fill));
           if (snapshotClient) await verifyCopy(context, () => digestTables(snapshotClient), shadowUrl);
           await sanitize(context, shadowUrl);
         },
