@@ -51,6 +51,7 @@ export async function benchQueue(config: Config, roundTrips = 500, burst = 2000)
     type: 'bench-noop',
     summary: 'does nothing',
     schema: z.strictObject({ n: z.number() }),
+    result: z.object({ ok: z.boolean() }),
     process: async () => ({ ok: true }),
   });
   const running = await startWorker(noop, config, createLogger({ ...config, LOG_LEVEL: 'silent' }));

@@ -15,8 +15,11 @@ export class PermanentError extends Error {
 export class ValidationError extends PermanentError {
   override name = 'ValidationError';
   constructor(
+    /** Says what is wrong in the payload's terms (its JSON fields): for the HTTP API and failure reasons. */
     message: string,
     readonly issues: { path: string; message: string }[] = [],
+    /** The same in the CLI's terms (its flags), where they differ. */
+    readonly forCli?: string,
   ) {
     super(message);
   }

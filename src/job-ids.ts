@@ -31,6 +31,21 @@ export function describeJob(job: JobRef): string {
   return `${job.queue} job "${job.id}"`;
 }
 
+/**
+ * How people name a job: `<type>/<id>`, unambiguous across queues (an id is unique only within its
+ * queue), or a bare id, which is then looked for in every queue. Any id BullMQ accepts works, slashes
+ * included (the type is what comes before the first one, when it is an operation type).
+ */
+export function parseJobReference(text: string, isType: (value: string) => boolean): { type?: string; id: string } {
+  const slash = text.indexOf('/');
+  if (slash > 0 && isType(text.slice(0, slash)) && slash < text.length - 1) return { type: text.slice(0, slash), id: text.slice(slash + 1) };
+  return { id: text };
+}
+
+export function formatJobReference(type: string, id: string): string {
+  return `${type}/${id}`;
+}
+
 const SAFE_BYTE = /^[A-Za-z0-9-]$/;
 /** File names stay well under the 255-byte limit of common file systems. */
 const MAX_ENCODED = 200;

@@ -37,7 +37,7 @@ describe.skipIf(!mountable)(`a full BACKUP_DIR${mountable ? '' : ' (skipped: can
   it('fails the backup with a clear error, at once, and leaves nothing that looks like a backup', async () => {
     const run = await rig.cli(['backup', '--env', 'source', '--wait'], { BACKUP_DIR: dir });
     expect(run.exitCode).toBe(1);
-    expect(run.stderr.trim()).toMatch(new RegExp(`failed: cannot write the backup to ${dir}: no space left on the device$`));
+    expect(run.stderr.trim()).toMatch(/failed: cannot write the backup to BACKUP_DIR: no space left on the device$/);
     expect(readdirSync(dir).filter((name) => name !== '.partial')).toEqual([]);
     expect(readdirSync(path.join(dir, '.partial'))).toEqual([]);
     const listed = await rig.cli(['backups', 'list', '--json'], { BACKUP_DIR: dir });

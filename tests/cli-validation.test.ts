@@ -42,7 +42,6 @@ describe('manage-db refuses bad input', () => {
     ['a missing environment', () => ['backup'], /required option '--env <env>' not specified/],
     ['a missing backup id', () => ['restore', '--env', 'other'], /required option '--backup <id>' not specified/],
     ['no command at all', () => [], /./],
-    ['a malformed job id', () => ['jobs', 'show', 'nope'], /is not a job id/],
   ];
 
   // Keys BullMQ itself keeps alive or lets expire (the stalled-check marker) are not jobs.

@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { configVariables } from '../src/config.js';
+import { configVariables, loadConfig } from '../src/config.js';
+import { renderJobsDoc } from '../src/queue/contract.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -34,6 +35,10 @@ function links(file: string): string[] {
 }
 
 describe('documentation', () => {
+  it('docs/jobs.md is what the catalogue says now (regenerate it with npm run docs:jobs)', () => {
+    expect(readFileSync(path.join(ROOT, 'docs/jobs.md'), 'utf8')).toBe(renderJobsDoc(loadConfig({})));
+  });
+
   it('the README is read in five minutes: at most 12 KB', () => {
     expect(statSync(path.join(ROOT, 'README.md')).size).toBeLessThanOrEqual(12 * 1024);
   });

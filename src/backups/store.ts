@@ -159,7 +159,7 @@ export class BackupStore {
     const parsed = backupIdSchema.safeParse(id);
     if (!parsed.success) throw new ValidationError(`invalid backup id "${id}": ${parsed.error.issues[0]?.message}`);
     const manifest = await this.readManifest(this.manifestPath(parsed.data)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') throw new ValidationError(`unknown backup "${id}" in ${this.dir}`);
+      if (error.code === 'ENOENT') throw new ValidationError(`unknown backup "${id}"`, [{ path: 'backup', message: 'no such backup' }]);
       throw new PermanentError(`backup "${id}": unreadable manifest: ${error.message}`);
     });
     if (manifest.id !== parsed.data) throw new PermanentError(`backup "${id}": its manifest names another backup`);

@@ -38,7 +38,7 @@ export function printJson(value: unknown): void {
 /** One line for any error; validation problems exit 2. */
 export function toExit(error: unknown): CliExit {
   if (error instanceof CliExit) return error;
-  if (error instanceof ValidationError) return new CliExit(EXIT.invalid, errorMessage(error));
+  if (error instanceof ValidationError) return new CliExit(EXIT.invalid, error.forCli ?? errorMessage(error));
   const message = errorMessage(error).split('\n')[0] ?? 'unknown error';
   return new CliExit(EXIT.failed, message);
 }

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { operationCommands } from './commands/index.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerSchedule } from './commands/schedule.js';
+import { registerSchema } from './commands/schema.js';
 import { EXIT, err, toExit } from './io.js';
 
 function buildProgram(): Command {
@@ -14,6 +15,7 @@ function buildProgram(): Command {
   for (const register of operationCommands) register(program);
   registerJobs(program);
   registerSchedule(program);
+  registerSchema(program);
   for (const command of program.commands) {
     command.exitOverride().configureOutput({ outputError: () => undefined });
     for (const sub of command.commands) sub.exitOverride().configureOutput({ outputError: () => undefined });

@@ -32,18 +32,18 @@ const schema = z
     path: ['jobs'],
   });
 
-export interface BackupResult {
-  backupId: string;
-  /** Absolute path of the archive (a file, or a directory for the directory format). */
-  path: string;
-  sizeBytes: number;
-  sha256: string;
-  env: string;
-  database: string;
-  format: Manifest['format'];
-  tableCount: number;
-  durationMs: number;
-}
+const result = z.object({
+  backupId: z.string(),
+  path: z.string().meta({ description: 'absolute path of the archive on the worker (a file, or a directory for the directory format)' }),
+  sizeBytes: z.number().int(),
+  sha256: z.string(),
+  env: z.string(),
+  database: z.string(),
+  format: backupFormatSchema,
+  tableCount: z.number().int(),
+  durationMs: z.number(),
+});
+export type BackupResult = z.infer<typeof result>;
 
 /**
  * Streams stdout to the file (encrypted, with a key) while hashing what is written: one pass, memory
@@ -76,8 +76,8 @@ function resultOf(manifest: Manifest, archivePath: string): BackupResult {
   };
 }
 
-/** Errors writing to BACKUP_DIR, in one line that names the directory. */
-function diskFailure(error: unknown, dir: string): Error {
+/** Errors writing to BACKUP_DIR, in one line that names it (by its variable: no server path leaves the worker). */
+function diskFailure(error: unknown): Error {
   const code = (error as NodeJS.ErrnoException).code;
   const reasons: Record<string, string> = {
     ENOSPC: 'no space left on the device',
@@ -86,7 +86,7 @@ function diskFailure(error: unknown, dir: string): Error {
     EROFS: 'read-only file system',
   };
   const reason = code ? reasons[code] : undefined;
-  return reason ? new PermanentError(`cannot write the backup to ${dir}: ${reason}`) : (error as Error);
+  return reason ? new PermanentError(`cannot write the backup to BACKUP_DIR: ${reason}`) : (error as Error);
 }
 
 type BackupPayload = z.output<typeof schema>;
@@ -142,7 +142,7 @@ async function dumpInSnapshot(
     if (payload.format === 'custom') {
       const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial, key), finishTool('pg_dump', child, tail)]);
       // A full or read-only BACKUP_DIR makes pg_dump fail too (broken pipe): the disk is the cause to name.
-      if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason, config.backupDir);
+      if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason);
       if (finished.status === 'rejected') throw finished.reason;
       if (written.status === 'rejected') throw written.reason;
       digest = written.value;
@@ -202,6 +202,7 @@ export const backup = defineOperation({
   type: 'backup',
   summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
   schema,
+  result,
   precheck(payload, config) {
     resolveTarget(config, payload.env);
     if (config.encryptionKey && payload.format !== 'custom') {

@@ -25,25 +25,29 @@ const schema = z.strictObject({
   from: envName,
   to: envName,
   confirm: confirmField,
-  /** 1: stream pg_dump into pg_restore with no file; more: parallel dump and restore through a directory. */
-  jobs: parallelJobs.default(1),
-  sanitize: z.array(sanitizeScript).max(50).default([]),
-  verify: z.boolean().default(false),
-  keepPrevious: z.boolean().optional(),
+  jobs: parallelJobs.default(1).meta({ description: '1: stream pg_dump into pg_restore with no file; more: parallel dump and restore' }),
+  sanitize: z
+    .array(sanitizeScript)
+    .max(50)
+    .default([])
+    .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
+  verify: z.boolean().default(false).meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
+  keepPrevious: z.boolean().optional().meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
 });
 type CopyPayload = z.output<typeof schema>;
 
-export interface CopyResult {
-  from: string;
-  to: string;
-  database: string;
-  mode: 'stream' | 'parallel';
-  tables: number;
-  sanitized: string[];
-  verified: boolean;
-  previousDatabase?: string;
-  durationMs: number;
-}
+const result = z.object({
+  from: z.string(),
+  to: z.string(),
+  database: z.string(),
+  mode: z.enum(['stream', 'parallel']),
+  tables: z.number().int(),
+  sanitized: z.array(z.string()).meta({ description: 'the sanitize scripts run, by name' }),
+  verified: z.boolean(),
+  previousDatabase: z.string().optional(),
+  durationMs: z.number(),
+});
+export type CopyResult = z.infer<typeof result>;
 
 /** Where a URL points: two environment names for one database are the same database. */
 /** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
@@ -192,10 +196,12 @@ export const copy = defineOperation({
   type: 'copy',
   summary: "copy one environment's database into another, through a shadow database swapped in on success",
   schema,
+  result,
   changes: (payload) => payload.to,
+  changesWhen: 'always: it replaces `to`',
   precheck(payload, config) {
-    const source = resolveTarget(config, payload.from);
-    const target = resolveTarget(config, payload.to);
+    const source = resolveTarget(config, payload.from, 'from');
+    const target = resolveTarget(config, payload.to, 'to');
     if (source.env === target.env || databaseIdentity(source.url) === databaseIdentity(target.url)) {
       throw new ValidationError(`"${payload.from}" and "${payload.to}" are the same database: nothing to copy`, [
         { path: 'to', message: 'must differ from from' },

@@ -13,14 +13,20 @@ export const envName = z
 export const parallelJobs = z.number().int().min(1).max(64);
 
 /** The name of the protected environment a job changes, repeated (CLI `--confirm`, JSON field `confirm`). */
-export const confirmField = z.string().max(200).optional();
+export const confirmField = z
+  .string()
+  .max(200)
+  .optional()
+  .meta({ description: "the environment's name again: needed to change a protected environment (CLI --confirm)" });
 
 /** A job that changes a protected environment's database or backups must repeat its name. */
 export function requireConfirmation(config: Config, env: string, confirm: unknown): void {
   if (!config.protectedEnvs.has(env)) return;
   if (typeof confirm !== 'string' || normalizeEnvName(confirm) !== env) {
-    throw new ValidationError(`"${env}" is a protected environment: repeat its name with --confirm ${env} (JSON field "confirm")`, [
-      { path: 'confirm', message: `must equal "${env}"` },
-    ]);
+    throw new ValidationError(
+      `"${env}" is a protected environment: the field "confirm" must repeat its name`,
+      [{ path: 'confirm', message: `must equal "${env}"` }],
+      `"${env}" is a protected environment: repeat its name with --confirm ${env}`,
+    );
   }
 }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
 import { withClient } from '../postgres/client.js';
 import type { DatabaseLedger } from '../ownership.js';
-import { findCreatedDatabases, listPreviousDatabases, type PreviousDatabase, type UnprovenDatabase } from '../postgres/databases.js';
+import { findCreatedDatabases, listPreviousDatabases } from '../postgres/databases.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
@@ -39,46 +39,50 @@ const schema = z
   });
 type MaintenancePayload = z.output<typeof schema>;
 
-export interface MaintenanceRun {
-  action: 'vacuum' | 'analyze' | 'reindex';
-  done: string[];
-  /** Tables whose lock did not come within lockTimeoutMs. */
-  skipped: { table: string; reason: string }[];
-  concurrently?: boolean;
-  durationMs: number;
-}
+const runResult = z.object({
+  action: z.enum(['vacuum', 'analyze', 'reindex']),
+  done: z.array(z.string()),
+  skipped: z.array(z.object({ table: z.string(), reason: z.string() })).meta({ description: 'tables whose lock did not come within lockTimeoutMs' }),
+  concurrently: z.boolean().optional(),
+  durationMs: z.number(),
+});
+export type MaintenanceRun = z.infer<typeof runResult>;
 
-export interface MaintenanceReport {
-  action: 'report';
-  database: string;
-  sizeBytes: number;
-  tables: {
-    table: string;
-    totalBytes: number;
-    tableBytes: number;
-    indexBytes: number;
-    /** True when a size is the planner's estimate because the table was locked by someone else. */
-    sizeEstimated: boolean;
-    liveTuples: number;
-    deadTuples: number;
-    /** Dead share of the table's bytes: a cheap estimate without pgstattuple. */
-    estimatedBloatBytes: number;
-    lastVacuum: string | null;
-    lastAnalyze: string | null;
-  }[];
-  indexes: { index: string; table: string; sizeBytes: number; scans: number }[];
-  unusedIndexes: { index: string; table: string; sizeBytes: number }[];
-  neverVacuumed: string[];
-  neverAnalyzed: string[];
-  longRunning: { pid: number; user: string | null; state: string; seconds: number; query: string }[];
-  idleInTransaction: { pid: number; user: string | null; seconds: number; query: string }[];
-  /** Earlier versions of this database kept by restores and copies: they take space until dropped. */
-  previousDatabases: PreviousDatabase[];
-  /** Databases on this server that look like dbops' but that it cannot prove it made: never removed by it. */
-  unprovenDatabases: UnprovenDatabase[];
-}
+const reportResult = z.object({
+  action: z.literal('report'),
+  database: z.string(),
+  sizeBytes: z.number(),
+  tables: z.array(
+    z.object({
+      table: z.string(),
+      totalBytes: z.number(),
+      tableBytes: z.number(),
+      indexBytes: z.number(),
+      sizeEstimated: z.boolean().meta({ description: "the sizes are the planner's estimate: the table was locked by someone else" }),
+      liveTuples: z.number(),
+      deadTuples: z.number(),
+      estimatedBloatBytes: z.number().meta({ description: "dead share of the table's bytes (no pgstattuple)" }),
+      lastVacuum: z.string().nullable(),
+      lastAnalyze: z.string().nullable(),
+    }),
+  ),
+  indexes: z.array(z.object({ index: z.string(), table: z.string(), sizeBytes: z.number(), scans: z.number() })),
+  unusedIndexes: z.array(z.object({ index: z.string(), table: z.string(), sizeBytes: z.number() })),
+  neverVacuumed: z.array(z.string()),
+  neverAnalyzed: z.array(z.string()),
+  longRunning: z.array(z.object({ pid: z.number(), user: z.string().nullable(), state: z.string(), seconds: z.number(), query: z.string() })),
+  idleInTransaction: z.array(z.object({ pid: z.number(), user: z.string().nullable(), seconds: z.number(), query: z.string() })),
+  previousDatabases: z
+    .array(z.object({ name: z.string(), sizeBytes: z.number().nullable(), note: z.string() }))
+    .meta({ description: 'earlier versions of this database kept by restores and copies: they take space until dropped' }),
+  unprovenDatabases: z
+    .array(z.object({ name: z.string(), why: z.string() }))
+    .meta({ description: "databases on this server that look like dbops' but that it cannot prove it made: never removed by it" }),
+});
+export type MaintenanceReport = z.infer<typeof reportResult>;
 
-export type MaintenanceResult = MaintenanceRun | MaintenanceReport;
+const result = z.union([runResult, reportResult]);
+export type MaintenanceResult = z.infer<typeof result>;
 
 /**
  * Exact size of a relation, or the planner's estimate (relpages) when its lock does not come at once:
@@ -256,9 +260,11 @@ export const maintenance = defineOperation({
   type: 'maintenance',
   summary: 'vacuum, analyze, reindex, and a health report',
   schema,
+  result,
   // ANALYZE and a plain VACUUM change no data and block neither reads nor writes (SHARE UPDATE EXCLUSIVE):
   // they run unconfirmed. VACUUM FULL and REINDEX rewrite and lock tables: confirmed on a protected env.
   changes: (payload) => (payload.action === 'reindex' || (payload.action === 'vacuum' && payload.full) ? payload.env : undefined),
+  changesWhen: '`action` reindex, or vacuum with `full`',
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

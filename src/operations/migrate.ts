@@ -18,6 +18,7 @@ import {
 import { connect, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
+import { backup } from './backup.js';
 import { confirmField, envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -25,18 +26,29 @@ const schema = z
   .strictObject({
     env: envName,
     /** The migrations directory, as the workers see it: inside MIGRATIONS_ROOT (relative to it, or absolute). */
-    dir: z.string().min(1).max(4096).default('.'),
+    dir: z
+      .string()
+      .min(1)
+      .max(4096)
+      .default('.')
+      .meta({ description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it' }),
     action: z.enum(['status', 'up', 'down']).default('up'),
     confirm: confirmField,
     /** up: how many pending migrations (default all); down: how many to revert (default 1). */
     count: z.number().int().min(1).max(100_000).optional(),
     /** up: apply pending migrations up to and including this one. */
     target: z.string().min(1).max(300).optional(),
-    dryRun: z.boolean().default(false),
+    dryRun: z.boolean().default(false).meta({ description: 'return the SQL that would run; change nothing' }),
     /** Run a backup job of the environment first (a BullMQ flow); migrations run only after it succeeded. */
-    backupFirst: z.boolean().default(false),
+    backupFirst: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'back the environment up before any migration runs (a child backup job, or the worker takes one itself)' }),
     /** Apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else. */
-    rehearse: z.boolean().default(false),
+    rehearse: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'apply pending migrations to a scratch restore of the latest backup and time them; nothing else is touched' }),
   })
   .superRefine((payload, issues) => {
     const problem = (field: string, message: string) => issues.addIssue({ code: 'custom', path: [field], message });
@@ -47,18 +59,27 @@ const schema = z
   });
 type MigratePayload = z.output<typeof schema>;
 
-export interface MigrationTiming {
-  name: string;
-  ms: number;
-  ok: boolean;
-  error?: string;
-}
+const timing = z.object({ name: z.string(), ms: z.number(), ok: z.boolean(), error: z.string().optional() });
+export type MigrationTiming = z.infer<typeof timing>;
 
-export type MigrateResult =
-  | { action: 'status'; applied: AppliedMigration[]; pending: string[]; changed: string[] }
-  | { action: 'up' | 'down'; dryRun: true; migrations: string[]; sql: string }
-  | { action: 'up' | 'down'; dryRun: false; migrations: string[]; timings: MigrationTiming[]; backupId?: string }
-  | { action: 'up'; rehearsal: true; backupId: string; migrations: MigrationTiming[] };
+const result = z.union([
+  z.object({
+    action: z.literal('status'),
+    applied: z.array(z.object({ name: z.string(), runOn: z.string(), sha256: z.string().nullable() })),
+    pending: z.array(z.string()),
+    changed: z.array(z.string()).meta({ description: 'applied migrations whose file changed since' }),
+  }),
+  z.object({ action: z.enum(['up', 'down']), dryRun: z.literal(true), migrations: z.array(z.string()), sql: z.string() }),
+  z.object({
+    action: z.enum(['up', 'down']),
+    dryRun: z.literal(false),
+    migrations: z.array(z.string()),
+    timings: z.array(timing),
+    backupId: z.string().optional().meta({ description: 'the backup taken first (backupFirst)' }),
+  }),
+  z.object({ action: z.literal('up'), rehearsal: z.literal(true), backupId: z.string(), migrations: z.array(timing) }),
+]);
+export type MigrateResult = z.infer<typeof result>;
 
 function pendingOf(files: MigrationFile[], applied: AppliedMigration[]): MigrationFile[] {
   const done = new Set(applied.map((migration) => migration.name));
@@ -133,6 +154,26 @@ async function runMigrations(
   return timings;
 }
 
+/**
+ * The backup a `backupFirst` migration stands on, whoever enqueued it: the backup its flow's child job
+ * made (when that is a real backup of this environment), or else one this job takes now, before any
+ * migration runs. A plain `add('migrate', {backupFirst: true})` from another producer is as safe as
+ * dbops' own flow.
+ */
+async function backupBeforeMigrating(context: OperationContext<MigratePayload>, env: string): Promise<string> {
+  const store = new BackupStore(context.config.backupDir);
+  for (const result of context.childResults) {
+    const id = (result as { backupId?: unknown } | null)?.backupId;
+    if (typeof id !== 'string') continue;
+    const manifest = await store.get(id).catch(() => undefined);
+    if (manifest?.env === env) return id;
+  }
+  context.log(`no backup from a child job: backing up ${env} before migrating`);
+  const made = await backup.process({ ...context, payload: backup.schema.parse({ env }) });
+  context.log(`backup ${made.backupId} taken before migrating`);
+  return made.backupId;
+}
+
 async function rehearse(context: OperationContext<MigratePayload>): Promise<MigrateResult> {
   const { payload, config, jobId, signal, progress, log } = context;
   const target = resolveTarget(config, payload.env);
@@ -170,8 +211,10 @@ export const migrate = defineOperation({
   type: 'migrate',
   summary: 'apply SQL migrations (node-pg-migrate format) with checksums, dry runs and rehearsals',
   schema,
+  result,
   // A rehearsal changes only its scratch database; status and dry runs change nothing.
   changes: (payload) => (payload.action === 'status' || payload.dryRun || payload.rehearse ? undefined : payload.env),
+  changesWhen: '`action` up or down, unless `dryRun` or `rehearse`',
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
     await readMigrations(await migrationsDir(config.migrationsRoot, payload.dir));
@@ -203,9 +246,7 @@ export const migrate = defineOperation({
       );
     }
 
-    const backupId = context.childResults
-      .map((result) => (result as { backupId?: string } | null)?.backupId)
-      .find((id): id is string => typeof id === 'string');
+    const backupId = payload.backupFirst ? await backupBeforeMigrating(context, target.env) : undefined;
     return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress }, async (client) => {
       const applied = await readApplied(client);
       const changed = changedSinceApplied(files, applied);

@@ -52,12 +52,16 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   queue?: string;
   /** The job payload: validated by producers before anything reaches Redis, and again by the worker. */
   schema: Schema;
+  /** What a completed job returns (published as JSON Schema, with the payload's, in docs/jobs.md). */
+  result: z.ZodType<Result>;
   /**
    * The environment whose database or backups this job would change; undefined when it changes nothing
    * (a report, a list, a dry run). The worker enforces, whoever the producer: such a job on a protected
    * environment carries `confirm` equal to the environment's name, and once completed it never runs again.
    */
   changes?(payload: z.output<Schema>): string | undefined;
+  /** When `changes` names an environment, in words, for the published contract (docs/jobs.md). */
+  changesWhen?: string;
   /** Checks against the configuration (environment known, backup exists). */
   precheck?(payload: z.output<Schema>, config: Config): Promise<void> | void;
   /**

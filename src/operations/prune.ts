@@ -27,25 +27,26 @@ const schema = z.strictObject({
   confirm: confirmField,
 });
 
-export interface PruneEnvResult {
-  env: string;
-  policy: string | null;
-  kept: { id: string; completedAt: string; reasons: string[] }[];
-  pruned: { id: string; completedAt: string; reason: string }[];
-}
+const envResult = z.object({
+  env: z.string(),
+  policy: z.string().nullable(),
+  kept: z.array(z.object({ id: z.string(), completedAt: z.string(), reasons: z.array(z.string()) })),
+  pruned: z.array(z.object({ id: z.string(), completedAt: z.string(), reason: z.string() })),
+});
+export type PruneEnvResult = z.infer<typeof envResult>;
 
-export interface PruneResult {
-  dryRun: boolean;
-  environments: PruneEnvResult[];
-}
+const result = z.object({ dryRun: z.boolean(), environments: z.array(envResult) });
+export type PruneResult = z.infer<typeof result>;
 
 export const prune = defineOperation({
   type: 'prune',
   queue: 'backup',
   summary: 'apply retention (last N verified, then daily/weekly/monthly) to the backups in BACKUP_DIR',
   schema,
+  result,
   // Without an environment, protected ones are left out (they are pruned one by one, confirmed).
   changes: (payload) => (payload.dryRun ? undefined : payload.env),
+  changesWhen: 'an `env` pruned for real (without `env`, protected environments are left alone)',
   precheck(payload, config) {
     if (payload.env && !payload.policy && !config.retentionFor(payload.env)) {
       const variable = `BACKUP_RETENTION_${payload.env.toUpperCase().replace(/-/g, '_')}`;

@@ -15,28 +15,33 @@ const schema = z.strictObject({
   confirm: confirmField,
   jobs: parallelJobs.default(2),
   /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
-  keepPrevious: z.boolean().optional(),
+  keepPrevious: z
+    .boolean()
+    .optional()
+    .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false' }),
 });
 
 type RestorePayload = z.output<typeof schema>;
 
-export interface RestoreResult {
-  backupId: string;
-  env: string;
-  database: string;
-  /** Where the database that was replaced now lives, when it was kept. */
-  previousDatabase?: string;
-  durationMs: number;
-  lockWaitMs: number;
-  lockAcquiredAt: string;
-  lockReleasedAt: string;
-}
+const result = z.object({
+  backupId: z.string(),
+  env: z.string(),
+  database: z.string(),
+  previousDatabase: z.string().optional().meta({ description: 'where the database that was replaced now lives, when it was kept' }),
+  durationMs: z.number(),
+  lockWaitMs: z.number(),
+  lockAcquiredAt: z.string(),
+  lockReleasedAt: z.string(),
+});
+export type RestoreResult = z.infer<typeof result>;
 
 export const restore = defineOperation({
   type: 'restore',
   summary: 'restore a backup into an environment, through a shadow database swapped in on success',
   schema,
+  result,
   changes: (payload) => payload.env,
+  changesWhen: 'always: it replaces `env`',
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
     await new BackupStore(config.backupDir).get(payload.backup);

@@ -47,23 +47,30 @@ const schema = z
   });
 type TriggersPayload = z.output<typeof schema>;
 
-export interface TriggerInfo {
-  schema: string;
-  table: string;
-  name: string;
-  enabled: boolean;
-  /** O (origin, the default), D (disabled), R (replica only), A (always). */
-  enabledMode: string;
-  timing: 'BEFORE' | 'AFTER' | 'INSTEAD OF';
-  level: 'ROW' | 'STATEMENT';
-  events: string[];
-  function: string;
-  definition: string;
-}
+const triggerInfo = z.object({
+  schema: z.string(),
+  table: z.string(),
+  name: z.string(),
+  enabled: z.boolean(),
+  enabledMode: z.string().meta({ description: 'O (origin, the default), D (disabled), R (replica only), A (always)' }),
+  timing: z.enum(['BEFORE', 'AFTER', 'INSTEAD OF']),
+  level: z.enum(['ROW', 'STATEMENT']),
+  events: z.array(z.string()),
+  function: z.string(),
+  definition: z.string(),
+});
+export type TriggerInfo = z.infer<typeof triggerInfo>;
 
-export type TriggersResult =
-  | { action: 'list'; triggers: TriggerInfo[] }
-  | { action: 'enable' | 'disable' | 'create' | 'drop'; changed: { table: string; name: string }[]; reenableAt?: string; reenableJobId?: string };
+const result = z.union([
+  z.object({ action: z.literal('list'), triggers: z.array(triggerInfo) }),
+  z.object({
+    action: z.enum(['enable', 'disable', 'create', 'drop']),
+    changed: z.array(z.object({ table: z.string(), name: z.string() })),
+    reenableAt: z.string().optional(),
+    reenableJobId: z.string().optional(),
+  }),
+]);
+export type TriggersResult = z.infer<typeof result>;
 
 const TRIGGERS_SQL = `
   SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled AS mode, t.tgtype AS type,
@@ -199,7 +206,9 @@ export const triggers = defineOperation({
   type: 'triggers',
   summary: 'list, enable, disable, create and drop triggers',
   schema,
+  result,
   changes: (payload) => (payload.action === 'list' ? undefined : payload.env),
+  changesWhen: 'every `action` but list',
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

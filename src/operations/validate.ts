@@ -12,7 +12,12 @@ import type { Operation } from './operation.js';
 export async function checkPayload(operation: Operation, config: Config, payload: unknown): Promise<unknown> {
   const parsed = (operation.schema as z.ZodType).safeParse(payload);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.') || '(payload)', message: issue.message }));
+    // An unknown key's issue sits on the object: name the key itself.
+    const issues = parsed.error.issues.flatMap((issue) =>
+      issue.code === 'unrecognized_keys'
+        ? issue.keys.map((key) => ({ path: [...issue.path, key].join('.'), message: 'unknown field' }))
+        : [{ path: issue.path.join('.') || '(payload)', message: issue.message }],
+    );
     throw new ValidationError(`invalid ${operation.type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
   }
   await operation.precheck?.(parsed.data, config);

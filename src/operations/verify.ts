@@ -27,21 +27,21 @@ const schema = z
     path: ['backup'],
   });
 
-export interface VerifyResult {
-  backupId: string;
-  env: string;
-  level: Verification['level'];
-  ok: true;
-  tocEntries: number;
-  /** Tables whose rows were counted in the scratch restore (full only). */
-  tablesCompared?: number;
-  durationMs: number;
-}
+const result = z.object({
+  backupId: z.string(),
+  env: z.string(),
+  level: z.enum(['toc', 'full']),
+  ok: z.literal(true),
+  tocEntries: z.number().int(),
+  tablesCompared: z.number().int().optional().meta({ description: 'tables whose rows were counted in the scratch restore (full only)' }),
+  durationMs: z.number(),
+});
+export type VerifyResult = z.infer<typeof result>;
 
 async function pickBackup(store: BackupStore, payload: { backup?: string; latest?: string }): Promise<Manifest> {
   if (payload.backup) return store.get(payload.backup);
   const newest = (await store.list({ env: payload.latest })).at(-1);
-  if (!newest) throw new ValidationError(`no backup of ${payload.latest} in ${store.dir}`);
+  if (!newest) throw new ValidationError(`no backup of ${payload.latest}`, [{ path: 'latest', message: 'no backup of this environment' }]);
   return newest;
 }
 
@@ -50,6 +50,7 @@ export const verify = defineOperation({
   queue: 'restore',
   summary: 'check a backup: sha256 and table of contents; --full restores it into a scratch database and counts rows',
   schema,
+  result,
   async precheck(payload, config) {
     if (payload.backup) await new BackupStore(config.backupDir).get(payload.backup);
     if (payload.env) resolveTarget(config, payload.env);

@@ -15,12 +15,15 @@ export function databaseOf(url: string): string {
   return fromPath || parsed.searchParams.get('dbname') || decodeURIComponent(parsed.username) || 'postgres';
 }
 
-export function resolveTarget(config: Config, envName: string): DatabaseTarget {
+/** The environment a payload names; `field` is the payload field that names it, for the error. */
+export function resolveTarget(config: Config, envName: string, field = 'env'): DatabaseTarget {
   const name = normalizeEnvName(envName);
   const environment = config.environments.get(name);
   if (!environment) {
     const known = [...config.environments.keys()].join(', ') || 'none configured';
-    throw new ValidationError(`unknown environment "${envName}" (known: ${known}; set DATABASE_URL_${name.toUpperCase().replace(/-/g, '_')})`);
+    throw new ValidationError(`unknown environment "${envName}" (known: ${known}; set DATABASE_URL_${name.toUpperCase().replace(/-/g, '_')})`, [
+      { path: field, message: 'unknown environment' },
+    ]);
   }
   return { env: environment.name, database: databaseOf(environment.url), url: environment.url };
 }

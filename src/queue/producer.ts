@@ -14,7 +14,7 @@ import {
 } from '../operations/index.js';
 import type { Progress } from '../operations/operation.js';
 import { createRedis, type RedisConnection } from './connection.js';
-import { newJobId } from '../job-ids.js';
+import { formatJobReference, newJobId, parseJobReference } from '../job-ids.js';
 import { validatePayload } from '../operations/validate.js';
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 
@@ -26,6 +26,8 @@ export interface EnqueuedJob {
 export interface JobSummary {
   id: string;
   type: OperationType;
+  /** `<type>/<id>`: names the job unambiguously (an id is unique only within its queue). */
+  reference: string;
   /** BullMQ's state, or `cancelled` for a job stopped by `jobs cancel`. */
   state: JobState | 'cancelled' | 'unknown';
   progress: Progress | number | null;
@@ -42,6 +44,11 @@ export type JobOutcome<T extends OperationType> =
   { id: string; state: 'completed'; result: ResultOf<T> } | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
+
+/** A job's operation: its name, when that is one (another producer may name a job anything). */
+function typeOf(job: Job): OperationType {
+  return isOperationType(job.name) ? job.name : (job.queueName as OperationType);
+}
 
 /**
  * What the application imports to run operations: typed enqueue, look-up, wait, cancel. Nothing
@@ -116,21 +123,39 @@ export class Producer {
     return { id, type };
   }
 
-  async getJob(id: string): Promise<Job | undefined> {
-    const type = typeOfJobId(id);
-    if (!type) return undefined;
+  /**
+   * Finds a job by reference: `<type>/<id>`, or a bare id looked for in every queue (a dbops-made id's
+   * own queue first). Two jobs with that id in two queues: a ValidationError naming both.
+   */
+  async getJob(reference: string): Promise<Job | undefined> {
     await this.ensureReachable();
-    return (await this.queues.get(type).getJob(id)) ?? undefined;
+    const { type, id } = parseJobReference(reference, isOperationType);
+    if (type) {
+      // In that type's queue; a companion's job (prune on backup's queue) answers to its own type only.
+      const job = await this.queues.get(type as OperationType).getJob(id);
+      return job && (job.name === type || !isOperationType(job.name)) ? job : undefined;
+    }
+    const hinted = typeOfJobId(id);
+    const hit = hinted ? await this.queues.get(hinted).getJob(id) : undefined;
+    if (hit) return hit;
+    const found = (await Promise.all(workerTypes.map((queue) => this.queues.get(queue).getJob(id)))).filter((job): job is Job => Boolean(job));
+    if (found.length > 1) {
+      const names = found.map((job) => formatJobReference(typeOf(job), id)).join(', ');
+      throw new ValidationError(`"${id}" names a job in several queues (${names}): name one as <type>/<id>`);
+    }
+    return found[0];
   }
 
   async summarize(fetched: Job): Promise<JobSummary> {
     const state = await fetched.getState();
     // The job's data may have been read just before it finished: read it again, it is final now.
-    const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? ((await this.getJob(fetched.id!)) ?? fetched) : fetched;
+    const again = async () => (await this.queues.get(fetched.queueName as OperationType).getJob(fetched.id!)) ?? fetched;
+    const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? await again() : fetched;
     const cancelled = state === 'failed' && wasCancelled(job.failedReason);
     return {
       id: job.id!,
-      type: typeOfJobId(job.id!) ?? (job.name as OperationType),
+      type: typeOf(job),
+      reference: formatJobReference(typeOf(job), job.id!),
       state: cancelled ? 'cancelled' : state,
       progress: (job.progress as Progress | number | undefined) ?? null,
       data: job.data,
@@ -176,9 +201,11 @@ export class Producer {
    * Follows a job until it has finished for good (retries included), reporting progress on the way.
    * Resolves with the outcome; a failed job is an outcome, not an exception.
    */
-  async wait<T extends OperationType>(id: string, onProgress?: (progress: Progress) => void): Promise<JobOutcome<T>> {
-    const type = typeOfJobId(id);
-    if (!type) throw new ValidationError(`unknown job id "${id}"`);
+  async wait<T extends OperationType>(reference: string, onProgress?: (progress: Progress) => void): Promise<JobOutcome<T>> {
+    const located = await this.getJob(reference);
+    if (!located) throw new ValidationError(`no job "${reference}"`);
+    const id = located.id!;
+    const type = typeOf(located);
     const events = await this.queueEvents(type);
     // Events only wake the loop early; the job's state in Redis is what decides.
     let wake: (() => void) | undefined;
@@ -204,7 +231,7 @@ export class Producer {
           // State first, then the data: the data is then at least as new as the state (no finished
           // job without its result).
           state = await this.queues.get(type).getJobState(id);
-          job = await this.getJob(id);
+          job = (await this.queues.get(type).getJob(id)) ?? undefined;
         } catch {
           // Redis is away (restarting, failing over): keep following the job once it is back.
           await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -240,14 +267,14 @@ export class Producer {
    * Cancels a job: one not started yet is removed from its queue; a running one is told to stop
    * (its worker ends the child process and leaves the target as it was).
    */
-  async cancel(id: string): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
-    const job = await this.getJob(id);
+  async cancel(reference: string): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
+    const job = await this.getJob(reference);
     if (!job) return 'unknown';
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') return 'finished';
     if (state === 'active') {
-      await this.queues.connection.set(cancelledKey(this.config, id), '1', 'EX', 7 * 86_400);
-      await this.queues.connection.publish(cancelChannel(this.config), id);
+      await this.queues.connection.set(cancelledKey(this.config, job.queueName, job.id!), '1', 'EX', 7 * 86_400);
+      await this.queues.connection.publish(cancelChannel(this.config), `${job.queueName}/${job.id}`);
       return 'signalled';
     }
     await job.remove();
@@ -255,11 +282,11 @@ export class Producer {
   }
 
   /** Runs a job that failed (or was cancelled) for good once more, from its first attempt. */
-  async retry(id: string): Promise<'retrying' | 'not-failed' | 'unknown'> {
-    const job = await this.getJob(id);
+  async retry(reference: string): Promise<'retrying' | 'not-failed' | 'unknown'> {
+    const job = await this.getJob(reference);
     if (!job) return 'unknown';
     if ((await job.getState()) !== 'failed') return 'not-failed';
-    await this.queues.connection.del(cancelledKey(this.config, id));
+    await this.queues.connection.del(cancelledKey(this.config, job.queueName, job.id!));
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     return 'retrying';
   }

@@ -1,4 +1,4 @@
-import { Queue, type JobsOptions } from 'bullmq';
+import { Queue, type JobsOptions, type KeepJobs } from 'bullmq';
 import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
 import { getOperation, isOperationType, queueOf, workerTypes, type OperationType, type WorkerType } from '../operations/index.js';
@@ -20,12 +20,22 @@ export function typeOfJobId(jobId: string): OperationType | undefined {
   return isOperationType(type) ? type : undefined;
 }
 
+/**
+ * How long finished jobs stay in Redis. Set on every job dbops adds, and by every worker as the default
+ * for jobs added without it (another producer's), so Redis never keeps jobs forever.
+ */
+export function finishedJobRetention(config: Pick<Config, 'JOB_KEEP_COMPLETED' | 'JOB_KEEP_FAILED'>): { removeOnComplete: KeepJobs; removeOnFail: KeepJobs } {
+  return {
+    removeOnComplete: { age: 14 * 86_400, count: config.JOB_KEEP_COMPLETED },
+    removeOnFail: { age: 30 * 86_400, count: config.JOB_KEEP_FAILED },
+  };
+}
+
 export function jobOptionsFor(config: Config, type: OperationType): JobsOptions {
   return {
     attempts: config.JOB_ATTEMPTS,
     backoff: { type: 'exponential', delay: config.JOB_BACKOFF_MS },
-    removeOnComplete: { age: 14 * 86_400, count: config.JOB_KEEP_COMPLETED },
-    removeOnFail: { age: 30 * 86_400, count: config.JOB_KEEP_FAILED },
+    ...finishedJobRetention(config),
     keepLogs: 2_000,
     ...getOperation(type).jobOptions,
   };
@@ -35,11 +45,11 @@ export function jobOptionsFor(config: Config, type: OperationType): JobsOptions 
  * A cancelled job's mark: a job cancelled while its worker was dead (or between two workers) is
  * refused by whichever worker takes it next, instead of running again.
  */
-export function cancelledKey(config: Pick<Config, 'QUEUE_PREFIX'>, jobId: string): string {
-  return `${config.QUEUE_PREFIX}:dbops:cancelled:${jobId}`;
+export function cancelledKey(config: Pick<Config, 'QUEUE_PREFIX'>, queue: string, jobId: string): string {
+  return `${config.QUEUE_PREFIX}:dbops:cancelled:${queue}:${jobId}`;
 }
 
-/** Redis pub/sub channel on which `jobs cancel` reaches the worker running a job. */
+/** Redis pub/sub channel on which `jobs cancel` reaches the worker running a job; messages are `<queue>/<id>`. */
 export function cancelChannel(config: Pick<Config, 'QUEUE_PREFIX'>): string {
   return `${config.QUEUE_PREFIX}:dbops:cancel`;
 }

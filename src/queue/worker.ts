@@ -11,7 +11,7 @@ import { checkPayload, validatePayload } from '../operations/validate.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis, type RedisConnection } from './connection.js';
 import { redisLedger } from './ledger.js';
-import { Queues, cancelChannel, cancelledKey } from './queues.js';
+import { Queues, cancelChannel, cancelledKey, finishedJobRetention } from './queues.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
@@ -99,7 +99,7 @@ function processorFor(deps: ProcessorDeps) {
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    if (await connection.exists(cancelledKey(config, job.id!))) throw new UnrecoverableError(CANCELLED_REASON);
+    if (await connection.exists(cancelledKey(config, type, job.id!))) throw new UnrecoverableError(CANCELLED_REASON);
     const operation = byName.get(job.name);
     if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
     let payload: unknown;
@@ -190,6 +190,7 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
     stalledInterval: config.WORKER_STALLED_INTERVAL_MS ?? config.WORKER_LOCK_MS,
     maxStalledCount: 2,
     autorun: false,
+    ...finishedJobRetention(config),
   });
   worker.on('completed', (job) => logger.info({ jobId: job.id }, 'job completed'));
   worker.on('failed', (job, error) => {
@@ -202,7 +203,10 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
   const subscriber = connection.duplicate();
   subscriber.on('error', () => undefined);
   await subscriber.subscribe(cancelChannel(config));
-  subscriber.on('message', (_channel, jobId: string) => {
+  subscriber.on('message', (_channel, message: string) => {
+    const slash = message.indexOf('/');
+    if (message.slice(0, slash) !== type) return; // another queue's job of the same id
+    const jobId = message.slice(slash + 1);
     if (worker.cancelJob(jobId, CANCELLED_REASON)) logger.info({ jobId }, 'cancelling job');
   });
 

@@ -1,11 +1,16 @@
-import express, { type Router } from 'express';
+import express, { type Request, type Router } from 'express';
 import { BackupStore } from '../backups/store.js';
-import type { Config } from '../config.js';
+import { normalizeEnvName, type Config } from '../config.js';
 import { ValidationError } from '../errors.js';
+import { formatJobReference } from '../job-ids.js';
 import { isOperationType } from '../operations/index.js';
+import { jobContract, operationContract } from '../queue/contract.js';
 import type { Producer } from '../queue/producer.js';
-import { typeOfJobId } from '../queue/queues.js';
 import { bearerAuth } from './auth.js';
+
+function hasBody(req: Request): boolean {
+  return Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+}
 
 /**
  * The HTTP API for applications: enqueue a job, follow it, list backups. Payloads are validated with
@@ -18,13 +23,24 @@ export function apiRouter(config: Config, producer: Producer): Router {
     return router;
   }
   router.use(bearerAuth(config.API_TOKEN));
-  router.use(express.json({ limit: config.API_BODY_LIMIT, strict: true }));
+  // A body in another content type would not be read: say so, rather than validate an empty payload.
+  router.use((req, res, next) => {
+    if (req.method !== 'POST' || !hasBody(req) || req.is('application/json')) return next();
+    res.status(415).json({ error: `send the payload as JSON with Content-Type: application/json (got ${req.headers['content-type'] ?? 'none'})` });
+  });
+  router.use(express.json({ limit: config.API_BODY_LIMIT, strict: false }));
 
   router.post('/jobs/:type', async (req, res) => {
     const { type } = req.params;
     if (!isOperationType(type)) return res.status(404).json({ error: `unknown operation type "${type}"` });
+    const payload: unknown = hasBody(req) ? req.body : {};
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+      return res
+        .status(400)
+        .json({ error: `invalid ${type} job: the payload must be a JSON object`, issues: [{ path: '(payload)', message: 'must be a JSON object' }] });
+    }
     try {
-      const job = await producer.enqueue(type, req.body ?? {});
+      const job = await producer.enqueue(type, payload as never);
       return res.status(202).json({ id: job.id });
     } catch (error) {
       if (error instanceof ValidationError) return res.status(400).json({ error: error.message, issues: error.issues });
@@ -34,15 +50,25 @@ export function apiRouter(config: Config, producer: Producer): Router {
 
   router.get('/jobs/:type/:id', async (req, res) => {
     const { type, id } = req.params;
-    if (!isOperationType(type) || typeOfJobId(id) !== type) return res.status(404).json({ error: `no ${type} job "${id}"` });
-    const job = await producer.getJob(id);
+    if (!isOperationType(type)) return res.status(404).json({ error: `unknown operation type "${type}"` });
+    const job = await producer.getJob(formatJobReference(type, id));
     if (!job) return res.status(404).json({ error: `no ${type} job "${id}"` });
     const summary = await producer.summarize(job);
     return res.json({ id: summary.id, state: summary.state, progress: summary.progress, result: summary.result, failedReason: summary.failedReason });
   });
 
+  router.get('/schemas', (_req, res) => {
+    res.json(jobContract(config));
+  });
+
+  router.get('/schemas/:type', (req, res) => {
+    const { type } = req.params;
+    if (!isOperationType(type)) return res.status(404).json({ error: `unknown operation type "${type}"` });
+    return res.json(operationContract(type, config));
+  });
+
   router.get('/backups', async (req, res) => {
-    const env = typeof req.query.env === 'string' ? req.query.env : undefined;
+    const env = typeof req.query.env === 'string' ? normalizeEnvName(req.query.env) : undefined;
     res.json(await new BackupStore(config.backupDir).list({ env }));
   });
 

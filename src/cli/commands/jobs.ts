@@ -4,7 +4,6 @@ import { ValidationError } from '../../errors.js';
 import { isOperationType, type OperationType } from '../../operations/index.js';
 import type { Progress } from '../../operations/operation.js';
 import { Producer } from '../../queue/producer.js';
-import { typeOfJobId } from '../../queue/queues.js';
 import { CliExit } from '../../errors.js';
 import { EXIT, cliConfig, out, parseWholeNumber, printJson } from '../io.js';
 
@@ -23,10 +22,6 @@ function progressText(progress: Progress | number | null): string {
   if (progress === null) return '';
   if (typeof progress === 'number') return `${progress}%`;
   return `${Math.floor(progress.percent)}% ${progress.step}`;
-}
-
-function checkJobId(id: string): void {
-  if (!typeOfJobId(id)) throw new ValidationError(`"${id}" is not a job id (ids look like backup-20261125t120000-1a2b3c)`);
 }
 
 export function registerJobs(program: Command): void {
@@ -51,22 +46,21 @@ export function registerJobs(program: Command): void {
       );
       if (options.json) return printJson(list);
       for (const job of list) {
-        out([job.id, job.state, progressText(job.progress), job.failedReason ?? ''].join('\t').trimEnd());
+        out([job.reference, job.state, progressText(job.progress), job.failedReason ?? ''].join('\t').trimEnd());
       }
     });
   jobs
-    .command('show <id>')
-    .description("a job's state, progress, result and log")
+    .command('show <job>')
+    .description("a job's state, progress, result and log; <job> is <type>/<id>, or an id looked for in every queue")
     .option('--json', 'print as JSON')
-    .action(async (id: string, options: { json?: boolean }) => {
-      checkJobId(id);
+    .action(async (reference: string, options: { json?: boolean }) => {
       await withProducer(async (producer) => {
-        const job = await producer.getJob(id);
-        if (!job) throw new CliExit(EXIT.failed, `no job "${id}"`);
+        const job = await producer.getJob(reference);
+        if (!job) throw new CliExit(EXIT.failed, `no job "${reference}"`);
         const summary = await producer.summarize(job);
-        const { logs } = await producer.queues.get(summary.type).getJobLogs(id, -50, -1);
+        const { logs } = await producer.queues.get(summary.type).getJobLogs(summary.id, -50, -1);
         if (options.json) return printJson({ ...summary, logs });
-        out(`${summary.id}  ${summary.state}  ${progressText(summary.progress)}`);
+        out(`${summary.reference}  ${summary.state}  ${progressText(summary.progress)}`);
         out(`payload: ${JSON.stringify(summary.data)}`);
         if (summary.result !== null) out(`result:  ${JSON.stringify(summary.result)}`);
         if (summary.failedReason) out(`reason:  ${summary.failedReason}`);
@@ -77,10 +71,9 @@ export function registerJobs(program: Command): void {
       });
     });
   jobs
-    .command('cancel <id>')
-    .description('remove a waiting job, or stop a running one (the target stays as it was)')
+    .command('cancel <job>')
+    .description('remove a waiting job, or stop a running one (the target stays as it was); <job> is <type>/<id> or an id')
     .action(async (id: string) => {
-      checkJobId(id);
       const outcome = await withProducer((producer) => producer.cancel(id));
       const messages = {
         removed: `${id}: removed from the queue before it started`,
@@ -92,10 +85,9 @@ export function registerJobs(program: Command): void {
       if (outcome === 'unknown') throw new CliExit(EXIT.failed);
     });
   jobs
-    .command('retry <id>')
-    .description('run a failed or cancelled job once more')
+    .command('retry <job>')
+    .description('run a failed or cancelled job once more; <job> is <type>/<id> or an id')
     .action(async (id: string) => {
-      checkJobId(id);
       const outcome = await withProducer((producer) => producer.retry(id));
       const messages = {
         retrying: `${id}: back in the queue`,

@@ -1,0 +1,19 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config.js';
+import { ValidationError } from '../../errors.js';
+import { isOperationType, operationTypes } from '../../operations/index.js';
+import { jobContract, operationContract, renderJobsDoc } from '../../queue/contract.js';
+import { cliConfig, out, printJson } from '../io.js';
+
+export function registerSchema(program: Command): void {
+  program
+    .command('schema [type]')
+    .description('the job contract: queue, job name, payload and result as JSON Schema, job options (all operations, or one)')
+    .option('--markdown', 'docs/jobs.md: every operation, for people (with the default configuration)')
+    .action((type: string | undefined, options: { markdown?: boolean }) => {
+      if (options.markdown) return out(renderJobsDoc(loadConfig({})).trimEnd());
+      if (type === undefined) return printJson(jobContract(cliConfig()));
+      if (!isOperationType(type)) throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
+      printJson(operationContract(type, cliConfig()));
+    });
+}
