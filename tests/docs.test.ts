@@ -7,7 +7,7 @@ import { renderJobsDoc } from '../src/queue/contract.js';
 const ROOT = path.resolve(import.meta.dirname, '..');
 
 function markdownFiles(): string[] {
-  const files = ['README.md', 'bench/RESULTS.md', 'tests/fixtures/pagila/README.md'];
+  const files = ['README.md', 'bench/RESULTS.md', 'tests/fixtures/pagila/README.md', 'clients/python/README.md'];
   for (const entry of readdirSync(path.join(ROOT, 'docs'), { recursive: true, withFileTypes: true })) {
     if (entry.isFile() && entry.name.endsWith('.md')) files.push(path.relative(ROOT, path.join(entry.parentPath, entry.name)));
   }
