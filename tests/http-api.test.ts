@@ -78,7 +78,7 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
   it.each([
     [{ env: 'source', compress: 12 }, 'compress'],
     [{ env: 'source', format: 'tar' }, 'format'],
-    [{ env: 'source', url: 'postgres://u:p@h/db' }, '(payload)'],
+    [{ env: 'source', url: 'postgres://u:p@h/db' }, 'url'],
     [{}, 'env'],
   ])('answers 400 naming the field for %o, and enqueues nothing', async (payload, field) => {
     const response = await api('/api/v1/jobs/backup', { method: 'POST', body: JSON.stringify(payload) });

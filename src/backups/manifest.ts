@@ -40,6 +40,36 @@ export const manifestSchema = z.object({
   jobId: z.string(),
   /** Rows per table (`schema.table`), counted in the snapshot pg_dump dumped: what a full verify expects. */
   rowCounts: z.record(z.string(), z.number().int().nonnegative()).optional(),
+  /** The source database's identity at backup time (settings, grants, comment, limit, owner, tablespace): what `sourceSettings` applies. */
+  identity: z
+    .object({
+      owner: z.string(),
+      connectionLimit: z.number().int(),
+      tablespace: z.string(),
+      comment: z.string().nullable(),
+      acl: z.array(z.string()).nullable(),
+      settings: z.array(z.string()),
+      roleSettings: z.array(z.object({ role: z.string(), settings: z.array(z.string()) })),
+    })
+    .optional(),
+  /** The roles the archive needs, without passwords: what `createRoles` creates where they are missing. */
+  roles: z
+    .array(
+      z.object({
+        name: z.string(),
+        login: z.boolean(),
+        superuser: z.boolean(),
+        inherit: z.boolean(),
+        createRole: z.boolean(),
+        createDb: z.boolean(),
+        replication: z.boolean(),
+        bypassRls: z.boolean(),
+        connectionLimit: z.number().int(),
+        validUntil: z.string().nullable(),
+        memberOf: z.array(z.object({ role: z.string(), admin: z.boolean() })),
+      }),
+    )
+    .optional(),
   /** Set when the archive is encrypted: how, and which key (its id, never the key). */
   encryption: z.object({ algorithm: z.string(), keyId: z.string() }).optional(),
   /** Checks of this archive, oldest first (the backup's own check, `backups verify`, drills). */

@@ -13,6 +13,8 @@ import type { Manifest } from '../backups/manifest.js';
 import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { countUserTables } from '../postgres/catalog.js';
+import { readIdentity, rolesOf } from '../postgres/identity.js';
+import { rolesNeeded } from '../postgres/roles.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
@@ -153,6 +155,9 @@ async function dumpInSnapshot(
     }
 
     const rowCounts = await counted;
+    // Read in the same snapshot: what a restore onto a new server, or with sourceSettings, needs.
+    const identity = await readIdentity(client, target.database);
+    const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
     await client.query('COMMIT');
 
     progress(97, 'reading back the table of contents');
@@ -180,6 +185,8 @@ async function dumpInSnapshot(
       serverVersion,
       jobId,
       rowCounts,
+      identity,
+      roles,
       encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       verifications: [{ at: completedAt.toISOString(), level: 'toc', ok: true, jobId }],
     };

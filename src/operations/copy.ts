@@ -6,6 +6,7 @@ import { BackupStore, recoverPartials } from '../backups/store.js';
 import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
+import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
 import { userTables } from '../postgres/catalog.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
@@ -33,6 +34,10 @@ const schema = z.strictObject({
     .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
   verify: z.boolean().default(false).meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
   keepPrevious: z.boolean().optional().meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
+  sourceSettings: z
+    .boolean()
+    .default(false)
+    .meta({ description: "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's" }),
 });
 type CopyPayload = z.output<typeof schema>;
 
@@ -221,8 +226,10 @@ export const copy = defineOperation({
     progress(1, `connecting to ${source.env}`);
     const probe = await connect(source.url, `dbops:copy:${jobId}`);
     let tables: number;
+    let identity: DatabaseIdentity | undefined;
     try {
       tables = (await userTables(probe)).length;
+      if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
       if (payload.verify) {
         await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         snapshot = (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]?.id;
@@ -242,6 +249,7 @@ export const copy = defineOperation({
         config,
         owner: context,
         kind: 'copy',
+        identity,
         signal,
         progress,
         log,

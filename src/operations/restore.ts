@@ -4,22 +4,41 @@ import { archiveInput, countTocEntries, restoreArchive } from '../backups/archiv
 import { BackupStore, recoverInUseMarks } from '../backups/store.js';
 import { PermanentError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
+import { createMissingRoles } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
-const schema = z.strictObject({
-  env: envName,
-  backup: backupIdSchema,
-  confirm: confirmField,
-  jobs: parallelJobs.default(2),
-  /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
-  keepPrevious: z
-    .boolean()
-    .optional()
-    .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false' }),
-});
+const schema = z
+  .strictObject({
+    env: envName,
+    backup: backupIdSchema,
+    confirm: confirmField,
+    jobs: parallelJobs.default(2),
+    /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
+    keepPrevious: z
+      .boolean()
+      .optional()
+      .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false' }),
+    sourceSettings: z
+      .boolean()
+      .default(false)
+      .meta({ description: "give the database the settings, grants, comment, limit and owner its source had at backup time, not the replaced database's" }),
+    createRoles: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'first create the roles the backup needs that this server lacks (never altering one, never setting a password)' }),
+    noOwner: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles' }),
+  })
+  .superRefine((payload, issues) => {
+    if (payload.noOwner && (payload.createRoles || payload.sourceSettings)) {
+      issues.addIssue({ code: 'custom', path: ['noOwner'], message: 'noOwner goes without createRoles and sourceSettings' });
+    }
+  });
 
 type RestorePayload = z.output<typeof schema>;
 
@@ -32,6 +51,7 @@ const result = z.object({
   lockWaitMs: z.number(),
   lockAcquiredAt: z.string(),
   lockReleasedAt: z.string(),
+  createdRoles: z.array(z.string()).optional().meta({ description: 'the roles createRoles created' }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -90,10 +110,28 @@ async function restoreBackup(context: OperationContext<RestorePayload>, target: 
   });
   toc.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
 
+  if (payload.sourceSettings && !manifest.identity) {
+    throw new PermanentError(`backup ${manifest.id} did not record its source's settings (made by an older dbops): restore it without sourceSettings`);
+  }
+  if (payload.createRoles && !manifest.roles) {
+    throw new PermanentError(`backup ${manifest.id} did not record the roles it needs (made by an older dbops): create them by hand, or restore with noOwner`);
+  }
+  let createdRoles: string[] | undefined;
   const replaced = await replaceDatabase(target, {
     config,
     owner: context,
     kind: 'restore',
+    identity: payload.sourceSettings ? manifest.identity : undefined,
+    prepareServer: payload.createRoles
+      ? async (maintenance) => {
+          createdRoles = await createMissingRoles(maintenance, manifest.roles!);
+          log(
+            createdRoles.length
+              ? `created the roles this server lacked: ${createdRoles.join(', ')} (no passwords: set them before use)`
+              : 'every role the backup needs exists already',
+          );
+        }
+      : undefined,
     signal,
     progress,
     log,
@@ -108,6 +146,7 @@ async function restoreBackup(context: OperationContext<RestorePayload>, target: 
         await restoreArchive(input, shadowUrl, {
           binDir,
           jobs: payload.jobs,
+          extraArgs: payload.noOwner ? ['--no-owner', '--no-acl'] : [],
           signal: AbortSignal.any([fillSignal, stop.signal]),
           onLine: (line) => {
             log(line);
@@ -136,5 +175,6 @@ async function restoreBackup(context: OperationContext<RestorePayload>, target: 
     lockWaitMs: replaced.lockWaitMs,
     lockAcquiredAt: replaced.lockAcquiredAt,
     lockReleasedAt: replaced.lockReleasedAt,
+    ...(createdRoles ? { createdRoles } : {}),
   };
 }

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { JobRef } from '../job-ids.js';
 import type { CreatedDatabase, DatabaseLedger } from '../ownership.js';
 import { quoteIdent, quoteLiteral } from './client.js';
+import { creationClause, type DatabaseIdentity } from './identity.js';
 
 /*
  * Whole-database moves for restore and copy: build the new contents in a shadow database, then swap
@@ -36,7 +37,8 @@ export async function databaseExists(client: pg.Client, name: string): Promise<b
   return (rowCount ?? 0) > 0;
 }
 
-async function creationOptions(client: pg.Client, like: string): Promise<string> {
+/** CREATE DATABASE options: `like`'s encoding and locale, and the owner and tablespace of `identity` (else `like`'s owner). */
+async function creationOptions(client: pg.Client, like: string, identity: DatabaseIdentity | undefined): Promise<string> {
   const { rows } = await client.query<{
     encoding: string;
     collate: string;
@@ -53,11 +55,15 @@ async function creationOptions(client: pg.Client, like: string): Promise<string>
     [like],
   );
   const row = rows[0];
-  if (!row) return '';
+  if (!row) {
+    const me = (await client.query<{ me: string }>('SELECT current_user AS me')).rows[0]!.me;
+    return creationClause(identity, me);
+  }
   const parts = [`ENCODING ${quoteLiteral(row.encoding)} LC_COLLATE ${quoteLiteral(row.collate)} LC_CTYPE ${quoteLiteral(row.ctype)}`];
   if (row.provider === 'i' && row.icu) parts.push(`LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(row.icu)}`);
-  if (row.owner !== row.me) parts.push(`OWNER ${quoteIdent(row.owner)}`);
-  return parts.join(' ');
+  if (identity) parts.push(creationClause(identity, row.me));
+  else if (row.owner !== row.me) parts.push(`OWNER ${quoteIdent(row.owner)}`);
+  return parts.filter(Boolean).join(' ');
 }
 
 /** The job creating a database, and where dbops records that it did. */
@@ -76,8 +82,9 @@ async function createRecorded(
   target: string,
   like: string,
   owner: DatabaseOwner,
+  identity?: DatabaseIdentity,
 ): Promise<CreatedDatabase> {
-  const options = (await databaseExists(client, like)) ? await creationOptions(client, like) : '';
+  const options = await creationOptions(client, like, identity);
   await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
   const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [name]);
   const record: CreatedDatabase = { name, oid: rows[0]!.oid, kind, target, job: owner.job, createdAt: new Date().toISOString() };
@@ -97,9 +104,12 @@ async function createRecorded(
   return record;
 }
 
-/** Creates an empty shadow database for `target`, with the target's encoding, locale and owner. */
-export async function createShadowDatabase(client: pg.Client, target: string, owner: DatabaseOwner): Promise<CreatedDatabase> {
-  return createRecorded(client, `dbops_shadow_${randomBytes(6).toString('hex')}`, 'shadow', target, target, owner);
+/**
+ * Creates an empty shadow database for `target`, with the target's encoding and locale, and the owner and
+ * tablespace of `identity` (by default, the target's owner).
+ */
+export async function createShadowDatabase(client: pg.Client, target: string, owner: DatabaseOwner, identity?: DatabaseIdentity): Promise<CreatedDatabase> {
+  return createRecorded(client, `dbops_shadow_${randomBytes(6).toString('hex')}`, 'shadow', target, target, owner, identity);
 }
 
 /**
@@ -195,13 +205,21 @@ export async function swapInShadow(
   client: pg.Client,
   target: string,
   shadow: string,
-  options: { keepPrevious: boolean; note: string; record: CreatedDatabase; ledger: DatabaseLedger },
+  options: {
+    keepPrevious: boolean;
+    note: string;
+    record: CreatedDatabase;
+    ledger: DatabaseLedger;
+    /** The comment the database has once in place (the one it replaces had): set in the swap's transaction. */
+    comment: string | null;
+  },
 ): Promise<SwapResult> {
   const { record, ledger } = options;
+  const finalComment = options.comment === null ? 'NULL' : quoteLiteral(options.comment);
   if (!(await databaseExists(client, target))) {
     await client.query('BEGIN');
     await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
-    await setShadowComment(client, target, null);
+    await client.query(`COMMENT ON DATABASE ${quoteIdent(target)} IS ${finalComment}`);
     await client.query('COMMIT');
     await ledger.forget(shadow);
     return {};
@@ -220,7 +238,7 @@ export async function swapInShadow(
         await client.query('BEGIN');
         await client.query(`ALTER DATABASE ${quoteIdent(target)} RENAME TO ${quoteIdent(previous)}`);
         await client.query(`ALTER DATABASE ${quoteIdent(shadow)} RENAME TO ${quoteIdent(target)}`);
-        await setShadowComment(client, target, null);
+        await client.query(`COMMENT ON DATABASE ${quoteIdent(target)} IS ${finalComment}`);
         await client.query('COMMIT');
         await ledger.forget(shadow);
         break;

@@ -1,6 +1,9 @@
+import type pg from 'pg';
 import type { Config } from '../config.js';
+import { PermanentError } from '../errors.js';
 import type { RecoveryContext } from '../ownership.js';
 import { connect } from './client.js';
+import { applyIdentity, missingRoles, readIdentity, rolesOf, type DatabaseIdentity } from './identity.js';
 import { createShadowDatabase, discardLeftover, dropCreatedDatabase, findCreatedDatabases, swapInShadow, type DatabaseOwner } from './databases.js';
 import { acquireDatabaseLock, tryDatabaseLock, waitingForLock } from './lock.js';
 import { withDatabase, type DatabaseTarget } from './target.js';
@@ -16,6 +19,13 @@ export interface ReplaceOptions {
   log(line: string): void;
   keepPrevious: boolean;
   note: string;
+  /**
+   * The identity the new database gets (settings, grants, comment, connection limit, owner, tablespace);
+   * by default the target's own, read from the catalog.
+   */
+  identity?: DatabaseIdentity;
+  /** Runs on the server's maintenance database before the shadow is created (e.g. creating roles). */
+  prepareServer?(maintenance: pg.Client): Promise<void>;
   /** Fills the empty shadow database; must stop when its signal aborts. */
   fill(shadowUrl: string, signal: AbortSignal): Promise<void>;
 }
@@ -52,18 +62,34 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
       await discardLeftover(maintenance, leftover, owner.ledger);
       options.log(`dropped the shadow database "${leftover.name}" of a dead worker (job ${leftover.record.job.id})`);
     }
+    await options.prepareServer?.(maintenance);
+    const identity = options.identity ?? (await readIdentity(maintenance, target.database));
+    const missing = identity ? await missingRoles(maintenance, rolesOf(identity)) : [];
+    if (missing.length > 0) {
+      throw new PermanentError(
+        `the database's owner, grants or settings name roles this server lacks: ${missing.join(', ')} (create them, or restore with createRoles or noOwner); ${target.env} was not touched`,
+      );
+    }
     progress(5, 'creating the shadow database');
-    const record = await createShadowDatabase(maintenance, target.database, owner);
+    const record = await createShadowDatabase(maintenance, target.database, owner, identity);
     const shadow = record.name;
     try {
       await options.fill(withDatabase(target.url, shadow), signal);
       signal.throwIfAborted();
+      if (identity) {
+        progress(91, 'giving the new database the settings, grants, comment and limits of the one it replaces');
+        await applyIdentity(maintenance, shadow, identity);
+        options.log(
+          `the new database has ${options.identity ? "the backup's source" : 'the replaced database'}'s owner, settings, grants, comment and connection limit`,
+        );
+      }
       progress(92, `swapping the new database in as "${target.database}"`);
       const swapped = await swapInShadow(maintenance, target.database, shadow, {
         keepPrevious: options.keepPrevious,
         note: options.note,
         record,
         ledger: owner.ledger,
+        comment: identity?.comment ?? null,
       });
       progress(100, 'done');
       return {

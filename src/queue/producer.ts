@@ -202,10 +202,12 @@ export class Producer {
    * Resolves with the outcome; a failed job is an outcome, not an exception.
    */
   async wait<T extends OperationType>(reference: string, onProgress?: (progress: Progress) => void): Promise<JobOutcome<T>> {
-    const located = await this.getJob(reference);
-    if (!located) throw new ValidationError(`no job "${reference}"`);
-    const id = located.id!;
-    const type = typeOf(located);
+    // A job removed meanwhile (cancelled before it started) is still followed to that outcome below.
+    const named = parseJobReference(reference, isOperationType);
+    const located = named.type ? undefined : await this.getJob(reference);
+    const type = (named.type as OperationType | undefined) ?? (located ? typeOf(located) : typeOfJobId(named.id));
+    if (!type) throw new ValidationError(`no job "${reference}"`);
+    const id = named.id;
     const events = await this.queueEvents(type);
     // Events only wake the loop early; the job's state in Redis is what decides.
     let wake: (() => void) | undefined;

@@ -39,7 +39,10 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .requiredOption('--backup <id>', 'backup id (see `backups list`)')
       .option('--confirm <env>', 'the environment name again, required for protected environments')
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
-      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name'),
+      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
+      .option('--source-settings', "the backup's source's settings, grants, comment, limit and owner instead of the replaced database's")
+      .option('--create-roles', 'first create the roles the backup needs that the server lacks (no passwords)')
+      .option('--no-owner', 'restore without owners and grants, for a server without those roles'),
   ).action(async (options) => {
     await run(
       'restore',
@@ -49,6 +52,9 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         confirm: options.confirm,
         jobs: options.jobs,
         keepPrevious: options.dropPrevious ? false : undefined,
+        sourceSettings: options.sourceSettings ?? false,
+        createRoles: options.createRoles ?? false,
+        noOwner: options.owner === false,
       },
       flagsOf(options),
     );
@@ -79,7 +85,8 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
       .option('--jobs <n>', 'parallel dump/restore through a temporary directory (default: stream, no file)', parseWholeNumber)
       .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
-      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name'),
+      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
+      .option('--source-settings', "the source database's settings, grants, comment, limit and owner instead of the replaced database's"),
   ).action(async (options) => {
     await run(
       'copy',
@@ -91,6 +98,7 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         sanitize: readSqlFiles(options.sanitize ?? []),
         verify: options.verify ?? false,
         keepPrevious: options.dropPrevious ? false : undefined,
+        sourceSettings: options.sourceSettings ?? false,
       },
       flagsOf(options),
     );
