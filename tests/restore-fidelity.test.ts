@@ -1,5 +1,4 @@
-import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -7,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readIdentity, type DatabaseIdentity } from '../src/postgres/identity.js';
 import { sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
+import { newServer, postgresGid, postgresUid, type NewServer } from './helpers/new-server.js';
 import { PG_ADMIN_URL } from './helpers/services.js';
 
 /** What must survive: the identity, with each ACL item's grantor left out (whoever restores grants). */
@@ -20,9 +20,6 @@ async function identityOf(database: string): Promise<Omit<DatabaseIdentity, 'acl
     await client.end();
   }
 }
-
-const postgresUid = () => Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-const postgresGid = () => Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
 
 describe('a restored or copied database keeps its identity', () => {
   let rig: Rig;
@@ -114,33 +111,9 @@ describe('a restored or copied database keeps its identity', () => {
   });
 });
 
-/** A PostgreSQL server of the test's own: initdb, password authentication, only the bootstrap superuser. */
-async function newServer(): Promise<{ port: number; password: string; stop(): void }> {
-  const bin = readdirSync('/usr/lib/postgresql')
-    .sort((a, b) => Number(b) - Number(a))
-    .map((major) => `/usr/lib/postgresql/${major}/bin`)[0]!;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-newserver-'));
-  chownSync(dir, postgresUid(), postgresGid());
-  const password = `boot-${Math.random().toString(36).slice(2)}`;
-  writeFileSync(path.join(dir, 'pw'), password);
-  chownSync(path.join(dir, 'pw'), postgresUid(), postgresGid());
-  const port = 55_000 + Math.floor(Math.random() * 5_000);
-  const asPostgres = (...args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'pipe' });
-  asPostgres(`${bin}/initdb`, '-D', `${dir}/data`, '-U', 'postgres', '-A', 'scram-sha-256', `--pwfile=${dir}/pw`, '--no-sync');
-  asPostgres(`${bin}/pg_ctl`, '-D', `${dir}/data`, '-l', `${dir}/log`, '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start');
-  return {
-    port,
-    password,
-    stop() {
-      asPostgres(`${bin}/pg_ctl`, '-D', `${dir}/data`, '-m', 'immediate', 'stop');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 describe('a new server is one command away: restore --create-roles', () => {
   let rig: Rig;
-  let server: Awaited<ReturnType<typeof newServer>>;
+  let server: NewServer;
   let owner: string;
   let reader: string;
   const onNewServer = (database: string, user = 'postgres', password = server.password) =>

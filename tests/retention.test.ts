@@ -115,7 +115,7 @@ describe('backups prune', () => {
   it('--dry-run shows what would go and deletes nothing', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run', '--local']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(run.stdout).toContain('app: policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
+    expect(run.stdout).toContain('app (database app): policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
     for (const id of ['app-c', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
     expect(run.stdout).toMatch(/keep\s+app-j .*\(in use\)/);
     expect(await ids()).toEqual(APP.map((manifest) => manifest.id).sort());

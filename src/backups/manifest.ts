@@ -38,6 +38,8 @@ export const manifestSchema = z.object({
   pgDumpVersion: z.string(),
   serverVersion: z.string(),
   jobId: z.string(),
+  /** The job that made it, unambiguously (a job id is unique only within its queue). */
+  job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }).optional(),
   /** Rows per table (`schema.table`), counted in the snapshot pg_dump dumped: what a full verify expects. */
   rowCounts: z.record(z.string(), z.number().int().nonnegative()).optional(),
   /** The source database's identity at backup time (settings, grants, comment, limit, owner, tablespace): what `sourceSettings` applies. */

@@ -37,9 +37,14 @@ export async function privateDir(dir: string): Promise<void> {
   await chmod(dir, DIR_MODE);
 }
 
-export function newBackupId(env: string, now = new Date()): string {
+/**
+ * `<env>-<time>-<random>`; a backup of another database on the environment's server (--all-databases)
+ * also names it: `<env>-<database>-<time>-<random>` (lower case, other characters as dashes).
+ */
+export function newBackupId(env: string, now = new Date(), otherDatabase?: string): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'z').toLowerCase();
-  return `${env}-${stamp}-${randomBytes(3).toString('hex')}`;
+  const database = otherDatabase ? `${otherDatabase.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'db'}-` : '';
+  return `${env}-${database}${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
 export function archiveName(id: string, format: BackupFormat): string {

@@ -41,11 +41,15 @@ function report(type: OperationType, outcome: JobOutcome<OperationType>, flags: 
 async function runLocally(config: Config, type: OperationType, payload: unknown, flags: RunFlags): Promise<unknown> {
   const operation = getOperation(type);
   // Prerequisite jobs (e.g. migrate --backup-first) run here too, first, and must succeed.
-  const childResults: unknown[] = [];
-  for (const child of operation.children?.(payload) ?? []) {
-    if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
-    childResults.push(await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), { ...flags, json: true, quiet: true }));
-  }
+  const runChildren = async (children: { type: string; payload: unknown }[]) => {
+    const results: unknown[] = [];
+    for (const child of children) {
+      if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
+      results.push(await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), { ...flags, json: true, quiet: true }));
+    }
+    return results;
+  };
+  const childResults = await runChildren(operation.children?.(payload) ?? []);
   process.umask(0o077); // a local backup is its owner's alone, as a worker's is
   const controller = new AbortController();
   const interrupt = () => controller.abort(new Error('interrupted'));
@@ -66,6 +70,7 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
       logger: createLogger({ ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL }, { local: true }, 2),
       signal: controller.signal,
       childResults,
+      awaitChildren: runChildren,
       enqueue: async () => {
         throw new PermanentError('this needs the queue: run it without --local');
       },

@@ -17,7 +17,8 @@ import { readIdentity, rolesOf } from '../postgres/identity.js';
 import { rolesNeeded } from '../postgres/roles.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
-import { resolveTarget, type DatabaseTarget } from '../postgres/target.js';
+import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
+import { encodeForPath } from '../job-ids.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
 import { defineOperation, type OperationContext } from './operation.js';
 import { envName, parallelJobs } from './fields.js';
@@ -28,13 +29,26 @@ const schema = z
     format: backupFormatSchema.default('custom'),
     jobs: parallelJobs.default(1),
     compress: z.number().int().min(0).max(9).optional(),
+    /** Another database on the environment's server (what allDatabases backs up, one child job each). */
+    database: z
+      .string()
+      .min(1)
+      .max(63)
+      .refine((value) => !value.includes('\0'), { message: 'must not contain NUL' })
+      .optional()
+      .meta({ description: "another database on env's server, instead of env's own" }),
+    allDatabases: z
+      .boolean()
+      .default(false)
+      .meta({ description: "every connectable, non-template database on env's server: one child backup job each; the result lists them" }),
   })
   .refine((payload) => payload.jobs === 1 || payload.format === 'directory', {
     message: 'parallel dumps (jobs > 1) need format "directory"',
     path: ['jobs'],
-  });
+  })
+  .refine((payload) => !(payload.allDatabases && payload.database), { message: 'allDatabases goes without database', path: ['database'] });
 
-const result = z.object({
+const single = z.object({
   backupId: z.string(),
   path: z.string().meta({ description: 'absolute path of the archive on the worker (a file, or a directory for the directory format)' }),
   sizeBytes: z.number().int(),
@@ -45,7 +59,17 @@ const result = z.object({
   tableCount: z.number().int(),
   durationMs: z.number(),
 });
-export type BackupResult = z.infer<typeof result>;
+export type BackupResult = z.infer<typeof single>;
+
+const allResult = z.object({
+  env: z.string(),
+  allDatabases: z.literal(true),
+  backups: z.array(single).meta({ description: 'one backup per database, by database name' }),
+  roles: z.array(z.string()).meta({ description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)" }),
+});
+export type AllDatabasesResult = z.infer<typeof allResult>;
+
+const result = z.union([single, allResult]);
 
 /**
  * Streams stdout to the file (encrypted, with a key) while hashing what is written: one pass, memory
@@ -111,7 +135,8 @@ async function dumpInSnapshot(
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
 
-  const id = newBackupId(target.env, startedAt);
+  const own = resolveTarget(config, target.env).database;
+  const id = newBackupId(target.env, startedAt, target.database === own ? undefined : target.database);
   const work = await store.partialDir(job);
   try {
     const partial = path.join(work, archiveName(id, payload.format));
@@ -184,6 +209,7 @@ async function dumpInSnapshot(
       pgDumpVersion: await toolVersion('pg_dump', binDir),
       serverVersion,
       jobId,
+      job,
       rowCounts,
       identity,
       roles,
@@ -205,6 +231,73 @@ async function dumpInSnapshot(
   }
 }
 
+/** Backs up one database: the environment's own, or `database` on its server. */
+export async function backupDatabase(context: OperationContext<BackupPayload>): Promise<BackupResult> {
+  const { payload, config, job, jobId, progress } = context;
+  const own = resolveTarget(config, payload.env);
+  const target = payload.database ? { ...own, database: payload.database, url: withDatabase(own.url, payload.database) } : own;
+  const store = new BackupStore(config.backupDir);
+  const startedAt = new Date();
+
+  // An earlier attempt of this job may have finished its backup without the queue hearing of it
+  // (Redis went away at that moment): that backup is the result, not a second one.
+  const done = (await store.list({ env: target.env })).find(
+    (manifest) => manifest.job?.prefix === job.prefix && manifest.job.queue === job.queue && manifest.job.id === job.id,
+  );
+  if (done) {
+    progress(100, `backup ${done.id} was already made by an earlier attempt`);
+    return resultOf(done, store.archivePath(done));
+  }
+
+  progress(0, `connecting to ${target.env}`);
+  // One snapshot for pg_dump and the row counts: the manifest's counts are exactly what the archive
+  // holds, for `backups verify --full` to compare with.
+  const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
+  try {
+    return await dumpInSnapshot(context, target, store, snapshotClient, startedAt);
+  } finally {
+    await snapshotClient.end().catch(() => undefined);
+  }
+}
+
+/** The databases an all-databases backup covers: every connectable, non-template one but dbops' own transient ones. */
+const ALL_DATABASES_SQL = `SELECT datname FROM pg_database
+  WHERE datallowconn AND NOT datistemplate AND datname !~ '^dbops_(shadow|scratch)_[0-9a-f]{12}$' ORDER BY datname`;
+
+/**
+ * --all-databases: one child backup job per database on the environment's server (each an ordinary
+ * backup, retried on its own), listed afresh at every run; this job succeeds once they all have.
+ */
+async function backupAllDatabases(context: OperationContext<BackupPayload>): Promise<AllDatabasesResult> {
+  const { payload, config, job, progress } = context;
+  const server = resolveTarget(config, payload.env);
+  const maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), `dbops:backup:${job.id}`);
+  let results = context.childResults;
+  let roles: string[];
+  try {
+    roles = (await maintenance.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`)).rows.map(
+      (row) => row.rolname,
+    );
+    if (results.length === 0) {
+      const databases = (await maintenance.query<{ datname: string }>(ALL_DATABASES_SQL)).rows.map((row) => row.datname);
+      progress(5, `backing up ${databases.length} databases of ${server.env}'s server, one job each`);
+      const { allDatabases: _all, ...options } = payload;
+      results = await context.awaitChildren(
+        databases.map((database) => ({
+          type: 'backup',
+          payload: { ...options, database },
+          jobId: `backup-all-${encodeForPath(job.id)}-${encodeForPath(database)}`,
+        })),
+      );
+    }
+  } finally {
+    await maintenance.end().catch(() => undefined);
+  }
+  const backups = (results as BackupResult[]).sort((a, b) => a.database.localeCompare(b.database));
+  progress(100, `backed up ${backups.length} databases`);
+  return { env: server.env, allDatabases: true, backups, roles };
+}
+
 export const backup = defineOperation({
   type: 'backup',
   summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
@@ -218,30 +311,13 @@ export const backup = defineOperation({
       ]);
     }
   },
-  async process(context): Promise<BackupResult> {
-    const { payload, config, jobId, progress } = context;
-    const target = resolveTarget(config, payload.env);
-    const store = new BackupStore(config.backupDir);
-    const startedAt = new Date();
-
-    // An earlier attempt of this job may have finished its backup without the queue hearing of it
-    // (Redis went away at that moment): that backup is the result, not a second one.
-    const done = (await store.list({ env: target.env })).find((manifest) => manifest.jobId === jobId);
-    if (done) {
-      progress(100, `backup ${done.id} was already made by an earlier attempt`);
-      return resultOf(done, store.archivePath(done));
-    }
-
-    progress(0, `connecting to ${target.env}`);
-    // One snapshot for pg_dump and the row counts: the manifest's counts are exactly what the archive
-    // holds, for `backups verify --full` to compare with.
-    const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
-    try {
-      return await dumpInSnapshot(context, target, store, snapshotClient, startedAt);
-    } finally {
-      await snapshotClient.end().catch(() => undefined);
-    }
-  },
+  process: (context): Promise<BackupResult | AllDatabasesResult> => (context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context)),
   recover: recoverPartials,
-  describe: (result) => `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256})`,
+  describe: (result) =>
+    'allDatabases' in result
+      ? [
+          `${result.backups.length} databases of ${result.env}'s server backed up:`,
+          ...result.backups.map((one) => `  ${one.database}: ${one.backupId} (${one.sizeBytes} bytes)`),
+        ].join('\n')
+      : `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256})`,
 });

@@ -12,7 +12,10 @@ export interface ReportSink {
  * `intervalMs`, so a tool printing thousands of lines costs a few Redis round trips, not thousands.
  */
 export function createContext<Payload>(
-  base: Pick<OperationContext<Payload>, 'jobId' | 'job' | 'ledger' | 'attempt' | 'payload' | 'config' | 'logger' | 'signal' | 'enqueue' | 'childResults'>,
+  base: Pick<
+    OperationContext<Payload>,
+    'jobId' | 'job' | 'ledger' | 'attempt' | 'payload' | 'config' | 'logger' | 'signal' | 'enqueue' | 'childResults' | 'awaitChildren'
+  >,
   sink: ReportSink,
   intervalMs = 250,
 ): { context: OperationContext<Payload>; flush(): Promise<void> } {

@@ -18,7 +18,7 @@ import {
 import { connect, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { backup } from './backup.js';
+import { backup, backupDatabase } from './backup.js';
 import { confirmField, envName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -169,7 +169,7 @@ async function backupBeforeMigrating(context: OperationContext<MigratePayload>, 
     if (manifest?.env === env) return id;
   }
   context.log(`no backup from a child job: backing up ${env} before migrating`);
-  const made = await backup.process({ ...context, payload: backup.schema.parse({ env }) });
+  const made = await backupDatabase({ ...context, payload: backup.schema.parse({ env }) });
   context.log(`backup ${made.backupId} taken before migrating`);
   return made.backupId;
 }

@@ -33,8 +33,15 @@ export interface OperationContext<Payload> {
    * `jobId` makes it idempotent across retries. Not available with --local (no queue).
    */
   enqueue(type: string, payload: unknown, options: { jobId: string; delayMs?: number }): Promise<void>;
-  /** Results of the jobs this one waited for (see Operation.children). */
+  /** Results of the jobs this one waited for (see Operation.children, awaitChildren). */
   childResults: unknown[];
+  /**
+   * Runs these jobs as this job's children, each an ordinary job of its type (validated, retried on its
+   * own), and resolves with their results once all succeeded; one that fails for good fails this job.
+   * Under a worker this job waits in the queue meanwhile and runs again from the start (with
+   * `childResults` set); a fixed `jobId` per child makes that idempotent. --local runs them in turn.
+   */
+  awaitChildren(children: { type: string; payload: unknown; jobId: string }[]): Promise<unknown[]>;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { Manifest } from '../backups/manifest.js';
 import { planRetention } from '../backups/retention.js';
 import { describeRetention, parseRetention, type RetentionPolicy } from '../retention-policy.js';
 import { BackupStore } from '../backups/store.js';
@@ -29,6 +30,7 @@ const schema = z.strictObject({
 
 const envResult = z.object({
   env: z.string(),
+  database: z.string().meta({ description: "each database's backups are a chain of their own (--all-databases)" }),
   policy: z.string().nullable(),
   kept: z.array(z.object({ id: z.string(), completedAt: z.string(), reasons: z.array(z.string()) })),
   pruned: z.array(z.object({ id: z.string(), completedAt: z.string(), reason: z.string() })),
@@ -61,26 +63,26 @@ export const prune = defineOperation({
     for (const [index, env] of envs.entries()) {
       progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env}`);
       const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
-      const manifests = all.filter((manifest) => manifest.env === env);
-      if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) {
-        const reasons = [`protected: prune it with env ${env} and confirm ${env}`];
-        result.environments.push({
-          env,
-          policy: policy ? describeRetention(policy) : null,
-          kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons })),
-          pruned: [],
-        });
-        continue;
+      const ofEnv = all.filter((manifest) => manifest.env === env);
+      for (const database of [...new Set(ofEnv.map((manifest) => manifest.database))].sort()) {
+        const manifests = ofEnv.filter((manifest) => manifest.database === database);
+        const keepAll = (reason: string) =>
+          result.environments.push({
+            env,
+            database,
+            policy: policy ? describeRetention(policy) : null,
+            kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: [reason] })),
+            pruned: [],
+          });
+        if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) keepAll(`protected: prune it with env ${env} and confirm ${env}`);
+        else if (!policy) keepAll('no policy');
+        else await pruneChain(env, database, manifests, policy);
       }
-      if (!policy) {
-        result.environments.push({
-          env,
-          policy: null,
-          kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: ['no policy'] })),
-          pruned: [],
-        });
-        continue;
-      }
+    }
+    progress(100, payload.dryRun ? 'dry run: nothing deleted' : 'retention applied');
+    return result;
+
+    async function pruneChain(env: string, database: string, manifests: Manifest[], policy: RetentionPolicy): Promise<void> {
       const inUse = new Set((await store.inUseMarks()).map((mark) => mark.backupId));
       const plan = planRetention(manifests, policy, inUse);
       const pruned: PruneEnvResult['pruned'] = [];
@@ -95,19 +97,18 @@ export const prune = defineOperation({
       }
       result.environments.push({
         env,
+        database,
         policy: describeRetention(policy),
         kept: plan.keep.map(({ manifest, reasons }) => ({ id: manifest.id, completedAt: manifest.completedAt, reasons })),
         pruned,
       });
     }
-    progress(100, payload.dryRun ? 'dry run: nothing deleted' : 'retention applied');
-    return result;
   },
   describe: (result) =>
     result.environments
       .map((env) =>
         [
-          `${env.env}: ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
+          `${env.env} (database ${env.database}): ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
           ...env.kept.map((item) => `  keep   ${item.id}  ${item.completedAt}  (${item.reasons.join(', ')})`),
           ...env.pruned.map((item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`),
         ].join('\n'),

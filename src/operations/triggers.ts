@@ -1,3 +1,4 @@
+import { encodeForPath } from '../job-ids.js';
 import type pg from 'pg';
 import { z } from 'zod';
 import { PermanentError, ValidationError } from '../errors.js';
@@ -184,7 +185,8 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
   let reenable: { reenableAt: string; reenableJobId: string } | undefined;
   if (!enable && payload.forSeconds && toChange.length > 0) {
     // Enqueued before anything is disabled: if this worker dies right after, the triggers still come back.
-    const reenableJobId = `triggers-reenable-${jobId.replace(/^triggers-/, '')}`;
+    // A derived id must be one BullMQ accepts as custom (no ':', not a number), whatever this job's id is.
+    const reenableJobId = `triggers-reenable-${encodeForPath(jobId.replace(/^triggers-/, ''))}`;
     await context.enqueue(
       'triggers',
       { env: payload.env, action: 'enable', triggers: toChange.map(named), confirm: payload.confirm },

@@ -1,4 +1,4 @@
-import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, WaitingChildrenError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import { CANCELLED_REASON, errorMessage, isRetryable } from '../errors.js';
 import type { JobRef } from '../job-ids.js';
@@ -64,6 +64,7 @@ function recoveryLoop(operations: Operation[], context: RecoveryContext) {
 
 /** Turns whatever a processor threw into what BullMQ should do with the job. */
 async function settle(config: Config, job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> {
+  if (error instanceof WaitingChildrenError) return error; // not a failure: BullMQ runs the job again once its children are done
   if (signal?.aborted && signal.reason === SHUTDOWN) {
     await job.moveToWait(token);
     return new WaitingError();
@@ -131,6 +132,15 @@ function processorFor(deps: ProcessorDeps) {
         logger: jobLogger,
         signal: signal ?? new AbortController().signal,
         childResults: Object.values(await job.getChildrenValues()),
+        awaitChildren: async (children) => {
+          for (const child of children) {
+            if (!isOperationType(child.type)) throw new Error(`unknown operation type "${child.type}"`);
+            const data = await validatePayload(config, child.type, child.payload);
+            await queues.add(child.type, data, { jobId: child.jobId, parent: { id: job.id!, queue: job.queueQualifiedName }, failParentOnFailure: true });
+          }
+          if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError();
+          return Object.values(await job.getChildrenValues());
+        },
         enqueue: async (followUp, followUpPayload, options) => {
           if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
           const data = await validatePayload(config, followUp, followUpPayload);

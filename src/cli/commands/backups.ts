@@ -28,13 +28,17 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
   const backups = program.command('backups').description('the backups in BACKUP_DIR');
   backups
     .command('list')
-    .description('list backups, oldest first')
+    .description('list backups, grouped by environment and database, oldest first')
     .option('--env <env>', 'only this environment')
     .option('--json', 'print the manifests as JSON')
     .action(async (options: { env?: string; json?: boolean }) => {
       const store = new BackupStore(cliConfig().backupDir);
-      const manifests = await store.list({ env: options.env ? normalizeEnvName(options.env) : undefined });
-      if (options.json) return printJson(manifests);
+      const listed = await store.list({ env: options.env ? normalizeEnvName(options.env) : undefined });
+      // Grouped: each database's backups together (an --all-databases run makes one per database).
+      const manifests = [...listed].sort(
+        (a, b) => a.env.localeCompare(b.env) || a.database.localeCompare(b.database) || a.completedAt.localeCompare(b.completedAt),
+      );
+      if (options.json) return printJson(listed);
       if (manifests.length === 0) return out(`no backups in ${store.dir}`);
       out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED', 'CHECKED'].join('\t'));
       for (const manifest of manifests) {

@@ -24,9 +24,14 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
       .requiredOption('--env <env>', 'environment to back up')
       .addOption(new Option('--format <format>', 'archive format').choices(['custom', 'directory']).default('custom'))
       .option('--jobs <n>', 'parallel dump jobs (directory format)', parseWholeNumber)
-      .option('--compress <level>', 'compression level 0-9', parseWholeNumber),
+      .option('--compress <level>', 'compression level 0-9', parseWholeNumber)
+      .option('--all-databases', "every database on the environment's server: one child backup job each"),
   ).action(async (options) => {
-    await run('backup', { env: options.env, format: options.format, jobs: options.jobs, compress: options.compress }, flagsOf(options));
+    await run(
+      'backup',
+      { env: options.env, format: options.format, jobs: options.jobs, compress: options.compress, allDatabases: options.allDatabases ?? false },
+      flagsOf(options),
+    );
   });
 }
 
