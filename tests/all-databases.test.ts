@@ -15,6 +15,7 @@ interface AllResult {
   allDatabases: true;
   backups: { backupId: string; database: string }[];
   roles: string[];
+  rolesFile: string;
 }
 
 /** Every database of a server of the test's own (the shared test server's come and go with other tests). */
@@ -60,6 +61,9 @@ describe('backup --all-databases', () => {
     expect(result).toMatchObject({ env: 'fleet', allDatabases: true });
     expect(result.backups.map((backup) => backup.database)).toEqual(['one', 'postgres', 'two']);
     expect(result.roles).toContain('app_owner');
+    const serverRoles = JSON.parse(readFileSync(path.join(rig.backupDir, result.rolesFile), 'utf8')) as { name: string; login: boolean }[];
+    expect(serverRoles).toContainEqual(expect.objectContaining({ name: 'app_owner', login: true }));
+    expect(JSON.stringify(serverRoles)).not.toMatch(/password|SCRAM/i);
     for (const backup of result.backups) {
       const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8')) as {
         env: string;

@@ -140,6 +140,19 @@ export class BackupStore {
     return marks;
   }
 
+  /**
+   * Keeps a server's roles (attributes and memberships, no passwords) beside its backups, under
+   * `roles/<name>.json`, where `backups list` and retention do not look. Returns the file's name.
+   */
+  async writeRoles(name: string, roles: unknown): Promise<string> {
+    const dir = path.join(this.dir, 'roles');
+    await privateDir(this.dir);
+    await privateDir(dir);
+    const file = `${name}.json`;
+    await writeFile(path.join(dir, file), `${JSON.stringify(roles, null, 2)}\n`, { mode: FILE_MODE });
+    return path.join('roles', file);
+  }
+
   /** Moves a finished archive into place, then writes its manifest: the backup exists from that moment. */
   async publish(partialArchive: string, manifest: Manifest): Promise<string> {
     const archive = this.archivePath(manifest);

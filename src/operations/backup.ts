@@ -14,7 +14,7 @@ import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backu
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { countUserTables } from '../postgres/catalog.js';
 import { readIdentity, rolesOf } from '../postgres/identity.js';
-import { rolesNeeded } from '../postgres/roles.js';
+import { rolesNeeded, type RoleRecord } from '../postgres/roles.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
@@ -66,6 +66,7 @@ const allResult = z.object({
   allDatabases: z.literal(true),
   backups: z.array(single).meta({ description: 'one backup per database, by database name' }),
   roles: z.array(z.string()).meta({ description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)" }),
+  rolesFile: z.string().meta({ description: "where the server's roles (attributes, memberships, no passwords) are kept in the backup store" }),
 });
 export type AllDatabasesResult = z.infer<typeof allResult>;
 
@@ -273,10 +274,12 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
   const server = resolveTarget(config, payload.env);
   const maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), `dbops:backup:${job.id}`);
   let results = context.childResults;
-  let roles: string[];
+  let roles: RoleRecord[];
   try {
-    roles = (await maintenance.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`)).rows.map(
-      (row) => row.rolname,
+    const names = await maintenance.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`);
+    roles = await rolesNeeded(
+      maintenance,
+      names.rows.map((row) => row.rolname),
     );
     if (results.length === 0) {
       const databases = (await maintenance.query<{ datname: string }>(ALL_DATABASES_SQL)).rows.map((row) => row.datname);
@@ -295,7 +298,8 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
   }
   const backups = (results as BackupResult[]).sort((a, b) => a.database.localeCompare(b.database));
   progress(100, `backed up ${backups.length} databases`);
-  return { env: server.env, allDatabases: true, backups, roles };
+  const rolesFile = await new BackupStore(config.backupDir).writeRoles(newBackupId(server.env), roles);
+  return { env: server.env, allDatabases: true, backups, roles: roles.map((role) => role.name), rolesFile };
 }
 
 export const backup = defineOperation({
