@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type pg from 'pg';
-import type { ResultPromise } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { z } from 'zod';
 import { BackupStore, recoverPartials } from '../backups/store.js';
 import { databaseIdentity } from '../config.js';
@@ -85,30 +85,52 @@ interface Fill {
   binDir: string | undefined;
 }
 
+/**
+ * pg_dump straight into pg_restore through a named pipe (a FIFO in the job's work directory): the two
+ * tools share it, and no byte passes through this process, which only reads their stderr.
+ */
 async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+  const store = new BackupStore(context.config.backupDir);
+  const fifo = path.join(await store.partialDir(context.job), 'stream');
+  try {
+    await execa('mkfifo', ['-m', '600', fifo]);
+    await pipeThrough(fifo, context, { source, shadowUrl, signal, snapshot, tables, binDir });
+  } finally {
+    await store.removePartial(context.job);
+  }
+}
+
+async function pipeThrough(fifo: string, context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
   const counter = progressCounter(context, tables);
   const dumpTail = new StderrTail();
-  const dumpArgs = ['--format=custom', '--compress=0', '--verbose', '--no-password', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
+  // --no-sync: a FIFO cannot be fsynced (and holds nothing to keep).
+  const dumpArgs = [
+    '--format=custom',
+    '--compress=0',
+    '--verbose',
+    '--no-password',
+    '--no-sync',
+    `--file=${fifo}`,
+    ...(snapshot ? [`--snapshot=${snapshot}`] : []),
+  ];
   const dump = startTool('pg_dump', dumpArgs, {
     url: source.url,
     signal,
-    stdout: 'pipe',
     binDir,
     onStderrLine: (line) => {
       dumpTail.push(line);
       counter.onLine(line);
     },
   });
-  const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error'], {
+  // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
+  const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', '--format=custom', fifo], {
     url: shadowUrl,
     signal,
-    stdin: 'pipe',
     binDir,
     onStderrLine: counter.onLine,
   });
-  dump.stdout!.pipe(restore.stdin!);
-  restore.stdin!.on('error', () => undefined); // EPIPE when pg_restore stops early: its own error says why
-  // If either side fails the other must stop too: a pg_dump whose reader is gone blocks on a full pipe.
+  // If either side fails the other must stop too: a pg_dump whose reader is gone blocks on a full pipe,
+  // and one side of a FIFO waits forever in open() for the other.
   // The side that failed first says why; the other's error (killed by us, or a broken pipe) is only
   // a consequence, and must not turn a retryable failure into a permanent one.
   let cause: unknown;
