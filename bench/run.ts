@@ -31,6 +31,30 @@ const SOURCE = 'dbops_bench_source';
 const SMALL = 'dbops_bench_small';
 const TARGET = 'dbops_bench_target';
 const COPY_TARGET = 'dbops_bench_copy';
+const MANY = 'dbops_bench_many';
+const MANY_TARGET = 'dbops_bench_many_target';
+const CLI = path.resolve(import.meta.dirname, '../../bin/manage-db.js');
+
+/** 4,000 small tables in 40 schemas (with a primary key each): the cost per table, not per byte. */
+async function ensureManyTables(): Promise<void> {
+  const exists = await admin('postgres', `SELECT 1 FROM pg_database WHERE datname = '${MANY}'`);
+  if (exists.length > 0) return;
+  process.stderr.write(`creating ${MANY} with 4000 tables…\n`);
+  await admin('postgres', `CREATE DATABASE ${MANY}`);
+  // A schema per transaction: 4,000 tables and their keys at once would outgrow the lock table.
+  for (let schema = 1; schema <= 40; schema += 1) {
+    await admin(
+      MANY,
+      `CREATE SCHEMA s${schema};
+       DO $$ BEGIN
+         FOR t IN 1..100 LOOP
+           EXECUTE format('CREATE TABLE s${schema}.t%s (id int PRIMARY KEY, v text)', t);
+           EXECUTE format('INSERT INTO s${schema}.t%s SELECT g, md5(g::text) FROM generate_series(1, 20) g', t);
+         END LOOP;
+       END $$`,
+    );
+  }
+}
 
 /** Builds a benchmark database once; later runs reuse it when it has the requested size. */
 async function ensureDatabase(name: string, count: number): Promise<number> {
@@ -88,7 +112,12 @@ async function main(): Promise<void> {
     DATABASE_URL_SMALL: urlFor(SMALL),
     DATABASE_URL_BENCHTARGET: urlFor(TARGET),
     DATABASE_URL_BENCHCOPY: urlFor(COPY_TARGET),
+    DATABASE_URL_MANY: urlFor(MANY),
+    DATABASE_URL_MANYTARGET: urlFor(MANY_TARGET),
   };
+  await ensureManyTables();
+  const manyFile = path.join(backupDir, 'many.dump');
+  const cli = (args: string[]) => execa('node', [CLI, ...args], { env });
   const config = loadConfig(env);
   const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
   const producer = new Producer(config);
@@ -166,6 +195,52 @@ async function main(): Promise<void> {
         await timed(async () => (copied = (await runJob<{ previousDatabase?: string }>('copy', { from: 'bench', to: 'benchcopy' })).previousDatabase)),
       );
       if (copied) await admin('postgres', `DROP DATABASE "${copied}" WITH (FORCE)`);
+
+      // As the user sees it: the CLI's wall time, from the shell, through the queue and a worker.
+      await checkpoint();
+      record('cliDump', await timed(() => cli(['backup', '--env', 'bench', '--wait', '--json'])));
+      // The raw pipe a user would type for a copy.
+      await checkpoint();
+      record(
+        'rawPipeCopy',
+        await timed(async () => {
+          await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
+          await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+          await execa('bash', ['-o', 'pipefail', '-c', `pg_dump -Fc -Z0 -d '${urlFor(SOURCE)}' | pg_restore --exit-on-error -d '${urlFor(COPY_TARGET)}'`]);
+        }),
+      );
+
+      // Many tables: the restore job against pg_restore -j 2 of the same archive.
+      await execa('pg_dump', ['-Fc', '-f', manyFile, '-d', urlFor(MANY)]);
+      const many = await runJob<{ backupId: string }>('backup', { env: 'many' });
+      await checkpoint();
+      record(
+        'rawManyRestore',
+        await timed(async () => {
+          await admin('postgres', `DROP DATABASE IF EXISTS ${MANY_TARGET} WITH (FORCE)`);
+          await admin('postgres', `CREATE DATABASE ${MANY_TARGET}`);
+          await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(MANY_TARGET), manyFile]);
+        }),
+      );
+      await checkpoint();
+      let manyPrevious: string | undefined;
+      record(
+        'jobManyRestore',
+        await timed(
+          async () =>
+            (manyPrevious = (await runJob<{ previousDatabase?: string }>('restore', { env: 'manytarget', backup: many.backupId, jobs: 2 })).previousDatabase),
+        ),
+      );
+      if (manyPrevious) await admin('postgres', `DROP DATABASE "${manyPrevious}" WITH (FORCE)`);
+      await checkpoint();
+      record('rawManyDump', await timed(() => execa('pg_dump', ['-Fc', '-f', manyFile, '-d', urlFor(MANY)])));
+      await checkpoint();
+      record('jobManyDump', await timed(() => runJob('backup', { env: 'many' })));
+    }
+    // Starting the CLI, cold: --version, and an enqueue without --wait.
+    for (let i = 0; i < 5; i += 1) {
+      record('cliVersion', await timed(() => cli(['--version'])));
+      record('cliEnqueue', await timed(() => cli(['maintenance', 'report', '--env', 'small'])));
     }
 
     // Peak memory of a fresh backup worker, for a database ten times smaller and for the big one.
@@ -214,7 +289,7 @@ async function main(): Promise<void> {
       .get('backup')
       .obliterate({ force: true })
       .catch(() => undefined);
-    for (const type of ['restore', 'copy'] as const)
+    for (const type of ['restore', 'copy', 'maintenance'] as const)
       await producer.queues
         .get(type)
         .obliterate({ force: true })
@@ -225,7 +300,8 @@ async function main(): Promise<void> {
       .obliterate({ force: true })
       .catch(() => undefined);
     await encryptedProducer.close();
-    for (const database of [TARGET, COPY_TARGET]) await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+    for (const database of [TARGET, COPY_TARGET, MANY_TARGET])
+      await admin('postgres', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
     await rm(backupDir, { recursive: true, force: true });
   }
 
@@ -262,6 +338,30 @@ async function main(): Promise<void> {
       ratio('jobCopy', 'rawDumpThenRestore'),
       '≤ 0.85',
     ],
+    ['backup via the CLI (--wait) vs pg_dump -Fc', `${m('cliDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('cliDump', 'rawDump'), '≤ 1.03'],
+    [
+      'stream copy job vs pg_dump -Fc -Z0 | pg_restore',
+      `${m('jobCopy').toFixed(2)} s`,
+      `${m('rawPipeCopy').toFixed(2)} s`,
+      ratio('jobCopy', 'rawPipeCopy'),
+      '≤ 1.05',
+    ],
+    [
+      'restore job, 4000 tables, vs pg_restore -j 2',
+      `${m('jobManyRestore').toFixed(2)} s`,
+      `${m('rawManyRestore').toFixed(2)} s`,
+      ratio('jobManyRestore', 'rawManyRestore'),
+      '≤ 1.05',
+    ],
+    [
+      'backup job, 4000 tables, vs pg_dump -Fc',
+      `${m('jobManyDump').toFixed(2)} s`,
+      `${m('rawManyDump').toFixed(2)} s`,
+      ratio('jobManyDump', 'rawManyDump'),
+      '≤ 1.03',
+    ],
+    ['manage-db --version, cold (median of 5)', `${(m('cliVersion') * 1000).toFixed(0)} ms`, '', '', '≤ 150 ms'],
+    ['manage-db enqueue without --wait (median of 5)', `${(m('cliEnqueue') * 1000).toFixed(0)} ms`, '', '', '≤ 300 ms'],
     [
       'no-op job round trip p50 (dbops vs bare BullMQ)',
       `${queue!.dbops.p50Ms.toFixed(2)} ms`,

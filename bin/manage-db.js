@@ -1,3 +1,12 @@
 #!/usr/bin/env node
 // The CLI is written in TypeScript and compiled to dist/ by `npm ci` (the prepare script).
-import '../dist/src/cli/main.js';
+import { readFileSync } from 'node:fs';
+
+const args = process.argv.slice(2);
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+  // Answered before anything else is loaded: the version needs no module of the CLI.
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  process.stdout.write(`${version}\n`);
+} else {
+  await import('../dist/src/cli/main.js');
+}

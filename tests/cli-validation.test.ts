@@ -1,4 +1,5 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseExists, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -62,6 +63,15 @@ describe('manage-db refuses bad input', () => {
     expect(readdirSync(rig.backupDir).sort()).toEqual(filesBefore);
     expect(await sql(rig.db('app'), 'SELECT count(*)::int AS n FROM t')).toEqual([{ n: 2 }]);
     expect(await databaseExists(rig.db('other'))).toBe(false);
+  });
+
+  it('--version prints the package version, and reads no configuration to do so', async () => {
+    const { version } = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const run = await rig.cli([flag], { REDIS_URL: 'not a url', PROTECTED_ENVS: 'nowhere' });
+      expect(run.exitCode).toBe(0);
+      expect(run.stdout.trim()).toBe(version);
+    }
   });
 
   it('an invalid configuration names the variable in one line and exits 2', async () => {

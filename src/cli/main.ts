@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { operationCommands } from './commands/index.js';
 import { registerJobs } from './commands/jobs.js';
@@ -5,12 +6,17 @@ import { registerSchedule } from './commands/schedule.js';
 import { registerSchema } from './commands/schema.js';
 import { EXIT, err, toExit } from './io.js';
 
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 function buildProgram(): Command {
   const program = new Command('manage-db')
     .description('PostgreSQL operations as jobs on a Redis queue')
     .showSuggestionAfterError(false)
     .exitOverride()
     .enablePositionalOptions() // for `schedule add`, whose operation's options follow its own
+    .version(packageVersion(), '-V, --version')
     .configureOutput({ outputError: () => undefined });
   for (const register of operationCommands) register(program);
   registerJobs(program);
