@@ -340,7 +340,7 @@ async function main(): Promise<void> {
     ],
     ['backup via the CLI (--wait) vs pg_dump -Fc', `${m('cliDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('cliDump', 'rawDump'), '≤ 1.03'],
     [
-      'stream copy job vs pg_dump -Fc -Z0 | pg_restore',
+      'stream copy job vs pg_dump -Fc -Z0 piped to pg_restore',
       `${m('jobCopy').toFixed(2)} s`,
       `${m('rawPipeCopy').toFixed(2)} s`,
       ratio('jobCopy', 'rawPipeCopy'),

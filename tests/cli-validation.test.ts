@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseExists, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -72,6 +73,12 @@ describe('manage-db refuses bad input', () => {
       expect(run.exitCode).toBe(0);
       expect(run.stdout.trim()).toBe(version);
     }
+  });
+
+  it('output into a closed pipe ends quietly: no stack trace, exit 0', async () => {
+    const cli = path.resolve(import.meta.dirname, '../bin/manage-db.js');
+    const run = await execa('bash', ['-c', `node '${cli}' schema | head -c 20 > /dev/null; echo "status \${PIPESTATUS[0]}" >&2`], { reject: false, all: true });
+    expect(run.all?.trim()).toBe('status 0');
   });
 
   it('an invalid configuration names the variable in one line and exits 2', async () => {

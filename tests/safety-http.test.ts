@@ -122,6 +122,28 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
   });
 });
 
+describe('the server at start-up', () => {
+  let rig: Rig;
+  beforeAll(async () => {
+    rig = await Rig.create();
+  });
+  afterAll(async () => {
+    await rig?.cleanup();
+  });
+
+  it('a port already taken fails the start with one line, instead of listening to nothing', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const config = loadConfig({ ...rig.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'silent' });
+      await expect(startServer(config, createLogger(config))).rejects.toThrow(`cannot listen on 127.0.0.1:${port}: the port is already in use`);
+    } finally {
+      taken.close();
+    }
+  });
+});
+
 describe('configuration that fails closed and tells no secret', () => {
   it('PROTECTED_ENVS: a typo is an error; protection follows the database through every alias', () => {
     const urls = {

@@ -47,4 +47,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // Exit explicitly: a Redis client that is still reconnecting must not keep the CLI alive.
+// Output into a closed pipe (`manage-db jobs list --json | head -1`) ends the command quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(EXIT.ok);
+  throw error;
+});
 process.exit(await main(process.argv));

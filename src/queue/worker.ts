@@ -171,7 +171,7 @@ function processorFor(deps: ProcessorDeps) {
       if (changes) await connection.hset(jobKey, COMPLETED_FIELD, new Date().toISOString());
       return result;
     } catch (error) {
-      if (!signal?.aborted) jobLogger.error({ err: error }, 'job attempt failed');
+      if (!signal?.aborted && !(error instanceof WaitingChildrenError)) jobLogger.error({ err: error }, 'job attempt failed');
       throw await settle(config, job, token, signal, error);
     } finally {
       await flush();

@@ -65,9 +65,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const upkeep = await startScheduleUpkeep(config, producer.queues, logger);
   const metrics = await createMetrics(config, producer.queues, upkeep.schedules);
   const app = createApp(config, producer, metrics, logger);
+  // Express 5 hands a failure to listen (the port taken, say) to this callback, not to an 'error' event.
   const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(config.PORT, config.HOST, () => resolve(listening));
-    listening.once('error', reject);
+    const listening = app.listen(config.PORT, config.HOST, (error?: Error) => (error ? reject(error) : resolve(listening)));
+  }).catch(async (error: NodeJS.ErrnoException) => {
+    await upkeep.stop();
+    await metrics.close();
+    await producer.close();
+    const why = error.code === 'EADDRINUSE' ? 'the port is already in use' : error.code === 'EACCES' ? 'permission denied' : error.message;
+    throw new Error(`cannot listen on ${config.HOST}:${config.PORT}: ${why}`, { cause: error });
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
