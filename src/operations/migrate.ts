@@ -1,4 +1,3 @@
-import { runner } from 'node-pg-migrate';
 import type pg from 'pg';
 import { z } from 'zod';
 import { withScratchRestore } from '../backups/scratch.js';
@@ -129,6 +128,8 @@ async function runMigrations(
     progress((100 * index) / chosen.length, `${direction} ${migration.file}`);
     const started = Date.now();
     try {
+      // Loaded here, not at start: every CLI command and worker loads this module, few run migrations.
+      const { runner } = await import('node-pg-migrate');
       const ran = await runner({
         dbClient: client,
         dir,
