@@ -1,7 +1,7 @@
 /**
  * The dashboard and API server: `npm run dashboard` (and part of `npm start`).
  */
-import { loadConfigOrExit } from '../src/config.js';
+import { loadConfigOrExit, noEnvironmentWarning } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { startServer } from '../src/server/app.js';
 
@@ -11,6 +11,8 @@ delete process.env.BACKUP_ENCRYPTION_KEY;
 delete process.env.BACKUP_DECRYPTION_KEYS;
 
 const logger = createLogger(config, { process: 'dashboard' });
+const lonely = noEnvironmentWarning(config);
+if (lonely) logger.warn(lonely);
 try {
   const server = await startServer(config, logger);
   const stop = () => {

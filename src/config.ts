@@ -318,9 +318,29 @@ export function loadConfig(source: Record<string, string | undefined> = process.
 }
 
 /** Loopback by address, not by text: `127.0.0.1`, `::1`, `localhost`; never `127.attacker.example`. */
-/** For entry points: the configuration, or one line on stderr and exit code 2. */
+/**
+ * `.env` in the working directory, when there is one (as .env.example invites): its variables join the
+ * process environment, and those the real environment already has win.
+ */
+export function loadDotEnv(file = '.env'): void {
+  try {
+    process.loadEnvFile(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`${file}: ${(error as Error).message}`);
+  }
+}
+
+/** What a process without any environment should say at start: it can run no job. */
+export function noEnvironmentWarning(config: Pick<Config, 'environments'>): string | undefined {
+  return config.environments.size === 0
+    ? 'no database environment is configured: set DATABASE_URL_<ENV>, e.g. DATABASE_URL_PRODUCTION=postgres://…'
+    : undefined;
+}
+
+/** For entry points: the configuration (with `.env`), or one line on stderr and exit code 2. */
 export function loadConfigOrExit(options: LoadOptions = {}): Config {
   try {
+    loadDotEnv();
     return loadConfig(process.env, options);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -79,6 +80,38 @@ describe('manage-db refuses bad input', () => {
     const cli = path.resolve(import.meta.dirname, '../bin/manage-db.js');
     const run = await execa('bash', ['-c', `node '${cli}' schema | head -c 20 > /dev/null; echo "status \${PIPESTATUS[0]}" >&2`], { reject: false, all: true });
     expect(run.all?.trim()).toBe('status 0');
+  });
+
+  it('reads .env in the working directory; the real environment wins over it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-dotenv-'));
+    try {
+      writeFileSync(path.join(dir, '.env'), 'DATABASE_URL_FROM_DOTENV=postgres://u@127.0.0.1/x\nPROTECTED_ENVS=prodution\n');
+      const cli = path.resolve(import.meta.dirname, '../bin/manage-db.js');
+      const run = await execa('node', [cli, 'backup', '--env', 'nowhere'], {
+        cwd: dir,
+        env: { PATH: process.env.PATH!, REDIS_URL: rig.env.REDIS_URL!, PROTECTED_ENVS: 'none' },
+        extendEnv: false,
+        reject: false,
+      });
+      expect(run.exitCode).toBe(2);
+      expect(run.stderr).toContain('unknown environment "nowhere" (known: from-dotenv;'); // from .env; its PROTECTED_ENVS lost to the real one
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a worker without any environment says so at start', async () => {
+    const worker = await rig.startWorker(
+      'triggers',
+      Object.fromEntries(
+        Object.keys(rig.env)
+          .filter((key) => key.startsWith('DATABASE_URL_'))
+          .map((key) => [key, '']),
+      ),
+    );
+    expect(worker.output()).toContain('no database environment is configured: set DATABASE_URL_<ENV>');
+    worker.process.kill('SIGTERM');
+    await worker.exited;
   });
 
   it('an invalid configuration names the variable in one line and exits 2', async () => {

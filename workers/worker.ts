@@ -2,7 +2,7 @@
  * One worker process of one operation type: `npm run worker -- <type>`. Start as many as you like, on
  * as many hosts as share the Redis; each takes jobs of its type only.
  */
-import { loadConfigOrExit } from '../src/config.js';
+import { loadConfigOrExit, noEnvironmentWarning } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { watchJobOutcomes } from '../src/schedules/outcomes.js';
@@ -23,6 +23,8 @@ const config = loadConfigOrExit();
 process.umask(0o077);
 
 const logger = createLogger(config, { worker: type });
+const lonely = noEnvironmentWarning(config);
+if (lonely) logger.warn(lonely);
 const queues = new Queues(config, createRedis(config, 'producer'));
 let upkeep: ScheduleUpkeep;
 try {

@@ -1,4 +1,4 @@
-import { loadConfig, type Config } from '../config.js';
+import { loadConfig, loadDotEnv, type Config } from '../config.js';
 import { CliExit, ConfigError, ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
 
@@ -10,6 +10,7 @@ let loaded: Config | undefined;
 export function cliConfig(): Config {
   if (!loaded) {
     try {
+      loadDotEnv();
       loaded = loadConfig();
     } catch (error) {
       if (error instanceof ConfigError) throw new CliExit(EXIT.invalid, `invalid configuration: ${error.message}`);
