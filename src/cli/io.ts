@@ -1,27 +1,23 @@
-import { loadConfig, loadDotEnv, type Config } from '../config.js';
-import { CliExit, ConfigError, ValidationError, errorMessage } from '../errors.js';
+import { CliExit, ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
+
+/*
+ * What every command prints with, kept light: the CLI loads a command's heavy modules (the catalogue,
+ * BullMQ, PostgreSQL's client) only when that command runs, so `--help` and the like start fast.
+ */
 
 /** Exit codes: 0 done, 1 the job or command failed, 2 invalid input (nothing was enqueued or changed). */
 export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
 
-let loaded: Config | undefined;
+let secrets: readonly string[] = [];
 
-export function cliConfig(): Config {
-  if (!loaded) {
-    try {
-      loadDotEnv();
-      loaded = loadConfig();
-    } catch (error) {
-      if (error instanceof ConfigError) throw new CliExit(EXIT.invalid, `invalid configuration: ${error.message}`);
-      throw error;
-    }
-  }
-  return loaded;
+/** The configured secrets, scrubbed from everything the CLI prints (set once the configuration is loaded). */
+export function useSecrets(configured: readonly string[]): void {
+  secrets = configured;
 }
 
 export function scrub(text: string): string {
-  return scrubSecrets(text, loaded?.secrets ?? []);
+  return scrubSecrets(text, secrets);
 }
 
 export function out(line: string): void {

@@ -9,7 +9,8 @@ import { unrecordedLedger } from '../ownership.js';
 import { validatePayload } from '../operations/validate.js';
 import { Producer, type JobOutcome } from '../queue/producer.js';
 import { CliExit } from '../errors.js';
-import { EXIT, cliConfig, err, out, printJson } from './io.js';
+import { cliConfig } from './config.js';
+import { EXIT, err, out, printJson } from './io.js';
 import { createProgressDisplay } from './progress.js';
 
 export interface RunFlags {

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { BackupStore } from '../../backups/store.js';
-import { normalizeEnvName } from '../../config.js';
-import { lastVerification, type Manifest } from '../../backups/manifest.js';
-import { cliConfig, out, printJson } from '../io.js';
-import { runOperation, type RunOperation } from '../run-operation.js';
+import type { Manifest, Verification } from '../../backups/manifest.js';
+import { cliConfig } from '../config.js';
+import { out, printJson } from '../io.js';
+import { runOperation } from '../lazy.js';
+import type { RunOperation } from '../run-operation.js';
 import { flagsOf, withRunFlags } from './operations.js';
 
 function humanSize(bytes: number): string {
@@ -19,7 +19,7 @@ function humanSize(bytes: number): string {
 
 /** Verification state for `backups list`: the newest check's level and outcome. */
 function checkText(manifest: Manifest): string {
-  const last = lastVerification(manifest);
+  const last: Verification | undefined = manifest.verifications?.at(-1);
   if (!last) return 'never checked';
   return `${last.ok ? 'ok' : 'DAMAGED'} (${last.level}, ${last.at.slice(0, 16)}Z)`;
 }
@@ -32,6 +32,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--env <env>', 'only this environment')
     .option('--json', 'print the manifests as JSON')
     .action(async (options: { env?: string; json?: boolean }) => {
+      const [{ BackupStore }, { normalizeEnvName }] = await Promise.all([import('../../backups/store.js'), import('../../config.js')]);
       const store = new BackupStore(cliConfig().backupDir);
       const listed = await store.list({ env: options.env ? normalizeEnvName(options.env) : undefined });
       // Grouped: each database's backups together (an --all-databases run makes one per database).

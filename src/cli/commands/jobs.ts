@@ -1,15 +1,17 @@
 import type { Command } from 'commander';
 import type { JobState } from 'bullmq';
 import { ValidationError } from '../../errors.js';
-import { isOperationType, type OperationType } from '../../operations/index.js';
+import type { OperationType } from '../../operations/index.js';
 import type { Progress } from '../../operations/operation.js';
-import { Producer } from '../../queue/producer.js';
+import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
-import { EXIT, cliConfig, out, parseWholeNumber, printJson } from '../io.js';
+import { cliConfig } from '../config.js';
+import { EXIT, out, parseWholeNumber, printJson } from '../io.js';
 
 const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
+  const { Producer } = await import('../../queue/producer.js');
   const producer = new Producer(cliConfig());
   try {
     return await fn(producer);
@@ -34,6 +36,7 @@ export function registerJobs(program: Command): void {
     .option('--limit <n>', 'at most this many', parseWholeNumber, 50)
     .option('--json', 'print as JSON')
     .action(async (options: { type?: string; state?: string; limit: number; json?: boolean }) => {
+      const { isOperationType } = await import('../../operations/index.js');
       if (options.type && !isOperationType(options.type)) throw new ValidationError(`unknown operation type "${options.type}"`);
       if (options.state && !STATES.includes(options.state)) throw new ValidationError(`unknown state "${options.state}"`);
       if (options.limit < 1 || options.limit > 1000) throw new ValidationError('--limit must be from 1 to 1000');

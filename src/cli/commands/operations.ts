@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { ValidationError } from '../../errors.js';
-import { isOperationType, operationTypes } from '../../operations/index.js';
 import { parseWholeNumber } from '../io.js';
-import { runOperation, type RunFlags, type RunOperation } from '../run-operation.js';
+import { runOperation } from '../lazy.js';
+import type { RunFlags, RunOperation } from '../run-operation.js';
 
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {
@@ -218,6 +218,7 @@ export function registerEnqueue(program: Command, run: RunOperation = runOperati
       .argument('<type>', 'operation type')
       .argument('[payload]', 'the job payload as JSON', '{}'),
   ).action(async (type: string, payload: string, options) => {
+    const { isOperationType, operationTypes } = await import('../../operations/index.js');
     if (!isOperationType(type)) throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
     let parsed: unknown;
     try {

@@ -1,14 +1,15 @@
 import { Command } from 'commander';
 import { ValidationError } from '../../errors.js';
 import type { OperationType } from '../../operations/index.js';
-import { Producer } from '../../queue/producer.js';
-import { describeOperation, Schedules, type ScheduleView } from '../../schedules/schedules.js';
-import { cliConfig, out, printJson } from '../io.js';
+import type { Schedules, ScheduleView } from '../../schedules/schedules.js';
+import { cliConfig } from '../config.js';
+import { out, printJson } from '../io.js';
 import type { RunOperation } from '../run-operation.js';
 import { operationCommands } from './index.js';
 import { parseDuration } from './operations.js';
 
 async function withSchedules<T>(fn: (schedules: Schedules) => Promise<T>): Promise<T> {
+  const [{ Producer }, { Schedules }] = await Promise.all([import('../../queue/producer.js'), import('../../schedules/schedules.js')]);
   const producer = new Producer(cliConfig());
   try {
     await producer.ensureReachable();
@@ -107,6 +108,7 @@ export function registerSchedule(program: Command): void {
         }),
       );
       if (own.json) return printJson(stored);
+      const { describeOperation } = await import('../../schedules/schedules.js');
       out(`schedule ${stored.name}: ${describeOperation(stored)} at "${stored.cron}" (${stored.tz ?? 'UTC'})`);
     });
   schedule
@@ -115,6 +117,7 @@ export function registerSchedule(program: Command): void {
     .option('--json', 'print as JSON')
     .action(async (options: { json?: boolean }) => {
       const views = await withSchedules((schedules) => schedules.list());
+      const { describeOperation } = await import('../../schedules/schedules.js');
       if (options.json) return printJson(views);
       if (views.length === 0) return out('no schedules');
       out(['NAME', 'OPERATION', 'CRON', 'NEXT RUN', 'LAST RUN', 'STATUS'].join('\t'));

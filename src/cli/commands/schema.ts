@@ -1,16 +1,19 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config.js';
 import { ValidationError } from '../../errors.js';
-import { isOperationType, operationTypes } from '../../operations/index.js';
-import { jobContract, operationContract, renderJobsDoc } from '../../queue/contract.js';
-import { cliConfig, out, printJson } from '../io.js';
+import { cliConfig } from '../config.js';
+import { out, printJson } from '../io.js';
 
 export function registerSchema(program: Command): void {
   program
     .command('schema [type]')
     .description('the job contract: queue, job name, payload and result as JSON Schema, job options (all operations, or one)')
     .option('--markdown', 'docs/jobs.md: every operation, for people (with the default configuration)')
-    .action((type: string | undefined, options: { markdown?: boolean }) => {
+    .action(async (type: string | undefined, options: { markdown?: boolean }) => {
+      const [{ loadConfig }, { isOperationType, operationTypes }, { jobContract, operationContract, renderJobsDoc }] = await Promise.all([
+        import('../../config.js'),
+        import('../../operations/index.js'),
+        import('../../queue/contract.js'),
+      ]);
       if (options.markdown) return out(renderJobsDoc(loadConfig({})).trimEnd());
       if (type === undefined) return printJson(jobContract(cliConfig()));
       if (!isOperationType(type)) throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
