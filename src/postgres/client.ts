@@ -1,8 +1,12 @@
-import pg from 'pg';
+import type pg from 'pg';
 
-/** A connected client. Keepalive makes a dead peer visible; application_name makes us visible. */
+/**
+ * A connected client. Keepalive makes a dead peer visible; application_name makes us visible. The driver
+ * is loaded at the first connection: a CLI command that only enqueues never needs it.
+ */
 export async function connect(url: string, applicationName = 'dbops'): Promise<pg.Client> {
-  const client = new pg.Client({
+  const { default: driver } = await import('pg');
+  const client = new driver.Client({
     connectionString: url,
     application_name: applicationName.slice(0, 63),
     keepAlive: true,
