@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withoutServerPaths } from '../src/queue/worker.js';
 import type { RunningServer } from '../src/server/app.js';
 import { ForeignProducer } from './helpers/foreign.js';
 import { loadPagila, sql } from './helpers/pg.js';
@@ -134,6 +135,13 @@ describe('jobs from any producer, with any id', () => {
     } finally {
       await protectedServer.close();
     }
+  });
+
+  it("a failure reason names the worker's directories by their variables, not their paths", () => {
+    const config = { backupDir: '/srv/dbops/backups', migrationsRoot: '/srv/app/migrations' };
+    expect(withoutServerPaths('pg_restore: error: could not open input file "/srv/dbops/backups/x.d/toc.dat"; /srv/app/migrations/1_a.sql', config)).toBe(
+      'pg_restore: error: could not open input file "BACKUP_DIR/x.d/toc.dat"; MIGRATIONS_ROOT/1_a.sql',
+    );
   });
 
   it('GET /api/v1/backups normalises the environment name as the CLI does', async () => {

@@ -75,6 +75,21 @@ async function appendLogs(connection: RedisConnection, job: Job, lines: string[]
   await batch.exec();
 }
 
+/**
+ * A failure reason leaves the worker (Redis, the HTTP API, webhooks): the worker's own directories in
+ * it, as a tool names a file, are given by their variables instead.
+ */
+export function withoutServerPaths(message: string, config: Pick<Config, 'backupDir' | 'migrationsRoot'>): string {
+  let text = message;
+  for (const [dir, name] of [
+    [config.backupDir, 'BACKUP_DIR'],
+    [config.migrationsRoot, 'MIGRATIONS_ROOT'],
+  ] as const) {
+    if (dir.length > 1) text = text.split(dir).join(name);
+  }
+  return text;
+}
+
 /** Turns whatever a processor threw into what BullMQ should do with the job. */
 async function settle(config: Config, job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> {
   if (error instanceof WaitingChildrenError) return error; // not a failure: BullMQ runs the job again once its children are done
@@ -83,7 +98,7 @@ async function settle(config: Config, job: Job, token: string | undefined, signa
     return new WaitingError();
   }
   if (signal?.aborted && signal.reason === CANCELLED_REASON) return new UnrecoverableError(CANCELLED_REASON);
-  const message = scrubSecrets(errorMessage(error), config.secrets);
+  const message = withoutServerPaths(scrubSecrets(errorMessage(error), config.secrets), config);
   const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
   settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
   return settled;
