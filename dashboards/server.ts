@@ -14,7 +14,10 @@ const logger = createLogger(config, { process: 'dashboard' });
 const lonely = noEnvironmentWarning(config);
 if (lonely) logger.warn(lonely);
 try {
-  const server = await startServer(config, logger);
+  const server = await startServer(config, logger, (error) => {
+    process.stderr.write(`dashboard: ${(error as Error).message}\n`);
+    process.exit(2);
+  });
   const stop = () => {
     void server.close().then(() => process.exit(0));
   };

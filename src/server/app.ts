@@ -1,10 +1,13 @@
 import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import type { Config } from '../config.js';
 import { isLoopbackHost } from '../config.js';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { Producer } from '../queue/producer.js';
-import { startScheduleUpkeep } from '../schedules/upkeep.js';
+import { Schedules } from '../schedules/schedules.js';
+import { startScheduleUpkeep, type ScheduleUpkeep } from '../schedules/upkeep.js';
 import { apiRouter } from './api.js';
 import { basicAuth } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
@@ -57,19 +60,54 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
   return app;
 }
 
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+/**
+ * Starts the server. Redis away at start does not keep it from listening: it says so (within seconds),
+ * /healthz answers 503 until Redis answers, and the schedules' upkeep starts once it does. A fault that
+ * waiting cannot mend (an invalid SCHEDULES_FILE) met then goes to `onFatal`.
+ */
+export async function startServer(
+  config: Config,
+  logger: Logger,
+  onFatal: (error: unknown) => void = (error) => logger.error({ err: error }, 'server upkeep failed'),
+): Promise<RunningServer> {
   if (!isLoopbackHost(config.HOST) && !(config.DASHBOARD_USER && config.DASHBOARD_PASSWORD)) {
     throw new Error(`refusing to listen on ${config.HOST} without DASHBOARD_USER and DASHBOARD_PASSWORD`);
   }
   const producer = new Producer(config);
-  const upkeep = await startScheduleUpkeep(config, producer.queues, logger);
-  const metrics = await createMetrics(config, producer.queues, upkeep.schedules);
+  const reachable = await producer.ensureReachable(3_000).then(
+    () => true,
+    (error: unknown) => {
+      logger.warn(`${errorMessage(error)}; retrying, and listening meanwhile`);
+      return false;
+    },
+  );
+  const schedules = new Schedules(config, producer.queues);
+  let upkeep: ScheduleUpkeep | undefined;
+  let closing = false;
+  if (reachable) upkeep = await startScheduleUpkeep(config, producer.queues, logger, schedules);
+  else {
+    void (async () => {
+      while (
+        !closing &&
+        !(await producer.ensureReachable(2_000).then(
+          () => true,
+          () => false,
+        ))
+      )
+        await sleep(1_000);
+      if (closing) return;
+      logger.info('Redis answers again');
+      upkeep = await startScheduleUpkeep(config, producer.queues, logger, schedules);
+    })().catch(onFatal);
+  }
+  const metrics = await createMetrics(config, producer.queues, schedules, reachable);
   const app = createApp(config, producer, metrics, logger);
   // Express 5 hands a failure to listen (the port taken, say) to this callback, not to an 'error' event.
   const server = await new Promise<Server>((resolve, reject) => {
     const listening = app.listen(config.PORT, config.HOST, (error?: Error) => (error ? reject(error) : resolve(listening)));
   }).catch(async (error: NodeJS.ErrnoException) => {
-    await upkeep.stop();
+    closing = true;
+    await upkeep?.stop();
     await metrics.close();
     await producer.close();
     const why = error.code === 'EADDRINUSE' ? 'the port is already in use' : error.code === 'EACCES' ? 'permission denied' : error.message;
@@ -84,8 +122,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     server,
     url,
     async close() {
+      closing = true;
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await upkeep.stop();
+      await upkeep?.stop();
       await metrics.close();
       await producer.close();
     },

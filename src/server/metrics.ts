@@ -19,7 +19,8 @@ export interface Metrics {
  * BACKUP_DIR at scrape time (true whatever process did the work); job durations are observed from the
  * queues' event streams while this server runs.
  */
-export async function createMetrics(config: Config, queues: Queues, schedules: Schedules): Promise<Metrics> {
+/** `waitForEvents`: return once the job-outcome listeners are attached (false while Redis is away: they attach when it is back). */
+export async function createMetrics(config: Config, queues: Queues, schedules: Schedules, waitForEvents = true): Promise<Metrics> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'dbops_process_' });
 
@@ -105,7 +106,9 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     events.on('failed', ({ jobId }) => void observe(type, jobId, 'failed').catch(() => undefined));
     listeners.push({ events, connection });
   }
-  await Promise.all(listeners.map(({ events }) => events.waitUntilReady()));
+  const ready = Promise.all(listeners.map(({ events }) => events.waitUntilReady()));
+  if (waitForEvents) await ready;
+  else ready.catch(() => undefined);
 
   return {
     registry,
