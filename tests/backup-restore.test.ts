@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
@@ -83,6 +83,23 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(JSON.parse(restore.stdout).previousDatabase).toBeUndefined();
     expect(await databasesLike(`${rig.db('existing')}_prev_%`)).toEqual(before);
     expect(await fingerprint(rig.db('existing'))).toEqual(source);
+  });
+
+  it('--latest restores the newest verified backup of --from (a damaged newer one is passed over)', async () => {
+    const older = await backupJson();
+    const newer = await backupJson();
+    // The newest backup's last check failed: --latest takes the one before it.
+    const manifestFile = path.join(rig.backupDir, `${newer.backupId}.json`);
+    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as { verifications: unknown[] };
+    manifest.verifications.push({ at: new Date().toISOString(), level: 'toc', ok: false, reason: 'test: damaged' });
+    writeFileSync(manifestFile, JSON.stringify(manifest));
+    const restore = await rig.cli(['restore', '--env', 'existing', '--latest', '--from', 'source', '--wait', '--json']);
+    expect(restore.exitCode, restore.stderr).toBe(0);
+    expect(JSON.parse(restore.stdout).backupId).toBe(older.backupId);
+    expect(await fingerprint(rig.db('existing'))).toEqual(source);
+    const none = await rig.cli(['restore', '--env', 'fresh', '--latest']);
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr.trim()).toBe('manage-db: no verified backup of fresh');
   });
 
   it('a protected environment needs --confirm with its name; without it nothing is enqueued or changed', async () => {

@@ -43,7 +43,8 @@ describe('manage-db refuses bad input', () => {
     ['an unknown command', () => ['frobnicate'], /unknown command 'frobnicate'/],
     ['an unknown option', () => ['backup', '--env', 'app', '--fast'], /unknown option '--fast'/],
     ['a missing environment', () => ['backup'], /required option '--env <env>' not specified/],
-    ['a missing backup id', () => ['restore', '--env', 'other'], /required option '--backup <id>' not specified/],
+    ['a missing backup id', () => ['restore', '--env', 'other'], /backup: name a backup, or latest \(one of them\)/],
+    ['--from without --latest', () => ['restore', '--env', 'other', '--from', 'app'], /--from goes with --latest/],
     ['no command at all', () => [], /./],
   ];
 

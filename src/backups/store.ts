@@ -6,7 +6,7 @@ import { PermanentError, ValidationError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import { sha256Directory, sha256File } from './checksum.js';
-import { backupIdSchema, manifestSchema, type BackupFormat, type Manifest, type Verification } from './manifest.js';
+import { backupIdSchema, lastVerification, manifestSchema, type BackupFormat, type Manifest, type Verification } from './manifest.js';
 
 /*
  * BACKUP_DIR layout:
@@ -170,6 +170,11 @@ export class BackupStore {
       if (manifest && (!filter.env || manifest.env === filter.env)) manifests.push(manifest);
     }
     return manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+  }
+
+  /** The newest backup of one environment's database whose newest check passed, if any. */
+  async latestVerified(env: string, database: string): Promise<Manifest | undefined> {
+    return (await this.list({ env })).filter((manifest) => manifest.database === database && lastVerification(manifest)?.ok === true).at(-1);
   }
 
   /** Looks a backup up by id only: ids that could name a path are refused before the disk is read. */

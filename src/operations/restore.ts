@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
 import { archiveInput, countTocEntries, restoreArchive } from '../backups/archive-input.js';
 import { BackupStore, recoverInUseMarks } from '../backups/store.js';
-import { PermanentError, errorMessage } from '../errors.js';
+import type { Config } from '../config.js';
+import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { createMissingRoles } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
@@ -13,7 +14,9 @@ import { defineOperation, type OperationContext } from './operation.js';
 const schema = z
   .strictObject({
     env: envName,
-    backup: backupIdSchema,
+    backup: backupIdSchema.optional(),
+    /** …or the newest verified backup of this environment's database (the target's own, usually). */
+    latest: envName.optional().meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
     confirm: confirmField,
     jobs: parallelJobs.default(2),
     /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
@@ -35,6 +38,9 @@ const schema = z
       .meta({ description: 'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles' }),
   })
   .superRefine((payload, issues) => {
+    if ((payload.backup === undefined) === (payload.latest === undefined)) {
+      issues.addIssue({ code: 'custom', path: ['backup'], message: 'name a backup, or latest (one of them)' });
+    }
     if (payload.noOwner && (payload.createRoles || payload.sourceSettings)) {
       issues.addIssue({ code: 'custom', path: ['noOwner'], message: 'noOwner goes without createRoles and sourceSettings' });
     }
@@ -64,16 +70,17 @@ export const restore = defineOperation({
   changesWhen: 'always: it replaces `env`',
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
-    await new BackupStore(config.backupDir).get(payload.backup);
+    await chooseBackup(new BackupStore(config.backupDir), payload, config);
   },
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();
     const target = resolveTarget(config, payload.env);
     const store = new BackupStore(config.backupDir);
-    const release = await store.markInUse(payload.backup, job); // before the manifest is read: see markInUse
+    const backupId = await chooseBackup(store, payload, config);
+    const release = await store.markInUse(backupId, job); // before the manifest is read: see markInUse
     try {
-      return await restoreBackup(context, target, store, startedAt);
+      return await restoreBackup(context, target, store, backupId, startedAt);
     } finally {
       await release();
     }
@@ -87,9 +94,24 @@ export const restore = defineOperation({
     (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
 });
 
-async function restoreBackup(context: OperationContext<RestorePayload>, target: DatabaseTarget, store: BackupStore, startedAt: number): Promise<RestoreResult> {
+/** The backup a restore names, or the newest verified one of `latest`'s database. */
+async function chooseBackup(store: BackupStore, payload: RestorePayload, config: Config): Promise<string> {
+  if (payload.backup) return (await store.get(payload.backup)).id;
+  const from = resolveTarget(config, payload.latest!, 'latest');
+  const newest = await store.latestVerified(from.env, from.database);
+  if (!newest) throw new ValidationError(`no verified backup of ${from.env}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
+  return newest.id;
+}
+
+async function restoreBackup(
+  context: OperationContext<RestorePayload>,
+  target: DatabaseTarget,
+  store: BackupStore,
+  backupId: string,
+  startedAt: number,
+): Promise<RestoreResult> {
   const { payload, config, jobId, signal, progress, log } = context;
-  const manifest = await store.get(payload.backup);
+  const manifest = await store.get(backupId);
 
   // Everything about the archive is checked before the target is touched. The sha256 is computed
   // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits

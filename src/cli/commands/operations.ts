@@ -41,7 +41,9 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .command('restore')
       .description('restore a backup into an environment (through a shadow database, swapped in on success)')
       .requiredOption('--env <env>', 'environment to restore into')
-      .requiredOption('--backup <id>', 'backup id (see `backups list`)')
+      .option('--backup <id>', 'backup id (see `backups list`)')
+      .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
+      .option('--from <env>', 'with --latest: whose newest verified backup')
       .option('--confirm <env>', 'the environment name again, required for protected environments')
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
@@ -49,11 +51,13 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--create-roles', 'first create the roles the backup needs that the server lacks (no passwords)')
       .option('--no-owner', 'restore without owners and grants, for a server without those roles'),
   ).action(async (options) => {
+    if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
     await run(
       'restore',
       {
         env: options.env,
         backup: options.backup,
+        latest: options.latest ? (options.from ?? options.env) : undefined,
         confirm: options.confirm,
         jobs: options.jobs,
         keepPrevious: options.dropPrevious ? false : undefined,
