@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,7 +83,7 @@ describe('jobs from any producer, with any id', () => {
     expect(all.map((entry) => [entry.type, entry.queue, entry.jobName])).toContainEqual(['prune', 'backup', 'prune']);
     expect(all.every((entry) => entry.payload.$schema === 'https://json-schema.org/draft/2020-12/schema')).toBe(true);
     const restore = await (await api('/schemas/restore')).json();
-    expect(restore).toMatchObject({ confirm: 'always: it replaces `env`', payload: { required: ['env', 'backup'], additionalProperties: false } });
+    expect(restore).toMatchObject({ confirm: 'always: it replaces `env`', payload: { required: ['env'], additionalProperties: false } });
     const cli = await rig.cli(['schema', 'restore'], { API_TOKEN: TOKEN });
     expect(JSON.parse(cli.stdout)).toEqual(restore);
     expect((await api('/schemas/launch')).status).toBe(404);
@@ -142,6 +143,19 @@ describe('jobs from any producer, with any id', () => {
     expect(withoutServerPaths('pg_restore: error: could not open input file "/srv/dbops/backups/x.d/toc.dat"; /srv/app/migrations/1_a.sql', config)).toBe(
       'pg_restore: error: could not open input file "BACKUP_DIR/x.d/toc.dat"; MIGRATIONS_ROOT/1_a.sql',
     );
+  });
+
+  it('GET /api/v1/backups/<id>/archive streams the archive, with its sha256; unknown ids are 404, and the token is needed', async () => {
+    const [manifest] = (await (await api('/backups?env=app')).json()) as { id: string; sha256: string; sizeBytes: number }[];
+    const response = await api(`/backups/${manifest!.id}/archive`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('x-checksum-sha256')).toBe(manifest!.sha256);
+    const bytes = Buffer.from(await response.arrayBuffer());
+    expect(bytes.length).toBe(manifest!.sizeBytes);
+    expect(createHash('sha256').update(bytes).digest('hex')).toBe(manifest!.sha256);
+    expect((await api('/backups/app-20000101t000000z-000000/archive')).status).toBe(404);
+    expect((await api('/backups/..%2F..%2Fetc%2Fpasswd/archive')).status).toBe(404);
+    expect((await fetch(`${server.url}/api/v1/backups/${manifest!.id}/archive`)).status).toBe(401);
   });
 
   it('GET /api/v1/backups normalises the environment name as the CLI does', async () => {

@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Router } from 'express';
 import { BackupStore } from '../backups/store.js';
 import { normalizeEnvName, type Config } from '../config.js';
@@ -65,6 +67,28 @@ export function apiRouter(config: Config, producer: Producer): Router {
     const { type } = req.params;
     if (!isOperationType(type)) return res.status(404).json({ error: `unknown operation type "${type}"` });
     return res.json(operationContract(type, config));
+  });
+
+  /** A backup's archive as it is stored (encrypted ones stay encrypted), with its sha256 to check. */
+  router.get('/backups/:id/archive', async (req, res) => {
+    const store = new BackupStore(config.backupDir);
+    let manifest;
+    try {
+      manifest = await store.get(req.params.id);
+    } catch (error) {
+      if (error instanceof ValidationError) return res.status(404).json({ error: error.message });
+      throw error;
+    }
+    if (manifest.format !== 'custom') {
+      return res.status(409).json({ error: `backup ${manifest.id} is a directory archive: only custom-format archives are served as one file` });
+    }
+    res.set({
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(manifest.sizeBytes),
+      'Content-Disposition': `attachment; filename="${manifest.archive}"`,
+      'X-Checksum-Sha256': manifest.sha256,
+    });
+    await pipeline(createReadStream(store.archivePath(manifest)), res);
   });
 
   router.get('/backups', async (req, res) => {
