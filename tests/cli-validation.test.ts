@@ -115,6 +115,15 @@ describe('manage-db refuses bad input', () => {
     await worker.exited;
   });
 
+  it('says at once when no worker of the queue is running, and still enqueues the job', async () => {
+    const run = await rig.cli(['maintenance', 'report', '--env', 'app']);
+    expect(run.exitCode).toBe(0);
+    expect(run.stderr.trim()).toBe('no maintenance worker is running: the job waits in the queue until one starts');
+    const job = await rig.producer().getJob(run.stdout.trim());
+    expect(await job?.getState()).toBe('waiting');
+    await job?.remove();
+  });
+
   it('an invalid configuration names the variable in one line and exits 2', async () => {
     const run = await rig.cli(['backup', '--env', 'app'], { LOG_LEVEL: 'chatty' });
     expect(run.exitCode).toBe(2);

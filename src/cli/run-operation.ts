@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { createContext } from '../operations/context.js';
-import { getOperation, isOperationType, type OperationType } from '../operations/index.js';
+import { getOperation, isOperationType, queueOf, type OperationType } from '../operations/index.js';
 import { LOCAL_QUEUE } from '../job-ids.js';
 import { unrecordedLedger } from '../ownership.js';
 import { validatePayload } from '../operations/validate.js';
@@ -95,6 +95,16 @@ async function runLocally(config: Config, type: OperationType, payload: unknown,
   }
 }
 
+/** Says at once when no worker of the job's queue is connected: the job would only wait (and --wait with it). */
+async function warnWithoutWorkers(producer: Producer, type: OperationType): Promise<void> {
+  // CLIENT LIST, which BullMQ asks, may be disabled (some managed Redis): then nothing is said.
+  const workers = await producer.queues
+    .get(type)
+    .getWorkersCount()
+    .catch(() => undefined);
+  if (workers === 0) err(`no ${queueOf(type)} worker is running: the job waits in the queue until one starts`);
+}
+
 /** What every operation command does: validate, enqueue (or run locally), print the id, maybe follow it. */
 export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
   const config = cliConfig();
@@ -107,6 +117,7 @@ export async function runOperation(type: OperationType, input: Record<string, un
   const producer = new Producer(config);
   try {
     const job = await producer.enqueue(type, payload);
+    await warnWithoutWorkers(producer, type);
     if (!flags.wait) {
       if (flags.json) printJson({ id: job.id });
       else out(job.id);
