@@ -8,13 +8,13 @@ export function queueName(type: OperationType): WorkerType {
   return queueOf(type);
 }
 
-/**
- * The queue a dbops-made id hints at (`backup-…`, a schedule's `repeat:backup.…`), to find a job from
- * its id alone. A hint for look-ups only: nothing about a job's life is decided from its id.
- */
 /** A job made by a schedule: `repeat:<operation>.<schedule name>:<run time>` (see schedules/). */
 const SCHEDULED_JOB_ID = /^repeat:([a-z]+)\./;
 
+/**
+ * The queue a dbops-made id hints at (`backup-…`, a schedule's `repeat:backup.…`), to find a job from
+ * its id alone faster. A hint for look-ups only: nothing about a job's life is decided from its id.
+ */
 export function typeOfJobId(jobId: string): OperationType | undefined {
   const type = SCHEDULED_JOB_ID.exec(jobId)?.[1] ?? jobId.split('-')[0] ?? '';
   return isOperationType(type) ? type : undefined;
