@@ -1,3 +1,5 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { execa, type ResultPromise } from 'execa';
@@ -91,12 +93,20 @@ interface Fill {
  */
 async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
-  const fifo = path.join(await store.partialDir(context.job), 'stream');
+  let fallback: string | undefined;
   try {
-    await execa('mkfifo', ['-m', '600', fifo]);
+    let fifo = path.join(await store.partialDir(context.job), 'stream');
+    const made = await execa('mkfifo', ['-m', '600', fifo], { reject: false });
+    if (made.exitCode !== 0) {
+      // BACKUP_DIR on a file system without FIFOs (some network ones): a private directory of the host's.
+      fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
+      fifo = path.join(fallback, 'stream');
+      await execa('mkfifo', ['-m', '600', fifo]);
+    }
     await pipeThrough(fifo, context, { source, shadowUrl, signal, snapshot, tables, binDir });
   } finally {
     await store.removePartial(context.job);
+    if (fallback) await rm(fallback, { recursive: true, force: true });
   }
 }
 
