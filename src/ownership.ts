@@ -8,12 +8,16 @@ import type { Logger } from './logger.js';
  * dbops' is reported, never removed.
  */
 
-/** A database dbops created (a restore's or copy's shadow, a verification's scratch database). */
+/**
+ * A database dbops created (a restore's or copy's shadow, a verification's scratch database), or the
+ * earlier version of a database that a restore or copy kept (`previous`: never removed by recovery, only
+ * by `previous drop`).
+ */
 export interface CreatedDatabase {
   name: string;
   /** pg_database.oid at creation: a database renamed or recreated under the same name is not this one. */
   oid: number;
-  kind: 'shadow' | 'scratch';
+  kind: 'shadow' | 'scratch' | 'previous';
   /** The database whose lock the creating job holds while this one exists (a scratch database's own name). */
   target: string;
   job: JobRef;

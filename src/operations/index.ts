@@ -4,6 +4,7 @@ import { copy } from './copy.js';
 import { maintenance } from './maintenance.js';
 import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
+import { previous } from './previous.js';
 import { prune } from './prune.js';
 import { restore } from './restore.js';
 import { triggers } from './triggers.js';
@@ -22,6 +23,7 @@ export const operations = {
   maintenance,
   prune,
   verify,
+  previous,
 } as const;
 
 export type OperationType = keyof typeof operations;

@@ -73,7 +73,7 @@ const reportResult = z.object({
   longRunning: z.array(z.object({ pid: z.number(), user: z.string().nullable(), state: z.string(), seconds: z.number(), query: z.string() })),
   idleInTransaction: z.array(z.object({ pid: z.number(), user: z.string().nullable(), seconds: z.number(), query: z.string() })),
   previousDatabases: z
-    .array(z.object({ name: z.string(), sizeBytes: z.number().nullable(), note: z.string() }))
+    .array(z.object({ name: z.string(), proven: z.boolean(), sizeBytes: z.number().nullable(), note: z.string() }))
     .meta({ description: 'earlier versions of this database kept by restores and copies: they take space until dropped' }),
   unprovenDatabases: z
     .array(z.object({ name: z.string(), why: z.string() }))
@@ -171,7 +171,7 @@ async function report(
     idleInTransaction: sessions.rows
       .filter((row) => String(row.state).startsWith('idle in transaction') && row.in_state >= thresholds.idleSeconds)
       .map((row) => ({ pid: row.pid, user: row.user, seconds: row.in_state, query: row.query })),
-    previousDatabases: await listPreviousDatabases(client, database),
+    previousDatabases: await listPreviousDatabases(client, database, ledger),
     unprovenDatabases: (await findCreatedDatabases(client, ledger)).unproven,
   };
 }

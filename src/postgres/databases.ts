@@ -260,6 +260,9 @@ export async function swapInShadow(
   }
   await client.query(`ALTER DATABASE ${quoteIdent(previous)} ALLOW_CONNECTIONS true`);
   await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`${previousMark(target)}${options.note}`)}`);
+  // Recorded as dbops' own, so that `previous drop` can prove what it drops (a comment anyone can write).
+  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [previous]);
+  if (rows[0]) await ledger.record({ name: previous, oid: rows[0].oid, kind: 'previous', target, job: record.job, createdAt: new Date().toISOString() });
   return { previousDatabase: previous };
 }
 
@@ -269,6 +272,8 @@ const previousMark = (target: string) => `${PREVIOUS_MARK}"${target}", `;
 
 export interface PreviousDatabase {
   name: string;
+  /** dbops' ledger records it as a version it kept (name and OID): only such a one may be dropped by dbops. */
+  proven: boolean;
   /** Null where this role may not connect to it (pg_database_size needs CONNECT). */
   sizeBytes: number | null;
   /** What replaced it, e.g. `replaced by restore of <backup> (job <id>)`. */
@@ -276,17 +281,21 @@ export interface PreviousDatabase {
 }
 
 /** The earlier versions of `target` that restores and copies kept (RESTORE_KEEP_PREVIOUS), oldest first. */
-export async function listPreviousDatabases(client: pg.ClientBase, target: string): Promise<PreviousDatabase[]> {
-  const { rows } = await client.query<{ datname: string; size: string | null; description: string }>(
-    `SELECT d.datname, CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
+export async function listPreviousDatabases(client: pg.ClientBase, target: string, ledger: DatabaseLedger): Promise<PreviousDatabase[]> {
+  const { rows } = await client.query<{ datname: string; oid: number; size: string | null; description: string }>(
+    `SELECT d.datname, d.oid::int AS oid, CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
             shobj_description(d.oid, 'pg_database') AS description
        FROM pg_database d WHERE shobj_description(d.oid, 'pg_database') LIKE $1 ORDER BY d.datname`,
     [`${PREVIOUS_MARK}%`], // the mark holds no LIKE wildcards
   );
   const mark = previousMark(target);
-  return rows
-    .filter((row) => row.description.startsWith(mark))
-    .map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), note: row.description.slice(mark.length) }));
+  const previous: PreviousDatabase[] = [];
+  for (const row of rows.filter((candidate) => candidate.description.startsWith(mark))) {
+    const record = await ledger.get(row.datname);
+    const proven = record?.kind === 'previous' && record.oid === row.oid && record.target === target;
+    previous.push({ name: row.datname, proven, sizeBytes: row.size === null ? null : Number(row.size), note: row.description.slice(mark.length) });
+  }
+  return previous;
 }
 
 /** A swap that died after closing the target leaves it refusing connections; open it again. */

@@ -2,7 +2,16 @@ import type { Command } from 'commander';
 import type { OperationType } from '../../operations/index.js';
 import type { RunOperation } from '../run-operation.js';
 import { registerBackups } from './backups.js';
-import { registerBackup, registerCopy, registerEnqueue, registerMaintenance, registerMigrate, registerRestore, registerTriggers } from './operations.js';
+import {
+  registerBackup,
+  registerCopy,
+  registerEnqueue,
+  registerMaintenance,
+  registerMigrate,
+  registerPrevious,
+  registerRestore,
+  registerTriggers,
+} from './operations.js';
 
 export type RegisterCommand = (program: Command, run?: RunOperation) => void;
 
@@ -19,6 +28,7 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
   maintenance: registerMaintenance,
   prune: registerBackups, // backups prune
   verify: registerBackups, // backups verify
+  previous: registerPrevious,
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */

@@ -180,6 +180,20 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
   });
 }
 
+export function registerPrevious(program: Command, run: RunOperation = runOperation): void {
+  withRunFlags(
+    program
+      .command('previous')
+      .description('list, or drop, the earlier versions of a database that restores and copies kept')
+      .argument('<action>', 'list | drop')
+      .requiredOption('--env <env>', 'environment')
+      .option('--name <database>', 'drop: the kept database (see previous list)')
+      .option('--confirm <env>', 'the environment name again, required to drop on a protected environment'),
+  ).action(async (action: string, options) => {
+    await run('previous', { env: options.env, action, name: options.name, confirm: options.confirm }, flagsOf(options));
+  });
+}
+
 export function registerMigrate(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
