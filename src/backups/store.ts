@@ -65,6 +65,14 @@ export class BackupStore {
     return path.join(this.dir, `${id}.json`);
   }
 
+  /** A directory of the store (and the store itself), private to its owner; its path. */
+  private async ownSubdir(name: string): Promise<string> {
+    const dir = path.join(this.dir, name);
+    await privateDir(this.dir);
+    await privateDir(dir);
+    return dir;
+  }
+
   private partialPath(job: JobRef): string {
     return path.join(this.dir, PARTIAL, encodeForPath(job.prefix), encodeForPath(job.queue), encodeForPath(job.id));
   }
@@ -73,7 +81,7 @@ export class BackupStore {
   async partialDir(job: JobRef): Promise<string> {
     const dir = this.partialPath(job);
     await rm(dir, { recursive: true, force: true });
-    for (const parent of [this.dir, path.join(this.dir, PARTIAL)]) await privateDir(parent);
+    await this.ownSubdir(PARTIAL);
     // Another job's removePartial may take an empty parent away meanwhile: then make it again.
     await mkdir(dir, { recursive: true, mode: DIR_MODE }).catch(() => mkdir(dir, { recursive: true, mode: DIR_MODE }));
     return dir;
@@ -119,9 +127,7 @@ export class BackupStore {
    * manifest is read, so that a prune either sees the mark or has already removed the backup.
    */
   async markInUse(backupId: string, job: JobRef): Promise<() => Promise<void>> {
-    const dir = path.join(this.dir, IN_USE);
-    await privateDir(this.dir);
-    await privateDir(dir);
+    const dir = await this.ownSubdir(IN_USE);
     const file = path.join(dir, `${backupId}@${encodeForPath(job.queue)}.${encodeForPath(job.id)}`);
     const mark: InUseMark = { backupId, job, pid: process.pid, host: os.hostname() };
     await writeFile(file, JSON.stringify(mark), { mode: FILE_MODE });
@@ -145,9 +151,7 @@ export class BackupStore {
    * `roles/<name>.json`, where `backups list` and retention do not look. Returns the file's name.
    */
   async writeRoles(name: string, roles: unknown): Promise<string> {
-    const dir = path.join(this.dir, 'roles');
-    await privateDir(this.dir);
-    await privateDir(dir);
+    const dir = await this.ownSubdir('roles');
     const file = `${name}.json`;
     await writeFile(path.join(dir, file), `${JSON.stringify(roles, null, 2)}\n`, { mode: FILE_MODE });
     return path.join('roles', file);

@@ -10,6 +10,9 @@ import type { Operation } from './operation.js';
  * the configuration, then the confirmation a protected environment needs.
  */
 export async function checkPayload(operation: Operation, config: Config, payload: unknown): Promise<unknown> {
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+    throw new ValidationError(`invalid ${operation.type} job: the payload must be a JSON object`, [{ path: '(payload)', message: 'must be a JSON object' }]);
+  }
   const parsed = (operation.schema as z.ZodType).safeParse(payload);
   if (!parsed.success) {
     // An unknown key's issue sits on the object: name the key itself.

@@ -32,6 +32,12 @@ async function setShadowComment(client: pg.Client, name: string, comment: Shadow
   await client.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${value}`);
 }
 
+/** A database's OID: what a ledger record holds beside the name, so that a database made later under that name is not it. */
+async function oidOf(client: pg.ClientBase, name: string): Promise<number | undefined> {
+  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [name]);
+  return rows[0]?.oid;
+}
+
 export async function databaseExists(client: pg.Client, name: string): Promise<boolean> {
   const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
   return (rowCount ?? 0) > 0;
@@ -86,8 +92,7 @@ async function createRecorded(
 ): Promise<CreatedDatabase> {
   const options = await creationOptions(client, like, identity);
   await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
-  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [name]);
-  const record: CreatedDatabase = { name, oid: rows[0]!.oid, kind, target, job: owner.job, createdAt: new Date().toISOString() };
+  const record: CreatedDatabase = { name, oid: (await oidOf(client, name))!, kind, target, job: owner.job, createdAt: new Date().toISOString() };
   try {
     await owner.ledger.record(record);
   } catch (error) {
@@ -155,8 +160,8 @@ export async function findCreatedDatabases(
   client: pg.ClientBase,
   ledger: DatabaseLedger,
 ): Promise<{ proven: LeftoverDatabase[]; unproven: UnprovenDatabase[] }> {
-  const { rows } = await client.query<{ datname: string; oid: number; marked: boolean }>(
-    `SELECT d.datname, d.oid::int AS oid, coalesce(shobj_description(d.oid, 'pg_database') LIKE $1, false) AS marked
+  const { rows } = await client.query<{ datname: string; oid: number }>(
+    `SELECT d.datname, d.oid::int AS oid
        FROM pg_database d
       WHERE d.datname LIKE 'dbops\\_shadow\\_%' OR d.datname LIKE 'dbops\\_scratch\\_%' OR shobj_description(d.oid, 'pg_database') LIKE $1
       ORDER BY d.datname`,
@@ -261,8 +266,8 @@ export async function swapInShadow(
   await client.query(`ALTER DATABASE ${quoteIdent(previous)} ALLOW_CONNECTIONS true`);
   await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`${previousMark(target)}${options.note}`)}`);
   // Recorded as dbops' own, so that `previous drop` can prove what it drops (a comment anyone can write).
-  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [previous]);
-  if (rows[0]) await ledger.record({ name: previous, oid: rows[0].oid, kind: 'previous', target, job: record.job, createdAt: new Date().toISOString() });
+  const oid = await oidOf(client, previous);
+  if (oid !== undefined) await ledger.record({ name: previous, oid, kind: 'previous', target, job: record.job, createdAt: new Date().toISOString() });
   return { previousDatabase: previous };
 }
 
