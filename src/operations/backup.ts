@@ -128,6 +128,7 @@ async function dumpInSnapshot(
   store: BackupStore,
   client: pg.Client,
   startedAt: Date,
+  id: string,
 ): Promise<BackupResult> {
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
@@ -136,8 +137,6 @@ async function dumpInSnapshot(
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
 
-  const own = resolveTarget(config, target.env).database;
-  const id = newBackupId(target.env, startedAt, target.database === own ? undefined : target.database);
   const work = await store.partialDir(job);
   try {
     const partial = path.join(work, archiveName(id, payload.format));
@@ -253,9 +252,11 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
   progress(0, `connecting to ${target.env}`);
   // One snapshot for pg_dump and the row counts: the manifest's counts are exactly what the archive
   // holds, for `backups verify --full` to compare with.
+  // Another database of the server than the environment's own is named in the backup's id.
+  const id = newBackupId(target.env, startedAt, target.database === own.database ? undefined : target.database);
   const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
   try {
-    return await dumpInSnapshot(context, target, store, snapshotClient, startedAt);
+    return await dumpInSnapshot(context, target, store, snapshotClient, startedAt, id);
   } finally {
     await snapshotClient.end().catch(() => undefined);
   }

@@ -91,7 +91,7 @@ interface Fill {
  * pg_dump straight into pg_restore through a named pipe (a FIFO in the job's work directory): the two
  * tools share it, and no byte passes through this process, which only reads their stderr.
  */
-async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+async function streamCopy(context: OperationContext<CopyPayload>, fill: Fill): Promise<void> {
   const store = new BackupStore(context.config.backupDir);
   let fallback: string | undefined;
   try {
@@ -103,7 +103,7 @@ async function streamCopy(context: OperationContext<CopyPayload>, { source, shad
       fifo = path.join(fallback, 'stream');
       await execa('mkfifo', ['-m', '600', fifo]);
     }
-    await pipeThrough(fifo, context, { source, shadowUrl, signal, snapshot, tables, binDir });
+    await pipeThrough(fifo, context, fill);
   } finally {
     await store.removePartial(context.job);
     if (fallback) await rm(fallback, { recursive: true, force: true });
