@@ -181,9 +181,13 @@ function processorFor(deps: ProcessorDeps) {
       },
     );
     jobLogger.info({ payload }, 'job started');
+    const startedAt = Date.now();
     try {
       const result = await operation.process(context);
       if (changes) await connection.hset(jobKey, COMPLETED_FIELD, new Date().toISOString());
+      // Logged here, where the work is known done: BullMQ's 'completed' event never comes when
+      // Redis recorded the completion but its reply was lost to a dropped connection.
+      jobLogger.info({ durationMs: Date.now() - startedAt }, 'job succeeded');
       return result;
     } catch (error) {
       if (!signal?.aborted && !(error instanceof WaitingChildrenError)) jobLogger.error({ err: error }, 'job attempt failed');

@@ -31,9 +31,11 @@ export class ForeignProducer {
     return waitFor(
       `${queue} job ${id} to end`,
       async () => {
-        const job = await this.queue(queue).getJob(id);
-        const state = job ? await job.getState() : 'unknown';
-        return state === 'completed' || state === 'failed' ? { state, result: job!.returnvalue, failedReason: job!.failedReason ?? '' } : undefined;
+        const state = await this.queue(queue).getJobState(id);
+        if (state !== 'completed' && state !== 'failed') return undefined;
+        // Read after the state: a job read first may have been fetched while it still ran.
+        const job = (await this.queue(queue).getJob(id))!;
+        return { state, result: job.returnvalue, failedReason: job.failedReason ?? '' };
       },
       timeoutMs,
     );
