@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
 import { parseKey, scrubSecrets } from './secrets.js';
+import { parseBackupStores, type StoreSpec } from './store-specs.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {
@@ -56,6 +57,8 @@ const baseSchema = z.object({
   REDIS_SENTINEL_PASSWORD: z.string().min(1).optional(),
   PROTECTED_ENVS: z.string().optional(),
   BACKUP_DIR: z.string().min(1).default('./backups'),
+  /** Where backups are kept: `[name=]file:///dir` and `[name=]s3://bucket/prefix[?forcePathStyle=true]`, comma-separated. */
+  BACKUP_STORES: z.string().optional(),
   /** The only directory tree a migrate job's `dir` may name (resolved, symlinks followed). */
   MIGRATIONS_ROOT: z.string().min(1).default('./migrations'),
   PORT: positiveInt(0, 65535).default(3000), // 0: any free port
@@ -131,9 +134,19 @@ export interface Environment {
 
 export type Config = Omit<
   z.infer<typeof baseSchema>,
-  'PROTECTED_ENVS' | 'BACKUP_DIR' | 'MIGRATIONS_ROOT' | 'ALLOWED_HOSTS' | 'BACKUP_ENCRYPTION_KEY' | 'BACKUP_DECRYPTION_KEYS' | 'BACKUP_RETENTION'
+  | 'PROTECTED_ENVS'
+  | 'BACKUP_DIR'
+  | 'BACKUP_STORES'
+  | 'MIGRATIONS_ROOT'
+  | 'ALLOWED_HOSTS'
+  | 'BACKUP_ENCRYPTION_KEY'
+  | 'BACKUP_DECRYPTION_KEYS'
+  | 'BACKUP_RETENTION'
 > & {
+  /** The worker's own work area (jobs' partial files), and the default file store. */
   backupDir: string;
+  /** BACKUP_STORES, in order: a backup goes to all of them; a read takes the first that holds it. */
+  backupStores: StoreSpec[];
   migrationsRoot: string;
   /** Lower-case host names (no port) the server answers to beside HOST and loopback (ALLOWED_HOSTS). */
   allowedHosts: string[];
@@ -287,7 +300,17 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   // so a prefix that is a hash tag ({dbops}) keeps them together.
   if (base.REDIS_CLUSTER && !/\{[^}]+\}/.test(base.QUEUE_PREFIX)) base.QUEUE_PREFIX = `{${base.QUEUE_PREFIX}}`;
 
-  const { PROTECTED_ENVS: _p, BACKUP_DIR, MIGRATIONS_ROOT, ALLOWED_HOSTS, BACKUP_ENCRYPTION_KEY, BACKUP_DECRYPTION_KEYS, BACKUP_RETENTION, ...rest } = base;
+  const {
+    PROTECTED_ENVS: _p,
+    BACKUP_DIR,
+    BACKUP_STORES,
+    MIGRATIONS_ROOT,
+    ALLOWED_HOSTS,
+    BACKUP_ENCRYPTION_KEY,
+    BACKUP_DECRYPTION_KEYS,
+    BACKUP_RETENTION,
+    ...rest
+  } = base;
   const withKeys = options.backupKeys !== false;
   const encryptionKey = withKeys && BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
   const olderKeys = withKeys
@@ -297,11 +320,22 @@ export function loadConfig(source: Record<string, string | undefined> = process.
         .filter(Boolean)
     : [];
   const secrets = collectSecrets([...[...environments.values()].map((env) => env.url), base.REDIS_URL]);
-  for (const secret of [base.DASHBOARD_PASSWORD, base.API_TOKEN, base.REDIS_SENTINEL_PASSWORD, BACKUP_ENCRYPTION_KEY, ...olderKeys, base.NOTIFY_WEBHOOK_URL])
+  // The AWS SDK reads its credentials itself; they are scrubbed from whatever leaves the process all the same.
+  const awsSecrets = [source.AWS_SECRET_ACCESS_KEY, source.AWS_SESSION_TOKEN];
+  for (const secret of [
+    base.DASHBOARD_PASSWORD,
+    base.API_TOKEN,
+    base.REDIS_SENTINEL_PASSWORD,
+    BACKUP_ENCRYPTION_KEY,
+    ...olderKeys,
+    base.NOTIFY_WEBHOOK_URL,
+    ...awsSecrets,
+  ])
     if (secret) secrets.push(secret);
   return {
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
+    backupStores: parseBackupStores(BACKUP_STORES, path.resolve(BACKUP_DIR)),
     migrationsRoot: path.resolve(MIGRATIONS_ROOT),
     allowedHosts: (ALLOWED_HOSTS ?? '')
       .split(',')

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../src/backups/manifest.js';
 import { planRetention } from '../src/backups/retention.js';
 import { parseRetention } from '../src/retention-policy.js';
-import { BackupStore } from '../src/backups/store.js';
+import { FileStore } from '../src/backups/file-store.js';
 import { createDatabase, fingerprint, holdDatabaseLock, sql } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
@@ -92,14 +92,14 @@ describe('retention policy', () => {
 
 describe('backups prune', () => {
   let rig: Rig;
-  let store: BackupStore;
+  let store: FileStore;
 
   beforeAll(async () => {
     rig = await Rig.create({ BACKUP_RETENTION_APP: 'last=2,daily=3,weekly=2,monthly=2' });
-    store = new BackupStore(rig.backupDir);
+    store = new FileStore(rig.backupDir);
     for (const manifest of APP) {
       writeFileSync(path.join(rig.backupDir, manifest.archive), 'dump');
-      writeFileSync(store.manifestPath(manifest.id), JSON.stringify(manifest));
+      writeFileSync(path.join(rig.backupDir, `${manifest.id}.json`), JSON.stringify(manifest));
     }
     // A restore is reading app-j (its mark, as a running restore job leaves it).
     mkdirSync(path.join(rig.backupDir, '.in-use'));
@@ -115,7 +115,7 @@ describe('backups prune', () => {
   it('--dry-run shows what would go and deletes nothing', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run', '--local']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(run.stdout).toContain('app (database app): policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
+    expect(run.stdout).toContain('app (database app, file store): policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
     for (const id of ['app-c', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
     expect(run.stdout).toMatch(/keep\s+app-j .*\(in use\)/);
     expect(await ids()).toEqual(APP.map((manifest) => manifest.id).sort());
@@ -156,7 +156,7 @@ describe('retention after each backup', () => {
       expect(run.exitCode, run.stderr).toBe(0);
       made.push(JSON.parse(run.stdout).backupId);
     }
-    const store = new BackupStore(rig.backupDir);
+    const store = new FileStore(rig.backupDir);
     await waitFor('the oldest backup to be pruned', async () => (await store.list()).length === 2, 20_000);
     expect((await store.list()).map((manifest) => manifest.id)).toEqual(made.slice(1));
     const prunes = await rig.producer().list({ types: ['prune'] });
@@ -201,6 +201,6 @@ describe('retention and a running restore', () => {
 
     const after = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(JSON.parse(after.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual([older]);
-    expect((await new BackupStore(rig.backupDir).list()).map((manifest) => manifest.id)).toEqual([newer]);
+    expect((await new FileStore(rig.backupDir).list()).map((manifest) => manifest.id)).toEqual([newer]);
   });
 });

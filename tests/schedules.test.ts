@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupStore } from '../src/backups/store.js';
+import { FileStore } from '../src/backups/file-store.js';
 import { createDatabase, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 import { startTestServer } from './helpers/server.js';
@@ -56,14 +56,14 @@ function rigNotifyingReceiver(env: Record<string, string>): { rig: Rig; receiver
 
 describe('schedules', () => {
   let rig: Rig;
-  let store: BackupStore;
+  let store: FileStore;
 
   beforeAll(async () => {
     rig = await Rig.create({ SCHEDULE_MIN_INTERVAL_SECONDS: '1' });
     await createDatabase(rig.db('small'));
     await sql(rig.db('small'), 'CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)');
     rig.setEnv('small', rig.db('small'));
-    store = new BackupStore(rig.backupDir);
+    store = new FileStore(rig.backupDir);
   });
   afterAll(async () => rig?.cleanup());
 

@@ -7,7 +7,8 @@ import { ArchiveProblem, PermanentError } from '../errors.js';
 import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
 import { DecryptStream, keyId } from './encryption.js';
 import type { Manifest } from './manifest.js';
-import type { BackupStore } from './store.js';
+import { checkLocalArchive } from './file-store.js';
+import type { BackupStore, Integrity } from './store.js';
 
 /** Permanent failures while reading an archive are the archive's; transient ones (connections) are not. */
 function blameArchive(error: unknown): unknown {
@@ -37,19 +38,44 @@ export function checkKey(manifest: Manifest, config: Pick<Config, 'decryptionKey
   throw new PermanentError(`backup ${manifest.id} was encrypted with another key (key id ${wanted}); ${have} (earlier keys go in BACKUP_DECRYPTION_KEYS)`);
 }
 
-export function archiveInput(store: BackupStore, manifest: Manifest, config: Pick<Config, 'decryptionKeys'>): ArchiveInput {
-  return inputFor(store.archivePath(manifest), checkKey(manifest, config));
+/** A backup's archive made ready for pg_restore, and how to check it against its manifest. */
+export interface PreparedArchive {
+  input: ArchiveInput;
+  checkIntegrity(): Promise<Integrity>;
 }
 
-/** The archive at `archive`, decrypted with `key` when given. */
-export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput {
-  if (!key) return { args: [archive], parallel: true };
+/**
+ * Makes a backup's archive readable by pg_restore: in place in a file store; streamed from object
+ * storage (custom format); or, for a directory-format archive or a parallel restore from object
+ * storage, downloaded into `workDir` first (checked there before anything else is touched).
+ */
+export async function prepareArchive(
+  store: BackupStore,
+  manifest: Manifest,
+  config: Pick<Config, 'decryptionKeys'>,
+  options: { workDir?: () => Promise<string>; parallel?: boolean; signal?: AbortSignal } = {},
+): Promise<PreparedArchive> {
+  const key = checkKey(manifest, config); // an encrypted archive without its key stops here
+  const local = store.localArchive(manifest);
+  if (local) return { input: inputFor(local, key), checkIntegrity: () => store.checkIntegrity(manifest) };
+  const needsFiles = manifest.format === 'directory' || (options.parallel === true && !key);
+  if (needsFiles) {
+    if (!options.workDir) throw new PermanentError(`backup ${manifest.id} must be downloaded from the ${store.name} store first, and this job has no work area`);
+    const copy = await store.download(manifest, await options.workDir(), options.signal);
+    return { input: inputFor(copy, key), checkIntegrity: () => checkLocalArchive(copy, manifest) };
+  }
+  return { input: streamedInput(() => store.openArchive(manifest, options.signal), key), checkIntegrity: () => store.checkIntegrity(manifest) };
+}
+
+/** An archive read from a stream into pg_restore's stdin (decrypted on the way with `key`): one job, no parallel restore. */
+function streamedInput(open: () => Promise<NodeJS.ReadableStream>, key: Buffer | undefined): ArchiveInput {
   return {
     args: [],
     parallel: false,
     feed: async (stdin) => {
       try {
-        await pipeline(createReadStream(archive, { highWaterMark: 1 << 20 }), new DecryptStream(key), stdin);
+        const source = await open();
+        await (key ? pipeline(source, new DecryptStream(key), stdin) : pipeline(source, stdin));
       } catch (error) {
         // pg_restore closing its stdin early (it failed, or --list has read enough) is its own story.
         if ((error as NodeJS.ErrnoException).code === 'EPIPE' || (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
@@ -57,6 +83,12 @@ export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput
       }
     },
   };
+}
+
+/** The archive at `archive`, decrypted with `key` when given. */
+export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput {
+  if (!key) return { args: [archive], parallel: true };
+  return streamedInput(async () => createReadStream(archive, { highWaterMark: 1 << 20 }), key);
 }
 
 /** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */

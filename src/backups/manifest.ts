@@ -74,6 +74,8 @@ export const manifestSchema = z.object({
     .optional(),
   /** Set when the archive is encrypted: how, and which key (its id, never the key). */
   encryption: z.object({ algorithm: z.string(), keyId: z.string() }).optional(),
+  /** The stores (BACKUP_STORES names) that held the complete archive when the backup was published. */
+  stores: z.array(z.string()).optional(),
   /** Checks of this archive, oldest first (the backup's own check, `backups verify`, drills). */
   verifications: z.array(verificationSchema).optional(),
 }).refine((manifest) => manifest.archive === `${manifest.id}${manifest.format === 'custom' ? '.dump' : '.d'}`, {

@@ -4,15 +4,18 @@ import { toolDirForServers } from '../postgres/binaries.js';
 import { createScratchDatabase, dropCreatedDatabase, scratchDatabaseName, type DatabaseOwner } from '../postgres/databases.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { archiveInput, restoreArchive } from './archive-input.js';
+import { prepareArchive, restoreArchive, type ArchiveInput } from './archive-input.js';
 import type { Manifest } from './manifest.js';
 import type { BackupStore } from './store.js';
+import type { WorkArea } from './work-area.js';
 
 export interface ScratchRestoreOptions {
   config: Config;
   store: BackupStore;
   /** The job, and the ledger where its scratch database is recorded. */
   owner: DatabaseOwner;
+  /** Where an archive from object storage is downloaded when it must be (directory format), and removed after. */
+  workArea?: WorkArea;
   /** Names the connections, e.g. `dbops:verify:<job id>`. */
   holder: string;
   signal: AbortSignal;
@@ -39,8 +42,23 @@ export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Ma
 }
 
 async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
-  const { config, store, owner, holder, signal } = options;
-  const input = archiveInput(store, manifest, config);
+  const { config, store, owner, signal, workArea } = options;
+  const workDir = workArea ? () => workArea.jobSubdir(owner.job, 'download') : undefined;
+  try {
+    return await restorePrepared(server, manifest, options, (await prepareArchive(store, manifest, config, { workDir, signal })).input, use);
+  } finally {
+    await workArea?.removeJobSubdir(owner.job, 'download');
+  }
+}
+
+async function restorePrepared<T>(
+  server: DatabaseTarget,
+  manifest: Manifest,
+  options: ScratchRestoreOptions,
+  input: ArchiveInput,
+  use: (scratchUrl: string, scratch: string) => Promise<T>,
+): Promise<T> {
+  const { config, owner, holder, signal } = options;
   const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
   const binDir = await toolDirForServers([maintenanceUrl], config.PG_BIN_DIR, holder);
   const scratch = scratchDatabaseName();

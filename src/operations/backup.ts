@@ -1,16 +1,18 @@
-import { createWriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type pg from 'pg';
-import { countTocEntries, inputFor } from '../backups/archive-input.js';
+import { countTocEntries, prepareArchive } from '../backups/archive-input.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
+import { diskFailure } from '../backups/file-store.js';
+import { FanOut } from '../backups/fan-out.js';
 import { HashingStream, sha256Directory } from '../backups/checksum.js';
 import { ENCRYPTION_ALGORITHM, EncryptStream, keyId } from '../backups/encryption.js';
 import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
-import { BackupStore, archiveName, newBackupId, recoverPartials } from '../backups/store.js';
+import { archiveName, newBackupId, type ArchiveWriter } from '../backups/store.js';
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { countUserTables } from '../postgres/catalog.js';
 import { readIdentity, rolesOf } from '../postgres/identity.js';
@@ -50,7 +52,13 @@ const schema = z
 
 const single = z.object({
   backupId: z.string(),
-  path: z.string().meta({ description: 'absolute path of the archive on the worker (a file, or a directory for the directory format)' }),
+  path: z
+    .string()
+    .meta({
+      description:
+        "the archive's absolute path on the worker in the first file store (a file, or a directory for the directory format); without a file store, its URL in the first store",
+    }),
+  stores: z.array(z.string()).meta({ description: 'the backup stores that hold it (BACKUP_STORES names)' }),
   sizeBytes: z.number().int(),
   sha256: z.string(),
   env: z.string(),
@@ -73,26 +81,21 @@ export type AllDatabasesResult = z.infer<typeof allResult>;
 const result = z.union([single, allResult]);
 
 /**
- * Streams stdout to the file (encrypted, with a key) while hashing what is written: one pass, memory
- * flat whatever the database's size.
+ * Streams the dump (encrypted, with a key) to every store's sink at once while hashing it: one pass,
+ * memory flat whatever the database's size, and as slow as the slowest store.
  */
-async function writeHashed(source: NodeJS.ReadableStream, file: string, key: Buffer | undefined): Promise<{ sha256: string; sizeBytes: number }> {
+async function streamToStores(source: NodeJS.ReadableStream, sinks: Writable[], key: Buffer | undefined): Promise<{ sha256: string; sizeBytes: number }> {
   const hashing = new HashingStream();
-  const sink = createWriteStream(file, { highWaterMark: 1 << 20 });
-  await (key ? pipeline(source, new EncryptStream(key), hashing, sink) : pipeline(source, hashing, sink));
-  const handle = await open(file, 'r+');
-  try {
-    await handle.sync(); // as pg_dump -f does: the archive is on disk before it is called a backup
-  } finally {
-    await handle.close();
-  }
+  const fanOut = new FanOut(sinks);
+  await (key ? pipeline(source, new EncryptStream(key), hashing, fanOut) : pipeline(source, hashing, fanOut));
   return { sha256: hashing.digest(), sizeBytes: hashing.bytes };
 }
 
-function resultOf(manifest: Manifest, archivePath: string): BackupResult {
+function resultOf(manifest: Manifest, location: string, stores: string[]): BackupResult {
   return {
     backupId: manifest.id,
-    path: archivePath,
+    path: location,
+    stores,
     sizeBytes: manifest.sizeBytes,
     sha256: manifest.sha256,
     env: manifest.env,
@@ -103,17 +106,11 @@ function resultOf(manifest: Manifest, archivePath: string): BackupResult {
   };
 }
 
-/** Errors writing to BACKUP_DIR, in one line that names it (by its variable: no server path leaves the worker). */
-function diskFailure(error: unknown): Error {
-  const code = (error as NodeJS.ErrnoException).code;
-  const reasons: Record<string, string> = {
-    ENOSPC: 'no space left on the device',
-    EDQUOT: 'disk quota exceeded',
-    EACCES: 'permission denied',
-    EROFS: 'read-only file system',
-  };
-  const reason = code ? reasons[code] : undefined;
-  return reason ? new PermanentError(`cannot write the backup to BACKUP_DIR: ${reason}`) : (error as Error);
+/** Where a backup's archive is, for the result: its path in the first file store, else its URL in the first store. */
+function locationOf(catalogue: BackupCatalogue, manifest: Manifest, stores: string[]): string {
+  const holding = catalogue.stores.filter((store) => stores.includes(store.name));
+  const local = holding.map((store) => store.localArchive(manifest)).find(Boolean);
+  return local ?? `${holding[0]?.location ?? ''}/${manifest.archive}`;
 }
 
 type BackupPayload = z.output<typeof schema>;
@@ -125,7 +122,7 @@ type BackupPayload = z.output<typeof schema>;
 async function dumpInSnapshot(
   { payload, config, job, jobId, signal, progress, log, enqueue }: OperationContext<BackupPayload>,
   target: DatabaseTarget,
-  store: BackupStore,
+  catalogue: BackupCatalogue,
   client: pg.Client,
   startedAt: Date,
   id: string,
@@ -137,8 +134,12 @@ async function dumpInSnapshot(
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
 
-  const work = await store.partialDir(job);
+  const work = await catalogue.workArea.partialDir(job);
+  // File stores last: the last of them may take a directory-format dump over by a rename.
+  const stores = [...catalogue.stores].sort((a, b) => Number(a.kind === 'file') - Number(b.kind === 'file'));
+  const writers: ArchiveWriter[] = [];
   try {
+    for (const store of stores) writers.push(await store.beginArchive(job, id, payload.format));
     const partial = path.join(work, archiveName(id, payload.format));
     const tail = new StderrTail();
     let dumped = 0;
@@ -167,8 +168,15 @@ async function dumpInSnapshot(
     counted.catch(() => undefined); // awaited after the dump; a failure there must not go unhandled meanwhile
     let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
     if (payload.format === 'custom') {
-      const [written, finished] = await Promise.allSettled([writeHashed(child.stdout!, partial, key), finishTool('pg_dump', child, tail)]);
-      // A full or read-only BACKUP_DIR makes pg_dump fail too (broken pipe): the disk is the cause to name.
+      const [written, finished] = await Promise.allSettled([
+        streamToStores(
+          child.stdout!,
+          writers.map((writer) => writer.sink()),
+          key,
+        ),
+        finishTool('pg_dump', child, tail),
+      ]);
+      // A full store makes pg_dump fail too (broken pipe): the store is the cause to name.
       if (written.status === 'rejected' && !signal.aborted) throw diskFailure(written.reason);
       if (finished.status === 'rejected') throw finished.reason;
       if (written.status === 'rejected') throw written.reason;
@@ -177,7 +185,10 @@ async function dumpInSnapshot(
       await finishTool('pg_dump', child, tail);
       progress(96, 'computing checksums');
       digest = await sha256Directory(partial);
+      progress(96, `storing the archive in ${stores.map((store) => store.name).join(', ')}`);
+      for (const [index, writer] of writers.entries()) await writer.putDirectory(partial, signal, index === writers.length - 1);
     }
+    await Promise.all(writers.map((writer) => writer.complete()));
 
     const rowCounts = await counted;
     // Read in the same snapshot: what a restore onto a new server, or with sourceSettings, needs.
@@ -186,10 +197,18 @@ async function dumpInSnapshot(
     await client.query('COMMIT');
 
     progress(97, 'reading back the table of contents');
-    await countTocEntries(inputFor(partial, key), binDir, signal).catch((error: unknown) => {
+    const first = catalogue.stores[0]!;
+    const readBack = {
+      id,
+      archive: archiveName(id, payload.format),
+      format: payload.format,
+      encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
+    } as Manifest;
+    const { input } = await prepareArchive(first, readBack, { decryptionKeys: key ? [key] : [] }, { signal });
+    await countTocEntries(input, binDir, signal).catch((error: unknown) => {
       throw new PermanentError(`pg_dump wrote an archive pg_restore cannot read back: ${errorMessage(error)}`);
     });
-    progress(98, 'writing manifest');
+    progress(98, 'writing manifests');
     const completedAt = new Date();
     const manifest: Manifest = {
       manifestVersion: 1,
@@ -215,8 +234,12 @@ async function dumpInSnapshot(
       roles,
       encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       verifications: [{ at: completedAt.toISOString(), level: 'toc', ok: true, jobId }],
+      stores: stores.map((store) => store.name),
     };
-    const archivePath = await store.publish(partial, manifest);
+    // Every store holds the whole archive now: only then is the backup published, in each of them.
+    for (const store of stores) await store.writeManifest(manifest);
+    await Promise.all(writers.map((writer) => writer.published()));
+    writers.length = 0;
     progress(100, `backup ${id} complete`);
     if (config.retentionFor(target.env)) {
       // Retention runs as its own job after each backup; the backup stands whether or not it can be queued.
@@ -225,9 +248,10 @@ async function dumpInSnapshot(
         log(`retention not applied: ${errorMessage(error)}`),
       );
     }
-    return resultOf(manifest, archivePath);
+    return resultOf(manifest, locationOf(catalogue, manifest, manifest.stores!), manifest.stores!);
   } finally {
-    await store.removePartial(job);
+    await Promise.all(writers.map((writer) => writer.abort().catch(() => undefined)));
+    await catalogue.workArea.removePartial(job);
   }
 }
 
@@ -236,17 +260,17 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
   const { payload, config, job, jobId, progress } = context;
   const own = resolveTarget(config, payload.env);
   const target = payload.database ? { ...own, database: payload.database, url: withDatabase(own.url, payload.database) } : own;
-  const store = new BackupStore(config.backupDir);
+  const catalogue = new BackupCatalogue(config);
   const startedAt = new Date();
 
   // An earlier attempt of this job may have finished its backup without the queue hearing of it
   // (Redis went away at that moment): that backup is the result, not a second one.
-  const done = (await store.list({ env: target.env })).find(
-    (manifest) => manifest.job?.prefix === job.prefix && manifest.job.queue === job.queue && manifest.job.id === job.id,
+  const done = (await catalogue.listWithStores({ env: target.env })).find(
+    ({ manifest }) => manifest.job?.prefix === job.prefix && manifest.job.queue === job.queue && manifest.job.id === job.id,
   );
   if (done) {
-    progress(100, `backup ${done.id} was already made by an earlier attempt`);
-    return resultOf(done, store.archivePath(done));
+    progress(100, `backup ${done.manifest.id} was already made by an earlier attempt`);
+    return resultOf(done.manifest, locationOf(catalogue, done.manifest, done.stores), done.stores);
   }
 
   progress(0, `connecting to ${target.env}`);
@@ -256,7 +280,7 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
   const id = newBackupId(target.env, startedAt, target.database === own.database ? undefined : target.database);
   const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
   try {
-    return await dumpInSnapshot(context, target, store, snapshotClient, startedAt, id);
+    return await dumpInSnapshot(context, target, catalogue, snapshotClient, startedAt, id);
   } finally {
     await snapshotClient.end().catch(() => undefined);
   }
@@ -299,13 +323,15 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
   }
   const backups = (results as BackupResult[]).sort((a, b) => a.database.localeCompare(b.database));
   progress(100, `backed up ${backups.length} databases`);
-  const rolesFile = await new BackupStore(config.backupDir).writeRoles(newBackupId(server.env), roles);
+  const rolesName = newBackupId(server.env);
+  let rolesFile = '';
+  for (const store of new BackupCatalogue(config).stores) rolesFile = await store.writeRoles(rolesName, roles);
   return { env: server.env, allDatabases: true, backups, roles: roles.map((role) => role.name), rolesFile };
 }
 
 export const backup = defineOperation({
   type: 'backup',
-  summary: 'pg_dump an environment into BACKUP_DIR, with a manifest and sha256',
+  summary: 'pg_dump an environment into every backup store (BACKUP_STORES), with a manifest and sha256',
   schema,
   result,
   precheck(payload, config) {
@@ -317,12 +343,12 @@ export const backup = defineOperation({
     }
   },
   process: (context): Promise<BackupResult | AllDatabasesResult> => (context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context)),
-  recover: recoverPartials,
+  recover: (context) => new BackupCatalogue(context.config).recover(context),
   describe: (result) =>
     'allDatabases' in result
       ? [
           `${result.backups.length} databases of ${result.env}'s server backed up:`,
           ...result.backups.map((one) => `  ${one.database}: ${one.backupId} (${one.sizeBytes} bytes)`),
         ].join('\n')
-      : `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256})`,
+      : `backup ${result.backupId}: ${result.path} (${result.sizeBytes} bytes, sha256 ${result.sha256}; in ${result.stores.join(', ')})`,
 });

@@ -4,7 +4,8 @@ import path from 'node:path';
 import type pg from 'pg';
 import { execa, type ResultPromise } from 'execa';
 import { z } from 'zod';
-import { BackupStore, recoverPartials } from '../backups/store.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
+import { WorkArea } from '../backups/work-area.js';
 import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
@@ -92,7 +93,7 @@ interface Fill {
  * tools share it, and no byte passes through this process, which only reads their stderr.
  */
 async function streamCopy(context: OperationContext<CopyPayload>, fill: Fill): Promise<void> {
-  const store = new BackupStore(context.config.backupDir);
+  const store = new WorkArea(context.config.backupDir);
   let fallback: string | undefined;
   try {
     let fifo = path.join(await store.partialDir(context.job), 'stream');
@@ -167,7 +168,7 @@ function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
 }
 
 async function parallelCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
-  const store = new BackupStore(context.config.backupDir);
+  const store = new WorkArea(context.config.backupDir);
   const work = path.join(await store.partialDir(context.job), 'dump');
   try {
     const counter = progressCounter(context, tables);
@@ -311,7 +312,7 @@ export const copy = defineOperation({
   },
   async recover(context) {
     await recoverCreatedDatabases(context);
-    await recoverPartials(context);
+    await new BackupCatalogue(context.config).recover(context);
   },
   describe: (result) =>
     `copied ${result.from} into ${result.to} (database "${result.database}", ${result.tables} tables, ${result.mode})` +

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { z } from 'zod';
 import { withScratchRestore } from '../backups/scratch.js';
-import { BackupStore } from '../backups/store.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
 import { errorMessage, isRetryable, MigrationFailed, PermanentError, ValidationError } from '../errors.js';
 import {
   MIGRATIONS_TABLE,
@@ -162,11 +162,11 @@ async function runMigrations(
  * dbops' own flow.
  */
 async function backupBeforeMigrating(context: OperationContext<MigratePayload>, env: string): Promise<string> {
-  const store = new BackupStore(context.config.backupDir);
+  const catalogue = new BackupCatalogue(context.config);
   for (const result of context.childResults) {
     const id = (result as { backupId?: unknown } | null)?.backupId;
     if (typeof id !== 'string') continue;
-    const manifest = await store.get(id).catch(() => undefined);
+    const manifest = (await catalogue.get(id).catch(() => undefined))?.manifest;
     if (manifest?.env === env) return id;
   }
   context.log(`no backup from a child job: backing up ${env} before migrating`);
@@ -178,9 +178,10 @@ async function backupBeforeMigrating(context: OperationContext<MigratePayload>, 
 async function rehearse(context: OperationContext<MigratePayload>): Promise<MigrateResult> {
   const { payload, config, jobId, signal, progress, log } = context;
   const target = resolveTarget(config, payload.env);
-  const store = new BackupStore(config.backupDir);
-  const latest = (await store.list({ env: target.env })).at(-1);
-  if (!latest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
+  const catalogue = new BackupCatalogue(config);
+  const newest = (await catalogue.list({ env: target.env })).at(-1);
+  if (!newest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
+  const { manifest: latest, store } = await catalogue.get(newest.id);
   progress(1, `checking backup ${latest.id}`);
   const integrity = await store.checkIntegrity(latest);
   if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
@@ -188,24 +189,29 @@ async function rehearse(context: OperationContext<MigratePayload>): Promise<Migr
   const files = await readMigrations(dir);
 
   progress(5, `restoring ${latest.id} into a scratch database`);
-  return withScratchRestore(target, latest, { config, store, owner: context, holder: `dbops:migrate:${jobId}`, signal }, async (scratchUrl) => {
-    const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
-    try {
-      const pending = pendingOf(files, await readApplied(client));
-      log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
-      let timings: MigrationTiming[];
+  return withScratchRestore(
+    target,
+    latest,
+    { config, store, workArea: catalogue.workArea, owner: context, holder: `dbops:migrate:${jobId}`, signal },
+    async (scratchUrl) => {
+      const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
       try {
-        timings = await runMigrations(context, client, dir, 'up', pending, async () => undefined);
-      } catch (error) {
-        const failed = error instanceof MigrationFailed ? error.timings : [];
-        const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
-        throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
+        const pending = pendingOf(files, await readApplied(client));
+        log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
+        let timings: MigrationTiming[];
+        try {
+          timings = await runMigrations(context, client, dir, 'up', pending, async () => undefined);
+        } catch (error) {
+          const failed = error instanceof MigrationFailed ? error.timings : [];
+          const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
+          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
+        }
+        return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings } satisfies MigrateResult;
+      } finally {
+        await client.end().catch(() => undefined);
       }
-      return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings } satisfies MigrateResult;
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  });
+    },
+  );
 }
 
 export const migrate = defineOperation({

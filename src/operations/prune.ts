@@ -2,9 +2,10 @@ import { z } from 'zod';
 import type { Manifest } from '../backups/manifest.js';
 import { planRetention } from '../backups/retention.js';
 import { describeRetention, parseRetention, type RetentionPolicy } from '../retention-policy.js';
-import { BackupStore } from '../backups/store.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
+import type { BackupStore } from '../backups/store.js';
 import { ValidationError } from '../errors.js';
-import { confirmField, envName } from './fields.js';
+import { confirmField, envName, storeName } from './fields.js';
 import { defineOperation } from './operation.js';
 
 const policyText = z
@@ -26,9 +27,12 @@ const schema = z.strictObject({
   /** A policy for this run instead of BACKUP_RETENTION[_<ENV>], e.g. `last=7,daily=7,weekly=4`. */
   policy: policyText.optional(),
   confirm: confirmField,
+  /** One store; every store of BACKUP_STORES (each on its own) when not given. */
+  store: storeName.meta({ description: 'prune one backup store (BACKUP_STORES name); default: each store, on its own' }),
 });
 
 const envResult = z.object({
+  store: z.string().meta({ description: 'the backup store (retention applies to each store on its own)' }),
   env: z.string(),
   database: z.string().meta({ description: "each database's backups are a chain of their own (--all-databases)" }),
   policy: z.string().nullable(),
@@ -43,7 +47,7 @@ export type PruneResult = z.infer<typeof result>;
 export const prune = defineOperation({
   type: 'prune',
   queue: 'backup',
-  summary: 'apply retention (last N verified, then daily/weekly/monthly) to the backups in BACKUP_DIR',
+  summary: 'apply retention (last N verified, then daily/weekly/monthly) to the backups in each backup store',
   schema,
   result,
   // Without an environment, protected ones are left out (they are pruned one by one, confirmed).
@@ -56,33 +60,37 @@ export const prune = defineOperation({
     }
   },
   async process({ payload, config, progress, log }): Promise<PruneResult> {
-    const store = new BackupStore(config.backupDir);
-    const all = await store.list(payload.env ? { env: payload.env } : {});
-    const envs = payload.env ? [payload.env] : [...new Set(all.map((manifest) => manifest.env))].sort();
+    const catalogue = new BackupCatalogue(config);
     const result: PruneResult = { dryRun: payload.dryRun, environments: [] };
-    for (const [index, env] of envs.entries()) {
-      progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env}`);
-      const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
-      const ofEnv = all.filter((manifest) => manifest.env === env);
-      for (const database of [...new Set(ofEnv.map((manifest) => manifest.database))].sort()) {
-        const manifests = ofEnv.filter((manifest) => manifest.database === database);
-        const keepAll = (reason: string) =>
-          result.environments.push({
-            env,
-            database,
-            policy: policy ? describeRetention(policy) : null,
-            kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: [reason] })),
-            pruned: [],
-          });
-        if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) keepAll(`protected: prune it with env ${env} and confirm ${env}`);
-        else if (!policy) keepAll('no policy');
-        else await pruneChain(env, database, manifests, policy);
+    // Each store on its own: a backup one store lost is not a reason to delete it from another.
+    for (const store of catalogue.select(payload.store)) {
+      const all = (await store.list()).filter((manifest) => !payload.env || manifest.env === payload.env);
+      const envs = payload.env ? [payload.env] : [...new Set(all.map((manifest) => manifest.env))].sort();
+      for (const [index, env] of envs.entries()) {
+        progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env} in the ${store.name} store`);
+        const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
+        const ofEnv = all.filter((manifest) => manifest.env === env);
+        for (const database of [...new Set(ofEnv.map((manifest) => manifest.database))].sort()) {
+          const manifests = ofEnv.filter((manifest) => manifest.database === database);
+          const keepAll = (reason: string) =>
+            result.environments.push({
+              store: store.name,
+              env,
+              database,
+              policy: policy ? describeRetention(policy) : null,
+              kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: [reason] })),
+              pruned: [],
+            });
+          if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) keepAll(`protected: prune it with env ${env} and confirm ${env}`);
+          else if (!policy) keepAll('no policy');
+          else await pruneChain(store, env, database, manifests, policy);
+        }
       }
     }
     progress(100, payload.dryRun ? 'dry run: nothing deleted' : 'retention applied');
     return result;
 
-    async function pruneChain(env: string, database: string, manifests: Manifest[], policy: RetentionPolicy): Promise<void> {
+    async function pruneChain(store: BackupStore, env: string, database: string, manifests: Manifest[], policy: RetentionPolicy): Promise<void> {
       const inUse = new Set((await store.inUseMarks()).map((mark) => mark.backupId));
       const plan = planRetention(manifests, policy, inUse);
       const pruned: PruneEnvResult['pruned'] = [];
@@ -91,11 +99,12 @@ export const prune = defineOperation({
           // Asked again just before deleting: a restore that started meanwhile keeps its backup.
           if ((await store.inUseMarks()).some((mark) => mark.backupId === manifest.id)) continue;
           await store.remove(manifest);
-          log(`pruned ${manifest.id} (${reason})`);
+          log(`pruned ${manifest.id} from the ${store.name} store (${reason})`);
         }
         pruned.push({ id: manifest.id, completedAt: manifest.completedAt, reason });
       }
       result.environments.push({
+        store: store.name,
         env,
         database,
         policy: describeRetention(policy),
@@ -108,7 +117,7 @@ export const prune = defineOperation({
     result.environments
       .map((env) =>
         [
-          `${env.env} (database ${env.database}): ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
+          `${env.env} (database ${env.database}, ${env.store} store): ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
           ...env.kept.map((item) => `  keep   ${item.id}  ${item.completedAt}  (${item.reasons.join(', ')})`),
           ...env.pruned.map((item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`),
         ].join('\n'),

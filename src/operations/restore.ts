@@ -1,14 +1,15 @@
 import { z } from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
-import { archiveInput, countTocEntries, restoreArchive } from '../backups/archive-input.js';
-import { BackupStore, recoverInUseMarks } from '../backups/store.js';
+import { countTocEntries, prepareArchive, restoreArchive } from '../backups/archive-input.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
+import type { BackupStore } from '../backups/store.js';
 import type { Config } from '../config.js';
 import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { createMissingRoles } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { confirmField, envName, parallelJobs } from './fields.js';
+import { confirmField, envName, parallelJobs, storeName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = z
@@ -18,6 +19,7 @@ const schema = z
     /** …or the newest verified backup of this environment's database (the target's own, usually). */
     latest: envName.optional().meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
     confirm: confirmField,
+    store: storeName,
     jobs: parallelJobs.default(2),
     /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
     keepPrevious: z
@@ -70,60 +72,72 @@ export const restore = defineOperation({
   changesWhen: 'always: it replaces `env`',
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
-    await chooseBackup(new BackupStore(config.backupDir), payload, config);
+    await chooseBackup(new BackupCatalogue(config), payload, config);
   },
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();
     const target = resolveTarget(config, payload.env);
-    const store = new BackupStore(config.backupDir);
-    const backupId = await chooseBackup(store, payload, config);
-    const release = await store.markInUse(backupId, job); // before the manifest is read: see markInUse
+    const catalogue = new BackupCatalogue(config);
+    const chosen = await chooseBackup(catalogue, payload, config);
+    const release = await chosen.store.markInUse(chosen.manifest.id, job); // before the manifest is read again: see markInUse
     try {
-      return await restoreBackup(context, target, store, backupId, startedAt);
+      return await restoreBackup(context, target, catalogue, chosen.store, chosen.manifest.id, startedAt);
     } finally {
       await release();
+      await catalogue.workArea.removePartial(job);
     }
   },
   async recover(context) {
     await recoverCreatedDatabases(context);
-    await recoverInUseMarks(context);
+    await new BackupCatalogue(context.config).recover(context);
   },
   describe: (result) =>
     `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
     (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
 });
 
-/** The backup a restore names, or the newest verified one of `latest`'s database. */
-async function chooseBackup(store: BackupStore, payload: RestorePayload, config: Config): Promise<string> {
-  if (payload.backup) return (await store.get(payload.backup)).id;
+/** The backup a restore names, or the newest verified one of `latest`'s database; in `store`, or the first store that holds it. */
+async function chooseBackup(catalogue: BackupCatalogue, payload: RestorePayload, config: Config) {
+  if (payload.backup) return catalogue.get(payload.backup, payload.store);
   const from = resolveTarget(config, payload.latest!, 'latest');
-  const newest = await store.latestVerified(from.env, from.database);
+  const newest = await catalogue.latestVerified(from.env, from.database, payload.store);
   if (!newest) throw new ValidationError(`no verified backup of ${from.env}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
-  return newest.id;
+  return catalogue.get(newest.id, payload.store);
 }
 
 async function restoreBackup(
   context: OperationContext<RestorePayload>,
   target: DatabaseTarget,
+  catalogue: BackupCatalogue,
   store: BackupStore,
   backupId: string,
   startedAt: number,
 ): Promise<RestoreResult> {
-  const { payload, config, jobId, signal, progress, log } = context;
-  const manifest = await store.get(backupId);
+  const { payload, config, job, jobId, signal, progress, log } = context;
+  const { manifest } = await catalogue.get(backupId, store.name);
+  // From object storage, an archive pg_restore must read by path (directory format, a parallel
+  // restore) is downloaded into the job's work directory first; a custom one streams into pg_restore.
+  if (!store.localArchive(manifest) && (manifest.format === 'directory' || (payload.jobs > 1 && !manifest.encryption))) {
+    progress(1, `downloading ${manifest.id} from the ${store.name} store`);
+  }
+  const prepared = await prepareArchive(store, manifest, config, {
+    workDir: () => catalogue.workArea.partialDir(job),
+    parallel: payload.jobs > 1,
+    signal,
+  }); // an encrypted one without its key stops here
 
   // Everything about the archive is checked before the target is touched. The sha256 is computed
   // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits
   // for it, and a mismatch stops pg_restore and drops the shadow.
   progress(1, `checking ${manifest.id}`);
-  const damage: Promise<string | undefined> = store.checkIntegrity(manifest).then(
+  const damage: Promise<string | undefined> = prepared.checkIntegrity().then(
     (integrity) => (integrity.ok ? undefined : integrity.reason),
     (error: unknown) => `cannot read it (${errorMessage(error)})`,
   );
   const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
-  const input = archiveInput(store, manifest, config); // an encrypted one without its key stops here
-  if (!input.parallel && payload.jobs > 1) log('the archive is encrypted: it is decrypted into pg_restore as it is read, one job (no parallel restore)');
+  const { input } = prepared;
+  if (!input.parallel && payload.jobs > 1) log('the archive is decrypted into pg_restore as it is read: one job (no parallel restore)');
   const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
   // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
   const toc = countTocEntries(input, binDir, signal).catch(async (error: unknown) => {

@@ -1,14 +1,14 @@
 import { z } from 'zod';
-import { archiveInput, countTocEntries } from '../backups/archive-input.js';
-import { backupIdSchema, type Manifest, type Verification } from '../backups/manifest.js';
+import { countTocEntries, prepareArchive } from '../backups/archive-input.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
+import { backupIdSchema, type Verification } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
-import { BackupStore } from '../backups/store.js';
 import { ArchiveProblem, PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';
 import { resolveTarget } from '../postgres/target.js';
-import { envName } from './fields.js';
+import { envName, storeName } from './fields.js';
 import { defineOperation } from './operation.js';
 
 const schema = z
@@ -21,6 +21,7 @@ const schema = z
     full: z.boolean().default(false),
     /** The environment whose server holds the scratch database (default: the backup's own). */
     env: envName.optional(),
+    store: storeName,
   })
   .refine((payload) => (payload.backup === undefined) !== (payload.latest === undefined), {
     message: 'name a backup id, or --latest ENV (one of them)',
@@ -38,11 +39,11 @@ const result = z.object({
 });
 export type VerifyResult = z.infer<typeof result>;
 
-async function pickBackup(store: BackupStore, payload: { backup?: string; latest?: string }): Promise<Manifest> {
-  if (payload.backup) return store.get(payload.backup);
-  const newest = (await store.list({ env: payload.latest })).at(-1);
+async function pickBackup(catalogue: BackupCatalogue, payload: { backup?: string; latest?: string; store?: string }) {
+  if (payload.backup) return catalogue.get(payload.backup, payload.store);
+  const newest = (await catalogue.list({ env: payload.latest, store: payload.store })).at(-1);
   if (!newest) throw new ValidationError(`no backup of ${payload.latest}`, [{ path: 'latest', message: 'no backup of this environment' }]);
-  return newest;
+  return catalogue.get(newest.id, payload.store);
 }
 
 export const verify = defineOperation({
@@ -52,18 +53,18 @@ export const verify = defineOperation({
   schema,
   result,
   async precheck(payload, config) {
-    if (payload.backup) await new BackupStore(config.backupDir).get(payload.backup);
+    if (payload.backup) await new BackupCatalogue(config).get(payload.backup, payload.store);
     if (payload.env) resolveTarget(config, payload.env);
   },
   async process(context): Promise<VerifyResult> {
     const { payload, config, job, jobId, signal, progress, log } = context;
     const startedAt = Date.now();
-    const store = new BackupStore(config.backupDir);
+    const catalogue = new BackupCatalogue(config);
     const level: Verification['level'] = payload.full ? 'full' : 'toc';
-    const picked = await pickBackup(store, payload);
+    const { store, manifest: picked } = await pickBackup(catalogue, payload);
     const release = await store.markInUse(picked.id, job);
     try {
-      const manifest = await store.get(picked.id); // still there, now that prune sees the mark
+      const { manifest } = await catalogue.get(picked.id, store.name); // still there, now that prune sees the mark
       let tocEntries = 0;
       let tablesCompared: number | undefined;
       try {
@@ -71,7 +72,7 @@ export const verify = defineOperation({
         const integrity = await store.checkIntegrity(manifest);
         if (!integrity.ok) throw new ArchiveProblem(integrity.reason);
         progress(payload.full ? 10 : 80, 'reading the table of contents');
-        const input = archiveInput(store, manifest, config);
+        const { input } = await prepareArchive(store, manifest, config, { workDir: () => catalogue.workArea.jobSubdir(job, 'download'), signal });
         // A pg_restore older than the pg_dump that made the archive cannot read it: that is not damage.
         const binDir = await toolDirForArchive(manifest.pgDumpVersion, config.PG_BIN_DIR);
         tocEntries = await countTocEntries(input, binDir, signal);
@@ -81,7 +82,7 @@ export const verify = defineOperation({
           tablesCompared = await withScratchRestore(
             server,
             manifest,
-            { config, store, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true },
+            { config, store, workArea: catalogue.workArea, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true },
             async (scratchUrl) => {
               progress(85, 'counting rows');
               const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
@@ -103,7 +104,7 @@ export const verify = defineOperation({
       } catch (error) {
         // Only the archive's own faults are recorded against it; a lost connection or a cancel is not.
         if (error instanceof ArchiveProblem && !signal.aborted) {
-          await store.recordVerification(manifest.id, {
+          await catalogue.recordVerification(manifest.id, {
             at: new Date().toISOString(),
             level,
             ok: false,
@@ -116,11 +117,12 @@ export const verify = defineOperation({
         throw error;
       }
       const durationMs = Date.now() - startedAt;
-      await store.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: true, jobId, durationMs });
+      await catalogue.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: true, jobId, durationMs });
       progress(100, `backup ${manifest.id} verified (${level})`);
       return { backupId: manifest.id, env: manifest.env, level, ok: true, tocEntries, tablesCompared, durationMs };
     } finally {
       await release();
+      await catalogue.workArea.removeJobSubdir(job, 'download');
     }
   },
   // Its leftovers (scratch databases, in-use marks) are of a restore's kinds, recovered by the restore

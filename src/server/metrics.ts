@@ -1,6 +1,6 @@
 import { QueueEvents } from 'bullmq';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { BackupStore } from '../backups/store.js';
+import { BackupCatalogue } from '../backups/catalogue.js';
 import type { Config } from '../config.js';
 import { isOperationType, workerTypes, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
@@ -44,7 +44,7 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     registers: [registry],
     async collect() {
       this.reset();
-      for (const manifest of await new BackupStore(config.backupDir).list()) {
+      for (const manifest of await new BackupCatalogue(config).list()) {
         this.set({ env: manifest.env }, Date.parse(manifest.completedAt) / 1000); // list() is oldest first
       }
     },

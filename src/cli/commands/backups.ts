@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { Manifest, Verification } from '../../backups/manifest.js';
 import { cliConfig } from '../config.js';
-import { out, printJson } from '../io.js';
+import { CliExit } from '../../errors.js';
+import { EXIT, out, printJson } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-operation.js';
 import { flagsOf, withRunFlags } from './operations.js';
@@ -25,26 +26,47 @@ function checkText(manifest: Manifest): string {
 }
 
 export function registerBackups(program: Command, run: RunOperation = runOperation): void {
-  const backups = program.command('backups').description('the backups in BACKUP_DIR');
+  const backups = program.command('backups').description('the backups in the backup stores (BACKUP_STORES, default BACKUP_DIR)');
   backups
     .command('list')
-    .description('list backups, grouped by environment and database, oldest first')
+    .description('list backups, grouped by environment and database, oldest first, with the stores that hold each')
     .option('--env <env>', 'only this environment')
-    .option('--json', 'print the manifests as JSON')
-    .action(async (options: { env?: string; json?: boolean }) => {
-      const [{ BackupStore }, { normalizeEnvName }] = await Promise.all([import('../../backups/store.js'), import('../../config.js')]);
-      const store = new BackupStore(cliConfig().backupDir);
-      const listed = await store.list({ env: options.env ? normalizeEnvName(options.env) : undefined });
+    .option('--store <name>', 'only the backups this store holds')
+    .option('--json', 'print the manifests as JSON (each with heldBy: the stores that hold it)')
+    .action(async (options: { env?: string; store?: string; json?: boolean }) => {
+      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
+      const catalogue = new BackupCatalogue(cliConfig());
+      const listed = await catalogue.listWithStores({ env: options.env ? normalizeEnvName(options.env) : undefined, store: options.store });
       // Grouped: each database's backups together (an --all-databases run makes one per database).
-      const manifests = [...listed].sort(
-        (a, b) => a.env.localeCompare(b.env) || a.database.localeCompare(b.database) || a.completedAt.localeCompare(b.completedAt),
+      const sorted = [...listed].sort(
+        (a, b) =>
+          a.manifest.env.localeCompare(b.manifest.env) ||
+          a.manifest.database.localeCompare(b.manifest.database) ||
+          a.manifest.completedAt.localeCompare(b.manifest.completedAt),
       );
-      if (options.json) return printJson(listed);
-      if (manifests.length === 0) return out(`no backups in ${store.dir}`);
-      out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED', 'CHECKED'].join('\t'));
-      for (const manifest of manifests) {
+      if (options.json) return printJson(listed.map(({ manifest, stores }) => ({ ...manifest, heldBy: stores })));
+      if (sorted.length === 0)
+        return out(
+          `no backups in ${catalogue
+            .select(options.store)
+            .map((store) => store.location)
+            .join(', ')}`,
+        );
+      out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED', 'CHECKED', 'STORES'].join('\t'));
+      for (const { manifest, stores } of sorted) {
         const format = manifest.encryption ? `${manifest.format}+encrypted` : manifest.format;
-        out([manifest.id, manifest.env, manifest.database, format, humanSize(manifest.sizeBytes), manifest.completedAt, checkText(manifest)].join('\t'));
+        out(
+          [
+            manifest.id,
+            manifest.env,
+            manifest.database,
+            format,
+            humanSize(manifest.sizeBytes),
+            manifest.completedAt,
+            checkText(manifest),
+            stores.join(','),
+          ].join('\t'),
+        );
       }
     });
   withRunFlags(
@@ -54,19 +76,65 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .argument('[id]', 'backup id (or --latest ENV)')
       .option('--latest <env>', 'the newest backup of this environment')
       .option('--full', 'also restore it into a scratch database (then dropped) and compare row counts with the manifest')
+      .option('--store <name>', 'check the copy in this backup store (default: the first that holds it)')
       .option('--env <env>', "--full: the environment whose server holds the scratch database (default: the backup's own)"),
   ).action(async (id: string | undefined, options) => {
-    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env }, flagsOf(options));
+    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env, store: options.store }, flagsOf(options));
   });
   withRunFlags(
     backups
       .command('prune')
-      .description('apply the retention policy: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
+      .description('apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
       .option('--env <env>', 'only this environment (default: every environment with a policy)')
+      .option('--store <name>', 'only this backup store (default: each, on its own)')
       .option('--dry-run', 'show what would be deleted; delete nothing')
       .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
       .option('--confirm <env>', 'the environment name again, required to prune a protected environment'),
   ).action(async (options) => {
-    await run('prune', { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy, confirm: options.confirm }, flagsOf(options));
+    await run(
+      'prune',
+      { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy, confirm: options.confirm, store: options.store },
+      flagsOf(options),
+    );
   });
+  backups
+    .command('download')
+    .description("write a custom-format backup's archive, as stored (encrypted ones stay so), to a file; its sha256 is checked")
+    .argument('<id>', 'backup id')
+    .requiredOption('--out <file>', 'the file to write (must not exist)')
+    .option('--store <name>', 'from this backup store (default: the first that holds it)')
+    .action(async (id: string, options: { out: string; store?: string }) => {
+      const [{ BackupCatalogue }, { downloadArchive }] = await Promise.all([import('../../backups/catalogue.js'), import('../../backups/transfer.js')]);
+      const { manifest, store } = await downloadArchive(new BackupCatalogue(cliConfig()), id, options.out, options.store);
+      out(`${options.out}: backup ${manifest.id} from the ${store} store (${humanSize(manifest.sizeBytes)}, sha256 ${manifest.sha256})`);
+    });
+  backups
+    .command('sync')
+    .description('copy into each backup store the backups it lacks, from a store that holds them (checked on the way)')
+    .option('--from <name>', 'copy from this store only')
+    .option('--to <name>', 'copy into this store only')
+    .option('--env <env>', 'only the backups of this environment')
+    .option('--json', 'print what was copied as JSON')
+    .action(async (options: { from?: string; to?: string; env?: string; json?: boolean }) => {
+      const [{ BackupCatalogue }, { syncStores }, { LOCAL_QUEUE, newJobId }, { normalizeEnvName }] = await Promise.all([
+        import('../../backups/catalogue.js'),
+        import('../../backups/transfer.js'),
+        import('../../job-ids.js'),
+        import('../../config.js'),
+      ]);
+      const config = cliConfig();
+      const job = { prefix: config.QUEUE_PREFIX, queue: LOCAL_QUEUE, id: newJobId('sync') };
+      const copied = await syncStores(new BackupCatalogue(config), {
+        from: options.from,
+        to: options.to,
+        env: options.env ? normalizeEnvName(options.env) : undefined,
+        job,
+        onCopied: (item) => {
+          if (!options.json) out(`${item.ok ? 'copied' : 'FAILED'} ${item.id}: ${item.from} -> ${item.to}${item.reason ? ` (${item.reason})` : ''}`);
+        },
+      });
+      if (options.json) printJson(copied);
+      else if (copied.length === 0) out('every store holds every backup already');
+      if (copied.some((item) => !item.ok)) throw new CliExit(EXIT.failed, `${copied.filter((item) => !item.ok).length} backups could not be copied`);
+    });
 }

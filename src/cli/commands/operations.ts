@@ -44,6 +44,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--backup <id>', 'backup id (see `backups list`)')
       .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
       .option('--from <env>', 'with --latest: whose newest verified backup')
+      .option('--store <name>', 'read the backup from this backup store (default: the first that holds it)')
       .option('--confirm <env>', 'the environment name again, required for protected environments')
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
@@ -59,6 +60,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         backup: options.backup,
         latest: options.latest ? (options.from ?? options.env) : undefined,
         confirm: options.confirm,
+        store: options.store,
         jobs: options.jobs,
         keepPrevious: options.dropPrevious ? false : undefined,
         sourceSettings: options.sourceSettings ?? false,

@@ -1,0 +1,101 @@
+import type { Config } from '../config.js';
+import { ValidationError } from '../errors.js';
+import type { RecoveryContext } from '../ownership.js';
+import { FileStore } from './file-store.js';
+import { backupIdSchema, lastVerification, type Manifest, type Verification } from './manifest.js';
+import { S3Store } from './s3-store.js';
+import type { BackupStore } from './store.js';
+import { WorkArea } from './work-area.js';
+
+/** A backup as the catalogue lists it: its manifest (from the first store that holds it) and every store that does. */
+export interface ListedBackup {
+  manifest: Manifest;
+  stores: string[];
+}
+
+/**
+ * Every backup store of BACKUP_STORES, as one catalogue: the manifests in the stores are the
+ * catalogue (nothing about backups lives only in Redis or on one host's disk). A backup is read from
+ * the first store that holds it, or from the one named.
+ */
+export class BackupCatalogue {
+  readonly stores: BackupStore[];
+  /** BACKUP_DIR: where jobs keep their work in progress on this host. */
+  readonly workArea: WorkArea;
+
+  constructor(config: Pick<Config, 'backupStores' | 'backupDir'>) {
+    const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
+    this.stores = config.backupStores.map((spec) =>
+      spec.kind === 'file' ? new FileStore(spec.dir, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec),
+    );
+    this.workArea = new WorkArea(config.backupDir);
+  }
+
+  /** The store named `name` (as BACKUP_STORES names it); every store when none is named. */
+  select(name?: string): BackupStore[] {
+    if (name === undefined) return this.stores;
+    const store = this.stores.find((candidate) => candidate.name === name);
+    if (!store) {
+      throw new ValidationError(`no backup store is named "${name}" (BACKUP_STORES has ${this.stores.map((one) => one.name).join(', ')})`, [
+        { path: 'store', message: 'no such backup store' },
+      ]);
+    }
+    return [store];
+  }
+
+  /** One entry per backup, oldest first, with the stores that hold it. */
+  async listWithStores(filter: { env?: string; store?: string } = {}): Promise<ListedBackup[]> {
+    const stores = this.select(filter.store);
+    const lists = await Promise.all(stores.map((store) => store.list()));
+    const byId = new Map<string, ListedBackup>();
+    lists.forEach((manifests, index) => {
+      for (const manifest of manifests) {
+        if (filter.env && manifest.env !== filter.env) continue;
+        const listed = byId.get(manifest.id);
+        if (listed) listed.stores.push(stores[index]!.name);
+        else byId.set(manifest.id, { manifest, stores: [stores[index]!.name] });
+      }
+    });
+    return [...byId.values()].sort((a, b) => a.manifest.completedAt.localeCompare(b.manifest.completedAt));
+  }
+
+  async list(filter: { env?: string; store?: string } = {}): Promise<Manifest[]> {
+    return (await this.listWithStores(filter)).map((listed) => listed.manifest);
+  }
+
+  /** The newest backup of one environment's database whose newest check passed, if any. */
+  async latestVerified(env: string, database: string, store?: string): Promise<Manifest | undefined> {
+    return (await this.list({ env, store })).filter((manifest) => manifest.database === database && lastVerification(manifest)?.ok === true).at(-1);
+  }
+
+  /** Looks a backup up by id only (ids that could name a path are refused first), in `store` or the first that holds it. */
+  async get(id: string, storeName?: string): Promise<{ manifest: Manifest; store: BackupStore }> {
+    const parsed = backupIdSchema.safeParse(id);
+    if (!parsed.success) throw new ValidationError(`invalid backup id "${id}": ${parsed.error.issues[0]?.message}`);
+    for (const store of this.select(storeName)) {
+      const manifest = await store.read(parsed.data);
+      if (!manifest) continue;
+      if (manifest.id !== parsed.data) throw new ValidationError(`backup "${id}": its manifest in the ${store.name} store names another backup`);
+      return { manifest, store };
+    }
+    const where = storeName ? ` in the ${storeName} store` : '';
+    throw new ValidationError(`unknown backup "${id}"${where}`, [{ path: 'backup', message: 'no such backup' }]);
+  }
+
+  /** Adds the outcome of a check to the backup's manifest in every store that holds it (kept to the last 20). */
+  async recordVerification(id: string, verification: Verification): Promise<void> {
+    for (const store of this.stores) {
+      const manifest = await store.read(id).catch(() => undefined);
+      if (!manifest) continue;
+      await store.writeManifest({ ...manifest, verifications: [...(manifest.verifications ?? []), verification].slice(-20) });
+    }
+  }
+
+  /** What dead jobs of this prefix left in the work area and in every store. */
+  async recover(context: RecoveryContext): Promise<void> {
+    await this.workArea.recover(context);
+    for (const store of this.stores) {
+      await store.recover(context).catch((error: unknown) => context.logger.warn({ err: error, store: store.name }, 'could not recover the store'));
+    }
+  }
+}

@@ -1,0 +1,219 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { chmod, cp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { PermanentError } from '../errors.js';
+import { LOCAL_QUEUE, encodeForPath, type JobRef } from '../job-ids.js';
+import type { RecoveryContext } from '../ownership.js';
+import { sha256Directory, sha256File } from './checksum.js';
+import { manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
+import { archiveName, markIsStale, newInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
+
+/*
+ * A directory as a backup store:
+ *   <id>.dump | <id>.d/      the archive
+ *   <id>.json                its manifest, written last
+ *   .partial/…               the work area (work-area.ts): an archive is written there, then renamed into place
+ *   .in-use/<id>@<queue>.<job id>   a job (restore, verify, rehearsal) is reading backup <id>: prune keeps it
+ *   roles/<name>.json        a server's roles (--all-databases)
+ */
+
+const IN_USE = '.in-use';
+
+/** Errors writing to a store directory, in one line that names it by its variable (no server path leaves the worker). */
+export function diskFailure(error: unknown, variable = 'BACKUP_DIR'): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reasons: Record<string, string> = {
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'disk quota exceeded',
+    EACCES: 'permission denied',
+    EROFS: 'read-only file system',
+  };
+  const reason = code ? reasons[code] : undefined;
+  return reason ? new PermanentError(`cannot write the backup to ${variable}: ${reason}`) : (error as Error);
+}
+
+/** Flushes a file to disk, as pg_dump -f does: the archive is on disk before it is called a backup. */
+async function syncFile(file: string): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export class FileStore implements BackupStore {
+  readonly kind = 'file';
+  readonly location: string;
+  private readonly work: WorkArea;
+
+  constructor(
+    readonly dir: string,
+    readonly name = 'file',
+    /** The variable that names the directory, for messages that must not show the path. */
+    private readonly variable = 'BACKUP_DIR',
+  ) {
+    this.location = `file://${dir}`;
+    this.work = new WorkArea(dir);
+  }
+
+  /** The archive's path: always inside the store (the manifest schema allows a bare archive name only). */
+  archivePath(manifest: Pick<Manifest, 'archive'>): string {
+    const archive = path.join(this.dir, manifest.archive);
+    if (path.dirname(archive) !== this.dir) throw new PermanentError(`damaged manifest: archive "${manifest.archive}" is not a name inside the backup store`);
+    return archive;
+  }
+
+  localArchive(manifest: Manifest): string {
+    return this.archivePath(manifest);
+  }
+
+  private manifestPath(id: string): string {
+    return path.join(this.dir, `${id}.json`);
+  }
+
+  async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
+    const sub = `store-${this.name}`;
+    const partial = path.join(await this.work.jobSubdir(job, sub), archiveName(id, format));
+    const final = this.archivePath({ archive: archiveName(id, format) });
+    const variable = this.variable;
+    let file: WriteStream | undefined;
+    return {
+      sink: () => (file ??= createWriteStream(partial, { highWaterMark: 1 << 20, mode: FILE_MODE })),
+      putDirectory: async (localDir, _signal, mayTake) => {
+        // Moved where it may be (the last store to take it, on the same file system), else copied.
+        const moved = mayTake && (await rename(localDir, partial).then(() => true, () => false));
+        if (!moved) {
+          await cp(localDir, partial, { recursive: true }).catch((error: unknown) => {
+            throw diskFailure(error, variable);
+          });
+        }
+      },
+      complete: async () => {
+        try {
+          if (format === 'custom') await syncFile(partial);
+          await chmod(partial, format === 'custom' ? FILE_MODE : DIR_MODE);
+          await rename(partial, final);
+        } catch (error) {
+          throw diskFailure(error, variable);
+        }
+        await this.work.removeJobSubdir(job, sub);
+      },
+      published: async () => undefined,
+      abort: async () => {
+        file?.destroy();
+        await this.work.removeJobSubdir(job, sub);
+      },
+    };
+  }
+
+  async markInUse(backupId: string, job: JobRef): Promise<() => Promise<void>> {
+    const dir = await this.work.ownSubdir(IN_USE);
+    const file = path.join(dir, `${backupId}@${encodeForPath(job.queue)}.${encodeForPath(job.id)}`);
+    await writeFile(file, JSON.stringify(newInUseMark(backupId, job)), { mode: FILE_MODE });
+    return () => rm(file, { force: true });
+  }
+
+  private async marksWithFiles(): Promise<(InUseMark & { file: string })[]> {
+    const dir = path.join(this.dir, IN_USE);
+    const marks: (InUseMark & { file: string })[] = [];
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const mark = await readFile(file, 'utf8').then((text) => JSON.parse(text) as InUseMark, () => undefined);
+      if (mark) marks.push({ ...mark, file });
+    }
+    return marks;
+  }
+
+  inUseMarks(): Promise<InUseMark[]> {
+    return this.marksWithFiles();
+  }
+
+  async writeRoles(name: string, roles: unknown): Promise<string> {
+    const dir = await this.work.ownSubdir('roles');
+    const file = `${name}.json`;
+    await writeFile(path.join(dir, file), `${JSON.stringify(roles, null, 2)}\n`, { mode: FILE_MODE });
+    return path.join('roles', file);
+  }
+
+  async list(): Promise<Manifest[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const manifests: Manifest[] = [];
+    for (const name of names.filter((entry) => entry.endsWith('.json'))) {
+      const manifest = await this.readManifest(path.join(this.dir, name)).catch(() => undefined);
+      if (manifest) manifests.push(manifest);
+    }
+    return manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+  }
+
+  async read(id: string): Promise<Manifest | undefined> {
+    return this.readManifest(this.manifestPath(id)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw new PermanentError(`backup "${id}": unreadable manifest: ${error.message}`);
+    });
+  }
+
+  /** Written whole under a temporary name (not *.json, so never listed), then renamed into place. */
+  async writeManifest(manifest: Manifest): Promise<void> {
+    const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
+    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: FILE_MODE });
+    await rename(temporary, this.manifestPath(manifest.id));
+  }
+
+  async remove(manifest: Manifest): Promise<void> {
+    await rm(this.manifestPath(manifest.id), { force: true });
+    await rm(this.archivePath(manifest), { recursive: true, force: true });
+  }
+
+  private async readManifest(file: string): Promise<Manifest> {
+    const parsed = manifestSchema.safeParse(JSON.parse(await readFile(file, 'utf8')));
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0];
+    throw new Error(`damaged: ${issue?.path.join('.') || 'manifest'}: ${issue?.message ?? 'invalid'}`);
+  }
+
+  async openArchive(manifest: Manifest): Promise<Readable> {
+    return createReadStream(this.archivePath(manifest), { highWaterMark: 1 << 20 });
+  }
+
+  async download(manifest: Manifest, dir: string): Promise<string> {
+    const copy = path.join(dir, manifest.archive);
+    await cp(this.archivePath(manifest), copy, { recursive: true });
+    return copy;
+  }
+
+  async checkIntegrity(manifest: Manifest): Promise<Integrity> {
+    return checkLocalArchive(this.archivePath(manifest), manifest);
+  }
+
+  async recover(context: RecoveryContext): Promise<void> {
+    await this.work.recover(context);
+    for (const mark of await this.marksWithFiles()) {
+      if (await markIsStale(mark, context, LOCAL_QUEUE)) {
+        await rm(mark.file, { force: true });
+        context.logger.info({ job: mark.job, backupId: mark.backupId, store: this.name }, 'removed the in-use mark of a dead worker');
+      }
+    }
+  }
+}
+
+/** Recomputes a local archive's sha256 and compares it with the manifest; describes the damage if any. */
+export async function checkLocalArchive(archive: string, manifest: Manifest): Promise<Integrity> {
+  const info = await stat(archive).catch(() => undefined);
+  if (!info) return { ok: false, reason: `archive ${manifest.archive} is missing` };
+  if (manifest.format === 'custom') {
+    if (!info.isFile()) return { ok: false, reason: `archive ${manifest.archive} is not a file` };
+    if (info.size !== manifest.sizeBytes) return { ok: false, reason: `archive is ${info.size} bytes, the manifest says ${manifest.sizeBytes}` };
+    const digest = await sha256File(archive);
+    return digest.sha256 === manifest.sha256 ? { ok: true } : { ok: false, reason: 'sha256 does not match the manifest' };
+  }
+  const digest = await sha256Directory(archive);
+  if (digest.sha256 === manifest.sha256) return { ok: true };
+  const expected = new Map((manifest.files ?? []).map((file) => [file.name, file.sha256]));
+  const changed = digest.files.filter((file) => expected.get(file.name) !== file.sha256).map((file) => file.name);
+  const missing = [...expected.keys()].filter((name) => !digest.files.some((file) => file.name === name));
+  return { ok: false, reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})` };
+}

@@ -1,0 +1,391 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { PermanentError } from '../errors.js';
+import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
+import type { RecoveryContext } from '../ownership.js';
+import { describeStore, type StoreSpec } from '../store-specs.js';
+import { HashingStream, directoryDigest, type FileDigest } from './checksum.js';
+import { manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
+import { archiveName, markIsStale, newInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+
+/*
+ * A bucket and key prefix as a backup store, in the file store's layout:
+ *   <prefix>/<id>.dump | <prefix>/<id>.d/<file>   the archive (a multipart upload appears only once complete)
+ *   <prefix>/<id>.json                            its manifest, written last
+ *   <prefix>/.partial/<prefix>/<queue>/<job>.json  an upload in progress: which job, which archive
+ *   <prefix>/.in-use/<id>@<queue>.<job>            a job is reading backup <id>: prune keeps it
+ *   <prefix>/roles/<name>.json
+ * Credentials, region and endpoint come from the AWS SDK's own sources (AWS_* variables, profiles).
+ */
+
+const PART_SIZE = 8 << 20;
+/** Parts in flight per upload: memory stays at about PART_SIZE × (QUEUE_SIZE + 1) whatever the archive's size. */
+const QUEUE_SIZE = 2;
+/** Files of a directory-format archive moved at once. */
+const FILE_CONCURRENCY = 4;
+
+type S3Spec = Extract<StoreSpec, { kind: 's3' }>;
+
+interface UploadMarker {
+  job: JobRef;
+  archive: string;
+  pid: number;
+  host: string;
+}
+
+const isMissing = (error: unknown) =>
+  error instanceof S3ServiceException && (error.name === 'NoSuchKey' || error.name === 'NotFound' || error.$metadata?.httpStatusCode === 404);
+
+/** Runs `work` over `items`, `limit` at a time. */
+async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await work(items[next++]!);
+    }),
+  );
+}
+
+export class S3Store implements BackupStore {
+  readonly kind = 's3';
+  readonly name: string;
+  readonly location: string;
+  private readonly client: S3Client;
+
+  constructor(private readonly spec: S3Spec) {
+    this.name = spec.name;
+    this.location = describeStore(spec);
+    this.client = new S3Client({
+      forcePathStyle: spec.forcePathStyle,
+      ...(spec.endpoint ? { endpoint: spec.endpoint } : {}),
+      ...(spec.region ? { region: spec.region } : {}),
+      // S3-compatible servers (MinIO, Ceph, s3rver) do not all take the newer default checksums.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 4,
+    });
+  }
+
+  private key(name: string): string {
+    return this.spec.prefix ? `${this.spec.prefix}/${name}` : name;
+  }
+
+  /** An S3 failure in one line that names the store; a refusal (credentials, bucket) is permanent. */
+  private failure(error: unknown, doing: string): Error {
+    if (error instanceof S3ServiceException) {
+      const status = error.$metadata?.httpStatusCode ?? 0;
+      const text = `${this.name} store (${this.location}): ${doing}: ${error.name}${error.message && error.message !== error.name ? `: ${error.message}` : ''}`;
+      return status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    return new Error(`${this.name} store (${this.location}): ${doing}: ${message}`);
+  }
+
+  private async call<T>(doing: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      throw this.failure(error, doing);
+    }
+  }
+
+  private async getText(key: string): Promise<string | undefined> {
+    try {
+      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.spec.bucket, Key: key }));
+      return await answer.Body!.transformToString('utf8');
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw this.failure(error, `reading ${key}`);
+    }
+  }
+
+  private putText(key: string, text: string): Promise<unknown> {
+    return this.call(`writing ${key}`, () =>
+      this.client.send(new PutObjectCommand({ Bucket: this.spec.bucket, Key: key, Body: text, ContentType: 'application/json' })),
+    );
+  }
+
+  private deleteKey(key: string): Promise<unknown> {
+    return this.call(`deleting ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.spec.bucket, Key: key })));
+  }
+
+  /** Keys (with sizes) under `prefix`; with `shallow`, not below the next slash. */
+  private async listKeys(prefix: string, shallow = false): Promise<{ key: string; size: number }[]> {
+    const found: { key: string; size: number }[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call(`listing ${prefix || 'the bucket'}`, () =>
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.spec.bucket, Prefix: prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) }),
+        ),
+      );
+      for (const item of page.Contents ?? []) if (item.Key) found.push({ key: item.Key, size: item.Size ?? 0 });
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return found;
+  }
+
+  private async deletePrefix(prefix: string): Promise<void> {
+    const keys = (await this.listKeys(prefix)).map((item) => item.key);
+    for (let start = 0; start < keys.length; start += 1000) {
+      const batch = keys.slice(start, start + 1000);
+      await this.call(`deleting ${prefix}`, () =>
+        this.client.send(new DeleteObjectsCommand({ Bucket: this.spec.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
+      );
+    }
+  }
+
+  private parseManifest(text: string, key: string): Manifest {
+    const parsed = manifestSchema.safeParse(JSON.parse(text));
+    if (parsed.success) return parsed.data;
+    throw new PermanentError(`${key}: damaged manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  }
+
+  async list(): Promise<Manifest[]> {
+    const root = this.key('');
+    const keys = (await this.listKeys(root, true)).map((item) => item.key).filter((key) => /^[a-z0-9][a-z0-9-]*\.json$/.test(key.slice(root.length)));
+    const manifests: Manifest[] = [];
+    await eachLimited(keys, 8, async (key) => {
+      const text = await this.getText(key);
+      if (text === undefined) return; // pruned meanwhile
+      try {
+        manifests.push(this.parseManifest(text, key));
+      } catch {
+        // a damaged manifest is not listed (as in the file store)
+      }
+    });
+    return manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+  }
+
+  async read(id: string): Promise<Manifest | undefined> {
+    const key = this.key(`${id}.json`);
+    const text = await this.getText(key);
+    return text === undefined ? undefined : this.parseManifest(text, key);
+  }
+
+  async writeManifest(manifest: Manifest): Promise<void> {
+    await this.putText(this.key(`${manifest.id}.json`), `${JSON.stringify(manifest, null, 2)}\n`);
+  }
+
+  private async removeArchive(archive: string): Promise<void> {
+    if (archive.endsWith('.d')) await this.deletePrefix(this.key(`${archive}/`));
+    else await this.deleteKey(this.key(archive));
+  }
+
+  async remove(manifest: Manifest): Promise<void> {
+    await this.deleteKey(this.key(`${manifest.id}.json`));
+    await this.removeArchive(manifest.archive);
+  }
+
+  localArchive(): undefined {
+    return undefined;
+  }
+
+  private async openKey(key: string, signal?: AbortSignal): Promise<Readable> {
+    const answer = await this.call(`reading ${key}`, () => this.client.send(new GetObjectCommand({ Bucket: this.spec.bucket, Key: key }), { abortSignal: signal }));
+    return answer.Body as Readable;
+  }
+
+  openArchive(manifest: Manifest, signal?: AbortSignal): Promise<Readable> {
+    return this.openKey(this.key(manifest.archive), signal);
+  }
+
+  /** The files of a directory-format archive, as the manifest lists them (else as the bucket does). */
+  private async archiveFiles(manifest: Manifest): Promise<string[]> {
+    if (manifest.files) return manifest.files.map((file) => file.name);
+    const prefix = this.key(`${manifest.archive}/`);
+    return (await this.listKeys(prefix)).map((item) => item.key.slice(prefix.length));
+  }
+
+  async download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<string> {
+    const target = path.join(dir, manifest.archive);
+    if (manifest.format === 'custom') {
+      await pipeline(await this.openArchive(manifest, signal), createWriteStream(target, { mode: 0o600 }), { signal });
+      return target;
+    }
+    await mkdir(target, { mode: 0o700 });
+    await eachLimited(await this.archiveFiles(manifest), FILE_CONCURRENCY, async (file) => {
+      if (file.includes('/') || file.startsWith('.')) throw new PermanentError(`damaged manifest: "${file}" is no file of an archive`);
+      await pipeline(await this.openKey(this.key(`${manifest.archive}/${file}`), signal), createWriteStream(path.join(target, file), { mode: 0o600 }), { signal });
+    });
+    return target;
+  }
+
+  private async digestOf(key: string): Promise<FileDigest> {
+    const hashing = new HashingStream();
+    await pipeline(await this.openKey(key), hashing, new Writable({ write: (_chunk, _encoding, callback) => callback() }));
+    return { name: path.posix.basename(key), sizeBytes: hashing.bytes, sha256: hashing.digest() };
+  }
+
+  async checkIntegrity(manifest: Manifest): Promise<Integrity> {
+    if (manifest.format === 'custom') {
+      const key = this.key(manifest.archive);
+      let size: number;
+      try {
+        size = (await this.client.send(new HeadObjectCommand({ Bucket: this.spec.bucket, Key: key }))).ContentLength ?? -1;
+      } catch (error) {
+        if (isMissing(error)) return { ok: false, reason: `archive ${manifest.archive} is missing from the ${this.name} store` };
+        throw this.failure(error, `reading ${key}`);
+      }
+      if (size !== manifest.sizeBytes) return { ok: false, reason: `archive is ${size} bytes, the manifest says ${manifest.sizeBytes}` };
+      const digest = await this.digestOf(key);
+      return digest.sha256 === manifest.sha256 ? { ok: true } : { ok: false, reason: 'sha256 does not match the manifest' };
+    }
+    const expected = manifest.files ?? [];
+    const digests: FileDigest[] = [];
+    const missing: string[] = [];
+    await eachLimited(expected, FILE_CONCURRENCY, async (file) => {
+      try {
+        digests.push({ ...(await this.digestOf(this.key(`${manifest.archive}/${file.name}`))), name: file.name });
+      } catch (error) {
+        if (!isMissing((error as { cause?: unknown }).cause ?? error) && !/NoSuchKey|NotFound/.test(String(error))) throw error;
+        missing.push(file.name);
+      }
+    });
+    if (missing.length === 0 && directoryDigest(digests) === manifest.sha256) return { ok: true };
+    const byName = new Map(digests.map((file) => [file.name, file.sha256]));
+    const changed = expected.filter((file) => byName.has(file.name) && byName.get(file.name) !== file.sha256).map((file) => file.name);
+    return { ok: false, reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})` };
+  }
+
+  private markerKey(job: JobRef): string {
+    return this.key(`.partial/${encodeForPath(job.prefix)}/${encodeForPath(job.queue)}/${encodeForPath(job.id)}.json`);
+  }
+
+  async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
+    const archive = archiveName(id, format);
+    const marker: UploadMarker = { job, archive, ...newInUseMark(id, job) };
+    await this.putText(this.markerKey(job), JSON.stringify(marker));
+    let upload: Upload | undefined;
+    let uploaded: Promise<unknown> | undefined;
+    const uploadStream = (key: string, body: Readable | PassThrough) =>
+      new Upload({ client: this.client, params: { Bucket: this.spec.bucket, Key: key, Body: body }, partSize: PART_SIZE, queueSize: QUEUE_SIZE, leavePartsOnError: false });
+    return {
+      sink: () => {
+        const body = new PassThrough({ highWaterMark: 1 << 20 });
+        upload = uploadStream(this.key(archive), body);
+        uploaded = upload.done().catch((error: unknown) => {
+          body.destroy();
+          throw this.failure(error, `uploading ${archive}`);
+        });
+        uploaded.catch(() => undefined); // awaited by complete(); a failure meanwhile shows as the sink's
+        return body;
+      },
+      putDirectory: async (localDir, signal) => {
+        const files = (await readdir(localDir, { withFileTypes: true })).filter((entry) => entry.isFile()).map((entry) => entry.name);
+        await eachLimited(files, FILE_CONCURRENCY, async (file) => {
+          signal.throwIfAborted();
+          const one = uploadStream(this.key(`${archive}/${file}`), createReadStream(path.join(localDir, file), { highWaterMark: 1 << 20 }));
+          const stop = () => void one.abort().catch(() => undefined);
+          signal.addEventListener('abort', stop, { once: true });
+          try {
+            await one.done();
+          } catch (error) {
+            throw this.failure(error, `uploading ${archive}/${file}`);
+          } finally {
+            signal.removeEventListener('abort', stop);
+          }
+        });
+      },
+      complete: async () => {
+        await uploaded;
+      },
+      abort: async () => {
+        await upload?.abort().catch(() => undefined);
+        await uploaded?.catch(() => undefined);
+        await this.removeUnpublished(archive, id).catch(() => undefined);
+        await this.deleteKey(this.markerKey(job)).catch(() => undefined);
+      },
+      published: async () => {
+        await this.deleteKey(this.markerKey(job));
+      },
+    };
+  }
+
+  /** Removes an archive that has no manifest (never published), and aborts its unfinished uploads. */
+  private async removeUnpublished(archive: string, id: string): Promise<void> {
+    if (await this.read(id).catch(() => undefined)) return; // published after all: a backup, not leftovers
+    await this.removeArchive(archive);
+    try {
+      const uploads = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) }));
+      for (const unfinished of uploads.Uploads ?? []) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.spec.bucket, Key: unfinished.Key, UploadId: unfinished.UploadId }));
+      }
+    } catch {
+      // Servers without ListMultipartUploads (s3rver): a lifecycle rule (AbortIncompleteMultipartUpload) ends them.
+    }
+  }
+
+  async markInUse(backupId: string, job: JobRef): Promise<() => Promise<void>> {
+    const key = this.key(`.in-use/${backupId}@${encodeForPath(job.queue)}.${encodeForPath(job.id)}`);
+    await this.putText(key, JSON.stringify(newInUseMark(backupId, job)));
+    return async () => {
+      await this.deleteKey(key);
+    };
+  }
+
+  private async marksWithKeys(): Promise<(InUseMark & { key: string })[]> {
+    const marks: (InUseMark & { key: string })[] = [];
+    for (const { key } of await this.listKeys(this.key('.in-use/'))) {
+      const text = await this.getText(key);
+      const mark = text === undefined ? undefined : (JSON.parse(text) as InUseMark);
+      if (mark?.backupId) marks.push({ ...mark, key });
+    }
+    return marks;
+  }
+
+  inUseMarks(): Promise<InUseMark[]> {
+    return this.marksWithKeys();
+  }
+
+  async writeRoles(name: string, roles: unknown): Promise<string> {
+    const file = `roles/${name}.json`;
+    await this.putText(this.key(file), `${JSON.stringify(roles, null, 2)}\n`);
+    return file;
+  }
+
+  /**
+   * Uploads of this prefix's dead jobs: the archive they left (never one with a manifest) and its
+   * unfinished multipart uploads go; then stale in-use marks. Another prefix's markers are left alone.
+   */
+  async recover(context: RecoveryContext): Promise<void> {
+    const markers = this.key(`.partial/${encodeForPath(context.prefix)}/`);
+    for (const { key } of await this.listKeys(markers)) {
+      const [queueDir, idFile] = key.slice(markers.length).split('/');
+      const queue = queueDir ? decodeFromPath(queueDir) : undefined;
+      const id = idFile?.endsWith('.json') ? decodeFromPath(idFile.slice(0, -'.json'.length)) : undefined;
+      if (queue === undefined || id === undefined) continue;
+      const job = { prefix: context.prefix, queue, id };
+      const text = await this.getText(key);
+      const marker = text === undefined ? undefined : (JSON.parse(text) as UploadMarker);
+      if (!marker || marker.job.queue !== queue || marker.job.id !== id) continue;
+      const stale = queue === LOCAL_QUEUE ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE) : !(await context.isJobActive(job));
+      if (!stale) continue;
+      await this.removeUnpublished(marker.archive, marker.archive.replace(/\.(dump|d)$/, ''));
+      await this.deleteKey(key);
+      context.logger.info({ job, store: this.name }, 'removed the unfinished upload of a dead worker');
+    }
+    for (const mark of await this.marksWithKeys()) {
+      if (await markIsStale(mark, context, LOCAL_QUEUE)) {
+        await this.deleteKey(mark.key);
+        context.logger.info({ job: mark.job, backupId: mark.backupId, store: this.name }, 'removed the in-use mark of a dead worker');
+      }
+    }
+  }
+}
