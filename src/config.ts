@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
 import { parseKey, scrubSecrets } from './secrets.js';
-import { parseBackupStores, type StoreSpec } from './store-specs.js';
+import { parseBackupStores, s3SettingsFrom, type S3Settings, type StoreSpec } from './store-specs.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {
@@ -147,6 +147,8 @@ export type Config = Omit<
   backupDir: string;
   /** BACKUP_STORES, in order: a backup goes to all of them; a read takes the first that holds it. */
   backupStores: StoreSpec[];
+  /** The AWS SDK's variables, for s3:// stores. */
+  s3: S3Settings;
   migrationsRoot: string;
   /** Lower-case host names (no port) the server answers to beside HOST and loopback (ALLOWED_HOSTS). */
   allowedHosts: string[];
@@ -336,6 +338,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     ...rest,
     backupDir: path.resolve(BACKUP_DIR),
     backupStores: parseBackupStores(BACKUP_STORES, path.resolve(BACKUP_DIR)),
+    s3: s3SettingsFrom(source),
     migrationsRoot: path.resolve(MIGRATIONS_ROOT),
     allowedHosts: (ALLOWED_HOSTS ?? '')
       .split(',')

@@ -18,6 +18,29 @@ export type StoreSpec =
       region?: string;
     };
 
+/**
+ * What the AWS SDK's standard variables say, read from the configuration's source (the process
+ * environment, usually) so that a configuration stands on its own; what is unset here the SDK finds
+ * itself (AWS_PROFILE and the shared files, instance roles).
+ */
+export interface S3Settings {
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  region?: string;
+  endpoint?: string;
+}
+
+export function s3SettingsFrom(source: Record<string, string | undefined>): S3Settings {
+  const { AWS_ACCESS_KEY_ID: keyId, AWS_SECRET_ACCESS_KEY: secret, AWS_SESSION_TOKEN: token } = source;
+  if (Boolean(keyId) !== Boolean(secret)) throw new ConfigError('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither');
+  const endpoint = source.AWS_ENDPOINT_URL_S3 || source.AWS_ENDPOINT_URL || undefined;
+  if (endpoint && !/^https?:\/\/[^@\s]+$/.test(endpoint)) throw new ConfigError('AWS_ENDPOINT_URL_S3: expected an http(s):// URL without credentials');
+  return {
+    ...(keyId && secret ? { credentials: { accessKeyId: keyId, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } } : {}),
+    region: source.AWS_REGION || source.AWS_DEFAULT_REGION || undefined,
+    endpoint,
+  };
+}
+
 const STORE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const S3_OPTIONS = new Set(['forcePathStyle', 'endpoint', 'region']);
 

@@ -23,10 +23,10 @@ export class BackupCatalogue {
   /** BACKUP_DIR: where jobs keep their work in progress on this host. */
   readonly workArea: WorkArea;
 
-  constructor(config: Pick<Config, 'backupStores' | 'backupDir'>) {
+  constructor(config: Pick<Config, 'backupStores' | 'backupDir' | 's3'>) {
     const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
     this.stores = config.backupStores.map((spec) =>
-      spec.kind === 'file' ? new FileStore(spec.dir, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec),
+      spec.kind === 'file' ? new FileStore(spec.dir, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, config.s3),
     );
     this.workArea = new WorkArea(config.backupDir);
   }

@@ -19,7 +19,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
-import { describeStore, type StoreSpec } from '../store-specs.js';
+import { describeStore, type S3Settings, type StoreSpec } from '../store-specs.js';
 import { HashingStream, directoryDigest, type FileDigest } from './checksum.js';
 import { manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
 import { archiveName, markIsStale, newInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
@@ -62,19 +62,31 @@ async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Prom
   );
 }
 
+// The SDK warns on stderr, once per process, that its releases after January 2027 need Node.js 22.
+// The pinned version runs on Node.js 20; that warning would break the CLI's one-line errors. (Upgrade
+// Node.js before the SDK: package.json's engines and docs/deployment.md say so.)
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 export class S3Store implements BackupStore {
   readonly kind = 's3';
   readonly name: string;
   readonly location: string;
   private readonly client: S3Client;
 
-  constructor(private readonly spec: S3Spec) {
+  constructor(
+    private readonly spec: S3Spec,
+    settings: S3Settings = {},
+  ) {
     this.name = spec.name;
     this.location = describeStore(spec);
+    const endpoint = spec.endpoint ?? settings.endpoint;
+    const region = spec.region ?? settings.region;
     this.client = new S3Client({
       forcePathStyle: spec.forcePathStyle,
-      ...(spec.endpoint ? { endpoint: spec.endpoint } : {}),
-      ...(spec.region ? { region: spec.region } : {}),
+      ...(endpoint ? { endpoint } : {}),
+      // An endpoint of one's own (MinIO…) often has no region; the SDK needs one to sign with.
+      ...(region ? { region } : endpoint ? { region: 'us-east-1' } : {}),
+      ...(settings.credentials ? { credentials: settings.credentials } : {}),
       // S3-compatible servers (MinIO, Ceph, s3rver) do not all take the newer default checksums.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -271,6 +283,10 @@ export class S3Store implements BackupStore {
   async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
     const archive = archiveName(id, format);
     const marker: UploadMarker = { job, archive, ...newInUseMark(id, job) };
+    // An earlier attempt of this job that died mid-upload: its archive was never published; it goes.
+    const earlier = await this.getText(this.markerKey(job));
+    const earlierArchive = earlier ? (JSON.parse(earlier) as UploadMarker).archive : undefined;
+    if (earlierArchive && earlierArchive !== archive) await this.removeUnpublished(earlierArchive, earlierArchive.replace(/\.(dump|d)$/, ''));
     await this.putText(this.markerKey(job), JSON.stringify(marker));
     let upload: Upload | undefined;
     let uploaded: Promise<unknown> | undefined;

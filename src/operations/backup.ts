@@ -52,12 +52,10 @@ const schema = z
 
 const single = z.object({
   backupId: z.string(),
-  path: z
-    .string()
-    .meta({
-      description:
-        "the archive's absolute path on the worker in the first file store (a file, or a directory for the directory format); without a file store, its URL in the first store",
-    }),
+  path: z.string().meta({
+    description:
+      "the archive's absolute path on the worker in the first file store (a file, or a directory for the directory format); without a file store, its URL in the first store",
+  }),
   stores: z.array(z.string()).meta({ description: 'the backup stores that hold it (BACKUP_STORES names)' }),
   sizeBytes: z.number().int(),
   sha256: z.string(),
