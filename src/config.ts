@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
 import { parseKey, scrubSecrets } from './secrets.js';
-import { parseBackupStores, s3SettingsFrom, type S3Settings, type StoreSpec } from './store-specs.js';
+import { AWS_VARIABLES, parseBackupStores, s3SettingsFrom, type S3Settings, type StoreSpec } from './store-specs.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
 export function normalizeEnvName(name: string): string {
@@ -121,7 +121,7 @@ const baseSchema = z.object({
 });
 
 /** Every fixed variable the configuration reads (besides DATABASE_URL_<ENV> and WORKER_CONCURRENCY_<TYPE>). */
-export const configVariables = Object.keys(baseSchema.shape);
+export const configVariables = [...Object.keys(baseSchema.shape), ...AWS_VARIABLES];
 
 export interface Environment {
   /** Canonical name, as jobs and the CLI use it. */

@@ -29,6 +29,18 @@ export interface S3Settings {
   endpoint?: string;
 }
 
+/** The AWS SDK's variables dbops reads itself (s3SettingsFrom), and AWS_PROFILE, which the SDK reads. */
+export const AWS_VARIABLES = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_REGION',
+  'AWS_DEFAULT_REGION',
+  'AWS_ENDPOINT_URL_S3',
+  'AWS_ENDPOINT_URL',
+  'AWS_PROFILE',
+] as const;
+
 export function s3SettingsFrom(source: Record<string, string | undefined>): S3Settings {
   const { AWS_ACCESS_KEY_ID: keyId, AWS_SECRET_ACCESS_KEY: secret, AWS_SESSION_TOKEN: token } = source;
   if (Boolean(keyId) !== Boolean(secret)) throw new ConfigError('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither');
@@ -72,7 +84,6 @@ function parseOne(entry: string, index: number): StoreSpec {
       if (!S3_OPTIONS.has(key)) throw new ConfigError(`BACKUP_STORES: unknown option "${key}" (known: ${[...S3_OPTIONS].join(', ')})`);
     }
     const prefix = decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, '');
-    if (prefix.split('/').some((part) => part === '..' || part === '.')) throw new ConfigError('BACKUP_STORES: an S3 prefix has no . or .. parts');
     const forcePathStyle = url.searchParams.get('forcePathStyle');
     if (forcePathStyle !== null && !['true', 'false'].includes(forcePathStyle)) throw new ConfigError('BACKUP_STORES: forcePathStyle is true or false');
     const endpoint = url.searchParams.get('endpoint') ?? undefined;

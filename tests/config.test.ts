@@ -13,6 +13,28 @@ describe('configuration', () => {
     expect(config.environments.size).toBe(0);
   });
 
+  it('reads BACKUP_STORES: BACKUP_DIR alone by default; names, kinds, prefixes and options; the AWS variables beside', () => {
+    expect(loadConfig({ BACKUP_DIR: '/var/b' }).backupStores).toEqual([{ name: 'file', kind: 'file', dir: '/var/b' }]);
+    const config = loadConfig({
+      BACKUP_STORES: 'file:///var/lib/dbops, s3://my-bucket/dbops/prod/?forcePathStyle=true, offsite=s3://other-bucket?region=eu-west-1,s3://third-bucket/p',
+      AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'hunter2hunter2',
+      AWS_ENDPOINT_URL: 'http://minio:9000',
+    });
+    expect(config.backupStores).toEqual([
+      { name: 'file', kind: 'file', dir: '/var/lib/dbops' },
+      { name: 's3', kind: 's3', bucket: 'my-bucket', prefix: 'dbops/prod', forcePathStyle: true, endpoint: undefined, region: undefined },
+      { name: 'offsite', kind: 's3', bucket: 'other-bucket', prefix: '', forcePathStyle: false, endpoint: undefined, region: 'eu-west-1' },
+      { name: 's3-2', kind: 's3', bucket: 'third-bucket', prefix: 'p', forcePathStyle: false, endpoint: undefined, region: undefined },
+    ]);
+    expect(config.s3).toEqual({
+      credentials: { accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'hunter2hunter2' },
+      region: undefined,
+      endpoint: 'http://minio:9000',
+    });
+    expect(config.secrets).toContain('hunter2hunter2');
+  });
+
   it('names environments in lower case with _ and - alike', () => {
     const config = loadConfig({
       DATABASE_URL_PRODUCTION: 'postgres://u:p@db/prod',
@@ -36,6 +58,13 @@ describe('configuration', () => {
     [{ API_TOKEN: 'short' }, /^API_TOKEN: expected at least 16 characters$/],
     [{ WORKER_CONCURRENCY_BACKUP: '0' }, /^WORKER_CONCURRENCY_BACKUP: expected a whole number from 1 to 64 \(got "0"\)$/],
     [{ REDIS_SENTINEL_PASSWORD: 'hunter22' }, /^REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS too, or leave it unset$/],
+    [{ BACKUP_STORES: 'ftp://host/dir' }, /^BACKUP_STORES: "ftp:\/\/" is no store kind dbops knows \(file:\/\/, s3:\/\/\)$/],
+    [{ BACKUP_STORES: 's3://key:hunter22@bucket/x' }, /^BACKUP_STORES: credentials do not go in the URL/],
+    [{ BACKUP_STORES: 's3://my-bucket/x?pathStyle=1' }, /^BACKUP_STORES: unknown option "pathStyle" \(known: forcePathStyle, endpoint, region\)$/],
+    [{ BACKUP_STORES: 's3://b/x' }, /^BACKUP_STORES: "b" is no S3 bucket name$/],
+    [{ BACKUP_STORES: 'a=s3://my-bucket/x,a=file:///tmp/y' }, /^BACKUP_STORES: two stores are named "a"$/],
+    [{ BACKUP_STORES: 's3://my-bucket/x,s3://my-bucket/x' }, /^BACKUP_STORES: s3:\/\/my-bucket\/x is listed twice$/],
+    [{ AWS_ACCESS_KEY_ID: 'AKIA' }, /^AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together/],
   ])('refuses %o with one line naming the variable', (env, message) => {
     let error: unknown;
     try {

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { workerTypes } from '../src/operations/index.js';
@@ -14,13 +15,17 @@ describe('deployment files', () => {
     it('validates, with Redis, PostgreSQL, the dashboard and one service per worker type', async () => {
       const services = await run({ DASHBOARD_PASSWORD: 'secret' }, '--services');
       expect(services.exitCode).toBe(0);
-      expect(services.stdout.split('\n').sort()).toEqual(['dashboard', 'postgres', 'redis', ...workerTypes.map((type) => `worker-${type}`)].sort());
+      expect(services.stdout.split('\n').sort()).toEqual(
+        ['dashboard', 'minio', 'minio-bucket', 'postgres', 'redis', ...workerTypes.map((type) => `worker-${type}`)].sort(),
+      );
       const full = await run({ DASHBOARD_PASSWORD: 'secret' });
       expect(full.exitCode).toBe(0);
       expect(full.stdout).toContain('noeviction');
       expect(full.stdout).toMatch(/--appendonly\s*\n?\s*- ['"]?yes/);
       for (const type of workerTypes) expect(full.stdout).toContain(`- ${type}`);
       expect(full.stdout).toMatch(/backups:\/backups/);
+      expect(full.stdout).toMatch(/image: minio\/minio/);
+      expect(readFileSync('docker-compose.yml', 'utf8')).toMatch(/# BACKUP_STORES: file:\/\/\/backups,s3:\/\/dbops-backups\/prod\?forcePathStyle=true/);
     });
 
     it('refuses to run the dashboard without a password', async () => {

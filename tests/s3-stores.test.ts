@@ -2,14 +2,19 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execa } from 'execa';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget, type WorkerProcess } from './helpers/rig.js';
 import { S3Server } from './helpers/s3.js';
 import { startTestServer } from './helpers/server.js';
+import { REDIS_URL } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
 const BUCKET = 'dbops-test';
+/** s3rver checks the access key id, not the signature: any secret works, and this one must never show. */
+const SECRET = 'aws-Secret-Never-Shown-7731';
 
 /** A backup store in S3 (s3rver on loopback) beside BACKUP_DIR, and a "second host" that shares only the bucket. */
 describe('backup stores in S3-compatible object storage', () => {
@@ -22,19 +27,31 @@ describe('backup stores in S3-compatible object storage', () => {
   /** The second host: its own BACKUP_DIR, the bucket its only store. */
   let secondHost: Record<string, string>;
   let backupWorker: WorkerProcess;
+  let restoreWorker: WorkerProcess;
+  /** Everything the CLI printed. */
+  const printed: string[] = [];
 
   beforeAll(async () => {
     s3 = await S3Server.start([BUCKET, 'other-bucket']);
     rig = await Rig.create();
     prefix = `runs/${rig.id}`;
-    Object.assign(rig.env, s3.env(`file://${rig.backupDir},s3://${BUCKET}/${prefix}?forcePathStyle=true`));
+    Object.assign(rig.env, s3.env(`file://${rig.backupDir},s3://${BUCKET}/${prefix}?forcePathStyle=true`), {
+      AWS_SECRET_ACCESS_KEY: SECRET,
+      LOG_LEVEL: 'debug',
+    });
     target = await sourceAndTarget(rig);
     source = await fingerprint(rig.db('source'));
     rig.setEnv('fresh', rig.db('fresh'));
     secondDir = mkdtempSync(path.join(os.tmpdir(), 'dbops-second-host-'));
     secondHost = { BACKUP_DIR: secondDir, BACKUP_STORES: `s3://${BUCKET}/${prefix}?forcePathStyle=true` };
     backupWorker = await rig.startWorker('backup');
-    await rig.startWorker('restore', secondHost); // restores run on the second host
+    restoreWorker = await rig.startWorker('restore', secondHost); // restores run on the second host
+    const cli = rig.cli.bind(rig);
+    rig.cli = async (args, extra) => {
+      const result = await cli(args, extra);
+      printed.push(result.stdout, result.stderr);
+      return result;
+    };
   });
   afterAll(async () => {
     await rig?.cleanup();
@@ -250,6 +267,29 @@ describe('backup stores in S3-compatible object storage', () => {
     expect(verify.exitCode, verify.stderr).toBe(0);
     next.process.kill('SIGTERM');
     await next.exited;
+  });
+
+  it("the S3 secret is nowhere: not in logs, CLI output, Redis, manifests, job data or the processes' arguments", async () => {
+    const redis = new Redis(REDIS_URL);
+    const stored: string[] = [];
+    try {
+      for (const key of await rig.redisKeys()) {
+        const type = await redis.type(key);
+        if (type === 'hash') stored.push(JSON.stringify(await redis.hgetall(key)));
+        else if (type === 'list') stored.push(JSON.stringify(await redis.lrange(key, 0, -1)));
+        else if (type === 'stream') stored.push(JSON.stringify(await redis.xrange(key, '-', '+')));
+        else if (type === 'string') stored.push(String(await redis.get(key)));
+      }
+    } finally {
+      redis.disconnect();
+    }
+    for (const key of await s3.keys(BUCKET)) if (key.endsWith('.json')) stored.push((await s3.get(BUCKET, key)).toString());
+    for (const name of readdirSync(rig.backupDir).filter((entry) => entry.endsWith('.json'))) stored.push(readFileSync(path.join(rig.backupDir, name), 'utf8'));
+    const ps = await execa('ps', ['-eo', 'args']);
+    const everything = [...stored, ...printed, backupWorker.output(), restoreWorker.output(), ps.stdout].join('\n');
+    expect(stored.length).toBeGreaterThan(10);
+    expect(printed.join('').length).toBeGreaterThan(1000);
+    expect(everything).not.toContain(SECRET);
   });
 
   it("recovery removes a dead job's unpublished upload, and leaves another prefix's and a published backup alone", async () => {
