@@ -12,6 +12,11 @@
  *   (VmHWM) backing up a database 10x smaller and the big one
  *   one vs two backup worker processes on 8 independent backups
  *
+ *   backup to an S3 store (s3rver on loopback), and to BACKUP_DIR + S3, vs to BACKUP_DIR; restore from
+ *     S3 vs from BACKUP_DIR; a worker's memory while uploading (bench/s3.ts)
+ *
+ * BENCH_ONLY=s3 runs the S3 rows alone.
+ *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 3), REDIS_URL.
  */
@@ -23,6 +28,7 @@ import { execa } from 'execa';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
 import { benchQueue } from './queue.js';
+import { benchS3, type BenchRow } from './s3.js';
 import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_300_000);
@@ -115,6 +121,15 @@ async function main(): Promise<void> {
     DATABASE_URL_MANY: urlFor(MANY),
     DATABASE_URL_MANYTARGET: urlFor(MANY_TARGET),
   };
+  if (process.env.BENCH_ONLY === 's3') {
+    try {
+      printTable(await benchS3(env, rounds, 'benchtarget'), `${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB, ${smallSize} bytes small`);
+    } finally {
+      await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`).catch(() => undefined);
+      await rm(backupDir, { recursive: true, force: true });
+    }
+    return;
+  }
   await ensureManyTables();
   const manyFile = path.join(backupDir, 'many.dump');
   const cli = (args: string[]) => execa('node', [CLI, ...args], { env });
@@ -138,6 +153,7 @@ async function main(): Promise<void> {
   let memory = { small: 0, large: 0, firstHalf: 0, secondHalf: 0 };
   let scaling = { one: 0, two: 0 };
   let queue;
+  let s3Rows: BenchRow[] | undefined;
   try {
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // let the workers connect
     await runJob('backup', { env: 'bench' }); // warms the page cache and the workers
@@ -283,6 +299,7 @@ async function main(): Promise<void> {
     }
 
     queue = await benchQueue({ ...config, QUEUE_PREFIX: `bench-queue-${process.pid}` });
+    s3Rows = await benchS3(env, rounds, 'benchtarget');
   } finally {
     await stopWorkers(workers);
     await producer.queues
@@ -308,7 +325,7 @@ async function main(): Promise<void> {
   const m = (key: string) => median(times[key]!);
   const ratio = (job: string, raw: string) => (m(job) / m(raw)).toFixed(3);
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
-  const table: [string, string, string, string, string][] = [
+  const table: BenchRow[] = [
     ['backup job vs pg_dump -Fc', `${m('jobDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobDump', 'rawDump'), '≤ 1.05'],
     [
       'encrypted backup job (AES-256-GCM) vs pg_dump -Fc',
@@ -392,11 +409,16 @@ async function main(): Promise<void> {
     ],
     [`backup worker peak RSS: ${mib(size)} vs ${mib(smallSize)} database`, mib(memory.large), mib(memory.small), (memory.large / memory.small).toFixed(3), ''],
     ['8 small backups: 2 worker processes vs 1', `${scaling.two.toFixed(2)} s`, `${scaling.one.toFixed(2)} s`, (scaling.two / scaling.one).toFixed(3), '< 1'],
+    ...(s3Rows ?? []),
   ];
+  printTable(table, `${SOURCE}: ${mib(size)} (${rows} rows)`);
+}
+
+function printTable(table: BenchRow[], what: string): void {
   const width = [48, 10, 10, 9, 10];
   const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
   console.log(
-    `\n${SOURCE}: ${mib(size)} (${rows} rows); medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`,
+    `\n${what}; medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`,
   );
   console.log(row(['measure', 'dbops', 'baseline', 'ratio', 'target']));
   console.log(row(width.map((w) => '-'.repeat(w))));

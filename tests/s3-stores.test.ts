@@ -237,11 +237,11 @@ describe('backup stores in S3-compatible object storage', () => {
   });
 
   it('a worker killed mid-upload leaves no backup; the next worker removes the unfinished upload and the retried job completes', async () => {
-    // A database big enough for the upload to be caught in flight: 40 MiB of incompressible rows.
+    // A database big enough for the upload to be caught in flight: 15 MiB of incompressible rows.
     await sql('postgres', `CREATE DATABASE "${rig.db('big')}"`);
     await sql(
       rig.db('big'),
-      "CREATE TABLE blob AS SELECT i, decode(md5(i::text) || md5((i * 7)::text), 'hex') || gen_random_uuid()::text::bytea AS b FROM generate_series(1, 800000) i",
+      "CREATE TABLE blob AS SELECT i, decode(md5(i::text) || md5((i * 7)::text), 'hex') || gen_random_uuid()::text::bytea AS b FROM generate_series(1, 300000) i",
     );
     rig.setEnv('big', rig.db('big'));
     const only = { BACKUP_STORES: `s3://${BUCKET}/${prefix}-big?forcePathStyle=true`, BACKUP_DIR: secondDir };

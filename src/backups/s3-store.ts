@@ -3,19 +3,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
@@ -49,8 +37,21 @@ interface UploadMarker {
   host: string;
 }
 
-const isMissing = (error: unknown) =>
-  error instanceof S3ServiceException && (error.name === 'NoSuchKey' || error.name === 'NotFound' || error.$metadata?.httpStatusCode === 404);
+type ClientS3 = typeof import('@aws-sdk/client-s3');
+/** The SDK is loaded when a store is first used (it costs a third of a second to load): commands that touch no bucket do not pay it. */
+const loadSdk = () => Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
+
+/** An error the S3 service answered with (S3ServiceException, told apart without loading the SDK). */
+function serviceError(error: unknown): { name: string; message: string; status: number } | undefined {
+  const metadata = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata;
+  if (!metadata || !(error instanceof Error)) return undefined;
+  return { name: error.name, message: error.message, status: metadata.httpStatusCode ?? 0 };
+}
+
+const isMissing = (error: unknown) => {
+  const service = serviceError(error);
+  return service !== undefined && (service.name === 'NoSuchKey' || service.name === 'NotFound' || service.status === 404);
+};
 
 /** Runs `work` over `items`, `limit` at a time. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -71,27 +72,40 @@ export class S3Store implements BackupStore {
   readonly kind = 's3';
   readonly name: string;
   readonly location: string;
-  private readonly client: S3Client;
+  private connection?: Promise<{ sdk: ClientS3; Upload: typeof import('@aws-sdk/lib-storage').Upload; client: S3Client }>;
 
   constructor(
     private readonly spec: S3Spec,
-    settings: S3Settings = {},
+    private readonly settings: S3Settings = {},
   ) {
     this.name = spec.name;
     this.location = describeStore(spec);
-    const endpoint = spec.endpoint ?? settings.endpoint;
-    const region = spec.region ?? settings.region;
-    this.client = new S3Client({
-      forcePathStyle: spec.forcePathStyle,
-      ...(endpoint ? { endpoint } : {}),
-      // An endpoint of one's own (MinIO…) often has no region; the SDK needs one to sign with.
-      ...(region ? { region } : endpoint ? { region: 'us-east-1' } : {}),
-      ...(settings.credentials ? { credentials: settings.credentials } : {}),
-      // S3-compatible servers (MinIO, Ceph, s3rver) do not all take the newer default checksums.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: 4,
+  }
+
+  private connect() {
+    this.connection ??= loadSdk().then(([sdk, storage]) => {
+      const endpoint = this.spec.endpoint ?? this.settings.endpoint;
+      const region = this.spec.region ?? this.settings.region;
+      const client = new sdk.S3Client({
+        forcePathStyle: this.spec.forcePathStyle,
+        ...(endpoint ? { endpoint } : {}),
+        // An endpoint of one's own (MinIO…) often has no region; the SDK needs one to sign with.
+        ...(region ? { region } : endpoint ? { region: 'us-east-1' } : {}),
+        ...(this.settings.credentials ? { credentials: this.settings.credentials } : {}),
+        // S3-compatible servers (MinIO, Ceph, s3rver) do not all take the newer default checksums.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        maxAttempts: 4,
+      });
+      return { sdk, Upload: storage.Upload, client };
     });
+    return this.connection;
+  }
+
+  /** Runs `use` with the loaded SDK and this store's client. */
+  private async with<T>(use: (sdk: ClientS3, client: S3Client) => Promise<T>): Promise<T> {
+    const { sdk, client } = await this.connect();
+    return use(sdk, client);
   }
 
   private key(name: string): string {
@@ -100,9 +114,10 @@ export class S3Store implements BackupStore {
 
   /** An S3 failure in one line that names the store; a refusal (credentials, bucket) is permanent. */
   private failure(error: unknown, doing: string): Error {
-    if (error instanceof S3ServiceException) {
-      const status = error.$metadata?.httpStatusCode ?? 0;
-      const text = `${this.name} store (${this.location}): ${doing}: ${error.name}${error.message && error.message !== error.name ? `: ${error.message}` : ''}`;
+    const service = serviceError(error);
+    if (service) {
+      const { status } = service;
+      const text = `${this.name} store (${this.location}): ${doing}: ${service.name}${service.message && service.message !== service.name ? `: ${service.message}` : ''}`;
       return status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
     }
     const message = error instanceof Error ? error.message : String(error);
@@ -119,7 +134,7 @@ export class S3Store implements BackupStore {
 
   private async getText(key: string): Promise<string | undefined> {
     try {
-      const answer = await this.client.send(new GetObjectCommand({ Bucket: this.spec.bucket, Key: key }));
+      const answer = await this.with((sdk, client) => client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key })));
       return await answer.Body!.transformToString('utf8');
     } catch (error) {
       if (isMissing(error)) return undefined;
@@ -129,12 +144,12 @@ export class S3Store implements BackupStore {
 
   private putText(key: string, text: string): Promise<unknown> {
     return this.call(`writing ${key}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.spec.bucket, Key: key, Body: text, ContentType: 'application/json' })),
+      this.with((sdk, client) => client.send(new sdk.PutObjectCommand({ Bucket: this.spec.bucket, Key: key, Body: text, ContentType: 'application/json' }))),
     );
   }
 
   private deleteKey(key: string): Promise<unknown> {
-    return this.call(`deleting ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.spec.bucket, Key: key })));
+    return this.call(`deleting ${key}`, () => this.with((sdk, client) => client.send(new sdk.DeleteObjectCommand({ Bucket: this.spec.bucket, Key: key }))));
   }
 
   /** Keys (with sizes) under `prefix`; with `shallow`, not below the next slash. */
@@ -143,9 +158,7 @@ export class S3Store implements BackupStore {
     let token: string | undefined;
     do {
       const page = await this.call(`listing ${prefix || 'the bucket'}`, () =>
-        this.client.send(
-          new ListObjectsV2Command({ Bucket: this.spec.bucket, Prefix: prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) }),
-        ),
+        this.with((sdk, client) => client.send(new sdk.ListObjectsV2Command({ Bucket: this.spec.bucket, Prefix: prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) }))),
       );
       for (const item of page.Contents ?? []) if (item.Key) found.push({ key: item.Key, size: item.Size ?? 0 });
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -158,7 +171,7 @@ export class S3Store implements BackupStore {
     for (let start = 0; start < keys.length; start += 1000) {
       const batch = keys.slice(start, start + 1000);
       await this.call(`deleting ${prefix}`, () =>
-        this.client.send(new DeleteObjectsCommand({ Bucket: this.spec.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
+        this.with((sdk, client) => client.send(new sdk.DeleteObjectsCommand({ Bucket: this.spec.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }))),
       );
     }
   }
@@ -210,7 +223,9 @@ export class S3Store implements BackupStore {
   }
 
   private async openKey(key: string, signal?: AbortSignal): Promise<Readable> {
-    const answer = await this.call(`reading ${key}`, () => this.client.send(new GetObjectCommand({ Bucket: this.spec.bucket, Key: key }), { abortSignal: signal }));
+    const answer = await this.call(`reading ${key}`, () =>
+      this.with((sdk, client) => client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key }), { abortSignal: signal })),
+    );
     return answer.Body as Readable;
   }
 
@@ -250,7 +265,7 @@ export class S3Store implements BackupStore {
       const key = this.key(manifest.archive);
       let size: number;
       try {
-        size = (await this.client.send(new HeadObjectCommand({ Bucket: this.spec.bucket, Key: key }))).ContentLength ?? -1;
+        size = (await this.with((sdk, client) => client.send(new sdk.HeadObjectCommand({ Bucket: this.spec.bucket, Key: key })))).ContentLength ?? -1;
       } catch (error) {
         if (isMissing(error)) return { ok: false, reason: `archive ${manifest.archive} is missing from the ${this.name} store` };
         throw this.failure(error, `reading ${key}`);
@@ -288,10 +303,11 @@ export class S3Store implements BackupStore {
     const earlierArchive = earlier ? (JSON.parse(earlier) as UploadMarker).archive : undefined;
     if (earlierArchive && earlierArchive !== archive) await this.removeUnpublished(earlierArchive, earlierArchive.replace(/\.(dump|d)$/, ''));
     await this.putText(this.markerKey(job), JSON.stringify(marker));
-    let upload: Upload | undefined;
+    const { Upload, client } = await this.connect();
+    let upload: InstanceType<typeof Upload> | undefined;
     let uploaded: Promise<unknown> | undefined;
     const uploadStream = (key: string, body: Readable | PassThrough) =>
-      new Upload({ client: this.client, params: { Bucket: this.spec.bucket, Key: key, Body: body }, partSize: PART_SIZE, queueSize: QUEUE_SIZE, leavePartsOnError: false });
+      new Upload({ client, params: { Bucket: this.spec.bucket, Key: key, Body: body }, partSize: PART_SIZE, queueSize: QUEUE_SIZE, leavePartsOnError: false });
     return {
       sink: () => {
         const body = new PassThrough({ highWaterMark: 1 << 20 });
@@ -339,9 +355,9 @@ export class S3Store implements BackupStore {
     if (await this.read(id).catch(() => undefined)) return; // published after all: a backup, not leftovers
     await this.removeArchive(archive);
     try {
-      const uploads = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) }));
+      const uploads = await this.with((sdk, client) => client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) })));
       for (const unfinished of uploads.Uploads ?? []) {
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.spec.bucket, Key: unfinished.Key, UploadId: unfinished.UploadId }));
+        await this.with((sdk, client) => client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.spec.bucket, Key: unfinished.Key, UploadId: unfinished.UploadId })));
       }
     } catch {
       // Servers without ListMultipartUploads (s3rver): a lifecycle rule (AbortIncompleteMultipartUpload) ends them.
