@@ -59,6 +59,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD }, viewport: { width: 1400, height: 1000 } });
     const page = await context.newPage();
     await page.goto(`${server.url}/`);
+    await page.getByRole('link', { name: 'Bull Board' }).click(); // linked from every console page
     expect(page.url()).toBe(`${server.url}/admin/queues`);
     for (const queue of workerTypes) {
       await expect.poll(() => page.getByText(queue, { exact: true }).count()).toBeGreaterThan(0);

@@ -45,17 +45,18 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     await rig?.cleanup();
   });
 
-  it('answers /healthz without auth and redirects / to the dashboard', async () => {
+  it("answers /healthz without auth, and serves the console at / behind the dashboard's auth", async () => {
     const health = await fetch(`${base}/healthz`);
     expect(health.status).toBe(200);
     expect(await health.json()).toEqual({ status: 'ok' });
-    const root = await fetch(`${base}/`, { redirect: 'manual' });
-    expect(root.status).toBe(302);
-    expect(root.headers.get('location')).toBe('/admin/queues');
+    expect((await fetch(`${base}/`)).status).toBe(401);
+    const root = await fetch(`${base}/`, { headers: { authorization: basic(USER, PASSWORD) } });
+    expect(root.status).toBe(200);
+    expect(await root.text()).toContain('<a href="/admin/queues">Bull Board</a>');
   });
 
-  it('keeps the dashboard, its JSON API and /metrics behind basic auth', async () => {
-    for (const path of ['/admin/queues', '/admin/queues/api/queues', '/metrics']) {
+  it('keeps the dashboard, the console, its JSON API and /metrics behind basic auth', async () => {
+    for (const path of ['/admin/queues', '/admin/queues/api/queues', '/metrics', '/', '/backups', '/schedules', '/jobs']) {
       expect((await fetch(`${base}${path}`)).status).toBe(401);
       expect((await fetch(`${base}${path}`, { headers: { authorization: basic(USER, 'wrong') } })).status).toBe(401);
     }

@@ -62,7 +62,7 @@ export async function prepareArchive(
   if (needsFiles) {
     if (!options.workDir) throw new PermanentError(`backup ${manifest.id} must be downloaded from the ${store.name} store first, and this job has no work area`);
     const copy = await store.download(manifest, await options.workDir(), options.signal);
-    return { input: inputFor(copy, key), checkIntegrity: () => checkLocalArchive(copy, manifest) };
+    return { input: inputFor(copy.path, key), checkIntegrity: async () => copy.integrity ?? checkLocalArchive(copy.path, manifest) };
   }
   return { input: streamedInput(() => store.openArchive(manifest, options.signal), key), checkIntegrity: () => store.checkIntegrity(manifest) };
 }

@@ -179,10 +179,10 @@ export class FileStore implements BackupStore {
     return createReadStream(this.archivePath(manifest), { highWaterMark: 1 << 20 });
   }
 
-  async download(manifest: Manifest, dir: string): Promise<string> {
+  async download(manifest: Manifest, dir: string): Promise<{ path: string }> {
     const copy = path.join(dir, manifest.archive);
     await cp(this.archivePath(manifest), copy, { recursive: true });
-    return copy;
+    return { path: copy };
   }
 
   async checkIntegrity(manifest: Manifest): Promise<Integrity> {

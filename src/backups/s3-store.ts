@@ -240,18 +240,26 @@ export class S3Store implements BackupStore {
     return (await this.listKeys(prefix)).map((item) => item.key.slice(prefix.length));
   }
 
-  async download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<string> {
+  async download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<{ path: string; integrity?: Integrity }> {
     const target = path.join(dir, manifest.archive);
     if (manifest.format === 'custom') {
-      await pipeline(await this.openArchive(manifest, signal), createWriteStream(target, { mode: 0o600 }), { signal });
-      return target;
+      // Hashed on the way: the copy is checked without being read again.
+      const hashing = new HashingStream();
+      await pipeline(await this.openArchive(manifest, signal), hashing, createWriteStream(target, { mode: 0o600, highWaterMark: 1 << 20 }), { signal });
+      const integrity: Integrity =
+        hashing.bytes !== manifest.sizeBytes
+          ? { ok: false, reason: `archive is ${hashing.bytes} bytes, the manifest says ${manifest.sizeBytes}` }
+          : hashing.digest() === manifest.sha256
+            ? { ok: true }
+            : { ok: false, reason: 'sha256 does not match the manifest' };
+      return { path: target, integrity };
     }
     await mkdir(target, { mode: 0o700 });
     await eachLimited(await this.archiveFiles(manifest), FILE_CONCURRENCY, async (file) => {
       if (file.includes('/') || file.startsWith('.')) throw new PermanentError(`damaged manifest: "${file}" is no file of an archive`);
       await pipeline(await this.openKey(this.key(`${manifest.archive}/${file}`), signal), createWriteStream(path.join(target, file), { mode: 0o600 }), { signal });
     });
-    return target;
+    return { path: target };
   }
 
   private async digestOf(key: string): Promise<FileDigest> {

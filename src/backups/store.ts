@@ -56,8 +56,11 @@ export interface BackupStore {
   localArchive(manifest: Manifest): string | undefined;
   /** A custom-format archive's bytes, as stored (encrypted if it is). */
   openArchive(manifest: Manifest, signal?: AbortSignal): Promise<Readable>;
-  /** Copies the archive into `dir` (a private work directory); its path there. */
-  download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<string>;
+  /**
+   * Copies the archive into `dir` (a private work directory): its path there, and its check against
+   * the manifest when the copy could be checked on the way (no second read of it then).
+   */
+  download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<{ path: string; integrity?: Integrity }>;
   /** Starts writing the archive of backup `id` for `job`. */
   beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter>;
   /**

@@ -52,7 +52,7 @@ async function copyBackup(catalogue: BackupCatalogue, manifest: Manifest, from: 
     } else {
       const dir = await catalogue.workArea.jobSubdir(job, 'sync');
       try {
-        const local = await from.download(manifest, dir);
+        const local = (await from.download(manifest, dir)).path;
         const integrity = await checkLocalArchive(local, manifest);
         if (!integrity.ok) throw new PermanentError(`the ${from.name} store's copy is damaged: ${integrity.reason}`);
         await writer.putDirectory(local, new AbortController().signal, true);

@@ -6,6 +6,7 @@ import { isLoopbackHost } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { Producer } from '../queue/producer.js';
+import { consoleRouter } from './console/routes.js';
 import { Schedules } from '../schedules/schedules.js';
 import { startScheduleUpkeep, type ScheduleUpkeep } from '../schedules/upkeep.js';
 import { apiRouter } from './api.js';
@@ -41,12 +42,12 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
       res.status(503).json({ status: 'unavailable', reason: 'Redis does not answer' });
     }
   });
-  app.get('/', (_req, res) => res.redirect(DASHBOARD_PATH));
   app.get('/metrics', ...dashboardAuth, async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/api/v1', apiRouter(config, producer));
   app.use(DASHBOARD_PATH, ...dashboardAuth, dashboardRouter(producer.queues, { readOnly: !credentials || config.DASHBOARD_READONLY }));
+  app.use(consoleRouter(config, producer, { readOnly: !credentials || config.DASHBOARD_READONLY, guard: dashboardAuth }));
   app.use((_req, res) => res.status(404).json({ error: 'not found' }));
 
   // No stack traces in responses: the message for client errors, a generic line otherwise.

@@ -1,0 +1,131 @@
+/*
+ * The console's HTML: escaped by construction (every interpolated value goes through `escape` unless it
+ * is Html made here), one layout, and the units people read. No JavaScript framework, nothing from a CDN.
+ */
+
+export class Html {
+  constructor(readonly text: string) {}
+  toString(): string {
+    return this.text;
+  }
+}
+
+export function escape(value: unknown): string {
+  return String(value ?? '').replace(/[&<>"']/g, (char) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[char]!);
+}
+
+/** A template tag: values are escaped, arrays joined, Html kept as it is. */
+export function html(strings: TemplateStringsArray, ...values: unknown[]): Html {
+  let text = strings[0]!;
+  values.forEach((value, index) => {
+    const parts = Array.isArray(value) ? value : [value];
+    text += parts.map((part) => (part instanceof Html ? part.text : part === undefined || part === null || part === false ? '' : escape(part))).join('');
+    text += strings[index + 1]!;
+  });
+  return new Html(text);
+}
+
+export function humanSize(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+export function humanDuration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const seconds = ms / 1000;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+/** "3 h ago": how long ago an ISO time was. */
+export function age(iso: string | null | undefined, now = Date.now()): string {
+  if (!iso) return 'never';
+  const ms = now - Date.parse(iso);
+  if (ms < 0) return 'just now';
+  if (ms < 60_000) return `${Math.round(ms / 1000)} s ago`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min ago`;
+  if (ms < 172_800_000) return `${Math.round(ms / 3_600_000)} h ago`;
+  return `${Math.round(ms / 86_400_000)} days ago`;
+}
+
+/** A time as people in `timeZone` read it: `2026-11-27 02:00 (Europe/Berlin)`. */
+export function inZone(iso: string | null | undefined, timeZone = 'UTC'): string {
+  if (!iso) return '—';
+  const parts = new Intl.DateTimeFormat('en-CA', {
+    timeZone,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+  }).formatToParts(new Date(iso));
+  const part = (type: string) => parts.find((item) => item.type === type)?.value ?? '';
+  return `${part('year')}-${part('month')}-${part('day')} ${part('hour')}:${part('minute')} (${timeZone})`;
+}
+
+const STYLE = `
+:root { color-scheme: light dark; --accent: #2563eb; --bad: #dc2626; --good: #16a34a; --muted: #6b7280; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0; }
+header { display: flex; flex-wrap: wrap; gap: .2rem 1rem; align-items: baseline; padding: .7rem 1rem; border-bottom: 1px solid #8884; }
+header strong { font-size: 1.1rem; margin-right: .5rem; }
+header a { text-decoration: none; color: var(--accent); }
+header a[aria-current] { font-weight: 600; text-decoration: underline; }
+main { padding: 1rem; max-width: 1200px; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0 1.5rem; }
+th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #8883; vertical-align: top; }
+th { font-size: .8rem; text-transform: uppercase; color: var(--muted); }
+.scroll { overflow-x: auto; }
+.ok { color: var(--good); } .bad { color: var(--bad); } .muted { color: var(--muted); }
+.notice { padding: .6rem .8rem; border-left: 4px solid var(--accent); background: #8881; margin: .5rem 0 1rem; }
+.notice.bad { border-color: var(--bad); }
+progress { width: 8rem; }
+form.inline { display: inline-flex; gap: .3rem; flex-wrap: wrap; margin: 0 .3rem .3rem 0; }
+button { font: inherit; padding: .2rem .6rem; cursor: pointer; }
+input, select { font: inherit; padding: .15rem .3rem; }
+pre { white-space: pre-wrap; word-break: break-word; background: #8881; padding: .6rem; }
+@media (max-width: 700px) { td, th { padding: .3rem; font-size: .9rem; } main { padding: .5rem; } }
+`;
+
+const SECTIONS = [
+  ['/', 'Environments'],
+  ['/backups', 'Backups'],
+  ['/schedules', 'Schedules'],
+  ['/jobs', 'Jobs'],
+] as const;
+
+export function page(title: string, current: string, body: Html, options: { refreshSeconds?: number; readOnly?: boolean } = {}): string {
+  const nav = SECTIONS.map(([href, label]) =>
+    href === current ? html`<a href="${href}" aria-current="page">${label}</a>` : html`<a href="${href}">${label}</a>`,
+  );
+  return html`<!doctype html>
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        ${options.refreshSeconds ? new Html(`<meta http-equiv="refresh" content="${options.refreshSeconds}">`) : ''}
+        <title>${title} · dbops</title>
+        <style>
+          ${new Html(STYLE)}
+        </style>
+      </head>
+      <body>
+        <header><strong>dbops</strong>${nav}<a href="/admin/queues">Bull Board</a></header>
+        <main>
+          <h1>${title}</h1>
+          ${options.readOnly ? html`<p class="notice">Read-only: set DASHBOARD_USER and DASHBOARD_PASSWORD to act from here.</p>` : ''}${body}
+        </main>
+      </body>
+    </html>`.text;
+}
