@@ -271,6 +271,25 @@ function parseConcurrency(source: Record<string, string | undefined>): Map<strin
   return byType;
 }
 
+/** Settings only the dashboard/API server reads: a wrong one stops the server, never the CLI or a worker's job. */
+export const SERVER_ONLY_VARIABLES = [
+  'PORT',
+  'HOST',
+  'ALLOWED_HOSTS',
+  'DASHBOARD_USER',
+  'DASHBOARD_PASSWORD',
+  'DASHBOARD_READONLY',
+  'API_TOKEN',
+  'API_BODY_LIMIT',
+] as const;
+
+/** The environment without the server's own settings (see SERVER_ONLY_VARIABLES). */
+export function withoutServerSettings(source: Record<string, string | undefined>): Record<string, string | undefined> {
+  const rest = { ...source };
+  for (const variable of SERVER_ONLY_VARIABLES) delete rest[variable];
+  return rest;
+}
+
 export interface LoadOptions {
   /** false for a process that never reads or writes an archive (the server): the backup keys stay unloaded. */
   backupKeys?: boolean;

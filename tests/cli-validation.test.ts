@@ -130,6 +130,26 @@ describe('manage-db refuses bad input', () => {
     expect(run.stderr.trim()).toMatch(/^manage-db: invalid configuration: LOG_LEVEL: .*\(got "chatty"\)$/);
   });
 
+  it('a setting only the server reads (a too-short API_TOKEN) stops the server, not the CLI', async () => {
+    const run = await rig.cli(['backups', 'list', '--json'], { API_TOKEN: 'short', DASHBOARD_USER: 'admin' });
+    expect(run.stderr).toBe('');
+    expect(run.exitCode).toBe(0);
+    expect(Array.isArray(JSON.parse(run.stdout))).toBe(true);
+  });
+
+  it('an unreachable PostgreSQL: one line naming the environment, host, port and database, never the password', async () => {
+    const run = await rig.cli(['backup', '--env', 'down', '--local'], { DATABASE_URL_DOWN: 'postgres://app:pw-Never-Shown@127.0.0.1:1/orders' });
+    expect(run.exitCode).toBe(1);
+    // After --local's notice and its progress lines: the error, in one line.
+    const lines = run.stderr
+      .trim()
+      .split('\n')
+      .filter((line) => !line.startsWith('running backup locally') && !/^\[\s*\d+%\]/.test(line));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/cannot connect to down's PostgreSQL at 127\.0\.0\.1:1 \(database orders\): connect ECONNREFUSED/);
+    expect(run.stderr + run.stdout).not.toContain('pw-Never-Shown');
+  });
+
   it('an unreachable Redis fails the command clearly, after validating', async () => {
     const run = await rig.cli(['backup', '--env', 'app'], { REDIS_URL: 'redis://127.0.0.1:1' });
     expect(run.exitCode).toBe(1);

@@ -11,12 +11,12 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const FLOORS: { floor: string; dirs: string[] }[] = [
   { floor: 'foundation: configuration, errors, logging, job ids, ownership', dirs: ['src'] },
   { floor: 'PostgreSQL and migration files', dirs: ['src/postgres', 'src/migrations'] },
-  { floor: 'the backup store', dirs: ['src/backups'] },
+  { floor: 'the backup stores (directories, S3) and their catalogue', dirs: ['src/backups'] },
   { floor: 'the operation catalogue', dirs: ['src/operations'] },
   { floor: 'the queue', dirs: ['src/queue'] },
   { floor: 'notifications', dirs: ['src/notify'] },
   { floor: 'schedules and the outcomes of their runs', dirs: ['src/schedules'] },
-  { floor: 'CLI and server', dirs: ['src/cli', 'src/cli/commands', 'src/server'] },
+  { floor: 'CLI and server (and its console)', dirs: ['src/cli', 'src/cli/commands', 'src/server', 'src/server/console'] },
   { floor: 'entry points', dirs: ['workers', 'dashboards', 'bench'] },
 ];
 

@@ -83,7 +83,7 @@ describe('backup stores in S3-compatible object storage', () => {
     expect(JSON.stringify(manifest)).not.toContain('S3RVER');
 
     const listed = await rig.cli(['backups', 'list']);
-    expect(listed.stdout.split('\n').find((line) => line.startsWith(made.backupId))).toMatch(/\tfile,s3$/);
+    expect(listed.stdout.split('\n').find((line) => line.startsWith(made.backupId))).toMatch(/ file,s3$/);
   });
 
   it('on a second host with only the bucket: lists every backup and restores one, custom and directory format alike', async () => {

@@ -210,7 +210,7 @@ describe('notifications', () => {
     expect(String(alerts[0]!.text)).toContain('schedule "lonely"');
 
     const list = await rig.cli(['schedule', 'list']);
-    expect(list.stdout).toMatch(/lonely\t.*MISSED \(run due /);
+    expect(list.stdout).toMatch(/^lonely\s.*MISSED \(run due \d{4}-\d\d-\d\d \d\d:\d\d \(/m);
     const server = await startTestServer(rig);
     try {
       const metrics = await (await fetch(`${server.url}/metrics`)).text();

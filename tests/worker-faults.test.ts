@@ -111,6 +111,8 @@ describe('workers that die, stop or are told to cancel', () => {
       await waitFor('pg_dump to end', async () => (await toolProcesses('pg_dump', database)).length === 0);
       const shown = await rig.cli(['jobs', 'show', job.id, '--json']);
       expect(JSON.parse(shown.stdout)).toMatchObject({ state: 'cancelled', attemptsMade: 1 });
+      // What Bull Board shows of it: the reason, no stack trace, no file path.
+      expect((await producer.getJob(job.id))!.stacktrace).toEqual(['cancelled by user']);
       expect(partials()).toEqual([]);
       expect(manifests()).toEqual(manifestsBefore);
     } finally {

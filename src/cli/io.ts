@@ -28,6 +28,18 @@ export function err(line: string): void {
   process.stderr.write(`${scrub(line)}\n`);
 }
 
+/** A table: a header, and columns aligned by padding (two spaces between; the last one unpadded). */
+export function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!)))
+      .join('  ')
+      .trimEnd();
+  out(line(header));
+  for (const row of rows) out(line(row));
+}
+
 export function printJson(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }

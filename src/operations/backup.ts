@@ -276,7 +276,7 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
   // holds, for `backups verify --full` to compare with.
   // Another database of the server than the environment's own is named in the backup's id.
   const id = newBackupId(target.env, startedAt, target.database === own.database ? undefined : target.database);
-  const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`);
+  const snapshotClient = await connect(target.url, `dbops:backup:${jobId}`, target.env);
   try {
     return await dumpInSnapshot(context, target, catalogue, snapshotClient, startedAt, id);
   } finally {
@@ -295,7 +295,7 @@ const ALL_DATABASES_SQL = `SELECT datname FROM pg_database
 async function backupAllDatabases(context: OperationContext<BackupPayload>): Promise<AllDatabasesResult> {
   const { payload, config, job, progress } = context;
   const server = resolveTarget(config, payload.env);
-  const maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), `dbops:backup:${job.id}`);
+  const maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), `dbops:backup:${job.id}`, server.env);
   let results = context.childResults;
   let roles: RoleRecord[];
   try {

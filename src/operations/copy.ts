@@ -257,7 +257,7 @@ export const copy = defineOperation({
     let snapshotClient: pg.Client | undefined;
     let snapshot: string | undefined;
     progress(1, `connecting to ${source.env}`);
-    const probe = await connect(source.url, `dbops:copy:${jobId}`);
+    const probe = await connect(source.url, `dbops:copy:${jobId}`, source.env);
     let tables: number;
     let identity: DatabaseIdentity | undefined;
     try {

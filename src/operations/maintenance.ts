@@ -272,7 +272,7 @@ export const maintenance = defineOperation({
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);
     if (payload.action === 'report') {
-      return withClient(target.url, (client) => report(client, target.database, payload, context.ledger), `dbops:maintenance:${jobId}`);
+      return withClient(target.url, (client) => report(client, target.database, payload, context.ledger), `dbops:maintenance:${jobId}`, target.env);
     }
     const holder = `dbops:maintenance:${jobId}`;
     return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress }, async (client) => {

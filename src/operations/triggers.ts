@@ -219,7 +219,7 @@ export const triggers = defineOperation({
     const target = resolveTarget(config, payload.env);
     if (payload.action === 'list') {
       // Read-only: no database lock.
-      return withClient(target.url, async (client) => ({ action: 'list', triggers: await listTriggers(client) }), `dbops:triggers:${jobId}`);
+      return withClient(target.url, async (client) => ({ action: 'list', triggers: await listTriggers(client) }), `dbops:triggers:${jobId}`, target.env);
     }
     return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:triggers:${jobId}`, signal, progress }, async (client) => {
       progress(10, `${payload.action} triggers`);

@@ -4,7 +4,7 @@ import type pg from 'pg';
  * A connected client. Keepalive makes a dead peer visible; application_name makes us visible. The driver
  * is loaded at the first connection: a CLI command that only enqueues never needs it.
  */
-export async function connect(url: string, applicationName = 'dbops'): Promise<pg.Client> {
+export async function connect(url: string, applicationName = 'dbops', env?: string): Promise<pg.Client> {
   const { default: driver } = await import('pg');
   const client = new driver.Client({
     connectionString: url,
@@ -14,12 +14,33 @@ export async function connect(url: string, applicationName = 'dbops'): Promise<p
   });
   // An idle client whose server goes away emits 'error'; without a listener that would crash the process.
   client.on('error', () => undefined);
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (error) {
+    throw unreachable(error, url, env);
+  }
   return client;
 }
 
-export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>, applicationName?: string): Promise<T> {
-  const client = await connect(url, applicationName);
+/**
+ * A failed connection, in one line that says which server (the environment, host, port and database;
+ * never the password), keeping the driver's code so that a refused connection stays retryable.
+ */
+function unreachable(error: unknown, url: string, env: string | undefined): Error {
+  let where = 'PostgreSQL';
+  try {
+    const parsed = new URL(url);
+    const host = parsed.hostname || parsed.searchParams.get('host') || 'the local socket';
+    where = `${env ? `${env}'s ` : ''}PostgreSQL at ${host}${parsed.port ? `:${parsed.port}` : ''} (database ${decodeURIComponent(parsed.pathname.slice(1)) || 'default'})`;
+  } catch {
+    // not a URL we can take apart: the driver's message alone
+  }
+  const cause = error as NodeJS.ErrnoException;
+  return Object.assign(new Error(`cannot connect to ${where}: ${cause.message}`, { cause }), { code: cause.code });
+}
+
+export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>, applicationName?: string, env?: string): Promise<T> {
+  const client = await connect(url, applicationName, env);
   try {
     return await fn(client);
   } finally {

@@ -74,7 +74,7 @@ function holdLock(client: pg.Client, key: number): DatabaseLock {
 /** Waits for the lock on the target's database, polling so that the wait can be cancelled. */
 export async function acquireDatabaseLock(target: DatabaseTarget, options: AcquireOptions): Promise<DatabaseLock> {
   const key = lockKey(target.database);
-  const client = await connect(withDatabase(target.url, options.maintenanceDb), options.holder);
+  const client = await connect(withDatabase(target.url, options.maintenanceDb), options.holder, target.env);
   try {
     let announced = false;
     while (!(await tryLock(client, key))) {
@@ -95,7 +95,7 @@ export async function acquireDatabaseLock(target: DatabaseTarget, options: Acqui
 /** Takes the lock only if it is free right now; undefined otherwise. */
 export async function tryDatabaseLock(target: DatabaseTarget, options: AcquireOptions): Promise<DatabaseLock | undefined> {
   const key = lockKey(target.database);
-  const client = await connect(withDatabase(target.url, options.maintenanceDb), options.holder);
+  const client = await connect(withDatabase(target.url, options.maintenanceDb), options.holder, target.env);
   try {
     if (await tryLock(client, key)) return holdLock(client, key);
   } catch (error) {
@@ -127,7 +127,7 @@ export async function withLockedDatabase<T>(
     onWait: (heldBy) => options.progress(0, waitingForLock(target.database, heldBy)),
   });
   try {
-    const client = await connect(target.url, options.holder);
+    const client = await connect(target.url, options.holder, target.env);
     try {
       return await fn(client);
     } finally {

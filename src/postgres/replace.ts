@@ -53,7 +53,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
   });
   const lockAcquiredAt = new Date();
   const signal = AbortSignal.any([options.signal, lock.lost]);
-  const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:${options.kind}:${jobId}`);
+  const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:${options.kind}:${jobId}`, target.env);
   try {
     // Holding the target's lock, no live job is filling a shadow of it: any that dbops recorded is a dead
     // worker's, left when the server had not yet released that worker's lock as the next worker started.

@@ -97,11 +97,18 @@ async function settle(config: Config, job: Job, token: string | undefined, signa
     await job.moveToWait(token);
     return new WaitingError();
   }
-  if (signal?.aborted && signal.reason === CANCELLED_REASON) return new UnrecoverableError(CANCELLED_REASON);
+  if (signal?.aborted && signal.reason === CANCELLED_REASON) return cancelled();
   const message = withoutServerPaths(scrubSecrets(errorMessage(error), config.secrets), config);
   const settled = isRetryable(error) ? new Error(message) : new UnrecoverableError(message);
   settled.stack = `${settled.name}: ${message}`; // stack traces stay in the worker's own log
   return settled;
+}
+
+/** A cancel is no fault: its record (Bull Board shows the stack) is the reason alone, no trace, no paths. */
+function cancelled(): UnrecoverableError {
+  const error = new UnrecoverableError(CANCELLED_REASON);
+  error.stack = CANCELLED_REASON;
+  return error;
 }
 
 interface ProcessorDeps {
@@ -128,7 +135,7 @@ function processorFor(deps: ProcessorDeps) {
       await job.moveToWait(token);
       throw new WaitingError();
     }
-    if (await connection.exists(cancelledKey(config, type, job.id!))) throw new UnrecoverableError(CANCELLED_REASON);
+    if (await connection.exists(cancelledKey(config, type, job.id!))) throw cancelled();
     const operation = byName.get(job.name);
     if (!operation) throw new UnrecoverableError(`a ${type} worker does not run "${job.name}" jobs`);
     let payload: unknown;

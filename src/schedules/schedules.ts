@@ -1,6 +1,5 @@
 import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
-import { getOperation } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
 import { jobOptionsFor, type Queues } from '../queue/queues.js';
 import { scheduleSchema, schedulerId, shortestIntervalMs, type ScheduleDefinition, type StoredSchedule } from './definition.js';
@@ -175,7 +174,24 @@ function sameDefinition(a: ScheduleDefinition, b: ScheduleDefinition): boolean {
   );
 }
 
+/** What a schedule does, in words: "backup of production", "full check of the newest backup of production". */
 export function describeOperation(schedule: Pick<ScheduleDefinition, 'operation' | 'payload'>): string {
-  const queue = getOperation(schedule.operation).queue;
-  return `${schedule.operation} ${JSON.stringify(schedule.payload)}${queue ? ` (on the ${queue} queue)` : ''}`;
+  const payload = (schedule.payload ?? {}) as Record<string, unknown>;
+  const env = typeof payload.env === 'string' ? payload.env : undefined;
+  switch (schedule.operation) {
+    case 'backup':
+      return payload.allDatabases ? `backup of every database on ${env}'s server` : `backup of ${env}`;
+    case 'verify':
+      return `${payload.full ? 'full check' : 'check'} of ${payload.backup ? `backup ${String(payload.backup)}` : `the newest backup of ${String(payload.latest)}`}${env ? ` (restored on ${env}'s server)` : ''}`;
+    case 'prune':
+      return `retention for ${env ?? 'every environment'}${payload.dryRun ? ' (dry run)' : ''}`;
+    case 'maintenance':
+      return `${String(payload.action)} of ${env}${payload.table ? ` (${String(payload.table)})` : ''}`;
+    case 'copy':
+      return `copy of ${String(payload.from)} into ${String(payload.to)}`;
+    case 'restore':
+      return `restore of ${payload.backup ? `backup ${String(payload.backup)}` : `the newest verified backup of ${String(payload.latest)}`} into ${env}`;
+    default:
+      return `${schedule.operation} ${JSON.stringify(payload)}`;
+  }
 }

@@ -11,16 +11,22 @@ export const DASHBOARD_PATH = '/admin/queues';
 export function dashboardRouter(queues: Queues, options: { readOnly: boolean }): Router {
   const serverAdapter = new ExpressAdapter().setBasePath(DASHBOARD_PATH);
   createBullBoard({
-    queues: workerTypes.map(
-      (type) =>
-        new BullMQAdapter(queues.get(type), {
-          readOnlyMode: options.readOnly,
-          allowRetries: !options.readOnly,
-          description: [getOperation(type), ...operationsOn(type).filter((operation) => operation.type !== type)]
-            .map((operation, index) => (index === 0 ? operation.summary : `${operation.type}: ${operation.summary}`))
-            .join('; also '),
-        }),
-    ),
+    queues: workerTypes.map((type) => {
+      const adapter = new BullMQAdapter(queues.get(type), {
+        readOnlyMode: options.readOnly,
+        allowRetries: !options.readOnly,
+        description: [getOperation(type), ...operationsOn(type).filter((operation) => operation.type !== type)]
+          .map((operation, index) => (index === 0 ? operation.summary : `${operation.type}: ${operation.summary}`))
+          .join('; also '),
+        // Each job's page in the dbops console: result in words, the log lines that matter.
+        externalJobUrl: (job) => ({ displayText: 'in the dbops console', href: `/jobs/${job.name}/${encodeURIComponent(String(job.id))}` }),
+      });
+      // dbops' progress is {percent, step}: Bull Board draws a bar for a number only.
+      adapter.setFormatter('progress', (progress: unknown) =>
+        progress && typeof progress === 'object' && 'percent' in progress ? Math.round(Number((progress as { percent: number }).percent)) : progress,
+      );
+      return adapter;
+    }),
     serverAdapter,
     options: { uiConfig: { boardTitle: 'dbops' } },
   });

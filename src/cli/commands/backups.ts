@@ -1,22 +1,12 @@
 import type { Command } from 'commander';
 import type { Manifest, Verification } from '../../backups/manifest.js';
 import { cliConfig } from '../config.js';
-import { CliExit } from '../../errors.js';
-import { EXIT, out, printJson } from '../io.js';
+import { CliExit, ValidationError } from '../../errors.js';
+import { humanDuration, humanSize } from '../../units.js';
+import { EXIT, out, printJson, printTable } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-operation.js';
 import { flagsOf, withRunFlags } from './operations.js';
-
-function humanSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
 
 /** Verification state for `backups list`: the newest check's level and outcome. */
 function checkText(manifest: Manifest): string {
@@ -45,29 +35,34 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
           a.manifest.completedAt.localeCompare(b.manifest.completedAt),
       );
       if (options.json) return printJson(listed.map(({ manifest, stores }) => ({ ...manifest, heldBy: stores })));
-      if (sorted.length === 0)
+      if (sorted.length === 0) {
+        const config = cliConfig();
+        const env = options.env ? normalizeEnvName(options.env) : undefined;
+        if (env && !config.environments.has(env)) {
+          const known = [...config.environments.keys()].join(', ') || 'none configured';
+          throw new ValidationError(`no environment "${env}" is configured (known: ${known}), and no backup of it is in the stores`);
+        }
         return out(
           `no backups in ${catalogue
             .select(options.store)
             .map((store) => store.location)
             .join(', ')}`,
         );
-      out(['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'COMPLETED', 'CHECKED', 'STORES'].join('\t'));
-      for (const { manifest, stores } of sorted) {
-        const format = manifest.encryption ? `${manifest.format}+encrypted` : manifest.format;
-        out(
-          [
-            manifest.id,
-            manifest.env,
-            manifest.database,
-            format,
-            humanSize(manifest.sizeBytes),
-            manifest.completedAt,
-            checkText(manifest),
-            stores.join(','),
-          ].join('\t'),
-        );
       }
+      printTable(
+        ['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'TOOK', 'COMPLETED', 'CHECKED', 'STORES'],
+        sorted.map(({ manifest, stores }) => [
+          manifest.id,
+          manifest.env,
+          manifest.database,
+          manifest.encryption ? `${manifest.format}+encrypted` : manifest.format,
+          humanSize(manifest.sizeBytes),
+          humanDuration(manifest.durationMs),
+          `${manifest.completedAt.replace('T', ' ').slice(0, 19)}Z`,
+          checkText(manifest),
+          stores.join(','),
+        ]),
+      );
     });
   withRunFlags(
     backups

@@ -6,9 +6,17 @@ import type { Progress } from '../../operations/operation.js';
 import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
-import { EXIT, out, parseWholeNumber, printJson } from '../io.js';
+import { age, humanDuration } from '../../units.js';
+import { EXIT, out, parseWholeNumber, printJson, printTable } from '../io.js';
 
-const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
+const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed', 'cancelled'];
+
+/** What a job works on: its environment (a copy's target), else the backup it reads. */
+function targetOf(data: unknown): string {
+  const payload = (data ?? {}) as Record<string, unknown>;
+  const target = payload.env ?? payload.to ?? payload.latest ?? payload.backup;
+  return typeof target === 'string' ? target : '';
+}
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
   const { Producer } = await import('../../queue/producer.js');
@@ -40,17 +48,30 @@ export function registerJobs(program: Command): void {
       if (options.type && !isOperationType(options.type)) throw new ValidationError(`unknown operation type "${options.type}"`);
       if (options.state && !STATES.includes(options.state)) throw new ValidationError(`unknown state "${options.state}"`);
       if (options.limit < 1 || options.limit > 1000) throw new ValidationError('--limit must be from 1 to 1000');
-      const list = await withProducer((producer) =>
+      // A cancelled job is a failed one whose reason says so (BullMQ has no such state).
+      const cancelledOnly = options.state === 'cancelled';
+      const listed = await withProducer((producer) =>
         producer.list({
           types: options.type ? [options.type as OperationType] : undefined,
-          states: options.state ? [options.state as JobState] : undefined,
+          states: options.state ? [(cancelledOnly ? 'failed' : options.state) as JobState] : undefined,
           limit: options.limit,
         }),
       );
+      const list = options.state ? listed.filter((job) => job.state === options.state) : listed;
       if (options.json) return printJson(list);
-      for (const job of list) {
-        out([job.reference, job.state, progressText(job.progress), job.failedReason ?? ''].join('\t').trimEnd());
-      }
+      if (list.length === 0) return out('no jobs');
+      printTable(
+        ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
+        list.map((job) => [
+          job.reference,
+          targetOf(job.data),
+          job.state,
+          progressText(job.progress),
+          job.startedAt ? humanDuration((job.finishedAt ? Date.parse(job.finishedAt) : Date.now()) - Date.parse(job.startedAt)) : '',
+          age(job.createdAt),
+          (job.failedReason ?? '').split('\n')[0]!,
+        ]),
+      );
     });
   jobs
     .command('show <job>')

@@ -3,7 +3,8 @@ import { ValidationError } from '../../errors.js';
 import type { OperationType } from '../../operations/index.js';
 import type { Schedules, ScheduleView } from '../../schedules/schedules.js';
 import { cliConfig } from '../config.js';
-import { out, printJson } from '../io.js';
+import { inZone } from '../../units.js';
+import { out, printJson, printTable } from '../io.js';
 import type { RunOperation } from '../run-operation.js';
 import { operationCommands } from './index.js';
 import { parseDuration } from './operations.js';
@@ -77,7 +78,7 @@ function splitAddArguments(rest: string[], options: AddOptions): { own: AddOptio
 }
 
 function statusText(view: ScheduleView): string {
-  if (view.status.state === 'missed') return `MISSED (run due ${view.status.dueAt?.toISOString()})`;
+  if (view.status.state === 'missed') return `MISSED (run due ${inZone(view.status.dueAt, view.tz ?? 'UTC')})`;
   return view.status.state;
 }
 
@@ -120,11 +121,18 @@ export function registerSchedule(program: Command): void {
       const { describeOperation } = await import('../../schedules/schedules.js');
       if (options.json) return printJson(views);
       if (views.length === 0) return out('no schedules');
-      out(['NAME', 'OPERATION', 'CRON', 'NEXT RUN', 'LAST RUN', 'STATUS'].join('\t'));
-      for (const view of views) {
-        const last = view.lastRun ? `${view.lastRun.state} ${view.lastRun.at}` : 'never';
-        out([view.name, describeOperation(view), `${view.cron} ${view.tz ?? 'UTC'}`, view.nextRunAt ?? '-', last, statusText(view)].join('\t'));
-      }
+      // Times in each schedule's own zone, as its cron reads.
+      printTable(
+        ['NAME', 'DOES', 'CRON', 'NEXT RUN', 'LAST RUN', 'STATUS'],
+        views.map((view) => [
+          view.name,
+          describeOperation(view),
+          `${view.cron} (${view.tz ?? 'UTC'})`,
+          inZone(view.nextRunAt, view.tz ?? 'UTC'),
+          view.lastRun ? `${view.lastRun.state} ${inZone(view.lastRun.at, view.tz ?? 'UTC')}` : 'never',
+          statusText(view),
+        ]),
+      );
     });
   schedule
     .command('remove')

@@ -1,3 +1,5 @@
+export { age, humanDuration, humanSize, inZone } from '../../units.js';
+
 /*
  * The console's HTML: escaped by construction (every interpolated value goes through `escape` unless it
  * is Html made here), one layout, and the units people read. No JavaScript framework, nothing from a CDN.
@@ -23,55 +25,6 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): Html 
     text += strings[index + 1]!;
   });
   return new Html(text);
-}
-
-export function humanSize(bytes: number | null | undefined): string {
-  if (bytes === null || bytes === undefined) return '—';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
-
-export function humanDuration(ms: number | null | undefined): string {
-  if (ms === null || ms === undefined) return '—';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const seconds = ms / 1000;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
-}
-
-/** "3 h ago": how long ago an ISO time was. */
-export function age(iso: string | null | undefined, now = Date.now()): string {
-  if (!iso) return 'never';
-  const ms = now - Date.parse(iso);
-  if (ms < 0) return 'just now';
-  if (ms < 60_000) return `${Math.round(ms / 1000)} s ago`;
-  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min ago`;
-  if (ms < 172_800_000) return `${Math.round(ms / 3_600_000)} h ago`;
-  return `${Math.round(ms / 86_400_000)} days ago`;
-}
-
-/** A time as people in `timeZone` read it: `2026-11-27 02:00 (Europe/Berlin)`. */
-export function inZone(iso: string | null | undefined, timeZone = 'UTC'): string {
-  if (!iso) return '—';
-  const parts = new Intl.DateTimeFormat('en-CA', {
-    timeZone,
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    hourCycle: 'h23',
-  }).formatToParts(new Date(iso));
-  const part = (type: string) => parts.find((item) => item.type === type)?.value ?? '';
-  return `${part('year')}-${part('month')}-${part('day')} ${part('hour')}:${part('minute')} (${timeZone})`;
 }
 
 const STYLE = `

@@ -11,7 +11,7 @@ import { listPreviousDatabases } from '../../postgres/databases.js';
 import { withDatabase } from '../../postgres/target.js';
 import { redisLedger } from '../../queue/ledger.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
-import { Schedules } from '../../schedules/schedules.js';
+import { Schedules, describeOperation } from '../../schedules/schedules.js';
 import { scrubSecrets } from '../../secrets.js';
 import { Html, age, html, humanDuration, humanSize, inZone, page } from './html.js';
 
@@ -62,18 +62,6 @@ function resultInWords(summary: JobSummary): string {
   } catch {
     return JSON.stringify(summary.result, null, 2);
   }
-}
-
-/** A schedule's operation and target in words: "backup of production", "verify (full) of the newest backup of production". */
-function scheduleInWords(operation: string, payload: Record<string, unknown>): string {
-  const env = typeof payload.env === 'string' ? payload.env : undefined;
-  if (operation === 'backup') return payload.allDatabases ? `backup of every database on ${env}'s server` : `backup of ${env}`;
-  if (operation === 'verify')
-    return `${payload.full ? 'full ' : ''}check of the newest backup of ${String(payload.latest)}${env ? ` (restored on ${env}'s server)` : ''}`;
-  if (operation === 'prune') return `retention for ${env ?? 'every environment'}`;
-  if (operation === 'maintenance') return `${String(payload.action)} of ${env}`;
-  if (operation === 'copy') return `copy of ${String(payload.from)} into ${String(payload.to)}`;
-  return `${operation} of ${env ?? '—'}`;
 }
 
 export function consoleRouter(config: Config, producer: Producer, options: { readOnly: boolean; guard: RequestHandler[] }): express.Router {
@@ -134,6 +122,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
               return row;
             },
             'dbops:console',
+            name,
           );
           server = html`<span class="ok">reachable</span><br />PostgreSQL ${facts.version}, ${humanSize(Number(facts.size))}`;
           const previous = await withClient(
@@ -287,7 +276,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       (view) =>
         html`<tr>
           <td>${view.name}</td>
-          <td>${scheduleInWords(view.operation, view.payload as Record<string, unknown>)}</td>
+          <td>${describeOperation(view)}</td>
           <td><code>${view.cron}</code><br /><span class="muted">${view.tz ?? 'UTC'}</span></td>
           <td>${inZone(view.nextRunAt, view.tz ?? 'UTC')}</td>
           <td>
