@@ -116,7 +116,7 @@ describe('manage-db refuses bad input', () => {
   });
 
   it('says at once when no worker of the queue is running, and still enqueues the job', async () => {
-    const run = await rig.cli(['maintenance', 'report', '--env', 'app']);
+    const run = await rig.cli(['maintenance', 'report', '--env', 'app', '--no-wait']);
     expect(run.exitCode).toBe(0);
     expect(run.stderr.trim()).toBe('no maintenance worker is running: the job waits in the queue until one starts');
     const job = await rig.producer().getJob(run.stdout.trim());

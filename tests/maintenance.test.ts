@@ -97,6 +97,14 @@ describe('maintenance', () => {
     }
   });
 
+  it('a report, a question, is waited for without --wait (and --no-wait gives the job id)', async () => {
+    const run = await rig.cli(['maintenance', 'report', '--env', 'app']);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`database ${db}`);
+    const queued = await rig.cli(['maintenance', 'report', '--env', 'app', '--no-wait']);
+    expect(queued.stdout.trim()).toMatch(/^maintenance-\d{8}t\d{6}-[0-9a-f]+$/);
+  });
+
   it('refuses hostile table names and options that do not go together', async () => {
     const hostile = await maintenance('vacuum', '--table', 'film; drop table actor');
     expect(hostile.exitCode).toBe(1);

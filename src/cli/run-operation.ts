@@ -118,7 +118,9 @@ export async function runOperation(type: OperationType, input: Record<string, un
   try {
     const job = await producer.enqueue(type, payload);
     await warnWithoutWorkers(producer, type);
-    if (!flags.wait) {
+    // A question (a status, a list, a report) is waited for unless --no-wait says otherwise.
+    const wait = flags.wait ?? getOperation(type).answers?.(payload as never) === true;
+    if (!wait) {
       if (flags.json) printJson({ id: job.id });
       else out(job.id);
       return;

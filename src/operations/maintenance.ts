@@ -265,6 +265,7 @@ export const maintenance = defineOperation({
   // they run unconfirmed. VACUUM FULL and REINDEX rewrite and lock tables: confirmed on a protected env.
   changes: (payload) => (payload.action === 'reindex' || (payload.action === 'vacuum' && payload.full) ? payload.env : undefined),
   changesWhen: '`action` reindex, or vacuum with `full`',
+  answers: (payload) => payload.action === 'report',
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

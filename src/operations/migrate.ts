@@ -222,6 +222,7 @@ export const migrate = defineOperation({
   // A rehearsal changes only its scratch database; status and dry runs change nothing.
   changes: (payload) => (payload.action === 'status' || payload.dryRun || payload.rehearse ? undefined : payload.env),
   changesWhen: '`action` up or down, unless `dryRun` or `rehearse`',
+  answers: (payload) => payload.action === 'status' || payload.dryRun === true,
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
     await readMigrations(await migrationsDir(config.migrationsRoot, payload.dir));

@@ -69,6 +69,8 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   changes?(payload: z.output<Schema>): string | undefined;
   /** When `changes` names an environment, in words, for the published contract (docs/jobs.md). */
   changesWhen?: string;
+  /** A question rather than a task (a status, a list, a report): the CLI waits for its answer unless told not to. */
+  answers?(payload: z.output<Schema>): boolean;
   /** Checks against the configuration (environment known, backup exists). */
   precheck?(payload: z.output<Schema>, config: Config): Promise<void> | void;
   /**

@@ -42,6 +42,7 @@ export const previous = defineOperation({
   result,
   changes: (payload) => (payload.action === 'drop' ? payload.env : undefined),
   changesWhen: '`action` drop',
+  answers: (payload) => payload.action === 'list',
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

@@ -211,6 +211,7 @@ export const triggers = defineOperation({
   result,
   changes: (payload) => (payload.action === 'list' ? undefined : payload.env),
   changesWhen: 'every `action` but list',
+  answers: (payload) => payload.action === 'list',
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },

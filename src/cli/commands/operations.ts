@@ -9,7 +9,8 @@ import type { RunFlags, RunOperation } from '../run-operation.js';
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {
   return command
-    .option('--wait', 'follow the job to its end; exit non-zero if it fails')
+    .option('--wait', 'follow the job to its end; exit non-zero if it fails (the default for a status, list or report)')
+    .option('--no-wait', 'print the job id and return, even for a status, list or report')
     .option('--json', 'with --wait: print only the result object, as JSON')
     .option('--local', 'run in this process without Redis (emergency mode)');
 }
