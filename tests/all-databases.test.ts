@@ -82,7 +82,7 @@ describe('backup --all-databases', () => {
       .split('\n')
       .slice(1)
       .filter(Boolean)
-      .map((line) => line.split('\t')[2]);
+      .map((line) => line.split(/\s{2,}/)[2]); // aligned columns: ID, ENV, DATABASE…
     expect(databases).toEqual(['one', 'postgres', 'two']); // grouped by database
   });
 
