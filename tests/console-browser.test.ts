@@ -1,20 +1,20 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../src/server/app.js';
 import { fingerprint, loadPagila, sql, type Fingerprint } from './helpers/pg.js';
+import { hasChromium, launchChromium } from './helpers/browser.js';
 import { Rig } from './helpers/rig.js';
 import { startTestServer } from './helpers/server.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUTPUT = path.resolve('test-output');
 const USER = 'ops';
 const PASSWORD = 'console-pass-1';
 
 // .ci/run installs Debian's chromium; on a machine without it this suite cannot run at all.
-describe.skipIf(!existsSync(CHROMIUM))('the dbops console in a real browser', () => {
+describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
   let rig: Rig;
   let server: RunningServer;
   let browser: Browser;
@@ -34,19 +34,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dbops console in a real browser', ()
     server = await startTestServer(rig, { DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
     const schedule = await rig.cli(['schedule', 'add', 'nightly', '--cron', '0 2 * * *', '--tz', 'Europe/Berlin', 'backup', '--env', 'source']);
     expect(schedule.exitCode, schedule.stderr).toBe(0);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     context = await browser.newContext({
       httpCredentials: { username: USER, password: PASSWORD },
       viewport: { width: 1280, height: 900 },
@@ -69,12 +57,12 @@ describe.skipIf(!existsSync(CHROMIUM))('the dbops console in a real browser', ()
     const page = await context.newPage();
     await page.goto(`${server.url}/`);
     const source = page.getByRole('row').filter({ hasText: 'source' }).first();
-    await expect.poll(() => source.textContent()).toMatch(/reachable.*PostgreSQL \d+/s);
+    await expect.poll(() => source.textContent(), { timeout: 15_000 }).toMatch(/reachable.*PostgreSQL \d+/s);
     expect(await page.getByRole('row').filter({ hasText: 'prod' }).first().textContent()).toContain('protected');
     await page.screenshot({ path: path.join(OUTPUT, 'console-environments.png'), fullPage: true });
 
     await source.getByRole('button', { name: 'Back up now' }).click();
-    await expect.poll(() => page.url()).toMatch(/\/jobs\/backup\//);
+    await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/backup\//);
     // The job page refreshes itself until the job ends.
     await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed.*backup source-\d{8}t\d{6}z-[0-9a-f]{6}: .*bytes/s);
     expect(await page.locator('progress').first().getAttribute('value')).toBe('100');
@@ -112,7 +100,9 @@ describe.skipIf(!existsSync(CHROMIUM))('the dbops console in a real browser', ()
     const row = page.getByRole('row').filter({ hasText: 'source-' }).first();
     await row.getByLabel('restore into').selectOption('prod');
     await row.getByRole('button', { name: 'Restore' }).click();
-    await expect.poll(() => page.getByRole('alert').textContent()).toBe('"prod" is a protected environment: the field "confirm" must repeat its name');
+    await expect
+      .poll(() => page.getByRole('alert').textContent(), { timeout: 15_000 })
+      .toBe('"prod" is a protected environment: the field "confirm" must repeat its name');
     expect(await fingerprint(rig.db('prod'))).toEqual(prod);
     expect((await rig.producer().list({ types: ['restore'] })).length).toBe(0);
   });

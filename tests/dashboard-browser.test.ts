@@ -1,20 +1,20 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerTypes } from '../src/operations/index.js';
 import type { RunningServer } from '../src/server/app.js';
 import { loadPagila } from './helpers/pg.js';
+import { hasChromium, launchChromium } from './helpers/browser.js';
 import { Rig } from './helpers/rig.js';
 import { startTestServer } from './helpers/server.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUTPUT = path.resolve('test-output');
 const USER = 'ops';
 const PASSWORD = 'browser-pass-1';
 
 // .ci/run installs Debian's chromium; on a machine without it this suite cannot run at all.
-describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => {
+describe.skipIf(!hasChromium)('the dashboard in a real browser', () => {
   let rig: Rig;
   let server: RunningServer;
   let browser: Browser;
@@ -29,19 +29,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     const run = await rig.cli(['backup', '--env', 'source', '--wait']);
     expect(run.exitCode).toBe(0);
     jobId = run.stdout.split('\n')[0]!.trim();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     mkdirSync(OUTPUT, { recursive: true });
   });
   afterAll(async () => {
@@ -62,18 +50,18 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     await page.getByRole('link', { name: 'Bull Board' }).click(); // linked from every console page
     expect(page.url()).toBe(`${server.url}/admin/queues`);
     for (const queue of workerTypes) {
-      await expect.poll(() => page.getByText(queue, { exact: true }).count()).toBeGreaterThan(0);
+      await expect.poll(() => page.getByText(queue, { exact: true }).count(), { timeout: 15_000 }).toBeGreaterThan(0);
     }
     await page.waitForLoadState('networkidle');
-    await expect.poll(() => page.getByText('Loading').count()).toBe(0);
+    await expect.poll(() => page.getByText('Loading').count(), { timeout: 15_000 }).toBe(0);
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-queues.png') });
 
     await page.goto(`${server.url}/admin/queues/queue/backup?status=completed`);
     await page.getByText(jobId).first().click();
-    await expect.poll(() => page.url()).toContain(jobId);
+    await expect.poll(() => page.url(), { timeout: 15_000 }).toContain(jobId);
     await page.waitForLoadState('networkidle');
     await page.getByText('Progress', { exact: true }).click();
-    await expect.poll(() => page.getByText('100', { exact: false }).count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByText('100', { exact: false }).count(), { timeout: 15_000 }).toBeGreaterThan(0);
     // Bull Board is handed the percentage as a number (its bar), and a link to the job's console page.
     const api = await context.request.get(`${server.url}/admin/queues/api/queues?activeQueue=backup&status=completed&page=1&jobsPerPage=10`);
     const backupQueue = (
@@ -84,7 +72,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser', () => 
     expect(shown.externalUrl?.href).toBe(`/jobs/backup/${jobId}`);
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-progress.png'), fullPage: true });
     await page.getByText('Logs', { exact: true }).click();
-    await expect.poll(() => page.getByText('dumping contents of table "public.rental"').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByText('dumping contents of table "public.rental"').count(), { timeout: 15_000 }).toBeGreaterThan(0);
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-logs.png'), fullPage: true });
     await context.close();
   });

@@ -27,6 +27,22 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): Html 
   return new Html(text);
 }
 
+/** A table with its header row, scrolling sideways inside its box on a narrow screen. */
+export function table(headers: string[], rows: Html[]): Html {
+  return html`<div class="scroll">
+    <table>
+      <thead>
+        <tr>
+          ${headers.map((header) => html`<th>${header}</th>`)}
+        </tr>
+      </thead>
+      <tbody>
+        ${rows}
+      </tbody>
+    </table>
+  </div>`;
+}
+
 const STYLE = `
 :root { color-scheme: light dark; --accent: #2563eb; --bad: #dc2626; --good: #16a34a; --muted: #6b7280; }
 * { box-sizing: border-box; }

@@ -13,7 +13,7 @@ import { redisLedger } from '../../queue/ledger.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
 import { Schedules, describeOperation } from '../../schedules/schedules.js';
 import { scrubSecrets } from '../../secrets.js';
-import { Html, age, html, humanDuration, humanSize, inZone, page } from './html.js';
+import { Html, age, html, humanDuration, humanSize, inZone, page, table } from './html.js';
 
 /*
  * The dbops console: environments, backups, schedules and jobs as pages a person reads, with the few
@@ -169,24 +169,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
     const body =
       names.length === 0
         ? html`<p class="notice">No environment is configured: set DATABASE_URL_&lt;ENV&gt; for each database.</p>`
-        : html`<div class="scroll">
-            <table>
-              <thead>
-                <tr>
-                  <th>Environment</th>
-                  <th></th>
-                  <th>Server</th>
-                  <th>Last backup</th>
-                  <th>Last restore or copy</th>
-                  <th>Kept previous versions</th>
-                  <th></th>
-                </tr>
-              </thead>
-              <tbody>
-                ${rows}
-              </tbody>
-            </table>
-          </div>`;
+        : table(['Environment', '', 'Server', 'Last backup', 'Last restore or copy', 'Kept previous versions', ''], rows);
     send(res, 'Environments', '/', body);
   });
 
@@ -226,27 +209,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       env ? `Backups of ${env}` : 'Backups',
       '/backups',
       html`${filter}${
-        rows.length === 0
-          ? html`<p>No backups yet.</p>`
-          : html`<div class="scroll">
-              <table>
-                <thead>
-                  <tr>
-                    <th>Made</th>
-                    <th>Environment</th>
-                    <th>Size</th>
-                    <th>Took</th>
-                    <th>Format</th>
-                    <th>Stores</th>
-                    <th>Last check</th>
-                    <th></th>
-                  </tr>
-                </thead>
-                <tbody>
-                  ${rows}
-                </tbody>
-              </table>
-            </div>`
+        rows.length === 0 ? html`<p>No backups yet.</p>` : table(['Made', 'Environment', 'Size', 'Took', 'Format', 'Stores', 'Last check', ''], rows)
       }`,
     );
   });
@@ -291,23 +254,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       '/schedules',
       rows.length === 0
         ? html`<p>No schedules. Add one with <code>manage-db schedule add</code> or SCHEDULES_FILE.</p>`
-        : html`<div class="scroll">
-            <table>
-              <thead>
-                <tr>
-                  <th>Name</th>
-                  <th>Does</th>
-                  <th>When</th>
-                  <th>Next run</th>
-                  <th>Last run</th>
-                  <th>Status</th>
-                </tr>
-              </thead>
-              <tbody>
-                ${rows}
-              </tbody>
-            </table>
-          </div>`,
+        : table(['Name', 'Does', 'When', 'Next run', 'Last run', 'Status'], rows),
     );
   });
 
@@ -331,25 +278,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       res,
       'Jobs',
       '/jobs',
-      rows.length === 0
-        ? html`<p>No jobs yet.</p>`
-        : html`<div class="scroll">
-            <table>
-              <thead>
-                <tr>
-                  <th>Job</th>
-                  <th>Target</th>
-                  <th>State</th>
-                  <th>Progress</th>
-                  <th>Took</th>
-                  <th>Queued</th>
-                </tr>
-              </thead>
-              <tbody>
-                ${rows}
-              </tbody>
-            </table>
-          </div>`,
+      rows.length === 0 ? html`<p>No jobs yet.</p>` : table(['Job', 'Target', 'State', 'Progress', 'Took', 'Queued'], rows),
       running ? 3 : undefined,
     );
   });

@@ -1,0 +1,52 @@
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workerTypes } from '../src/operations/index.js';
+import { createDatabase } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** `npm start`'s supervisor: every worker type and the server, and a stop that leaves nothing behind. */
+describe('npm start', () => {
+  let rig: Rig;
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await createDatabase(rig.db('app'));
+    rig.setEnv('app', rig.db('app'));
+  });
+  afterAll(async () => rig?.cleanup());
+
+  it.each(['SIGTERM', 'SIGINT'] as const)('starts one process per worker type and the server; %s stops every one of them', async (signal) => {
+    const env: Record<string, string> = { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env, PORT: '0' };
+    const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], { env, extendEnv: false, reject: false, all: true, buffer: false });
+    let output = '';
+    supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(
+      'every worker and the server to be up',
+      () => (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length && output.includes('"msg":"server listening"'),
+      60_000,
+    );
+    const children = (await execa('ps', ['-o', 'pid=', '--ppid', String(supervisor.pid)])).stdout
+      .split('\n')
+      .map((line) => Number(line.trim()))
+      .filter(Boolean);
+    expect(children).toHaveLength(workerTypes.length + 1);
+
+    supervisor.kill(signal);
+    const ended = await supervisor;
+    expect(ended.exitCode).toBe(0);
+    await waitFor('every child to be gone', () => children.every((pid) => !alive(pid)), 10_000);
+  });
+});
