@@ -3,6 +3,7 @@ import type { JobState } from 'bullmq';
 import { ValidationError } from '../../errors.js';
 import type { OperationType } from '../../operations/index.js';
 import type { Progress } from '../../operations/operation.js';
+import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
@@ -10,13 +11,6 @@ import { age, humanDuration } from '../../units.js';
 import { EXIT, out, parseWholeNumber, printJson, printTable } from '../io.js';
 
 const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed', 'cancelled'];
-
-/** What a job works on: its environment (a copy's target), else the backup it reads. */
-function targetOf(data: unknown): string {
-  const payload = (data ?? {}) as Record<string, unknown>;
-  const target = payload.env ?? payload.to ?? payload.latest ?? payload.backup;
-  return typeof target === 'string' ? target : '';
-}
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
   const { Producer } = await import('../../queue/producer.js');
@@ -64,10 +58,10 @@ export function registerJobs(program: Command): void {
         ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
         list.map((job) => [
           job.reference,
-          targetOf(job.data),
+          jobTarget(job),
           job.state,
           progressText(job.progress),
-          job.startedAt ? humanDuration((job.finishedAt ? Date.parse(job.finishedAt) : Date.now()) - Date.parse(job.startedAt)) : '',
+          job.startedAt ? humanDuration(jobDurationMs(job)) : '',
           age(job.createdAt),
           (job.failedReason ?? '').split('\n')[0]!,
         ]),

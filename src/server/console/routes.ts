@@ -10,6 +10,7 @@ import { withClient } from '../../postgres/client.js';
 import { listPreviousDatabases } from '../../postgres/databases.js';
 import { withDatabase } from '../../postgres/target.js';
 import { redisLedger } from '../../queue/ledger.js';
+import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
 import { Schedules, describeOperation } from '../../schedules/schedules.js';
 import { scrubSecrets } from '../../secrets.js';
@@ -31,18 +32,6 @@ function progressOf(summary: JobSummary): { percent: number; step: string } {
   if (typeof progress === 'number') return { percent: progress, step: '' };
   if (progress && typeof progress === 'object') return { percent: (progress as Progress).percent ?? 0, step: (progress as Progress).step ?? '' };
   return { percent: summary.state === 'completed' ? 100 : 0, step: '' };
-}
-
-/** What a job works on, in a word: its environment (a copy's target), else the backup it reads. */
-function envOf(data: unknown): string {
-  const payload = (data ?? {}) as Record<string, unknown>;
-  const env = payload.env ?? payload.to ?? payload.latest ?? payload.backup;
-  return typeof env === 'string' ? env : '—';
-}
-
-function durationOf(summary: JobSummary): number | undefined {
-  if (!summary.startedAt) return undefined;
-  return (summary.finishedAt ? Date.parse(summary.finishedAt) : Date.now()) - Date.parse(summary.startedAt);
 }
 
 const param = (req: Request, name: string): string => String(req.params[name] ?? '');
@@ -107,7 +96,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       names.map(async (name) => {
         const env = config.environments.get(name)!;
         const last = listed.filter((manifest) => manifest.env === name).at(-1);
-        const lastChange = recent.find((summary) => envOf(summary.data) === name);
+        const lastChange = recent.find((summary) => jobTarget(summary) === name);
         let server: Html;
         let kept: Html = html`<span class="muted">—</span>`;
         try {
@@ -265,12 +254,12 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       const { percent, step } = progressOf(job);
       return html`<tr>
         <td><a href="${jobHref(job)}">${job.type}</a><br /><span class="muted">${job.id}</span></td>
-        <td>${envOf(job.data)}</td>
+        <td>${jobTarget(job) || '—'}</td>
         <td>${stateCell(job.state)}</td>
         <td>
           <progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress> ${Math.round(percent)}%<br /><span class="muted">${step}</span>
         </td>
-        <td>${humanDuration(durationOf(job))}</td>
+        <td>${humanDuration(jobDurationMs(job))}</td>
         <td>${age(job.createdAt)}</td>
       </tr>`;
     });
@@ -301,7 +290,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
             : ''
         }`;
     const body = html`<p>
-        ${stateCell(summary.state)} · ${envOf(summary.data)} · queued ${age(summary.createdAt)} · took ${humanDuration(durationOf(summary))} · attempts
+        ${stateCell(summary.state)} · ${jobTarget(summary) || '—'} · queued ${age(summary.createdAt)} · took ${humanDuration(jobDurationMs(summary))} · attempts
         ${summary.attemptsMade}
       </p>
       <p><progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress> ${Math.round(percent)}% <span class="muted">${step}</span></p>
