@@ -18,12 +18,25 @@ export interface ListedBackup {
  * catalogue (nothing about backups lives only in Redis or on one host's disk). A backup is read from
  * the first store that holds it, or from the one named.
  */
+type CatalogueConfig = Pick<Config, 'backupStores' | 'backupDir' | 's3'>;
+const catalogues = new WeakMap<CatalogueConfig, BackupCatalogue>();
+
 export class BackupCatalogue {
+  /** One catalogue per configuration: its stores' clients (an S3 client and its open connections) serve every job and request. */
+  static of(config: CatalogueConfig): BackupCatalogue {
+    let catalogue = catalogues.get(config);
+    if (!catalogue) {
+      catalogue = new BackupCatalogue(config);
+      catalogues.set(config, catalogue);
+    }
+    return catalogue;
+  }
+
   readonly stores: BackupStore[];
   /** BACKUP_DIR: where jobs keep their work in progress on this host. */
   readonly workArea: WorkArea;
 
-  constructor(config: Pick<Config, 'backupStores' | 'backupDir' | 's3'>) {
+  private constructor(config: CatalogueConfig) {
     const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
     this.stores = config.backupStores.map((spec) =>
       spec.kind === 'file' ? new FileStore(spec.dir, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, config.s3),

@@ -48,8 +48,9 @@ function serviceError(error: unknown): { name: string; message: string; status: 
   return { name: error.name, message: error.message, status: metadata.httpStatusCode ?? 0 };
 }
 
-const isMissing = (error: unknown) => {
-  const service = serviceError(error);
+/** Whether S3 answered that the object (or bucket key) is not there: itself, or the S3 error a failure() wraps. */
+const isMissing = (error: unknown): boolean => {
+  const service = serviceError(error) ?? serviceError((error as { cause?: unknown } | null)?.cause);
   return service !== undefined && (service.name === 'NoSuchKey' || service.name === 'NotFound' || service.status === 404);
 };
 
@@ -118,10 +119,11 @@ export class S3Store implements BackupStore {
     if (service) {
       const { status } = service;
       const text = `${this.name} store (${this.location}): ${doing}: ${service.name}${service.message && service.message !== service.name ? `: ${service.message}` : ''}`;
-      return status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
+      const failed = status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
+      return Object.assign(failed, { cause: error });
     }
     const message = error instanceof Error ? error.message : String(error);
-    return new Error(`${this.name} store (${this.location}): ${doing}: ${message}`);
+    return new Error(`${this.name} store (${this.location}): ${doing}: ${message}`, { cause: error });
   }
 
   private async call<T>(doing: string, run: () => Promise<T>): Promise<T> {
@@ -289,7 +291,7 @@ export class S3Store implements BackupStore {
       try {
         digests.push({ ...(await this.digestOf(this.key(`${manifest.archive}/${file.name}`))), name: file.name });
       } catch (error) {
-        if (!isMissing((error as { cause?: unknown }).cause ?? error) && !/NoSuchKey|NotFound/.test(String(error))) throw error;
+        if (!isMissing(error)) throw error;
         missing.push(file.name);
       }
     });
@@ -309,7 +311,7 @@ export class S3Store implements BackupStore {
     // An earlier attempt of this job that died mid-upload: its archive was never published; it goes.
     const earlier = await this.getText(this.markerKey(job));
     const earlierArchive = earlier ? (JSON.parse(earlier) as UploadMarker).archive : undefined;
-    if (earlierArchive && earlierArchive !== archive) await this.removeUnpublished(earlierArchive, earlierArchive.replace(/\.(dump|d)$/, ''));
+    if (earlierArchive && earlierArchive !== archive) await this.removeUnpublished(earlierArchive);
     await this.putText(this.markerKey(job), JSON.stringify(marker));
     const { Upload, client } = await this.connect();
     let upload: InstanceType<typeof Upload> | undefined;
@@ -349,7 +351,7 @@ export class S3Store implements BackupStore {
       abort: async () => {
         await upload?.abort().catch(() => undefined);
         await uploaded?.catch(() => undefined);
-        await this.removeUnpublished(archive, id).catch(() => undefined);
+        await this.removeUnpublished(archive).catch(() => undefined);
         await this.deleteKey(this.markerKey(job)).catch(() => undefined);
       },
       published: async () => {
@@ -359,7 +361,8 @@ export class S3Store implements BackupStore {
   }
 
   /** Removes an archive that has no manifest (never published), and aborts its unfinished uploads. */
-  private async removeUnpublished(archive: string, id: string): Promise<void> {
+  private async removeUnpublished(archive: string): Promise<void> {
+    const id = archive.replace(/\.(dump|d)$/, '');
     if (await this.read(id).catch(() => undefined)) return; // published after all: a backup, not leftovers
     await this.removeArchive(archive);
     try {
@@ -417,7 +420,7 @@ export class S3Store implements BackupStore {
       if (!marker || marker.job.queue !== queue || marker.job.id !== id) continue;
       const stale = queue === LOCAL_QUEUE ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE) : !(await context.isJobActive(job));
       if (!stale) continue;
-      await this.removeUnpublished(marker.archive, marker.archive.replace(/\.(dump|d)$/, ''));
+      await this.removeUnpublished(marker.archive);
       await this.deleteKey(key);
       context.logger.info({ job, store: this.name }, 'removed the unfinished upload of a dead worker');
     }

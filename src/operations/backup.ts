@@ -258,7 +258,7 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
   const { payload, config, job, jobId, progress } = context;
   const own = resolveTarget(config, payload.env);
   const target = payload.database ? { ...own, database: payload.database, url: withDatabase(own.url, payload.database) } : own;
-  const catalogue = new BackupCatalogue(config);
+  const catalogue = BackupCatalogue.of(config);
   const startedAt = new Date();
 
   // An earlier attempt of this job may have finished its backup without the queue hearing of it
@@ -323,7 +323,7 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
   progress(100, `backed up ${backups.length} databases`);
   const rolesName = newBackupId(server.env);
   let rolesFile = '';
-  for (const store of new BackupCatalogue(config).stores) rolesFile = await store.writeRoles(rolesName, roles);
+  for (const store of BackupCatalogue.of(config).stores) rolesFile = await store.writeRoles(rolesName, roles);
   return { env: server.env, allDatabases: true, backups, roles: roles.map((role) => role.name), rolesFile };
 }
 
@@ -341,7 +341,7 @@ export const backup = defineOperation({
     }
   },
   process: (context): Promise<BackupResult | AllDatabasesResult> => (context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context)),
-  recover: (context) => new BackupCatalogue(context.config).recover(context),
+  recover: (context) => BackupCatalogue.of(context.config).recover(context),
   describe: (result) =>
     'allDatabases' in result
       ? [

@@ -312,7 +312,7 @@ export const copy = defineOperation({
   },
   async recover(context) {
     await recoverCreatedDatabases(context);
-    await new BackupCatalogue(context.config).recover(context);
+    await BackupCatalogue.of(context.config).recover(context);
   },
   describe: (result) =>
     `copied ${result.from} into ${result.to} (database "${result.database}", ${result.tables} tables, ${result.mode})` +

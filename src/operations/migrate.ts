@@ -162,7 +162,7 @@ async function runMigrations(
  * dbops' own flow.
  */
 async function backupBeforeMigrating(context: OperationContext<MigratePayload>, env: string): Promise<string> {
-  const catalogue = new BackupCatalogue(context.config);
+  const catalogue = BackupCatalogue.of(context.config);
   for (const result of context.childResults) {
     const id = (result as { backupId?: unknown } | null)?.backupId;
     if (typeof id !== 'string') continue;
@@ -178,7 +178,7 @@ async function backupBeforeMigrating(context: OperationContext<MigratePayload>, 
 async function rehearse(context: OperationContext<MigratePayload>): Promise<MigrateResult> {
   const { payload, config, jobId, signal, progress, log } = context;
   const target = resolveTarget(config, payload.env);
-  const catalogue = new BackupCatalogue(config);
+  const catalogue = BackupCatalogue.of(config);
   const newest = (await catalogue.list({ env: target.env })).at(-1);
   if (!newest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
   const { manifest: latest, store } = await catalogue.get(newest.id);

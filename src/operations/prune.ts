@@ -60,7 +60,7 @@ export const prune = defineOperation({
     }
   },
   async process({ payload, config, progress, log }): Promise<PruneResult> {
-    const catalogue = new BackupCatalogue(config);
+    const catalogue = BackupCatalogue.of(config);
     const result: PruneResult = { dryRun: payload.dryRun, environments: [] };
     // Each store on its own: a backup one store lost is not a reason to delete it from another.
     for (const store of catalogue.select(payload.store)) {

@@ -72,13 +72,13 @@ export const restore = defineOperation({
   changesWhen: 'always: it replaces `env`',
   async precheck(payload, config) {
     resolveTarget(config, payload.env);
-    await chooseBackup(new BackupCatalogue(config), payload, config);
+    await chooseBackup(BackupCatalogue.of(config), payload, config);
   },
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();
     const target = resolveTarget(config, payload.env);
-    const catalogue = new BackupCatalogue(config);
+    const catalogue = BackupCatalogue.of(config);
     const chosen = await chooseBackup(catalogue, payload, config);
     const release = await chosen.store.markInUse(chosen.manifest.id, job); // before the manifest is read again: see markInUse
     try {
@@ -90,7 +90,7 @@ export const restore = defineOperation({
   },
   async recover(context) {
     await recoverCreatedDatabases(context);
-    await new BackupCatalogue(context.config).recover(context);
+    await BackupCatalogue.of(context.config).recover(context);
   },
   describe: (result) =>
     `restored ${result.backupId} into ${result.env} (database "${result.database}")` +

@@ -53,13 +53,13 @@ export const verify = defineOperation({
   schema,
   result,
   async precheck(payload, config) {
-    if (payload.backup) await new BackupCatalogue(config).get(payload.backup, payload.store);
+    if (payload.backup) await BackupCatalogue.of(config).get(payload.backup, payload.store);
     if (payload.env) resolveTarget(config, payload.env);
   },
   async process(context): Promise<VerifyResult> {
     const { payload, config, job, jobId, signal, progress, log } = context;
     const startedAt = Date.now();
-    const catalogue = new BackupCatalogue(config);
+    const catalogue = BackupCatalogue.of(config);
     const level: Verification['level'] = payload.full ? 'full' : 'toc';
     const { store, manifest: picked } = await pickBackup(catalogue, payload);
     const release = await store.markInUse(picked.id, job);

@@ -1,6 +1,6 @@
-import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Router } from 'express';
 import { BackupCatalogue } from '../backups/catalogue.js';
+import { sendArchive } from './archive.js';
 import { normalizeEnvName, type Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import { formatJobReference } from '../job-ids.js';
@@ -65,35 +65,17 @@ export function apiRouter(config: Config, producer: Producer): Router {
   });
 
   /** A backup's archive as it is stored (encrypted ones stay encrypted), with its sha256 to check. */
-  router.get('/backups/:id/archive', async (req, res) => {
-    const catalogue = new BackupCatalogue(config);
-    let found;
-    try {
-      found = await catalogue.get(req.params.id, typeof req.query.store === 'string' ? req.query.store : undefined);
-    } catch (error) {
-      if (error instanceof ValidationError) return res.status(404).json({ error: error.message });
-      throw error;
-    }
-    const { manifest, store } = found;
-    if (manifest.format !== 'custom') {
-      return res.status(409).json({ error: `backup ${manifest.id} is a directory archive: only custom-format archives are served as one file` });
-    }
-    const archive = await store.openArchive(manifest);
-    res.set({
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(manifest.sizeBytes),
-      'Content-Disposition': `attachment; filename="${manifest.archive}"`,
-      'X-Checksum-Sha256': manifest.sha256,
-      'X-Backup-Store': store.name,
-    });
-    await pipeline(archive, res);
-  });
+  router.get('/backups/:id/archive', (req, res) =>
+    sendArchive(res, BackupCatalogue.of(config), req.params.id, typeof req.query.store === 'string' ? req.query.store : undefined, (status, error) =>
+      res.status(status).json({ error }),
+    ),
+  );
 
   router.get('/backups', async (req, res) => {
     const env = typeof req.query.env === 'string' ? normalizeEnvName(req.query.env) : undefined;
     const store = typeof req.query.store === 'string' ? req.query.store : undefined;
     try {
-      res.json((await new BackupCatalogue(config).listWithStores({ env, store })).map(({ manifest, stores }) => ({ ...manifest, heldBy: stores })));
+      res.json((await BackupCatalogue.of(config).listWithStores({ env, store })).map(({ manifest, stores }) => ({ ...manifest, heldBy: stores })));
     } catch (error) {
       if (error instanceof ValidationError) return res.status(400).json({ error: error.message });
       throw error;

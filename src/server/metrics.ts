@@ -44,7 +44,7 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     registers: [registry],
     async collect() {
       this.reset();
-      for (const manifest of await new BackupCatalogue(config).list()) {
+      for (const manifest of await BackupCatalogue.of(config).list()) {
         this.set({ env: manifest.env }, Date.parse(manifest.completedAt) / 1000); // list() is oldest first
       }
     },

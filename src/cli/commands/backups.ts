@@ -25,7 +25,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--json', 'print the manifests as JSON (each with heldBy: the stores that hold it)')
     .action(async (options: { env?: string; store?: string; json?: boolean }) => {
       const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
-      const catalogue = new BackupCatalogue(cliConfig());
+      const catalogue = BackupCatalogue.of(cliConfig());
       const listed = await catalogue.listWithStores({ env: options.env ? normalizeEnvName(options.env) : undefined, store: options.store });
       // Grouped: each database's backups together (an --all-databases run makes one per database).
       const sorted = [...listed].sort(
@@ -100,7 +100,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--store <name>', 'from this backup store (default: the first that holds it)')
     .action(async (id: string, options: { out: string; store?: string }) => {
       const [{ BackupCatalogue }, { downloadArchive }] = await Promise.all([import('../../backups/catalogue.js'), import('../../backups/transfer.js')]);
-      const { manifest, store } = await downloadArchive(new BackupCatalogue(cliConfig()), id, options.out, options.store);
+      const { manifest, store } = await downloadArchive(BackupCatalogue.of(cliConfig()), id, options.out, options.store);
       out(`${options.out}: backup ${manifest.id} from the ${store} store (${humanSize(manifest.sizeBytes)}, sha256 ${manifest.sha256})`);
     });
   backups
@@ -119,7 +119,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       ]);
       const config = cliConfig();
       const job = { prefix: config.QUEUE_PREFIX, queue: LOCAL_QUEUE, id: newJobId('sync') };
-      const copied = await syncStores(new BackupCatalogue(config), {
+      const copied = await syncStores(BackupCatalogue.of(config), {
         from: options.from,
         to: options.to,
         env: options.env ? normalizeEnvName(options.env) : undefined,

@@ -1,4 +1,3 @@
-import { pipeline } from 'node:stream/promises';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { BackupCatalogue } from '../../backups/catalogue.js';
 import { lastVerification, type Manifest } from '../../backups/manifest.js';
@@ -13,6 +12,7 @@ import { redisLedger } from '../../queue/ledger.js';
 import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
 import { Schedules, describeOperation } from '../../schedules/schedules.js';
+import { sendArchive } from '../archive.js';
 import { scrubSecrets } from '../../secrets.js';
 import { Html, age, html, humanDuration, humanSize, inZone, page, table } from './html.js';
 
@@ -58,7 +58,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
   // Each route behind the dashboard's guards (so that paths that are not the console's fall through to 404).
   const get = (path: string, handler: RequestHandler) => router.get(path, ...options.guard, handler);
   const post = (path: string, ...handlers: RequestHandler[]) => router.post(path, ...options.guard, ...handlers);
-  const catalogue = () => new BackupCatalogue(config);
+  const catalogue = () => BackupCatalogue.of(config);
   const send = (res: Response, title: string, current: string, body: Html, refreshSeconds?: number) =>
     res.type('html').send(page(title, current, body, { refreshSeconds, readOnly: options.readOnly }));
   const safe = (text: string) => scrubSecrets(text, config.secrets);
@@ -203,24 +203,9 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
     );
   });
 
-  get('/backups/:id/download', async (req, res) => {
-    let found;
-    try {
-      found = await catalogue().get(param(req, 'id'));
-    } catch (error) {
-      if (error instanceof ValidationError) return res.status(404).type('text').send(error.message);
-      throw error;
-    }
-    const { manifest, store } = found;
-    if (manifest.format !== 'custom') return res.status(409).type('text').send('a directory-format archive is not one file');
-    res.set({
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(manifest.sizeBytes),
-      'Content-Disposition': `attachment; filename="${manifest.archive}"`,
-      'X-Checksum-Sha256': manifest.sha256,
-    });
-    await pipeline(await store.openArchive(manifest), res);
-  });
+  get('/backups/:id/download', (req, res) =>
+    sendArchive(res, catalogue(), param(req, 'id'), undefined, (status, message) => res.status(status).type('text').send(message)),
+  );
 
   get('/schedules', async (_req, res) => {
     const views = await new Schedules(config, producer.queues).list();
