@@ -53,7 +53,7 @@ export async function prepareArchive(
   store: BackupStore,
   manifest: Manifest,
   config: Pick<Config, 'decryptionKeys'>,
-  options: { workDir?: () => Promise<string>; parallel?: boolean; signal?: AbortSignal } = {},
+  options: { workDir?: () => Promise<string>; parallel?: boolean; signal?: AbortSignal; onDownload?: () => void } = {},
 ): Promise<PreparedArchive> {
   const key = checkKey(manifest, config); // an encrypted archive without its key stops here
   const local = store.localArchive(manifest);
@@ -61,6 +61,7 @@ export async function prepareArchive(
   const needsFiles = manifest.format === 'directory' || (options.parallel === true && !key);
   if (needsFiles) {
     if (!options.workDir) throw new PermanentError(`backup ${manifest.id} must be downloaded from the ${store.name} store first, and this job has no work area`);
+    options.onDownload?.();
     const copy = await store.download(manifest, await options.workDir(), options.signal);
     return { input: inputFor(copy.path, key), checkIntegrity: async () => copy.integrity ?? checkLocalArchive(copy.path, manifest) };
   }

@@ -118,13 +118,11 @@ async function restoreBackup(
   const { manifest } = await catalogue.get(backupId, store.name);
   // From object storage, an archive pg_restore must read by path (directory format, a parallel
   // restore) is downloaded into the job's work directory first; a custom one streams into pg_restore.
-  if (!store.localArchive(manifest) && (manifest.format === 'directory' || (payload.jobs > 1 && !manifest.encryption))) {
-    progress(1, `downloading ${manifest.id} from the ${store.name} store`);
-  }
   const prepared = await prepareArchive(store, manifest, config, {
     workDir: () => catalogue.workArea.partialDir(job),
     parallel: payload.jobs > 1,
     signal,
+    onDownload: () => progress(1, `downloading ${manifest.id} from the ${store.name} store`),
   }); // an encrypted one without its key stops here
 
   // Everything about the archive is checked before the target is touched. The sha256 is computed
