@@ -265,6 +265,14 @@ describe('backup stores in S3-compatible object storage', () => {
     expect(keys).toEqual([`${prefix}-big/${result.backupId}.dump`, `${prefix}-big/${result.backupId}.json`]);
     const verify = await rig.cli(['backups', 'verify', result.backupId, '--local'], only);
     expect(verify.exitCode, verify.stderr).toBe(0);
+    // A directory-format backup into the bucket alone: read back on this host, then uploaded file by file.
+    const directory = await rig.cli(['backup', '--env', 'big', '--format', 'directory', '--jobs', '2', '--local', '--json'], only);
+    expect(directory.exitCode, directory.stderr).toBe(0);
+    const made = JSON.parse(directory.stdout) as { backupId: string; stores: string[] };
+    expect(made.stores).toEqual(['s3']);
+    expect((await s3.keys(BUCKET, `${prefix}-big/${made.backupId}.d/`)).length).toBeGreaterThan(1);
+    const checked = await rig.cli(['backups', 'verify', made.backupId, '--local'], only);
+    expect(checked.exitCode, checked.stderr).toBe(0);
     next.process.kill('SIGTERM');
     await next.exited;
   });

@@ -3,7 +3,7 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type pg from 'pg';
-import { countTocEntries, prepareArchive } from '../backups/archive-input.js';
+import { countTocEntries, inputFor, prepareArchive, type ArchiveInput } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { diskFailure } from '../backups/file-store.js';
 import { FanOut } from '../backups/fan-out.js';
@@ -113,6 +113,13 @@ function locationOf(catalogue: BackupCatalogue, manifest: Manifest, stores: stri
 
 type BackupPayload = z.output<typeof schema>;
 
+/** pg_restore reads the archive's table of contents back: what pg_dump wrote is an archive. */
+async function readBackToc(input: ArchiveInput, binDir: string | undefined, signal: AbortSignal): Promise<void> {
+  await countTocEntries(input, binDir, signal).catch((error: unknown) => {
+    throw new PermanentError(`pg_dump wrote an archive pg_restore cannot read back: ${errorMessage(error)}`);
+  });
+}
+
 /**
  * pg_dump in the snapshot `client` exports, while `client` counts every table's rows in it; then the
  * archive's table of contents is read back, and the backup published with its manifest.
@@ -183,6 +190,9 @@ async function dumpInSnapshot(
       await finishTool('pg_dump', child, tail);
       progress(96, 'computing checksums');
       digest = await sha256Directory(partial);
+      // Read back here, while the dump is on this host (a store may take it over, or be a bucket).
+      progress(96, 'reading back the table of contents');
+      await readBackToc(inputFor(partial, key), binDir, signal);
       progress(96, `storing the archive in ${stores.map((store) => store.name).join(', ')}`);
       for (const [index, writer] of writers.entries()) await writer.putDirectory(partial, signal, index === writers.length - 1);
     }
@@ -194,18 +204,18 @@ async function dumpInSnapshot(
     const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
     await client.query('COMMIT');
 
-    progress(97, 'reading back the table of contents');
-    const first = catalogue.stores[0]!;
-    const readBack = {
-      id,
-      archive: archiveName(id, payload.format),
-      format: payload.format,
-      encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
-    } as Manifest;
-    const { input } = await prepareArchive(first, readBack, { decryptionKeys: key ? [key] : [] }, { signal });
-    await countTocEntries(input, binDir, signal).catch((error: unknown) => {
-      throw new PermanentError(`pg_dump wrote an archive pg_restore cannot read back: ${errorMessage(error)}`);
-    });
+    if (payload.format === 'custom') {
+      progress(97, 'reading back the table of contents');
+      // Streamed, the dump exists only in the stores: the first one's copy is read back (a bucket's
+      // streamed; pg_restore stops reading after the table of contents). Only what reading needs is given.
+      const stored = {
+        id,
+        archive: archiveName(id, 'custom'),
+        format: 'custom',
+        encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
+      } as Manifest;
+      await readBackToc((await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [] }, { signal })).input, binDir, signal);
+    }
     progress(98, 'writing manifests');
     const completedAt = new Date();
     const manifest: Manifest = {
