@@ -17,14 +17,17 @@ export interface JobRef {
 /** The queue name of runs outside any queue (`--local`): their jobs can never be asked about. */
 export const LOCAL_QUEUE = 'local';
 
-/** Ids dbops' own producer makes: `backup-20261125t120000-9f2c1a` (readable; the type is a hint only). */
+/**
+ * Ids dbops' own producer makes: `backup-20261125t120000-9f2c1a4be07d` (readable; the type is a hint
+ * only). Six random bytes: BullMQ ignores an add whose id exists, so two ids alike would lose a job.
+ */
 export function newJobId(type: string, now = new Date()): string {
   const stamp = now
     .toISOString()
     .replace(/[-:]/g, '')
     .replace(/\.\d+Z$/, '')
     .toLowerCase();
-  return `${type}-${stamp}-${randomBytes(3).toString('hex')}`;
+  return `${type}-${stamp}-${randomBytes(6).toString('hex')}`;
 }
 
 export function describeJob(job: JobRef): string {
