@@ -72,6 +72,8 @@ const baseSchema = z.object({
   DASHBOARD_PASSWORD: z.string().min(1).optional(),
   API_TOKEN: z.string().min(16, { message: 'expected at least 16 characters' }).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** `auto`: one readable line per event on a terminal, JSON otherwise (to a file, a pipe, a log collector). */
+  LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   // Beyond the contract: tuning knobs with safe defaults.
   JOB_ATTEMPTS: positiveInt(1, 100).default(3),
   JOB_BACKOFF_MS: positiveInt(0, 86_400_000).default(10_000),

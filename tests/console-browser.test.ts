@@ -29,6 +29,9 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     await sql(rig.db('prod'), 'CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)');
     rig.setEnv('prod', rig.db('prod'));
     prod = await fingerprint(rig.db('prod'));
+    await sql('postgres', `CREATE DATABASE "${rig.db('staging')}"`);
+    await sql(rig.db('staging'), 'CREATE TABLE before_the_restore (id int)');
+    rig.setEnv('staging', rig.db('staging'));
     await rig.startWorker('backup');
     await rig.startWorker('restore');
     server = await startTestServer(rig, { DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
@@ -105,6 +108,30 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
       .toBe('"prod" is a protected environment: the field "confirm" must repeat its name');
     expect(await fingerprint(rig.db('prod'))).toEqual(prod);
     expect((await rig.producer().list({ types: ['restore'] })).length).toBe(0);
+  });
+
+  it('restores into an environment from the browser, shows the version it kept, and drops that', async () => {
+    const page = await context.newPage();
+    await page.goto(`${server.url}/backups?env=source`);
+    const row = page.getByRole('row').filter({ hasText: 'source-' }).first();
+    await row.getByLabel('restore into').selectOption('staging');
+    await row.getByRole('button', { name: 'Restore' }).click();
+    await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/restore\//);
+    await expect.poll(() => page.locator('main').textContent(), { timeout: 90_000 }).toMatch(/completed/);
+    expect(await fingerprint(rig.db('staging'))).toEqual(await fingerprint(rig.db('source')));
+
+    await page.goto(`${server.url}/`);
+    const staging = page.getByRole('row').filter({ hasText: 'staging' }).first();
+    await expect.poll(() => staging.textContent(), { timeout: 15_000 }).toMatch(/_prev_\d{8}t\d{6}\s+\(\d+(\.\d)? (KiB|MiB)\)/);
+    const kept = new RegExp(`${rig.db('staging')}_prev_\\d{8}t\\d{6}`).exec((await staging.textContent())!)![0];
+    expect(await sql(kept, 'SELECT count(*)::int AS n FROM before_the_restore')).toEqual([{ n: 0 }]);
+    await page.screenshot({ path: path.join(OUTPUT, 'console-kept-version.png'), fullPage: true });
+
+    await staging.getByRole('button', { name: 'Drop' }).click();
+    await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/previous\//);
+    await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed/);
+    expect(await sql('postgres', 'SELECT datname FROM pg_database WHERE datname = $1', [kept])).toEqual([]);
+    expect(await sql(rig.db('staging'), "SELECT to_regclass('public.actor') IS NOT NULL AS restored")).toEqual([{ restored: true }]);
   });
 
   it('shows schedules in their own time zone, and jobs with progress; readable on a phone', async () => {

@@ -49,3 +49,55 @@ describe.skipIf(unavailable !== undefined)(`the server while Redis is away${unav
     }
   });
 });
+
+describe('the server on a terminal', () => {
+  let rig: Rig;
+  beforeAll(async () => {
+    rig = await Rig.create();
+  });
+  afterAll(async () => {
+    await rig?.cleanup();
+  });
+
+  it('logs one readable line per event (JSON when its output is not a terminal)', async () => {
+    const port = 50_000 + Math.floor(Math.random() * 2_000);
+    const env = { PATH: process.env.PATH!, ...rig.env, PORT: String(port), HOST: '127.0.0.1' };
+    // script(1) gives the server a pseudo-terminal, as a person's shell would.
+    const server = execa('script', ['--quiet', '--flush', '--return', '--command', `node ${path.join(ROOT, 'dist/dashboards/server.js')}`, '/dev/null'], {
+      env,
+      extendEnv: false,
+      reject: false,
+      buffer: false,
+    });
+    let output = '';
+    server.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const plain = () => output.replace(/\x1b\[[0-9;]*m/g, ''); // eslint-disable-line no-control-regex
+    try {
+      await waitFor('the server to listen', () => plain().includes('server listening'), 15_000);
+      const line = plain()
+        .split(/\r?\n/)
+        .find((candidate) => candidate.includes('server listening'))!;
+      expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): dashboard: server listening /);
+      expect(plain()).not.toContain('"level":');
+    } finally {
+      server.kill('SIGTERM');
+      await server;
+    }
+
+    const piped = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
+      env: { ...env, PORT: String(port + 1) },
+      extendEnv: false,
+      reject: false,
+      buffer: false,
+    });
+    let json = '';
+    piped.stdout!.on('data', (chunk: Buffer) => (json += chunk.toString()));
+    try {
+      await waitFor('the server to listen', () => json.includes('"msg":"server listening"'), 15_000);
+      expect(JSON.parse(json.split('\n').find((candidate) => candidate.includes('server listening'))!)).toMatchObject({ level: 30, process: 'dashboard' });
+    } finally {
+      piped.kill('SIGTERM');
+      await piped;
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isRetryable } from '../src/errors.js';
-import { StderrTail, toolFailure } from '../src/postgres/tools.js';
+import { StderrTail, noteworthyOnly, toolFailure } from '../src/postgres/tools.js';
 
 function failureAfter(lines: string[], tool: 'pg_dump' | 'pg_restore' | 'psql' = 'pg_restore'): Error {
   const tail = new StderrTail();
@@ -81,5 +81,38 @@ describe('a PostgreSQL tool that fails', () => {
     const error = failureAfter(['pg_restore: connecting to database for restore', 'pg_restore: creating TABLE "public.actor"', 'Killed']);
     expect(error.message).toBe('pg_restore failed (exit 1): pg_restore: connecting to database for restore; pg_restore: creating TABLE "public.actor"; Killed');
     expect(failureAfter([]).message).toBe('pg_restore failed (exit 1): no output');
+  });
+});
+
+describe("a PostgreSQL tool's lines in a job's log", () => {
+  it('keep the tables whose data moved and every error with its context, and leave out the --verbose chatter', () => {
+    const lines = [
+      'pg_dump: last built-in OID is 16383',
+      'pg_dump: reading schemas',
+      'pg_dump: dumping contents of table "public.actor"',
+      'pg_restore: connecting to database for restore',
+      'pg_restore: creating TABLE "public.actor"',
+      'pg_restore: launching item 3344 TABLE DATA actor',
+      'pg_restore: processing data for table "public.actor"',
+      'pg_restore: finished item 3344 TABLE DATA actor',
+      'pg_restore: while PROCESSING TOC:',
+      'pg_restore: from TOC entry 245; 1255 16450 FUNCTION rewards_report(integer) postgres',
+      'pg_restore: error: could not execute query: ERROR:  function public.missing() does not exist',
+      'Command was: CREATE FUNCTION public.rewards_report() RETURNS integer',
+      'pg_restore: warning: errors ignored on restore: 1',
+      '',
+    ];
+    const kept: string[] = [];
+    const log = noteworthyOnly((line) => kept.push(line));
+    for (const line of lines) log(line);
+    expect(kept).toEqual([
+      'pg_dump: dumping contents of table "public.actor"',
+      'pg_restore: processing data for table "public.actor"',
+      'pg_restore: while PROCESSING TOC:',
+      'pg_restore: from TOC entry 245; 1255 16450 FUNCTION rewards_report(integer) postgres',
+      'pg_restore: error: could not execute query: ERROR:  function public.missing() does not exist',
+      'Command was: CREATE FUNCTION public.rewards_report() RETURNS integer',
+      'pg_restore: warning: errors ignored on restore: 1',
+    ]);
   });
 });

@@ -15,7 +15,7 @@ import { differences, digestTables, type TableDigest } from '../postgres/compare
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
+import { StderrTail, finishTool, noteworthyOnly, startTool } from '../postgres/tools.js';
 import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -62,11 +62,12 @@ export type CopyResult = z.infer<typeof result>;
 function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
   let done = 0;
   const tail = new StderrTail();
+  const log = noteworthyOnly(context.log);
   return {
     tail,
     onLine(line: string) {
       tail.push(line);
-      context.log(line);
+      log(line);
       const table = /(?:dumping contents of table|processing data for table) "(.+)"$/.exec(line)?.[1];
       if (table) {
         done += 1;

@@ -7,6 +7,7 @@ import { ArchiveProblem, PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';
+import { noteworthyOnly } from '../postgres/tools.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName, storeName } from './fields.js';
 import { defineOperation } from './operation.js';
@@ -82,7 +83,16 @@ export const verify = defineOperation({
           tablesCompared = await withScratchRestore(
             server,
             manifest,
-            { config, store, workArea: catalogue.workArea, owner: context, holder: `dbops:verify:${jobId}`, signal, onLine: log, withoutRoles: true },
+            {
+              config,
+              store,
+              workArea: catalogue.workArea,
+              owner: context,
+              holder: `dbops:verify:${jobId}`,
+              signal,
+              onLine: noteworthyOnly(log),
+              withoutRoles: true,
+            },
             async (scratchUrl) => {
               progress(85, 'counting rows');
               const client = await connect(scratchUrl, `dbops:verify:${jobId}`);

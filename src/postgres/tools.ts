@@ -105,6 +105,25 @@ export class StderrTail {
   }
 }
 
+/**
+ * A tool's --verbose chatter ("reading schemas", "creating INDEX …", "launching item …") is left out of
+ * a job's log: it keeps each table whose data was dumped or loaded, and everything that is not chatter
+ * (errors, warnings, their details and the TOC entry they concern).
+ */
+const TOOL_CHATTER =
+  /^(pg_dump|pg_restore): (?!(error|warning|fatal|detail|hint):|dumping contents of table|processing data for table|while PROCESSING TOC|from TOC entry)/i;
+
+export function isNoteworthyLine(line: string): boolean {
+  return line.trim() !== '' && !TOOL_CHATTER.test(line);
+}
+
+/** Wraps a job's `log` so that it receives a tool's noteworthy lines only. */
+export function noteworthyOnly(log: (line: string) => void): (line: string) => void {
+  return (line) => {
+    if (isNoteworthyLine(line)) log(line);
+  };
+}
+
 const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
 /** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
 const TOOL_ERROR = /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;

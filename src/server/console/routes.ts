@@ -8,6 +8,7 @@ import type { Progress } from '../../operations/operation.js';
 import { withClient } from '../../postgres/client.js';
 import { listPreviousDatabases } from '../../postgres/databases.js';
 import { withDatabase } from '../../postgres/target.js';
+import { isNoteworthyLine } from '../../postgres/tools.js';
 import { redisLedger } from '../../queue/ledger.js';
 import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
@@ -24,9 +25,6 @@ import { Html, age, html, humanDuration, humanSize, inZone, page, table } from '
  */
 
 /** Log lines worth a person's time: tables done, sizes, warnings, errors; not pg_dump's chatter. */
-const MEANINGFUL =
-  /error|warning|fatal|failed|refus|damaged|retention|pruned|created the roles|backup .* (complete|taken)|restoring|dumping contents|sha256|kept|dropped|swapp|verified|download/i;
-
 function progressOf(summary: JobSummary): { percent: number; step: string } {
   const progress = summary.progress;
   if (typeof progress === 'number') return { percent: progress, step: '' };
@@ -265,7 +263,9 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
     const summary = await producer.summarize(job);
     const { percent, step } = progressOf(summary);
     const { logs } = await producer.queues.get(summary.type).getJobLogs(summary.id, -500, -1);
-    const meaningful = logs.filter((line) => MEANINGFUL.test(line)).slice(-60);
+    // Jobs logged before tool chatter was left out of job logs are filtered here.
+    const noteworthy = logs.filter(isNoteworthyLine);
+    const shown = noteworthy.slice(-80);
     const finished = ['completed', 'failed', 'cancelled'].includes(summary.state);
     const actions = options.readOnly
       ? ''
@@ -293,7 +293,12 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
           : ''
       }
       <h2>Log</h2>
-      ${meaningful.length ? html`<pre>${safe(meaningful.join('\n'))}</pre>` : html`<p class="muted">Nothing noteworthy logged${logs.length ? ` (${logs.length} lines of tool output)` : ''}.</p>`}
+      ${
+        shown.length
+          ? html`${noteworthy.length > shown.length ? html`<p class="muted">The last ${shown.length} of ${noteworthy.length} lines.</p>` : ''}
+              <pre>${safe(shown.join('\n'))}</pre>`
+          : html`<p class="muted">Nothing logged.</p>`
+      }
       <details>
         <summary>Payload</summary>
         <pre>${JSON.stringify(summary.data, null, 2)}</pre>
