@@ -12,6 +12,15 @@ describe('copy between environments', () => {
   beforeAll(async () => {
     rig = await Rig.create({ PROTECTED_ENVS: 'prod' });
     await loadPagila(rig.db('prod'));
+    // A table big enough for a stream of its own in a parallel copy, with what text COPY must carry exactly.
+    await sql(
+      rig.db('prod'),
+      `CREATE TABLE big_events (id bigserial PRIMARY KEY, body text, ratio float8, at timestamptz, span interval, doubled bigint GENERATED ALWAYS AS (id * 2) STORED);
+       INSERT INTO big_events (body, ratio, at, span)
+         SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE repeat(md5(g::text), 3) || E'\\t tab \\n newline \\\\ backslash é' END,
+                1.0 / (g + 0.1), timestamptz '2020-01-01 00:00:00.123456+00' + g * interval '1 second', g * interval '1 minute 0.5 second'
+           FROM generate_series(1, 100000) g`,
+    );
     rig.setEnv('prod', rig.db('prod'));
     rig.setEnv('alias', rig.db('prod')); // another name for the same database
     rig.setEnv('staging', rig.db('staging'));
@@ -25,19 +34,28 @@ describe('copy between environments', () => {
     const run = await rig.cli(['copy', '--from', 'prod', '--to', 'staging', '--verify', '--wait', '--json']);
     expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
-    expect(JSON.parse(run.stdout)).toMatchObject({ from: 'prod', to: 'staging', mode: 'stream', verified: true, tables: 21 });
+    expect(JSON.parse(run.stdout)).toMatchObject({ from: 'prod', to: 'staging', mode: 'stream', verified: true, tables: 22 });
     expect(await fingerprint(rig.db('staging'))).toEqual(source);
     expect(await fingerprint(rig.db('prod'))).toEqual(source);
   });
 
-  it('copies in parallel through a temporary directory that is removed afterwards', async () => {
+  it('copies in parallel streams of one snapshot, a big table in a stream of its own, and leaves no file behind', async () => {
     await sql('postgres', `CREATE DATABASE "${rig.db('qa')}"`);
     await sql(rig.db('qa'), 'CREATE TABLE leftover (x int)');
-    const run = await rig.cli(['copy', '--from', 'prod', '--to', 'qa', '--jobs', '2', '--wait', '--json']);
+    const run = await rig.cli(['copy', '--from', 'prod', '--to', 'qa', '--jobs', '2', '--verify', '--wait', '--json']);
+    expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
-    expect(JSON.parse(run.stdout)).toMatchObject({ mode: 'parallel', verified: false });
-    expect(await fingerprint(rig.db('qa'))).toEqual(source);
+    const result = JSON.parse(run.stdout);
+    expect(result).toMatchObject({ mode: 'parallel', verified: true, tables: 22 });
+    expect(await fingerprint(rig.db('qa'))).toEqual(source); // schema, every row, every sequence's value
+    expect(await sql(rig.db('qa'), "SELECT nextval('big_events_id_seq')::int AS next")).toEqual([{ next: 100_001 }]);
     expect(readdirSync(path.join(rig.backupDir, '.partial'))).toEqual([]);
+    const jobId = /^job (\S+)$/m.exec(run.stderr)![1]!;
+    const { logs } = await rig.producer().queues.get('copy').getJobLogs(jobId);
+    expect(logs.filter((line) => line.startsWith('copied table'))).toEqual([
+      expect.stringMatching(/^copied table "public\.big_events" \(\d+(\.\d)? MiB on disk\)$/),
+    ]);
+    expect(logs).toContain('pg_restore: processing data for table "public.rental"'); // the small tables' shared stream
   });
 
   it('sanitises inside the copy before it becomes visible; production keeps its data', async () => {

@@ -2,7 +2,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
-import { execa, type ResultPromise } from 'execa';
 import { z } from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { WorkArea } from '../backups/work-area.js';
@@ -10,12 +9,15 @@ import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
-import { userTables } from '../postgres/catalog.js';
+import { userTables, type TableRef } from '../postgres/catalog.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { StderrTail, finishTool, noteworthyOnly, startTool } from '../postgres/tools.js';
+import { copyInParallel } from '../postgres/parallel-copy.js';
+import { makeFifo, pipeTools } from '../postgres/pipe.js';
+import { noteworthyOnly } from '../postgres/tools.js';
+import { humanSize } from '../units.js';
 import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -29,7 +31,10 @@ const schema = z.strictObject({
   from: envName,
   to: envName,
   confirm: confirmField,
-  jobs: parallelJobs.default(1).meta({ description: '1: stream pg_dump into pg_restore with no file; more: parallel dump and restore' }),
+  jobs: parallelJobs.default(1).meta({
+    description:
+      '1: pg_dump streamed into pg_restore; more: the schema, then the data in this many parallel streams of one snapshot, then indexes and constraints with this many jobs (no temporary file either way)',
+  }),
   sanitize: z
     .array(sanitizeScript)
     .max(50)
@@ -61,19 +66,21 @@ export type CopyResult = z.infer<typeof result>;
 /** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
 function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
   let done = 0;
-  const tail = new StderrTail();
   const log = noteworthyOnly(context.log);
+  const step = (count: number, phase: string, table: string) => {
+    done += count;
+    context.progress(5 + (80 * done) / Math.max(2 * tables, done), `${phase} table ${table}`);
+  };
   return {
-    tail,
     onLine(line: string) {
-      tail.push(line);
       log(line);
       const table = /(?:dumping contents of table|processing data for table) "(.+)"$/.exec(line)?.[1];
-      if (table) {
-        done += 1;
-        const phase = line.includes('dumping') ? 'copying' : 'loading';
-        context.progress(5 + (80 * done) / Math.max(2 * tables, done), `${phase} table ${table}`);
-      }
+      if (table) step(1, line.includes('dumping') ? 'copying' : 'loading', table);
+    },
+    /** A table copied by a stream of its own: dumped and loaded at once. */
+    copied(table: TableRef, bytes: number) {
+      context.log(`copied table "${table.schema}.${table.table}" (${humanSize(bytes)} on disk)`);
+      step(2, 'copied', `${table.schema}.${table.table}`);
     },
   };
 }
@@ -83,118 +90,83 @@ interface Fill {
   source: DatabaseTarget;
   shadowUrl: string;
   signal: AbortSignal;
-  /** The source's exported snapshot (with --verify), for pg_dump to read. */
-  snapshot: string | undefined;
+  /** The source's exported snapshot (with --verify, and for a parallel copy), and the session that holds it. */
+  snapshot: { id: string; client: pg.Client } | undefined;
   tables: number;
   binDir: string | undefined;
 }
 
 /**
- * pg_dump straight into pg_restore through a named pipe (a FIFO in the job's work directory): the two
- * tools share it, and no byte passes through this process, which only reads their stderr.
+ * Gives `use` the job's work directory and a directory where FIFOs can be made: the same, or where its
+ * file system has none (some network ones), a private one of the host's. Both are removed afterwards.
  */
-async function streamCopy(context: OperationContext<CopyPayload>, fill: Fill): Promise<void> {
-  const store = new WorkArea(context.config.backupDir);
+async function withWorkDirs(context: OperationContext<CopyPayload>, use: (workDir: string, fifoDir: string) => Promise<void>): Promise<void> {
+  const area = new WorkArea(context.config.backupDir);
   let fallback: string | undefined;
   try {
-    let fifo = path.join(await store.partialDir(context.job), 'stream');
-    const made = await execa('mkfifo', ['-m', '600', fifo], { reject: false });
-    if (made.exitCode !== 0) {
-      // BACKUP_DIR on a file system without FIFOs (some network ones): a private directory of the host's.
-      fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
-      fifo = path.join(fallback, 'stream');
-      await execa('mkfifo', ['-m', '600', fifo]);
-    }
-    await pipeThrough(fifo, context, fill);
+    const workDir = await area.partialDir(context.job);
+    const probe = path.join(workDir, 'fifo-probe');
+    let fifoDir = workDir;
+    if (/['\\]/.test(workDir) || !(await makeFifo(probe))) fifoDir = fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
+    await rm(probe, { force: true });
+    await use(workDir, fifoDir);
   } finally {
-    await store.removePartial(context.job);
+    await area.removePartial(context.job);
     if (fallback) await rm(fallback, { recursive: true, force: true });
   }
 }
 
-async function pipeThrough(fifo: string, context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+/** pg_dump straight into pg_restore through a FIFO: no byte passes through this process. */
+async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
   const counter = progressCounter(context, tables);
-  const dumpTail = new StderrTail();
-  // --no-sync: a FIFO cannot be fsynced (and holds nothing to keep).
-  const dumpArgs = [
-    '--format=custom',
-    '--compress=0',
-    '--verbose',
-    '--no-password',
-    '--no-sync',
-    `--file=${fifo}`,
-    ...(snapshot ? [`--snapshot=${snapshot}`] : []),
-  ];
-  const dump = startTool('pg_dump', dumpArgs, {
-    url: source.url,
-    signal,
-    binDir,
-    onStderrLine: (line) => {
-      dumpTail.push(line);
-      counter.onLine(line);
-    },
-  });
-  // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
-  const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', '--format=custom', fifo], {
-    url: shadowUrl,
-    signal,
-    binDir,
-    onStderrLine: counter.onLine,
-  });
-  // If either side fails the other must stop too: a pg_dump whose reader is gone blocks on a full pipe,
-  // and one side of a FIFO waits forever in open() for the other.
-  // The side that failed first says why; the other's error (killed by us, or a broken pipe) is only
-  // a consequence, and must not turn a retryable failure into a permanent one.
-  let cause: unknown;
-  const settle = (tool: 'pg_dump' | 'pg_restore', child: ResultPromise, tail: StderrTail, other: ResultPromise) =>
-    finishTool(tool, child, tail).catch((error: unknown) => {
-      if (cause === undefined && !(tool === 'pg_dump' && lostItsReader(child, tail))) {
-        cause = error;
-        other.kill();
-      }
-      throw error;
-    });
-  const [dumped, restored] = await Promise.allSettled([settle('pg_dump', dump, dumpTail, restore), settle('pg_restore', restore, counter.tail, dump)]);
-  if (cause !== undefined) throw cause;
-  if (restored.status === 'rejected') throw restored.reason;
-  if (dumped.status === 'rejected') throw dumped.reason;
-}
-
-/**
- * pg_dump lost its reader: pg_restore stopped, and pg_restore's own error says why. pg_dump either
- * says so, or dies of SIGPIPE without a word (and may be reaped before pg_restore is).
- */
-function lostItsReader(dump: ResultPromise, tail: StderrTail): boolean {
-  return dump.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output/i.test(line));
-}
-
-async function parallelCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
-  const store = new WorkArea(context.config.backupDir);
-  const work = path.join(await store.partialDir(context.job), 'dump');
-  try {
-    const counter = progressCounter(context, tables);
-    const jobs = `--jobs=${context.payload.jobs}`;
-    const dump = startTool(
-      'pg_dump',
-      ['--format=directory', '--compress=0', '--verbose', '--no-password', jobs, `--file=${work}`, ...(snapshot ? [`--snapshot=${snapshot}`] : [])],
+  await withWorkDirs(context, async (_workDir, fifoDir) => {
+    const fifo = path.join(fifoDir, 'stream');
+    if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
+    const options = { signal, binDir, onStderrLine: counter.onLine };
+    await pipeTools(
       {
-        url: source.url,
-        signal,
-        binDir,
-        onStderrLine: counter.onLine,
+        tool: 'pg_dump',
+        // --no-sync: a FIFO cannot be fsynced (and holds nothing to keep).
+        args: [
+          '--format=custom',
+          '--compress=0',
+          '--verbose',
+          '--no-password',
+          '--no-sync',
+          `--file=${fifo}`,
+          ...(snapshot ? [`--snapshot=${snapshot.id}`] : []),
+        ],
+        options: { ...options, url: source.url },
+      },
+      {
+        tool: 'pg_restore',
+        // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
+        args: ['--verbose', '--no-password', '--exit-on-error', '--format=custom', fifo],
+        options: { ...options, url: shadowUrl },
       },
     );
-    await finishTool('pg_dump', dump, counter.tail);
-    const restore = startTool('pg_restore', ['--verbose', '--no-password', '--exit-on-error', jobs, work], {
-      url: shadowUrl,
+  });
+}
+
+/** `--jobs N`: schema, then the data in N parallel streams of one snapshot, then indexes and constraints with N jobs. */
+async function parallelCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+  if (!snapshot) throw new Error('a parallel copy reads one exported snapshot');
+  const counter = progressCounter(context, tables);
+  await withWorkDirs(context, (workDir, fifoDir) =>
+    copyInParallel({
+      sourceUrl: source.url,
+      targetUrl: shadowUrl,
+      snapshot: snapshot.id,
+      snapshotClient: snapshot.client,
+      jobs: context.payload.jobs,
+      workDir,
+      fifoDir,
       signal,
       binDir,
-      onStderrLine: counter.onLine,
-    });
-    await finishTool('pg_restore', restore, counter.tail);
-  } finally {
-    await store.removePartial(context.job);
-  }
+      onLine: counter.onLine,
+      onTableCopied: counter.copied,
+    }),
+  );
 }
 
 async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: string): Promise<void> {
@@ -254,9 +226,9 @@ export const copy = defineOperation({
     const target = resolveTarget(config, payload.to);
 
     // With --verify, the dump and the source's hashes read one exported snapshot: exact even while
-    // the source takes writes. The transaction stays open for the whole copy, so only when asked.
-    let snapshotClient: pg.Client | undefined;
-    let snapshot: string | undefined;
+    // the source takes writes. A parallel copy's streams read one too. The transaction stays open for
+    // the whole copy, so only then.
+    let snapshot: { id: string; client: pg.Client } | undefined;
     progress(1, `connecting to ${source.env}`);
     const probe = await connect(source.url, `dbops:copy:${jobId}`, source.env);
     let tables: number;
@@ -264,16 +236,15 @@ export const copy = defineOperation({
     try {
       tables = (await userTables(probe)).length;
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
-      if (payload.verify) {
+      if (payload.verify || payload.jobs > 1) {
         await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        snapshot = (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]?.id;
-        snapshotClient = probe;
+        snapshot = { id: (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id, client: probe };
       }
     } catch (error) {
       await probe.end().catch(() => undefined);
       throw error;
     }
-    if (!snapshotClient) await probe.end().catch(() => undefined);
+    if (!snapshot) await probe.end().catch(() => undefined);
 
     try {
       // Tools new enough for both servers: pg_dump for the source, pg_restore for what pg_dump wrote.
@@ -292,7 +263,7 @@ export const copy = defineOperation({
         fill: async (shadowUrl, fillSignal) => {
           const fill: Fill = { source, shadowUrl, signal: fillSignal, snapshot, tables, binDir };
           await (mode === 'stream' ? streamCopy(context, fill) : parallelCopy(context, fill));
-          if (snapshotClient) await verifyCopy(context, () => digestTables(snapshotClient), shadowUrl);
+          if (payload.verify && snapshot) await verifyCopy(context, () => digestTables(snapshot.client), shadowUrl);
           await sanitize(context, shadowUrl);
         },
       });
@@ -308,7 +279,7 @@ export const copy = defineOperation({
         durationMs: Date.now() - startedAt,
       };
     } finally {
-      if (snapshotClient) await snapshotClient.end().catch(() => undefined);
+      if (snapshot) await snapshot.client.end().catch(() => undefined);
     }
   },
   async recover(context) {

@@ -67,3 +67,12 @@ export async function countUserTables(client: pg.ClientBase): Promise<number> {
   const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${USER_RELATIONS} AND c.relkind = 'r'`);
   return rows[0]?.n ?? 0;
 }
+
+/** Ordinary tables and partitions with their size on disk (heap and TOAST), largest first. */
+export async function tablesBySize(client: pg.ClientBase): Promise<(TableRef & { bytes: number })[]> {
+  const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table, pg_table_size(c.oid)::text AS bytes FROM ${USER_RELATIONS}
+        AND c.relkind = 'r' AND c.relpersistence <> 't' ORDER BY pg_table_size(c.oid) DESC, 1, 2`,
+  );
+  return rows.map((row) => ({ ...tableRef(row.schema, row.table), bytes: Number(row.bytes) }));
+}

@@ -1,0 +1,185 @@
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import type pg from 'pg';
+import { tablesBySize, type TableRef } from './catalog.js';
+import { makeFifo, pipeTools } from './pipe.js';
+import { StderrTail, finishTool, startTool } from './tools.js';
+
+/** A table at least this big gets a COPY stream of its own; smaller ones share one pg_dump stream. */
+const OWN_STREAM_BYTES = 8 * 2 ** 20;
+
+export interface ParallelCopyOptions {
+  sourceUrl: string;
+  targetUrl: string;
+  /** The source's exported snapshot, held open by the caller for the whole copy. */
+  snapshot: string;
+  /** The caller's session in that snapshot: which tables there are, and how big. */
+  snapshotClient: pg.ClientBase;
+  jobs: number;
+  /** The job's own directory, for the schema's archive. */
+  workDir: string;
+  /** A directory of the job's where FIFOs can be made (workDir, unless its file system has none). */
+  fifoDir: string;
+  signal: AbortSignal;
+  binDir: string | undefined;
+  /** Each line the tools print on stderr. */
+  onLine: (line: string) => void;
+  /** A big table copied by a stream of its own. */
+  onTableCopied: (table: TableRef, bytes: number) => void;
+}
+
+/**
+ * A copy in the way pgcopydb makes one, with no temporary copy of the data: the schema's definitions
+ * (pre-data), then the data in `jobs` parallel streams, all in one exported snapshot, then indexes and
+ * constraints (post-data) with `jobs` parallel jobs. Each big table streams `COPY … TO STDOUT` from one
+ * psql into `COPY … FROM` in another through a FIFO; the small tables, sequence values and large
+ * objects go together as one pg_dump --section=data piped into pg_restore.
+ */
+export async function copyInParallel(options: ParallelCopyOptions): Promise<void> {
+  const { sourceUrl, targetUrl, snapshot, workDir, signal, binDir, onLine } = options;
+  if (!/^[0-9A-F-]+$/i.test(snapshot)) throw new Error(`not a snapshot id: ${snapshot}`);
+  if (/['\\]/.test(options.fifoDir)) throw new Error(`psql cannot name a FIFO in ${options.fifoDir}: the path has a quote or backslash`);
+  const schemaFile = path.join(workDir, 'schema.dump');
+  const tool = { signal, binDir, onStderrLine: onLine };
+  const tail = new StderrTail();
+  const track = { ...tool, onStderrLine: (line: string) => (tail.push(line), onLine(line)) };
+
+  await finishTool(
+    'pg_dump',
+    startTool(
+      'pg_dump',
+      ['--format=custom', '--section=pre-data', '--section=post-data', '--verbose', '--no-password', `--snapshot=${snapshot}`, `--file=${schemaFile}`],
+      { ...track, url: sourceUrl },
+    ),
+    tail,
+  );
+  await finishTool(
+    'pg_restore',
+    startTool('pg_restore', ['--section=pre-data', '--verbose', '--no-password', '--exit-on-error', schemaFile], { ...track, url: targetUrl }),
+    tail,
+  );
+
+  const tables = await tablesBySize(options.snapshotClient);
+  const big = tables.filter((table) => table.bytes >= OWN_STREAM_BYTES);
+  const restBytes = tables.reduce((sum, table) => sum + table.bytes, 0) - big.reduce((sum, table) => sum + table.bytes, 0);
+  // COPY in text, read and written by sessions that agree on every setting that shapes it, as pg_dump's do.
+  const encoding = (
+    await options.snapshotClient.query<{ encoding: string }>(
+      'SELECT pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()',
+    )
+  ).rows[0]!.encoding;
+  const session = {
+    PGOPTIONS: '-c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 -c row_security=off -c synchronize_seqscans=off',
+    PGCLIENTENCODING: encoding,
+  };
+
+  type Stream = { bytes: number; run: (fifo: string, lane: AbortSignal) => Promise<void> };
+  const rest: Stream = {
+    bytes: restBytes,
+    run: (fifo, lane) =>
+      pipeTools(
+        {
+          tool: 'pg_dump',
+          args: [
+            '--format=custom',
+            '--compress=0',
+            '--section=data',
+            '--verbose',
+            '--no-password',
+            '--no-sync',
+            `--snapshot=${snapshot}`,
+            ...big.map((table) => `--exclude-table-data=${pattern(table)}`),
+            `--file=${fifo}`,
+          ],
+          options: { ...tool, signal: lane, url: sourceUrl },
+        },
+        {
+          // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
+          tool: 'pg_restore',
+          args: ['--section=data', '--format=custom', '--verbose', '--no-password', '--exit-on-error', fifo],
+          options: { ...tool, signal: lane, url: targetUrl },
+        },
+      ),
+  };
+  const streams: Stream[] = [
+    ...big.map((table): Stream => ({
+      bytes: table.bytes,
+      run: async (fifo, lane) => {
+        await pipeTools(
+          {
+            tool: 'psql',
+            args: [
+              '--no-psqlrc',
+              '--quiet',
+              '--no-password',
+              '--set=ON_ERROR_STOP=1',
+              `--output=${fifo}`,
+              '--command=BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+              `--command=SET TRANSACTION SNAPSHOT '${snapshot}'`,
+              `--command=COPY ${table.sql} TO STDOUT`,
+              '--command=COMMIT',
+            ],
+            options: { ...tool, signal: lane, url: sourceUrl, env: session },
+          },
+          {
+            tool: 'psql',
+            args: ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', `--command=\\copy ${table.sql} FROM '${fifo}'`],
+            options: { ...tool, signal: lane, url: targetUrl, env: session },
+          },
+        );
+        options.onTableCopied(table, table.bytes);
+      },
+    })),
+    rest,
+  ].sort((a, b) => b.bytes - a.bytes);
+
+  await inLanes(streams, options.jobs, options.fifoDir, signal);
+
+  await finishTool(
+    'pg_restore',
+    startTool('pg_restore', ['--section=post-data', '--verbose', '--no-password', '--exit-on-error', `--jobs=${options.jobs}`, schemaFile], {
+      ...track,
+      url: targetUrl,
+    }),
+    tail,
+  );
+  await rm(schemaFile, { force: true });
+}
+
+/** Runs the streams, biggest first, `lanes` at a time, each lane through a FIFO of its own; the first failure stops them all. */
+async function inLanes(
+  streams: { run: (fifo: string, lane: AbortSignal) => Promise<void> }[],
+  lanes: number,
+  fifoDir: string,
+  signal: AbortSignal,
+): Promise<void> {
+  const stop = new AbortController();
+  const laneSignal = AbortSignal.any([signal, stop.signal]);
+  let next = 0;
+  const lane = async (index: number) => {
+    const fifo = path.join(fifoDir, `lane-${index}`);
+    if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
+    try {
+      while (next < streams.length && !laneSignal.aborted) {
+        const stream = streams[next]!;
+        next += 1;
+        await stream.run(fifo, laneSignal);
+      }
+    } catch (error) {
+      stop.abort(error);
+      throw error;
+    } finally {
+      await rm(fifo, { force: true });
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(lanes, streams.length) }, (_, index) => lane(index)));
+  signal.throwIfAborted();
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failed) throw stop.signal.aborted ? stop.signal.reason : failed.reason;
+}
+
+/** A pg_dump pattern that matches this one table and nothing else: quoted, so no character is special. */
+function pattern(table: TableRef): string {
+  const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
+  return `${quote(table.schema)}.${quote(table.table)}`;
+}

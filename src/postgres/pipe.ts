@@ -1,0 +1,57 @@
+import { execa, type ResultPromise } from 'execa';
+import { StderrTail, finishTool, startTool, type PgTool, type ToolOptions } from './tools.js';
+
+/** Makes a FIFO at `file` (mode 600); false where the file system has none (some network ones). */
+export async function makeFifo(file: string): Promise<boolean> {
+  return (await execa('mkfifo', ['-m', '600', file], { reject: false })).exitCode === 0;
+}
+
+export interface PipeEnd {
+  tool: PgTool;
+  args: string[];
+  options: ToolOptions;
+}
+
+/**
+ * Runs two tools joined by a FIFO the caller made: `writer` writes into it, `reader` reads it. No byte
+ * passes through this process, which only reads their stderr. If either side fails the other is
+ * stopped (a writer whose reader is gone blocks on a full pipe, and one side of a FIFO waits forever in
+ * open() for the other), and the side that failed first says why: the other's error (killed by us, or
+ * a broken pipe) is only a consequence, and must not turn a retryable failure into a permanent one.
+ */
+export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void> {
+  const start = (end: PipeEnd) => {
+    const tail = new StderrTail();
+    const child = startTool(end.tool, end.args, {
+      ...end.options,
+      onStderrLine: (line) => {
+        tail.push(line);
+        end.options.onStderrLine?.(line);
+      },
+    });
+    return { tool: end.tool, child, tail };
+  };
+  const written = start(writer);
+  const read = start(reader);
+  let cause: unknown;
+  const settle = (side: ReturnType<typeof start>, other: ResultPromise, isWriter: boolean) =>
+    finishTool(side.tool, side.child, side.tail).catch((error: unknown) => {
+      if (cause === undefined && !(isWriter && lostItsReader(side.child, side.tail))) {
+        cause = error;
+        other.kill();
+      }
+      throw error;
+    });
+  const [wrote, readAll] = await Promise.allSettled([settle(written, read.child, true), settle(read, written.child, false)]);
+  if (cause !== undefined) throw cause;
+  if (readAll.status === 'rejected') throw readAll.reason;
+  if (wrote.status === 'rejected') throw wrote.reason;
+}
+
+/**
+ * The writer lost its reader: the reader stopped, and the reader's own error says why. The writer
+ * either says so, or dies of SIGPIPE without a word (and may be reaped before the reader is).
+ */
+function lostItsReader(child: ResultPromise, tail: StderrTail): boolean {
+  return child.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output|could not write COPY data/i.test(line));
+}
