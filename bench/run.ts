@@ -3,10 +3,15 @@
  * as one table. Each job-vs-raw pair alternates, ROUNDS times, and medians are compared; a CHECKPOINT
  * runs before every timed step so that no step pays for the dirty buffers of the one before it.
  *
+ * Every operation runs as a user runs it, `manage-db … --wait --json`: each row gives the CLI's wall time
+ * and the job's own durationMs, each with the median and the spread (min–max) over the rounds.
+ *
  *   backup job (plain, and encrypted) vs raw `pg_dump -Fc -f`; parallel backup job (directory, 2 jobs) vs `pg_dump -Fd -j 2`
  *   restore job (checks, shadow, swap; keeps the old database, dropped after the timing)
  *     vs raw `dropdb; createdb; pg_restore -j 2`
- *   stream copy job (pg_dump | pg_restore, shadow, swap) vs dump to a file, then restore it
+ *   stream copy job (pg_dump | pg_restore, shadow, swap) vs dump to a file, then restore it, and vs the raw pipe
+ *   copy --jobs 2 vs `pgcopydb clone --table-jobs 2 --index-jobs 2` (when pgcopydb is installed)
+ *   restore and backup of 4,000 small tables vs pg_restore -j 2 and pg_dump
  *   no-op job round trip (p50/p99) and throughput: dbops' worker runtime vs a bare BullMQ worker
  *   worker memory during the big backup (peak RSS in its second half vs its first), and peak memory
  *   (VmHWM) backing up a database 10x smaller and the big one
@@ -18,7 +23,7 @@
  * BENCH_ONLY=s3 runs the S3 rows alone.
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
- * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 3), REDIS_URL.
+ * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -32,7 +37,7 @@ import { benchS3, type BenchRow } from './s3.js';
 import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_300_000);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const SOURCE = 'dbops_bench_source';
 const SMALL = 'dbops_bench_small';
 const TARGET = 'dbops_bench_target';
@@ -150,6 +155,24 @@ async function main(): Promise<void> {
     if (outcome.state !== 'completed') throw new Error(`${type} job ${outcome.state}: ${outcome.failedReason}`);
     return outcome.result as T;
   };
+  /** As the user runs it, `manage-db … --wait --json`: records the CLI's wall time and the job's own durationMs. */
+  const viaCli = async <T extends object = { previousDatabase?: string }>(key: string, args: string[], cliEnv = env): Promise<T & { durationMs: number }> => {
+    let result: (T & { durationMs: number }) | undefined;
+    record(
+      `cli:${key}`,
+      await timed(async () => {
+        result = JSON.parse((await execa('node', [CLI, ...args, '--wait', '--json'], { env: cliEnv })).stdout) as T & { durationMs: number };
+      }),
+    );
+    record(`job:${key}`, result!.durationMs / 1000);
+    return result!;
+  };
+  const dropPrevious = async (result: { previousDatabase?: string }) => {
+    if (result.previousDatabase) await admin('postgres', `DROP DATABASE "${result.previousDatabase}" WITH (FORCE)`);
+  };
+  const pgcopydb = (await execa('pgcopydb', ['--version'], { reject: false })).exitCode === 0 ? 'pgcopydb' : undefined;
+  if (!pgcopydb) process.stderr.write('pgcopydb is not installed (Debian: apt install pgcopydb): its rows are left out\n');
+  const pgcopydbDir = path.join(backupDir, 'pgcopydb');
   let memory = { small: 0, large: 0, firstHalf: 0, secondHalf: 0 };
   let scaling = { one: 0, two: 0 };
   let queue;
@@ -164,16 +187,15 @@ async function main(): Promise<void> {
       await checkpoint();
       record('rawDump', await timed(() => execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)])));
       await checkpoint();
-      let backupId = '';
-      record('jobDump', await timed(async () => (backupId = (await runJob<{ backupId: string }>('backup', { env: 'bench' })).backupId)));
+      const { backupId } = await viaCli<{ backupId: string }>('dump', ['backup', '--env', 'bench']);
       await checkpoint();
-      record('jobEncryptedDump', await timed(() => runJob('backup', { env: 'bench' }, encryptedProducer)));
+      await viaCli('encryptedDump', ['backup', '--env', 'bench'], encryptedEnv);
 
       await rm(rawDir, { recursive: true, force: true });
       await checkpoint();
       record('rawParallelDump', await timed(() => execa('pg_dump', ['-Fd', '-j', '2', '-f', rawDir, '-d', urlFor(SOURCE)])));
       await checkpoint();
-      record('jobParallelDump', await timed(() => runJob('backup', { env: 'bench', format: 'directory', jobs: 2 })));
+      await viaCli('parallelDump', ['backup', '--env', 'bench', '--format', 'directory', '--jobs', '2']);
 
       await checkpoint();
       record(
@@ -185,14 +207,7 @@ async function main(): Promise<void> {
         }),
       );
       await checkpoint();
-      let previous: string | undefined;
-      record(
-        'jobRestore',
-        await timed(
-          async () => (previous = (await runJob<{ previousDatabase?: string }>('restore', { env: 'benchtarget', backup: backupId, jobs: 2 })).previousDatabase),
-        ),
-      );
-      if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
+      await dropPrevious(await viaCli('restore', ['restore', '--env', 'benchtarget', '--backup', backupId, '--jobs', '2']));
 
       await checkpoint();
       record(
@@ -205,16 +220,7 @@ async function main(): Promise<void> {
         }),
       );
       await checkpoint();
-      let copied: string | undefined;
-      record(
-        'jobCopy',
-        await timed(async () => (copied = (await runJob<{ previousDatabase?: string }>('copy', { from: 'bench', to: 'benchcopy' })).previousDatabase)),
-      );
-      if (copied) await admin('postgres', `DROP DATABASE "${copied}" WITH (FORCE)`);
-
-      // As the user sees it: the CLI's wall time, from the shell, through the queue and a worker.
-      await checkpoint();
-      record('cliDump', await timed(() => cli(['backup', '--env', 'bench', '--wait', '--json'])));
+      await dropPrevious(await viaCli('copy', ['copy', '--from', 'bench', '--to', 'benchcopy']));
       // The raw pipe a user would type for a copy.
       await checkpoint();
       record(
@@ -225,6 +231,32 @@ async function main(): Promise<void> {
           await execa('bash', ['-o', 'pipefail', '-c', `pg_dump -Fc -Z0 -d '${urlFor(SOURCE)}' | pg_restore --exit-on-error -d '${urlFor(COPY_TARGET)}'`]);
         }),
       );
+      await checkpoint();
+      await dropPrevious(await viaCli('parallelCopy', ['copy', '--from', 'bench', '--to', 'benchcopy', '--jobs', '2']));
+      if (pgcopydb) {
+        await checkpoint();
+        record(
+          'pgcopydb',
+          await timed(async () => {
+            await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
+            await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+            await rm(pgcopydbDir, { recursive: true, force: true });
+            await execa(pgcopydb, [
+              'clone',
+              '--source',
+              urlFor(SOURCE),
+              '--target',
+              urlFor(COPY_TARGET),
+              '--table-jobs',
+              '2',
+              '--index-jobs',
+              '2',
+              '--dir',
+              pgcopydbDir,
+            ]);
+          }),
+        );
+      }
 
       // Many tables: the restore job against pg_restore -j 2 of the same archive.
       await execa('pg_dump', ['-Fc', '-f', manyFile, '-d', urlFor(MANY)]);
@@ -239,19 +271,11 @@ async function main(): Promise<void> {
         }),
       );
       await checkpoint();
-      let manyPrevious: string | undefined;
-      record(
-        'jobManyRestore',
-        await timed(
-          async () =>
-            (manyPrevious = (await runJob<{ previousDatabase?: string }>('restore', { env: 'manytarget', backup: many.backupId, jobs: 2 })).previousDatabase),
-        ),
-      );
-      if (manyPrevious) await admin('postgres', `DROP DATABASE "${manyPrevious}" WITH (FORCE)`);
+      await dropPrevious(await viaCli('manyRestore', ['restore', '--env', 'manytarget', '--backup', many.backupId, '--jobs', '2']));
       await checkpoint();
       record('rawManyDump', await timed(() => execa('pg_dump', ['-Fc', '-f', manyFile, '-d', urlFor(MANY)])));
       await checkpoint();
-      record('jobManyDump', await timed(() => runJob('backup', { env: 'many' })));
+      await viaCli('manyDump', ['backup', '--env', 'many']);
     }
     // Starting the CLI, cold: --version, and an enqueue without --wait.
     for (let i = 0; i < 5; i += 1) {
@@ -323,60 +347,44 @@ async function main(): Promise<void> {
   }
 
   const m = (key: string) => median(times[key]!);
-  const ratio = (job: string, raw: string) => (m(job) / m(raw)).toFixed(3);
+  /** The median, and the spread over the rounds. */
+  const seconds = (key: string) => `${m(key).toFixed(2)} s (${Math.min(...times[key]!).toFixed(2)}–${Math.max(...times[key]!).toFixed(2)})`;
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  /** A job's own durationMs and the CLI's wall time, each against the same baseline. */
+  const against = (what: string, key: string, raw: string, rawName: string, jobTarget: string, cliTarget: string): BenchRow[] => [
+    [`${what}: job vs ${rawName}`, seconds(`job:${key}`), seconds(raw), (m(`job:${key}`) / m(raw)).toFixed(3), jobTarget],
+    [`${what}: CLI --wait vs ${rawName}`, seconds(`cli:${key}`), seconds(raw), (m(`cli:${key}`) / m(raw)).toFixed(3), cliTarget],
+  ];
   const table: BenchRow[] = [
-    ['backup job vs pg_dump -Fc', `${m('jobDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('jobDump', 'rawDump'), '≤ 1.05'],
+    ...against('backup', 'dump', 'rawDump', 'pg_dump -Fc', '≤ 1.02', '≤ 1.03'),
     [
-      'encrypted backup job (AES-256-GCM) vs pg_dump -Fc',
-      `${m('jobEncryptedDump').toFixed(2)} s`,
-      `${m('rawDump').toFixed(2)} s`,
-      ratio('jobEncryptedDump', 'rawDump'),
+      'encrypted backup (AES-256-GCM): job vs pg_dump -Fc',
+      seconds('job:encryptedDump'),
+      seconds('rawDump'),
+      (m('job:encryptedDump') / m('rawDump')).toFixed(3),
       '',
     ],
     [
-      'parallel backup job vs pg_dump -Fd -j 2',
-      `${m('jobParallelDump').toFixed(2)} s`,
-      `${m('rawParallelDump').toFixed(2)} s`,
-      ratio('jobParallelDump', 'rawParallelDump'),
+      'parallel backup: job vs pg_dump -Fd -j 2',
+      seconds('job:parallelDump'),
+      seconds('rawParallelDump'),
+      (m('job:parallelDump') / m('rawParallelDump')).toFixed(3),
       '≤ 1.05',
     ],
+    ...against('restore', 'restore', 'rawRestore', 'drop+create+pg_restore -j 2', '≤ 1.05', ''),
     [
-      'restore job vs drop+create+pg_restore -j 2',
-      `${m('jobRestore').toFixed(2)} s`,
-      `${m('rawRestore').toFixed(2)} s`,
-      ratio('jobRestore', 'rawRestore'),
-      '≤ 1.05',
-    ],
-    [
-      'stream copy job vs dump, then restore',
-      `${m('jobCopy').toFixed(2)} s`,
-      `${m('rawDumpThenRestore').toFixed(2)} s`,
-      ratio('jobCopy', 'rawDumpThenRestore'),
+      'stream copy: job vs dump, then restore',
+      seconds('job:copy'),
+      seconds('rawDumpThenRestore'),
+      (m('job:copy') / m('rawDumpThenRestore')).toFixed(3),
       '≤ 0.85',
     ],
-    ['backup via the CLI (--wait) vs pg_dump -Fc', `${m('cliDump').toFixed(2)} s`, `${m('rawDump').toFixed(2)} s`, ratio('cliDump', 'rawDump'), '≤ 1.03'],
-    [
-      'stream copy job vs pg_dump -Fc -Z0 piped to pg_restore',
-      `${m('jobCopy').toFixed(2)} s`,
-      `${m('rawPipeCopy').toFixed(2)} s`,
-      ratio('jobCopy', 'rawPipeCopy'),
-      '≤ 1.05',
-    ],
-    [
-      'restore job, 4000 tables, vs pg_restore -j 2',
-      `${m('jobManyRestore').toFixed(2)} s`,
-      `${m('rawManyRestore').toFixed(2)} s`,
-      ratio('jobManyRestore', 'rawManyRestore'),
-      '≤ 1.05',
-    ],
-    [
-      'backup job, 4000 tables, vs pg_dump -Fc',
-      `${m('jobManyDump').toFixed(2)} s`,
-      `${m('rawManyDump').toFixed(2)} s`,
-      ratio('jobManyDump', 'rawManyDump'),
-      '≤ 1.03',
-    ],
+    ...against('stream copy', 'copy', 'rawPipeCopy', 'pg_dump -Z0 | pg_restore', '≤ 1.05', ''),
+    ...(times.pgcopydb
+      ? against('copy --jobs 2', 'parallelCopy', 'pgcopydb', 'pgcopydb clone, 2 jobs', '≤ 1.00', '')
+      : [['copy --jobs 2: job (pgcopydb not installed)', seconds('job:parallelCopy'), '', '', ''] as BenchRow]),
+    ...against('restore, 4000 tables', 'manyRestore', 'rawManyRestore', 'pg_restore -j 2', '≤ 1.05', ''),
+    ...against('backup, 4000 tables', 'manyDump', 'rawManyDump', 'pg_dump -Fc', '≤ 1.03', ''),
     ['manage-db --version, cold (median of 5)', `${(m('cliVersion') * 1000).toFixed(0)} ms`, '', '', '≤ 150 ms'],
     ['manage-db enqueue without --wait (median of 5)', `${(m('cliEnqueue') * 1000).toFixed(0)} ms`, '', '', '≤ 300 ms'],
     [
@@ -415,7 +423,7 @@ async function main(): Promise<void> {
 }
 
 function printTable(table: BenchRow[], what: string): void {
-  const width = [48, 10, 10, 9, 10];
+  const width = [52, 22, 22, 9, 10];
   const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
   console.log(
     `\n${what}; medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`,
