@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The CLI is written in TypeScript and compiled to dist/ by `npm ci` (the prepare script).
 import { readFileSync } from 'node:fs';
+import module from 'node:module';
 
 const args = process.argv.slice(2);
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
@@ -8,5 +9,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
   process.stdout.write(`${version}\n`);
 } else {
+  // Node 22.1 and later keep the compiled CLI on disk between calls (a shorter start); Node 20 has no such cache.
+  module.enableCompileCache?.();
   await import('../dist/src/cli/main.js');
 }
