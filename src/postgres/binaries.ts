@@ -64,17 +64,31 @@ export async function toolDirFor(major: number, configured: string | undefined, 
   );
 }
 
+/**
+ * A server's major version, asked at most every ten seconds per URL: jobs in quick succession (a
+ * schedule's fan-out, --all-databases, a queue of restores) need not each open a connection only to
+ * learn what the last one learnt. A server upgraded in place is seen within those seconds.
+ */
+const SERVER_MAJOR_TTL_MS = 10_000;
+const serverMajors = new Map<string, { major: number; until: number }>();
+
+async function serverMajorAt(url: string, applicationName: string): Promise<number> {
+  const known = serverMajors.get(url);
+  if (known && known.until > Date.now()) return known.major;
+  const client = await connect(url, applicationName);
+  try {
+    const major = await serverMajor(client);
+    serverMajors.set(url, { major, until: Date.now() + SERVER_MAJOR_TTL_MS });
+    return major;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** The tools directory for the server behind one or more connection URLs (the newest server decides). */
 export async function toolDirForServers(urls: string[], configured: string | undefined, applicationName: string): Promise<string | undefined> {
   let highest = 0;
-  for (const url of urls) {
-    const client = await connect(url, applicationName);
-    try {
-      highest = Math.max(highest, await serverMajor(client));
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  }
+  for (const url of urls) highest = Math.max(highest, await serverMajorAt(url, applicationName));
   return toolDirFor(highest, configured);
 }
 
