@@ -386,7 +386,7 @@ async function main(): Promise<void> {
       (m('job:copy') / m('rawDumpThenRestore')).toFixed(3),
       '≤ 0.85',
     ],
-    ...against('stream copy', 'copy', 'rawPipeCopy', 'pg_dump -Z0 | pg_restore', '≤ 1.05', ''),
+    ...against('stream copy', 'copy', 'rawPipeCopy', 'pg_dump -Z0 piped to pg_restore', '≤ 1.05', ''),
     ...(times.pgcopydb
       ? against('copy --jobs 2', 'parallelCopy', 'pgcopydb', 'pgcopydb clone, 2 jobs', '≤ 1.00', '')
       : [['copy --jobs 2: job (pgcopydb not installed)', seconds('job:parallelCopy'), '', '', ''] as BenchRow]),
