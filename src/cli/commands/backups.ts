@@ -5,7 +5,7 @@ import { CliExit, ValidationError } from '../../errors.js';
 import { humanDuration, humanSize } from '../../units.js';
 import { EXIT, out, printJson, printTable } from '../io.js';
 import { runOperation } from '../lazy.js';
-import type { RunOperation } from '../run-operation.js';
+import type { RunOperation } from '../run-flags.js';
 import { flagsOf, withRunFlags } from './operations.js';
 
 /** Verification state for `backups list`: the newest check's level and outcome. */

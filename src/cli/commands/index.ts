@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { OperationType } from '../../operations/index.js';
-import type { RunOperation } from '../run-operation.js';
+import type { RunOperation } from '../run-flags.js';
 import { registerBackups } from './backups.js';
 import {
   registerBackup,

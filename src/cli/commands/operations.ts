@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
 import { ValidationError } from '../../errors.js';
 import { parseWholeNumber } from '../io.js';
 import { runOperation } from '../lazy.js';
-import type { RunFlags, RunOperation } from '../run-operation.js';
+import type { RunFlags, RunOperation } from '../run-flags.js';
 
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {

@@ -5,7 +5,7 @@ import type { Schedules, ScheduleView } from '../../schedules/schedules.js';
 import { cliConfig } from '../config.js';
 import { inZone } from '../../units.js';
 import { out, printJson, printTable } from '../io.js';
-import type { RunOperation } from '../run-operation.js';
+import type { RunOperation } from '../run-flags.js';
 import { operationCommands } from './index.js';
 import { parseDuration } from './operations.js';
 
