@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createShadowDatabase } from '../src/postgres/databases.js';
 import { redisLedger } from '../src/queue/ledger.js';
 import { toolProcesses } from './helpers/blocker.js';
-import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { databaseLockIsFree, fingerprint, shadowDatabasesFor, sql } from './helpers/pg.js';
 import { PG_ADMIN_URL, REDIS_URL } from './helpers/services.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
@@ -14,11 +14,10 @@ import { waitFor } from './helpers/wait.js';
 /** Copy, restore and migrate under crashes and cancellation: no half-applied state, ever. */
 describe('destructive operations under faults', () => {
   let rig: Rig;
-  let target: Fingerprint;
 
   beforeAll(async () => {
     rig = await Rig.create();
-    target = await sourceAndTarget(rig);
+    await sourceAndTarget(rig);
   });
   afterAll(async () => rig?.cleanup());
 
@@ -33,19 +32,26 @@ describe('destructive operations under faults', () => {
       30_000,
     );
 
-  it('copy: SIGKILL mid-copy leaves the target untouched; the next worker drops the shadow and completes', async () => {
+  it.each([
+    ['stream', 1],
+    ['parallel', 2],
+  ])('copy (%s): SIGKILL mid-copy leaves the target untouched; the next worker drops the shadow and completes', async (_mode, jobs) => {
+    const before = await fingerprint(rig.db('target'));
     const first = await rig.startWorker('copy');
     const producer = rig.producer();
-    const job = await producer.enqueue('copy', { from: 'source', to: 'target' });
+    const job = await producer.enqueue('copy', { from: 'source', to: 'target', jobs });
     const outcome = producer.wait<'copy'>(job.id);
     const shadow = await shadowBeingFilled('pg_restore');
     first.process.kill('SIGKILL');
     await first.exited;
     await waitFor(
-      'the orphaned pg_dump and pg_restore to end',
-      async () => (await toolProcesses('pg_restore', shadow)).length === 0 && (await toolProcesses('pg_dump', rig.db('source'))).length === 0,
+      'the orphaned pg_dump, pg_restore and psql to end',
+      async () =>
+        (await toolProcesses('pg_restore', shadow)).length === 0 &&
+        (await toolProcesses('pg_dump', rig.db('source'))).length === 0 &&
+        (await toolProcesses('psql', shadow)).length === 0,
     );
-    expect(await fingerprint(rig.db('target'))).toEqual(target);
+    expect(await fingerprint(rig.db('target'))).toEqual(before);
     // Until the server notices that the dead worker's session is gone, its lock on the target stands
     // and start-up recovery must leave the shadow alone (the next test covers that case).
     await waitFor("the server to release the dead worker's lock", () => databaseLockIsFree(rig.db('target')));

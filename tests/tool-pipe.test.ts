@@ -44,6 +44,12 @@ describe('two PostgreSQL tools joined by a FIFO', () => {
     await expect(pipeTools(...copyThrough(fifo, failing, 'target'))).rejects.toThrow(/psql failed \(exit \d\): .*division by zero/);
   });
 
+  it("fails with pg_dump's error, not pg_restore's complaint about its input, when pg_dump fails", async () => {
+    const dump: PipeEnd = { tool: 'pg_dump', args: ['--format=custom', '--snapshot=00000003-0000FFFF-1', `--file=${fifo}`], options: { url: pgUrl(DB) } };
+    const restore: PipeEnd = { tool: 'pg_restore', args: ['--format=custom', '--exit-on-error', fifo], options: { url: pgUrl(DB) } };
+    await expect(pipeTools(dump, restore)).rejects.toThrow(/^pg_dump failed \(exit 1\): .*snapshot/);
+  });
+
   it("fails with the reader's error, not the writer's broken pipe, when the reader fails", async () => {
     await expect(pipeTools(...copyThrough(fifo, 'SELECT g, g, g FROM generate_series(1, 200000) g', 'target'))).rejects.toThrow(
       /psql failed \(exit \d\): .*extra data after last expected column/,

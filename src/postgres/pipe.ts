@@ -16,8 +16,9 @@ export interface PipeEnd {
  * Runs two tools joined by a FIFO the caller made: `writer` writes into it, `reader` reads it. No byte
  * passes through this process, which only reads their stderr. If either side fails the other is
  * stopped (a writer whose reader is gone blocks on a full pipe, and one side of a FIFO waits forever in
- * open() for the other), and the side that failed first says why: the other's error (killed by us, or
- * a broken pipe) is only a consequence, and must not turn a retryable failure into a permanent one.
+ * open() for the other). The side whose failure caused the other's says why: the other's error (killed
+ * by us, a broken pipe, an input that ended early) is only a consequence, and must not turn a retryable
+ * failure into a permanent one.
  */
 export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void> {
   const start = (end: PipeEnd) => {
@@ -33,19 +34,29 @@ export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void>
   };
   const written = start(writer);
   const read = start(reader);
-  let cause: unknown;
-  const settle = (side: ReturnType<typeof start>, other: ResultPromise, isWriter: boolean) =>
+  let first: unknown;
+  const settle = (side: ReturnType<typeof start>, other: ResultPromise) =>
     finishTool(side.tool, side.child, side.tail).catch((error: unknown) => {
-      if (cause === undefined && !(isWriter && lostItsReader(side.child, side.tail))) {
-        cause = error;
+      if (first === undefined) {
+        first = error;
         other.kill();
       }
       throw error;
     });
-  const [wrote, readAll] = await Promise.allSettled([settle(written, read.child, true), settle(read, written.child, false)]);
-  if (cause !== undefined) throw cause;
+  const [wrote, readAll] = await Promise.allSettled([settle(written, read.child), settle(read, written.child)]);
+  if (wrote.status === 'rejected' && readAll.status === 'rejected') {
+    // Both failed, and one only because of the other: whichever exit this process saw first.
+    if (lostItsReader(written.child, written.tail)) throw readAll.reason;
+    if (lostItsWriter(read.tail)) throw wrote.reason;
+    throw first;
+  }
   if (readAll.status === 'rejected') throw readAll.reason;
   if (wrote.status === 'rejected') throw wrote.reason;
+}
+
+/** The reader's input ended in the middle (pg_restore of a truncated archive): its writer failed. */
+function lostItsWriter(tail: StderrTail): boolean {
+  return tail.errors().some((line) => /could not read from input file|input file is too short|unexpected end of (file|input)/i.test(line));
 }
 
 /**
