@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { differences } from '../src/postgres/compare.js';
 import { fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
+import { pgUrl } from './helpers/services.js';
 
 describe('copy between environments', () => {
   let rig: Rig;
@@ -25,6 +26,9 @@ describe('copy between environments', () => {
     rig.setEnv('alias', rig.db('prod')); // another name for the same database
     rig.setEnv('staging', rig.db('staging'));
     rig.setEnv('qa', rig.db('qa'));
+    // Production again, under a URL whose options change how its sessions write dates, intervals, floats
+    // and times: a copy from it, its streams and its comparison must not depend on them.
+    rig.env.DATABASE_URL_SKEWED = `${pgUrl(rig.db('prod'))}?options=${encodeURIComponent('-c DateStyle=SQL,DMY -c IntervalStyle=sql_standard -c TimeZone=Asia/Tokyo -c extra_float_digits=0')}`;
     source = await fingerprint(rig.db('prod'));
     await rig.startWorker('copy');
   });
@@ -42,7 +46,7 @@ describe('copy between environments', () => {
   it('copies in parallel streams of one snapshot, a big table in a stream of its own, and leaves no file behind', async () => {
     await sql('postgres', `CREATE DATABASE "${rig.db('qa')}"`);
     await sql(rig.db('qa'), 'CREATE TABLE leftover (x int)');
-    const run = await rig.cli(['copy', '--from', 'prod', '--to', 'qa', '--jobs', '2', '--verify', '--wait', '--json']);
+    const run = await rig.cli(['copy', '--from', 'skewed', '--to', 'qa', '--jobs', '2', '--verify', '--wait', '--json']);
     expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
     const result = JSON.parse(run.stdout);

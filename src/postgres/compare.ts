@@ -8,8 +8,16 @@ export interface TableDigest {
   hash: string;
 }
 
+/**
+ * A row's text depends on the session's DateStyle, IntervalStyle, float digits and time zone, which a
+ * database's or a URL's settings may change: both sides of a comparison hash in these. (It sets them
+ * on the caller's session, which serves the comparison alone.)
+ */
+const DIGEST_SETTINGS = "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET TimeZone = 'UTC'";
+
 /** Row count and content hash of each table, as pgcopydb's compare does. */
 export async function digestTables(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<TableDigest[]> {
+  await client.query(DIGEST_SETTINGS);
   const tables = await userTables(client);
   const digests: TableDigest[] = [];
   for (const [index, table] of tables.entries()) {

@@ -68,10 +68,9 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
       'SELECT pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()',
     )
   ).rows[0]!.encoding;
-  const session = {
-    PGOPTIONS: '-c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 -c row_security=off -c synchronize_seqscans=off',
-    PGCLIENTENCODING: encoding,
-  };
+  if (!/^\w+$/.test(encoding)) throw new Error(`not an encoding name: ${encoding}`);
+  // Sent as SQL, not PGOPTIONS: an `options` in an environment's URL would take precedence over that.
+  const session = `--command=SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET row_security = off; SET synchronize_seqscans = off; SET client_encoding = '${encoding}'`;
 
   type Stream = { bytes: number; run: (fifo: string, lane: AbortSignal) => Promise<void> };
   const rest: Stream = {
@@ -114,17 +113,18 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
               '--no-password',
               '--set=ON_ERROR_STOP=1',
               `--output=${fifo}`,
+              session,
               '--command=BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
               `--command=SET TRANSACTION SNAPSHOT '${snapshot}'`,
               `--command=COPY ${table.sql} TO STDOUT`,
               '--command=COMMIT',
             ],
-            options: { ...tool, signal: lane, url: sourceUrl, env: session },
+            options: { ...tool, signal: lane, url: sourceUrl },
           },
           {
             tool: 'psql',
-            args: ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', `--command=\\copy ${table.sql} FROM '${fifo}'`],
-            options: { ...tool, signal: lane, url: targetUrl, env: session },
+            args: ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', session, `--command=\\copy ${table.sql} FROM '${fifo}'`],
+            options: { ...tool, signal: lane, url: targetUrl },
           },
         );
         options.onTableCopied(table, table.bytes);

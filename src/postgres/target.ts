@@ -44,7 +44,13 @@ export function libpqConnection(url: string): { dbname: string; env: Record<stri
   const parsed = new URL(url);
   const password = decodeURIComponent(parsed.password) || parsed.searchParams.get('password') || '';
   parsed.password = '';
-  parsed.searchParams.delete('password');
+  // Rebuilt by hand: URLSearchParams would write a space as '+', which libpq reads as a '+'
+  // (`options=-c%20DateStyle%3DISO` must stay as it is).
+  const query = [...parsed.searchParams]
+    .filter(([key]) => key !== 'password')
+    .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
+    .join('&');
+  parsed.search = query ? `?${query}` : '';
   const env: Record<string, string> = {};
   if (password) env.PGPASSWORD = password;
   return { dbname: parsed.toString(), env };

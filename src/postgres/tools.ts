@@ -17,8 +17,6 @@ export interface ToolOptions {
   stdout?: 'pipe' | 'ignore';
   stdin?: 'pipe' | 'ignore';
   binDir?: string;
-  /** More libpq variables for the tool (PGOPTIONS, PGCLIENTENCODING). */
-  env?: Record<string, string>;
 }
 
 // setpriv --pdeathsig makes the kernel signal the tool's wrapper when the worker dies, even by SIGKILL.
@@ -47,10 +45,10 @@ export function toolPath(tool: PgTool, binDir?: string): string {
 /** What a tool inherits: locale, time zone and PATH, nothing else of the worker's (no other database's URL, no token, no key). */
 const INHERITED = /^(PATH|LANG|LANGUAGE|TZ|LC_[A-Z_]+)$/;
 
-function toolEnvironment(connectionEnv: Record<string, string> | undefined, tool: PgTool, extra: Record<string, string> = {}): Record<string, string> {
+function toolEnvironment(connectionEnv: Record<string, string> | undefined, tool: PgTool): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) if (value !== undefined && INHERITED.test(name)) env[name] = value;
-  return { ...env, ...connectionEnv, ...extra, PGCONNECT_TIMEOUT: '15', PGAPPNAME: `dbops-${tool}` };
+  return { ...env, ...connectionEnv, PGCONNECT_TIMEOUT: '15', PGAPPNAME: `dbops-${tool}` };
 }
 
 /** Starts a PostgreSQL client tool; the connection goes last, as --dbname. */
@@ -62,7 +60,7 @@ export function startTool(tool: PgTool, args: string[], options: ToolOptions = {
     ? [SETPRIV, ['--pdeathsig', 'SIGTERM', '--', '/bin/sh', '-c', GROUP_WRAPPER, 'dbops-tool', binary, ...fullArgs]]
     : [binary, fullArgs];
   const child = execa(file, argv, {
-    env: toolEnvironment(connection?.env, tool, options.env),
+    env: toolEnvironment(connection?.env, tool),
     extendEnv: false,
     detached: SETPRIV !== undefined,
     stdin: options.stdin ?? 'ignore',
