@@ -60,8 +60,8 @@ describe('the server on a terminal', () => {
   });
 
   it('logs one readable line per event (JSON when its output is not a terminal)', async () => {
-    const port = 50_000 + Math.floor(Math.random() * 2_000);
-    const env = { PATH: process.env.PATH!, ...rig.env, PORT: String(port), HOST: '127.0.0.1' };
+    // Port 0: any free port (a fixed one may be a client's ephemeral port under a busy suite).
+    const env = { PATH: process.env.PATH!, ...rig.env, PORT: '0', HOST: '127.0.0.1' };
     // script(1) gives the server a pseudo-terminal, as a person's shell would.
     const server = execa('script', ['--quiet', '--flush', '--return', '--command', `node ${path.join(ROOT, 'dist/dashboards/server.js')}`, '/dev/null'], {
       env,
@@ -73,7 +73,9 @@ describe('the server on a terminal', () => {
     server.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const plain = () => output.replace(/\x1b\[[0-9;]*m/g, ''); // eslint-disable-line no-control-regex
     try {
-      await waitFor('the server to listen', () => plain().includes('server listening'), 15_000);
+      await waitFor('the server to listen', () => plain().includes('server listening'), 30_000).catch((error: Error) => {
+        throw new Error(`${error.message}; it wrote: ${plain()}`);
+      });
       const line = plain()
         .split(/\r?\n/)
         .find((candidate) => candidate.includes('server listening'))!;
@@ -84,16 +86,15 @@ describe('the server on a terminal', () => {
       await server;
     }
 
-    const piped = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
-      env: { ...env, PORT: String(port + 1) },
-      extendEnv: false,
-      reject: false,
-      buffer: false,
-    });
+    const piped = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], { env, extendEnv: false, reject: false, buffer: false });
     let json = '';
+    let errors = '';
     piped.stdout!.on('data', (chunk: Buffer) => (json += chunk.toString()));
+    piped.stderr!.on('data', (chunk: Buffer) => (errors += chunk.toString()));
     try {
-      await waitFor('the server to listen', () => json.includes('"msg":"server listening"'), 15_000);
+      await waitFor('the server to listen', () => json.includes('"msg":"server listening"'), 30_000).catch((error: Error) => {
+        throw new Error(`${error.message}; it wrote: ${json} ${errors}`);
+      });
       expect(JSON.parse(json.split('\n').find((candidate) => candidate.includes('server listening'))!)).toMatchObject({ level: 30, process: 'dashboard' });
     } finally {
       piped.kill('SIGTERM');
