@@ -48,6 +48,12 @@ export async function withClient<T>(url: string, fn: (client: pg.Client) => Prom
   }
 }
 
+/**
+ * The session settings that shape a value's text (dates, intervals, floats), fixed as pg_dump fixes
+ * them: two sessions that must read each other's text, or compare it, both set these.
+ */
+export const TEXT_FORMAT_SETTINGS = 'SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3';
+
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { userTables } from './catalog.js';
+import { TEXT_FORMAT_SETTINGS } from './client.js';
 
 export interface TableDigest {
   table: string;
@@ -13,7 +14,7 @@ export interface TableDigest {
  * database's or a URL's settings may change: both sides of a comparison hash in these. (It sets them
  * on the caller's session, which serves the comparison alone.)
  */
-const DIGEST_SETTINGS = "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET TimeZone = 'UTC'";
+const DIGEST_SETTINGS = `${TEXT_FORMAT_SETTINGS}; SET TimeZone = 'UTC'`;
 
 /** Row count and content hash of each table, as pgcopydb's compare does. */
 export async function digestTables(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<TableDigest[]> {

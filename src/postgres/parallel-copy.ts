@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
 import { tablesBySize, type TableRef } from './catalog.js';
+import { TEXT_FORMAT_SETTINGS } from './client.js';
 import { makeFifo, pipeTools } from './pipe.js';
 import { StderrTail, finishTool, startTool } from './tools.js';
 
@@ -70,7 +71,7 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
   ).rows[0]!.encoding;
   if (!/^\w+$/.test(encoding)) throw new Error(`not an encoding name: ${encoding}`);
   // Sent as SQL, not PGOPTIONS: an `options` in an environment's URL would take precedence over that.
-  const session = `--command=SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET row_security = off; SET synchronize_seqscans = off; SET client_encoding = '${encoding}'`;
+  const session = `--command=${TEXT_FORMAT_SETTINGS}; SET row_security = off; SET synchronize_seqscans = off; SET client_encoding = '${encoding}'`;
 
   type Stream = { bytes: number; run: (fifo: string, lane: AbortSignal) => Promise<void> };
   const rest: Stream = {
@@ -87,7 +88,8 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
             '--no-password',
             '--no-sync',
             `--snapshot=${snapshot}`,
-            ...big.map((table) => `--exclude-table-data=${pattern(table)}`),
+            // Quoted as an identifier, a pg_dump pattern matches that one table: no character is special in quotes.
+            ...big.map((table) => `--exclude-table-data=${table.sql}`),
             `--file=${fifo}`,
           ],
           options: { ...tool, signal: lane, url: sourceUrl },
@@ -176,10 +178,4 @@ async function inLanes(
   signal.throwIfAborted();
   const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
   if (failed) throw stop.signal.aborted ? stop.signal.reason : failed.reason;
-}
-
-/** A pg_dump pattern that matches this one table and nothing else: quoted, so no character is special. */
-function pattern(table: TableRef): string {
-  const quote = (name: string) => `"${name.replace(/"/g, '""')}"`;
-  return `${quote(table.schema)}.${quote(table.table)}`;
 }
