@@ -67,6 +67,12 @@ async function ensureManyTables(): Promise<void> {
   }
 }
 
+/** A new, empty database under this name, as a raw restore into it starts from. */
+async function emptyDatabase(name: string): Promise<void> {
+  await admin('postgres', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin('postgres', `CREATE DATABASE ${name}`);
+}
+
 /** Builds a benchmark database once; later runs reuse it when it has the requested size. */
 async function ensureDatabase(name: string, count: number): Promise<number> {
   const exists = await admin('postgres', `SELECT 1 FROM pg_database WHERE datname = '${name}'`);
@@ -201,8 +207,7 @@ async function main(): Promise<void> {
       record(
         'rawRestore',
         await timed(async () => {
-          await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`);
-          await admin('postgres', `CREATE DATABASE ${TARGET}`);
+          await emptyDatabase(TARGET);
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(TARGET), rawFile]);
         }),
       );
@@ -214,8 +219,7 @@ async function main(): Promise<void> {
         'rawDumpThenRestore',
         await timed(async () => {
           await execa('pg_dump', ['-Fc', '-f', rawFile, '-d', urlFor(SOURCE)]);
-          await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
-          await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+          await emptyDatabase(COPY_TARGET);
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(COPY_TARGET), rawFile]);
         }),
       );
@@ -226,8 +230,7 @@ async function main(): Promise<void> {
       record(
         'rawPipeCopy',
         await timed(async () => {
-          await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
-          await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+          await emptyDatabase(COPY_TARGET);
           await execa('bash', ['-o', 'pipefail', '-c', `pg_dump -Fc -Z0 -d '${urlFor(SOURCE)}' | pg_restore --exit-on-error -d '${urlFor(COPY_TARGET)}'`]);
         }),
       );
@@ -238,8 +241,7 @@ async function main(): Promise<void> {
         record(
           'pgcopydb',
           await timed(async () => {
-            await admin('postgres', `DROP DATABASE IF EXISTS ${COPY_TARGET} WITH (FORCE)`);
-            await admin('postgres', `CREATE DATABASE ${COPY_TARGET}`);
+            await emptyDatabase(COPY_TARGET);
             await rm(pgcopydbDir, { recursive: true, force: true });
             await execa(pgcopydb, [
               'clone',
@@ -265,8 +267,7 @@ async function main(): Promise<void> {
       record(
         'rawManyRestore',
         await timed(async () => {
-          await admin('postgres', `DROP DATABASE IF EXISTS ${MANY_TARGET} WITH (FORCE)`);
-          await admin('postgres', `CREATE DATABASE ${MANY_TARGET}`);
+          await emptyDatabase(MANY_TARGET);
           await execa('pg_restore', ['-j', '2', '--exit-on-error', '-d', urlFor(MANY_TARGET), manyFile]);
         }),
       );
