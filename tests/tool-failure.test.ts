@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isRetryable } from '../src/errors.js';
-import { StderrTail, noteworthyOnly, toolFailure } from '../src/postgres/tools.js';
+import { StderrTail, isNoteworthyLine, toolFailure } from '../src/postgres/tools.js';
 
 function failureAfter(lines: string[], tool: 'pg_dump' | 'pg_restore' | 'psql' = 'pg_restore'): Error {
   const tail = new StderrTail();
@@ -102,9 +102,7 @@ describe("a PostgreSQL tool's lines in a job's log", () => {
       'pg_restore: warning: errors ignored on restore: 1',
       '',
     ];
-    const kept: string[] = [];
-    const log = noteworthyOnly((line) => kept.push(line));
-    for (const line of lines) log(line);
+    const kept = lines.filter(isNoteworthyLine);
     expect(kept).toEqual([
       'pg_dump: dumping contents of table "public.actor"',
       'pg_restore: processing data for table "public.actor"',

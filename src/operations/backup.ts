@@ -21,7 +21,7 @@ import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { encodeForPath } from '../job-ids.js';
-import { StderrTail, finishTool, noteworthyOnly, startTool, toolVersion } from '../postgres/tools.js';
+import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
 import { defineOperation, type OperationContext } from './operation.js';
 import { envName, parallelJobs } from './fields.js';
 
@@ -148,10 +148,9 @@ async function dumpInSnapshot(
     const partial = path.join(work, archiveName(id, payload.format));
     const tail = new StderrTail();
     let dumped = 0;
-    const logLine = noteworthyOnly(log);
     const onLine = (line: string) => {
       tail.push(line);
-      logLine(line);
+      log(line);
       const table = /dumping contents of table "(.+)"$/.exec(line)?.[1];
       if (table) {
         dumped += 1;

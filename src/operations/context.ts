@@ -1,3 +1,4 @@
+import { isNoteworthyLine } from '../postgres/tools.js';
 import { scrubSecrets } from '../secrets.js';
 import type { OperationContext, Progress } from './operation.js';
 
@@ -10,6 +11,7 @@ export interface ReportSink {
 /**
  * Builds an operation's context. Progress and log lines are coalesced and sent at most every
  * `intervalMs`, so a tool printing thousands of lines costs a few Redis round trips, not thousands.
+ * A tool's --verbose chatter handed to `log` is left out here, for every operation at once.
  */
 export function createContext<Payload>(
   base: Pick<
@@ -56,6 +58,7 @@ export function createContext<Payload>(
       schedule();
     },
     log(line) {
+      if (!isNoteworthyLine(line)) return;
       lines.push(scrubSecrets(line, base.config.secrets));
       schedule();
     },

@@ -16,7 +16,6 @@ import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { copyInParallel } from '../postgres/parallel-copy.js';
 import { makeFifo, pipeTools } from '../postgres/pipe.js';
-import { noteworthyOnly } from '../postgres/tools.js';
 import { humanSize } from '../units.js';
 import { confirmField, envName, parallelJobs } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -66,14 +65,13 @@ export type CopyResult = z.infer<typeof result>;
 /** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
 function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
   let done = 0;
-  const log = noteworthyOnly(context.log);
   const step = (count: number, phase: string, table: string) => {
     done += count;
     context.progress(5 + (80 * done) / Math.max(2 * tables, done), `${phase} table ${table}`);
   };
   return {
     onLine(line: string) {
-      log(line);
+      context.log(line);
       const table = /(?:dumping contents of table|processing data for table) "(.+)"$/.exec(line)?.[1];
       if (table) step(1, line.includes('dumping') ? 'copying' : 'loading', table);
     },

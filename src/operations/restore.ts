@@ -8,7 +8,6 @@ import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { createMissingRoles } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { noteworthyOnly } from '../postgres/tools.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { confirmField, envName, parallelJobs, storeName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -177,7 +176,6 @@ async function restoreBackup(
       const stop = new AbortController();
       void damage.then((reason) => reason && stop.abort());
       const items = new Set<string>();
-      const logLine = noteworthyOnly(log);
       try {
         await restoreArchive(input, shadowUrl, {
           binDir,
@@ -185,7 +183,7 @@ async function restoreBackup(
           extraArgs: payload.noOwner ? ['--no-owner', '--no-acl'] : [],
           signal: AbortSignal.any([fillSignal, stop.signal]),
           onLine: (line) => {
-            logLine(line);
+            log(line);
             const item = /(?:processing|finished) item (\d+) (.*)$/.exec(line);
             if (item?.[1] && !items.has(item[1])) {
               items.add(item[1]);

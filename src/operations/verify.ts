@@ -7,7 +7,6 @@ import { ArchiveProblem, PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';
-import { noteworthyOnly } from '../postgres/tools.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName, storeName } from './fields.js';
 import { defineOperation } from './operation.js';
@@ -90,7 +89,7 @@ export const verify = defineOperation({
               owner: context,
               holder: `dbops:verify:${jobId}`,
               signal,
-              onLine: noteworthyOnly(log),
+              onLine: log,
               withoutRoles: true,
             },
             async (scratchUrl) => {

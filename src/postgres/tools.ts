@@ -117,13 +117,6 @@ export function isNoteworthyLine(line: string): boolean {
   return line.trim() !== '' && !TOOL_CHATTER.test(line);
 }
 
-/** Wraps a job's `log` so that it receives a tool's noteworthy lines only. */
-export function noteworthyOnly(log: (line: string) => void): (line: string) => void {
-  return (line) => {
-    if (isNoteworthyLine(line)) log(line);
-  };
-}
-
 const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
 /** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
 const TOOL_ERROR = /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
