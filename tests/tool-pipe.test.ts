@@ -50,6 +50,12 @@ describe('two PostgreSQL tools joined by a FIFO', () => {
     await expect(pipeTools(dump, restore)).rejects.toThrow(/^pg_dump failed \(exit 1\): .*snapshot/);
   });
 
+  it("stops a writer left waiting for a reader that never came, and fails with the reader's error", async () => {
+    const [writer] = copyThrough(fifo, 'SELECT 1, 2', 'target');
+    const reader: PipeEnd = { tool: 'psql', args: [...psql, `--command=\\copy target FROM '${fifo}'`], options: { url: pgUrl(`${DB}_missing`) } };
+    await expect(pipeTools(writer, reader)).rejects.toThrow(/^psql failed \(exit 2\): .*database "t_pipe_\d+_missing" does not exist/);
+  });
+
   it("fails with the reader's error, not the writer's broken pipe, when the reader fails", async () => {
     await expect(pipeTools(...copyThrough(fifo, 'SELECT g, g, g FROM generate_series(1, 200000) g', 'target'))).rejects.toThrow(
       /psql failed \(exit \d\): .*extra data after last expected column/,

@@ -6,6 +6,9 @@ export async function makeFifo(file: string): Promise<boolean> {
   return (await execa('mkfifo', ['-m', '600', file], { reject: false })).exitCode === 0;
 }
 
+/** How long the side that did not fail first may take to end by itself before it is stopped. */
+const OTHER_SIDE_GRACE_MS = 2_000;
+
 export interface PipeEnd {
   tool: PgTool;
   args: string[];
@@ -16,7 +19,7 @@ export interface PipeEnd {
  * Runs two tools joined by a FIFO the caller made: `writer` writes into it, `reader` reads it. No byte
  * passes through this process, which only reads their stderr. If either side fails the other is
  * stopped (a writer whose reader is gone blocks on a full pipe, and one side of a FIFO waits forever in
- * open() for the other). The side whose failure caused the other's says why: the other's error (killed
+ * open() for the other) unless it ends by itself. The side whose failure caused the other's says why: the other's error (killed
  * by us, a broken pipe, an input that ended early) is only a consequence, and must not turn a retryable
  * failure into a permanent one.
  */
@@ -35,15 +38,19 @@ export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void>
   const written = start(writer);
   const read = start(reader);
   let first: unknown;
+  let stopOther: NodeJS.Timeout | undefined;
   const settle = (side: ReturnType<typeof start>, other: ResultPromise) =>
     finishTool(side.tool, side.child, side.tail).catch((error: unknown) => {
       if (first === undefined) {
         first = error;
-        other.kill();
+        // The other side usually ends by itself at once (end of input, broken pipe) and then keeps its
+        // own exit status; it is stopped only if it does not, e.g. while it waits in open().
+        stopOther = setTimeout(() => other.kill(), OTHER_SIDE_GRACE_MS);
       }
       throw error;
     });
   const [wrote, readAll] = await Promise.allSettled([settle(written, read.child), settle(read, written.child)]);
+  clearTimeout(stopOther);
   if (wrote.status === 'rejected' && readAll.status === 'rejected') {
     // Both failed, and one only because of the other: whichever exit this process saw first.
     if (lostItsReader(written.child, written.tail)) throw readAll.reason;
