@@ -12,7 +12,7 @@ COPY src src
 COPY workers workers
 COPY dashboards dashboards
 COPY bench bench
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
+RUN npm run build && npm prune --omit=dev --ignore-scripts
 
 FROM ${NODE_IMAGE} AS runtime
 ARG PG_MAJOR=19

@@ -6,6 +6,7 @@ import { registerSchedule } from './commands/schedule.js';
 import { registerSchema } from './commands/schema.js';
 import { EXIT, err, toExit } from './io.js';
 
+/** Read beside the compiled module, or beside its bundle (dist/src/cli-bundle/, the same depth). */
 function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
