@@ -436,14 +436,14 @@ async function main(): Promise<void> {
     ['copy', 'stream copy'],
     ['parallelCopy', 'copy --jobs 2'],
     ['manyRestore', 'restore, 4000 tables'],
-  ].map(([key, what]) => [
-    `${what}: start+enqueue | pickup | worker | back`,
-    `${ms(`stage:${key}:start`)} | ${ms(`stage:${key}:pickup`)}`,
-    `${ms(`stage:${key}:worker`)} | ${ms(`stage:${key}:end`)}`,
-    '',
-    '',
+  ].map(([key, what]) => [what!, ms(`stage:${key}:start`), ms(`stage:${key}:pickup`), ms(`stage:${key}:worker`), ms(`stage:${key}:end`)]);
+  printTable(stages, "where a CLI --wait spends its time beside the job's durationMs", [
+    'operation',
+    'CLI start, enqueue',
+    'queued until picked up',
+    'worker, beside the job',
+    'finished until CLI exit',
   ]);
-  printTable(stages, "where a CLI --wait spends its time beside the job's durationMs (medians)");
 }
 
 function queueRows(queue: Awaited<ReturnType<typeof benchQueue>>): BenchRow[] {
@@ -472,13 +472,13 @@ function queueRows(queue: Awaited<ReturnType<typeof benchQueue>>): BenchRow[] {
   ];
 }
 
-function printTable(table: BenchRow[], what: string): void {
-  const width = [52, 22, 22, 9, 10];
+function printTable(table: BenchRow[], what: string, header = ['measure', 'dbops', 'baseline', 'ratio', 'target']): void {
+  const width = header.map((title, i) => Math.max(title.length, ...table.map((cells) => cells[i]?.length ?? 0)));
   const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
   console.log(
     `\n${what}; medians of ${rounds} alternating rounds; ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${os.cpus()[0]?.model ?? ''}\n`,
   );
-  console.log(row(['measure', 'dbops', 'baseline', 'ratio', 'target']));
+  console.log(row(header));
   console.log(row(width.map((w) => '-'.repeat(w))));
   for (const cells of table) console.log(row(cells));
 }
