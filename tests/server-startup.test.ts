@@ -11,8 +11,9 @@ const unavailable = redisUnavailableReason();
 describe.skipIf(unavailable !== undefined)(`the server while Redis is away${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
   let rig: Rig;
   let redis: TestRedis | undefined;
-  const redisPort = 46_000 + Math.floor(Math.random() * 2_000);
-  const httpPort = 48_000 + Math.floor(Math.random() * 2_000);
+  // Below Linux's ephemeral range (32768–60999), where a client connection may hold the port.
+  const redisPort = 26_000 + Math.floor(Math.random() * 2_000);
+  const httpPort = 28_000 + Math.floor(Math.random() * 2_000);
 
   beforeAll(async () => {
     rig = await Rig.create({ REDIS_URL: `redis://:redis-secret-1@127.0.0.1:${redisPort}` });
