@@ -20,7 +20,8 @@
  *   backup to an S3 store (s3rver on loopback), and to BACKUP_DIR + S3, vs to BACKUP_DIR; restore from
  *     S3 vs from BACKUP_DIR; a worker's memory while uploading (bench/s3.ts)
  *
- * BENCH_ONLY=s3 runs the S3 rows alone.
+ * BENCH_ONLY=s3 runs the S3 rows alone; BENCH_ONLY=cli the CLI's start (--version, --help, an enqueue),
+ * 11 alternating rounds, beside bare `node -e 0`.
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.
@@ -115,6 +116,10 @@ async function checkpoint(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY === 'cli') {
+    printTable(await benchCliStart(), "the CLI's start");
+    return;
+  }
   const size = await ensureDatabase(SOURCE, rows);
   const smallSize = await ensureDatabase(SMALL, Math.round(rows / 10));
   const backupDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-bench-'));
@@ -444,6 +449,35 @@ async function main(): Promise<void> {
     'worker, beside the job',
     'finished until CLI exit',
   ]);
+}
+
+/** The CLI's start alone: what every command pays before it does anything, beside Node's own start. */
+async function benchCliStart(): Promise<BenchRow[]> {
+  // The enqueue's environment needs no database: validating a payload only resolves its URL.
+  const env = { ...process.env, REDIS_URL: redisUrl, QUEUE_PREFIX: `bench-cli-${process.pid}`, LOG_LEVEL: 'warn', DATABASE_URL_SMALL: urlFor(SMALL) };
+  const runs = {
+    node: ['-e', '0'],
+    version: [CLI, '--version'],
+    help: [CLI, '--help'],
+    enqueue: [CLI, 'maintenance', 'report', '--env', 'small', '--no-wait'],
+  };
+  const took: Record<string, number[]> = {};
+  for (let round = 0; round < 11; round += 1) {
+    for (const [key, args] of Object.entries(runs)) (took[key] ??= []).push(await timed(() => execa('node', args, { env })));
+  }
+  const producer = new Producer(loadConfig(env));
+  await producer.queues
+    .get('maintenance')
+    .obliterate({ force: true })
+    .catch(() => undefined);
+  await producer.close();
+  const ms = (key: string) =>
+    `${(median(took[key]!) * 1000).toFixed(0)} ms (${(Math.min(...took[key]!) * 1000).toFixed(0)}–${(Math.max(...took[key]!) * 1000).toFixed(0)})`;
+  return [
+    ['manage-db --version, cold, vs node -e 0 (median of 11)', ms('version'), ms('node'), '', '≤ 150 ms'],
+    ['manage-db --help vs node -e 0 (median of 11)', ms('help'), ms('node'), '', ''],
+    ['manage-db enqueue without --wait vs node -e 0 (median of 11)', ms('enqueue'), ms('node'), '', '≤ 300 ms'],
+  ];
 }
 
 function queueRows(queue: Awaited<ReturnType<typeof benchQueue>>): BenchRow[] {
