@@ -17,11 +17,11 @@ export interface PipeEnd {
 
 /**
  * Runs two tools joined by a FIFO the caller made: `writer` writes into it, `reader` reads it. No byte
- * passes through this process, which only reads their stderr. If either side fails the other is
- * stopped (a writer whose reader is gone blocks on a full pipe, and one side of a FIFO waits forever in
- * open() for the other) unless it ends by itself. The side whose failure caused the other's says why: the other's error (killed
- * by us, a broken pipe, an input that ended early) is only a consequence, and must not turn a retryable
- * failure into a permanent one.
+ * passes through this process, which only reads their stderr. If either side fails, the other is given
+ * a moment to end by itself (an early end of its input, a broken pipe) and is then stopped: one side of
+ * a FIFO waits forever in open() for a partner that failed before opening it. The side whose failure
+ * caused the other's says why: the other's error (stopped by us, a broken pipe, an input that ended
+ * early) is only a consequence, and must not turn a retryable failure into a permanent one.
  */
 export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void> {
   const start = (end: PipeEnd) => {
@@ -43,8 +43,7 @@ export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void>
     finishTool(side.tool, side.child, side.tail).catch((error: unknown) => {
       if (first === undefined) {
         first = error;
-        // The other side usually ends by itself at once (end of input, broken pipe) and then keeps its
-        // own exit status; it is stopped only if it does not, e.g. while it waits in open().
+        // Ending by itself, it keeps its own exit status for the message.
         stopOther = setTimeout(() => other.kill(), OTHER_SIDE_GRACE_MS);
       }
       throw error;
