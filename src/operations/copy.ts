@@ -9,7 +9,7 @@ import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
-import { userTables, type TableRef } from '../postgres/catalog.js';
+import { userTables, type SizedTable } from '../postgres/catalog.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
@@ -76,8 +76,8 @@ function progressCounter(context: OperationContext<CopyPayload>, tables: number)
       if (table) step(1, line.includes('dumping') ? 'copying' : 'loading', table);
     },
     /** A table copied by a stream of its own: dumped and loaded at once. */
-    copied(table: TableRef, bytes: number) {
-      context.log(`copied table "${table.schema}.${table.table}" (${humanSize(bytes)} on disk)`);
+    copied(table: SizedTable) {
+      context.log(`copied table "${table.schema}.${table.table}" (${humanSize(table.bytes)} on disk)`);
       step(2, 'copied', `${table.schema}.${table.table}`);
     },
   };

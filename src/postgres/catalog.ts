@@ -68,8 +68,11 @@ export async function countUserTables(client: pg.ClientBase): Promise<number> {
   return rows[0]?.n ?? 0;
 }
 
-/** Ordinary tables and partitions with their size on disk (heap and TOAST), largest first. */
-export async function tablesBySize(client: pg.ClientBase): Promise<(TableRef & { bytes: number })[]> {
+/** A table with its size on disk (heap and TOAST). */
+export type SizedTable = TableRef & { bytes: number };
+
+/** Ordinary tables and partitions with their size on disk, largest first. */
+export async function tablesBySize(client: pg.ClientBase): Promise<SizedTable[]> {
   const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
     `SELECT n.nspname AS schema, c.relname AS table, pg_table_size(c.oid)::text AS bytes FROM ${USER_RELATIONS}
         AND c.relkind = 'r' AND c.relpersistence <> 't' ORDER BY pg_table_size(c.oid) DESC, 1, 2`,

@@ -1,13 +1,15 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { tablesBySize, type TableRef } from './catalog.js';
+import { tablesBySize, type SizedTable } from './catalog.js';
 import { TEXT_FORMAT_SETTINGS } from './client.js';
 import { makeFifo, pipeTools } from './pipe.js';
 import { StderrTail, finishTool, startTool } from './tools.js';
 
 /** A table at least this big gets a COPY stream of its own; smaller ones share one pg_dump stream. */
 const OWN_STREAM_BYTES = 8 * 2 ** 20;
+
+const PSQL = ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1'];
 
 export interface ParallelCopyOptions {
   sourceUrl: string;
@@ -26,7 +28,7 @@ export interface ParallelCopyOptions {
   /** Each line the tools print on stderr. */
   onLine: (line: string) => void;
   /** A big table copied by a stream of its own. */
-  onTableCopied: (table: TableRef, bytes: number) => void;
+  onTableCopied: (table: SizedTable) => void;
 }
 
 /**
@@ -62,7 +64,7 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
 
   const tables = await tablesBySize(options.snapshotClient);
   const big = tables.filter((table) => table.bytes >= OWN_STREAM_BYTES);
-  const restBytes = tables.reduce((sum, table) => sum + table.bytes, 0) - big.reduce((sum, table) => sum + table.bytes, 0);
+  const restBytes = tables.filter((table) => table.bytes < OWN_STREAM_BYTES).reduce((sum, table) => sum + table.bytes, 0);
   // COPY in text, read and written by sessions that agree on every setting that shapes it, as pg_dump's do.
   const encoding = (
     await options.snapshotClient.query<{ encoding: string }>(
@@ -110,10 +112,7 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
           {
             tool: 'psql',
             args: [
-              '--no-psqlrc',
-              '--quiet',
-              '--no-password',
-              '--set=ON_ERROR_STOP=1',
+              ...PSQL,
               `--output=${fifo}`,
               session,
               '--command=BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
@@ -125,11 +124,11 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
           },
           {
             tool: 'psql',
-            args: ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', session, `--command=\\copy ${table.sql} FROM '${fifo}'`],
+            args: [...PSQL, session, `--command=\\copy ${table.sql} FROM '${fifo}'`],
             options: { ...tool, signal: lane, url: targetUrl },
           },
         );
-        options.onTableCopied(table, table.bytes);
+        options.onTableCopied(table);
       },
     })),
     rest,
