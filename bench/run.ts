@@ -148,7 +148,6 @@ async function main(): Promise<void> {
   }
   await ensureManyTables();
   const manyFile = path.join(backupDir, 'many.dump');
-  const cli = (args: string[]) => execa('node', [CLI, ...args], { env });
   const config = loadConfig(env);
   const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
   const producer = new Producer(config);
@@ -206,6 +205,7 @@ async function main(): Promise<void> {
   let scaling = { one: 0, two: 0 };
   let queue;
   let s3Rows: BenchRow[] | undefined;
+  let cliRows: BenchRow[] | undefined;
   try {
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // let the workers connect
     await runJob('backup', { env: 'bench' }); // warms the page cache and the workers
@@ -301,11 +301,8 @@ async function main(): Promise<void> {
       await checkpoint();
       await viaCli('manyDump', ['backup', '--env', 'many']);
     }
-    // Starting the CLI, cold: --version, and an enqueue without --wait.
-    for (let i = 0; i < 5; i += 1) {
-      record('cliVersion', await timed(() => cli(['--version'])));
-      record('cliEnqueue', await timed(() => cli(['maintenance', 'report', '--env', 'small', '--no-wait'])));
-    }
+    // Starting the CLI, cold: --version, --help, and an enqueue without --wait.
+    cliRows = await benchCliStart();
 
     // Peak memory of a fresh backup worker, for a database ten times smaller and for the big one.
     for (const [key, envName] of [
@@ -381,43 +378,31 @@ async function main(): Promise<void> {
   /** The median, and the spread over the rounds. */
   const seconds = (key: string) => `${m(key).toFixed(2)} s (${Math.min(...times[key]!).toFixed(2)}–${Math.max(...times[key]!).toFixed(2)})`;
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  const versus = (label: string, key: string, raw: string, target: string): BenchRow => [
+    label,
+    seconds(key),
+    seconds(raw),
+    (m(key) / m(raw)).toFixed(3),
+    target,
+  ];
   /** A job's own durationMs and the CLI's wall time, each against the same baseline. */
   const against = (what: string, key: string, raw: string, rawName: string, jobTarget: string, cliTarget: string): BenchRow[] => [
-    [`${what}: job vs ${rawName}`, seconds(`job:${key}`), seconds(raw), (m(`job:${key}`) / m(raw)).toFixed(3), jobTarget],
-    [`${what}: CLI --wait vs ${rawName}`, seconds(`cli:${key}`), seconds(raw), (m(`cli:${key}`) / m(raw)).toFixed(3), cliTarget],
+    versus(`${what}: job vs ${rawName}`, `job:${key}`, raw, jobTarget),
+    versus(`${what}: CLI --wait vs ${rawName}`, `cli:${key}`, raw, cliTarget),
   ];
   const table: BenchRow[] = [
     ...against('backup', 'dump', 'rawDump', 'pg_dump -Fc', '≤ 1.02', '≤ 1.03'),
-    [
-      'encrypted backup (AES-256-GCM): job vs pg_dump -Fc',
-      seconds('job:encryptedDump'),
-      seconds('rawDump'),
-      (m('job:encryptedDump') / m('rawDump')).toFixed(3),
-      '',
-    ],
-    [
-      'parallel backup: job vs pg_dump -Fd -j 2',
-      seconds('job:parallelDump'),
-      seconds('rawParallelDump'),
-      (m('job:parallelDump') / m('rawParallelDump')).toFixed(3),
-      '≤ 1.05',
-    ],
+    versus('encrypted backup (AES-256-GCM): job vs pg_dump -Fc', 'job:encryptedDump', 'rawDump', ''),
+    versus('parallel backup: job vs pg_dump -Fd -j 2', 'job:parallelDump', 'rawParallelDump', '≤ 1.05'),
     ...against('restore', 'restore', 'rawRestore', 'drop+create+pg_restore -j 2', '≤ 1.05', ''),
-    [
-      'stream copy: job vs dump, then restore',
-      seconds('job:copy'),
-      seconds('rawDumpThenRestore'),
-      (m('job:copy') / m('rawDumpThenRestore')).toFixed(3),
-      '≤ 0.85',
-    ],
+    versus('stream copy: job vs dump, then restore', 'job:copy', 'rawDumpThenRestore', '≤ 0.85'),
     ...against('stream copy', 'copy', 'rawPipeCopy', 'pg_dump -Z0 piped to pg_restore', '≤ 1.05', ''),
     ...(times.pgcopydb
       ? against('copy --jobs 2', 'parallelCopy', 'pgcopydb', 'pgcopydb clone, 2 jobs', '≤ 1.00', '')
       : [['copy --jobs 2: job (pgcopydb not installed)', seconds('job:parallelCopy'), '', '', ''] as BenchRow]),
     ...against('restore, 4000 tables', 'manyRestore', 'rawManyRestore', 'pg_restore -j 2', '≤ 1.05', ''),
     ...against('backup, 4000 tables', 'manyDump', 'rawManyDump', 'pg_dump -Fc', '≤ 1.03', ''),
-    ['manage-db --version, cold (median of 5)', `${(m('cliVersion') * 1000).toFixed(0)} ms`, '', '', '≤ 150 ms'],
-    ['manage-db enqueue without --wait (median of 5)', `${(m('cliEnqueue') * 1000).toFixed(0)} ms`, '', '', '≤ 300 ms'],
+    ...(cliRows ?? []),
     ...(queue ? queueRows(queue) : []),
     [
       `backup worker RSS, 2nd vs 1st half of the ${mib(size)} dump`,
