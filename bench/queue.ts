@@ -1,6 +1,6 @@
 /** Queue overhead: a no-op job through dbops' worker runtime against a bare BullMQ worker. */
 import { Queue, QueueEvents, Worker } from 'bullmq';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Config } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { defineOperation } from '../src/operations/operation.js';

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
 import { parseKey, scrubSecrets } from './secrets.js';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { z } from 'zod';
+import * as z from 'zod';
 import type pg from 'pg';
 import { countTocEntries, inputFor, prepareArchive, type ArchiveInput } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';

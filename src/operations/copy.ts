@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
-import { z } from 'zod';
+import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { WorkArea } from '../backups/work-area.js';
 import { databaseIdentity } from '../config.js';

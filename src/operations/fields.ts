@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Config } from '../config.js';
 import { normalizeEnvName } from '../config.js';
 import { ValidationError } from '../errors.js';

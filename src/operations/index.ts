@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { backup } from './backup.js';
 import { copy } from './copy.js';
 import { maintenance } from './maintenance.js';

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { z } from 'zod';
+import * as z from 'zod';
 import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
 import { withClient } from '../postgres/client.js';
 import type { DatabaseLedger } from '../ownership.js';

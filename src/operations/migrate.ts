@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { z } from 'zod';
+import * as z from 'zod';
 import { withScratchRestore } from '../backups/scratch.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { errorMessage, isRetryable, MigrationFailed, PermanentError, ValidationError } from '../errors.js';

@@ -1,5 +1,5 @@
 import type { JobsOptions } from 'bullmq';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import type { Config } from '../config.js';
 import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';

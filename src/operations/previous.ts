@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { PermanentError, ValidationError } from '../errors.js';
 import { withClient } from '../postgres/client.js';
 import { dropCreatedDatabase, listPreviousDatabases } from '../postgres/databases.js';

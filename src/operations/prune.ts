@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Manifest } from '../backups/manifest.js';
 import { planRetention } from '../backups/retention.js';
 import { describeRetention, parseRetention, type RetentionPolicy } from '../retention-policy.js';

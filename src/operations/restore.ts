@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
 import { countTocEntries, prepareArchive, restoreArchive } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';

@@ -1,6 +1,6 @@
 import { encodeForPath } from '../job-ids.js';
 import type pg from 'pg';
-import { z } from 'zod';
+import * as z from 'zod';
 import { PermanentError, ValidationError } from '../errors.js';
 import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
 import { quoteIdent, withClient } from '../postgres/client.js';

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod';
 import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import { getOperation, type OperationType, type Payload } from './index.js';

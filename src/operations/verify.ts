@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { countTocEntries, prepareArchive } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { backupIdSchema, type Verification } from '../backups/manifest.js';

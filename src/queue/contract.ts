@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Config } from '../config.js';
 import { getOperation, operationTypes, queueOf, type OperationType } from '../operations/index.js';
 import { jobOptionsFor } from './queues.js';

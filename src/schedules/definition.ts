@@ -1,5 +1,5 @@
 import { CronExpressionParser } from 'cron-parser';
-import { z } from 'zod';
+import * as z from 'zod';
 import { isOperationType, operationTypes, type OperationType } from '../operations/index.js';
 
 export const scheduleNameSchema = z
