@@ -78,7 +78,7 @@ describe('manage-db refuses bad input', () => {
   });
 
   it('output into a closed pipe ends quietly: no stack trace, exit 0', async () => {
-    const cli = path.resolve(import.meta.dirname, '../bin/manage-db.js');
+    const cli = path.resolve(import.meta.dirname, '../bin/manage-db.cjs');
     const run = await execa('bash', ['-c', `node '${cli}' schema | head -c 20 > /dev/null; echo "status \${PIPESTATUS[0]}" >&2`], { reject: false, all: true });
     expect(run.all?.trim()).toBe('status 0');
   });
@@ -87,7 +87,7 @@ describe('manage-db refuses bad input', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-dotenv-'));
     try {
       writeFileSync(path.join(dir, '.env'), 'DATABASE_URL_FROM_DOTENV=postgres://u@127.0.0.1/x\nPROTECTED_ENVS=prodution\n');
-      const cli = path.resolve(import.meta.dirname, '../bin/manage-db.js');
+      const cli = path.resolve(import.meta.dirname, '../bin/manage-db.cjs');
       const run = await execa('node', [cli, 'backup', '--env', 'nowhere'], {
         cwd: dir,
         env: { PATH: process.env.PATH!, REDIS_URL: rig.env.REDIS_URL!, PROTECTED_ENVS: 'none' },

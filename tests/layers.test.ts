@@ -29,15 +29,20 @@ function floorOf(file: string): number {
 
 function sources(dir: string): string[] {
   return readdirSync(path.join(ROOT, dir), { withFileTypes: true, recursive: true })
-    .filter((entry) => entry.isFile() && entry.name.endsWith('.ts'))
+    .filter((entry) => entry.isFile() && /\.c?ts$/.test(entry.name))
     .map((entry) => path.join(entry.parentPath, entry.name));
 }
 
-/** Relative imports of a module (static, dynamic and type-only), resolved to .ts files. */
+/** Relative imports of a module (static, dynamic and type-only), resolved to .ts (or .cts) files. */
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   const specifiers = [...text.matchAll(/(?:\bfrom\s+|\bimport\s*\(\s*|^import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm)].map((match) => match[1]!);
-  return specifiers.map((specifier) => path.resolve(path.dirname(file), specifier).replace(/\.js$/, '.ts'));
+  return specifiers.map((specifier) =>
+    path
+      .resolve(path.dirname(file), specifier)
+      .replace(/\.js$/, '.ts')
+      .replace(/\.cjs$/, '.cts'),
+  );
 }
 
 const files = ['src', 'workers', 'dashboards', 'bench'].flatMap(sources);

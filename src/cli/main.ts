@@ -53,4 +53,4 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(EXIT.ok);
   throw error;
 });
-process.exit(await main(process.argv));
+void main(process.argv).then((code) => process.exit(code));

@@ -95,7 +95,7 @@ export class Rig {
   }
 
   async cli(args: string[], extra: Record<string, string> = {}): Promise<CliResult> {
-    const result = await execa('node', [path.join(ROOT, 'bin/manage-db.js'), ...args], {
+    const result = await execa('node', [path.join(ROOT, 'bin/manage-db.cjs'), ...args], {
       env: this.processEnv(extra),
       extendEnv: false,
       reject: false,
