@@ -28,7 +28,7 @@ interface CacheHeader {
 /** Enough for every command; a bound, so that typing mistakes do not rewrite the cache forever. */
 const MAX_COMMANDS = 32;
 
-export function cacheFileOf(bundle: string): string {
+function cacheFileOf(bundle: string): string {
   return `${bundle}.v8-cache`;
 }
 

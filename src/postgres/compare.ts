@@ -47,13 +47,23 @@ export function differences(source: TableDigest[], target: TableDigest[]): strin
   return found;
 }
 
-const COUNT_BATCH = 250;
+/**
+ * Tables counted per query. A UNION ALL of hundreds of counts takes longer to plan than to run: on
+ * 4,000 small tables, batches of 50 took 0.66 s, of 250 took 1.0 s, of 1,000 took 1.5 s.
+ */
+const COUNT_BATCH = 50;
 
-/** Exact rows of each table (`schema.table`, quoted as needed), each counted alone (ONLY). */
+/**
+ * Exact rows of each table (`schema.table`, quoted as needed), each counted alone (ONLY). Without
+ * parallel workers: each would open every table of the batch again, which for many small tables cost
+ * more than the counts (4,000 tables: 2.4 s instead of 1.0), and a backup counts while pg_dump runs,
+ * on the same cores. (It sets this on the caller's session, for the rest of it.)
+ */
 export async function countRows(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<Record<string, number>> {
+  await client.query('SET max_parallel_workers_per_gather = 0');
   const tables = await userTables(client);
   const counts: Record<string, number> = {};
-  // A few hundred tables a round trip: a database of many small tables costs a few queries, not one a table.
+  // Fifty tables a round trip: a database of many small tables costs a few dozen queries, not one a table.
   for (let start = 0; start < tables.length; start += COUNT_BATCH) {
     const batch = tables.slice(start, start + COUNT_BATCH);
     onTable?.(batch[0]!, start, tables.length);
