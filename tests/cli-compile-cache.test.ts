@@ -52,11 +52,20 @@ describe("the CLI's code cache", () => {
     expect(cacheInode()).toBe(written); // accepted, not rewritten
   });
 
-  it('takes in the functions of another command: rewritten once, with both commands', async () => {
+  it('a failed first run does not stand for the command: its first success still adds its functions', async () => {
+    const failed = await run(['schema', 'no-such-type']);
+    expect(failed.exitCode).toBe(2);
+    expect(header().commands).toEqual(['--help', 'schema (failed)']);
+    const written = cacheInode();
+    await run(['schema', 'no-such-type']);
+    expect(cacheInode()).toBe(written); // a failure seen before is not written again
+  });
+
+  it('takes in the functions of another command (or of a command that only failed before): rewritten once', async () => {
     const schema = await run(['schema', 'backup']);
     expect(schema.exitCode).toBe(0);
     expect(JSON.parse(schema.stdout)).toMatchObject({ type: 'backup' });
-    expect(header().commands).toEqual(['--help', 'schema']);
+    expect(header().commands).toEqual(['--help', 'schema (failed)', 'schema']);
     const written = cacheInode();
     const again = await run(['schema', 'backup']);
     expect(again.stdout).toBe(schema.stdout);

@@ -21,7 +21,7 @@ interface CacheHeader {
   /** Node, architecture and the bundle's identity: the cache is for this bundle run by this Node only. */
   key: string;
   sha256: string;
-  /** The commands (first words) whose functions the cache holds: another command adds its own. */
+  /** The commands (first words; ` (failed)` after one that failed) whose functions the cache holds: another adds its own. */
   commands: string[];
 }
 
@@ -77,11 +77,13 @@ export function runCachedBundle(bundle: string, argv: readonly string[] = proces
     const file = cacheFileOf(bundle);
     const cache = readCache(file, key);
     compiled = script(cache?.data);
-    const command = argv[2] ?? '';
     const kept = cache && !compiled.cachedDataRejected ? cache.header.commands : [];
-    if (!kept.includes(command) && kept.length < MAX_COMMANDS) {
-      process.once('exit', () => writeCache(file, { key, commands: [...kept, command] }, compiled.createCachedData()));
-    }
+    process.once('exit', (code) => {
+      // A command that failed (a mistyped environment) ran only part of its path: it is kept apart,
+      // so that its first success still adds the rest.
+      const command = `${argv[2] ?? ''}${code === 0 ? '' : ' (failed)'}`;
+      if (!kept.includes(command) && kept.length < MAX_COMMANDS) writeCache(file, { key, commands: [...kept, command] }, compiled.createCachedData());
+    });
   }
   const main = compiled.runInThisContext() as (...args: unknown[]) => void;
   const bundleModule = { exports: {} };
