@@ -376,7 +376,7 @@ async function main(): Promise<void> {
 
   const m = (key: string) => median(times[key]!);
   /** The median, and the spread over the rounds. */
-  const seconds = (key: string) => `${m(key).toFixed(2)} s (${Math.min(...times[key]!).toFixed(2)}–${Math.max(...times[key]!).toFixed(2)})`;
+  const seconds = (key: string) => withSpread(times[key]!, 's');
   const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
   const versus = (label: string, key: string, raw: string, target: string): BenchRow => [
     label,
@@ -459,14 +459,19 @@ async function benchCliStart(): Promise<BenchRow[]> {
     .obliterate({ force: true })
     .catch(() => undefined);
   await producer.close();
-  const ms = (key: string) =>
-    `${(median(took[key]!) * 1000).toFixed(0)} ms (${(Math.min(...took[key]!) * 1000).toFixed(0)}–${(Math.max(...took[key]!) * 1000).toFixed(0)})`;
+  const ms = (key: string) => withSpread(took[key]!, 'ms');
   return [
     ['manage-db --version, cold, vs node -e 0 (median of 11)', ms('version'), ms('node'), '', '≤ 150 ms'],
     ['manage-db --help vs node -e 0 (median of 11)', ms('help'), ms('node'), '', ''],
     ['manage-db enqueue without --wait vs node -e 0 (median of 11)', ms('enqueue'), ms('node'), '', '≤ 300 ms'],
     ['the same enqueue without the code cache (NODE_DISABLE_COMPILE_CACHE=1)', ms('uncached'), '', '', ''],
   ];
+}
+
+/** The median, and in brackets the fastest and slowest round: `7.23 s (6.97–8.19)`, `331 ms (316–353)`. */
+function withSpread(seconds: number[], unit: 's' | 'ms'): string {
+  const show = (value: number) => (unit === 's' ? value.toFixed(2) : (value * 1000).toFixed(0));
+  return `${show(median(seconds))} ${unit} (${show(Math.min(...seconds))}–${show(Math.max(...seconds))})`;
 }
 
 function queueRows(queue: Awaited<ReturnType<typeof benchQueue>>): BenchRow[] {
