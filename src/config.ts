@@ -1,9 +1,11 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { parseEnv } from 'node:util';
 import * as z from 'zod';
 import { ConfigError } from './errors.js';
 import { parseRetention, type RetentionPolicy } from './retention-policy.js';
-import { parseKey, scrubSecrets } from './secrets.js';
+import { parseKey, scrubSecrets, signingKeyFrom, type SigningKeys } from './secrets.js';
+import { readTrustedFile } from './trusted-files.js';
 import { AWS_VARIABLES, parseBackupStores, s3SettingsFrom, type S3Settings, type StoreSpec } from './store-specs.js';
 
 /** Environment names: lower case, `_` and `-` alike (DATABASE_URL_STAGING_EU is `staging-eu`). */
@@ -94,6 +96,11 @@ const baseSchema = z.object({
     .string()
     .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
     .optional(),
+  /** 32 bytes that sign every manifest (default: derived from BACKUP_ENCRYPTION_KEY, else a key file in BACKUP_DIR). */
+  BACKUP_SIGNING_KEY: z
+    .string()
+    .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
+    .optional(),
   /** Earlier keys, comma-separated, kept to decrypt the backups made with them (after a key rotation). */
   BACKUP_DECRYPTION_KEYS: z
     .string()
@@ -142,6 +149,7 @@ export type Config = Omit<
   | 'MIGRATIONS_ROOT'
   | 'ALLOWED_HOSTS'
   | 'BACKUP_ENCRYPTION_KEY'
+  | 'BACKUP_SIGNING_KEY'
   | 'BACKUP_DECRYPTION_KEYS'
   | 'BACKUP_RETENTION'
 > & {
@@ -155,6 +163,8 @@ export type Config = Omit<
   /** Lower-case host names (no port) the server answers to beside HOST and loopback (ALLOWED_HOSTS). */
   allowedHosts: string[];
   encryptionKey?: Buffer;
+  /** What signs and checks manifests and markers (BACKUP_SIGNING_KEY, or derived from the encryption key); else the key file in BACKUP_DIR. */
+  signingKey?: SigningKeys;
   /** Every key that may decrypt a backup: the current one first, then BACKUP_DECRYPTION_KEYS. */
   decryptionKeys: Buffer[];
   /** Retention per environment (BACKUP_RETENTION_<ENV>, else BACKUP_RETENTION); none: keep everything. */
@@ -330,6 +340,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     MIGRATIONS_ROOT,
     ALLOWED_HOSTS,
     BACKUP_ENCRYPTION_KEY,
+    BACKUP_SIGNING_KEY,
     BACKUP_DECRYPTION_KEYS,
     BACKUP_RETENTION,
     ...rest
@@ -350,6 +361,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     base.API_TOKEN,
     base.REDIS_SENTINEL_PASSWORD,
     BACKUP_ENCRYPTION_KEY,
+    BACKUP_SIGNING_KEY,
     ...olderKeys,
     base.NOTIFY_WEBHOOK_URL,
     ...awsSecrets,
@@ -366,6 +378,15 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       .map((host) => host.trim().toLowerCase())
       .filter(Boolean),
     encryptionKey,
+    // Every process that lists backups checks their signatures, the server too (it never holds the encryption key itself).
+    signingKey: signingKeyFrom(
+      BACKUP_SIGNING_KEY,
+      BACKUP_ENCRYPTION_KEY,
+      (BACKUP_DECRYPTION_KEYS ?? '')
+        .split(',')
+        .map((key) => key.trim())
+        .filter(Boolean),
+    ),
     decryptionKeys: [...(encryptionKey ? [encryptionKey] : []), ...olderKeys.map((key) => parseKey(key)!)],
     retentionFor: parseRetentions(source, BACKUP_RETENTION),
     concurrencyByType: parseConcurrency(source),
@@ -375,17 +396,35 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   };
 }
 
-/** Loopback by address, not by text: `127.0.0.1`, `::1`, `localhost`; never `127.attacker.example`. */
 /**
- * `.env` in the working directory, when there is one (as .env.example invites): its variables join the
- * process environment, and those the real environment already has win.
+ * `.env`: the file DBOPS_ENV_FILE names, else `.env` in the working directory, when there is one (as
+ * .env.example invites). Its variables join the process environment; those the real environment already
+ * has win. Only a trusted file is read (trusted-files.ts): one of another user, or one others can write,
+ * is ignored with a one-line warning on stderr, so that root running `manage-db` in someone else's
+ * directory does not take that person's PG_BIN_DIR or database URLs.
  */
-export function loadDotEnv(file = '.env'): void {
+export function loadDotEnv(file = process.env.DBOPS_ENV_FILE || '.env', warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): void {
+  let read: ReturnType<typeof readTrustedFile>;
   try {
-    process.loadEnvFile(file);
+    read = readTrustedFile(file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`${file}: ${(error as Error).message}`);
+    throw new ConfigError(`${file}: ${(error as Error).message}`);
   }
+  if (read === undefined) {
+    if (process.env.DBOPS_ENV_FILE) throw new ConfigError(`DBOPS_ENV_FILE: ${file} does not exist`);
+    return;
+  }
+  if ('refused' in read) {
+    warn(`dbops: ignoring ${file}: ${read.refused}`);
+    return;
+  }
+  let variables: Record<string, string>;
+  try {
+    variables = parseEnv(read.text) as Record<string, string>;
+  } catch (error) {
+    throw new ConfigError(`${file}: ${(error as Error).message}`);
+  }
+  for (const [name, value] of Object.entries(variables)) process.env[name] ??= value;
 }
 
 /** What a process without any environment should say at start: it can run no job. */
@@ -407,6 +446,7 @@ export function loadConfigOrExit(options: LoadOptions = {}): Config {
   }
 }
 
+/** Loopback by address, not by text: `127.0.0.1`, `::1`, `localhost`; never `127.attacker.example`. */
 export function isLoopbackHost(host: string): boolean {
   const bare = host
     .trim()

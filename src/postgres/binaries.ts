@@ -3,7 +3,9 @@ import path from 'node:path';
 import { execa } from 'execa';
 import type pg from 'pg';
 import { PermanentError } from '../errors.js';
+import { untrustedProgramPath } from '../trusted-files.js';
 import { connect } from './client.js';
+import { PG_TOOLS } from './tools.js';
 
 /*
  * pg_dump can dump servers of its own major version and older, never newer; pg_restore reads archives
@@ -50,6 +52,7 @@ export async function serverMajor(client: pg.ClientBase): Promise<number> {
  * Fails with a clear message instead of producing a dump the server's data cannot be trusted to.
  */
 export async function toolDirFor(major: number, configured: string | undefined, root = VERSIONED_ROOT): Promise<string | undefined> {
+  if (configured) refuseUntrustedBinDir(configured);
   const candidates: (string | undefined)[] = configured ? [configured] : [...(await versionedDirs(root)), undefined];
   const found: { dir: string | undefined; major: number }[] = [];
   for (const dir of candidates) {
@@ -62,6 +65,17 @@ export async function toolDirFor(major: number, configured: string | undefined, 
   throw new PermanentError(
     `no pg_dump/pg_restore for PostgreSQL ${major}: found ${seen}; install postgresql-client-${major} or point PG_BIN_DIR at its bin directory`,
   );
+}
+
+/**
+ * PG_BIN_DIR names programs dbops runs with database passwords in their environment: the directory and
+ * its tools must be this user's or root's and writable by nobody else (trusted-files.ts), or nothing runs.
+ */
+function refuseUntrustedBinDir(dir: string): void {
+  for (const file of [dir, ...PG_TOOLS.map((tool) => path.join(dir, tool))]) {
+    const refused = untrustedProgramPath(file);
+    if (refused) throw new PermanentError(`PG_BIN_DIR is not trusted: ${refused}`);
+  }
 }
 
 /**

@@ -5,7 +5,8 @@ import { execa, type ResultPromise } from 'execa';
 import { PermanentError, isTransientToolOutput } from '../errors.js';
 import { libpqConnection } from './target.js';
 
-export type PgTool = 'pg_dump' | 'pg_restore' | 'psql';
+export const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql'] as const;
+export type PgTool = (typeof PG_TOOLS)[number];
 
 export interface ToolOptions {
   /** Connection URL; the password travels in PGPASSWORD, never in argv. */
