@@ -6,7 +6,7 @@ import type { BackupStore } from '../backups/store.js';
 import type { Config } from '../config.js';
 import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
-import { createMissingRoles } from '../postgres/roles.js';
+import { ROLE_ALLOWANCES, createMissingRoles, type WithheldFromRole } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { confirmField, envName, parallelJobs, storeName } from './fields.js';
@@ -34,6 +34,14 @@ const schema = z
       .boolean()
       .default(false)
       .meta({ description: 'first create the roles the backup needs that this server lacks (never altering one, never setting a password)' }),
+    allowRoleAttributes: z
+      .array(z.enum(ROLE_ALLOWANCES))
+      .max(ROLE_ALLOWANCES.length)
+      .default([])
+      .meta({
+        description:
+          'with createRoles: what a created role may keep of what the backup recorded (SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB; PREDEFINED_ROLES for memberships in pg_* roles and in privileged ones); without it none of these is given, and the result lists what was withheld',
+      }),
     noOwner: z
       .boolean()
       .default(false)
@@ -42,6 +50,9 @@ const schema = z
   .superRefine((payload, issues) => {
     if ((payload.backup === undefined) === (payload.latest === undefined)) {
       issues.addIssue({ code: 'custom', path: ['backup'], message: 'name a backup, or latest (one of them)' });
+    }
+    if (payload.allowRoleAttributes.length > 0 && !payload.createRoles) {
+      issues.addIssue({ code: 'custom', path: ['allowRoleAttributes'], message: 'allowRoleAttributes goes with createRoles' });
     }
     if (payload.noOwner && (payload.createRoles || payload.sourceSettings)) {
       issues.addIssue({ code: 'custom', path: ['noOwner'], message: 'noOwner goes without createRoles and sourceSettings' });
@@ -60,6 +71,14 @@ const result = z.object({
   lockAcquiredAt: z.string(),
   lockReleasedAt: z.string(),
   createdRoles: z.array(z.string()).optional().meta({ description: 'the roles createRoles created' }),
+  withheldFromRoles: z
+    .array(z.object({ role: z.string(), attributes: z.array(z.string()), memberships: z.array(z.string()) }))
+    .optional()
+    .meta({ description: 'what the created roles were not given of what the backup recorded (see allowRoleAttributes)' }),
+  skipped: z
+    .array(z.string())
+    .optional()
+    .meta({ description: 'with latest: objects in the stores passed over because they are not provably dbops\' own, each with why' }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -80,9 +99,11 @@ export const restore = defineOperation({
     const target = resolveTarget(config, payload.env);
     const catalogue = BackupCatalogue.of(config);
     const chosen = await chooseBackup(catalogue, payload, config);
+    for (const line of chosen.skipped) context.log(`passed over ${line}`);
     const release = await chosen.store.markInUse(chosen.manifest.id, job); // before the manifest is read again: see markInUse
     try {
-      return await restoreBackup(context, target, catalogue, chosen.store, chosen.manifest.id, startedAt);
+      const result = await restoreBackup(context, target, catalogue, chosen.store, chosen.manifest.id, startedAt);
+      return chosen.skipped.length ? { ...result, skipped: chosen.skipped } : result;
     } finally {
       await release();
       await catalogue.workArea.removePartial(job);
@@ -94,16 +115,23 @@ export const restore = defineOperation({
   },
   describe: (result) =>
     `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
-    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
+    (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : '') +
+    (result.withheldFromRoles ?? [])
+      .map((item) => `\nrole ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')}`)
+      .join(''),
 });
 
 /** The backup a restore names, or the newest verified one of `latest`'s database; in `store`, or the first store that holds it. */
 async function chooseBackup(catalogue: BackupCatalogue, payload: RestorePayload, config: Config) {
-  if (payload.backup) return catalogue.get(payload.backup, payload.store);
+  if (payload.backup) return { ...(await catalogue.get(payload.backup, payload.store)), skipped: [] as string[] };
   const from = resolveTarget(config, payload.latest!, 'latest');
-  const newest = await catalogue.latestVerified(from.env, from.database, payload.store);
-  if (!newest) throw new ValidationError(`no verified backup of ${from.env}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
-  return catalogue.get(newest.id, payload.store);
+  const { manifest: newest, skipped } = await catalogue.newest(from.env, { database: from.database, verified: true, store: payload.store });
+  const passedOver = skipped.map((item) => `${item.name} in the ${item.store} store: ${item.reason}`);
+  if (!newest) {
+    const note = passedOver.length ? ` (passed over, not dbops' own: ${passedOver.join('; ')})` : '';
+    throw new ValidationError(`no verified backup of ${from.env}${note}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
+  }
+  return { ...(await catalogue.get(newest.id, payload.store)), skipped: passedOver };
 }
 
 async function restoreBackup(
@@ -151,6 +179,7 @@ async function restoreBackup(
     throw new PermanentError(`backup ${manifest.id} did not record the roles it needs (made by an older dbops): create them by hand, or restore with noOwner`);
   }
   let createdRoles: string[] | undefined;
+  let withheldFromRoles: WithheldFromRole[] | undefined;
   const replaced = await replaceDatabase(target, {
     config,
     owner: context,
@@ -158,12 +187,21 @@ async function restoreBackup(
     identity: payload.sourceSettings ? manifest.identity : undefined,
     prepareServer: payload.createRoles
       ? async (maintenance) => {
-          createdRoles = await createMissingRoles(maintenance, manifest.roles!);
+          // Roles are made on the server, outside the shadow: only from an archive known to be whole.
+          progress(2, `checking ${manifest.id} before creating roles`);
+          const reason = await damage;
+          if (reason) throw damaged(reason);
+          const made = await createMissingRoles(maintenance, manifest.roles!, new Set(payload.allowRoleAttributes));
+          createdRoles = made.created;
+          withheldFromRoles = made.withheld;
           log(
             createdRoles.length
               ? `created the roles this server lacked: ${createdRoles.join(', ')} (no passwords: set them before use)`
               : 'every role the backup needs exists already',
           );
+          for (const item of made.withheld) {
+            log(`role ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')} (allowRoleAttributes gives them)`);
+          }
         }
       : undefined,
     signal,
@@ -210,5 +248,6 @@ async function restoreBackup(
     lockAcquiredAt: replaced.lockAcquiredAt,
     lockReleasedAt: replaced.lockReleasedAt,
     ...(createdRoles ? { createdRoles } : {}),
+    ...(withheldFromRoles?.length ? { withheldFromRoles } : {}),
   };
 }

@@ -50,7 +50,12 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
       .option('--source-settings', "the backup's source's settings, grants, comment, limit and owner instead of the replaced database's")
-      .option('--create-roles', 'first create the roles the backup needs that the server lacks (no passwords)')
+      .option('--create-roles', 'first create the roles the backup needs that the server lacks (no passwords, no privileged attributes)')
+      .option(
+        '--allow-role-attributes <list>',
+        'with --create-roles: what created roles may keep, comma-separated: SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB, PREDEFINED_ROLES (LOGIN is always kept)',
+        (value: string) => value.split(',').map((item) => item.trim().toUpperCase()).filter(Boolean),
+      )
       .option('--no-owner', 'restore without owners and grants, for a server without those roles'),
   ).action(async (options) => {
     if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
@@ -66,6 +71,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         keepPrevious: options.dropPrevious ? false : undefined,
         sourceSettings: options.sourceSettings ?? false,
         createRoles: options.createRoles ?? false,
+        allowRoleAttributes: options.allowRoleAttributes,
         noOwner: options.owner === false,
       },
       flagsOf(options),
