@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 /*
  * The one owner of job ids. BullMQ accepts any string as a job id and makes it unique only within one
@@ -85,4 +85,21 @@ export function decodeFromPath(name: string): string | undefined {
   }
   const value = Buffer.from(bytes).toString('utf8');
   return encodeForPath(value) === name ? value : undefined;
+}
+
+/**
+ * A readable, bounded, collision-free name for any string (a database's name in a job id or a backup
+ * id): the value itself when it is short and only lower-case letters, digits and `-`; else its letters
+ * and digits (cut to fit) and 12 hex digits of its SHA-256, so two different values never share a name.
+ */
+export function boundedName(value: string, max = 40): string {
+  if (value.length <= max && /^[a-z0-9]+(-[a-z0-9]+)*$/.test(value)) return value;
+  const readable = value
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, Math.max(max - 13, 0))
+    .replace(/-+$/, '');
+  const digest = createHash('sha256').update(value).digest('hex').slice(0, 12);
+  return readable ? `${readable}-${digest}` : digest;
 }

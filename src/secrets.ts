@@ -1,3 +1,25 @@
+import { hkdfSync } from 'node:crypto';
+/** The key that signs backups, derived from an encryption key: a signature reveals nothing of the encryption key. */
+export function deriveSigningKey(encryptionKey: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', encryptionKey, Buffer.alloc(0), 'dbops backup signing', 32));
+}
+
+export interface SigningKeys {
+  /** What signs: BACKUP_SIGNING_KEY, or the key derived from BACKUP_ENCRYPTION_KEY. */
+  key: Buffer;
+  source: string;
+  /** What else a signature may have been made with: the keys derived from BACKUP_DECRYPTION_KEYS (before a rotation). */
+  older: Buffer[];
+}
+
+/** BACKUP_SIGNING_KEY, or the key derived from BACKUP_ENCRYPTION_KEY; undefined when neither is set. */
+export function signingKeyFrom(signingKey: string | undefined, encryptionKey: string | undefined, olderEncryptionKeys: string[] = []): SigningKeys | undefined {
+  const older = olderEncryptionKeys.map((text) => deriveSigningKey(parseKey(text)!));
+  if (signingKey) return { key: parseKey(signingKey)!, source: 'BACKUP_SIGNING_KEY', older };
+  if (encryptionKey) return { key: deriveSigningKey(parseKey(encryptionKey)!), source: 'derived from BACKUP_ENCRYPTION_KEY', older };
+  return undefined;
+}
+
 /** BACKUP_ENCRYPTION_KEY: 32 bytes, as 64 hex digits or base64. */
 export function parseKey(text: string): Buffer | undefined {
   const trimmed = text.trim();

@@ -1,8 +1,9 @@
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
 import { databaseExists, databasesLike, fingerprint, loadPagila, sql, type Fingerprint } from './helpers/pg.js';
+import { rewriteOwnManifest } from './helpers/manifests.js';
 import { Rig } from './helpers/rig.js';
 
 describe('backup and restore of Pagila through the queue', () => {
@@ -95,10 +96,9 @@ describe('backup and restore of Pagila through the queue', () => {
     const older = await backupJson();
     const newer = await backupJson();
     // The newest backup's last check failed: --latest takes the one before it.
-    const manifestFile = path.join(rig.backupDir, `${newer.backupId}.json`);
-    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as { verifications: unknown[] };
-    manifest.verifications.push({ at: new Date().toISOString(), level: 'toc', ok: false, reason: 'test: damaged' });
-    writeFileSync(manifestFile, JSON.stringify(manifest));
+    await rewriteOwnManifest(rig.backupDir, newer.backupId, (manifest) => {
+      (manifest.verifications as unknown[]).push({ at: new Date().toISOString(), level: 'toc', ok: false, reason: 'test: damaged' });
+    });
     const restore = await rig.cli(['restore', '--env', 'existing', '--latest', '--from', 'source', '--wait', '--json']);
     expect(restore.exitCode, restore.stderr).toBe(0);
     expect(JSON.parse(restore.stdout).backupId).toBe(older.backupId);

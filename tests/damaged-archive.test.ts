@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256Directory, sha256File } from '../src/backups/checksum.js';
 import { fingerprint, scratchDatabasesOf, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
+import { rewriteOwnManifest } from './helpers/manifests.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 
 /** A damaged archive must never touch the target: it stays exactly as it was, and no shadow is left. */
@@ -43,12 +44,8 @@ describe('restore of a damaged archive', () => {
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
   }
 
-  function rewriteManifest(backupId: string, change: (manifest: Record<string, unknown>) => void) {
-    const file = path.join(rig.backupDir, `${backupId}.json`);
-    const manifest = JSON.parse(readFileSync(file, 'utf8'));
-    change(manifest);
-    writeFileSync(file, JSON.stringify(manifest));
-  }
+  /** As if dbops itself had recorded a damaged archive's digest (a forged manifest is safety-stores.test.ts's). */
+  const rewriteManifest = (backupId: string, change: (manifest: Record<string, unknown>) => void) => rewriteOwnManifest(rig.backupDir, backupId, change);
 
   it('backups verify passes an intact archive', async () => {
     const backup = await freshBackup();
@@ -97,7 +94,7 @@ describe('restore of a damaged archive', () => {
     const backup = await freshBackup();
     truncateSync(backup.path, Math.floor(readFileSync(backup.path).length * 0.8));
     const digest = await sha256File(backup.path);
-    rewriteManifest(backup.backupId, (manifest) => {
+    await rewriteManifest(backup.backupId, (manifest) => {
       manifest.sha256 = digest.sha256;
       manifest.sizeBytes = digest.sizeBytes;
     });
@@ -108,7 +105,7 @@ describe('restore of a damaged archive', () => {
     const backup = await freshBackup();
     writeFileSync(backup.path, 'this is not a pg_dump archive\n');
     const digest = await sha256File(backup.path);
-    rewriteManifest(backup.backupId, (manifest) => {
+    await rewriteManifest(backup.backupId, (manifest) => {
       manifest.sha256 = digest.sha256;
       manifest.sizeBytes = digest.sizeBytes;
     });

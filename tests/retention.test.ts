@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../src/backups/manifest.js';
 import { planRetention } from '../src/backups/retention.js';
 import { parseRetention } from '../src/retention-policy.js';
-import { FileStore } from '../src/backups/file-store.js';
+import type { FileStore } from '../src/backups/file-store.js';
+import { ownFileStore, writeOwnManifest } from './helpers/manifests.js';
 import { createDatabase, fingerprint, holdDatabaseLock, sql } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
@@ -96,10 +97,10 @@ describe('backups prune', () => {
 
   beforeAll(async () => {
     rig = await Rig.create({ BACKUP_RETENTION_APP: 'last=2,daily=3,weekly=2,monthly=2' });
-    store = new FileStore(rig.backupDir);
+    store = ownFileStore(rig.backupDir);
     for (const manifest of APP) {
       writeFileSync(path.join(rig.backupDir, manifest.archive), 'dump');
-      writeFileSync(path.join(rig.backupDir, `${manifest.id}.json`), JSON.stringify(manifest));
+      await writeOwnManifest(rig.backupDir, manifest);
     }
     // A restore is reading app-j (its mark, as a running restore job leaves it).
     mkdirSync(path.join(rig.backupDir, '.in-use'));
@@ -110,7 +111,7 @@ describe('backups prune', () => {
   });
   afterAll(async () => rig?.cleanup());
 
-  const ids = async () => (await store.list()).map((manifest) => manifest.id).sort();
+  const ids = async () => (await store.list()).manifests.map((manifest) => manifest.id).sort();
 
   it('--dry-run shows what would go and deletes nothing', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run', '--local']);
@@ -156,9 +157,9 @@ describe('retention after each backup', () => {
       expect(run.exitCode, run.stderr).toBe(0);
       made.push(JSON.parse(run.stdout).backupId);
     }
-    const store = new FileStore(rig.backupDir);
-    await waitFor('the oldest backup to be pruned', async () => (await store.list()).length === 2, 20_000);
-    expect((await store.list()).map((manifest) => manifest.id)).toEqual(made.slice(1));
+    const store = ownFileStore(rig.backupDir);
+    await waitFor('the oldest backup to be pruned', async () => (await store.list()).manifests.length === 2, 20_000);
+    expect((await store.list()).manifests.map((manifest) => manifest.id)).toEqual(made.slice(1));
     const prunes = await rig.producer().list({ types: ['prune'] });
     expect(prunes.map((job) => job.id).sort()).toEqual(made.map((id) => `prune-after-${id}`).sort());
     expect(prunes.every((job) => job.state === 'completed')).toBe(true);
@@ -201,6 +202,6 @@ describe('retention and a running restore', () => {
 
     const after = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(JSON.parse(after.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual([older]);
-    expect((await new FileStore(rig.backupDir).list()).map((manifest) => manifest.id)).toEqual([newer]);
+    expect((await ownFileStore(rig.backupDir).list()).manifests.map((manifest) => manifest.id)).toEqual([newer]);
   });
 });

@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Seal } from '../src/backups/signing.js';
 import { fingerprint, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget, type WorkerProcess } from './helpers/rig.js';
 import { S3Server } from './helpers/s3.js';
@@ -15,6 +16,8 @@ import { waitFor } from './helpers/wait.js';
 const BUCKET = 'dbops-test';
 /** s3rver checks the access key id, not the signature: any secret works, and this one must never show. */
 const SECRET = 'aws-Secret-Never-Shown-7731';
+
+const SIGNING_KEY = randomBytes(32);
 
 /** A backup store in S3 (s3rver on loopback) beside BACKUP_DIR, and a "second host" that shares only the bucket. */
 describe('backup stores in S3-compatible object storage', () => {
@@ -38,6 +41,8 @@ describe('backup stores in S3-compatible object storage', () => {
     Object.assign(rig.env, s3.env(`file://${rig.backupDir},s3://${BUCKET}/${prefix}?forcePathStyle=true`), {
       AWS_SECRET_ACCESS_KEY: SECRET,
       LOG_LEVEL: 'debug',
+      // Every host that shares the bucket holds the same key (docs/backups.md), or none takes the others' backups.
+      BACKUP_SIGNING_KEY: SIGNING_KEY.toString('hex'),
     });
     target = await sourceAndTarget(rig);
     source = await fingerprint(rig.db('source'));
@@ -303,8 +308,11 @@ describe('backup stores in S3-compatible object storage', () => {
   it("recovery removes a dead job's unpublished upload, and leaves another prefix's and a published backup alone", async () => {
     const store = `${prefix}-recovery`;
     const only = { BACKUP_STORES: `s3://${BUCKET}/${store}?forcePathStyle=true`, BACKUP_DIR: secondDir };
+    // As dbops' own jobs leave them: signed.
     const marker = (queuePrefix: string, id: string, archive: string) =>
-      JSON.stringify({ job: { prefix: queuePrefix, queue: 'backup', id }, archive, pid: 1, host: 'elsewhere', backupId: archive.slice(0, -5) });
+      JSON.stringify(
+        new Seal(SIGNING_KEY, 'test').sign('upload-marker', { job: { prefix: queuePrefix, queue: 'backup', id }, archive, pid: 1, host: 'elsewhere', backupId: archive.slice(0, -5) }),
+      );
     // A job of this prefix that is not active (never was): its archive has no manifest.
     await s3.put(BUCKET, `${store}/.partial/${rig.prefix}/backup/77.json`, marker(rig.prefix, '77', 'source-dead-000000.dump'));
     await s3.put(BUCKET, `${store}/source-dead-000000.dump`, 'half an archive');

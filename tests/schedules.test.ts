@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileStore } from '../src/backups/file-store.js';
+import type { FileStore } from '../src/backups/file-store.js';
+import { ownFileStore } from './helpers/manifests.js';
 import { createDatabase, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 import { startTestServer } from './helpers/server.js';
@@ -63,7 +64,7 @@ describe('schedules', () => {
     await createDatabase(rig.db('small'));
     await sql(rig.db('small'), 'CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)');
     rig.setEnv('small', rig.db('small'));
-    store = new FileStore(rig.backupDir);
+    store = ownFileStore(rig.backupDir);
   });
   afterAll(async () => rig?.cleanup());
 
@@ -75,7 +76,7 @@ describe('schedules', () => {
     expect((await rig.cli(['schedule', 'add', 'every-2s', '--cron', '*/2 * * * * *', 'backup', '--env', 'small'])).exitCode).toBe(0);
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
 
-    await waitFor('two scheduled backups', async () => (await store.list()).length >= 2, 20_000);
+    await waitFor('two scheduled backups', async () => (await store.list()).manifests.length >= 2, 20_000);
     first.process.kill('SIGTERM');
     await first.exited;
     await sleep(3_000); // runs fall due while no worker is up
@@ -86,8 +87,8 @@ describe('schedules', () => {
     await rig.startWorker('backup', { SCHEDULES_FILE: file });
     await rig.startWorker('backup', { SCHEDULES_FILE: file });
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
-    const before = (await store.list()).length;
-    await waitFor('backups after the restart', async () => (await store.list()).length >= before + 3, 20_000);
+    const before = (await store.list()).manifests.length;
+    await waitFor('backups after the restart', async () => (await store.list()).manifests.length >= before + 3, 20_000);
 
     const list = await rig.cli(['schedule', 'list', '--json']);
     const [view] = JSON.parse(list.stdout);
@@ -97,9 +98,9 @@ describe('schedules', () => {
     const removed = await rig.cli(['schedule', 'remove', 'every-2s']);
     expect(removed.exitCode, removed.stderr).toBe(0);
     await sleep(1_500); // a run already taken may finish
-    const atRemoval = (await store.list()).length;
+    const atRemoval = (await store.list()).manifests.length;
     await sleep(5_000);
-    const manifests = await store.list();
+    const manifests = (await store.list()).manifests;
     expect(manifests.length).toBe(atRemoval);
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(0);
     expect(await rig.producer().queues.get('backup').getDelayedCount()).toBe(0);

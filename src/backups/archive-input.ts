@@ -27,9 +27,18 @@ export interface ArchiveInput {
   parallel: boolean;
 }
 
-/** Refuses, before anything is touched, an encrypted archive this process has no key for. */
-export function checkKey(manifest: Manifest, config: Pick<Config, 'decryptionKeys'>): Buffer | undefined {
-  if (!manifest.encryption) return undefined;
+/**
+ * Refuses, before anything is touched, an encrypted archive this process has no key for, and, with
+ * BACKUP_ENCRYPTION_KEY set, an archive that is not encrypted: encryption is then also the proof that
+ * an archive is dbops' own, and pg_restore runs whatever SQL an archive holds.
+ */
+export function checkKey(manifest: Manifest, config: Pick<Config, 'decryptionKeys' | 'encryptionKey'>): Buffer | undefined {
+  if (!manifest.encryption) {
+    if (config.encryptionKey) {
+      throw new PermanentError(`backup ${manifest.id} is not encrypted, and BACKUP_ENCRYPTION_KEY is set: dbops refuses unencrypted archives while encryption is on`);
+    }
+    return undefined;
+  }
   const wanted = manifest.encryption.keyId;
   const key = config.decryptionKeys.find((candidate) => keyId(candidate) === wanted);
   if (key) return key;
@@ -52,7 +61,7 @@ export interface PreparedArchive {
 export async function prepareArchive(
   store: BackupStore,
   manifest: Manifest,
-  config: Pick<Config, 'decryptionKeys'>,
+  config: Pick<Config, 'decryptionKeys' | 'encryptionKey'>,
   options: { workDir?: () => Promise<string>; parallel?: boolean; signal?: AbortSignal; onDownload?: () => void } = {},
 ): Promise<PreparedArchive> {
   const key = checkKey(manifest, config); // an encrypted archive without its key stops here

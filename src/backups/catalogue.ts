@@ -2,10 +2,18 @@ import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import type { RecoveryContext } from '../ownership.js';
 import { FileStore } from './file-store.js';
-import { backupIdSchema, lastVerification, type Manifest, type Verification } from './manifest.js';
+import { backupIdSchema, lastVerification, type Manifest, type SkippedManifest, type Verification } from './manifest.js';
+import { sealFor } from './signing.js';
 import { S3Store } from './s3-store.js';
 import type { BackupStore } from './store.js';
 import { WorkArea } from './work-area.js';
+
+export interface SignedManifest {
+  id: string;
+  store: string;
+  signed: boolean;
+  reason?: string;
+}
 
 /** A backup as the catalogue lists it: its manifest (from the first store that holds it) and every store that does. */
 export interface ListedBackup {
@@ -38,8 +46,9 @@ export class BackupCatalogue {
 
   private constructor(config: CatalogueConfig) {
     const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
+    const seal = () => sealFor(config);
     this.stores = config.backupStores.map((spec) =>
-      spec.kind === 'file' ? new FileStore(spec.dir, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, config.s3),
+      spec.kind === 'file' ? new FileStore(spec.dir, seal, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, seal, config.s3),
     );
     this.workArea = new WorkArea(config.backupDir);
   }
@@ -56,12 +65,15 @@ export class BackupCatalogue {
     return [store];
   }
 
-  /** One entry per backup, oldest first, with the stores that hold it. */
-  async listWithStores(filter: { env?: string; store?: string } = {}): Promise<ListedBackup[]> {
+  /**
+   * One entry per backup dbops can prove its own, oldest first, with the stores that hold it; and
+   * every object that looks like a manifest but is not (unsigned, forged, misnamed, damaged), with why.
+   */
+  async listing(filter: { env?: string; store?: string } = {}): Promise<{ backups: ListedBackup[]; skipped: SkippedManifest[] }> {
     const stores = this.select(filter.store);
     const lists = await Promise.all(stores.map((store) => store.list()));
     const byId = new Map<string, ListedBackup>();
-    lists.forEach((manifests, index) => {
+    lists.forEach(({ manifests }, index) => {
       for (const manifest of manifests) {
         if (filter.env && manifest.env !== filter.env) continue;
         const listed = byId.get(manifest.id);
@@ -69,16 +81,32 @@ export class BackupCatalogue {
         else byId.set(manifest.id, { manifest, stores: [stores[index]!.name] });
       }
     });
-    return [...byId.values()].sort((a, b) => a.manifest.completedAt.localeCompare(b.manifest.completedAt));
+    return {
+      backups: [...byId.values()].sort((a, b) => a.manifest.completedAt.localeCompare(b.manifest.completedAt)),
+      skipped: lists.flatMap((list) => list.skipped),
+    };
+  }
+
+  /** One entry per backup dbops can prove its own, oldest first, with the stores that hold it. */
+  async listWithStores(filter: { env?: string; store?: string } = {}): Promise<ListedBackup[]> {
+    return (await this.listing(filter)).backups;
   }
 
   async list(filter: { env?: string; store?: string } = {}): Promise<Manifest[]> {
     return (await this.listWithStores(filter)).map((listed) => listed.manifest);
   }
 
-  /** The newest backup of one environment's database whose newest check passed, if any. */
-  async latestVerified(env: string, database: string, store?: string): Promise<Manifest | undefined> {
-    return (await this.list({ env, store })).filter((manifest) => manifest.database === database && lastVerification(manifest)?.ok === true).at(-1);
+  /**
+   * The newest backup of an environment (of one `database` of it; only one whose newest check passed,
+   * with `verified`), if any, and the objects that were passed over for not being dbops' own.
+   */
+  async newest(env: string, options: { database?: string; verified?: boolean; store?: string } = {}): Promise<{ manifest?: Manifest; skipped: SkippedManifest[] }> {
+    const { backups, skipped } = await this.listing({ env, store: options.store });
+    const manifest = backups
+      .map((listed) => listed.manifest)
+      .filter((candidate) => (options.database === undefined || candidate.database === options.database) && (!options.verified || lastVerification(candidate)?.ok === true))
+      .at(-1);
+    return { manifest, skipped };
   }
 
   /** Looks a backup up by id only (ids that could name a path are refused first), in `store` or the first that holds it. */
@@ -93,6 +121,32 @@ export class BackupCatalogue {
     }
     const where = storeName ? ` in the ${storeName} store` : '';
     throw new ValidationError(`unknown backup "${id}"${where}`, [{ path: 'backup', message: 'no such backup' }]);
+  }
+
+  /**
+   * Vouches for manifests dbops did not sign (made before it signed them; or, with `resign`, signed with
+   * another key): each is signed once its archive is found to match it. Only ever run by a person, on a
+   * trusted host (`manage-db backups sign`): no job, no HTTP route, reaches it.
+   */
+  async signUnsigned(options: { env?: string; ids?: string[]; resign?: boolean; onSigned?: (item: SignedManifest) => void }): Promise<SignedManifest[]> {
+    const done: SignedManifest[] = [];
+    for (const store of this.stores) {
+      for (const skipped of (await store.list()).skipped) {
+        const manifest = skipped.unsigned;
+        if (!manifest) continue;
+        if (options.env && manifest.env !== options.env) continue;
+        if (options.ids && !options.ids.includes(manifest.id)) continue;
+        if (manifest.signature && !options.resign) continue;
+        const integrity = await store.checkIntegrity(manifest);
+        const item: SignedManifest = integrity.ok
+          ? { id: manifest.id, store: store.name, signed: true }
+          : { id: manifest.id, store: store.name, signed: false, reason: `its archive does not match it: ${integrity.reason}` };
+        if (integrity.ok) await store.writeManifest(manifest);
+        done.push(item);
+        options.onSigned?.(item);
+      }
+    }
+    return done;
   }
 
   /** Adds the outcome of a check to the backup's manifest in every store that holds it (kept to the last 20). */

@@ -7,8 +7,9 @@ import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import { sha256Directory, sha256File } from './checksum.js';
-import { manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
-import { archiveName, markIsStale, newInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+import { openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
+import type { Seal } from './signing.js';
+import { archiveName, markIsStale, newInUseMark, parseInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
 import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
 
 /*
@@ -52,6 +53,8 @@ export class FileStore implements BackupStore {
 
   constructor(
     readonly dir: string,
+    /** The key that signs and checks this store's manifests (signing.ts). */
+    private readonly seal: () => Promise<Seal>,
     readonly name = 'file',
     /** The variable that names the directory, for messages that must not show the path. */
     private readonly variable = 'BACKUP_DIR',
@@ -122,7 +125,7 @@ export class FileStore implements BackupStore {
     const marks: (InUseMark & { file: string })[] = [];
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       const file = path.join(dir, name);
-      const mark = await readFile(file, 'utf8').then((text) => JSON.parse(text) as InUseMark, () => undefined);
+      const mark = await readFile(file, 'utf8').then(parseInUseMark, () => undefined);
       if (mark) marks.push({ ...mark, file });
     }
     return marks;
@@ -139,40 +142,45 @@ export class FileStore implements BackupStore {
     return path.join('roles', file);
   }
 
-  async list(): Promise<Manifest[]> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    const manifests: Manifest[] = [];
-    for (const name of names.filter((entry) => entry.endsWith('.json'))) {
-      const manifest = await this.readManifest(path.join(this.dir, name)).catch(() => undefined);
-      if (manifest) manifests.push(manifest);
+  async list(): Promise<ManifestListing> {
+    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((entry) => entry.endsWith('.json'));
+    const seal = await this.seal();
+    const listing: ManifestListing = { manifests: [], skipped: [] };
+    for (const name of names) {
+      const text = await readFile(path.join(this.dir, name), 'utf8').catch(() => undefined);
+      if (text === undefined) continue; // removed meanwhile, or a directory
+      const reading = openManifest(text, name, seal);
+      if (reading.ok) listing.manifests.push(reading.manifest);
+      else listing.skipped.push({ store: this.name, name, reason: reading.reason, ...(reading.unsigned ? { unsigned: reading.unsigned } : {}) });
     }
-    return manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+    listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+    return listing;
   }
 
   async read(id: string): Promise<Manifest | undefined> {
-    return this.readManifest(this.manifestPath(id)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return undefined;
-      throw new PermanentError(`backup "${id}": unreadable manifest: ${error.message}`);
-    });
+    let text: string;
+    try {
+      text = await readFile(this.manifestPath(id), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new PermanentError(`backup "${id}": unreadable manifest: ${(error as Error).message}`);
+    }
+    const reading = openManifest(text, `${id}.json`, await this.seal());
+    if (!reading.ok) throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
+    return reading.manifest;
   }
 
-  /** Written whole under a temporary name (not *.json, so never listed), then renamed into place. */
+  /** Signed, written whole under a temporary name (not *.json, so never listed), then renamed into place. */
   async writeManifest(manifest: Manifest): Promise<void> {
+    const signed = (await this.seal()).sign('manifest', manifest);
     const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
-    await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: FILE_MODE });
+    await writeFile(temporary, `${JSON.stringify(signed, null, 2)}\n`, { mode: FILE_MODE });
     await rename(temporary, this.manifestPath(manifest.id));
   }
 
   async remove(manifest: Manifest): Promise<void> {
     await rm(this.manifestPath(manifest.id), { force: true });
     await rm(this.archivePath(manifest), { recursive: true, force: true });
-  }
-
-  private async readManifest(file: string): Promise<Manifest> {
-    const parsed = manifestSchema.safeParse(JSON.parse(await readFile(file, 'utf8')));
-    if (parsed.success) return parsed.data;
-    const issue = parsed.error.issues[0];
-    throw new Error(`damaged: ${issue?.path.join('.') || 'manifest'}: ${issue?.message ?? 'invalid'}`);
   }
 
   async openArchive(manifest: Manifest): Promise<Readable> {

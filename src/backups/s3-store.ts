@@ -4,13 +4,15 @@ import path from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
+import * as z from 'zod';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import { describeStore, type S3Settings, type StoreSpec } from '../store-specs.js';
 import { HashingStream, directoryDigest, type FileDigest } from './checksum.js';
-import { manifestSchema, type BackupFormat, type Manifest } from './manifest.js';
-import { archiveName, markIsStale, newInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+import { ARCHIVE_NAME, openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
+import { signatureSchema, type Seal } from './signing.js';
+import { archiveName, markIsStale, newInUseMark, parseInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
 
 /*
  * A bucket and key prefix as a backup store, in the file store's layout:
@@ -30,12 +32,16 @@ const FILE_CONCURRENCY = 4;
 
 type S3Spec = Extract<StoreSpec, { kind: 's3' }>;
 
-interface UploadMarker {
-  job: JobRef;
-  archive: string;
-  pid: number;
-  host: string;
-}
+/** What an upload in progress leaves in the bucket: signed, so that recovery removes only what dbops' own job began. */
+const uploadMarkerSchema = z.object({
+  job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }),
+  archive: z.string().regex(ARCHIVE_NAME),
+  pid: z.number().int(),
+  host: z.string(),
+  backupId: z.string().optional(),
+  signature: signatureSchema.optional(),
+});
+type UploadMarker = z.infer<typeof uploadMarkerSchema>;
 
 type ClientS3 = typeof import('@aws-sdk/client-s3');
 /** The SDK is loaded when a store is first used (it costs a third of a second to load): commands that touch no bucket do not pay it. */
@@ -77,6 +83,8 @@ export class S3Store implements BackupStore {
 
   constructor(
     private readonly spec: S3Spec,
+    /** The key that signs and checks this store's manifests and upload markers (signing.ts). */
+    private readonly seal: () => Promise<Seal>,
     private readonly settings: S3Settings = {},
   ) {
     this.name = spec.name;
@@ -178,36 +186,35 @@ export class S3Store implements BackupStore {
     }
   }
 
-  private parseManifest(text: string, key: string): Manifest {
-    const parsed = manifestSchema.safeParse(JSON.parse(text));
-    if (parsed.success) return parsed.data;
-    throw new PermanentError(`${key}: damaged manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
-  }
-
-  async list(): Promise<Manifest[]> {
+  async list(): Promise<ManifestListing> {
     const root = this.key('');
-    const keys = (await this.listKeys(root, true)).map((item) => item.key).filter((key) => /^[a-z0-9][a-z0-9-]*\.json$/.test(key.slice(root.length)));
-    const manifests: Manifest[] = [];
+    const keys = (await this.listKeys(root, true)).map((item) => item.key).filter((key) => key.endsWith('.json'));
+    const seal = await this.seal();
+    const listing: ManifestListing = { manifests: [], skipped: [] };
     await eachLimited(keys, 8, async (key) => {
       const text = await this.getText(key);
       if (text === undefined) return; // pruned meanwhile
-      try {
-        manifests.push(this.parseManifest(text, key));
-      } catch {
-        // a damaged manifest is not listed (as in the file store)
-      }
+      const name = key.slice(root.length);
+      const reading = openManifest(text, name, seal);
+      if (reading.ok) listing.manifests.push(reading.manifest);
+      else listing.skipped.push({ store: this.name, name, reason: reading.reason, ...(reading.unsigned ? { unsigned: reading.unsigned } : {}) });
     });
-    return manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+    listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
+    listing.skipped.sort((a, b) => a.name.localeCompare(b.name));
+    return listing;
   }
 
   async read(id: string): Promise<Manifest | undefined> {
-    const key = this.key(`${id}.json`);
-    const text = await this.getText(key);
-    return text === undefined ? undefined : this.parseManifest(text, key);
+    const text = await this.getText(this.key(`${id}.json`));
+    if (text === undefined) return undefined;
+    const reading = openManifest(text, `${id}.json`, await this.seal());
+    if (!reading.ok) throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
+    return reading.manifest;
   }
 
   async writeManifest(manifest: Manifest): Promise<void> {
-    await this.putText(this.key(`${manifest.id}.json`), `${JSON.stringify(manifest, null, 2)}\n`);
+    const signed = (await this.seal()).sign('manifest', manifest);
+    await this.putText(this.key(`${manifest.id}.json`), `${JSON.stringify(signed, null, 2)}\n`);
   }
 
   private async removeArchive(archive: string): Promise<void> {
@@ -305,13 +312,30 @@ export class S3Store implements BackupStore {
     return this.key(`.partial/${encodeForPath(job.prefix)}/${encodeForPath(job.queue)}/${encodeForPath(job.id)}.json`);
   }
 
+  /** The marker stored for `job`, when it is dbops' own (signed) and names that job; else undefined. */
+  private async readMarker(key: string, job: JobRef): Promise<UploadMarker | { refused: string } | undefined> {
+    const text = await this.getText(key);
+    if (text === undefined) return undefined;
+    let parsed;
+    try {
+      parsed = uploadMarkerSchema.safeParse(JSON.parse(text));
+    } catch {
+      return { refused: 'not JSON' };
+    }
+    if (!parsed.success) return { refused: `damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}` };
+    const marker = parsed.data;
+    const refused = (await this.seal()).check('upload-marker', marker);
+    if (refused) return { refused };
+    if (marker.job.prefix !== job.prefix || marker.job.queue !== job.queue || marker.job.id !== job.id) return { refused: 'it names another job' };
+    return marker;
+  }
+
   async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
     const archive = archiveName(id, format);
-    const marker: UploadMarker = { job, archive, ...newInUseMark(id, job) };
+    const marker = (await this.seal()).sign('upload-marker', { job, archive, ...newInUseMark(id, job) });
     // An earlier attempt of this job that died mid-upload: its archive was never published; it goes.
-    const earlier = await this.getText(this.markerKey(job));
-    const earlierArchive = earlier ? (JSON.parse(earlier) as UploadMarker).archive : undefined;
-    if (earlierArchive && earlierArchive !== archive) await this.removeUnpublished(earlierArchive);
+    const earlier = await this.readMarker(this.markerKey(job), job);
+    if (earlier && !('refused' in earlier) && earlier.archive !== archive) await this.removeUnpublished(earlier.archive);
     await this.putText(this.markerKey(job), JSON.stringify(marker));
     const { Upload, client } = await this.connect();
     let upload: InstanceType<typeof Upload> | undefined;
@@ -362,8 +386,10 @@ export class S3Store implements BackupStore {
 
   /** Removes an archive that has no manifest (never published), and aborts its unfinished uploads. */
   private async removeUnpublished(archive: string): Promise<void> {
+    if (!ARCHIVE_NAME.test(archive)) return; // only ever an archive's own name, never another object
     const id = archive.replace(/\.(dump|d)$/, '');
-    if (await this.read(id).catch(() => undefined)) return; // published after all: a backup, not leftovers
+    // Any object where its manifest would be (dbops' own or not) means: not leftovers of an upload.
+    if ((await this.getText(this.key(`${id}.json`)).catch(() => 'unreadable')) !== undefined) return;
     await this.removeArchive(archive);
     try {
       const uploads = await this.with((sdk, client) => client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) })));
@@ -387,8 +413,8 @@ export class S3Store implements BackupStore {
     const marks: (InUseMark & { key: string })[] = [];
     for (const { key } of await this.listKeys(this.key('.in-use/'))) {
       const text = await this.getText(key);
-      const mark = text === undefined ? undefined : (JSON.parse(text) as InUseMark);
-      if (mark?.backupId) marks.push({ ...mark, key });
+      const mark = text === undefined ? undefined : parseInUseMark(text);
+      if (mark) marks.push({ ...mark, key });
     }
     return marks;
   }
@@ -415,9 +441,12 @@ export class S3Store implements BackupStore {
       const id = idFile?.endsWith('.json') ? decodeFromPath(idFile.slice(0, -'.json'.length)) : undefined;
       if (queue === undefined || id === undefined) continue;
       const job = { prefix: context.prefix, queue, id };
-      const text = await this.getText(key);
-      const marker = text === undefined ? undefined : (JSON.parse(text) as UploadMarker);
-      if (!marker || marker.job.queue !== queue || marker.job.id !== id) continue;
+      const marker = await this.readMarker(key, job);
+      if (!marker) continue;
+      if ('refused' in marker) {
+        context.logger.warn({ key, store: this.name, reason: marker.refused }, 'left alone: an upload marker that is not dbops\' own');
+        continue;
+      }
       const stale = queue === LOCAL_QUEUE ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE) : !(await context.isJobActive(job));
       if (!stale) continue;
       await this.removeUnpublished(marker.archive);

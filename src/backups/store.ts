@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import type { JobRef } from '../job-ids.js';
+import { boundedName, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
-import type { BackupFormat, Manifest } from './manifest.js';
+import * as z from 'zod';
+import type { BackupFormat, Manifest, ManifestListing } from './manifest.js';
 
 /*
  * A backup store keeps backups: each an archive (`<id>.dump`, or `<id>.d/` in directory format) and a
@@ -18,6 +19,23 @@ export interface InUseMark {
   job?: JobRef;
   pid: number;
   host: string;
+}
+
+const inUseMarkSchema = z.object({
+  backupId: z.string().min(1),
+  job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }).optional(),
+  pid: z.number().int(),
+  host: z.string(),
+});
+
+/** An in-use mark's content; undefined for anything else (a malformed object is skipped, never fatal). */
+export function parseInUseMark(text: string): InUseMark | undefined {
+  try {
+    const parsed = inUseMarkSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export type Integrity = { ok: true } | { ok: false; reason: string };
@@ -42,11 +60,14 @@ export interface BackupStore {
   /** Where it is, for people: `file:///dir`, `s3://bucket/prefix`; never a credential. */
   readonly location: string;
   readonly kind: 'file' | 's3';
-  /** Every readable manifest, oldest first. A damaged one is left out (and never pruned). */
-  list(): Promise<Manifest[]>;
-  /** The manifest of `id` (a checked backup id), undefined when this store does not hold it. */
+  /**
+   * Every manifest dbops can prove its own (signed, named after its backup), oldest first; whatever
+   * else looks like a manifest is skipped, with the reason, and never acted on.
+   */
+  list(): Promise<ManifestListing>;
+  /** The manifest of `id` (a checked backup id), undefined when this store does not hold it; a manifest that is not dbops' own is an error. */
   read(id: string): Promise<Manifest | undefined>;
-  /** Written whole, atomically as the store allows: from then on the backup exists here. */
+  /** Signed and written whole, atomically as the store allows: from then on the backup exists here. */
   writeManifest(manifest: Manifest): Promise<void>;
   /** Deletes a backup: the manifest first, so that a half-deleted backup is never listed as one. */
   remove(manifest: Manifest): Promise<void>;
@@ -77,11 +98,12 @@ export interface BackupStore {
 
 /**
  * `<env>-<time>-<random>`; a backup of another database on the environment's server (--all-databases)
- * also names it: `<env>-<database>-<time>-<random>` (lower case, other characters as dashes).
+ * also names it: `<env>-<database>-<time>-<random>` (boundedName: a name of any length and alphabet
+ * fits, and two names never read the same).
  */
 export function newBackupId(env: string, now = new Date(), otherDatabase?: string): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'z').toLowerCase();
-  const database = otherDatabase ? `${otherDatabase.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'db'}-` : '';
+  const database = otherDatabase ? `${boundedName(otherDatabase, 32)}-` : '';
   return `${env}-${database}${stamp}-${randomBytes(3).toString('hex')}`;
 }
 

@@ -6,7 +6,7 @@ import type { JobRef } from '../job-ids.js';
 import type { BackupCatalogue } from './catalogue.js';
 import { HashingStream } from './checksum.js';
 import { checkLocalArchive } from './file-store.js';
-import type { Manifest } from './manifest.js';
+import type { Manifest, SkippedManifest } from './manifest.js';
 import type { BackupStore } from './store.js';
 
 /**
@@ -75,12 +75,15 @@ async function copyBackup(catalogue: BackupCatalogue, manifest: Manifest, from: 
  */
 export async function syncStores(
   catalogue: BackupCatalogue,
-  options: { from?: string; to?: string; env?: string; job: JobRef; onCopied?: (item: SyncedBackup) => void },
+  options: { from?: string; to?: string; env?: string; job: JobRef; onCopied?: (item: SyncedBackup) => void; onSkipped?: (skipped: SkippedManifest[]) => void },
 ): Promise<SyncedBackup[]> {
   const sources = catalogue.select(options.from);
   const targets = catalogue.select(options.to);
   const done: SyncedBackup[] = [];
-  for (const { manifest, stores } of await catalogue.listWithStores({ env: options.env })) {
+  // Only backups dbops can prove its own are spread; the rest is named, never copied.
+  const { backups, skipped } = await catalogue.listing({ env: options.env });
+  options.onSkipped?.(skipped);
+  for (const { manifest, stores } of backups) {
     const from = sources.find((store) => stores.includes(store.name));
     if (!from) continue;
     for (const to of targets.filter((store) => !stores.includes(store.name) && store !== from)) {

@@ -20,7 +20,7 @@ import { rolesNeeded, type RoleRecord } from '../postgres/roles.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { encodeForPath } from '../job-ids.js';
+import { boundedName } from '../job-ids.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
 import { defineOperation, type OperationContext } from './operation.js';
 import { envName, parallelJobs } from './fields.js';
@@ -214,7 +214,7 @@ async function dumpInSnapshot(
         format: 'custom',
         encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       } as Manifest;
-      await readBackToc((await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [] }, { signal })).input, binDir, signal);
+      await readBackToc((await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [], encryptionKey: key }, { signal })).input, binDir, signal);
     }
     progress(98, 'writing manifests');
     const completedAt = new Date();
@@ -322,7 +322,7 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
         databases.map((database) => ({
           type: 'backup',
           payload: { ...options, database },
-          jobId: `backup-all-${encodeForPath(job.id)}-${encodeForPath(database)}`,
+          jobId: `backup-all-${boundedName(job.id, 48)}-${boundedName(database)}`,
         })),
       );
     }

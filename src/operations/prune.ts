@@ -41,7 +41,13 @@ const envResult = z.object({
 });
 export type PruneEnvResult = z.infer<typeof envResult>;
 
-const result = z.object({ dryRun: z.boolean(), environments: z.array(envResult) });
+const result = z.object({
+  dryRun: z.boolean(),
+  environments: z.array(envResult),
+  skipped: z
+    .array(z.object({ store: z.string(), name: z.string(), reason: z.string() }))
+    .meta({ description: 'objects in the stores that look like manifests but are not provably dbops\' own: never pruned, never acted on' }),
+});
 export type PruneResult = z.infer<typeof result>;
 
 export const prune = defineOperation({
@@ -61,10 +67,16 @@ export const prune = defineOperation({
   },
   async process({ payload, config, progress, log }): Promise<PruneResult> {
     const catalogue = BackupCatalogue.of(config);
-    const result: PruneResult = { dryRun: payload.dryRun, environments: [] };
+    const result: PruneResult = { dryRun: payload.dryRun, environments: [], skipped: [] };
     // Each store on its own: a backup one store lost is not a reason to delete it from another.
     for (const store of catalogue.select(payload.store)) {
-      const all = (await store.list()).filter((manifest) => !payload.env || manifest.env === payload.env);
+      const listing = await store.list();
+      for (const { store: where, name, reason } of listing.skipped) {
+        result.skipped.push({ store: where, name, reason });
+        log(`skipped ${name} in the ${where} store: ${reason}`);
+      }
+      // Only signed manifests, each pruned only in its own environment's namespace of ids.
+      const all = listing.manifests.filter((manifest) => (!payload.env || manifest.env === payload.env) && manifest.id.startsWith(`${manifest.env}-`));
       const envs = payload.env ? [payload.env] : [...new Set(all.map((manifest) => manifest.env))].sort();
       for (const [index, env] of envs.entries()) {
         progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env} in the ${store.name} store`);
@@ -122,5 +134,6 @@ export const prune = defineOperation({
           ...env.pruned.map((item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`),
         ].join('\n'),
       )
+      .concat(result.skipped.map((item) => `skipped ${item.name} in the ${item.store} store: ${item.reason}`))
       .join('\n') || 'no backups',
 });

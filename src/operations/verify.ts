@@ -36,14 +36,22 @@ const result = z.object({
   tocEntries: z.number().int(),
   tablesCompared: z.number().int().optional().meta({ description: 'tables whose rows were counted in the scratch restore (full only)' }),
   durationMs: z.number(),
+  skipped: z
+    .array(z.string())
+    .optional()
+    .meta({ description: 'with latest: objects in the stores passed over because they are not provably dbops\' own, each with why' }),
 });
 export type VerifyResult = z.infer<typeof result>;
 
 async function pickBackup(catalogue: BackupCatalogue, payload: { backup?: string; latest?: string; store?: string }) {
-  if (payload.backup) return catalogue.get(payload.backup, payload.store);
-  const newest = (await catalogue.list({ env: payload.latest, store: payload.store })).at(-1);
-  if (!newest) throw new ValidationError(`no backup of ${payload.latest}`, [{ path: 'latest', message: 'no backup of this environment' }]);
-  return catalogue.get(newest.id, payload.store);
+  if (payload.backup) return { ...(await catalogue.get(payload.backup, payload.store)), skipped: [] };
+  const { manifest: newest, skipped } = await catalogue.newest(payload.latest!, { store: payload.store });
+  const passedOver = skipped.map((item) => `${item.name} in the ${item.store} store: ${item.reason}`);
+  if (!newest) {
+    const note = passedOver.length ? ` (passed over, not dbops' own: ${passedOver.join('; ')})` : '';
+    throw new ValidationError(`no backup of ${payload.latest}${note}`, [{ path: 'latest', message: 'no backup of this environment' }]);
+  }
+  return { ...(await catalogue.get(newest.id, payload.store)), skipped: passedOver };
 }
 
 export const verify = defineOperation({
@@ -61,7 +69,8 @@ export const verify = defineOperation({
     const startedAt = Date.now();
     const catalogue = BackupCatalogue.of(config);
     const level: Verification['level'] = payload.full ? 'full' : 'toc';
-    const { store, manifest: picked } = await pickBackup(catalogue, payload);
+    const { store, manifest: picked, skipped } = await pickBackup(catalogue, payload);
+    for (const line of skipped) log(`passed over ${line}`);
     const release = await store.markInUse(picked.id, job);
     try {
       const { manifest } = await catalogue.get(picked.id, store.name); // still there, now that prune sees the mark
@@ -128,7 +137,7 @@ export const verify = defineOperation({
       const durationMs = Date.now() - startedAt;
       await catalogue.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: true, jobId, durationMs });
       progress(100, `backup ${manifest.id} verified (${level})`);
-      return { backupId: manifest.id, env: manifest.env, level, ok: true, tocEntries, tablesCompared, durationMs };
+      return { backupId: manifest.id, env: manifest.env, level, ok: true, tocEntries, tablesCompared, durationMs, ...(skipped.length ? { skipped } : {}) };
     } finally {
       await release();
       await catalogue.workArea.removeJobSubdir(job, 'download');

@@ -5,9 +5,14 @@ import type pg from 'pg';
  * is loaded at the first connection: a CLI command that only enqueues never needs it.
  */
 export async function connect(url: string, applicationName = 'dbops', env?: string): Promise<pg.Client> {
-  const { default: driver } = await import('pg');
+  const [{ default: driver }, { parseIntoClientConfig }] = await Promise.all([import('pg'), import('pg-connection-string')]);
+  const fromUrl = parseIntoClientConfig(url);
+  // The driver reads the database with decodeURI, which leaves %2F, %3F, %23, %3D, %3B… encoded: the
+  // name is decoded in full here, as libpq (pg_dump, psql) decodes it, so both reach the same database.
+  const pathname = new URL(url).pathname.slice(1);
+  if (pathname) fromUrl.database = decodeURIComponent(pathname);
   const client = new driver.Client({
-    connectionString: url,
+    ...fromUrl,
     application_name: applicationName.slice(0, 63),
     keepAlive: true,
     connectionTimeoutMillis: 15_000,

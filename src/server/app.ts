@@ -47,7 +47,7 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
   });
   app.use('/api/v1', apiRouter(config, producer));
   app.use(DASHBOARD_PATH, ...dashboardAuth, dashboardRouter(producer.queues, { readOnly: !credentials || config.DASHBOARD_READONLY }));
-  app.use(consoleRouter(config, producer, { readOnly: !credentials || config.DASHBOARD_READONLY, guard: dashboardAuth }));
+  app.use(consoleRouter(config, producer, { readOnly: !credentials || config.DASHBOARD_READONLY, guard: dashboardAuth, authenticated: Boolean(credentials) }));
   app.use((_req, res) => res.status(404).json({ error: 'not found' }));
 
   // No stack traces in responses: the message for client errors, a generic line otherwise.

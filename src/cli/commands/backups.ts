@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import type { Manifest, Verification } from '../../backups/manifest.js';
+import type { Manifest, SkippedManifest, Verification } from '../../backups/manifest.js';
 import { cliConfig } from '../config.js';
 import { CliExit, ValidationError } from '../../errors.js';
 import { humanDuration, humanSize } from '../../units.js';
-import { EXIT, out, printJson, printTable } from '../io.js';
+import { EXIT, err, out, printJson, printTable } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-flags.js';
 import { flagsOf, withRunFlags } from './operations.js';
@@ -13,6 +13,11 @@ function checkText(manifest: Manifest): string {
   const last: Verification | undefined = manifest.verifications?.at(-1);
   if (!last) return 'never checked';
   return `${last.ok ? 'ok' : 'DAMAGED'} (${last.level}, ${last.at.slice(0, 16)}Z)`;
+}
+
+/** Objects in the stores that look like backups but are not provably dbops' own: said on stderr, one line each. */
+function warnSkipped(skipped: SkippedManifest[]): void {
+  for (const item of skipped) err(`skipped ${item.name} in the ${item.store} store: ${item.reason}`);
 }
 
 export function registerBackups(program: Command, run: RunOperation = runOperation): void {
@@ -26,7 +31,8 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .action(async (options: { env?: string; store?: string; json?: boolean }) => {
       const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
       const catalogue = BackupCatalogue.of(cliConfig());
-      const listed = await catalogue.listWithStores({ env: options.env ? normalizeEnvName(options.env) : undefined, store: options.store });
+      const { backups: listed, skipped } = await catalogue.listing({ env: options.env ? normalizeEnvName(options.env) : undefined, store: options.store });
+      warnSkipped(skipped);
       // Grouped: each database's backups together (an --all-databases run makes one per database).
       const sorted = [...listed].sort(
         (a, b) =>
@@ -124,6 +130,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
         to: options.to,
         env: options.env ? normalizeEnvName(options.env) : undefined,
         job,
+        onSkipped: warnSkipped,
         onCopied: (item) => {
           if (!options.json) out(`${item.ok ? 'copied' : 'FAILED'} ${item.id}: ${item.from} -> ${item.to}${item.reason ? ` (${item.reason})` : ''}`);
         },
@@ -131,5 +138,31 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       if (options.json) printJson(copied);
       else if (copied.length === 0) out('every store holds every backup already');
       if (copied.some((item) => !item.ok)) throw new CliExit(EXIT.failed, `${copied.filter((item) => !item.ok).length} backups could not be copied`);
+    });
+  backups
+    .command('sign')
+    .description(
+      "vouch for backups dbops did not sign (made before it signed its manifests): each is signed once its archive matches it. Run it once, on a trusted host, after checking that nobody else wrote to the stores",
+    )
+    .argument('[ids...]', 'the backups to sign (or --all)')
+    .option('--all', 'every unsigned backup in every store')
+    .option('--env <env>', 'only the backups of this environment')
+    .option('--resign', 'also those signed with another key (after BACKUP_SIGNING_KEY changed)')
+    .option('--json', 'print what was signed as JSON')
+    .action(async (ids: string[], options: { all?: boolean; env?: string; resign?: boolean; json?: boolean }) => {
+      if ((ids.length === 0) === !options.all) throw new ValidationError('name the backups to sign, or --all (one of them)');
+      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
+      const signed = await BackupCatalogue.of(cliConfig()).signUnsigned({
+        env: options.env ? normalizeEnvName(options.env) : undefined,
+        ids: ids.length ? ids : undefined,
+        resign: options.resign ?? false,
+        onSigned: (item) => {
+          if (!options.json) out(`${item.signed ? 'signed' : 'NOT signed'} ${item.id} in the ${item.store} store${item.reason ? `: ${item.reason}` : ''}`);
+        },
+      });
+      if (options.json) printJson(signed);
+      else if (signed.length === 0) out('nothing to sign: every backup in the stores is signed with this key');
+      const refused = signed.filter((item) => !item.signed);
+      if (refused.length > 0) throw new CliExit(EXIT.failed, `${refused.length} backups were not signed: their archives do not match their manifests`);
     });
 }

@@ -14,6 +14,7 @@ import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobSummary, Producer } from '../../queue/producer.js';
 import { Schedules, describeOperation } from '../../schedules/schedules.js';
 import { sendArchive } from '../archive.js';
+import { factsCache } from '../facts-cache.js';
 import { scrubSecrets } from '../../secrets.js';
 import { Html, age, html, humanDuration, humanSize, inZone, page, table } from './html.js';
 
@@ -51,7 +52,14 @@ function resultInWords(summary: JobSummary): string {
   }
 }
 
-export function consoleRouter(config: Config, producer: Producer, options: { readOnly: boolean; guard: RequestHandler[] }): express.Router {
+/** How long the console, open without credentials, shows a fact it learnt (a server's size, the stores' backups) before it asks again. */
+const FACTS_TTL_MS = 10_000;
+
+export function consoleRouter(
+  config: Config,
+  producer: Producer,
+  options: { readOnly: boolean; guard: RequestHandler[]; /** Dashboard credentials are configured (and so asked for). */ authenticated: boolean },
+): express.Router {
   const router = express.Router();
   // Each route behind the dashboard's guards (so that paths that are not the console's fall through to 404).
   const get = (path: string, handler: RequestHandler) => router.get(path, ...options.guard, handler);
@@ -81,42 +89,55 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
       }
     };
 
+  // Behind credentials each page asks afresh; open to anyone on the host, it answers from what it learnt
+  // in the last seconds (factsCache), so that no visitor makes it connect to every database per request.
+  const factsTtl = options.authenticated ? 0 : FACTS_TTL_MS;
+  /** A server's facts and the kept versions of its database. */
+  const environmentFacts = factsCache(factsTtl, async (name) => {
+    const env = config.environments.get(name)!;
+    const ledger = redisLedger(producer.queues.connection, config);
+    try {
+      const facts = await withClient(
+        env.url,
+        async (client) =>
+          (
+            await client.query<{ version: string; size: string; database: string }>(
+              "SELECT current_setting('server_version') AS version, pg_database_size(current_database())::text AS size, current_database() AS database",
+            )
+          ).rows[0]!,
+        'dbops:console',
+        name,
+      );
+      const previous = await withClient(
+        withDatabase(env.url, config.PG_MAINTENANCE_DB),
+        (client) => listPreviousDatabases(client, facts.database, ledger),
+        'dbops:console',
+      );
+      return { reachable: true as const, version: facts.version, sizeBytes: Number(facts.size), previous };
+    } catch (error) {
+      return { reachable: false as const, reason: safe(errorMessage(error)) };
+    }
+  });
+  const backupListing = factsCache(factsTtl, () => catalogue().listWithStores());
+
   get('/', async (_req, res) => {
     const names = [...config.environments.keys()].sort();
     const [listed, recent] = await Promise.all([
-      catalogue()
-        .list()
+      backupListing('')
+        .then((all) => all.map((item) => item.manifest))
         .catch(() => [] as Manifest[]),
       producer.list({ types: ['restore', 'copy'], limit: 100 }).catch(() => []),
     ]);
-    const ledger = redisLedger(producer.queues.connection, config);
     const rows = await Promise.all(
       names.map(async (name) => {
-        const env = config.environments.get(name)!;
         const last = listed.filter((manifest) => manifest.env === name).at(-1);
         const lastChange = recent.find((summary) => jobTarget(summary) === name);
         let server: Html;
         let kept: Html = html`<span class="muted">—</span>`;
-        try {
-          const facts = await withClient(
-            env.url,
-            async (client) => {
-              const row = (
-                await client.query<{ version: string; size: string; database: string }>(
-                  "SELECT current_setting('server_version') AS version, pg_database_size(current_database())::text AS size, current_database() AS database",
-                )
-              ).rows[0]!;
-              return row;
-            },
-            'dbops:console',
-            name,
-          );
-          server = html`<span class="ok">reachable</span><br />PostgreSQL ${facts.version}, ${humanSize(Number(facts.size))}`;
-          const previous = await withClient(
-            withDatabase(env.url, config.PG_MAINTENANCE_DB),
-            (client) => listPreviousDatabases(client, facts.database, ledger),
-            'dbops:console',
-          );
+        const facts = await environmentFacts(name);
+        if (facts.reachable) {
+          server = html`<span class="ok">reachable</span><br />PostgreSQL ${facts.version}, ${humanSize(facts.sizeBytes)}`;
+          const previous = facts.previous;
           if (previous.length > 0) {
             kept = html`${previous.map(
               (item) =>
@@ -134,8 +155,8 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
                 </div>`,
             )}`;
           }
-        } catch (error) {
-          server = html`<span class="bad">unreachable</span><br /><span class="muted">${safe(errorMessage(error))}</span>`;
+        } else {
+          server = html`<span class="bad">unreachable</span><br /><span class="muted">${facts.reason}</span>`;
         }
         const check = last ? lastVerification(last) : undefined;
         return html`<tr>
@@ -162,7 +183,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
 
   get('/backups', async (req, res) => {
     const env = typeof req.query.env === 'string' && config.environments.has(req.query.env) ? req.query.env : undefined;
-    const listed = (await catalogue().listWithStores({ env })).reverse();
+    const listed = (await backupListing('')).filter(({ manifest }) => !env || manifest.env === env).reverse();
     const targets = [...config.environments.keys()].sort();
     const rows = listed.map(({ manifest, stores }) => {
       const check = lastVerification(manifest);
@@ -187,7 +208,7 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
         <td>
           ${check ? html`<span class="${check.ok ? 'ok' : 'bad'}">${check.ok ? 'ok' : 'DAMAGED'}</span> (${check.level}, ${age(check.at)})` : 'never checked'}
         </td>
-        <td>${actions}${manifest.format === 'custom' ? html`<a href="/backups/${manifest.id}/download" download>Download</a>` : ''}</td>
+        <td>${actions}${options.authenticated && manifest.format === 'custom' ? html`<a href="/backups/${manifest.id}/download" download>Download</a>` : ''}</td>
       </tr>`;
     });
     const filter = html`<p>${[html`<a href="/backups">all</a>`, ...targets.map((name) => html` · <a href="/backups?env=${name}">${name}</a>`)]}</p>`;
@@ -201,9 +222,12 @@ export function consoleRouter(config: Config, producer: Producer, options: { rea
     );
   });
 
-  get('/backups/:id/download', (req, res) =>
-    sendArchive(res, catalogue(), param(req, 'id'), undefined, (status, message) => res.status(status).type('text').send(message)),
-  );
+  // An archive is a whole database: it leaves only for someone who proved who they are.
+  get('/backups/:id/download', (req, res) => {
+    const refuse = (status: number, message: string) => res.status(status).type('text').send(message);
+    if (!options.authenticated) return refuse(403, 'downloads need the dashboard credentials: set DASHBOARD_USER and DASHBOARD_PASSWORD');
+    return sendArchive(res, catalogue(), param(req, 'id'), undefined, refuse);
+  });
 
   get('/schedules', async (_req, res) => {
     const views = await new Schedules(config, producer.queues).list();
