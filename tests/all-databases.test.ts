@@ -123,4 +123,30 @@ describe('backup --all-databases', () => {
       ['two', 1, 2],
     ]);
   });
+
+  it('a 63-byte non-ASCII database name is backed up like any other, under a bounded, readable id', async () => {
+    const name = 'データベース'.repeat(3) + 'ü'.repeat(4) + 'x'; // 54 + 8 + 1 = 63 bytes
+    expect(Buffer.byteLength(name)).toBe(63);
+    const client = new pg.Client({ connectionString: server.url('postgres') });
+    await client.connect();
+    try {
+      await client.query(`CREATE DATABASE "${name}"`);
+    } finally {
+      await client.end();
+    }
+    try {
+      const run = await rig.cli(['backup', '--env', 'fleet', '--all-databases', '--wait', '--json']);
+      expect(run.exitCode, run.stderr).toBe(0);
+      const backups = (JSON.parse(run.stdout) as AllResult).backups;
+      const mine = backups.find((backup) => backup.database === name);
+      expect(mine?.backupId).toMatch(/^fleet-x-[0-9a-f]{12}-\d{8}t\d{6}z-[0-9a-f]{6}$/);
+      const children = (await foreign.queue('backup').getCompleted()).filter((job) => job.data.database === name);
+      expect(children.length).toBeGreaterThan(0);
+      expect(children.every((job) => job.id!.length < 120)).toBe(true);
+    } finally {
+      const admin = new pg.Client({ connectionString: server.url('postgres') });
+      await admin.connect();
+      await admin.query(`DROP DATABASE "${name}"`).finally(() => admin.end());
+    }
+  });
 });

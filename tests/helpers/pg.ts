@@ -3,6 +3,7 @@ import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import { acquireDatabaseLock, tryDatabaseLock, type DatabaseLock } from '../../src/postgres/lock.js';
 import { PG_ADMIN_URL, pgUrl } from './services.js';
 
@@ -10,7 +11,8 @@ import { PG_ADMIN_URL, pgUrl } from './services.js';
 export const PAGILA_DIR = path.resolve(import.meta.dirname, '../fixtures/pagila');
 
 export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: database === 'postgres' ? PG_ADMIN_URL : pgUrl(database) });
+  // The database by name, not in a URL: any name works (the driver would leave %3F… in a URL's path encoded).
+  const client = new pg.Client({ ...parseIntoClientConfig(PG_ADMIN_URL), database });
   await client.connect();
   try {
     return (await client.query<T>(text, params)).rows;
