@@ -76,7 +76,9 @@ describe('encrypted backups', () => {
     const run = await rig.cli(['restore', '--env', 'target', '--backup', backup.backupId, '--wait']);
     expect(run.exitCode).toBe(1);
     // Its manifest is signed with a key derived from the encryption key: another key cannot even read it as dbops' own.
-    expect(run.stderr).toContain(`backup "${backup.backupId}" in the file store is not dbops' own: signed with key ${keyId(deriveSigningKey(Buffer.from(key, 'hex')))}`);
+    expect(run.stderr).toContain(
+      `backup "${backup.backupId}" in the file store is not dbops' own: signed with key ${keyId(deriveSigningKey(Buffer.from(key, 'hex')))}`,
+    );
     expect(run.stderr).toContain('made with another BACKUP_ENCRYPTION_KEY? earlier keys go in BACKUP_DECRYPTION_KEYS');
     expect(await fingerprint(rig.db('target'))).toEqual(target);
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);

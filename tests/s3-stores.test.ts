@@ -311,7 +311,13 @@ describe('backup stores in S3-compatible object storage', () => {
     // As dbops' own jobs leave them: signed.
     const marker = (queuePrefix: string, id: string, archive: string) =>
       JSON.stringify(
-        new Seal(SIGNING_KEY, 'test').sign('upload-marker', { job: { prefix: queuePrefix, queue: 'backup', id }, archive, pid: 1, host: 'elsewhere', backupId: archive.slice(0, -5) }),
+        new Seal(SIGNING_KEY, 'test').sign('upload-marker', {
+          job: { prefix: queuePrefix, queue: 'backup', id },
+          archive,
+          pid: 1,
+          host: 'elsewhere',
+          backupId: archive.slice(0, -5),
+        }),
       );
     // A job of this prefix that is not active (never was): its archive has no manifest.
     await s3.put(BUCKET, `${store}/.partial/${rig.prefix}/backup/77.json`, marker(rig.prefix, '77', 'source-dead-000000.dump'));

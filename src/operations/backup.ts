@@ -214,7 +214,11 @@ async function dumpInSnapshot(
         format: 'custom',
         encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       } as Manifest;
-      await readBackToc((await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [], encryptionKey: key }, { signal })).input, binDir, signal);
+      await readBackToc(
+        (await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [], encryptionKey: key }, { signal })).input,
+        binDir,
+        signal,
+      );
     }
     progress(98, 'writing manifests');
     const completedAt = new Date();

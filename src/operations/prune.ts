@@ -46,7 +46,7 @@ const result = z.object({
   environments: z.array(envResult),
   skipped: z
     .array(z.object({ store: z.string(), name: z.string(), reason: z.string() }))
-    .meta({ description: 'objects in the stores that look like manifests but are not provably dbops\' own: never pruned, never acted on' }),
+    .meta({ description: "objects in the stores that look like manifests but are not provably dbops' own: never pruned, never acted on" }),
 });
 export type PruneResult = z.infer<typeof result>;
 

@@ -34,14 +34,10 @@ const schema = z
       .boolean()
       .default(false)
       .meta({ description: 'first create the roles the backup needs that this server lacks (never altering one, never setting a password)' }),
-    allowRoleAttributes: z
-      .array(z.enum(ROLE_ALLOWANCES))
-      .max(ROLE_ALLOWANCES.length)
-      .default([])
-      .meta({
-        description:
-          'with createRoles: what a created role may keep of what the backup recorded (SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB; PREDEFINED_ROLES for memberships in pg_* roles and in privileged ones); without it none of these is given, and the result lists what was withheld',
-      }),
+    allowRoleAttributes: z.array(z.enum(ROLE_ALLOWANCES)).max(ROLE_ALLOWANCES.length).default([]).meta({
+      description:
+        'with createRoles: what a created role may keep of what the backup recorded (SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB; PREDEFINED_ROLES for memberships in pg_* roles and in privileged ones); without it none of these is given, and the result lists what was withheld',
+    }),
     noOwner: z
       .boolean()
       .default(false)
@@ -78,7 +74,7 @@ const result = z.object({
   skipped: z
     .array(z.string())
     .optional()
-    .meta({ description: 'with latest: objects in the stores passed over because they are not provably dbops\' own, each with why' }),
+    .meta({ description: "with latest: objects in the stores passed over because they are not provably dbops' own, each with why" }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -200,7 +196,9 @@ async function restoreBackup(
               : 'every role the backup needs exists already',
           );
           for (const item of made.withheld) {
-            log(`role ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')} (allowRoleAttributes gives them)`);
+            log(
+              `role ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')} (allowRoleAttributes gives them)`,
+            );
           }
         }
       : undefined,

@@ -39,7 +39,7 @@ const result = z.object({
   skipped: z
     .array(z.string())
     .optional()
-    .meta({ description: 'with latest: objects in the stores passed over because they are not provably dbops\' own, each with why' }),
+    .meta({ description: "with latest: objects in the stores passed over because they are not provably dbops' own, each with why" }),
 });
 export type VerifyResult = z.infer<typeof result>;
 

@@ -92,7 +92,14 @@ function createStatement(role: RoleRecord, allowed: ReadonlySet<RoleAllowance>):
 
 /** The powers a role carries on this server, itself and through every role it belongs to: privileged attributes, and PREDEFINED_ROLES for a pg_* role. */
 async function powersOf(client: pg.ClientBase, role: string): Promise<Set<RoleAllowance>> {
-  const { rows } = await client.query<{ rolname: string; rolsuper: boolean; rolreplication: boolean; rolbypassrls: boolean; rolcreaterole: boolean; rolcreatedb: boolean }>(
+  const { rows } = await client.query<{
+    rolname: string;
+    rolsuper: boolean;
+    rolreplication: boolean;
+    rolbypassrls: boolean;
+    rolcreaterole: boolean;
+    rolcreatedb: boolean;
+  }>(
     `WITH RECURSIVE up(oid) AS (
        SELECT oid FROM pg_roles WHERE rolname = $1
        UNION SELECT m.roleid FROM pg_auth_members m JOIN up ON m.member = up.oid

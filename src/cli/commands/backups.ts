@@ -142,7 +142,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
   backups
     .command('sign')
     .description(
-      "vouch for backups dbops did not sign (made before it signed its manifests): each is signed once its archive matches it. Run it once, on a trusted host, after checking that nobody else wrote to the stores",
+      'vouch for backups dbops did not sign (made before it signed its manifests): each is signed once its archive matches it. Run it once, on a trusted host, after checking that nobody else wrote to the stores',
     )
     .argument('[ids...]', 'the backups to sign (or --all)')
     .option('--all', 'every unsigned backup in every store')

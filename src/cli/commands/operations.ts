@@ -54,7 +54,11 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option(
         '--allow-role-attributes <list>',
         'with --create-roles: what created roles may keep, comma-separated: SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB, PREDEFINED_ROLES (LOGIN is always kept)',
-        (value: string) => value.split(',').map((item) => item.trim().toUpperCase()).filter(Boolean),
+        (value: string) =>
+          value
+            .split(',')
+            .map((item) => item.trim().toUpperCase())
+            .filter(Boolean),
       )
       .option('--no-owner', 'restore without owners and grants, for a server without those roles'),
   ).action(async (options) => {

@@ -208,7 +208,9 @@ export function consoleRouter(
         <td>
           ${check ? html`<span class="${check.ok ? 'ok' : 'bad'}">${check.ok ? 'ok' : 'DAMAGED'}</span> (${check.level}, ${age(check.at)})` : 'never checked'}
         </td>
-        <td>${actions}${options.authenticated && manifest.format === 'custom' ? html`<a href="/backups/${manifest.id}/download" download>Download</a>` : ''}</td>
+        <td>
+          ${actions}${options.authenticated && manifest.format === 'custom' ? html`<a href="/backups/${manifest.id}/download" download>Download</a>` : ''}
+        </td>
       </tr>`;
     });
     const filter = html`<p>${[html`<a href="/backups">all</a>`, ...targets.map((name) => html` · <a href="/backups?env=${name}">${name}</a>`)]}</p>`;
