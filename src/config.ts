@@ -88,6 +88,8 @@ const baseSchema = z.object({
   WORKER_LOCK_MS: positiveInt(1_000, 3_600_000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt(500, 3_600_000).optional(),
   PG_BIN_DIR: z.string().min(1).optional(),
+  /** copy --jobs: a table at least this big (bytes on disk) gets a COPY stream of its own. */
+  COPY_OWN_STREAM_BYTES: positiveInt(0, 2 ** 50).default(8 * 2 ** 20),
   PG_MAINTENANCE_DB: z.string().min(1).default('postgres'),
   RESTORE_KEEP_PREVIOUS: booleanString.default(true),
   DASHBOARD_READONLY: booleanString.default(false),
@@ -130,7 +132,7 @@ const baseSchema = z.object({
 });
 
 /** Every fixed variable the configuration reads (besides DATABASE_URL_<ENV> and WORKER_CONCURRENCY_<TYPE>). */
-export const configVariables = [...Object.keys(baseSchema.shape), ...AWS_VARIABLES];
+export const configVariables = [...Object.keys(baseSchema.shape), ...AWS_VARIABLES, 'DBOPS_ENV_FILE'];
 
 export interface Environment {
   /** Canonical name, as jobs and the CLI use it. */

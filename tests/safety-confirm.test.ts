@@ -172,7 +172,9 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
       const listed = await rig.cli(['backups', 'list', '--env', 'app', '--json']);
       expect(listed.stdout).not.toContain(forgedId);
       const restore = await rig.cli(['restore', '--env', 'app', '--backup', forgedId]);
-      expect(restore.stderr.trim()).toBe(`backup "${forgedId}": unreadable manifest: damaged: archive: an archive is named <backup id>.dump or <backup id>.d`);
+      expect(restore.stderr.trim()).toBe(
+        `backup "${forgedId}" in the file store is not dbops' own: damaged: archive: an archive is named <backup id>.dump or <backup id>.d`,
+      );
       expect(restore.exitCode).toBe(1);
     } finally {
       rmSync(victim, { recursive: true, force: true });

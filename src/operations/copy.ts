@@ -157,6 +157,7 @@ async function parallelCopy(context: OperationContext<CopyPayload>, { source, sh
       snapshot: snapshot.id,
       snapshotClient: snapshot.client,
       jobs: context.payload.jobs,
+      ownStreamBytes: context.config.COPY_OWN_STREAM_BYTES,
       workDir,
       fifoDir,
       signal,

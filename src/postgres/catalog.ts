@@ -79,3 +79,32 @@ export async function tablesBySize(client: pg.ClientBase): Promise<SizedTable[]>
   );
   return rows.map((row) => ({ ...tableRef(row.schema, row.table), bytes: Number(row.bytes) }));
 }
+
+/**
+ * A table's columns as pg_dump's COPY names them: every column that holds data (not dropped, not
+ * generated), quoted, in the source's order, as `("a", "b")`. A COPY that moves rows between two
+ * tables names them on both sides: the target's order may differ (pg_dump recreates an inheritance
+ * child with its parent's columns first), and position is not identity.
+ */
+export async function copyColumnList(client: pg.ClientBase, table: TableRef): Promise<string> {
+  const { rows } = await client.query<{ columns: string | null }>(
+    `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) AS columns FROM pg_attribute
+      WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`,
+    [table.sql],
+  );
+  return `(${rows[0]?.columns ?? ''})`;
+}
+
+/**
+ * A row of `table` (aliased `alias`) as text that does not depend on the order of its columns: the
+ * columns in order of their names, as a row value (`ROW(…)::text`, each value as its type prints it,
+ * NULL told apart from an empty string). Dropped columns are not in it; generated ones are.
+ */
+export async function rowTextByName(client: pg.ClientBase, table: string, alias: string): Promise<string> {
+  const { rows } = await client.query<{ columns: string | null }>(
+    `SELECT string_agg(format('%I.%I', $2::text, attname), ', ' ORDER BY attname COLLATE "C") AS columns FROM pg_attribute
+      WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
+    [table, alias],
+  );
+  return `ROW(${rows[0]?.columns ?? ''})::text`;
+}

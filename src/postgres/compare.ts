@@ -1,11 +1,11 @@
 import type pg from 'pg';
-import { userTables } from './catalog.js';
+import { rowTextByName, userTables } from './catalog.js';
 import { TEXT_FORMAT_SETTINGS } from './client.js';
 
 export interface TableDigest {
   table: string;
   rows: number;
-  /** md5 over the md5 of every row's text, in sorted order: equal contents, equal hash. */
+  /** md5 over the md5 of every row's text (its columns in order of their names), in sorted order: equal contents, equal hash. */
   hash: string;
 }
 
@@ -16,7 +16,11 @@ export interface TableDigest {
  */
 const DIGEST_SETTINGS = `${TEXT_FORMAT_SETTINGS}; SET TimeZone = 'UTC'`;
 
-/** Row count and content hash of each table, as pgcopydb's compare does. */
+/**
+ * Row count and content hash of each table, as pgcopydb's compare does, but by column name: a table
+ * whose columns stand in another order (an inheritance child pg_dump recreated) hashes the same when
+ * every column holds the same values, and differently when two columns' values were swapped.
+ */
 export async function digestTables(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<TableDigest[]> {
   await client.query(DIGEST_SETTINGS);
   const tables = await userTables(client);
@@ -24,8 +28,9 @@ export async function digestTables(client: pg.ClientBase, onTable?: (table: stri
   for (const [index, table] of tables.entries()) {
     onTable?.(table, index, tables.length);
     // `table` comes from format('%I.%I') above: already a quoted identifier.
+    const row = await rowTextByName(client, table, 't');
     const { rows } = await client.query<{ rows: string; hash: string | null }>(
-      `SELECT count(*) AS rows, md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))) AS hash FROM ${table} t`,
+      `SELECT count(*) AS rows, md5(string_agg(md5(${row}), '' ORDER BY md5(${row}))) AS hash FROM ${table} t`,
     );
     digests.push({ table, rows: Number(rows[0]?.rows ?? 0), hash: rows[0]?.hash ?? '' });
   }

@@ -1,13 +1,11 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { tablesBySize, type SizedTable } from './catalog.js';
+import { copyColumnList, tablesBySize, type SizedTable } from './catalog.js';
 import { TEXT_FORMAT_SETTINGS } from './client.js';
 import { makeFifo, pipeTools } from './pipe.js';
 import { StderrTail, finishTool, startTool } from './tools.js';
 
-/** A table at least this big gets a COPY stream of its own; smaller ones share one pg_dump stream. */
-const OWN_STREAM_BYTES = 8 * 2 ** 20;
 
 const PSQL = ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1'];
 
@@ -19,6 +17,8 @@ export interface ParallelCopyOptions {
   /** The caller's session in that snapshot: which tables there are, and how big. */
   snapshotClient: pg.ClientBase;
   jobs: number;
+  /** A table at least this big gets a COPY stream of its own; smaller ones share one pg_dump stream (COPY_OWN_STREAM_BYTES). */
+  ownStreamBytes: number;
   /** The job's own directory, for the schema's archive. */
   workDir: string;
   /** A directory of the job's where FIFOs can be made (workDir, unless its file system has none). */
@@ -63,8 +63,11 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
   );
 
   const tables = await tablesBySize(options.snapshotClient);
-  const big = tables.filter((table) => table.bytes >= OWN_STREAM_BYTES);
-  const restBytes = tables.filter((table) => table.bytes < OWN_STREAM_BYTES).reduce((sum, table) => sum + table.bytes, 0);
+  const big = tables.filter((table) => table.bytes >= options.ownStreamBytes);
+  const restBytes = tables.filter((table) => table.bytes < options.ownStreamBytes).reduce((sum, table) => sum + table.bytes, 0);
+  // Read in the snapshot: the columns as the source has them, named on both sides of each lane.
+  const columns = new Map<SizedTable, string>();
+  for (const table of big) columns.set(table, await copyColumnList(options.snapshotClient, table));
   // COPY in text, read and written by sessions that agree on every setting that shapes it, as pg_dump's do.
   const encoding = (
     await options.snapshotClient.query<{ encoding: string }>(
@@ -117,14 +120,14 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
               session,
               '--command=BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
               `--command=SET TRANSACTION SNAPSHOT '${snapshot}'`,
-              `--command=COPY ${table.sql} TO STDOUT`,
+              `--command=COPY ${table.sql} ${columns.get(table)} TO STDOUT`,
               '--command=COMMIT',
             ],
             options: { ...tool, signal: lane, url: sourceUrl },
           },
           {
             tool: 'psql',
-            args: [...PSQL, session, `--command=\\copy ${table.sql} FROM '${fifo}'`],
+            args: [...PSQL, session, `--command=\\copy ${table.sql} ${columns.get(table)} FROM '${fifo}'`],
             options: { ...tool, signal: lane, url: targetUrl },
           },
         );
