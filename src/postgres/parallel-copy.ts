@@ -6,7 +6,6 @@ import { TEXT_FORMAT_SETTINGS } from './client.js';
 import { makeFifo, pipeTools } from './pipe.js';
 import { StderrTail, finishTool, startTool } from './tools.js';
 
-
 const PSQL = ['--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1'];
 
 export interface ParallelCopyOptions {
