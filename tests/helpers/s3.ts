@@ -19,7 +19,8 @@ export class S3Server {
   private constructor(
     readonly endpoint: string,
     private readonly dir: string,
-    private readonly process: ResultPromise,
+    private process: ResultPromise,
+    private readonly buckets: string[],
   ) {}
 
   readonly client = (): S3Client =>
@@ -32,14 +33,27 @@ export class S3Server {
       responseChecksumValidation: 'WHEN_REQUIRED',
     });
 
-  static async start(buckets: string[]): Promise<S3Server> {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-s3-'));
-    const args = ['-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', ...buckets.flatMap((bucket) => ['--configure-bucket', bucket])];
+  private static async launch(dir: string, port: string, buckets: string[]): Promise<{ child: ResultPromise; port: string }> {
+    const args = ['-d', dir, '-a', '127.0.0.1', '-p', port, '--silent', ...buckets.flatMap((bucket) => ['--configure-bucket', bucket])];
     const child = execa('node', [path.join(ROOT, 'node_modules/s3rver/bin/s3rver.js'), ...args], { reject: false, all: true, buffer: true });
     let output = '';
     child.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const port = await waitFor('s3rver to listen', async () => /listening on [\d.]+:(\d+)/.exec(output)?.[1], 20_000);
-    return new S3Server(`http://127.0.0.1:${port}`, dir, child);
+    const listening = await waitFor('s3rver to listen', async () => /listening on [\d.]+:(\d+)/.exec(output)?.[1], 20_000);
+    return { child, port: listening };
+  }
+
+  static async start(buckets: string[]): Promise<S3Server> {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-s3-'));
+    const { child, port } = await S3Server.launch(dir, '0', buckets);
+    return new S3Server(`http://127.0.0.1:${port}`, dir, child, buckets);
+  }
+
+  /** Killed (SIGKILL: requests in flight are cut) and started again on its port, with what it held. */
+  async restart(downMs = 0): Promise<void> {
+    this.process.kill('SIGKILL');
+    await this.process;
+    if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
+    this.process = (await S3Server.launch(this.dir, new URL(this.endpoint).port, this.buckets)).child;
   }
 
   /** The variables a dbops process needs for a store in `bucket` (endpoint and credentials as the AWS SDK reads them). */
