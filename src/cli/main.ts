@@ -53,4 +53,10 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(EXIT.ok);
   throw error;
 });
-void main(process.argv).then((code) => process.exit(code));
+// Written to a pipe, output is sent asynchronously: the exit waits until both streams took everything
+// (`backups list --json` of a few hundred backups was cut at 216 kB in a pipe).
+const flushed = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+void main(process.argv).then(async (code) => {
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
+});
