@@ -88,6 +88,18 @@ const baseSchema = z.object({
   WORKER_LOCK_MS: positiveInt(1_000, 3_600_000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt(500, 3_600_000).optional(),
   PG_BIN_DIR: z.string().min(1).optional(),
+  /** The Python the migrate worker runs Alembic and Flask-Migrate with (a virtual environment's python works). */
+  MIGRATE_PYTHON: z.string().min(1).default('python3'),
+  /** On the migrate worker: the Flask app Flask-Migrate folders run in (as `flask db` takes it). */
+  FLASK_APP: z.string().min(1).optional(),
+  /** lock_timeout and statement_timeout of a migrate job's sessions, in ms (0: PostgreSQL's own, none). */
+  MIGRATE_LOCK_TIMEOUT_MS: positiveInt(0, 86_400_000).default(0),
+  MIGRATE_STATEMENT_TIMEOUT_MS: positiveInt(0, 86_400_000).default(0),
+  /** Variables of the worker's environment the team's Python code also needs (comma-separated names). */
+  MIGRATE_PASS_ENV: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$/, { message: 'expected variable names, comma-separated' })
+    .optional(),
   /** copy --jobs: a table at least this big (bytes on disk) gets a COPY stream of its own. */
   COPY_OWN_STREAM_BYTES: positiveInt(0, 2 ** 50).default(8 * 2 ** 20),
   PG_MAINTENANCE_DB: z.string().min(1).default('postgres'),

@@ -2,7 +2,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrateResult } from '../src/operations/migrate.js';
-import { databasesLike, loadPagila, sql } from './helpers/pg.js';
+import { loadPagila, scratchDatabasesOf, sql } from './helpers/pg.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
 
 const INIT = '-- Up Migration\nCREATE TABLE things (id serial PRIMARY KEY, name text);\n-- Down Migration\nDROP TABLE things;\n';
@@ -42,7 +42,15 @@ describe('migrate', () => {
   it('status and --dry-run read only: they list and print, and create nothing', async () => {
     const status = await migrate('status');
     expect(status.exitCode).toBe(0);
-    expect(JSON.parse(status.stdout)).toEqual({ action: 'status', applied: [], pending: ['1_init', '2_more'], changed: [] });
+    expect(JSON.parse(status.stdout)).toEqual({
+      action: 'status',
+      kind: 'sql',
+      current: [],
+      heads: ['2_more'],
+      applied: [],
+      pending: ['1_init', '2_more'],
+      changed: [],
+    });
     const dry = await migrate('up', '--dry-run');
     expect(dry.exitCode).toBe(0);
     const result = JSON.parse(dry.stdout) as { migrations: string[]; sql: string };
@@ -136,27 +144,40 @@ describe('migrate', () => {
     }
   });
 
-  it('--rehearse applies pending migrations to a scratch restore of the latest backup and touches nothing else', async () => {
+  it('--rehearse --dry-run applies pending migrations to a scratch restore of the latest backup and touches nothing else; --rehearse then runs them for real', async () => {
     expect((await rig.cli(['backup', '--env', 'app', '--wait'])).exitCode).toBe(0);
-    const scratchBefore = await databasesLike('dbops\\_scratch\\_%');
+
     writeFileSync(path.join(dir, '4_rental_note.sql'), "-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\nUPDATE rental SET note = 'checked';\n");
     writeFileSync(path.join(dir, '5_bad.sql'), '-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\n');
     try {
-      const failing = await migrate('up', '--rehearse');
+      const failing = await migrate('up', '--rehearse', '--dry-run');
       expect(failing.exitCode).toBe(1);
       expect(failing.stderr).toMatch(
         /rehearsal on app-.* failed: migration 5_bad.sql failed: column "note" of relation "rental" already exists \(4_rental_note \d+ ms ok; 5_bad \d+ ms FAILED\)/,
       );
       rmSync(path.join(dir, '5_bad.sql'));
 
-      const run = await migrate('up', '--rehearse');
+      const run = await migrate('up', '--rehearse', '--dry-run');
       expect(run.exitCode).toBe(0);
       const result = JSON.parse(run.stdout);
       expect(result).toMatchObject({ action: 'up', rehearsal: true, migrations: [{ name: '4_rental_note', ok: true }] });
       expect(result.migrations[0].ms).toBeGreaterThanOrEqual(0);
       expect(await columns('rental')).not.toContain('note');
       expect(await appliedNames()).toEqual(['1_init', '2_more', '3_index']);
-      expect(await databasesLike('dbops\\_scratch\\_%')).toEqual(scratchBefore); // both scratch databases dropped
+      expect(await scratchDatabasesOf(rig.db('app'))).toEqual([]); // both scratch databases dropped
+
+      // Without --dry-run, the rehearsal comes first and the real run follows it.
+      const real = await migrate('up', '--rehearse');
+      expect(real.exitCode, real.stderr).toBe(0);
+      expect(JSON.parse(real.stdout)).toMatchObject({
+        action: 'up',
+        dryRun: false,
+        migrations: ['4_rental_note'],
+        rehearsal: { migrations: [{ name: '4_rental_note', ok: true }] },
+      });
+      expect(await columns('rental')).toContain('note');
+      expect(await appliedNames()).toEqual(['1_init', '2_more', '3_index', '4_rental_note']);
+      expect(await scratchDatabasesOf(rig.db('app'))).toEqual([]);
     } finally {
       rmSync(path.join(dir, '4_rental_note.sql'), { force: true });
       rmSync(path.join(dir, '5_bad.sql'), { force: true });

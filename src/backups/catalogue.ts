@@ -100,11 +100,19 @@ export class BackupCatalogue {
    * The newest backup of an environment (of one `database` of it; only one whose newest check passed,
    * with `verified`), if any, and the objects that were passed over for not being dbops' own.
    */
-  async newest(env: string, options: { database?: string; verified?: boolean; store?: string } = {}): Promise<{ manifest?: Manifest; skipped: SkippedManifest[] }> {
+  async newest(
+    env: string,
+    options: { database?: string; verified?: boolean; store?: string; atRevision?: string } = {},
+  ): Promise<{ manifest?: Manifest; skipped: SkippedManifest[] }> {
     const { backups, skipped } = await this.listing({ env, store: options.store });
     const manifest = backups
       .map((listed) => listed.manifest)
-      .filter((candidate) => (options.database === undefined || candidate.database === options.database) && (!options.verified || lastVerification(candidate)?.ok === true))
+      .filter(
+        (candidate) =>
+          (options.database === undefined || candidate.database === options.database) &&
+          (!options.verified || lastVerification(candidate)?.ok === true) &&
+          (options.atRevision === undefined || candidate.schemaVersion?.revisions.includes(options.atRevision) === true),
+      )
       .at(-1);
     return { manifest, skipped };
   }

@@ -76,6 +76,11 @@ export const manifestSchema = z.object({
       }),
     )
     .optional(),
+  /** The migration state at the dump's snapshot: Alembic's revision(s) or node-pg-migrate's last file; null without migration tables. */
+  schemaVersion: z
+    .object({ tool: z.enum(['alembic', 'node-pg-migrate']), revisions: z.array(z.string()) })
+    .nullable()
+    .optional(),
   /** Set when the archive is encrypted: how, and which key (its id, never the key). */
   encryption: z.object({ algorithm: z.string(), keyId: z.string() }).optional(),
   /** The stores (BACKUP_STORES names) that held the complete archive when the backup was published. */

@@ -17,6 +17,7 @@ import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { countUserTables } from '../postgres/catalog.js';
 import { readIdentity, rolesOf } from '../postgres/identity.js';
 import { rolesNeeded, type RoleRecord } from '../postgres/roles.js';
+import { readSchemaVersion } from '../postgres/schema-version.js';
 import { connect } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
@@ -64,6 +65,11 @@ const single = z.object({
   format: backupFormatSchema,
   tableCount: z.number().int(),
   durationMs: z.number(),
+  schemaVersion: z
+    .object({ tool: z.string(), revisions: z.array(z.string()) })
+    .nullable()
+    .optional()
+    .meta({ description: "the migration state at the dump: Alembic's revision(s) or node-pg-migrate's last file" }),
 });
 export type BackupResult = z.infer<typeof single>;
 
@@ -101,6 +107,7 @@ function resultOf(manifest: Manifest, location: string, stores: string[]): Backu
     format: manifest.format,
     tableCount: manifest.tableCount,
     durationMs: manifest.durationMs,
+    schemaVersion: manifest.schemaVersion ?? null,
   };
 }
 
@@ -202,6 +209,7 @@ async function dumpInSnapshot(
     // Read in the same snapshot: what a restore onto a new server, or with sourceSettings, needs.
     const identity = await readIdentity(client, target.database);
     const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
+    const schemaVersion = await readSchemaVersion(client);
     await client.query('COMMIT');
 
     if (payload.format === 'custom') {
@@ -244,6 +252,7 @@ async function dumpInSnapshot(
       rowCounts,
       identity,
       roles,
+      schemaVersion,
       encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       verifications: [{ at: completedAt.toISOString(), level: 'toc', ok: true, jobId }],
       stores: stores.map((store) => store.name),

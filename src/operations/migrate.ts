@@ -14,6 +14,8 @@ import {
   type AppliedMigration,
   type MigrationFile,
 } from '../migrations/files.js';
+import { RevisionFailed, detectKind, runAlembic, type MigrationKind } from '../migrations/alembic.js';
+import type { Config } from '../config.js';
 import { connect, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
@@ -32,10 +34,14 @@ const schema = z
       .default('.')
       .meta({ description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it' }),
     action: z.enum(['status', 'up', 'down']).default('up'),
+    kind: z
+      .enum(['sql', 'alembic', 'flask'])
+      .optional()
+      .meta({ description: 'what the folder holds (default: detected): sql (node-pg-migrate files), alembic (alembic.ini), flask (a Flask-Migrate folder)' }),
     confirm: confirmField,
     /** up: how many pending migrations (default all); down: how many to revert (default 1). */
     count: z.number().int().min(1).max(100_000).optional(),
-    /** up: apply pending migrations up to and including this one. */
+    /** up: apply pending migrations up to and including this one (an Alembic revision, or a file's name). CLI --to. */
     target: z.string().min(1).max(300).optional(),
     dryRun: z.boolean().default(false).meta({ description: 'return the SQL that would run; change nothing' }),
     /** Run a backup job of the environment first (a BullMQ flow); migrations run only after it succeeded. */
@@ -43,17 +49,17 @@ const schema = z
       .boolean()
       .default(false)
       .meta({ description: 'back the environment up before any migration runs (a child backup job, or the worker takes one itself)' }),
-    /** Apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else. */
-    rehearse: z
-      .boolean()
-      .default(false)
-      .meta({ description: 'apply pending migrations to a scratch restore of the latest backup and time them; nothing else is touched' }),
+    /** Apply the pending migrations to a scratch restore of the latest backup first; the real run only if that succeeded. */
+    rehearse: z.boolean().default(false).meta({
+      description:
+        'first apply the pending migrations to a scratch restore of the latest backup, timed; the real run follows only if that succeeded (with dryRun: the rehearsal alone, nothing else touched)',
+    }),
   })
   .superRefine((payload, issues) => {
     const problem = (field: string, message: string) => issues.addIssue({ code: 'custom', path: [field], message });
     if (payload.target && payload.action !== 'up') problem('target', 'only up takes a target');
     if (payload.rehearse && payload.action !== 'up') problem('rehearse', 'a rehearsal applies pending migrations (up)');
-    if (payload.rehearse && (payload.dryRun || payload.backupFirst)) problem('rehearse', 'a rehearsal goes alone (no --dry-run, no --backup-first)');
+    if (payload.rehearse && payload.dryRun && payload.backupFirst) problem('rehearse', 'a rehearsal alone (dryRun) takes no backup first');
     if (payload.backupFirst && (payload.action === 'status' || payload.dryRun)) problem('backupFirst', 'only a real up or down takes a backup first');
   });
 type MigratePayload = z.output<typeof schema>;
@@ -64,19 +70,42 @@ export type MigrationTiming = z.infer<typeof timing>;
 const result = z.union([
   z.object({
     action: z.literal('status'),
-    applied: z.array(z.object({ name: z.string(), runOn: z.string(), sha256: z.string().nullable() })),
-    pending: z.array(z.string()),
-    changed: z.array(z.string()).meta({ description: 'applied migrations whose file changed since' }),
+    kind: z.enum(['sql', 'alembic', 'flask']),
+    current: z.array(z.string()).meta({ description: 'the revision(s) the database is at (sql: the last file applied); several heads are several entries' }),
+    heads: z.array(z.string()).meta({ description: "the folder's newest revision(s) (sql: its last file)" }),
+    pending: z.array(z.string()).meta({ description: 'what an up would apply, in order' }),
+    applied: z
+      .array(z.object({ name: z.string(), runOn: z.string(), sha256: z.string().nullable() }))
+      .optional()
+      .meta({ description: 'sql only' }),
+    changed: z.array(z.string()).optional().meta({ description: 'sql only: applied migrations whose file changed since' }),
   }),
-  z.object({ action: z.enum(['up', 'down']), dryRun: z.literal(true), migrations: z.array(z.string()), sql: z.string() }),
   z.object({
     action: z.enum(['up', 'down']),
+    kind: z.enum(['sql', 'alembic', 'flask']),
+    dryRun: z.literal(true),
+    migrations: z.array(z.string()),
+    sql: z.string(),
+  }),
+  z.object({
+    action: z.enum(['up', 'down']),
+    kind: z.enum(['sql', 'alembic', 'flask']),
     dryRun: z.literal(false),
     migrations: z.array(z.string()),
     timings: z.array(timing),
     backupId: z.string().optional().meta({ description: 'the backup taken first (backupFirst)' }),
+    rehearsal: z
+      .object({ backupId: z.string(), migrations: z.array(timing) })
+      .optional()
+      .meta({ description: 'the rehearsal that ran first (rehearse)' }),
   }),
-  z.object({ action: z.literal('up'), rehearsal: z.literal(true), backupId: z.string(), migrations: z.array(timing) }),
+  z.object({
+    action: z.literal('up'),
+    kind: z.enum(['sql', 'alembic', 'flask']),
+    rehearsal: z.literal(true),
+    backupId: z.string(),
+    migrations: z.array(timing),
+  }),
 ]);
 export type MigrateResult = z.infer<typeof result>;
 
@@ -175,87 +204,61 @@ async function backupBeforeMigrating(context: OperationContext<MigratePayload>, 
   return made.backupId;
 }
 
-async function rehearse(context: OperationContext<MigratePayload>): Promise<MigrateResult> {
-  const { payload, config, jobId, signal, progress, log } = context;
-  const target = resolveTarget(config, payload.env);
-  const catalogue = BackupCatalogue.of(config);
-  const newest = (await catalogue.list({ env: target.env })).at(-1);
-  if (!newest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
-  const { manifest: latest, store } = await catalogue.get(newest.id);
-  progress(1, `checking backup ${latest.id}`);
-  const integrity = await store.checkIntegrity(latest);
-  if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
-  const dir = await migrationsDir(config.migrationsRoot, payload.dir);
-  const files = await readMigrations(dir);
-
-  progress(5, `restoring ${latest.id} into a scratch database`);
-  return withScratchRestore(
-    target,
-    latest,
-    { config, store, workArea: catalogue.workArea, owner: context, holder: `dbops:migrate:${jobId}`, signal },
-    async (scratchUrl) => {
-      const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
-      try {
-        const pending = pendingOf(files, await readApplied(client));
-        log(`rehearsing ${pending.length} pending migrations on ${latest.id}`);
-        let timings: MigrationTiming[];
-        try {
-          timings = await runMigrations(context, client, dir, 'up', pending, async () => undefined);
-        } catch (error) {
-          const failed = error instanceof MigrationFailed ? error.timings : [];
-          const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
-          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
-        }
-        return { action: 'up', rehearsal: true, backupId: latest.id, migrations: timings } satisfies MigrateResult;
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    },
-  );
+/**
+ * One kind of migrations (node-pg-migrate's SQL files, Alembic, Flask-Migrate) behind the same verbs:
+ * status and dry runs read only; apply runs an up or down on a database the caller has locked.
+ */
+interface MigrationTool {
+  kind: MigrationKind;
+  status(url: string): Promise<Extract<MigrateResult, { action: 'status' }>>;
+  plan(url: string): Promise<{ migrations: string[]; sql: string }>;
+  /** Runs the up or down; `client` is connected to the database at `url` and holds its lock. */
+  apply(client: pg.Client, url: string): Promise<MigrationTiming[]>;
 }
 
-export const migrate = defineOperation({
-  type: 'migrate',
-  summary: 'apply SQL migrations (node-pg-migrate format) with checksums, dry runs and rehearsals',
-  schema,
-  result,
-  // A rehearsal changes only its scratch database; status and dry runs change nothing.
-  changes: (payload) => (payload.action === 'status' || payload.dryRun || payload.rehearse ? undefined : payload.env),
-  changesWhen: '`action` up or down, unless `dryRun` or `rehearse`',
-  answers: (payload) => payload.action === 'status' || payload.dryRun === true,
-  async precheck(payload, config) {
-    resolveTarget(config, payload.env);
-    await readMigrations(await migrationsDir(config.migrationsRoot, payload.dir));
-  },
-  children: (payload) => (payload.backupFirst ? [{ type: 'backup', payload: { env: payload.env } }] : []),
-  async process(context): Promise<MigrateResult> {
-    const { payload, config, jobId, signal, progress } = context;
-    if (payload.rehearse) return rehearse(context);
-    const target = resolveTarget(config, payload.env);
-    const dir = await migrationsDir(config.migrationsRoot, payload.dir);
-    const files = await readMigrations(dir);
+/** lock_timeout and statement_timeout as the configuration bounds a migrate job's sessions (none by default). */
+function timeouts(config: Config): { lockTimeoutMs: number; statementTimeoutMs: number } {
+  return { lockTimeoutMs: config.MIGRATE_LOCK_TIMEOUT_MS, statementTimeoutMs: config.MIGRATE_STATEMENT_TIMEOUT_MS };
+}
 
-    if (payload.action === 'status' || payload.dryRun) {
-      // Read-only: no lock, nothing created.
-      return withClient(
-        target.url,
+function sqlTool(context: OperationContext<MigratePayload>, dir: string, files: MigrationFile[]): MigrationTool {
+  const { payload, config, jobId } = context;
+  return {
+    kind: 'sql',
+    status: (url) =>
+      withClient(
+        url,
         async (client) => {
           const applied = await readApplied(client);
-          if (payload.action === 'status') {
-            return { action: 'status', applied, pending: pendingOf(files, applied).map((file) => file.name), changed: changedSinceApplied(files, applied) };
-          }
-          const chosen = selection(payload, files, applied);
+          const last = files.at(-1);
+          return {
+            action: 'status',
+            kind: 'sql',
+            current: applied.length ? [applied.at(-1)!.name] : [],
+            heads: last ? [last.name] : [],
+            pending: pendingOf(files, applied).map((file) => file.name),
+            applied,
+            changed: changedSinceApplied(files, applied),
+          };
+        },
+        `dbops:migrate:${jobId}`,
+      ),
+    plan: (url) =>
+      withClient(
+        url,
+        async (client) => {
+          const chosen = selection(payload, files, await readApplied(client));
           const sql = chosen
             .map((file) => `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`)
             .join('\n');
-          return { action: payload.action, dryRun: true, migrations: chosen.map((file) => file.name), sql };
+          return { migrations: chosen.map((file) => file.name), sql };
         },
         `dbops:migrate:${jobId}`,
-      );
-    }
-
-    const backupId = payload.backupFirst ? await backupBeforeMigrating(context, target.env) : undefined;
-    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress }, async (client) => {
+      ),
+    async apply(client) {
+      const { lockTimeoutMs, statementTimeoutMs } = timeouts(config);
+      if (lockTimeoutMs) await client.query(`SET lock_timeout = ${lockTimeoutMs}`);
+      if (statementTimeoutMs) await client.query(`SET statement_timeout = ${statementTimeoutMs}`);
       const applied = await readApplied(client);
       const changed = changedSinceApplied(files, applied);
       if (changed.length > 0) {
@@ -274,21 +277,156 @@ export const migrate = defineOperation({
         files,
         applied.filter((migration) => !migration.sha256).map((migration) => migration.name),
       );
-      return { action: direction, dryRun: false as const, migrations: timings.map((t) => t.name), timings, ...(backupId ? { backupId } : {}) };
+      return timings;
+    },
+  };
+}
+
+function alembicTool(context: OperationContext<MigratePayload>, dir: string, kind: 'alembic' | 'flask'): MigrationTool {
+  const { payload, config, signal, log } = context;
+  const options = (url: string) => ({
+    python: config.MIGRATE_PYTHON,
+    url,
+    flaskApp: config.FLASK_APP,
+    ...timeouts(config),
+    passEnv: config.MIGRATE_PASS_ENV?.split(','),
+    signal,
+    onLog: log,
+  });
+  const request = { kind, dir, action: payload.action, target: payload.target, count: payload.count };
+  return {
+    kind,
+    async status(url) {
+      const { result } = await runAlembic({ ...request, action: 'status' }, options(url));
+      return { action: 'status', kind, current: result.current ?? [], heads: result.heads ?? [], pending: result.pending ?? [] };
+    },
+    async plan(url) {
+      const { result } = await runAlembic({ ...request, dryRun: true }, options(url));
+      return { migrations: result.revisions ?? [], sql: result.sql ?? '' };
+    },
+    async apply(_client, url) {
+      try {
+        const { steps } = await runAlembic(request, options(url));
+        return steps.map((step) => ({ name: step.revision, ms: step.ms, ok: true }));
+      } catch (error) {
+        if (!(error instanceof RevisionFailed)) throw error;
+        const timings = [
+          ...error.steps.map((step) => ({ name: step.revision, ms: step.ms, ok: true })),
+          { name: error.revision, ms: 0, ok: false, error: error.error },
+        ];
+        throw new MigrationFailed(
+          `revision ${error.revision} failed: ${error.error}; it was rolled back, the database is at the revision before it`,
+          timings,
+          false,
+        );
+      }
+    },
+  };
+}
+
+/** The folder's kind: as the payload names it (checked against the folder), or detected. */
+async function toolFor(context: OperationContext<MigratePayload>, dir: string): Promise<MigrationTool> {
+  const detected = await detectKind(dir);
+  const kind = context.payload.kind ?? detected;
+  if (kind !== detected) throw new PermanentError(`kind: the folder holds ${detected} migrations, not ${kind}`);
+  return kind === 'sql' ? sqlTool(context, dir, await readMigrations(dir)) : alembicTool(context, dir, kind);
+}
+
+/** The pending migrations applied to a scratch restore of the latest backup: their timings, nothing else touched. */
+async function rehearse(context: OperationContext<MigratePayload>, tool: MigrationTool): Promise<{ backupId: string; migrations: MigrationTiming[] }> {
+  const { config, jobId, signal, progress, log } = context;
+  const target = resolveTarget(config, context.payload.env);
+  const catalogue = BackupCatalogue.of(config);
+  const newest = (await catalogue.list({ env: target.env })).at(-1);
+  if (!newest) throw new PermanentError(`no backup of ${target.env} to rehearse on: run a backup first`);
+  const { manifest: latest, store } = await catalogue.get(newest.id);
+  progress(1, `checking backup ${latest.id}`);
+  const integrity = await store.checkIntegrity(latest);
+  if (!integrity.ok) throw new PermanentError(`the latest backup ${latest.id} is damaged: ${integrity.reason}`);
+  progress(5, `restoring ${latest.id} into a scratch database`);
+  return withScratchRestore(
+    target,
+    latest,
+    { config, store, workArea: catalogue.workArea, owner: context, holder: `dbops:migrate:${jobId}`, signal },
+    async (scratchUrl) => {
+      const client = await connect(scratchUrl, `dbops:migrate:${jobId}`);
+      try {
+        log(`rehearsing the pending migrations on ${latest.id}`);
+        let timings: MigrationTiming[];
+        try {
+          timings = await tool.apply(client, scratchUrl);
+        } catch (error) {
+          const failed = error instanceof MigrationFailed ? error.timings : [];
+          const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
+          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
+        }
+        return { backupId: latest.id, migrations: timings };
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    },
+  );
+}
+
+export const migrate = defineOperation({
+  type: 'migrate',
+  summary: 'run migrations (node-pg-migrate SQL files, Alembic, Flask-Migrate) under the database lock, with dry runs, backups first and rehearsals',
+  schema,
+  result,
+  // A rehearsal alone (dryRun) changes only its scratch database; status and dry runs change nothing.
+  changes: (payload) => (payload.action === 'status' || payload.dryRun ? undefined : payload.env),
+  changesWhen: '`action` up or down, unless `dryRun`',
+  answers: (payload) => payload.action === 'status' || payload.dryRun === true,
+  async precheck(payload, config) {
+    resolveTarget(config, payload.env);
+    await detectKind(await migrationsDir(config.migrationsRoot, payload.dir));
+  },
+  children: (payload) => (payload.backupFirst ? [{ type: 'backup', payload: { env: payload.env } }] : []),
+  async process(context): Promise<MigrateResult> {
+    const { payload, config, jobId, signal, progress } = context;
+    const target = resolveTarget(config, payload.env);
+    const tool = await toolFor(context, await migrationsDir(config.migrationsRoot, payload.dir));
+    const { kind } = tool;
+    if (payload.action === 'status') return tool.status(target.url);
+
+    const rehearsal = payload.rehearse ? await rehearse(context, tool) : undefined;
+    if (rehearsal && payload.dryRun) return { action: 'up', kind, rehearsal: true, ...rehearsal };
+    if (payload.dryRun) return { action: payload.action, kind, dryRun: true, ...(await tool.plan(target.url)) };
+
+    const backupId = payload.backupFirst ? await backupBeforeMigrating(context, target.env) : undefined;
+    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress }, async (client) => {
+      const timings = await tool.apply(client, target.url);
+      return {
+        action: payload.action as 'up' | 'down',
+        kind,
+        dryRun: false as const,
+        migrations: timings.map((t) => t.name),
+        timings,
+        ...(backupId ? { backupId } : {}),
+        ...(rehearsal ? { rehearsal } : {}),
+      };
     });
   },
   describe(result) {
     if (result.action === 'status') {
-      const lines = result.applied.map((m) => `applied  ${m.runOn}  ${m.name}`);
+      if (result.kind !== 'sql') {
+        const several = result.current.length > 1 || result.heads.length > 1 ? ' (several heads)' : '';
+        return [
+          `${result.kind}: at ${result.current.join(', ') || 'nothing applied'}; head${result.heads.length > 1 ? 's' : ''} ${result.heads.join(', ')}${several}`,
+          ...result.pending.map((name) => `pending  ${name}`),
+        ].join('\n');
+      }
+      const lines = (result.applied ?? []).map((m) => `applied  ${m.runOn}  ${m.name}`);
       lines.push(...result.pending.map((name) => `pending  ${' '.repeat(24)}  ${name}`));
-      if (result.changed.length) lines.push(`CHANGED since applied: ${result.changed.join(', ')}`);
+      if (result.changed?.length) lines.push(`CHANGED since applied: ${result.changed.join(', ')}`);
       return lines.join('\n') || 'no migrations';
     }
-    if ('rehearsal' in result) {
+    if ('rehearsal' in result && result.rehearsal === true) {
       return `rehearsal on ${result.backupId}: ${result.migrations.map((t) => `${t.name} ${t.ms} ms`).join(', ') || 'nothing pending'}`;
     }
     if (result.dryRun) return result.migrations.length ? result.sql : 'nothing to run';
     const what = result.migrations.length ? result.timings.map((t) => `${t.name} (${t.ms} ms)`).join(', ') : 'nothing to run';
-    return `${result.action}: ${what}${result.backupId ? `; backup ${result.backupId} taken first` : ''}`;
+    const rehearsed = result.rehearsal ? `; rehearsed first on ${result.rehearsal.backupId}` : '';
+    return `${result.action}: ${what}${result.backupId ? `; backup ${result.backupId} taken first` : ''}${rehearsed}`;
   },
 });

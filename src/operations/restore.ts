@@ -18,6 +18,12 @@ const schema = z
     backup: backupIdSchema.optional(),
     /** …or the newest verified backup of this environment's database (the target's own, usually). */
     latest: envName.optional().meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
+    atRevision: z
+      .string()
+      .min(1)
+      .max(300)
+      .optional()
+      .meta({ description: 'with latest: the newest verified backup whose schema was at this migration revision (Alembic revision or migration file)' }),
     confirm: confirmField,
     store: storeName,
     jobs: parallelJobs.default(2),
@@ -47,6 +53,9 @@ const schema = z
     if ((payload.backup === undefined) === (payload.latest === undefined)) {
       issues.addIssue({ code: 'custom', path: ['backup'], message: 'name a backup, or latest (one of them)' });
     }
+    if (payload.atRevision !== undefined && payload.latest === undefined) {
+      issues.addIssue({ code: 'custom', path: ['atRevision'], message: 'atRevision goes with latest' });
+    }
     if (payload.allowRoleAttributes.length > 0 && !payload.createRoles) {
       issues.addIssue({ code: 'custom', path: ['allowRoleAttributes'], message: 'allowRoleAttributes goes with createRoles' });
     }
@@ -75,6 +84,11 @@ const result = z.object({
     .array(z.string())
     .optional()
     .meta({ description: "with latest: objects in the stores passed over because they are not provably dbops' own, each with why" }),
+  schemaVersion: z
+    .object({ tool: z.string(), revisions: z.array(z.string()) })
+    .nullable()
+    .optional()
+    .meta({ description: "the migration state the restored backup holds (compare it with the code's head: run migrate up after restoring an older one)" }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -121,11 +135,17 @@ export const restore = defineOperation({
 async function chooseBackup(catalogue: BackupCatalogue, payload: RestorePayload, config: Config) {
   if (payload.backup) return { ...(await catalogue.get(payload.backup, payload.store)), skipped: [] as string[] };
   const from = resolveTarget(config, payload.latest!, 'latest');
-  const { manifest: newest, skipped } = await catalogue.newest(from.env, { database: from.database, verified: true, store: payload.store });
+  const { manifest: newest, skipped } = await catalogue.newest(from.env, {
+    database: from.database,
+    verified: true,
+    store: payload.store,
+    atRevision: payload.atRevision,
+  });
   const passedOver = skipped.map((item) => `${item.name} in the ${item.store} store: ${item.reason}`);
   if (!newest) {
     const note = passedOver.length ? ` (passed over, not dbops' own: ${passedOver.join('; ')})` : '';
-    throw new ValidationError(`no verified backup of ${from.env}${note}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
+    const at = payload.atRevision ? ` at schema revision ${payload.atRevision}` : '';
+    throw new ValidationError(`no verified backup of ${from.env}${at}${note}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
   }
   return { ...(await catalogue.get(newest.id, payload.store)), skipped: passedOver };
 }
@@ -247,5 +267,6 @@ async function restoreBackup(
     lockReleasedAt: replaced.lockReleasedAt,
     ...(createdRoles ? { createdRoles } : {}),
     ...(withheldFromRoles?.length ? { withheldFromRoles } : {}),
+    schemaVersion: manifest.schemaVersion ?? null,
   };
 }

@@ -56,7 +56,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
         );
       }
       printTable(
-        ['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'TOOK', 'COMPLETED', 'CHECKED', 'STORES'],
+        ['ID', 'ENV', 'DATABASE', 'FORMAT', 'SIZE', 'TOOK', 'COMPLETED', 'SCHEMA', 'CHECKED', 'STORES'],
         sorted.map(({ manifest, stores }) => [
           manifest.id,
           manifest.env,
@@ -65,6 +65,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
           humanSize(manifest.sizeBytes),
           humanDuration(manifest.durationMs),
           `${manifest.completedAt.replace('T', ' ').slice(0, 19)}Z`,
+          manifest.schemaVersion?.revisions.join('+') || '-',
           checkText(manifest),
           stores.join(','),
         ]),

@@ -45,6 +45,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--backup <id>', 'backup id (see `backups list`)')
       .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
       .option('--from <env>', 'with --latest: whose newest verified backup')
+      .option('--at-revision <rev>', "with --latest: the newest whose schema was at this migration revision (backups list's SCHEMA)")
       .option('--store <name>', 'read the backup from this backup store (default: the first that holds it)')
       .option('--confirm <env>', 'the environment name again, required for protected environments')
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
@@ -69,6 +70,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         env: options.env,
         backup: options.backup,
         latest: options.latest ? (options.from ?? options.env) : undefined,
+        atRevision: options.atRevision,
         confirm: options.confirm,
         store: options.store,
         jobs: options.jobs,
@@ -211,15 +213,19 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
   withRunFlags(
     program
       .command('migrate')
-      .description('apply SQL migrations (<number>_<name>.sql with -- Up Migration / -- Down Migration)')
+      .description('run migrations: Alembic (alembic.ini), Flask-Migrate (a migrations/ folder, run with FLASK_APP) or node-pg-migrate SQL files')
       .argument('[action]', 'status | up | down', 'up')
       .argument('[n]', 'up: how many pending; down: how many to revert (default 1)')
       .requiredOption('--env <env>', 'environment')
       .option('--dir <path>', 'migrations directory', 'migrations')
-      .option('--to <name>', 'up: apply pending migrations up to this one')
+      .option('--to <rev>', 'up: apply pending migrations up to this one (an Alembic revision, or a file name)')
+      .option('--kind <kind>', 'sql, alembic or flask (default: detected from the folder)')
       .option('--dry-run', 'print the SQL that would run; change nothing')
       .option('--backup-first', 'a backup job of the environment must succeed before any migration runs')
-      .option('--rehearse', 'apply the pending migrations to a scratch restore of the latest backup, time them, touch nothing else')
+      .option(
+        '--rehearse',
+        'first apply the pending migrations to a scratch restore of the latest backup; the real run only if that succeeded (with --dry-run: the rehearsal alone)',
+      )
       .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, n: string | undefined, options) => {
     await run(
@@ -230,6 +236,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
         action,
         count: n === undefined ? undefined : parseWholeNumber(n),
         target: options.to,
+        kind: options.kind,
         dryRun: options.dryRun ?? false,
         backupFirst: options.backupFirst ?? false,
         rehearse: options.rehearse ?? false,

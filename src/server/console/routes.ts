@@ -203,7 +203,11 @@ export function consoleRouter(
         <td>${manifest.env}${manifest.database !== manifest.env ? html`<br /><span class="muted">${manifest.database}</span>` : ''}</td>
         <td>${humanSize(manifest.sizeBytes)}</td>
         <td>${humanDuration(manifest.durationMs)}</td>
-        <td>${manifest.format}${manifest.encryption ? ', encrypted' : ''}</td>
+        <td>
+          ${manifest.format}${manifest.encryption ? ', encrypted' : ''}${
+            manifest.schemaVersion ? html`<br /><span class="muted">schema ${manifest.schemaVersion.revisions.join('+')}</span>` : ''
+          }
+        </td>
         <td>${stores.join(', ')}</td>
         <td>
           ${check ? html`<span class="${check.ok ? 'ok' : 'bad'}">${check.ok ? 'ok' : 'DAMAGED'}</span> (${check.level}, ${age(check.at)})` : 'never checked'}
