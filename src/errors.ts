@@ -80,8 +80,10 @@ function isTransientSqlState(code: string): boolean {
   return code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03', '57014'].includes(code);
 }
 
+// "invalid snapshot identifier": the session that exported a copy's snapshot went away (terminated,
+// its connection lost) before a tool imported it; the next attempt exports a new one.
 const TRANSIENT_TOOL_OUTPUT =
-  /could not connect|connection refused|server closed the connection unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting)|terminating connection due to administrator command|connection to server .* failed|timeout expired|connection reset|could not obtain lock|deadlock detected|too many connections|no connection to the server|could not (send|receive) data (to|from) server|lost synchronization with server|SSL SYSCALL error|SSL connection has been closed unexpectedly/i;
+  /could not connect|connection refused|server closed the connection unexpectedly|the database system is (starting up|shutting down|in recovery mode|not yet accepting)|terminating connection due to administrator command|connection to server .* failed|timeout expired|connection reset|could not obtain lock|deadlock detected|too many connections|no connection to the server|could not (send|receive) data (to|from) server|lost synchronization with server|SSL SYSCALL error|SSL connection has been closed unexpectedly|invalid snapshot identifier/i;
 
 export function isTransientToolOutput(text: string): boolean {
   return TRANSIENT_TOOL_OUTPUT.test(text);

@@ -139,7 +139,7 @@ describe('backup --all-databases', () => {
       expect(run.exitCode, run.stderr).toBe(0);
       const backups = (JSON.parse(run.stdout) as AllResult).backups;
       const mine = backups.find((backup) => backup.database === name);
-      expect(mine?.backupId).toMatch(/^fleet-x-[0-9a-f]{12}-\d{8}t\d{6}z-[0-9a-f]{6}$/);
+      expect(mine?.backupId).toMatch(/^fleet-x-[0-9a-f]{12}-\d{8}t\d{6}z-[0-9a-f]{12}$/);
       const children = (await foreign.queue('backup').getCompleted()).filter((job) => job.data.database === name);
       expect(children.length).toBeGreaterThan(0);
       expect(children.every((job) => job.id!.length < 120)).toBe(true);

@@ -67,7 +67,7 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     await source.getByRole('button', { name: 'Back up now' }).click();
     await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/backup\//);
     // The job page refreshes itself until the job ends.
-    await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed.*backup source-\d{8}t\d{6}z-[0-9a-f]{6}: .*bytes/s);
+    await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed.*backup source-\d{8}t\d{6}z-[0-9a-f]{12}: .*bytes/s);
     expect(await page.locator('progress').first().getAttribute('value')).toBe('100');
     const log = await page.locator('pre').nth(1).textContent();
     expect(log).toContain('dumping contents of table "public.rental"');
@@ -84,7 +84,7 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     expect(text).toContain('custom');
     expect(text).toContain('file');
     expect(text).toMatch(/ok \(toc/);
-    const id = /source-\d{8}t\d{6}z-[0-9a-f]{6}/.exec(text)![0];
+    const id = /source-\d{8}t\d{6}z-[0-9a-f]{12}/.exec(text)![0];
     await page.screenshot({ path: path.join(OUTPUT, 'console-backups.png'), fullPage: true });
 
     const [download] = await Promise.all([page.waitForEvent('download'), row.getByRole('link', { name: 'Download' }).click()]);

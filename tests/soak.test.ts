@@ -255,7 +255,7 @@ describe.skipIf(!mountable)(`chaos soak: ${SECONDS} s${mountable ? '' : ' (skipp
 
       const chaos = async () => {
         // Every kind at least once, in turn, then at random, spread over the run.
-        const interval = Math.max(3_000, (SECONDS * 1000) / (FAULTS.length * 2 + 1));
+        const interval = Math.min(20_000, Math.max(3_000, (SECONDS * 1000) / (FAULTS.length * 2 + 1)));
         for (let round = 0; Date.now() + interval < deadline; round += 1) {
           await sleep(interval);
           await inject(round < FAULTS.length ? FAULTS[round]! : FAULTS[randomInt(0, FAULTS.length)]!);

@@ -99,12 +99,13 @@ export interface BackupStore {
 /**
  * `<env>-<time>-<random>`; a backup of another database on the environment's server (--all-databases)
  * also names it: `<env>-<database>-<time>-<random>` (boundedName: a name of any length and alphabet
- * fits, and two names never read the same).
+ * fits, and two names never read the same). Six random bytes, as job ids have: two backups of one
+ * environment in the same second never share an id. Ids of three random bytes (older backups) stay valid.
  */
 export function newBackupId(env: string, now = new Date(), otherDatabase?: string): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'z').toLowerCase();
   const database = otherDatabase ? `${boundedName(otherDatabase, 32)}-` : '';
-  return `${env}-${database}${stamp}-${randomBytes(3).toString('hex')}`;
+  return `${env}-${database}${stamp}-${randomBytes(6).toString('hex')}`;
 }
 
 export function archiveName(id: string, format: BackupFormat): string {

@@ -8,6 +8,8 @@ import { PermanentError, ValidationError, errorMessage } from '../errors.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { ROLE_ALLOWANCES, createMissingRoles, type WithheldFromRole } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
+import { withClient } from '../postgres/client.js';
+import { readSchemaVersion, type SchemaVersion } from '../postgres/schema-version.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { confirmField, envName, parallelJobs, storeName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
@@ -89,6 +91,10 @@ const result = z.object({
     .nullable()
     .optional()
     .meta({ description: "the migration state the restored backup holds (compare it with the code's head: run migrate up after restoring an older one)" }),
+  schemaNote: z
+    .string()
+    .optional()
+    .meta({ description: "set when the backup's schema revision differs from the replaced database's: the restore went back (or forward) in schema" }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -130,6 +136,14 @@ export const restore = defineOperation({
       .map((item) => `\nrole ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')}`)
       .join(''),
 });
+
+/** What to say when a restored backup's schema is not the one of the database it replaced (the code's, usually). */
+function schemaDifference(restored: SchemaVersion | null, replaced: SchemaVersion | null): string | undefined {
+  if (!replaced || !restored || replaced.tool !== restored.tool) return undefined;
+  const [was, now] = [replaced.revisions.join('+'), restored.revisions.join('+')];
+  if (was === now) return undefined;
+  return `the restored backup's schema is at ${now}; the database it replaced was at ${was}: run migrate up if the code expects ${was}`;
+}
 
 /** The backup a restore names, or the newest verified one of `latest`'s database; in `store`, or the first store that holds it. */
 async function chooseBackup(catalogue: BackupCatalogue, payload: RestorePayload, config: Config) {
@@ -181,6 +195,8 @@ async function restoreBackup(
   const { input } = prepared;
   if (!input.parallel && payload.jobs > 1) log('the archive is decrypted into pg_restore as it is read: one job (no parallel restore)');
   const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
+  // What the database about to be replaced is at, to say when the backup holds another schema (older, usually).
+  const replacedSchema = await withClient(target.url, readSchemaVersion, `dbops:restore:${jobId}`, target.env).catch(() => undefined);
   // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
   const toc = countTocEntries(input, binDir, signal).catch(async (error: unknown) => {
     const reason = await damage;
@@ -256,11 +272,14 @@ async function restoreBackup(
     },
   });
 
+  const schemaNote = schemaDifference(manifest.schemaVersion ?? null, replacedSchema ?? null);
+  if (schemaNote) log(schemaNote);
   return {
     backupId: manifest.id,
     env: target.env,
     database: target.database,
     previousDatabase: replaced.previousDatabase,
+    ...(schemaNote ? { schemaNote } : {}),
     durationMs: Date.now() - startedAt,
     lockWaitMs: replaced.lockWaitMs,
     lockAcquiredAt: replaced.lockAcquiredAt,
