@@ -221,11 +221,13 @@ describe.skipIf(!hasAlembic)(
       const none = await rig.cli(['restore', '--env', 'restored', '--latest', '--from', 'flask', '--at-revision', 'zz', '--local']);
       expect(none.exitCode).toBe(2);
       expect(none.stderr).toContain('no verified backup of flask at schema revision zz');
-    // Into the database it came from, now at e1: the result says the schema went back.
-    expect(await versions('flask')).toEqual(['e1']);
-    const back = await rig.cli(['restore', '--env', 'flask', '--backup', atD1.id, '--local', '--json']);
-    expect(back.exitCode, back.stderr).toBe(0);
-    expect(JSON.parse(back.stdout).schemaNote).toBe("the restored backup's schema is at d1; the database it replaced was at e1: run migrate up if the code expects e1");
+      // Into the database it came from, now at e1: the result says the schema went back.
+      expect(await versions('flask')).toEqual(['e1']);
+      const back = await rig.cli(['restore', '--env', 'flask', '--backup', atD1.id, '--local', '--json']);
+      expect(back.exitCode, back.stderr).toBe(0);
+      expect(JSON.parse(back.stdout).schemaNote).toBe(
+        "the restored backup's schema is at d1; the database it replaced was at e1: run migrate up if the code expects e1",
+      );
     });
   },
 );
