@@ -1,8 +1,8 @@
 # dbops: build the TypeScript, then a slim runtime with the PostgreSQL client tools.
-# Node.js 22 (maintained LTS). PG_MAJOR must be at least the major version of the servers dbops works on
+# Node.js 24 (Active LTS, what CI tests on). PG_MAJOR must be at least the major version of the servers dbops works on
 # (pg_dump cannot dump a newer server); its client tools come from the PostgreSQL project's own apt
 # repository (PGDG), which has every supported major, newest included.
-ARG NODE_IMAGE=node:22-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
