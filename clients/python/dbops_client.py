@@ -8,15 +8,25 @@
     print(result["backupId"], result["sha256"])
 
 Job references are "<type>/<id>" (what enqueue returns; an id alone is unique only within its queue).
+
+A deploy script that runs `flask db upgrade` itself can still have dbops' safety around it:
+
+    with dbops.migration_guard("production", os.environ["DATABASE_URL"]) as backup:
+        subprocess.run(["flask", "db", "upgrade"], check=True)   # under dbops' lock, after a backup
+
+(`database_lock` alone takes the lock; both need psycopg2, which the app has already.)
 """
 
+import contextlib
+import hashlib
 import json
 import os
 import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = ["Client", "DbopsError", "ValidationFailed", "Unauthorized", "NotFound", "JobFailed", "JobTimeout"]
 
@@ -102,6 +112,17 @@ class Client:
         query = f"?env={urllib.request.quote(env)}" if env else ""
         return self._request("GET", f"/api/v1/backups{query}")
 
+    @contextlib.contextmanager
+    def migration_guard(self, env: str, database_url: str, timeout: Optional[float] = None, maintenance_db: str = "postgres") -> Iterator[Any]:
+        """A backup of `env` (waited for), then dbops' lock on its database while the block runs.
+
+        For a migration run outside dbops (`flask db upgrade` in a deploy script): no restore, copy or
+        migrate job of dbops touches the database meanwhile, and a backup from just before stands.
+        """
+        backup = self.wait(self.enqueue("backup", {"env": env}), timeout=timeout)
+        with database_lock(database_url, maintenance_db=maintenance_db, holder="dbops:migration-guard", timeout=timeout):
+            yield backup
+
     def schema(self, kind: Optional[str] = None) -> Any:
         """The job contract: JSON Schemas of payloads and results."""
         return self._request("GET", f"/api/v1/schemas/{kind}" if kind else "/api/v1/schemas")
@@ -143,3 +164,44 @@ class Client:
         if error.code == 404:
             return NotFound(message)
         return DbopsError(f"HTTP {error.code}: {message}")
+
+
+# dbops' per-database lock: a session-level advisory lock on the server's maintenance database, keyed by
+# the database's name (src/postgres/lock.ts). Released by the server if this process dies.
+_LOCK_NAMESPACE = 0x64626F70 & 0x7FFFFFFF
+
+
+def database_lock_key(database: str) -> int:
+    """The lock's key for a database name, as dbops computes it."""
+    return int.from_bytes(hashlib.sha256(database.encode("utf-8")).digest()[:4], "big", signed=True) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def database_lock(database_url: str, maintenance_db: str = "postgres", holder: str = "dbops:external", timeout: Optional[float] = None, poll: float = 0.5) -> Iterator[None]:
+    """Holds dbops' lock on the database `database_url` names while the block runs (waits for it first).
+
+    Needs psycopg2. Raises JobTimeout when `timeout` seconds pass without the lock.
+    """
+    import psycopg2  # the app's own driver; this client needs it for this alone
+
+    parts = urlsplit(database_url.replace("postgres://", "postgresql://", 1))
+    database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
+    key = database_lock_key(database)
+    connection = psycopg2.connect(urlunsplit(parts._replace(path="/" + maintenance_db)), application_name=holder)
+    connection.autocommit = True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        with connection.cursor() as cursor:
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, key))
+                if cursor.fetchone()[0]:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobTimeout(f"dbops' lock on database {database} is still held after {timeout} s")
+                time.sleep(poll)
+            try:
+                yield
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_NAMESPACE, key))
+    finally:
+        connection.close()
