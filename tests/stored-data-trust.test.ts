@@ -367,6 +367,9 @@ describe('downloads need a credential on every route, in every configuration', (
 describe('configuration from places another user controls', () => {
   const cli = path.resolve(import.meta.dirname, '../bin/manage-db.cjs');
   const nobody = 65534;
+  /** manage-db backup run in `dir`, with nothing of this process's environment but PATH. */
+  const backupIn = (dir: string, env: string) =>
+    execa('node', [cli, 'backup', '--env', env], { cwd: dir, env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' }, extendEnv: false, reject: false });
 
   it("manage-db run by root in another user's directory ignores their .env, with a one-line warning", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-foreign-'));
@@ -374,12 +377,7 @@ describe('configuration from places another user controls', () => {
       writeFileSync(path.join(dir, '.env'), `DATABASE_URL_FROM_DOTENV=postgres://u@127.0.0.1/x\nPG_BIN_DIR=${dir}\n`);
       chownSync(dir, nobody, nobody);
       chownSync(path.join(dir, '.env'), nobody, nobody);
-      const run = await execa('node', [cli, 'backup', '--env', 'from-dotenv'], {
-        cwd: dir,
-        env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' },
-        extendEnv: false,
-        reject: false,
-      });
+      const run = await backupIn(dir, 'from-dotenv');
       expect(run.exitCode).toBe(2);
       expect(run.stderr).toContain(`dbops: ignoring .env: .env belongs to uid ${nobody}, not to this user (uid 0) or root`);
       expect(run.stderr).toContain('unknown environment "from-dotenv"');
@@ -387,21 +385,11 @@ describe('configuration from places another user controls', () => {
       chownSync(path.join(dir, '.env'), 0, 0);
       chownSync(dir, 0, 0);
       chmodSync(path.join(dir, '.env'), 0o666);
-      const writable = await execa('node', [cli, 'backup', '--env', 'from-dotenv'], {
-        cwd: dir,
-        env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' },
-        extendEnv: false,
-        reject: false,
-      });
+      const writable = await backupIn(dir, 'from-dotenv');
       expect(writable.stderr).toContain('dbops: ignoring .env: .env is writable by anyone');
       // Its owner's own, and private: read.
       chmodSync(path.join(dir, '.env'), 0o600);
-      const own = await execa('node', [cli, 'backup', '--env', 'nowhere'], {
-        cwd: dir,
-        env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' },
-        extendEnv: false,
-        reject: false,
-      });
+      const own = await backupIn(dir, 'nowhere');
       expect(own.stderr).toContain('(known: from-dotenv;');
     } finally {
       rmSync(dir, { recursive: true, force: true });
