@@ -89,6 +89,10 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
 
       const list = await rig.cli(['backups', 'list']);
       expect(list.stderr).toContain(`skipped ${backup.backupId}.json in the file store: its signature does not match its content`);
+      // Not even --resign signs a manifest changed after this host's key signed it.
+      const resign = await rig.cli(['backups', 'sign', '--all', '--resign', '--json']);
+      expect(resign.exitCode, resign.stderr).toBe(0);
+      expect(JSON.parse(resign.stdout)).toEqual([]);
     } finally {
       writeFileSync(manifestFile(rig, backup.backupId), original);
     }

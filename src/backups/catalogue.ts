@@ -3,7 +3,7 @@ import { ValidationError } from '../errors.js';
 import type { RecoveryContext } from '../ownership.js';
 import { FileStore } from './file-store.js';
 import { backupIdSchema, lastVerification, type Manifest, type SkippedManifest, type Verification } from './manifest.js';
-import { sealFor } from './signing.js';
+import { sealFor, type Seal } from './signing.js';
 import { S3Store } from './s3-store.js';
 import type { BackupStore } from './store.js';
 import { WorkArea } from './work-area.js';
@@ -43,10 +43,11 @@ export class BackupCatalogue {
   readonly stores: BackupStore[];
   /** BACKUP_DIR: where jobs keep their work in progress on this host. */
   readonly workArea: WorkArea;
+  private readonly seal: () => Promise<Seal>;
 
   private constructor(config: CatalogueConfig) {
     const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
-    const seal = () => sealFor(config);
+    const seal = (this.seal = () => sealFor(config));
     this.stores = config.backupStores.map((spec) =>
       spec.kind === 'file' ? new FileStore(spec.dir, seal, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, seal, config.s3),
     );
@@ -138,13 +139,15 @@ export class BackupCatalogue {
    */
   async signUnsigned(options: { env?: string; ids?: string[]; resign?: boolean; onSigned?: (item: SignedManifest) => void }): Promise<SignedManifest[]> {
     const done: SignedManifest[] = [];
+    const seal = await this.seal();
     for (const store of this.stores) {
       for (const skipped of (await store.list()).skipped) {
         const manifest = skipped.unsigned;
         if (!manifest) continue;
         if (options.env && manifest.env !== options.env) continue;
         if (options.ids && !options.ids.includes(manifest.id)) continue;
-        if (manifest.signature && !options.resign) continue;
+        // A manifest signed with one of this host's keys that does not check was changed: never signed again.
+        if (manifest.signature && (!options.resign || seal.knowsKey(manifest.signature.keyId))) continue;
         const integrity = await store.checkIntegrity(manifest);
         const item: SignedManifest = integrity.ok
           ? { id: manifest.id, store: store.name, signed: true }

@@ -50,6 +50,11 @@ export class Seal {
     this.keys = new Map([...older, key].map((one) => [keyId(one), one]));
   }
 
+  /** Whether a signature made with key `id` is checked with a key of this host (a wrong one is then a change, not another key). */
+  knowsKey(id: string): boolean {
+    return this.keys.has(id);
+  }
+
   private hmac(purpose: SealPurpose, value: object, key = this.key): string {
     const { signature: _signature, ...content } = value as { signature?: unknown };
     return createHmac('sha256', key).update(`dbops ${purpose}\0`).update(canonicalJson(content)).digest('hex');
