@@ -91,6 +91,10 @@ export class StderrTail {
   private readonly errorLines: string[] = [];
   private readonly lastLines: string[] = [];
   private within: 'error' | 'echoed command' | undefined;
+  /** The newest line that opened an error (`pg_dump: error: …`): the failure's headline, whatever detail follows. */
+  private headline: string | undefined;
+  /** Whether any error line said the connection was lost: kept however long the detail after it (a query's text). */
+  private sawTransient = false;
   constructor(private readonly size = 20) {}
   push(line: string): void {
     const fromTool = TOOL_PREFIX.test(line);
@@ -99,10 +103,21 @@ export class StderrTail {
     else if (BARE_ERROR.test(line)) this.within = 'error';
     if (this.within === 'echoed command' || /^\s*\^?\s*$/.test(line)) return; // blank, or psql's caret under LINE n
     keepLast(this.lastLines, line, 3);
-    if (this.within === 'error') keepLast(this.errorLines, line, this.size);
+    if (this.within !== 'error') return;
+    keepLast(this.errorLines, line, this.size);
+    if (TOOL_HEADLINE.test(line) || BARE_ERROR.test(line)) this.headline = line;
+    if (isTransientToolOutput(line)) this.sawTransient = true;
   }
   errors(): string[] {
     return this.errorLines.length > 0 ? [...this.errorLines] : [...this.lastLines];
+  }
+  /** The last lines worth showing, led by the error's headline when the detail pushed it out. */
+  summary(): string[] {
+    const last = this.errors().slice(-4);
+    return this.headline && !last.includes(this.headline) ? [this.headline, ...last.slice(-3)] : last;
+  }
+  transient(): boolean {
+    return this.sawTransient || this.errors().some(isTransientToolOutput);
   }
 }
 
@@ -122,6 +137,7 @@ const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
 /** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
 const TOOL_ERROR = /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
 const BARE_ERROR = /^(ERROR|FATAL|PANIC):/;
+const TOOL_HEADLINE = /^(pg_dump|pg_restore|psql): (error|fatal):|^psql:.*?: (ERROR|FATAL|PANIC):/i;
 
 function keepLast(lines: string[], line: string, size: number): void {
   lines.push(line);
@@ -130,11 +146,10 @@ function keepLast(lines: string[], line: string, size: number): void {
 
 /** Turns a tool's failure into an error: transient ones (connection lost) retry, others fail the job. */
 export function toolFailure(tool: PgTool, exitCode: number | undefined, tail: StderrTail): Error {
-  const errors = tail.errors();
-  const detail = errors.slice(-4).join('; ') || 'no output';
+  const detail = tail.summary().join('; ') || 'no output';
   const message = `${tool} failed${exitCode === undefined ? '' : ` (exit ${exitCode})`}: ${detail}`;
   // A lost connection is often followed by errors that only follow from it: any sign of one retries.
-  return errors.some(isTransientToolOutput) ? new Error(message) : new PermanentError(message);
+  return tail.transient() ? new Error(message) : new PermanentError(message);
 }
 
 /** Awaits a started tool, translating its failure. Cancellation is left to the caller to recognise. */
