@@ -39,7 +39,10 @@ export function percentile(values: number[], p: number): number {
 
 /** A worker process of one type, like `npm run worker -- <type>`. */
 export function forkWorker(type: string, env: NodeJS.ProcessEnv): ChildProcess {
-  return fork(path.join(here, '..', 'workers', 'worker.js'), [type], { env, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  return fork(path.join(here, '..', 'workers', 'worker.js'), [type], {
+    env,
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
 }
 
 /** Stops worker processes and waits for them to exit (before their queues are obliterated, which a live worker would partly recreate). */

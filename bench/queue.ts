@@ -30,7 +30,13 @@ async function measure(config: Config, queueName: string, roundTrips: number, bu
       if (i >= 20) latencies.push(Number(process.hrtime.bigint() - started) / 1e6); // after a warm-up
     }
     const started = process.hrtime.bigint();
-    await queue.addBulk(Array.from({ length: burst }, (_, n) => ({ name: queueName, data: { n }, opts: { removeOnComplete: { count: burst } } })));
+    await queue.addBulk(
+      Array.from({ length: burst }, (_, n) => ({
+        name: queueName,
+        data: { n },
+        opts: { removeOnComplete: { count: burst } },
+      })),
+    );
     for (;;) {
       const counts = await queue.getJobCounts('completed', 'waiting', 'active');
       if ((counts.waiting ?? 0) === 0 && (counts.active ?? 0) === 0) break;
@@ -47,7 +53,11 @@ async function measure(config: Config, queueName: string, roundTrips: number, bu
   }
 }
 
-export async function benchQueue(config: Config, roundTrips = 500, burst = 2000): Promise<{ dbops: QueueFigures; bare: QueueFigures }> {
+export async function benchQueue(
+  config: Config,
+  roundTrips = 500,
+  burst = 2000,
+): Promise<{ dbops: QueueFigures; bare: QueueFigures }> {
   const noop = defineOperation({
     type: 'bench-noop',
     summary: 'does nothing',
@@ -60,7 +70,11 @@ export async function benchQueue(config: Config, roundTrips = 500, burst = 2000)
   await running.shutdown();
 
   const bareConnection = createRedis(config, 'worker');
-  const bare = new Worker('bench-bare', async () => ({ ok: true }), { connection: bareConnection, prefix: config.QUEUE_PREFIX, concurrency: 1 });
+  const bare = new Worker('bench-bare', async () => ({ ok: true }), {
+    connection: bareConnection,
+    prefix: config.QUEUE_PREFIX,
+    concurrency: 1,
+  });
   await bare.waitUntilReady();
   const bareFigures = await measure(config, 'bench-bare', roundTrips, burst);
   await bare.close();

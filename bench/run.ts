@@ -78,7 +78,10 @@ async function emptyDatabase(name: string): Promise<void> {
 async function ensureDatabase(name: string, count: number): Promise<number> {
   const exists = await admin('postgres', `SELECT 1 FROM pg_database WHERE datname = '${name}'`);
   if (exists.length > 0) {
-    const [row] = await admin<{ n: string }>(name, "SELECT reltuples::bigint AS n FROM pg_class WHERE relname = 'events'").catch(() => []);
+    const [row] = await admin<{ n: string }>(
+      name,
+      "SELECT reltuples::bigint AS n FROM pg_class WHERE relname = 'events'",
+    ).catch(() => []);
     if (row && Math.abs(Number(row.n) - count) < count * 0.01) return databaseSize(name);
     await admin('postgres', `DROP DATABASE ${name} WITH (FORCE)`);
   }
@@ -139,7 +142,10 @@ async function main(): Promise<void> {
   };
   if (process.env.BENCH_ONLY === 's3') {
     try {
-      printTable(await benchS3(env, rounds, 'benchtarget'), `${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB, ${smallSize} bytes small`);
+      printTable(
+        await benchS3(env, rounds, 'benchtarget'),
+        `${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB, ${smallSize} bytes small`,
+      );
     } finally {
       await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`).catch(() => undefined);
       await rm(backupDir, { recursive: true, force: true });
@@ -152,14 +158,22 @@ async function main(): Promise<void> {
   const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
   const producer = new Producer(config);
   // Encrypted backups (BACKUP_ENCRYPTION_KEY): a backup worker of their own, on a queue of their own.
-  const encryptedEnv = { ...env, QUEUE_PREFIX: `bench-enc-${process.pid}`, BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex') };
+  const encryptedEnv = {
+    ...env,
+    QUEUE_PREFIX: `bench-enc-${process.pid}`,
+    BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex'),
+  };
   workers.push(forkWorker('backup', encryptedEnv));
   const encryptedProducer = new Producer(loadConfig(encryptedEnv));
   const rawFile = path.join(backupDir, 'raw.dump');
   const rawDir = path.join(backupDir, 'raw.d');
   const times: Record<string, number[]> = {};
   const record = (key: string, seconds: number) => (times[key] ??= []).push(seconds);
-  const runJob = async <T>(type: Parameters<Producer['enqueue']>[0], payload: object, through = producer): Promise<T> => {
+  const runJob = async <T>(
+    type: Parameters<Producer['enqueue']>[0],
+    payload: object,
+    through = producer,
+  ): Promise<T> => {
     const job = await through.enqueue(type, payload as never);
     const outcome = await through.wait(job.id);
     if (outcome.state !== 'completed') throw new Error(`${type} job ${outcome.state}: ${outcome.failedReason}`);
@@ -199,7 +213,8 @@ async function main(): Promise<void> {
     if (result.previousDatabase) await admin('postgres', `DROP DATABASE "${result.previousDatabase}" WITH (FORCE)`);
   };
   const pgcopydb = (await execa('pgcopydb', ['--version'], { reject: false })).exitCode === 0 ? 'pgcopydb' : undefined;
-  if (!pgcopydb) process.stderr.write('pgcopydb is not installed (Debian: apt install pgcopydb): its rows are left out\n');
+  if (!pgcopydb)
+    process.stderr.write('pgcopydb is not installed (Debian: apt install pgcopydb): its rows are left out\n');
   const pgcopydbDir = path.join(backupDir, 'pgcopydb');
   let memory = { small: 0, large: 0, firstHalf: 0, secondHalf: 0 };
   let scaling = { one: 0, two: 0 };
@@ -222,7 +237,10 @@ async function main(): Promise<void> {
 
       await rm(rawDir, { recursive: true, force: true });
       await checkpoint();
-      record('rawParallelDump', await timed(() => execa('pg_dump', ['-Fd', '-j', '2', '-f', rawDir, '-d', urlFor(SOURCE)])));
+      record(
+        'rawParallelDump',
+        await timed(() => execa('pg_dump', ['-Fd', '-j', '2', '-f', rawDir, '-d', urlFor(SOURCE)])),
+      );
       await checkpoint();
       await viaCli('parallelDump', ['backup', '--env', 'bench', '--format', 'directory', '--jobs', '2']);
 
@@ -235,7 +253,9 @@ async function main(): Promise<void> {
         }),
       );
       await checkpoint();
-      await dropPrevious(await viaCli('restore', ['restore', '--env', 'benchtarget', '--backup', backupId, '--jobs', '2']));
+      await dropPrevious(
+        await viaCli('restore', ['restore', '--env', 'benchtarget', '--backup', backupId, '--jobs', '2']),
+      );
 
       await checkpoint();
       record(
@@ -254,7 +274,12 @@ async function main(): Promise<void> {
         'rawPipeCopy',
         await timed(async () => {
           await emptyDatabase(COPY_TARGET);
-          await execa('bash', ['-o', 'pipefail', '-c', `pg_dump -Fc -Z0 -d '${urlFor(SOURCE)}' | pg_restore --exit-on-error -d '${urlFor(COPY_TARGET)}'`]);
+          await execa('bash', [
+            '-o',
+            'pipefail',
+            '-c',
+            `pg_dump -Fc -Z0 -d '${urlFor(SOURCE)}' | pg_restore --exit-on-error -d '${urlFor(COPY_TARGET)}'`,
+          ]);
         }),
       );
       await checkpoint();
@@ -295,7 +320,9 @@ async function main(): Promise<void> {
         }),
       );
       await checkpoint();
-      await dropPrevious(await viaCli('manyRestore', ['restore', '--env', 'manytarget', '--backup', many.backupId, '--jobs', '2']));
+      await dropPrevious(
+        await viaCli('manyRestore', ['restore', '--env', 'manytarget', '--backup', many.backupId, '--jobs', '2']),
+      );
       await checkpoint();
       record('rawManyDump', await timed(() => execa('pg_dump', ['-Fc', '-f', manyFile, '-d', urlFor(MANY)])));
       await checkpoint();
@@ -320,7 +347,11 @@ async function main(): Promise<void> {
       memory = { ...memory, [key]: peakRss(fresh.pid!) };
       if (key === 'large') {
         const half = Math.floor(samples.length / 2);
-        memory = { ...memory, firstHalf: Math.max(...samples.slice(0, half)), secondHalf: Math.max(...samples.slice(half)) };
+        memory = {
+          ...memory,
+          firstHalf: Math.max(...samples.slice(0, half)),
+          secondHalf: Math.max(...samples.slice(half)),
+        };
       }
       await stopWorkers([fresh]);
       await memoryProducer.queues.get('backup').obliterate({ force: true });
@@ -334,7 +365,9 @@ async function main(): Promise<void> {
       const scaleProducer = new Producer(loadConfig({ ...env, QUEUE_PREFIX: prefix }));
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       const seconds = await timed(async () => {
-        const jobs = await Promise.all(Array.from({ length: 8 }, () => scaleProducer.enqueue('backup', { env: 'small' })));
+        const jobs = await Promise.all(
+          Array.from({ length: 8 }, () => scaleProducer.enqueue('backup', { env: 'small' })),
+        );
         await Promise.all(jobs.map((job) => scaleProducer.wait(job.id)));
       });
       scaling = { ...scaling, [count === 1 ? 'one' : 'two']: seconds };
@@ -386,7 +419,14 @@ async function main(): Promise<void> {
     target,
   ];
   /** A job's own durationMs and the CLI's wall time, each against the same baseline. */
-  const against = (what: string, key: string, raw: string, rawName: string, jobTarget: string, cliTarget: string): BenchRow[] => [
+  const against = (
+    what: string,
+    key: string,
+    raw: string,
+    rawName: string,
+    jobTarget: string,
+    cliTarget: string,
+  ): BenchRow[] => [
     versus(`${what}: job vs ${rawName}`, `job:${key}`, raw, jobTarget),
     versus(`${what}: CLI --wait vs ${rawName}`, `cli:${key}`, raw, cliTarget),
   ];
@@ -411,8 +451,20 @@ async function main(): Promise<void> {
       (memory.secondHalf / memory.firstHalf).toFixed(3),
       'flat (≈ 1)',
     ],
-    [`backup worker peak RSS: ${mib(size)} vs ${mib(smallSize)} database`, mib(memory.large), mib(memory.small), (memory.large / memory.small).toFixed(3), ''],
-    ['8 small backups: 2 worker processes vs 1', `${scaling.two.toFixed(2)} s`, `${scaling.one.toFixed(2)} s`, (scaling.two / scaling.one).toFixed(3), '< 1'],
+    [
+      `backup worker peak RSS: ${mib(size)} vs ${mib(smallSize)} database`,
+      mib(memory.large),
+      mib(memory.small),
+      (memory.large / memory.small).toFixed(3),
+      '',
+    ],
+    [
+      '8 small backups: 2 worker processes vs 1',
+      `${scaling.two.toFixed(2)} s`,
+      `${scaling.one.toFixed(2)} s`,
+      (scaling.two / scaling.one).toFixed(3),
+      '< 1',
+    ],
     ...(s3Rows ?? []),
   ];
   printTable(table, `${SOURCE}: ${mib(size)} (${rows} rows)`);
@@ -426,7 +478,13 @@ async function main(): Promise<void> {
     ['copy', 'stream copy'],
     ['parallelCopy', 'copy --jobs 2'],
     ['manyRestore', 'restore, 4000 tables'],
-  ].map(([key, what]) => [what!, ms(`stage:${key}:start`), ms(`stage:${key}:pickup`), ms(`stage:${key}:worker`), ms(`stage:${key}:end`)]);
+  ].map(([key, what]) => [
+    what!,
+    ms(`stage:${key}:start`),
+    ms(`stage:${key}:pickup`),
+    ms(`stage:${key}:worker`),
+    ms(`stage:${key}:end`),
+  ]);
   printTable(stages, "where a CLI --wait spends its time beside the job's durationMs", [
     'operation',
     'CLI start, enqueue',
@@ -439,7 +497,13 @@ async function main(): Promise<void> {
 /** The CLI's start alone: what every command pays before it does anything, beside Node's own start. */
 async function benchCliStart(): Promise<BenchRow[]> {
   // The enqueue's environment needs no database: validating a payload only resolves its URL.
-  const env = { ...process.env, REDIS_URL: redisUrl, QUEUE_PREFIX: `bench-cli-${process.pid}`, LOG_LEVEL: 'warn', DATABASE_URL_SMALL: urlFor(SMALL) };
+  const env = {
+    ...process.env,
+    REDIS_URL: redisUrl,
+    QUEUE_PREFIX: `bench-cli-${process.pid}`,
+    LOG_LEVEL: 'warn',
+    DATABASE_URL_SMALL: urlFor(SMALL),
+  };
   const runs = {
     node: ['-e', '0'],
     version: [CLI, '--version'],
@@ -450,7 +514,8 @@ async function benchCliStart(): Promise<BenchRow[]> {
   const uncached = { ...env, NODE_DISABLE_COMPILE_CACHE: '1' };
   await execa('node', runs.enqueue, { env }); // the code cache takes in the enqueue's functions
   for (let round = 0; round < 11; round += 1) {
-    for (const [key, args] of Object.entries(runs)) (took[key] ??= []).push(await timed(() => execa('node', args, { env })));
+    for (const [key, args] of Object.entries(runs))
+      (took[key] ??= []).push(await timed(() => execa('node', args, { env })));
     (took.uncached ??= []).push(await timed(() => execa('node', runs.enqueue, { env: uncached })));
   }
   const producer = new Producer(loadConfig(env));
@@ -500,7 +565,11 @@ function queueRows(queue: Awaited<ReturnType<typeof benchQueue>>): BenchRow[] {
   ];
 }
 
-function printTable(table: BenchRow[], what: string, header = ['measure', 'dbops', 'baseline', 'ratio', 'target']): void {
+function printTable(
+  table: BenchRow[],
+  what: string,
+  header = ['measure', 'dbops', 'baseline', 'ratio', 'target'],
+): void {
   const width = header.map((title, i) => Math.max(title.length, ...table.map((cells) => cells[i]?.length ?? 0)));
   const row = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(width[i]!)).join(' | ')} |`;
   console.log(

@@ -15,11 +15,15 @@ const BUCKET = 'dbops-bench';
 async function startS3(): Promise<{ endpoint: string; stop(): Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dbops-bench-s3-'));
   const server = path.resolve(import.meta.dirname, '../../node_modules/s3rver/bin/s3rver.js');
-  const child = execa('node', [server, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--configure-bucket', BUCKET], {
-    reject: false,
-    all: true,
-    buffer: false,
-  });
+  const child = execa(
+    'node',
+    [server, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--configure-bucket', BUCKET],
+    {
+      reject: false,
+      all: true,
+      buffer: false,
+    },
+  );
   const endpoint = await new Promise<string>((resolve, reject) => {
     let output = '';
     child.all!.on('data', (chunk: Buffer) => {
@@ -45,20 +49,41 @@ const checkpoint = () => admin('postgres', 'CHECKPOINT').then(() => execa('sync'
  * Backup and restore through an S3 store (s3rver on loopback) against the same through BACKUP_DIR,
  * alternating; and the peak memory of a worker uploading the big database and a ten times smaller one.
  */
-export async function benchS3(env: Record<string, string | undefined>, rounds: number, target: string): Promise<BenchRow[]> {
+export async function benchS3(
+  env: Record<string, string | undefined>,
+  rounds: number,
+  target: string,
+): Promise<BenchRow[]> {
   const s3 = await startS3();
   const backupDir = env.BACKUP_DIR!;
-  const s3Vars = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: s3.endpoint };
+  const s3Vars = {
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    AWS_REGION: 'us-east-1',
+    AWS_ENDPOINT_URL_S3: s3.endpoint,
+  };
   const variants = {
     file: { ...env, QUEUE_PREFIX: `bench-file-${process.pid}` },
-    s3: { ...env, ...s3Vars, QUEUE_PREFIX: `bench-s3-${process.pid}`, BACKUP_STORES: `s3://${BUCKET}/only?forcePathStyle=true` },
-    both: { ...env, ...s3Vars, QUEUE_PREFIX: `bench-both-${process.pid}`, BACKUP_STORES: `file://${backupDir},s3://${BUCKET}/both?forcePathStyle=true` },
+    s3: {
+      ...env,
+      ...s3Vars,
+      QUEUE_PREFIX: `bench-s3-${process.pid}`,
+      BACKUP_STORES: `s3://${BUCKET}/only?forcePathStyle=true`,
+    },
+    both: {
+      ...env,
+      ...s3Vars,
+      QUEUE_PREFIX: `bench-both-${process.pid}`,
+      BACKUP_STORES: `file://${backupDir},s3://${BUCKET}/both?forcePathStyle=true`,
+    },
   };
-  const workers = Object.values(variants).flatMap((variant) => [forkWorker('backup', variant), forkWorker('restore', variant)]);
-  const producers = Object.fromEntries(Object.entries(variants).map(([name, variant]) => [name, new Producer(loadConfig(variant))])) as Record<
-    keyof typeof variants,
-    Producer
-  >;
+  const workers = Object.values(variants).flatMap((variant) => [
+    forkWorker('backup', variant),
+    forkWorker('restore', variant),
+  ]);
+  const producers = Object.fromEntries(
+    Object.entries(variants).map(([name, variant]) => [name, new Producer(loadConfig(variant))]),
+  ) as Record<keyof typeof variants, Producer>;
   const times: Record<string, number[]> = {};
   const record = (key: string, seconds: number) => (times[key] ??= []).push(seconds);
   const run = async <T>(producer: Producer, type: 'backup' | 'restore', payload: object): Promise<T> => {
@@ -76,7 +101,13 @@ export async function benchS3(env: Record<string, string | undefined>, rounds: n
       const ids: Record<string, string> = {};
       for (const name of ['file', 's3', 'both'] as const) {
         await checkpoint();
-        record(`${name}Backup`, await timed(async () => (ids[name] = (await run<{ backupId: string }>(producers[name], 'backup', { env: 'bench' })).backupId)));
+        record(
+          `${name}Backup`,
+          await timed(
+            async () =>
+              (ids[name] = (await run<{ backupId: string }>(producers[name], 'backup', { env: 'bench' })).backupId),
+          ),
+        );
       }
       for (const name of ['file', 's3'] as const) {
         await checkpoint();
@@ -85,7 +116,13 @@ export async function benchS3(env: Record<string, string | undefined>, rounds: n
           `${name}Restore`,
           await timed(
             async () =>
-              (previous = (await run<{ previousDatabase?: string }>(producers[name], 'restore', { env: target, backup: ids[name], jobs: 2 })).previousDatabase),
+              (previous = (
+                await run<{ previousDatabase?: string }>(producers[name], 'restore', {
+                  env: target,
+                  backup: ids[name],
+                  jobs: 2,
+                })
+              ).previousDatabase),
           ),
         );
         if (previous) await admin('postgres', `DROP DATABASE "${previous}" WITH (FORCE)`);
@@ -146,6 +183,12 @@ export async function benchS3(env: Record<string, string | undefined>, rounds: n
       (memory.secondHalf / memory.firstHalf).toFixed(3),
       'flat (≈ 1)',
     ],
-    ['worker peak RSS uploading to S3: big vs small database', mib(memory.large), mib(memory.small), (memory.large / memory.small).toFixed(3), '≤ 200 MiB'],
+    [
+      'worker peak RSS uploading to S3: big vs small database',
+      mib(memory.large),
+      mib(memory.small),
+      (memory.large / memory.small).toFixed(3),
+      '≤ 200 MiB',
+    ],
   ];
 }

@@ -27,7 +27,9 @@ const postgresUrl = z.string().refine(
   { message: 'expected a postgres:// or postgresql:// URL' },
 );
 
-const booleanString = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((value) => value === 'true' || value === '1' || value === 'yes');
+const booleanString = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((value) => value === 'true' || value === '1' || value === 'yes');
 
 const positiveInt = (min: number, max: number) =>
   z.coerce
@@ -98,7 +100,9 @@ const baseSchema = z.object({
   /** Variables of the worker's environment the team's Python code also needs (comma-separated names). */
   MIGRATE_PASS_ENV: z
     .string()
-    .regex(/^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$/, { message: 'expected variable names, comma-separated' })
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$/, {
+      message: 'expected variable names, comma-separated',
+    })
     .optional(),
   /** copy --jobs: a table at least this big (bytes on disk) gets a COPY stream of its own. */
   COPY_OWN_STREAM_BYTES: positiveInt(0, 2 ** 50).default(8 * 2 ** 20),
@@ -108,12 +112,16 @@ const baseSchema = z.object({
   /** 32 bytes (64 hex digits or base64): archives are encrypted with AES-256-GCM as they are written. */
   BACKUP_ENCRYPTION_KEY: z
     .string()
-    .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
+    .refine((value) => parseKey(value) !== undefined, {
+      message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)',
+    })
     .optional(),
   /** 32 bytes that sign every manifest (default: derived from BACKUP_ENCRYPTION_KEY, else a key file in BACKUP_DIR). */
   BACKUP_SIGNING_KEY: z
     .string()
-    .refine((value) => parseKey(value) !== undefined, { message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)' })
+    .refine((value) => parseKey(value) !== undefined, {
+      message: 'expected 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)',
+    })
     .optional(),
   /** Earlier keys, comma-separated, kept to decrypt the backups made with them (after a key rotation). */
   BACKUP_DECRYPTION_KEYS: z
@@ -127,7 +135,9 @@ const baseSchema = z.object({
   /** Webhook for notifications (JSON; Slack-compatible `text`): jobs failed for good, missed schedules. */
   NOTIFY_WEBHOOK_URL: z
     .string()
-    .refine((value) => /^https?:\/\/[^\s]+$/.test(value) && URL.canParse(value), { message: 'expected an http:// or https:// URL' })
+    .refine((value) => /^https?:\/\/[^\s]+$/.test(value) && URL.canParse(value), {
+      message: 'expected an http:// or https:// URL',
+    })
     .optional(),
   NOTIFY_ON_SUCCESS: booleanString.default(false),
   /** JSON or YAML file of schedules, applied when workers and the server start. */
@@ -198,7 +208,8 @@ function describeIssue(issue: z.core.$ZodIssue, source: Record<string, string | 
   // Credentials in any URL (REDIS_URL's password…) are scrubbed, even in a malformed one: whatever
   // stands before an `@` may be a password. An error message lands in logs.
   const scrubbed = raw === undefined ? '' : scrubSecrets(raw, []).replace(/^.*@/, '***@');
-  const shown = raw === undefined || /PASSWORD|TOKEN|DATABASE_URL|KEY|WEBHOOK/.test(variable) ? '' : ` (got "${scrubbed}")`;
+  const shown =
+    raw === undefined || /PASSWORD|TOKEN|DATABASE_URL|KEY|WEBHOOK/.test(variable) ? '' : ` (got "${scrubbed}")`;
   return `${variable}: ${issue.message}${shown}`;
 }
 
@@ -211,7 +222,11 @@ const LOOPBACK = 'loopback';
 export function databaseIdentity(value: string): string {
   const url = new URL(value);
   const host = (url.hostname || url.searchParams.get('host') || 'local socket').toLowerCase();
-  const database = decodeURIComponent(url.pathname.replace(/^\//, '')) || url.searchParams.get('dbname') || decodeURIComponent(url.username) || 'postgres';
+  const database =
+    decodeURIComponent(url.pathname.replace(/^\//, '')) ||
+    url.searchParams.get('dbname') ||
+    decodeURIComponent(url.username) ||
+    'postgres';
   return `${isLoopbackHost(host) ? LOOPBACK : host}:${url.port || url.searchParams.get('port') || '5432'}/${database}`;
 }
 
@@ -225,9 +240,13 @@ function parseProtected(raw: string | undefined, environments: Map<string, Envir
   // A name given that matches nothing is a typo that would leave the real environment unprotected.
   if (explicit && unknown.length > 0) {
     const known = [...environments.keys()].join(', ') || 'none configured';
-    throw new ConfigError(`PROTECTED_ENVS: "${unknown.join('", "')}" is no configured environment (known: ${known}); use none for none`);
+    throw new ConfigError(
+      `PROTECTED_ENVS: "${unknown.join('", "')}" is no configured environment (known: ${known}); use none for none`,
+    );
   }
-  const protectedIds = new Set(names.filter((name) => environments.has(name)).map((name) => databaseIdentity(environments.get(name)!.url)));
+  const protectedIds = new Set(
+    names.filter((name) => environments.has(name)).map((name) => databaseIdentity(environments.get(name)!.url)),
+  );
   const result = new Set(names);
   for (const environment of environments.values()) {
     if (protectedIds.has(databaseIdentity(environment.url))) result.add(environment.name);
@@ -270,7 +289,10 @@ function collectSecrets(urls: string[]): string[] {
   return [...secrets].filter((secret) => secret.length > 0);
 }
 
-function parseRetentions(source: Record<string, string | undefined>, fallback: string | undefined): (env: string) => RetentionPolicy | undefined {
+function parseRetentions(
+  source: Record<string, string | undefined>,
+  fallback: string | undefined,
+): (env: string) => RetentionPolicy | undefined {
   const parse = (variable: string, value: string) => {
     try {
       return parseRetention(value);
@@ -280,7 +302,8 @@ function parseRetentions(source: Record<string, string | undefined>, fallback: s
   };
   const byEnv = new Map<string, RetentionPolicy>();
   for (const [variable, value] of Object.entries(source)) {
-    if (variable.startsWith('BACKUP_RETENTION_') && value) byEnv.set(normalizeEnvName(variable.slice('BACKUP_RETENTION_'.length)), parse(variable, value));
+    if (variable.startsWith('BACKUP_RETENTION_') && value)
+      byEnv.set(normalizeEnvName(variable.slice('BACKUP_RETENTION_'.length)), parse(variable, value));
   }
   const all = fallback ? parse('BACKUP_RETENTION', fallback) : undefined;
   return (env) => byEnv.get(env) ?? all;
@@ -322,7 +345,10 @@ export interface LoadOptions {
 }
 
 /** Parses and validates the process environment; throws ConfigError with one line naming the variable. */
-export function loadConfig(source: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Config {
+export function loadConfig(
+  source: Record<string, string | undefined> = process.env,
+  options: LoadOptions = {},
+): Config {
   const parsed = baseSchema.safeParse(source);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -417,7 +443,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
  * is ignored with a one-line warning on stderr, so that root running `manage-db` in someone else's
  * directory does not take that person's PG_BIN_DIR or database URLs.
  */
-export function loadDotEnv(file = process.env.DBOPS_ENV_FILE || '.env', warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): void {
+export function loadDotEnv(
+  file = process.env.DBOPS_ENV_FILE || '.env',
+  warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): void {
   let read: ReturnType<typeof readTrustedFile>;
   try {
     read = readTrustedFile(file);

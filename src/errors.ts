@@ -73,11 +73,21 @@ export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const TRANSIENT_NODE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
 
 /** SQLSTATEs worth a retry: connection failures, shutdowns and restarts, lock timeouts, deadlocks. */
 function isTransientSqlState(code: string): boolean {
-  return code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03', '57014'].includes(code);
+  return (
+    code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03', '57014'].includes(code)
+  );
 }
 
 // "invalid snapshot identifier": the session that exported a copy's snapshot went away (terminated,

@@ -41,7 +41,8 @@ export function describeJob(job: JobRef): string {
  */
 export function parseJobReference(text: string, isType: (value: string) => boolean): { type?: string; id: string } {
   const slash = text.indexOf('/');
-  if (slash > 0 && isType(text.slice(0, slash)) && slash < text.length - 1) return { type: text.slice(0, slash), id: text.slice(slash + 1) };
+  if (slash > 0 && isType(text.slice(0, slash)) && slash < text.length - 1)
+    return { type: text.slice(0, slash), id: text.slice(slash + 1) };
   return { id: text };
 }
 

@@ -12,14 +12,21 @@ type LoggerConfig = Pick<Config, 'LOG_LEVEL' | 'secrets'> & Partial<Pick<Config,
  * Logs on stdout (stderr for the CLI): JSON lines, or one readable line per event on a terminal.
  * Every line passes through the secret scrubber before it is written, whichever the format.
  */
-export function createLogger(config: LoggerConfig, bindings: Record<string, unknown> = {}, destination: 1 | 2 = 1): Logger {
+export function createLogger(
+  config: LoggerConfig,
+  bindings: Record<string, unknown> = {},
+  destination: 1 | 2 = 1,
+): Logger {
   const format = config.LOG_FORMAT ?? 'auto';
   const pretty = format === 'pretty' || (format === 'auto' && isatty(destination));
   return pino(
     {
       level: config.LOG_LEVEL,
       base: { pid: process.pid, ...bindings },
-      redact: { paths: ['url', '*.url', 'password', '*.password', 'connectionString', '*.connectionString'], censor: '***' },
+      redact: {
+        paths: ['url', '*.url', 'password', '*.password', 'connectionString', '*.connectionString'],
+        censor: '***',
+      },
       hooks: { streamWrite: (line) => scrubSecrets(line, config.secrets) },
     },
     pretty ? prettyStream(destination) : pino.destination({ fd: destination, sync: destination === 2 }),

@@ -13,10 +13,15 @@ export interface SigningKeys {
 }
 
 /** BACKUP_SIGNING_KEY, or the key derived from BACKUP_ENCRYPTION_KEY; undefined when neither is set. */
-export function signingKeyFrom(signingKey: string | undefined, encryptionKey: string | undefined, olderEncryptionKeys: string[] = []): SigningKeys | undefined {
+export function signingKeyFrom(
+  signingKey: string | undefined,
+  encryptionKey: string | undefined,
+  olderEncryptionKeys: string[] = [],
+): SigningKeys | undefined {
   const older = olderEncryptionKeys.map((text) => deriveSigningKey(parseKey(text)!));
   if (signingKey) return { key: parseKey(signingKey)!, source: 'BACKUP_SIGNING_KEY', older };
-  if (encryptionKey) return { key: deriveSigningKey(parseKey(encryptionKey)!), source: 'derived from BACKUP_ENCRYPTION_KEY', older };
+  if (encryptionKey)
+    return { key: deriveSigningKey(parseKey(encryptionKey)!), source: 'derived from BACKUP_ENCRYPTION_KEY', older };
   return undefined;
 }
 

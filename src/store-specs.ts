@@ -43,11 +43,15 @@ export const AWS_VARIABLES = [
 
 export function s3SettingsFrom(source: Record<string, string | undefined>): S3Settings {
   const { AWS_ACCESS_KEY_ID: keyId, AWS_SECRET_ACCESS_KEY: secret, AWS_SESSION_TOKEN: token } = source;
-  if (Boolean(keyId) !== Boolean(secret)) throw new ConfigError('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither');
+  if (Boolean(keyId) !== Boolean(secret))
+    throw new ConfigError('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither');
   const endpoint = source.AWS_ENDPOINT_URL_S3 || source.AWS_ENDPOINT_URL || undefined;
-  if (endpoint && !/^https?:\/\/[^@\s]+$/.test(endpoint)) throw new ConfigError('AWS_ENDPOINT_URL_S3: expected an http(s):// URL without credentials');
+  if (endpoint && !/^https?:\/\/[^@\s]+$/.test(endpoint))
+    throw new ConfigError('AWS_ENDPOINT_URL_S3: expected an http(s):// URL without credentials');
   return {
-    ...(keyId && secret ? { credentials: { accessKeyId: keyId, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } } : {}),
+    ...(keyId && secret
+      ? { credentials: { accessKeyId: keyId, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } }
+      : {}),
     region: source.AWS_REGION || source.AWS_DEFAULT_REGION || undefined,
     endpoint,
   };
@@ -65,7 +69,8 @@ function parseOne(entry: string, index: number): StoreSpec {
   const named = /^([A-Za-z0-9_-]+)=(.+)$/.exec(entry);
   const text = named ? named[2]! : entry;
   const name = named?.[1]?.toLowerCase();
-  if (name !== undefined && !STORE_NAME.test(name)) throw new ConfigError(`BACKUP_STORES: store name "${name}" must be letters, digits, _ or - (at most 32)`);
+  if (name !== undefined && !STORE_NAME.test(name))
+    throw new ConfigError(`BACKUP_STORES: store name "${name}" must be letters, digits, _ or - (at most 32)`);
   let url: URL;
   try {
     url = new URL(text);
@@ -73,19 +78,24 @@ function parseOne(entry: string, index: number): StoreSpec {
     throw new ConfigError(`BACKUP_STORES: entry ${index + 1} is no URL (expected file:///dir or s3://bucket/prefix)`);
   }
   if (url.username || url.password)
-    throw new ConfigError('BACKUP_STORES: credentials do not go in the URL; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile');
+    throw new ConfigError(
+      'BACKUP_STORES: credentials do not go in the URL; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile',
+    );
   if (url.protocol === 'file:') {
     if (url.search) throw new ConfigError(`BACKUP_STORES: a file:// store takes no options`);
     return { name: name ?? 'file', kind: 'file', dir: path.resolve(fileURLToPath(url)) };
   }
   if (url.protocol === 's3:') {
-    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(url.hostname)) throw new ConfigError(`BACKUP_STORES: "${url.hostname}" is no S3 bucket name`);
+    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(url.hostname))
+      throw new ConfigError(`BACKUP_STORES: "${url.hostname}" is no S3 bucket name`);
     for (const key of url.searchParams.keys()) {
-      if (!S3_OPTIONS.has(key)) throw new ConfigError(`BACKUP_STORES: unknown option "${key}" (known: ${[...S3_OPTIONS].join(', ')})`);
+      if (!S3_OPTIONS.has(key))
+        throw new ConfigError(`BACKUP_STORES: unknown option "${key}" (known: ${[...S3_OPTIONS].join(', ')})`);
     }
     const prefix = decodeURIComponent(url.pathname).replace(/^\/+|\/+$/g, '');
     const forcePathStyle = url.searchParams.get('forcePathStyle');
-    if (forcePathStyle !== null && !['true', 'false'].includes(forcePathStyle)) throw new ConfigError('BACKUP_STORES: forcePathStyle is true or false');
+    if (forcePathStyle !== null && !['true', 'false'].includes(forcePathStyle))
+      throw new ConfigError('BACKUP_STORES: forcePathStyle is true or false');
     const endpoint = url.searchParams.get('endpoint') ?? undefined;
     if (endpoint !== undefined && !/^https?:\/\/[^@]+$/.test(endpoint))
       throw new ConfigError('BACKUP_STORES: endpoint is an http(s):// URL without credentials');

@@ -13,7 +13,8 @@ const currentUid = (): number => process.getuid?.() ?? 0;
 /** Why `info` (a file or directory's stat) is not to be trusted by this process, or undefined when it is. */
 export function untrustedBecause(info: Stats, what: string): string | undefined {
   const uid = currentUid();
-  if (info.uid !== uid && info.uid !== 0) return `${what} belongs to uid ${info.uid}, not to this user (uid ${uid}) or root`;
+  if (info.uid !== uid && info.uid !== 0)
+    return `${what} belongs to uid ${info.uid}, not to this user (uid ${uid}) or root`;
   if ((info.mode & 0o022) !== 0) return `${what} is writable by ${info.mode & 0o002 ? 'anyone' : 'its group'}`;
   return undefined;
 }
@@ -46,7 +47,8 @@ export function readTrustedFile(file: string): { text: string } | { refused: str
 export function untrustedDirectory(dir: string): string | undefined {
   const info = statSync(dir);
   const uid = currentUid();
-  if (info.uid !== uid && info.uid !== 0) return `its directory ${dir} belongs to uid ${info.uid}, not to this user (uid ${uid}) or root`;
+  if (info.uid !== uid && info.uid !== 0)
+    return `its directory ${dir} belongs to uid ${info.uid}, not to this user (uid ${uid}) or root`;
   if ((info.mode & 0o022) !== 0 && (info.mode & 0o1000) === 0) return `its directory ${dir} is writable by others`;
   return undefined;
 }

@@ -72,16 +72,29 @@ describe.skipIf(!hasAlembic)(
     const migrate = (env: string, dir: string, ...args: string[]) =>
       rig.cli(['migrate', ...args, '--env', env, '--dir', path.join(root, dir), '--wait', '--json']);
     const versions = async (env: string) =>
-      (await sql<{ version_num: string }>(rig.db(env), 'SELECT version_num FROM alembic_version ORDER BY 1')).map((row) => row.version_num);
+      (await sql<{ version_num: string }>(rig.db(env), 'SELECT version_num FROM alembic_version ORDER BY 1')).map(
+        (row) => row.version_num,
+      );
 
     it('Flask-Migrate: status (a branch and its merge, in order), up --to, --dry-run touches nothing, up, down 1', async () => {
       const status = await migrate('flask', 'app/migrations', 'status');
       expect(status.exitCode, status.stderr).toBe(0);
-      expect(JSON.parse(status.stdout)).toEqual({ action: 'status', kind: 'flask', current: [], heads: ['e1'], pending: ['a1', 'c1', 'b1', 'd1', 'e1'] });
+      expect(JSON.parse(status.stdout)).toEqual({
+        action: 'status',
+        kind: 'flask',
+        current: [],
+        heads: ['e1'],
+        pending: ['a1', 'c1', 'b1', 'd1', 'e1'],
+      });
 
       const partly = await migrate('flask', 'app/migrations', 'up', '--to', 'b1');
       expect(partly.exitCode, partly.stderr).toBe(0);
-      expect(JSON.parse(partly.stdout)).toMatchObject({ action: 'up', kind: 'flask', dryRun: false, migrations: ['a1', 'b1'] });
+      expect(JSON.parse(partly.stdout)).toMatchObject({
+        action: 'up',
+        kind: 'flask',
+        dryRun: false,
+        migrations: ['a1', 'b1'],
+      });
       expect(await versions('flask')).toEqual(['b1']);
 
       const dry = await migrate('flask', 'app/migrations', 'up', '--dry-run');
@@ -97,13 +110,24 @@ describe.skipIf(!hasAlembic)(
       expect(up.exitCode, up.stderr).toBe(0);
       expect(JSON.parse(up.stdout)).toMatchObject({ migrations: ['c1', 'd1', 'e1'] });
       expect(await versions('flask')).toEqual(['e1']);
-      expect(await sql(rig.db('flask'), 'SELECT email FROM users ORDER BY id')).toEqual([{ email: 'ada@example.invalid' }, { email: 'grace@example.invalid' }]);
+      expect(await sql(rig.db('flask'), 'SELECT email FROM users ORDER BY id')).toEqual([
+        { email: 'ada@example.invalid' },
+        { email: 'grace@example.invalid' },
+      ]);
 
       const down = await migrate('flask', 'app/migrations', 'down', '1');
       expect(down.exitCode, down.stderr).toBe(0);
       expect(JSON.parse(down.stdout)).toMatchObject({ action: 'down', migrations: ['e1'] });
       expect(await versions('flask')).toEqual(['d1']);
-      const plain = await rig.cli(['migrate', 'status', '--env', 'flask', '--dir', path.join(root, 'app/migrations'), '--wait']);
+      const plain = await rig.cli([
+        'migrate',
+        'status',
+        '--env',
+        'flask',
+        '--dir',
+        path.join(root, 'app/migrations'),
+        '--wait',
+      ]);
       expect(plain.stdout).toContain('flask: at d1; head e1');
     });
 
@@ -112,7 +136,10 @@ describe.skipIf(!hasAlembic)(
       expect(first.exitCode, first.stderr).toBe(0);
       const { backupId } = JSON.parse(first.stdout) as { backupId: string };
       const listed = await rig.cli(['backups', 'list', '--env', 'flask', '--json']);
-      expect((JSON.parse(listed.stdout) as { id: string; schemaVersion: unknown }[]).find((backup) => backup.id === backupId)?.schemaVersion).toEqual({
+      expect(
+        (JSON.parse(listed.stdout) as { id: string; schemaVersion: unknown }[]).find((backup) => backup.id === backupId)
+          ?.schemaVersion,
+      ).toEqual({
         tool: 'alembic',
         revisions: ['d1'],
       });
@@ -123,13 +150,17 @@ describe.skipIf(!hasAlembic)(
         expect((await rig.cli(['backup', '--env', 'flask', '--wait'])).exitCode).toBe(0);
         const rehearsed = await migrate('flask', 'app/migrations', 'up', '--rehearse');
         expect(rehearsed.exitCode).toBe(1);
-        expect(rehearsed.stderr).toMatch(/rehearsal on flask-.* failed: revision f1 failed: RuntimeError: the data does not fit/);
+        expect(rehearsed.stderr).toMatch(
+          /rehearsal on flask-.* failed: revision f1 failed: RuntimeError: the data does not fit/,
+        );
         expect(await versions('flask')).toEqual(['e1']);
         expect(await scratchDatabasesOf(rig.db('flask'))).toEqual([]);
 
         const real = await migrate('flask', 'app/migrations', 'up');
         expect(real.exitCode).toBe(1);
-        expect(real.stderr).toContain('revision f1 failed: RuntimeError: the data does not fit; it was rolled back, the database is at the revision before it');
+        expect(real.stderr).toContain(
+          'revision f1 failed: RuntimeError: the data does not fit; it was rolled back, the database is at the revision before it',
+        );
         expect(await versions('flask')).toEqual(['e1']);
         expect(await sql(rig.db('flask'), "SELECT to_regclass('half_done') AS t")).toEqual([{ t: null }]); // nothing half-applied
       } finally {
@@ -139,14 +170,28 @@ describe.skipIf(!hasAlembic)(
 
     it('a plain Alembic project: status, up --to, up, down 1, --dry-run', async () => {
       const status = await migrate('plain', 'plain', 'status');
-      expect(JSON.parse(status.stdout)).toEqual({ action: 'status', kind: 'alembic', current: [], heads: ['3c'], pending: ['1a', '2b', '3c'] });
-      expect(JSON.parse((await migrate('plain', 'plain', 'up', '--to', '2b')).stdout)).toMatchObject({ migrations: ['1a', '2b'] });
-      const dry = JSON.parse((await migrate('plain', 'plain', 'up', '--dry-run')).stdout) as { migrations: string[]; sql: string };
+      expect(JSON.parse(status.stdout)).toEqual({
+        action: 'status',
+        kind: 'alembic',
+        current: [],
+        heads: ['3c'],
+        pending: ['1a', '2b', '3c'],
+      });
+      expect(JSON.parse((await migrate('plain', 'plain', 'up', '--to', '2b')).stdout)).toMatchObject({
+        migrations: ['1a', '2b'],
+      });
+      const dry = JSON.parse((await migrate('plain', 'plain', 'up', '--dry-run')).stdout) as {
+        migrations: string[];
+        sql: string;
+      };
       expect(dry.migrations).toEqual(['3c']);
       expect(dry.sql).toContain("INSERT INTO items (name, price_cents) VALUES ('tea', 250)");
       expect(await versions('plain')).toEqual(['2b']);
       expect(JSON.parse((await migrate('plain', 'plain', 'up')).stdout)).toMatchObject({ migrations: ['3c'] });
-      expect(await sql(rig.db('plain'), 'SELECT name FROM items ORDER BY id')).toEqual([{ name: 'tea' }, { name: 'cake' }]);
+      expect(await sql(rig.db('plain'), 'SELECT name FROM items ORDER BY id')).toEqual([
+        { name: 'tea' },
+        { name: 'cake' },
+      ]);
       expect(JSON.parse((await migrate('plain', 'plain', 'down', '1')).stdout)).toMatchObject({ migrations: ['3c'] });
       expect(await versions('plain')).toEqual(['2b']);
     });
@@ -159,7 +204,9 @@ describe.skipIf(!hasAlembic)(
       );
       try {
         const producer = rig.producer();
-        const jobs = await Promise.all([0, 1].map(() => producer.enqueue('migrate', { env: 'twice', dir: path.join(root, 'plain') })));
+        const jobs = await Promise.all(
+          [0, 1].map(() => producer.enqueue('migrate', { env: 'twice', dir: path.join(root, 'plain') })),
+        );
         const seen: string[] = [];
         let done = false;
         const watching = (async () => {
@@ -172,7 +219,9 @@ describe.skipIf(!hasAlembic)(
         done = true;
         await watching;
         expect(outcomes.map((outcome) => outcome.state)).toEqual(['completed', 'completed']);
-        const applied = outcomes.map((outcome) => (outcome as { result?: { migrations: string[] } }).result!.migrations);
+        const applied = outcomes.map(
+          (outcome) => (outcome as { result?: { migrations: string[] } }).result!.migrations,
+        );
         expect(applied.flat().sort()).toEqual(['1a', '2b', '3c', '4d']); // each once, by whichever job came first
         expect(await versions('twice')).toEqual(['4d']);
         expect(await sql(rig.db('twice'), 'SELECT count(*)::int AS n FROM items')).toEqual([{ n: 2 }]);
@@ -214,11 +263,35 @@ describe.skipIf(!hasAlembic)(
       const atD1 = backups.filter((backup) => backup.schemaVersion.revisions.includes('d1')).at(-1)!;
       await createDatabase(rig.db('restored'));
       rig.setEnv('restored', rig.db('restored'));
-      const restored = await rig.cli(['restore', '--env', 'restored', '--latest', '--from', 'flask', '--at-revision', 'd1', '--local', '--json']);
+      const restored = await rig.cli([
+        'restore',
+        '--env',
+        'restored',
+        '--latest',
+        '--from',
+        'flask',
+        '--at-revision',
+        'd1',
+        '--local',
+        '--json',
+      ]);
       expect(restored.exitCode, restored.stderr).toBe(0);
-      expect(JSON.parse(restored.stdout)).toMatchObject({ backupId: atD1.id, schemaVersion: { tool: 'alembic', revisions: ['d1'] } });
+      expect(JSON.parse(restored.stdout)).toMatchObject({
+        backupId: atD1.id,
+        schemaVersion: { tool: 'alembic', revisions: ['d1'] },
+      });
       expect(await versions('restored')).toEqual(['d1']);
-      const none = await rig.cli(['restore', '--env', 'restored', '--latest', '--from', 'flask', '--at-revision', 'zz', '--local']);
+      const none = await rig.cli([
+        'restore',
+        '--env',
+        'restored',
+        '--latest',
+        '--from',
+        'flask',
+        '--at-revision',
+        'zz',
+        '--local',
+      ]);
       expect(none.exitCode).toBe(2);
       expect(none.stderr).toContain('no verified backup of flask at schema revision zz');
       // Into the database it came from, now at e1: the result says the schema went back.

@@ -61,7 +61,10 @@ describe('backup --all-databases', () => {
     expect(result).toMatchObject({ env: 'fleet', allDatabases: true });
     expect(result.backups.map((backup) => backup.database)).toEqual(['one', 'postgres', 'two']);
     expect(result.roles).toContain('app_owner');
-    const serverRoles = JSON.parse(readFileSync(path.join(rig.backupDir, result.rolesFile), 'utf8')) as { name: string; login: boolean }[];
+    const serverRoles = JSON.parse(readFileSync(path.join(rig.backupDir, result.rolesFile), 'utf8')) as {
+      name: string;
+      login: boolean;
+    }[];
     expect(serverRoles).toContainEqual(expect.objectContaining({ name: 'app_owner', login: true }));
     expect(JSON.stringify(serverRoles)).not.toMatch(/password|SCRAM/i);
     for (const backup of result.backups) {
@@ -71,7 +74,9 @@ describe('backup --all-databases', () => {
         roles: { name: string }[];
       };
       expect(manifest).toMatchObject({ env: 'fleet', database: backup.database });
-      expect(backup.backupId).toMatch(backup.database === 'postgres' ? /^fleet-\d/ : new RegExp(`^fleet-${backup.database}-\\d`));
+      expect(backup.backupId).toMatch(
+        backup.database === 'postgres' ? /^fleet-\d/ : new RegExp(`^fleet-${backup.database}-\\d`),
+      );
     }
     // Each child is an ordinary backup job of the backup queue, and the parent waited for all of them.
     const children = (await foreign.queue('backup').getCompleted()).filter((job) => job.id?.startsWith('backup-all-'));
@@ -97,7 +102,12 @@ describe('backup --all-databases', () => {
     const { id } = (await response.json()) as { id: string };
     const overHttp = await foreign.settled('backup', id);
     expect(overHttp.state, overHttp.failedReason).toBe('completed');
-    expect((overHttp.result as AllResult).backups.map((backup) => backup.database)).toEqual(['one', 'postgres', 'three', 'two']);
+    expect((overHttp.result as AllResult).backups.map((backup) => backup.database)).toEqual([
+      'one',
+      'postgres',
+      'three',
+      'two',
+    ]);
 
     const plain = await foreign.add('backup', { env: 'fleet', allDatabases: true }); // a numeric id, no flow
     const outcome = await foreign.settled('backup', plain.id!);
@@ -106,7 +116,17 @@ describe('backup --all-databases', () => {
   });
 
   it('a schedule backs up all databases too', async () => {
-    const added = await rig.cli(['schedule', 'add', 'nightly-fleet', '--cron', '0 3 * * *', 'backup', '--env', 'fleet', '--all-databases']);
+    const added = await rig.cli([
+      'schedule',
+      'add',
+      'nightly-fleet',
+      '--cron',
+      '0 3 * * *',
+      'backup',
+      '--env',
+      'fleet',
+      '--all-databases',
+    ]);
     expect(added.exitCode, added.stderr).toBe(0);
     const [scheduler] = await foreign.queue('backup').getJobSchedulers();
     expect(scheduler?.template?.data).toMatchObject({ env: 'fleet', allDatabases: true });
@@ -115,7 +135,9 @@ describe('backup --all-databases', () => {
   it("retention treats each database's chain on its own", async () => {
     const pruned = await rig.cli(['backups', 'prune', '--env', 'fleet', '--policy', 'last=1', '--wait', '--json']);
     expect(pruned.exitCode, pruned.stderr).toBe(0);
-    const chains = (JSON.parse(pruned.stdout) as { environments: { database: string; kept: unknown[]; pruned: unknown[] }[] }).environments;
+    const chains = (
+      JSON.parse(pruned.stdout) as { environments: { database: string; kept: unknown[]; pruned: unknown[] }[] }
+    ).environments;
     expect(chains.map((chain) => [chain.database, chain.kept.length, chain.pruned.length])).toEqual([
       ['one', 1, 2],
       ['postgres', 1, 2],

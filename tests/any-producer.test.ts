@@ -16,14 +16,20 @@ describe('jobs from any producer, with any id', () => {
   let foreign: ForeignProducer;
   let server: RunningServer;
   const api = (route: string, init: RequestInit = {}) =>
-    fetch(`${server.url}/api/v1${route}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
+    fetch(`${server.url}/api/v1${route}`, {
+      ...init,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) },
+    });
 
   beforeAll(async () => {
     rig = await Rig.create({ JOB_KEEP_COMPLETED: '2' });
     await loadPagila(rig.db('app'));
     rig.setEnv('app', rig.db('app'));
     mkdirSync(path.join(rig.backupDir, 'migrations'));
-    writeFileSync(path.join(rig.backupDir, 'migrations', '1_orders.sql'), '-- Up Migration\nCREATE TABLE orders (id int);\n');
+    writeFileSync(
+      path.join(rig.backupDir, 'migrations', '1_orders.sql'),
+      '-- Up Migration\nCREATE TABLE orders (id int);\n',
+    );
     for (const type of ['backup', 'maintenance', 'migrate']) await rig.startWorker(type);
     foreign = new ForeignProducer(rig);
     server = await startTestServer(rig, { API_TOKEN: TOKEN });
@@ -43,10 +49,18 @@ describe('jobs from any producer, with any id', () => {
 
     const ambiguous = await rig.cli(['jobs', 'show', '1']);
     expect(ambiguous.exitCode).toBe(2);
-    expect(ambiguous.stderr.trim()).toBe('manage-db: "1" names a job in several queues (backup/1, maintenance/1): name one as <type>/<id>');
+    expect(ambiguous.stderr.trim()).toBe(
+      'manage-db: "1" names a job in several queues (backup/1, maintenance/1): name one as <type>/<id>',
+    );
     const shown = await rig.cli(['jobs', 'show', 'backup/1', '--json']);
     expect(shown.exitCode, shown.stderr).toBe(0);
-    expect(JSON.parse(shown.stdout)).toMatchObject({ id: '1', type: 'backup', reference: 'backup/1', state: 'completed', result: { env: 'app' } });
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      id: '1',
+      type: 'backup',
+      reference: 'backup/1',
+      state: 'completed',
+      result: { env: 'app' },
+    });
     const listed = JSON.parse((await rig.cli(['jobs', 'list', '--json'])).stdout) as { reference: string }[];
     expect(listed.map((job) => job.reference).sort()).toEqual(['backup/1', 'maintenance/1']);
 
@@ -66,7 +80,10 @@ describe('jobs from any producer, with any id', () => {
     expect(outcome.state, outcome.failedReason).toBe('completed');
     const { backupId } = outcome.result as { backupId: string };
     expect(backupId).toMatch(/^app-/);
-    const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8')) as { env: string; rowCounts: Record<string, number> };
+    const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8')) as {
+      env: string;
+      rowCounts: Record<string, number>;
+    };
     expect(manifest.env).toBe('app');
     expect(Object.keys(manifest.rowCounts)).not.toContain('public.orders'); // taken before the migration
     expect(await sql(rig.db('app'), "SELECT to_regclass('public.orders')::text AS t")).toEqual([{ t: 'orders' }]);
@@ -74,16 +91,25 @@ describe('jobs from any producer, with any id', () => {
 
   it('a job added without retention options is still removed by the workers, as dbops keeps its own', async () => {
     const queue = foreign.queue('maintenance');
-    for (let i = 0; i < 4; i += 1) await foreign.settled('maintenance', (await foreign.add('maintenance', { env: 'app', action: 'report' })).id!);
+    for (let i = 0; i < 4; i += 1)
+      await foreign.settled('maintenance', (await foreign.add('maintenance', { env: 'app', action: 'report' })).id!);
     expect(await queue.getCompletedCount()).toBe(2); // JOB_KEEP_COMPLETED
   });
 
   it('publishes the contract: JSON Schemas over HTTP and from the CLI, the same', async () => {
-    const all = (await (await api('/schemas')).json()) as { type: string; queue: string; jobName: string; payload: { $schema: string } }[];
+    const all = (await (await api('/schemas')).json()) as {
+      type: string;
+      queue: string;
+      jobName: string;
+      payload: { $schema: string };
+    }[];
     expect(all.map((entry) => [entry.type, entry.queue, entry.jobName])).toContainEqual(['prune', 'backup', 'prune']);
     expect(all.every((entry) => entry.payload.$schema === 'https://json-schema.org/draft/2020-12/schema')).toBe(true);
     const restore = await (await api('/schemas/restore')).json();
-    expect(restore).toMatchObject({ confirm: 'always: it replaces `env`', payload: { required: ['env'], additionalProperties: false } });
+    expect(restore).toMatchObject({
+      confirm: 'always: it replaces `env`',
+      payload: { required: ['env'], additionalProperties: false },
+    });
     const cli = await rig.cli(['schema', 'restore'], { API_TOKEN: TOKEN });
     expect(JSON.parse(cli.stdout)).toEqual(restore);
     expect((await api('/schemas/launch')).status).toBe(404);
@@ -140,13 +166,20 @@ describe('jobs from any producer, with any id', () => {
 
   it("a failure reason names the worker's directories by their variables, not their paths", () => {
     const config = { backupDir: '/srv/dbops/backups', migrationsRoot: '/srv/app/migrations' };
-    expect(withoutServerPaths('pg_restore: error: could not open input file "/srv/dbops/backups/x.d/toc.dat"; /srv/app/migrations/1_a.sql', config)).toBe(
-      'pg_restore: error: could not open input file "BACKUP_DIR/x.d/toc.dat"; MIGRATIONS_ROOT/1_a.sql',
-    );
+    expect(
+      withoutServerPaths(
+        'pg_restore: error: could not open input file "/srv/dbops/backups/x.d/toc.dat"; /srv/app/migrations/1_a.sql',
+        config,
+      ),
+    ).toBe('pg_restore: error: could not open input file "BACKUP_DIR/x.d/toc.dat"; MIGRATIONS_ROOT/1_a.sql');
   });
 
   it('GET /api/v1/backups/<id>/archive streams the archive, with its sha256; unknown ids are 404, and the token is needed', async () => {
-    const [manifest] = (await (await api('/backups?env=app')).json()) as { id: string; sha256: string; sizeBytes: number }[];
+    const [manifest] = (await (await api('/backups?env=app')).json()) as {
+      id: string;
+      sha256: string;
+      sizeBytes: number;
+    }[];
     const response = await api(`/backups/${manifest!.id}/archive`);
     expect(response.status).toBe(200);
     expect(response.headers.get('x-checksum-sha256')).toBe(manifest!.sha256);

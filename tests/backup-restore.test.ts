@@ -27,7 +27,13 @@ describe('backup and restore of Pagila through the queue', () => {
     const run = await rig.cli(['backup', '--env', 'source', '--wait', '--json', ...extra]);
     expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
-    return JSON.parse(run.stdout) as { backupId: string; path: string; sizeBytes: number; sha256: string; format: string };
+    return JSON.parse(run.stdout) as {
+      backupId: string;
+      path: string;
+      sizeBytes: number;
+      sha256: string;
+      format: string;
+    };
   }
 
   it('custom format: the backup is what its result says, and restores into a new database identical to the source', async () => {
@@ -37,7 +43,13 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(statSync(result.path).size).toBe(result.sizeBytes);
     expect((await sha256File(result.path)).sha256).toBe(result.sha256);
     const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${result.backupId}.json`), 'utf8'));
-    expect(manifest).toMatchObject({ id: result.backupId, env: 'source', database: rig.db('source'), format: 'custom', sha256: result.sha256 });
+    expect(manifest).toMatchObject({
+      id: result.backupId,
+      env: 'source',
+      database: rig.db('source'),
+      format: 'custom',
+      sha256: result.sha256,
+    });
     expect(manifest.pgDumpVersion).toMatch(/pg_dump/);
     expect(manifest.serverVersion).toMatch(/^\d+/);
     expect(readdirSync(path.join(rig.backupDir, '.partial'))).toEqual([]); // no work in progress left behind
@@ -46,7 +58,11 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(await databaseExists(rig.db('fresh'))).toBe(false);
     const restore = await rig.cli(['restore', '--env', 'fresh', '--backup', result.backupId, '--wait', '--json']);
     expect(restore.exitCode).toBe(0);
-    expect(JSON.parse(restore.stdout)).toMatchObject({ backupId: result.backupId, env: 'fresh', database: rig.db('fresh') });
+    expect(JSON.parse(restore.stdout)).toMatchObject({
+      backupId: result.backupId,
+      env: 'fresh',
+      database: rig.db('fresh'),
+    });
     expect(await fingerprint(rig.db('fresh'))).toEqual(source);
   });
 
@@ -58,8 +74,21 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(digest.sizeBytes).toBe(result.sizeBytes);
 
     await sql('postgres', `CREATE DATABASE "${rig.db('existing')}"`);
-    await sql(rig.db('existing'), 'CREATE TABLE marker (note text); INSERT INTO marker VALUES ($1)'.replace('$1', "'old contents'"));
-    const restore = await rig.cli(['restore', '--env', 'existing', '--backup', result.backupId, '--jobs', '2', '--wait', '--json']);
+    await sql(
+      rig.db('existing'),
+      'CREATE TABLE marker (note text); INSERT INTO marker VALUES ($1)'.replace('$1', "'old contents'"),
+    );
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'existing',
+      '--backup',
+      result.backupId,
+      '--jobs',
+      '2',
+      '--wait',
+      '--json',
+    ]);
     expect(restore.exitCode).toBe(0);
     const outcome = JSON.parse(restore.stdout) as { previousDatabase: string };
     expect(await fingerprint(rig.db('existing'))).toEqual(source);
@@ -85,7 +114,16 @@ describe('backup and restore of Pagila through the queue', () => {
   it('--drop-previous leaves no copy of the replaced database', async () => {
     const result = await backupJson();
     const before = await databasesLike(`${rig.db('existing')}_prev_%`);
-    const restore = await rig.cli(['restore', '--env', 'existing', '--backup', result.backupId, '--drop-previous', '--wait', '--json']);
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'existing',
+      '--backup',
+      result.backupId,
+      '--drop-previous',
+      '--wait',
+      '--json',
+    ]);
     expect(restore.exitCode).toBe(0);
     expect(JSON.parse(restore.stdout).previousDatabase).toBeUndefined();
     expect(await databasesLike(`${rig.db('existing')}_prev_%`)).toEqual(before);
@@ -97,7 +135,12 @@ describe('backup and restore of Pagila through the queue', () => {
     const newer = await backupJson();
     // The newest backup's last check failed: --latest takes the one before it.
     await rewriteOwnManifest(rig.backupDir, newer.backupId, (manifest) => {
-      (manifest.verifications as unknown[]).push({ at: new Date().toISOString(), level: 'toc', ok: false, reason: 'test: damaged' });
+      (manifest.verifications as unknown[]).push({
+        at: new Date().toISOString(),
+        level: 'toc',
+        ok: false,
+        reason: 'test: damaged',
+      });
     });
     const restore = await rig.cli(['restore', '--env', 'existing', '--latest', '--from', 'source', '--wait', '--json']);
     expect(restore.exitCode, restore.stderr).toBe(0);
@@ -119,9 +162,20 @@ describe('backup and restore of Pagila through the queue', () => {
       expect(refused.stderr).toContain('--confirm guarded');
     }
     expect(await rig.queueKeys()).toEqual(keysBefore);
-    expect(await sql(rig.db('guarded'), "SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).toEqual([{ n: 0 }]);
+    expect(
+      await sql(rig.db('guarded'), "SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'"),
+    ).toEqual([{ n: 0 }]);
 
-    const confirmed = await rig.cli(['restore', '--env', 'guarded', '--backup', result.backupId, '--confirm', 'guarded', '--wait']);
+    const confirmed = await rig.cli([
+      'restore',
+      '--env',
+      'guarded',
+      '--backup',
+      result.backupId,
+      '--confirm',
+      'guarded',
+      '--wait',
+    ]);
     expect(confirmed.exitCode).toBe(0);
     expect(await fingerprint(rig.db('guarded'))).toEqual(source);
   });
@@ -139,6 +193,10 @@ describe('backup and restore of Pagila through the queue', () => {
     expect(shown.progress).toMatchObject({ percent: 100 });
     expect(shown.logs.join('\n')).toContain('dumping contents of table "public.rental"');
     // The log is what Bull Board shows too: pg_dump's --verbose chatter is left out of it.
-    expect(shown.logs.filter((line: string) => /^pg_dump: (reading|saving|identifying|finding|flagging|last built-in)/.test(line))).toEqual([]);
+    expect(
+      shown.logs.filter((line: string) =>
+        /^pg_dump: (reading|saving|identifying|finding|flagging|last built-in)/.test(line),
+      ),
+    ).toEqual([]);
   });
 });

@@ -38,7 +38,9 @@ describe('choosing pg_dump and pg_restore for the server', () => {
     expect(await toolDirFor(16, undefined, versions)).toBe(sixteen);
     // For reading an archive, the pg_dump that made it decides.
     expect(await toolDirForArchive('pg_dump (PostgreSQL) 16.2 (Debian 16.2-1)', undefined, versions)).toBe(sixteen);
-    await expect(toolDirForArchive('pg_dump (PostgreSQL) 99.0', undefined, versions)).rejects.toThrow(/no pg_dump\/pg_restore for PostgreSQL 99/);
+    await expect(toolDirForArchive('pg_dump (PostgreSQL) 99.0', undefined, versions)).rejects.toThrow(
+      /no pg_dump\/pg_restore for PostgreSQL 99/,
+    );
   });
 
   it('fails clearly when nothing is new enough, instead of dumping with an older pg_dump', async () => {

@@ -18,7 +18,11 @@ describe("the CLI and Node's compile cache", () => {
   };
   afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
   const run = (env: Record<string, string>) =>
-    execa('node', [CLI, 'schema', 'backup'], { env: { PATH: process.env.PATH!, ...env }, extendEnv: false, reject: false });
+    execa('node', [CLI, 'schema', 'backup'], {
+      env: { PATH: process.env.PATH!, ...env },
+      extendEnv: false,
+      reject: false,
+    });
 
   it.skipIf(!hasCompileCache)('keeps the bundle compiled in NODE_COMPILE_CACHE, and reads it back', async () => {
     const dir = cacheDir();

@@ -27,7 +27,9 @@ describe('CLI output into a pipe', () => {
         pgDumpVersion: 'pg_dump (PostgreSQL) 15.0',
         serverVersion: '15.0',
         jobId: `backup-${i}`,
-        rowCounts: Object.fromEntries(Array.from({ length: 20 }, (_, table) => [`public.table_number_${table}`, table])),
+        rowCounts: Object.fromEntries(
+          Array.from({ length: 20 }, (_, table) => [`public.table_number_${table}`, table]),
+        ),
       } as { id: string });
     }
   });

@@ -29,10 +29,22 @@ describe('manage-db refuses bad input', () => {
   const cases: [string, (id: string) => string[], RegExp][] = [
     ['unknown environment', () => ['backup', '--env', 'nowhere'], /unknown environment "nowhere"/],
     ['an environment name that is not a name', () => ['backup', '--env', 'a;b'], /environment name/],
-    ['traversal in a backup id', () => ['restore', '--env', 'other', '--backup', '../../etc/passwd'], /invalid restore job: backup:/],
-    ['a path as backup id', () => ['restore', '--env', 'other', '--backup', '/tmp/x.dump'], /invalid restore job: backup:/],
+    [
+      'traversal in a backup id',
+      () => ['restore', '--env', 'other', '--backup', '../../etc/passwd'],
+      /invalid restore job: backup:/,
+    ],
+    [
+      'a path as backup id',
+      () => ['restore', '--env', 'other', '--backup', '/tmp/x.dump'],
+      /invalid restore job: backup:/,
+    ],
     ['dots in a backup id', () => ['restore', '--env', 'other', '--backup', '..'], /invalid restore job: backup:/],
-    ['an unknown backup id', () => ['restore', '--env', 'other', '--backup', 'app-20000101t000000z-000000'], /unknown backup "app-20000101t000000z-000000"/],
+    [
+      'an unknown backup id',
+      () => ['restore', '--env', 'other', '--backup', 'app-20000101t000000z-000000'],
+      /unknown backup "app-20000101t000000z-000000"/,
+    ],
     ['compression out of range', () => ['backup', '--env', 'app', '--compress', '10'], /compress: Too big/],
     ['negative compression', () => ['backup', '--env', 'app', '--compress', '-1'], /compress: Too small/],
     ['zero jobs', () => ['backup', '--env', 'app', '--format', 'directory', '--jobs', '0'], /jobs: Too small/],
@@ -69,7 +81,9 @@ describe('manage-db refuses bad input', () => {
   });
 
   it('--version prints the package version, and reads no configuration to do so', async () => {
-    const { version } = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../package.json'), 'utf8')) as { version: string };
+    const { version } = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '../package.json'), 'utf8')) as {
+      version: string;
+    };
     for (const flag of ['--version', '-V']) {
       const run = await rig.cli([flag], { REDIS_URL: 'not a url', PROTECTED_ENVS: 'nowhere' });
       expect(run.exitCode).toBe(0);
@@ -79,14 +93,21 @@ describe('manage-db refuses bad input', () => {
 
   it('output into a closed pipe ends quietly: no stack trace, exit 0', async () => {
     const cli = path.resolve(import.meta.dirname, '../bin/manage-db.cjs');
-    const run = await execa('bash', ['-c', `node '${cli}' schema | head -c 20 > /dev/null; echo "status \${PIPESTATUS[0]}" >&2`], { reject: false, all: true });
+    const run = await execa(
+      'bash',
+      ['-c', `node '${cli}' schema | head -c 20 > /dev/null; echo "status \${PIPESTATUS[0]}" >&2`],
+      { reject: false, all: true },
+    );
     expect(run.all?.trim()).toBe('status 0');
   });
 
   it('reads .env in the working directory; the real environment wins over it', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-dotenv-'));
     try {
-      writeFileSync(path.join(dir, '.env'), 'DATABASE_URL_FROM_DOTENV=postgres://u@127.0.0.1/x\nPROTECTED_ENVS=prodution\n');
+      writeFileSync(
+        path.join(dir, '.env'),
+        'DATABASE_URL_FROM_DOTENV=postgres://u@127.0.0.1/x\nPROTECTED_ENVS=prodution\n',
+      );
       const cli = path.resolve(import.meta.dirname, '../bin/manage-db.cjs');
       const run = await execa('node', [cli, 'backup', '--env', 'nowhere'], {
         cwd: dir,
@@ -138,7 +159,9 @@ describe('manage-db refuses bad input', () => {
   });
 
   it('an unreachable PostgreSQL: one line naming the environment, host, port and database, never the password', async () => {
-    const run = await rig.cli(['backup', '--env', 'down', '--local'], { DATABASE_URL_DOWN: 'postgres://app:pw-Never-Shown@127.0.0.1:1/orders' });
+    const run = await rig.cli(['backup', '--env', 'down', '--local'], {
+      DATABASE_URL_DOWN: 'postgres://app:pw-Never-Shown@127.0.0.1:1/orders',
+    });
     expect(run.exitCode).toBe(1);
     // After --local's notice and its progress lines: the error, in one line.
     const lines = run.stderr
@@ -146,7 +169,9 @@ describe('manage-db refuses bad input', () => {
       .split('\n')
       .filter((line) => !line.startsWith('running backup locally') && !/^\[\s*\d+%\]/.test(line));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/cannot connect to down's PostgreSQL at 127\.0\.0\.1:1 \(database orders\): connect ECONNREFUSED/);
+    expect(lines[0]).toMatch(
+      /cannot connect to down's PostgreSQL at 127\.0\.0\.1:1 \(database orders\): connect ECONNREFUSED/,
+    );
     expect(run.stderr + run.stdout).not.toContain('pw-Never-Shown');
   });
 

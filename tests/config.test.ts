@@ -7,7 +7,13 @@ import { scrubSecrets } from '../src/secrets.js';
 describe('configuration', () => {
   it('applies the contract defaults', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ REDIS_URL: 'redis://127.0.0.1:6379', QUEUE_PREFIX: 'dbops', PORT: 3000, HOST: '127.0.0.1', LOG_LEVEL: 'info' });
+    expect(config).toMatchObject({
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      QUEUE_PREFIX: 'dbops',
+      PORT: 3000,
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+    });
     expect([...config.protectedEnvs]).toEqual(['production']);
     expect(config.backupDir).toBe(`${process.cwd()}/backups`);
     expect(config.environments.size).toBe(0);
@@ -16,16 +22,41 @@ describe('configuration', () => {
   it('reads BACKUP_STORES: BACKUP_DIR alone by default; names, kinds, prefixes and options; the AWS variables beside', () => {
     expect(loadConfig({ BACKUP_DIR: '/var/b' }).backupStores).toEqual([{ name: 'file', kind: 'file', dir: '/var/b' }]);
     const config = loadConfig({
-      BACKUP_STORES: 'file:///var/lib/dbops, s3://my-bucket/dbops/prod/?forcePathStyle=true, offsite=s3://other-bucket?region=eu-west-1,s3://third-bucket/p',
+      BACKUP_STORES:
+        'file:///var/lib/dbops, s3://my-bucket/dbops/prod/?forcePathStyle=true, offsite=s3://other-bucket?region=eu-west-1,s3://third-bucket/p',
       AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
       AWS_SECRET_ACCESS_KEY: 'hunter2hunter2',
       AWS_ENDPOINT_URL: 'http://minio:9000',
     });
     expect(config.backupStores).toEqual([
       { name: 'file', kind: 'file', dir: '/var/lib/dbops' },
-      { name: 's3', kind: 's3', bucket: 'my-bucket', prefix: 'dbops/prod', forcePathStyle: true, endpoint: undefined, region: undefined },
-      { name: 'offsite', kind: 's3', bucket: 'other-bucket', prefix: '', forcePathStyle: false, endpoint: undefined, region: 'eu-west-1' },
-      { name: 's3-2', kind: 's3', bucket: 'third-bucket', prefix: 'p', forcePathStyle: false, endpoint: undefined, region: undefined },
+      {
+        name: 's3',
+        kind: 's3',
+        bucket: 'my-bucket',
+        prefix: 'dbops/prod',
+        forcePathStyle: true,
+        endpoint: undefined,
+        region: undefined,
+      },
+      {
+        name: 'offsite',
+        kind: 's3',
+        bucket: 'other-bucket',
+        prefix: '',
+        forcePathStyle: false,
+        endpoint: undefined,
+        region: 'eu-west-1',
+      },
+      {
+        name: 's3-2',
+        kind: 's3',
+        bucket: 'third-bucket',
+        prefix: 'p',
+        forcePathStyle: false,
+        endpoint: undefined,
+        region: undefined,
+      },
     ]);
     expect(config.s3).toEqual({
       credentials: { accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'hunter2hunter2' },
@@ -52,15 +83,30 @@ describe('configuration', () => {
     [{ REDIS_URL: 'http://x' }, /^REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
     [{ QUEUE_PREFIX: 'a:b' }, /^QUEUE_PREFIX: /],
-    [{ DATABASE_URL_PROD: 'mysql://u:hunter22@x/db' }, /^DATABASE_URL_PROD: expected a postgres:\/\/ or postgresql:\/\/ URL$/],
-    [{ DATABASE_URL_A_B: 'postgres://x/a', DATABASE_URL_A__B: 'postgres://x/b', 'DATABASE_URL_A-B': 'postgres://x/c' }, /names the same environment/],
+    [
+      { DATABASE_URL_PROD: 'mysql://u:hunter22@x/db' },
+      /^DATABASE_URL_PROD: expected a postgres:\/\/ or postgresql:\/\/ URL$/,
+    ],
+    [
+      { DATABASE_URL_A_B: 'postgres://x/a', DATABASE_URL_A__B: 'postgres://x/b', 'DATABASE_URL_A-B': 'postgres://x/c' },
+      /names the same environment/,
+    ],
     [{ DASHBOARD_USER: 'admin' }, /^DASHBOARD_PASSWORD: required when DASHBOARD_USER is set$/],
     [{ API_TOKEN: 'short' }, /^API_TOKEN: expected at least 16 characters$/],
-    [{ WORKER_CONCURRENCY_BACKUP: '0' }, /^WORKER_CONCURRENCY_BACKUP: expected a whole number from 1 to 64 \(got "0"\)$/],
+    [
+      { WORKER_CONCURRENCY_BACKUP: '0' },
+      /^WORKER_CONCURRENCY_BACKUP: expected a whole number from 1 to 64 \(got "0"\)$/,
+    ],
     [{ REDIS_SENTINEL_PASSWORD: 'hunter22' }, /^REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS too, or leave it unset$/],
-    [{ BACKUP_STORES: 'ftp://host/dir' }, /^BACKUP_STORES: "ftp:\/\/" is no store kind dbops knows \(file:\/\/, s3:\/\/\)$/],
+    [
+      { BACKUP_STORES: 'ftp://host/dir' },
+      /^BACKUP_STORES: "ftp:\/\/" is no store kind dbops knows \(file:\/\/, s3:\/\/\)$/,
+    ],
     [{ BACKUP_STORES: 's3://key:hunter22@bucket/x' }, /^BACKUP_STORES: credentials do not go in the URL/],
-    [{ BACKUP_STORES: 's3://my-bucket/x?pathStyle=1' }, /^BACKUP_STORES: unknown option "pathStyle" \(known: forcePathStyle, endpoint, region\)$/],
+    [
+      { BACKUP_STORES: 's3://my-bucket/x?pathStyle=1' },
+      /^BACKUP_STORES: unknown option "pathStyle" \(known: forcePathStyle, endpoint, region\)$/,
+    ],
     [{ BACKUP_STORES: 's3://b/x' }, /^BACKUP_STORES: "b" is no S3 bucket name$/],
     [{ BACKUP_STORES: 'a=s3://my-bucket/x,a=file:///tmp/y' }, /^BACKUP_STORES: two stores are named "a"$/],
     [{ BACKUP_STORES: 's3://my-bucket/x,s3://my-bucket/x' }, /^BACKUP_STORES: s3:\/\/my-bucket\/x is listed twice$/],
@@ -92,7 +138,8 @@ describe('configuration', () => {
       REDIS_SENTINEL_PASSWORD: 'sentinelpass',
     });
     expect(config.secrets).toEqual(expect.arrayContaining(['p@ss-word', 'redispass', 'sentinelpass']));
-    const text = 'failed: postgres://app:p%40ss-word@db/prod and p@ss-word and redis://:redispass@r:6379 and ?password=xyz';
+    const text =
+      'failed: postgres://app:p%40ss-word@db/prod and p@ss-word and redis://:redispass@r:6379 and ?password=xyz';
     const scrubbed = scrubSecrets(text, config.secrets);
     expect(scrubbed).not.toMatch(/p@ss-word|p%40ss-word|redispass|xyz/);
     expect(scrubbed).toContain('postgres://app:***@db/prod');

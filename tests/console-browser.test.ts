@@ -35,7 +35,18 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     await rig.startWorker('backup');
     await rig.startWorker('restore');
     server = await startTestServer(rig, { DASHBOARD_USER: USER, DASHBOARD_PASSWORD: PASSWORD });
-    const schedule = await rig.cli(['schedule', 'add', 'nightly', '--cron', '0 2 * * *', '--tz', 'Europe/Berlin', 'backup', '--env', 'source']);
+    const schedule = await rig.cli([
+      'schedule',
+      'add',
+      'nightly',
+      '--cron',
+      '0 2 * * *',
+      '--tz',
+      'Europe/Berlin',
+      'backup',
+      '--env',
+      'source',
+    ]);
     expect(schedule.exitCode, schedule.stderr).toBe(0);
     browser = await launchChromium();
     context = await browser.newContext({
@@ -67,7 +78,9 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     await source.getByRole('button', { name: 'Back up now' }).click();
     await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/backup\//);
     // The job page refreshes itself until the job ends.
-    await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed.*backup source-\d{8}t\d{6}z-[0-9a-f]{12}: .*bytes/s);
+    await expect
+      .poll(() => page.locator('main').textContent(), { timeout: 60_000 })
+      .toMatch(/completed.*backup source-\d{8}t\d{6}z-[0-9a-f]{12}: .*bytes/s);
     expect(await page.locator('progress').first().getAttribute('value')).toBe('100');
     const log = await page.locator('pre').nth(1).textContent();
     expect(log).toContain('dumping contents of table "public.rental"');
@@ -87,14 +100,19 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     const id = /source-\d{8}t\d{6}z-[0-9a-f]{12}/.exec(text)![0];
     await page.screenshot({ path: path.join(OUTPUT, 'console-backups.png'), fullPage: true });
 
-    const [download] = await Promise.all([page.waitForEvent('download'), row.getByRole('link', { name: 'Download' }).click()]);
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      row.getByRole('link', { name: 'Download' }).click(),
+    ]);
     const file = path.join(OUTPUT, `${id}.dump`);
     await download.saveAs(file);
     const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${id}.json`), 'utf8')) as { sha256: string };
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(manifest.sha256);
 
     await row.getByRole('button', { name: 'Full verify' }).click();
-    await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed.*ok \(sha256 matches.*row counts match/s);
+    await expect
+      .poll(() => page.locator('main').textContent(), { timeout: 60_000 })
+      .toMatch(/completed.*ok \(sha256 matches.*row counts match/s);
   });
 
   it('refuses a restore into a protected environment without its name typed, and changes nothing', async () => {
@@ -122,7 +140,9 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
 
     await page.goto(`${server.url}/`);
     const staging = page.getByRole('row').filter({ hasText: 'staging' }).first();
-    await expect.poll(() => staging.textContent(), { timeout: 15_000 }).toMatch(/_prev_\d{8}t\d{6}\s+\(\d+(\.\d)? (KiB|MiB)\)/);
+    await expect
+      .poll(() => staging.textContent(), { timeout: 15_000 })
+      .toMatch(/_prev_\d{8}t\d{6}\s+\(\d+(\.\d)? (KiB|MiB)\)/);
     const kept = new RegExp(`${rig.db('staging')}_prev_\\d{8}t\\d{6}`).exec((await staging.textContent())!)![0];
     expect(await sql(kept, 'SELECT count(*)::int AS n FROM before_the_restore')).toEqual([{ n: 0 }]);
     await page.screenshot({ path: path.join(OUTPUT, 'console-kept-version.png'), fullPage: true });
@@ -131,7 +151,9 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     await expect.poll(() => page.url(), { timeout: 15_000 }).toMatch(/\/jobs\/previous\//);
     await expect.poll(() => page.locator('main').textContent(), { timeout: 60_000 }).toMatch(/completed/);
     expect(await sql('postgres', 'SELECT datname FROM pg_database WHERE datname = $1', [kept])).toEqual([]);
-    expect(await sql(rig.db('staging'), "SELECT to_regclass('public.actor') IS NOT NULL AS restored")).toEqual([{ restored: true }]);
+    expect(await sql(rig.db('staging'), "SELECT to_regclass('public.actor') IS NOT NULL AS restored")).toEqual([
+      { restored: true },
+    ]);
   });
 
   it('shows schedules in their own time zone, and jobs with progress; readable on a phone', async () => {
@@ -153,7 +175,11 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
     ).toMatch(/source.*completed.*100%/s);
     await page.screenshot({ path: path.join(OUTPUT, 'console-jobs.png'), fullPage: true });
 
-    const phone = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD }, viewport: { width: 390, height: 844 }, isMobile: true });
+    const phone = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+    });
     const small = await phone.newPage();
     for (const route of ['/', '/backups', '/schedules', '/jobs']) {
       await small.goto(`${server.url}${route}`);
@@ -172,7 +198,9 @@ describe.skipIf(!hasChromium)('the dbops console in a real browser', () => {
       await page.goto(`${readOnly.url}/`);
       expect(await page.getByText('Read-only').count()).toBe(1);
       expect(await page.getByRole('button', { name: 'Back up now' }).count()).toBe(0);
-      const post = await page.request.post(`${readOnly.url}/environments/source/backup`, { headers: { origin: readOnly.url } });
+      const post = await page.request.post(`${readOnly.url}/environments/source/backup`, {
+        headers: { origin: readOnly.url },
+      });
       expect(post.status()).toBe(405);
     } finally {
       await readOnly.close();

@@ -38,7 +38,13 @@ describe('copy between environments', () => {
     const run = await rig.cli(['copy', '--from', 'prod', '--to', 'staging', '--verify', '--wait', '--json']);
     expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
-    expect(JSON.parse(run.stdout)).toMatchObject({ from: 'prod', to: 'staging', mode: 'stream', verified: true, tables: 22 });
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      from: 'prod',
+      to: 'staging',
+      mode: 'stream',
+      verified: true,
+      tables: 22,
+    });
     expect(await fingerprint(rig.db('staging'))).toEqual(source);
     expect(await fingerprint(rig.db('prod'))).toEqual(source);
   });
@@ -46,7 +52,18 @@ describe('copy between environments', () => {
   it('copies in parallel streams of one snapshot, a big table in a stream of its own, and leaves no file behind', async () => {
     await sql('postgres', `CREATE DATABASE "${rig.db('qa')}"`);
     await sql(rig.db('qa'), 'CREATE TABLE leftover (x int)');
-    const run = await rig.cli(['copy', '--from', 'skewed', '--to', 'qa', '--jobs', '2', '--verify', '--wait', '--json']);
+    const run = await rig.cli([
+      'copy',
+      '--from',
+      'skewed',
+      '--to',
+      'qa',
+      '--jobs',
+      '2',
+      '--verify',
+      '--wait',
+      '--json',
+    ]);
     expect(run.stderr).not.toMatch(/failed/);
     expect(run.exitCode).toBe(0);
     const result = JSON.parse(run.stdout);
@@ -64,14 +81,35 @@ describe('copy between environments', () => {
 
   it('sanitises inside the copy before it becomes visible; production keeps its data', async () => {
     const script = path.join(rig.backupDir, 'scrub-emails.sql');
-    writeFileSync(script, "UPDATE customer SET email = 'customer' || customer_id || '@example.invalid';\nUPDATE staff SET password = NULL;\n");
-    const run = await rig.cli(['copy', '--from', 'prod', '--to', 'staging', '--sanitize', script, '--verify', '--wait', '--json']);
+    writeFileSync(
+      script,
+      "UPDATE customer SET email = 'customer' || customer_id || '@example.invalid';\nUPDATE staff SET password = NULL;\n",
+    );
+    const run = await rig.cli([
+      'copy',
+      '--from',
+      'prod',
+      '--to',
+      'staging',
+      '--sanitize',
+      script,
+      '--verify',
+      '--wait',
+      '--json',
+    ]);
     expect(run.exitCode).toBe(0);
     expect(JSON.parse(run.stdout).sanitized).toEqual(['scrub-emails.sql']);
-    const leaked = await sql<{ n: number }>(rig.db('staging'), "SELECT count(*)::int AS n FROM customer WHERE email NOT LIKE '%@example.invalid'");
+    const leaked = await sql<{ n: number }>(
+      rig.db('staging'),
+      "SELECT count(*)::int AS n FROM customer WHERE email NOT LIKE '%@example.invalid'",
+    );
     expect(leaked).toEqual([{ n: 0 }]);
-    expect(await sql(rig.db('staging'), 'SELECT count(*)::int AS n FROM staff WHERE password IS NOT NULL')).toEqual([{ n: 0 }]);
-    expect(await sql(rig.db('prod'), "SELECT count(*)::int AS n FROM customer WHERE email LIKE '%@sakilacustomer.org'")).toEqual([{ n: 599 }]);
+    expect(await sql(rig.db('staging'), 'SELECT count(*)::int AS n FROM staff WHERE password IS NOT NULL')).toEqual([
+      { n: 0 },
+    ]);
+    expect(
+      await sql(rig.db('prod'), "SELECT count(*)::int AS n FROM customer WHERE email LIKE '%@sakilacustomer.org'"),
+    ).toEqual([{ n: 599 }]);
   });
 
   it('a failing sanitize script aborts the copy and leaves the target as it was', async () => {
@@ -110,6 +148,10 @@ describe('copy between environments', () => {
         { table: 'public.a', rows: 2, hash: 'z' },
         { table: 'public.c', rows: 0, hash: '' },
       ]),
-    ).toEqual(['public.a: same row count, different contents', 'public.b: missing in the copy', 'public.c: only in the copy']);
+    ).toEqual([
+      'public.a: same row count, different contents',
+      'public.b: missing in the copy',
+      'public.c: only in the copy',
+    ]);
   });
 });

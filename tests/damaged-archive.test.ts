@@ -45,7 +45,8 @@ describe('restore of a damaged archive', () => {
   }
 
   /** As if dbops itself had recorded a damaged archive's digest (a forged manifest is safety-stores.test.ts's). */
-  const rewriteManifest = (backupId: string, change: (manifest: Record<string, unknown>) => void) => rewriteOwnManifest(rig.backupDir, backupId, change);
+  const rewriteManifest = (backupId: string, change: (manifest: Record<string, unknown>) => void) =>
+    rewriteOwnManifest(rig.backupDir, backupId, change);
 
   it('backups verify passes an intact archive', async () => {
     const backup = await freshBackup();
@@ -63,7 +64,9 @@ describe('restore of a damaged archive', () => {
     const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8'));
     expect(result.tablesCompared).toBe(Object.keys(manifest.rowCounts).length);
     expect(manifest.rowCounts['public.rental']).toBe(16044);
-    expect(manifest.verifications.map((check: { level: string; ok: boolean }) => `${check.level}:${check.ok}`)).toEqual(['toc:true', 'toc:true', 'full:true']);
+    expect(manifest.verifications.map((check: { level: string; ok: boolean }) => `${check.level}:${check.ok}`)).toEqual(
+      ['toc:true', 'toc:true', 'full:true'],
+    );
     expect(await scratchDatabasesOf(rig.db('source'))).toEqual([]);
 
     // Without --wait, like every command, it enqueues the job and prints only its id.
@@ -72,7 +75,10 @@ describe('restore of a damaged archive', () => {
     const id = queued.stdout.trim();
     expect(id).toMatch(/^verify-/);
     const outcome = await rig.producer().wait(id);
-    expect(outcome).toMatchObject({ state: 'completed', result: { backupId: backup.backupId, ok: true, level: 'toc' } });
+    expect(outcome).toMatchObject({
+      state: 'completed',
+      result: { backupId: backup.backupId, ok: true, level: 'toc' },
+    });
   });
 
   it('a truncated archive is refused as damaged before the target is touched', async () => {
@@ -116,8 +122,13 @@ describe('restore of a damaged archive', () => {
     const backup = await freshBackup('--format', 'directory', '--jobs', '2');
     const dataFile = readdirSync(backup.path).find((name) => /^\d+\.dat/.test(name))!;
     writeFileSync(path.join(backup.path, dataFile), Buffer.from('garbage'));
-    await expectRefused(backup.backupId, new RegExp(`archive is damaged: sha256 does not match the manifest \\(changed: ${dataFile.replace('.', '\\.')}`));
-    expect((await sha256Directory(backup.path)).sha256).not.toBe(JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8')).sha256);
+    await expectRefused(
+      backup.backupId,
+      new RegExp(`archive is damaged: sha256 does not match the manifest \\(changed: ${dataFile.replace('.', '\\.')}`),
+    );
+    expect((await sha256Directory(backup.path)).sha256).not.toBe(
+      JSON.parse(readFileSync(path.join(rig.backupDir, `${backup.backupId}.json`), 'utf8')).sha256,
+    );
   });
 
   it("a full verify (a restore drill) passes on a server that lacks the backup's roles", async () => {
@@ -125,14 +136,24 @@ describe('restore of a damaged archive', () => {
     await sql('postgres', `CREATE ROLE "${role}"`);
     try {
       await sql('postgres', `CREATE DATABASE "${rig.db('owned')}"`);
-      await sql(rig.db('owned'), `CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2); ALTER TABLE t OWNER TO "${role}"; GRANT SELECT ON t TO "${role}"`);
+      await sql(
+        rig.db('owned'),
+        `CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2); ALTER TABLE t OWNER TO "${role}"; GRANT SELECT ON t TO "${role}"`,
+      );
       rig.setEnv('owned', rig.db('owned'));
       const run = await rig.cli(['backup', '--env', 'owned', '--local', '--json']); // the running workers do not know 'owned'
       expect(run.exitCode, run.stderr).toBe(0);
       await sql('postgres', `DROP DATABASE "${rig.db('owned')}" WITH (FORCE)`);
       await sql('postgres', `DROP ROLE "${role}"`); // as on a drill server of its own
       await sql('postgres', `CREATE DATABASE "${rig.db('owned')}"`);
-      const verify = await rig.cli(['backups', 'verify', JSON.parse(run.stdout).backupId, '--full', '--local', '--json']);
+      const verify = await rig.cli([
+        'backups',
+        'verify',
+        JSON.parse(run.stdout).backupId,
+        '--full',
+        '--local',
+        '--json',
+      ]);
       expect(verify.exitCode, verify.stderr).toBe(0);
       expect(JSON.parse(verify.stdout)).toMatchObject({ ok: true, level: 'full', tablesCompared: 1 });
     } finally {

@@ -41,10 +41,15 @@ describe.skipIf(!hasChromium)('the dashboard in a real browser', () => {
   it('asks for a login, then shows every queue and a finished backup with its progress and log', async () => {
     const anonymous = await browser.newContext();
     expect((await anonymous.request.get(`${server.url}/admin/queues`)).status()).toBe(401);
-    await expect((await anonymous.newPage()).goto(`${server.url}/admin/queues`)).rejects.toThrow(/ERR_INVALID_AUTH_CREDENTIALS/);
+    await expect((await anonymous.newPage()).goto(`${server.url}/admin/queues`)).rejects.toThrow(
+      /ERR_INVALID_AUTH_CREDENTIALS/,
+    );
     await anonymous.close();
 
-    const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD }, viewport: { width: 1400, height: 1000 } });
+    const context = await browser.newContext({
+      httpCredentials: { username: USER, password: PASSWORD },
+      viewport: { width: 1400, height: 1000 },
+    });
     const page = await context.newPage();
     await page.goto(`${server.url}/`);
     await page.getByRole('link', { name: 'Bull Board' }).click(); // linked from every console page
@@ -63,16 +68,22 @@ describe.skipIf(!hasChromium)('the dashboard in a real browser', () => {
     await page.getByText('Progress', { exact: true }).click();
     await expect.poll(() => page.getByText('100', { exact: false }).count(), { timeout: 15_000 }).toBeGreaterThan(0);
     // Bull Board is handed the percentage as a number (its bar), and a link to the job's console page.
-    const api = await context.request.get(`${server.url}/admin/queues/api/queues?activeQueue=backup&status=completed&page=1&jobsPerPage=10`);
+    const api = await context.request.get(
+      `${server.url}/admin/queues/api/queues?activeQueue=backup&status=completed&page=1&jobsPerPage=10`,
+    );
     const backupQueue = (
-      (await api.json()) as { queues: { name: string; jobs: { id: string; progress: unknown; externalUrl?: { href: string } }[] }[] }
+      (await api.json()) as {
+        queues: { name: string; jobs: { id: string; progress: unknown; externalUrl?: { href: string } }[] }[];
+      }
     ).queues.find((queue) => queue.name === 'backup')!;
     const shown = backupQueue.jobs.find((job) => job.id === jobId)!;
     expect(shown.progress).toBe(100);
     expect(shown.externalUrl?.href).toBe(`/jobs/backup/${jobId}`);
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-progress.png'), fullPage: true });
     await page.getByText('Logs', { exact: true }).click();
-    await expect.poll(() => page.getByText('dumping contents of table "public.rental"').count(), { timeout: 15_000 }).toBeGreaterThan(0);
+    await expect
+      .poll(() => page.getByText('dumping contents of table "public.rental"').count(), { timeout: 15_000 })
+      .toBeGreaterThan(0);
     expect(await page.getByText('reading user-defined tables').count()).toBe(0); // pg_dump's chatter is not in the job's log
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-logs.png'), fullPage: true });
     await context.close();

@@ -17,7 +17,10 @@ describe('the per-database lock: who waits for it', () => {
     await loadPagila(db);
     rig.setEnv('app', db);
     dir = mkdtempSync(path.join(rig.backupDir, 'migrations-')); // inside MIGRATIONS_ROOT
-    writeFileSync(path.join(dir, '1_things.sql'), '-- Up Migration\nCREATE TABLE things (id int);\n-- Down Migration\nDROP TABLE things;\n');
+    writeFileSync(
+      path.join(dir, '1_things.sql'),
+      '-- Up Migration\nCREATE TABLE things (id int);\n-- Down Migration\nDROP TABLE things;\n',
+    );
     for (const type of ['maintenance', 'triggers', 'migrate']) await rig.startWorker(type);
   });
   afterAll(async () => {
@@ -25,10 +28,21 @@ describe('the per-database lock: who waits for it', () => {
   });
 
   const triggerState = async () =>
-    (await sql<{ s: string }>(db, "SELECT tgenabled::text AS s FROM pg_trigger WHERE tgname = 'last_updated' AND tgrelid = 'public.film'::regclass"))[0]?.s;
+    (
+      await sql<{ s: string }>(
+        db,
+        "SELECT tgenabled::text AS s FROM pg_trigger WHERE tgname = 'last_updated' AND tgrelid = 'public.film'::regclass",
+      )
+    )[0]?.s;
   const vacuums = async () =>
-    (await sql<{ n: number }>(db, "SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relid = 'public.actor'::regclass"))[0]?.n;
-  const migrated = async () => (await sql<{ t: string | null }>(db, "SELECT to_regclass('public.things')::text AS t"))[0]?.t;
+    (
+      await sql<{ n: number }>(
+        db,
+        "SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relid = 'public.actor'::regclass",
+      )
+    )[0]?.n;
+  const migrated = async () =>
+    (await sql<{ t: string | null }>(db, "SELECT to_regclass('public.things')::text AS t"))[0]?.t;
 
   it('report, triggers list and migrate status run while a restore holds the lock; vacuum, trigger changes and migrations wait for it', async () => {
     const lock = await holdDatabaseLock(db, 'dbops:restore:held-by-the-test');
@@ -54,7 +68,9 @@ describe('the per-database lock: who waits for it', () => {
         await waitFor(`${job.id} to say it waits for the lock`, async () => {
           const fetched = await producer.getJob(job.id);
           const step = (fetched?.progress as { step?: string } | undefined)?.step ?? '';
-          return step.includes(`waiting for the lock on database "${db}"`) && step.includes('dbops:restore:held-by-the-test');
+          return (
+            step.includes(`waiting for the lock on database "${db}"`) && step.includes('dbops:restore:held-by-the-test')
+          );
         });
       }
       // While they wait, nothing of theirs has happened.

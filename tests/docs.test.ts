@@ -9,7 +9,8 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 function markdownFiles(): string[] {
   const files = ['README.md', 'bench/RESULTS.md', 'tests/fixtures/pagila/README.md', 'clients/python/README.md'];
   for (const entry of readdirSync(path.join(ROOT, 'docs'), { recursive: true, withFileTypes: true })) {
-    if (entry.isFile() && entry.name.endsWith('.md')) files.push(path.relative(ROOT, path.join(entry.parentPath, entry.name)));
+    if (entry.isFile() && entry.name.endsWith('.md'))
+      files.push(path.relative(ROOT, path.join(entry.parentPath, entry.name)));
   }
   return files;
 }
@@ -50,7 +51,10 @@ describe('documentation', () => {
       for (const target of links(path.join(ROOT, file))) {
         checked += 1;
         const [pathPart, anchor] = target.split('#') as [string, string | undefined];
-        const resolved = pathPart === '' ? path.join(ROOT, file) : path.resolve(path.dirname(path.join(ROOT, file)), decodeURIComponent(pathPart));
+        const resolved =
+          pathPart === ''
+            ? path.join(ROOT, file)
+            : path.resolve(path.dirname(path.join(ROOT, file)), decodeURIComponent(pathPart));
         if (!existsSync(resolved)) broken.push(`${file}: ${target} (no such file)`);
         else if (anchor && !anchors(resolved).has(anchor)) broken.push(`${file}: ${target} (no such heading)`);
       }
@@ -72,6 +76,9 @@ describe('documentation', () => {
       [...row[1]!.matchAll(/`([A-Z][A-Z0-9_]+)(<[A-Z]+>)?`/g)].map((match) => match[1]! + (match[2] ? '_' : '')),
     );
     const known = new Set([...configVariables, ...patterns].map((name) => name.replace(/__$/, '_')));
-    for (const name of documented) expect(known.has(name.replace(/__$/, '_')) || patterns.some((pattern) => name.startsWith(pattern)), name).toBe(true);
+    for (const name of documented)
+      expect(known.has(name.replace(/__$/, '_')) || patterns.some((pattern) => name.startsWith(pattern)), name).toBe(
+        true,
+      );
   });
 });

@@ -13,7 +13,8 @@ const CHUNK = 1 << 20;
 /** Feeds `data` in uneven pieces, as a pipe would. */
 function piecewise(data: Buffer): Readable {
   const pieces: Buffer[] = [];
-  for (let at = 0, size = 1; at < data.length; at += size, size = (size * 7 + 13) % 200_000 || 1) pieces.push(data.subarray(at, at + size));
+  for (let at = 0, size = 1; at < data.length; at += size, size = (size * 7 + 13) % 200_000 || 1)
+    pieces.push(data.subarray(at, at + size));
   return Readable.from(pieces);
 }
 
@@ -35,7 +36,9 @@ describe('archive encryption (AES-256-GCM, chunked)', () => {
   it('refuses the wrong key, a flipped bit, a cut tail and a dropped last chunk', async () => {
     const plain = randomBytes(2 * CHUNK + 100);
     const sealed = await encrypt(plain, key);
-    await expect(decrypt(sealed, randomBytes(32))).rejects.toThrow(/wrong BACKUP_ENCRYPTION_KEY, or the archive is damaged/);
+    await expect(decrypt(sealed, randomBytes(32))).rejects.toThrow(
+      /wrong BACKUP_ENCRYPTION_KEY, or the archive is damaged/,
+    );
     const flipped = Buffer.from(sealed);
     flipped[CHUNK + 500] = flipped[CHUNK + 500]! ^ 1;
     await expect(decrypt(flipped, key)).rejects.toThrow(/block 1 does not authenticate/); // the second chunk
@@ -66,7 +69,10 @@ describe('encrypted backups', () => {
     expect(archive.subarray(0, 8).toString()).toBe('DBOPSAE1');
     expect(archive.includes(Buffer.from('PGDMP'))).toBe(false);
     const manifestText = readFileSync(backup.path.replace(/\.dump$/, '.json'), 'utf8');
-    expect(JSON.parse(manifestText).encryption).toEqual({ algorithm: 'aes-256-gcm-chunked', keyId: keyId(Buffer.from(key, 'hex')) });
+    expect(JSON.parse(manifestText).encryption).toEqual({
+      algorithm: 'aes-256-gcm-chunked',
+      keyId: keyId(Buffer.from(key, 'hex')),
+    });
     expect(manifestText).not.toContain(key);
   });
 
@@ -102,7 +108,9 @@ describe('encrypted backups', () => {
     const rotated = { BACKUP_ENCRYPTION_KEY: randomBytes(32).toString('hex'), BACKUP_DECRYPTION_KEYS: key };
     const verify = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local'], rotated);
     expect(verify.exitCode, verify.stderr).toBe(0);
-    const without = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local'], { BACKUP_ENCRYPTION_KEY: rotated.BACKUP_ENCRYPTION_KEY });
+    const without = await rig.cli(['backups', 'verify', backup.backupId, '--full', '--local'], {
+      BACKUP_ENCRYPTION_KEY: rotated.BACKUP_ENCRYPTION_KEY,
+    });
     expect(without.exitCode).toBe(1);
     expect(without.stderr).toContain('earlier keys go in BACKUP_DECRYPTION_KEYS');
   });

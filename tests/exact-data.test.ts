@@ -31,7 +31,9 @@ type Row = Record<string, unknown>;
 
 /** Every row of a table, each column by name, in a fixed order: what "the same data" means. */
 async function rowsByName(database: string, table: string, orderBy: string): Promise<Row[]> {
-  return sql(database, `SELECT to_jsonb(t) AS row FROM ${table} t ORDER BY ${orderBy}`).then((rows) => rows.map((row) => row.row as Row));
+  return sql(database, `SELECT to_jsonb(t) AS row FROM ${table} t ORDER BY ${orderBy}`).then((rows) =>
+    rows.map((row) => row.row as Row),
+  );
 }
 
 async function columnOrder(database: string, table: string): Promise<string[]> {
@@ -71,14 +73,27 @@ describe('exact data whatever the column order', () => {
       ['ONLY parent', 'a'],
       ['shaped', 'id'],
     ] as const) {
-      expect(await rowsByName(rig.db(copy), table, order), `${copy}: ${table}`).toEqual(await rowsByName(rig.db('source'), table, order));
+      expect(await rowsByName(rig.db(copy), table, order), `${copy}: ${table}`).toEqual(
+        await rowsByName(rig.db('source'), table, order),
+      );
     }
     const [first] = await sql(rig.db(copy), 'SELECT c, d FROM child WHERE a = 1');
     expect(first).toEqual({ c: 7, d: -7 });
   };
 
   it('copy --jobs 2 names the columns on both sides of each lane, and --verify passes', async () => {
-    const run = await rig.cli(['copy', '--from', 'source', '--to', 'lanes', '--jobs', '2', '--verify', '--wait', '--json']);
+    const run = await rig.cli([
+      'copy',
+      '--from',
+      'source',
+      '--to',
+      'lanes',
+      '--jobs',
+      '2',
+      '--verify',
+      '--wait',
+      '--json',
+    ]);
     expect(run.exitCode, run.stderr).toBe(0);
     await expectSameData('lanes');
   });
@@ -92,7 +107,14 @@ describe('exact data whatever the column order', () => {
   it('backup and restore', async () => {
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
     expect(backup.exitCode, backup.stderr).toBe(0);
-    const restore = await rig.cli(['restore', '--env', 'restored', '--backup', (JSON.parse(backup.stdout) as { backupId: string }).backupId, '--wait']);
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'restored',
+      '--backup',
+      (JSON.parse(backup.stdout) as { backupId: string }).backupId,
+      '--wait',
+    ]);
     expect(restore.exitCode, restore.stderr).toBe(0);
     await expectSameData('restored');
   });
@@ -110,9 +132,13 @@ describe('exact data whatever the column order', () => {
     const source = await digest(rig.db('source'));
     expect(differences(source, await digest(rig.db('lanes')))).toEqual([]);
     await sql(rig.db('lanes'), 'UPDATE child SET c = d, d = c WHERE a = 5');
-    expect(differences(source, await digest(rig.db('lanes')))).toEqual(['public.child: same row count, different contents']);
+    expect(differences(source, await digest(rig.db('lanes')))).toEqual([
+      'public.child: same row count, different contents',
+    ]);
     // NULL and an empty string are told apart.
     await sql(rig.db('stream'), 'UPDATE child SET note = NULL WHERE a = 0');
-    expect(differences(source, await digest(rig.db('stream')))).toEqual(['public.child: same row count, different contents']);
+    expect(differences(source, await digest(rig.db('stream')))).toEqual([
+      'public.child: same row count, different contents',
+    ]);
   });
 });

@@ -112,7 +112,9 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
         await validatePayload(config, type, next() < 0.05 ? pick(HOSTILE) : payload);
       } catch (error) {
         if (!(error instanceof ValidationError))
-          throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`, { cause: error });
+          throw new Error(`round ${round}: ${type} ${JSON.stringify(payload).slice(0, 300)} threw ${String(error)}`, {
+            cause: error,
+          });
         expect(error.message).not.toContain('\n    at ');
         refused += 1;
       }
@@ -140,7 +142,8 @@ describe('fuzzing every payload schema and the CLI with hostile values', () => {
       ['enqueue', 'backup'],
     ];
     const values = HOSTILE.filter(
-      (value): value is string | number => (typeof value === 'string' || typeof value === 'number') && !String(value).includes('\u0000'),
+      (value): value is string | number =>
+        (typeof value === 'string' || typeof value === 'number') && !String(value).includes('\u0000'),
     );
     for (let round = 0; round < 24; round += 1) {
       const args = [...pick(commands), String(pick(values))];

@@ -15,7 +15,9 @@ function parseMetrics(text: string): Map<string, number> {
   const values = new Map<string, number>();
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('# HELP ') || line.startsWith('# TYPE ')) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?) (-?(?:[0-9.]+(?:e[+-]?\d+)?|NaN|\+Inf|-Inf))( \d+)?$/.exec(line);
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?) (-?(?:[0-9.]+(?:e[+-]?\d+)?|NaN|\+Inf|-Inf))( \d+)?$/.exec(
+      line,
+    );
     if (!match) throw new Error(`not Prometheus text: ${line}`);
     values.set(match[1]!, Number(match[2]));
   }
@@ -29,7 +31,11 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
   const api = (path: string, init: RequestInit = {}, token: string | null = TOKEN) =>
     fetch(`${base}${path}`, {
       ...init,
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.headers ?? {}) },
+      headers: {
+        'content-type': 'application/json',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(init.headers ?? {}),
+      },
     });
 
   beforeAll(async () => {
@@ -56,14 +62,24 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
   });
 
   it('keeps the dashboard, the console, its JSON API and /metrics behind basic auth', async () => {
-    for (const path of ['/admin/queues', '/admin/queues/api/queues', '/metrics', '/', '/backups', '/schedules', '/jobs']) {
+    for (const path of [
+      '/admin/queues',
+      '/admin/queues/api/queues',
+      '/metrics',
+      '/',
+      '/backups',
+      '/schedules',
+      '/jobs',
+    ]) {
       expect((await fetch(`${base}${path}`)).status).toBe(401);
       expect((await fetch(`${base}${path}`, { headers: { authorization: basic(USER, 'wrong') } })).status).toBe(401);
     }
     const page = await fetch(`${base}/admin/queues`, { headers: { authorization: basic(USER, PASSWORD) } });
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('<html');
-    const queues = await fetch(`${base}/admin/queues/api/queues`, { headers: { authorization: basic(USER, PASSWORD) } });
+    const queues = await fetch(`${base}/admin/queues/api/queues`, {
+      headers: { authorization: basic(USER, PASSWORD) },
+    });
     expect(queues.status).toBe(200);
     const names = ((await queues.json()) as { queues: { name: string }[] }).queues.map((queue) => queue.name).sort();
     expect(names).toEqual([...workerTypes].sort());
@@ -71,7 +87,9 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
 
   it('refuses the API without the bearer token', async () => {
     expect((await api('/api/v1/jobs/backup', { method: 'POST', body: '{"env":"source"}' }, null)).status).toBe(401);
-    expect((await api('/api/v1/jobs/backup', { method: 'POST', body: '{"env":"source"}' }, 'wrong-token-0123456789')).status).toBe(401);
+    expect(
+      (await api('/api/v1/jobs/backup', { method: 'POST', body: '{"env":"source"}' }, 'wrong-token-0123456789')).status,
+    ).toBe(401);
     expect((await api('/api/v1/backups', {}, null)).status).toBe(401);
     expect(await rig.redisKeys()).not.toContainEqual(expect.stringContaining(':backup:wait'));
   });
@@ -94,7 +112,10 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     expect(unknownEnv.status).toBe(400);
     expect(((await unknownEnv.json()) as { error: string }).error).toContain('unknown environment "nowhere"');
     expect((await api('/api/v1/jobs/explode', { method: 'POST', body: '{}' })).status).toBe(404);
-    const huge = await api('/api/v1/jobs/backup', { method: 'POST', body: JSON.stringify({ env: 'x'.repeat(200_000) }) });
+    const huge = await api('/api/v1/jobs/backup', {
+      method: 'POST',
+      body: JSON.stringify({ env: 'x'.repeat(200_000) }),
+    });
     expect(huge.status).toBe(413);
     expect(await huge.json()).toEqual({ error: 'request body too large' });
     const broken = await api('/api/v1/jobs/backup', { method: 'POST', body: '{"env":' });
@@ -112,7 +133,13 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     const { id } = (await accepted.json()) as { id: string };
     expect(id).toMatch(/^backup-/);
 
-    let status: { id: string; state: string; progress: unknown; result: { backupId: string } | null; failedReason: string | null };
+    let status: {
+      id: string;
+      state: string;
+      progress: unknown;
+      result: { backupId: string } | null;
+      failedReason: string | null;
+    };
     for (;;) {
       status = (await (await api(`/api/v1/jobs/backup/${id}`)).json()) as typeof status;
       if (status.state === 'completed' || status.state === 'failed') break;
@@ -141,7 +168,9 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
   it('DASHBOARD_READONLY=true shows the queues but refuses to change them', async () => {
     const readonly = await startTestServer(rig, { DASHBOARD_READONLY: 'true' });
     try {
-      const queues = (await (await fetch(`${readonly.url}/admin/queues/api/queues`)).json()) as { queues: { name: string; readOnlyMode: boolean }[] };
+      const queues = (await (await fetch(`${readonly.url}/admin/queues/api/queues`)).json()) as {
+        queues: { name: string; readOnlyMode: boolean }[];
+      };
       expect(queues.queues.length).toBe(workerTypes.length);
       expect(queues.queues.every((queue) => queue.readOnlyMode)).toBe(true);
       const pause = await fetch(`${readonly.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT' });
@@ -163,6 +192,8 @@ describe('HTTP API, dashboard auth, health and metrics', () => {
     } finally {
       await plain.close();
     }
-    await expect(startTestServer(rig, { HOST: '0.0.0.0' })).rejects.toThrow(/refusing to listen on 0.0.0.0 without DASHBOARD_USER/);
+    await expect(startTestServer(rig, { HOST: '0.0.0.0' })).rejects.toThrow(
+      /refusing to listen on 0.0.0.0 without DASHBOARD_USER/,
+    );
   });
 });

@@ -16,7 +16,10 @@ const FLOORS: { floor: string; dirs: string[] }[] = [
   { floor: 'the queue', dirs: ['src/queue'] },
   { floor: 'notifications', dirs: ['src/notify'] },
   { floor: 'schedules and the outcomes of their runs', dirs: ['src/schedules'] },
-  { floor: 'CLI and server (and its console)', dirs: ['src/cli', 'src/cli/commands', 'src/server', 'src/server/console'] },
+  {
+    floor: 'CLI and server (and its console)',
+    dirs: ['src/cli', 'src/cli/commands', 'src/server', 'src/server/console'],
+  },
   { floor: 'entry points', dirs: ['workers', 'dashboards', 'bench'] },
 ];
 
@@ -36,7 +39,9 @@ function sources(dir: string): string[] {
 /** Relative imports of a module (static, dynamic and type-only), resolved to .ts (or .cts) files. */
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
-  const specifiers = [...text.matchAll(/(?:\bfrom\s+|\bimport\s*\(\s*|^import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm)].map((match) => match[1]!);
+  const specifiers = [...text.matchAll(/(?:\bfrom\s+|\bimport\s*\(\s*|^import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm)].map(
+    (match) => match[1]!,
+  );
   return specifiers.map((specifier) =>
     path
       .resolve(path.dirname(file), specifier)
@@ -90,12 +95,16 @@ describe('layers that point down', () => {
         if (to !== from) dirs.set(from, (dirs.get(from) ?? new Set()).add(to));
       }
     }
-    const mutual = [...dirs].flatMap(([from, targets]) => [...targets].filter((to) => from < to && dirs.get(to)?.has(from)).map((to) => `${from} ⇄ ${to}`));
+    const mutual = [...dirs].flatMap(([from, targets]) =>
+      [...targets].filter((to) => from < to && dirs.get(to)?.has(from)).map((to) => `${from} ⇄ ${to}`),
+    );
     expect(mutual).toEqual([]);
   });
 
   it('finds what it checks: every module has imports resolved to real files', () => {
     expect(files.length).toBeGreaterThan(50);
-    for (const file of files) for (const imported of importsOf(file)) expect(files, `${path.relative(ROOT, file)} imports ${imported}`).toContain(imported);
+    for (const file of files)
+      for (const imported of importsOf(file))
+        expect(files, `${path.relative(ROOT, file)} imports ${imported}`).toContain(imported);
   });
 });

@@ -23,12 +23,25 @@ describe('load', () => {
   const usedMemory = async () => Number(/used_memory:(\d+)/.exec((await redisCli('info', 'memory')).stdout)![1]);
 
   beforeAll(async () => {
-    server = execa('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], {
-      reject: false,
-      stdio: 'ignore',
+    server = execa(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+      {
+        reject: false,
+        stdio: 'ignore',
+      },
+    );
+    await waitFor(
+      'redis-server to answer',
+      async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG',
+      10_000,
+    );
+    rig = await Rig.create({
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+      JOB_KEEP_COMPLETED: '0',
+      JOB_EVENTS_MAX: '100',
+      LOG_LEVEL: 'info',
     });
-    await waitFor('redis-server to answer', async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG', 10_000);
-    rig = await Rig.create({ REDIS_URL: `redis://127.0.0.1:${port}`, JOB_KEEP_COMPLETED: '0', JOB_EVENTS_MAX: '100', LOG_LEVEL: 'info' });
     await loadPagila(rig.db('app'));
     rig.setEnv('app', rig.db('app'));
     for (const type of ['backup', 'backup', 'maintenance', 'maintenance']) workers.push(await rig.startWorker(type));
@@ -65,7 +78,9 @@ describe('load', () => {
             kinds
               .filter((_, i) => i % 4 === p)
               .map((kind) =>
-                kind === 'backup' ? producer.enqueue('backup', { env: 'app' }) : producer.enqueue('maintenance', { env: 'app', action: 'report' }),
+                kind === 'backup'
+                  ? producer.enqueue('backup', { env: 'app' })
+                  : producer.enqueue('maintenance', { env: 'app', action: 'report' }),
               ),
           ),
         ),

@@ -25,9 +25,14 @@ describe('manage-db --local, with no Redis at all', () => {
 
     const unconfirmed = await rig.cli(['restore', '--env', 'target', '--backup', result.backupId, '--local'], noRedis);
     expect(unconfirmed.exitCode).toBe(2);
-    expect(await sql(rig.db('target'), "SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).toEqual([{ n: 0 }]);
+    expect(await sql(rig.db('target'), "SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).toEqual(
+      [{ n: 0 }],
+    );
 
-    const restore = await rig.cli(['restore', '--env', 'target', '--backup', result.backupId, '--confirm', 'target', '--local', '--json'], noRedis);
+    const restore = await rig.cli(
+      ['restore', '--env', 'target', '--backup', result.backupId, '--confirm', 'target', '--local', '--json'],
+      noRedis,
+    );
     expect(restore.exitCode).toBe(0);
     expect(restore.stderr).toContain('the per-database lock is taken on the PostgreSQL server');
     expect(JSON.parse(restore.stdout)).toMatchObject({ backupId: result.backupId, env: 'target' });

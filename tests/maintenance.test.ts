@@ -40,14 +40,20 @@ describe('maintenance', () => {
     const before = await stats('film');
     const analyzed = await maintenance('analyze');
     expect(analyzed.exitCode).toBe(0);
-    expect(JSON.parse(analyzed.stdout).done).toEqual(expect.arrayContaining(['public.film', 'public.payment', 'public.payment_p2022_01']));
+    expect(JSON.parse(analyzed.stdout).done).toEqual(
+      expect.arrayContaining(['public.film', 'public.payment', 'public.payment_p2022_01']),
+    );
     expect((await stats('film')).analyzes).toBe(before.analyzes + 1);
 
     const filenode = async () => (await sql<{ f: string }>(db, "SELECT pg_relation_filenode('film_pkey') AS f"))[0]!.f;
     const old = await filenode();
     const reindexed = await maintenance('reindex', '--table', 'public.film');
     expect(reindexed.exitCode).toBe(0);
-    expect(JSON.parse(reindexed.stdout)).toMatchObject({ action: 'reindex', concurrently: true, done: ['public.film'] });
+    expect(JSON.parse(reindexed.stdout)).toMatchObject({
+      action: 'reindex',
+      concurrently: true,
+      done: ['public.film'],
+    });
     expect(await filenode()).not.toBe(old); // the index was rebuilt
   });
 
@@ -56,7 +62,10 @@ describe('maintenance', () => {
     try {
       const run = await maintenance('vacuum', '--table', 'public.actor', '--lock-timeout', '500');
       expect(run.exitCode).toBe(0);
-      expect(JSON.parse(run.stdout)).toMatchObject({ done: [], skipped: [{ table: 'public.actor', reason: 'lock not granted within 500 ms' }] });
+      expect(JSON.parse(run.stdout)).toMatchObject({
+        done: [],
+        skipped: [{ table: 'public.actor', reason: 'lock not granted within 500 ms' }],
+      });
     } finally {
       await blocker.release();
     }

@@ -5,8 +5,10 @@ import type { MigrateResult } from '../src/operations/migrate.js';
 import { loadPagila, scratchDatabasesOf, sql } from './helpers/pg.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
 
-const INIT = '-- Up Migration\nCREATE TABLE things (id serial PRIMARY KEY, name text);\n-- Down Migration\nDROP TABLE things;\n';
-const MORE = '-- Up Migration\nALTER TABLE things ADD COLUMN note text;\n-- Down Migration\nALTER TABLE things DROP COLUMN note;\n';
+const INIT =
+  '-- Up Migration\nCREATE TABLE things (id serial PRIMARY KEY, name text);\n-- Down Migration\nDROP TABLE things;\n';
+const MORE =
+  '-- Up Migration\nALTER TABLE things ADD COLUMN note text;\n-- Down Migration\nALTER TABLE things DROP COLUMN note;\n';
 
 describe('migrate', () => {
   let rig: Rig;
@@ -29,15 +31,20 @@ describe('migrate', () => {
   });
   afterAll(async () => rig?.cleanup());
 
-  const migrate = (...args: string[]) => rig.cli(['migrate', ...args, '--env', 'app', '--dir', dir, '--wait', '--json']);
+  const migrate = (...args: string[]) =>
+    rig.cli(['migrate', ...args, '--env', 'app', '--dir', dir, '--wait', '--json']);
   const appliedNames = async () =>
     (await sql<{ t: string | null }>(db, "SELECT to_regclass('public.pgmigrations')::text AS t"))[0]!.t
       ? (await sql<{ name: string }>(db, 'SELECT name FROM pgmigrations ORDER BY id')).map((row) => row.name)
       : [];
   const columns = async (table: string) =>
-    (await sql<{ c: string }>(db, 'SELECT column_name AS c FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position', [table])).map(
-      (row) => row.c,
-    );
+    (
+      await sql<{ c: string }>(
+        db,
+        'SELECT column_name AS c FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position',
+        [table],
+      )
+    ).map((row) => row.c);
 
   it('status and --dry-run read only: they list and print, and create nothing', async () => {
     const status = await migrate('status');
@@ -57,7 +64,9 @@ describe('migrate', () => {
     expect(result.migrations).toEqual(['1_init', '2_more']);
     expect(result.sql).toContain('CREATE TABLE things');
     expect(result.sql).toContain('ALTER TABLE things ADD COLUMN note text;');
-    expect(await sql(db, "SELECT to_regclass('public.pgmigrations')::text AS a, to_regclass('public.things')::text AS b")).toEqual([{ a: null, b: null }]);
+    expect(
+      await sql(db, "SELECT to_regclass('public.pgmigrations')::text AS a, to_regclass('public.things')::text AS b"),
+    ).toEqual([{ a: null, b: null }]);
   });
 
   it('up applies each pending migration once; two jobs at once never apply one twice; running again is a no-op', async () => {
@@ -68,7 +77,9 @@ describe('migrate', () => {
     ]);
     const outcomes = await Promise.all(jobs.map((job) => producer.wait<'migrate'>(job.id)));
     expect(outcomes.map((outcome) => outcome.state)).toEqual(['completed', 'completed']);
-    const ran = outcomes.flatMap((outcome) => (outcome as { result: { migrations: string[] } }).result.migrations).sort();
+    const ran = outcomes
+      .flatMap((outcome) => (outcome as { result: { migrations: string[] } }).result.migrations)
+      .sort();
     expect(ran).toEqual(['1_init', '2_more']);
     expect(await appliedNames()).toEqual(['1_init', '2_more']);
     expect(await columns('things')).toEqual(['id', 'name', 'note']);
@@ -118,7 +129,10 @@ describe('migrate', () => {
   });
 
   it('--backup-first takes a backup before migrating; if the backup fails, no migration runs', async () => {
-    writeFileSync(path.join(dir, '3_index.sql'), '-- Up Migration\nCREATE INDEX things_name ON things (name);\n-- Down Migration\nDROP INDEX things_name;\n');
+    writeFileSync(
+      path.join(dir, '3_index.sql'),
+      '-- Up Migration\nCREATE INDEX things_name ON things (name);\n-- Down Migration\nDROP INDEX things_name;\n',
+    );
     const run = await migrate('up', '--backup-first');
     expect(run.exitCode).toBe(0);
     const result = JSON.parse(run.stdout) as MigrateResult & { backupId: string; migrations: string[] };
@@ -147,7 +161,10 @@ describe('migrate', () => {
   it('--rehearse --dry-run applies pending migrations to a scratch restore of the latest backup and touches nothing else; --rehearse then runs them for real', async () => {
     expect((await rig.cli(['backup', '--env', 'app', '--wait'])).exitCode).toBe(0);
 
-    writeFileSync(path.join(dir, '4_rental_note.sql'), "-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\nUPDATE rental SET note = 'checked';\n");
+    writeFileSync(
+      path.join(dir, '4_rental_note.sql'),
+      "-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\nUPDATE rental SET note = 'checked';\n",
+    );
     writeFileSync(path.join(dir, '5_bad.sql'), '-- Up Migration\nALTER TABLE rental ADD COLUMN note text;\n');
     try {
       const failing = await migrate('up', '--rehearse', '--dry-run');
@@ -160,7 +177,11 @@ describe('migrate', () => {
       const run = await migrate('up', '--rehearse', '--dry-run');
       expect(run.exitCode).toBe(0);
       const result = JSON.parse(run.stdout);
-      expect(result).toMatchObject({ action: 'up', rehearsal: true, migrations: [{ name: '4_rental_note', ok: true }] });
+      expect(result).toMatchObject({
+        action: 'up',
+        rehearsal: true,
+        migrations: [{ name: '4_rental_note', ok: true }],
+      });
       expect(result.migrations[0].ms).toBeGreaterThanOrEqual(0);
       expect(await columns('rental')).not.toContain('note');
       expect(await appliedNames()).toEqual(['1_init', '2_more', '3_index']);

@@ -61,14 +61,28 @@ describe("migration_guard: a backup, then dbops' per-database lock held from Pyt
     let said = '';
     python.all!.on('data', (chunk: Buffer) => (said += chunk.toString()));
     const backupId = await waitFor('the guard to hold the lock', () => /guarded (\S+)/.exec(said)?.[1], 60_000);
-    const migrated = await rig.cli(['migrate', 'up', '--env', 'app', '--dir', path.join(rig.backupDir, 'sql'), '--wait', '--json']);
+    const migrated = await rig.cli([
+      'migrate',
+      'up',
+      '--env',
+      'app',
+      '--dir',
+      path.join(rig.backupDir, 'sql'),
+      '--wait',
+      '--json',
+    ]);
     const done = await python;
     expect(done.exitCode, done.all).toBe(0);
     expect(migrated.exitCode, migrated.stderr).toBe(0);
     const releasing = Number(/releasing (\d+)/.exec(said)![1]);
-    const [applied] = await sql<{ run_on: Date }>(rig.db('app'), "SELECT run_on FROM pgmigrations WHERE name = '1_things'");
+    const [applied] = await sql<{ run_on: Date }>(
+      rig.db('app'),
+      "SELECT run_on FROM pgmigrations WHERE name = '1_things'",
+    );
     expect(applied!.run_on.getTime()).toBeGreaterThanOrEqual(releasing); // it waited for the guard
-    const listed = JSON.parse((await rig.cli(['backups', 'list', '--env', 'app', '--json'])).stdout) as { id: string }[];
+    const listed = JSON.parse((await rig.cli(['backups', 'list', '--env', 'app', '--json'])).stdout) as {
+      id: string;
+    }[];
     expect(listed.map((backup) => backup.id)).toContain(backupId);
   });
 });

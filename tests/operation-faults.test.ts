@@ -35,43 +35,51 @@ describe('destructive operations under faults', () => {
   it.each([
     ['stream', 1],
     ['parallel', 2],
-  ])('copy (%s): SIGKILL mid-copy leaves the target untouched; the next worker drops the shadow and completes', async (_mode, jobs) => {
-    const before = await fingerprint(rig.db('target'));
-    const first = await rig.startWorker('copy');
-    const producer = rig.producer();
-    const job = await producer.enqueue('copy', { from: 'source', to: 'target', jobs });
-    const outcome = producer.wait<'copy'>(job.id);
-    const shadow = await shadowBeingFilled('pg_restore');
-    first.process.kill('SIGKILL');
-    await first.exited;
-    await waitFor(
-      'the orphaned pg_dump, pg_restore and psql to end',
-      async () =>
-        (await toolProcesses('pg_restore', shadow)).length === 0 &&
-        (await toolProcesses('pg_dump', rig.db('source'))).length === 0 &&
-        (await toolProcesses('psql', shadow)).length === 0,
-    );
-    expect(await fingerprint(rig.db('target'))).toEqual(before);
-    // Until the server notices that the dead worker's session is gone, its lock on the target stands
-    // and start-up recovery must leave the shadow alone (the next test covers that case).
-    await waitFor("the server to release the dead worker's lock", () => databaseLockIsFree(rig.db('target')));
+  ])(
+    'copy (%s): SIGKILL mid-copy leaves the target untouched; the next worker drops the shadow and completes',
+    async (_mode, jobs) => {
+      const before = await fingerprint(rig.db('target'));
+      const first = await rig.startWorker('copy');
+      const producer = rig.producer();
+      const job = await producer.enqueue('copy', { from: 'source', to: 'target', jobs });
+      const outcome = producer.wait<'copy'>(job.id);
+      const shadow = await shadowBeingFilled('pg_restore');
+      first.process.kill('SIGKILL');
+      await first.exited;
+      await waitFor(
+        'the orphaned pg_dump, pg_restore and psql to end',
+        async () =>
+          (await toolProcesses('pg_restore', shadow)).length === 0 &&
+          (await toolProcesses('pg_dump', rig.db('source'))).length === 0 &&
+          (await toolProcesses('psql', shadow)).length === 0,
+      );
+      expect(await fingerprint(rig.db('target'))).toEqual(before);
+      // Until the server notices that the dead worker's session is gone, its lock on the target stands
+      // and start-up recovery must leave the shadow alone (the next test covers that case).
+      await waitFor("the server to release the dead worker's lock", () => databaseLockIsFree(rig.db('target')));
 
-    const second = await rig.startWorker('copy');
-    expect(second.output()).toContain('dropped the shadow database of a dead worker');
-    expect((await outcome).state).toBe('completed');
-    expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
-    expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
-    second.process.kill('SIGTERM');
-    await second.exited;
-  });
+      const second = await rig.startWorker('copy');
+      expect(second.output()).toContain('dropped the shadow database of a dead worker');
+      expect((await outcome).state).toBe('completed');
+      expect(await fingerprint(rig.db('target'))).toEqual(await fingerprint(rig.db('source')));
+      expect(await shadowDatabasesFor(rig.db('target'))).toEqual([]);
+      second.process.kill('SIGTERM');
+      await second.exited;
+    },
+  );
 
   it("copy: a dead worker's shadow that start-up recovery could not drop is dropped by the next copy into its target", async () => {
     const worker = await rig.startWorker('copy'); // its start-up recovery has run, and found nothing
     const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
     await admin.connect();
     const redis = new Redis(REDIS_URL);
-    const owner = { job: { prefix: rig.prefix, queue: 'copy', id: 'copy-from-a-dead-worker' }, ledger: redisLedger(redis, { QUEUE_PREFIX: rig.prefix }) };
-    const { name: leftover } = await createShadowDatabase(admin, rig.db('target'), owner).finally(() => Promise.all([admin.end(), redis.quit()]));
+    const owner = {
+      job: { prefix: rig.prefix, queue: 'copy', id: 'copy-from-a-dead-worker' },
+      ledger: redisLedger(redis, { QUEUE_PREFIX: rig.prefix }),
+    };
+    const { name: leftover } = await createShadowDatabase(admin, rig.db('target'), owner).finally(() =>
+      Promise.all([admin.end(), redis.quit()]),
+    );
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([leftover]);
 
     const producer = rig.producer();
@@ -135,7 +143,10 @@ describe('destructive operations under faults', () => {
     await rig.startWorker('backup');
     const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
     const { backupId } = JSON.parse(backup.stdout) as { backupId: string };
-    await sql(rig.db('target'), "CREATE TABLE IF NOT EXISTS precious_again (note text); INSERT INTO precious_again VALUES ('again')");
+    await sql(
+      rig.db('target'),
+      "CREATE TABLE IF NOT EXISTS precious_again (note text); INSERT INTO precious_again VALUES ('again')",
+    );
     const before = await fingerprint(rig.db('target'));
     await rig.startWorker('restore');
     const producer = rig.producer();
@@ -152,20 +163,30 @@ describe('destructive operations under faults', () => {
   it('migrate: SIGKILL mid-migration rolls it back; the next worker applies it exactly once', async () => {
     const dir = path.join(rig.backupDir, 'migrations');
     mkdirSync(dir);
-    writeFileSync(path.join(dir, '1_slow.sql'), '-- Up Migration\nCREATE TABLE slow_one (id int);\nINSERT INTO slow_one VALUES (1);\nSELECT pg_sleep(3);\n');
+    writeFileSync(
+      path.join(dir, '1_slow.sql'),
+      '-- Up Migration\nCREATE TABLE slow_one (id int);\nINSERT INTO slow_one VALUES (1);\nSELECT pg_sleep(3);\n',
+    );
     const first = await rig.startWorker('migrate');
     const producer = rig.producer();
     const job = await producer.enqueue('migrate', { env: 'target', dir, action: 'up' });
     const outcome = producer.wait<'migrate'>(job.id);
     await waitFor(
       'the migration to be running',
-      async () => (await sql('postgres', "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND datname = $1", [rig.db('target')])).length > 0,
+      async () =>
+        (
+          await sql('postgres', "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND datname = $1", [
+            rig.db('target'),
+          ])
+        ).length > 0,
     );
     first.process.kill('SIGKILL');
     await first.exited;
     await rig.startWorker('migrate');
     expect((await outcome).state).toBe('completed');
     expect(await sql(rig.db('target'), 'SELECT id FROM slow_one')).toEqual([{ id: 1 }]);
-    expect(await sql(rig.db('target'), "SELECT count(*)::int AS n FROM pgmigrations WHERE name = '1_slow'")).toEqual([{ n: 1 }]);
+    expect(await sql(rig.db('target'), "SELECT count(*)::int AS n FROM pgmigrations WHERE name = '1_slow'")).toEqual([
+      { n: 1 },
+    ]);
   });
 });

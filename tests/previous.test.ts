@@ -25,14 +25,29 @@ describe('previous list|drop: the versions a restore kept', () => {
   });
 
   it('lists what a restore kept, drops it only confirmed, and never drops a look-alike', async () => {
-    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'source', '--wait', '--json'])).stdout) as { backupId: string };
-    const restore = await rig.cli(['restore', '--env', 'guarded', '--backup', backupId, '--confirm', 'guarded', '--wait', '--json']);
+    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'source', '--wait', '--json'])).stdout) as {
+      backupId: string;
+    };
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'guarded',
+      '--backup',
+      backupId,
+      '--confirm',
+      'guarded',
+      '--wait',
+      '--json',
+    ]);
     expect(restore.exitCode, restore.stderr).toBe(0);
     const { previousDatabase } = JSON.parse(restore.stdout) as { previousDatabase: string };
     // A database made to look like a kept version, as any job running SQL could.
     const forged = `${rig.db('guarded')}_prev_20000101t000000`;
     await sql('postgres', `CREATE DATABASE "${forged}"`);
-    await sql('postgres', `COMMENT ON DATABASE "${forged}" IS 'dbops: previous "${rig.db('guarded')}", replaced by nothing'`);
+    await sql(
+      'postgres',
+      `COMMENT ON DATABASE "${forged}" IS 'dbops: previous "${rig.db('guarded')}", replaced by nothing'`,
+    );
 
     const list = await rig.cli(['previous', 'list', '--env', 'guarded', '--wait', '--json']);
     expect(list.exitCode, list.stderr).toBe(0);
@@ -46,12 +61,33 @@ describe('previous list|drop: the versions a restore kept', () => {
     const unconfirmed = await rig.cli(['previous', 'drop', '--env', 'guarded', '--name', previousDatabase]);
     expect(unconfirmed.exitCode).toBe(2);
     expect(unconfirmed.stderr).toContain('"guarded" is a protected environment');
-    const lookAlike = await rig.cli(['previous', 'drop', '--env', 'guarded', '--name', forged, '--confirm', 'guarded', '--wait']);
+    const lookAlike = await rig.cli([
+      'previous',
+      'drop',
+      '--env',
+      'guarded',
+      '--name',
+      forged,
+      '--confirm',
+      'guarded',
+      '--wait',
+    ]);
     expect(lookAlike.exitCode).toBe(1);
     expect(lookAlike.stderr).toContain('dbops has no record of keeping it: it is left alone');
     expect(await databaseExists(forged)).toBe(true);
 
-    const dropped = await rig.cli(['previous', 'drop', '--env', 'guarded', '--name', previousDatabase, '--confirm', 'guarded', '--wait', '--json']);
+    const dropped = await rig.cli([
+      'previous',
+      'drop',
+      '--env',
+      'guarded',
+      '--name',
+      previousDatabase,
+      '--confirm',
+      'guarded',
+      '--wait',
+      '--json',
+    ]);
     expect(dropped.exitCode, dropped.stderr).toBe(0);
     expect(JSON.parse(dropped.stdout)).toMatchObject({ action: 'drop', dropped: previousDatabase });
     expect(await databasesLike(`${rig.db('guarded')}_prev_%`)).toEqual([forged]);

@@ -20,13 +20,30 @@ describe('a Redis restart', () => {
   const startRedis = async () => {
     server = execa(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--save',
+        '',
+      ],
       {
         reject: false,
         stdio: 'ignore',
       },
     );
-    await waitFor('redis-server to answer', async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG', 10_000);
+    await waitFor(
+      'redis-server to answer',
+      async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG',
+      10_000,
+    );
   };
 
   beforeAll(async () => {
@@ -50,7 +67,11 @@ describe('a Redis restart', () => {
     for (let i = 0; i < 8; i += 1) jobs.push(await producer.enqueue('maintenance', { env: 'app', action: 'report' }));
     const outcomes = Promise.all(jobs.map((job) => producer.wait(job.id)));
 
-    await waitFor('a job to have completed', async () => (await producer.queues.get('maintenance').getCompletedCount()) > 0, 30_000);
+    await waitFor(
+      'a job to have completed',
+      async () => (await producer.queues.get('maintenance').getCompletedCount()) > 0,
+      30_000,
+    );
     await execa('redis-cli', ['-p', String(port), 'shutdown']);
     await server;
     await sleep(1_500);
@@ -66,7 +87,11 @@ describe('a Redis restart', () => {
         .join('\n')
         .split('\n')
         .filter((line) => line.includes(`"jobId":"${id}"`) && line.includes(`"msg":"${msg}"`));
-    await waitFor("every success in the workers' logs", () => jobs.every((job) => lines(job.id, 'job succeeded').length > 0), 10_000);
+    await waitFor(
+      "every success in the workers' logs",
+      () => jobs.every((job) => lines(job.id, 'job succeeded').length > 0),
+      10_000,
+    );
     for (const job of jobs) {
       expect(lines(job.id, 'job succeeded'), job.id).toHaveLength(1);
       expect(lines(job.id, 'job completed').length, job.id).toBeLessThanOrEqual(1);

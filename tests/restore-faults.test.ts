@@ -35,7 +35,10 @@ describe('a restore whose worker dies', () => {
     );
     first.process.kill('SIGKILL');
     await first.exited;
-    await waitFor('the orphaned pg_restore to end', async () => (await toolProcesses('pg_restore', shadow)).length === 0);
+    await waitFor(
+      'the orphaned pg_restore to end',
+      async () => (await toolProcesses('pg_restore', shadow)).length === 0,
+    );
     expect(await shadowDatabasesFor(rig.db('target'))).toEqual([shadow]); // left behind by the dead worker
     expect(await fingerprint(rig.db('target'))).toEqual(target);
     // The server releases the dead worker's lock once it notices the session is gone; on a loaded
@@ -74,7 +77,9 @@ describe('a restore whose worker dies', () => {
     );
     // Keep ending pg_restore's sessions in this first shadow until the attempt gives it up.
     let terminated = 0;
-    while (await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow]).then((rows) => rows.length > 0)) {
+    while (
+      await sql('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [shadow]).then((rows) => rows.length > 0)
+    ) {
       const rows = await sql<{ ended: boolean }>(
         'postgres',
         "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbops-pg_restore'",

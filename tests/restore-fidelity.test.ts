@@ -38,7 +38,10 @@ describe('a restored or copied database keeps its identity', () => {
     chownSync(tablespaceDir, postgresUid(), postgresGid());
     await sql('postgres', `CREATE TABLESPACE ${tablespace} LOCATION '${tablespaceDir}'`);
     await sql('postgres', `CREATE DATABASE "${rig.db('source')}"`);
-    await sql(rig.db('source'), 'CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, md5(i::text) FROM generate_series(1, 100) i');
+    await sql(
+      rig.db('source'),
+      'CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, md5(i::text) FROM generate_series(1, 100) i',
+    );
     rig.setEnv('source', rig.db('source'));
     await databaseWithIdentity('target');
     await databaseWithIdentity('copytarget');
@@ -87,9 +90,9 @@ describe('a restored or copied database keeps its identity', () => {
     expect(await identityOf(rig.db('target'))).toEqual(before);
     expect(await sql(rig.db('target'), 'SELECT count(*)::int AS n FROM items')).toEqual([{ n: 100 }]);
     // The settings act: a session in the restored database gets them.
-    expect(await sql(rig.db('target'), "SELECT current_setting('work_mem') AS w, current_setting('search_path') AS p")).toEqual([
-      { w: '64MB', p: '"$user", app, public' },
-    ]);
+    expect(
+      await sql(rig.db('target'), "SELECT current_setting('work_mem') AS w, current_setting('search_path') AS p"),
+    ).toEqual([{ w: '64MB', p: '"$user", app, public' }]);
   });
 
   it('a copy keeps them too', async () => {
@@ -105,7 +108,16 @@ describe('a restored or copied database keeps its identity', () => {
     const plain = await rig.cli(['restore', '--env', 'fresh', '--backup', backupId, '--wait', '--json']);
     expect(plain.exitCode, plain.stderr).toBe(0);
     expect((await identityOf(rig.db('fresh'))).settings).toEqual([]); // nothing to keep: a new database
-    const restored = await rig.cli(['restore', '--env', 'fresh', '--backup', backupId, '--source-settings', '--wait', '--json']);
+    const restored = await rig.cli([
+      'restore',
+      '--env',
+      'fresh',
+      '--backup',
+      backupId,
+      '--source-settings',
+      '--wait',
+      '--json',
+    ]);
     expect(restored.exitCode, restored.stderr).toBe(0);
     expect(await identityOf(rig.db('fresh'))).toEqual(await identityOf(rig.db('target')));
   });
@@ -123,7 +135,10 @@ describe('a new server is one command away: restore --create-roles', () => {
     rig = await Rig.create();
     owner = `${rig.dbPrefix}_owner`;
     reader = `${rig.dbPrefix}_reader`;
-    await sql('postgres', `CREATE ROLE ${reader} NOLOGIN; CREATE ROLE ${owner} LOGIN CONNECTION LIMIT 20 IN ROLE ${reader}`);
+    await sql(
+      'postgres',
+      `CREATE ROLE ${reader} NOLOGIN; CREATE ROLE ${owner} LOGIN CONNECTION LIMIT 20 IN ROLE ${reader}`,
+    );
     await sql('postgres', `CREATE DATABASE "${rig.db('prod')}" OWNER ${owner}`);
     await sql(
       rig.db('prod'),
@@ -146,28 +161,50 @@ describe('a new server is one command away: restore --create-roles', () => {
     const backup = await rig.cli(['backup', '--env', 'prod', '--wait', '--json']);
     expect(backup.exitCode, backup.stderr).toBe(0);
     const { backupId } = JSON.parse(backup.stdout) as { backupId: string };
-    const roles = (JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8')) as { roles: { name: string }[] }).roles;
+    const roles = (
+      JSON.parse(readFileSync(path.join(rig.backupDir, `${backupId}.json`), 'utf8')) as { roles: { name: string }[] }
+    ).roles;
     expect(roles.map((role) => role.name)).toEqual([owner, reader]);
     expect(JSON.stringify(roles)).not.toMatch(/password|SCRAM|md5/i);
   });
 
   it('fails cleanly without the roles, creates them with --create-roles, and the application logs in once its password is set', async () => {
-    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'prod', '--wait', '--json'])).stdout) as { backupId: string };
+    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'prod', '--wait', '--json'])).stdout) as {
+      backupId: string;
+    };
     const without = await rig.cli(['restore', '--env', 'dr', '--backup', backupId, '--wait']);
     expect(without.exitCode).toBe(1);
     expect(without.stderr).toMatch(/role "t_[0-9a-f]+_owner" does not exist/);
 
-    const restored = await rig.cli(['restore', '--env', 'dr', '--backup', backupId, '--create-roles', '--wait', '--json']);
+    const restored = await rig.cli([
+      'restore',
+      '--env',
+      'dr',
+      '--backup',
+      backupId,
+      '--create-roles',
+      '--wait',
+      '--json',
+    ]);
     expect(restored.exitCode, restored.stderr).toBe(0);
     expect((JSON.parse(restored.stdout) as { createdRoles: string[] }).createdRoles).toEqual([owner, reader]);
 
     const admin = new pg.Client({ connectionString: onNewServer('app') });
     await admin.connect();
     try {
-      const [role] = (await admin.query(`SELECT rolcanlogin, rolconnlimit, rolpassword IS NULL AS nopassword FROM pg_authid WHERE rolname = $1`, [owner])).rows;
+      const [role] = (
+        await admin.query(
+          `SELECT rolcanlogin, rolconnlimit, rolpassword IS NULL AS nopassword FROM pg_authid WHERE rolname = $1`,
+          [owner],
+        )
+      ).rows;
       expect(role).toEqual({ rolcanlogin: true, rolconnlimit: 20, nopassword: true });
-      expect((await admin.query(`SELECT pg_has_role($1, $2, 'MEMBER') AS member`, [owner, reader])).rows).toEqual([{ member: true }]);
-      expect((await admin.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'orders'`)).rows).toEqual([{ tableowner: owner }]);
+      expect((await admin.query(`SELECT pg_has_role($1, $2, 'MEMBER') AS member`, [owner, reader])).rows).toEqual([
+        { member: true },
+      ]);
+      expect((await admin.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'orders'`)).rows).toEqual([
+        { tableowner: owner },
+      ]);
       await admin.query(`ALTER ROLE ${owner} PASSWORD 'app-password-1'`);
     } finally {
       await admin.end();
@@ -175,7 +212,10 @@ describe('a new server is one command away: restore --create-roles', () => {
     const application = new pg.Client({ connectionString: onNewServer('app', owner, 'app-password-1') });
     await application.connect();
     try {
-      expect((await application.query('SELECT note FROM orders ORDER BY id')).rows).toEqual([{ note: 'first' }, { note: 'second' }]);
+      expect((await application.query('SELECT note FROM orders ORDER BY id')).rows).toEqual([
+        { note: 'first' },
+        { note: 'second' },
+      ]);
     } finally {
       await application.end();
     }
@@ -186,13 +226,26 @@ describe('a new server is one command away: restore --create-roles', () => {
   });
 
   it('--no-owner restores where the roles must not exist: everything owned by the restoring role', async () => {
-    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'prod', '--wait', '--json'])).stdout) as { backupId: string };
-    const restored = await rig.cli(['restore', '--env', 'dr-plain', '--backup', backupId, '--no-owner', '--wait', '--json']);
+    const { backupId } = JSON.parse((await rig.cli(['backup', '--env', 'prod', '--wait', '--json'])).stdout) as {
+      backupId: string;
+    };
+    const restored = await rig.cli([
+      'restore',
+      '--env',
+      'dr-plain',
+      '--backup',
+      backupId,
+      '--no-owner',
+      '--wait',
+      '--json',
+    ]);
     expect(restored.exitCode, restored.stderr).toBe(0);
     const admin = new pg.Client({ connectionString: onNewServer('app_plain') });
     await admin.connect();
     try {
-      expect((await admin.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'orders'`)).rows).toEqual([{ tableowner: 'postgres' }]);
+      expect((await admin.query(`SELECT tableowner FROM pg_tables WHERE tablename = 'orders'`)).rows).toEqual([
+        { tableowner: 'postgres' },
+      ]);
       expect((await admin.query('SELECT count(*)::int AS n FROM orders')).rows).toEqual([{ n: 2 }]);
     } finally {
       await admin.end();

@@ -30,7 +30,10 @@ function made(env: string, name: string, completedAt: string, ok: boolean | null
     pgDumpVersion: 'pg_dump (PostgreSQL) 15',
     serverVersion: '15',
     jobId: `backup-${name}`,
-    verifications: ok === null ? undefined : [{ at: completedAt, level: 'toc', ok, reason: ok ? undefined : 'sha256 does not match the manifest' }],
+    verifications:
+      ok === null
+        ? undefined
+        : [{ at: completedAt, level: 'toc', ok, reason: ok ? undefined : 'sha256 does not match the manifest' }],
   };
 }
 
@@ -75,12 +78,20 @@ describe('retention policy', () => {
     expect(plan.prune.map(({ manifest }) => manifest.id)).toEqual(['old-x4']);
     // A backup that failed its check and is older than every kept one goes.
     const older = [...old, made('old', 'x0', '2024-12-30T02:00:00.000Z', false)];
-    expect(planRetention(older, parseRetention('last=2,daily=1')).prune.map(({ manifest }) => manifest.id)).toEqual(['old-x4', 'old-x0']);
+    expect(planRetention(older, parseRetention('last=2,daily=1')).prune.map(({ manifest }) => manifest.id)).toEqual([
+      'old-x4',
+      'old-x0',
+    ]);
   });
 
   it('keeps a backup in use, and backups never checked while nothing verified is kept', () => {
-    expect(planRetention(APP, parseRetention('last=1'), new Set(['app-j'])).keep.map(({ manifest }) => manifest.id)).toEqual(['app-a', 'app-j']);
-    const unchecked = [made('u', 'p', '2026-01-02T00:00:00.000Z', null), made('u', 'q', '2026-01-01T00:00:00.000Z', null)];
+    expect(
+      planRetention(APP, parseRetention('last=1'), new Set(['app-j'])).keep.map(({ manifest }) => manifest.id),
+    ).toEqual(['app-a', 'app-j']);
+    const unchecked = [
+      made('u', 'p', '2026-01-02T00:00:00.000Z', null),
+      made('u', 'q', '2026-01-01T00:00:00.000Z', null),
+    ];
     expect(planRetention(unchecked, parseRetention('last=1')).prune).toEqual([]);
   });
 
@@ -116,7 +127,9 @@ describe('backups prune', () => {
   it('--dry-run shows what would go and deletes nothing', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--dry-run', '--local']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(run.stdout).toContain('app (database app, file store): policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned');
+    expect(run.stdout).toContain(
+      'app (database app, file store): policy last=2,daily=3,weekly=2,monthly=2; 6 kept, 4 would be pruned',
+    );
     for (const id of ['app-c', 'app-f', 'app-g', 'app-i']) expect(run.stdout).toMatch(new RegExp(`would prune ${id} `));
     expect(run.stdout).toMatch(/keep\s+app-j .*\(in use\)/);
     expect(await ids()).toEqual(APP.map((manifest) => manifest.id).sort());
@@ -125,9 +138,15 @@ describe('backups prune', () => {
   it('deletes exactly what the policy does not keep, archive and manifest', async () => {
     const run = await rig.cli(['backups', 'prune', '--env', 'app', '--local', '--json']);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(JSON.parse(run.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual(['app-c', 'app-f', 'app-g', 'app-i']);
+    expect(JSON.parse(run.stdout).environments[0].pruned.map((item: { id: string }) => item.id)).toEqual([
+      'app-c',
+      'app-f',
+      'app-g',
+      'app-i',
+    ]);
     expect(await ids()).toEqual(['app-a', 'app-b', 'app-d', 'app-e', 'app-h', 'app-j']);
-    for (const gone of ['app-c', 'app-f', 'app-g', 'app-i']) expect(existsSync(path.join(rig.backupDir, `${gone}.dump`))).toBe(false);
+    for (const gone of ['app-c', 'app-f', 'app-g', 'app-i'])
+      expect(existsSync(path.join(rig.backupDir, `${gone}.dump`))).toBe(false);
   });
 
   it('refuses an environment without a policy, with the variable to set', async () => {
@@ -189,7 +208,9 @@ describe('retention and a running restore', () => {
     const lock = await holdDatabaseLock(rig.db('target'));
     const producer = rig.producer();
     const job = await producer.enqueue('restore', { env: 'target', backup: older, jobs: 1 });
-    await waitFor('the restore to mark its backup', () => existsSync(path.join(rig.backupDir, '.in-use', `${older}@restore.${job.id}`)));
+    await waitFor('the restore to mark its backup', () =>
+      existsSync(path.join(rig.backupDir, '.in-use', `${older}@restore.${job.id}`)),
+    );
     const during = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
     expect(during.exitCode, during.stderr).toBe(0);
     expect(JSON.parse(during.stdout).environments[0].kept).toEqual([

@@ -16,7 +16,10 @@ describe('counting rows, in batches', () => {
     const statements: string[] = ['CREATE SCHEMA a', 'CREATE SCHEMA "Odd ""Schema"""'];
     for (let i = 0; i < 120; i += 1) {
       const schema = i % 2 === 0 ? 'a' : '"Odd ""Schema"""';
-      statements.push(`CREATE TABLE ${schema}.t${i} (id int)`, `INSERT INTO ${schema}.t${i} SELECT generate_series(1, ${i})`);
+      statements.push(
+        `CREATE TABLE ${schema}.t${i} (id int)`,
+        `INSERT INTO ${schema}.t${i} SELECT generate_series(1, ${i})`,
+      );
       expected[`${schema}.t${i}`] = i;
     }
     // Inheritance and partitions: each table counts its own rows (ONLY), as pg_dump dumps them.
@@ -45,7 +48,10 @@ describe('counting rows, in batches', () => {
       expect(counts).toEqual(expected);
       const tables = Object.keys(expected).length;
       expect(batches).toEqual(Array.from({ length: Math.ceil(tables / 50) }, (_, batch) => batch * 50));
-      expect((await client.query<{ max_parallel_workers_per_gather: string }>('SHOW max_parallel_workers_per_gather')).rows[0]).toEqual({
+      expect(
+        (await client.query<{ max_parallel_workers_per_gather: string }>('SHOW max_parallel_workers_per_gather'))
+          .rows[0],
+      ).toEqual({
         max_parallel_workers_per_gather: '0',
       });
       await client.query('COMMIT');

@@ -64,12 +64,19 @@ describe('backup stores in S3-compatible object storage', () => {
     rmSync(secondDir, { recursive: true, force: true });
   });
 
-  const manifestKeys = async () => (await s3.keys(BUCKET, `${prefix}/`)).filter((key) => /^[^/]+\.json$/.test(key.slice(prefix.length + 1)));
+  const manifestKeys = async () =>
+    (await s3.keys(BUCKET, `${prefix}/`)).filter((key) => /^[^/]+\.json$/.test(key.slice(prefix.length + 1)));
 
   async function backup(...extra: string[]) {
     const run = await rig.cli(['backup', '--env', 'source', '--wait', '--json', ...extra]);
     expect(run.exitCode, run.stderr).toBe(0);
-    return JSON.parse(run.stdout) as { backupId: string; path: string; sha256: string; sizeBytes: number; stores: string[] };
+    return JSON.parse(run.stdout) as {
+      backupId: string;
+      path: string;
+      sha256: string;
+      sizeBytes: number;
+      stores: string[];
+    };
   }
 
   it('streams one dump into the directory and the bucket at once, and publishes it in both', async () => {
@@ -101,13 +108,26 @@ describe('backup stores in S3-compatible object storage', () => {
     expect(held.every((item) => item.heldBy.join() === 's3')).toBe(true);
 
     for (const made of [custom, directory]) {
-      const restore = await rig.cli(['restore', '--env', 'fresh', '--backup', made.backupId, '--store', 's3', '--drop-previous', '--wait', '--json']);
+      const restore = await rig.cli([
+        'restore',
+        '--env',
+        'fresh',
+        '--backup',
+        made.backupId,
+        '--store',
+        's3',
+        '--drop-previous',
+        '--wait',
+        '--json',
+      ]);
       expect(restore.exitCode, restore.stderr).toBe(0);
       expect(await fingerprint(rig.db('fresh'))).toEqual(source);
     }
     // The second host downloaded the directory archive into its work area, and removed it after.
     expect(readdirSync(secondDir).filter((name) => !name.startsWith('.'))).toEqual([]);
-    expect(existsSync(path.join(secondDir, '.partial')) ? readdirSync(path.join(secondDir, '.partial')) : []).toEqual([]);
+    expect(existsSync(path.join(secondDir, '.partial')) ? readdirSync(path.join(secondDir, '.partial')) : []).toEqual(
+      [],
+    );
   });
 
   it('refuses a damaged object in the bucket before the target is touched', async () => {
@@ -135,30 +155,51 @@ describe('backup stores in S3-compatible object storage', () => {
     expect(verify.exitCode, verify.stderr).toBe(0);
     expect(JSON.parse(verify.stdout)).toMatchObject({ backupId: newest.backupId, level: 'full', ok: true });
     // Recorded in the manifest of every store the verifying host knows: the restore worker's host knows the bucket only.
-    expect(JSON.parse((await s3.get(BUCKET, `${prefix}/${newest.backupId}.json`)).toString()).verifications.at(-1)).toMatchObject({ level: 'full', ok: true });
-    expect(JSON.parse(readFileSync(path.join(rig.backupDir, `${newest.backupId}.json`), 'utf8')).verifications.at(-1)).toMatchObject({ level: 'toc' });
+    expect(
+      JSON.parse((await s3.get(BUCKET, `${prefix}/${newest.backupId}.json`)).toString()).verifications.at(-1),
+    ).toMatchObject({ level: 'full', ok: true });
+    expect(
+      JSON.parse(readFileSync(path.join(rig.backupDir, `${newest.backupId}.json`), 'utf8')).verifications.at(-1),
+    ).toMatchObject({ level: 'toc' });
     // On the first host, which knows both stores, a check is recorded in both.
     const both = await rig.cli(['backups', 'verify', newest.backupId, '--local']);
     expect(both.exitCode, both.stderr).toBe(0);
     const lastChecks = [
       readFileSync(path.join(rig.backupDir, `${newest.backupId}.json`), 'utf8'),
       (await s3.get(BUCKET, `${prefix}/${newest.backupId}.json`)).toString(),
-    ].map((text) => (JSON.parse(text) as { verifications: { level: string; ok: boolean; jobId: string }[] }).verifications.at(-1)!);
+    ].map((text) =>
+      (JSON.parse(text) as { verifications: { level: string; ok: boolean; jobId: string }[] }).verifications.at(-1)!,
+    );
     expect(lastChecks[0]).toMatchObject({ level: 'toc', ok: true });
     expect(lastChecks[1]).toEqual(lastChecks[0]); // the same check, recorded in both
 
     const fileBefore = readdirSync(rig.backupDir).filter((name) => name.endsWith('.json')).length;
-    const prune = await rig.cli(['backups', 'prune', '--env', 'source', '--store', 's3', '--policy', 'last=1', '--wait', '--json']);
+    const prune = await rig.cli([
+      'backups',
+      'prune',
+      '--env',
+      'source',
+      '--store',
+      's3',
+      '--policy',
+      'last=1',
+      '--wait',
+      '--json',
+    ]);
     expect(prune.exitCode, prune.stderr).toBe(0);
-    const result = JSON.parse(prune.stdout) as { environments: { store: string; kept: { id: string }[]; pruned: { id: string }[] }[] };
+    const result = JSON.parse(prune.stdout) as {
+      environments: { store: string; kept: { id: string }[]; pruned: { id: string }[] }[];
+    };
     expect(result.environments.map((env) => env.store)).toEqual(['s3']);
     expect(result.environments[0]!.kept.map((item) => item.id)).toEqual([newest.backupId]);
     expect(result.environments[0]!.pruned.length).toBeGreaterThan(0);
     expect(await manifestKeys()).toEqual([`${prefix}/${newest.backupId}.json`]);
     // Pruned archives went with their manifests; the file store kept all of its own.
-    expect((await s3.keys(BUCKET, `${prefix}/`)).filter((key) => !key.includes('/.')).filter((key) => !key.startsWith(`${prefix}/${newest.backupId}`))).toEqual(
-      [],
-    );
+    expect(
+      (await s3.keys(BUCKET, `${prefix}/`))
+        .filter((key) => !key.includes('/.'))
+        .filter((key) => !key.startsWith(`${prefix}/${newest.backupId}`)),
+    ).toEqual([]);
     expect(readdirSync(rig.backupDir).filter((name) => name.endsWith('.json'))).toHaveLength(fileBefore);
   });
 
@@ -177,7 +218,9 @@ describe('backup stores in S3-compatible object storage', () => {
     const token = 'a-token-of-sixteen-or-more';
     const server = await startTestServer(rig, { ...secondHost, API_TOKEN: token });
     try {
-      const response = await fetch(`${server.url}/api/v1/backups/${made.backupId}/archive`, { headers: { authorization: `Bearer ${token}` } });
+      const response = await fetch(`${server.url}/api/v1/backups/${made.backupId}/archive`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
       expect(response.status).toBe(200);
       expect(response.headers.get('x-checksum-sha256')).toBe(made.sha256);
       expect(response.headers.get('x-backup-store')).toBe('s3');
@@ -186,7 +229,9 @@ describe('backup stores in S3-compatible object storage', () => {
           .update(Buffer.from(await response.arrayBuffer()))
           .digest('hex'),
       ).toBe(made.sha256);
-      const listed = (await (await fetch(`${server.url}/api/v1/backups?env=source`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      const listed = (await (
+        await fetch(`${server.url}/api/v1/backups?env=source`, { headers: { authorization: `Bearer ${token}` } })
+      ).json()) as {
         id: string;
         heldBy: string[];
       }[];
@@ -198,7 +243,9 @@ describe('backup stores in S3-compatible object storage', () => {
 
   it('sync copies into a store added later what it lacks, checked on the way', async () => {
     // Made while the directory was the only store.
-    const run = await rig.cli(['backup', '--env', 'source', '--local', '--json'], { BACKUP_STORES: `file://${rig.backupDir}` });
+    const run = await rig.cli(['backup', '--env', 'source', '--local', '--json'], {
+      BACKUP_STORES: `file://${rig.backupDir}`,
+    });
     expect(run.exitCode, run.stderr).toBe(0);
     const older = JSON.parse(run.stdout) as { backupId: string };
     expect(await manifestKeys()).not.toContain(`${prefix}/${older.backupId}.json`);
@@ -218,8 +265,14 @@ describe('backup stores in S3-compatible object storage', () => {
       .filter((name) => name.endsWith('.json'))
       .sort();
     for (const [extra, reason] of [
-      [{ AWS_ACCESS_KEY_ID: 'NOT-A-KEY', AWS_SECRET_ACCESS_KEY: 'not-the-secret' }, /s3 store \(s3:\/\/dbops-test\/runs\/\w+\): .*: InvalidAccessKeyId: /],
-      [{ BACKUP_STORES: `file://${rig.backupDir},s3://no-such-bucket/x?forcePathStyle=true` }, /s3 store \(s3:\/\/no-such-bucket\/x\): .*: NoSuchBucket: /],
+      [
+        { AWS_ACCESS_KEY_ID: 'NOT-A-KEY', AWS_SECRET_ACCESS_KEY: 'not-the-secret' },
+        /s3 store \(s3:\/\/dbops-test\/runs\/\w+\): .*: InvalidAccessKeyId: /,
+      ],
+      [
+        { BACKUP_STORES: `file://${rig.backupDir},s3://no-such-bucket/x?forcePathStyle=true` },
+        /s3 store \(s3:\/\/no-such-bucket\/x\): .*: NoSuchBucket: /,
+      ],
     ] as const) {
       const run = await rig.cli(['backup', '--env', 'source', '--local', '--json'], extra);
       expect(run.exitCode).toBe(1);
@@ -255,10 +308,16 @@ describe('backup stores in S3-compatible object storage', () => {
     const worker = await rig.startWorker('backup', only);
     const producer = rig.producer(only);
     const job = await producer.enqueue('backup', { env: 'big', compress: 0 });
-    await waitFor('the upload to have begun', async () => (await s3.keys(BUCKET, `${prefix}-big/.partial/`)).length > 0, 30_000);
+    await waitFor(
+      'the upload to have begun',
+      async () => (await s3.keys(BUCKET, `${prefix}-big/.partial/`)).length > 0,
+      30_000,
+    );
     worker.process.kill('SIGKILL');
     await worker.exited;
-    expect((await s3.keys(BUCKET, `${prefix}-big/`)).filter((key) => key.endsWith('.json') && !key.includes('/.'))).toEqual([]);
+    expect(
+      (await s3.keys(BUCKET, `${prefix}-big/`)).filter((key) => key.endsWith('.json') && !key.includes('/.')),
+    ).toEqual([]);
 
     const next = await rig.startWorker('backup', only);
     const outcome = await producer.wait(job.id);
@@ -271,7 +330,10 @@ describe('backup stores in S3-compatible object storage', () => {
     const verify = await rig.cli(['backups', 'verify', result.backupId, '--local'], only);
     expect(verify.exitCode, verify.stderr).toBe(0);
     // A directory-format backup into the bucket alone: read back on this host, then uploaded file by file.
-    const directory = await rig.cli(['backup', '--env', 'big', '--format', 'directory', '--jobs', '2', '--local', '--json'], only);
+    const directory = await rig.cli(
+      ['backup', '--env', 'big', '--format', 'directory', '--jobs', '2', '--local', '--json'],
+      only,
+    );
     expect(directory.exitCode, directory.stderr).toBe(0);
     const made = JSON.parse(directory.stdout) as { backupId: string; stores: string[] };
     expect(made.stores).toEqual(['s3']);
@@ -296,8 +358,10 @@ describe('backup stores in S3-compatible object storage', () => {
     } finally {
       redis.disconnect();
     }
-    for (const key of await s3.keys(BUCKET)) if (key.endsWith('.json')) stored.push((await s3.get(BUCKET, key)).toString());
-    for (const name of readdirSync(rig.backupDir).filter((entry) => entry.endsWith('.json'))) stored.push(readFileSync(path.join(rig.backupDir, name), 'utf8'));
+    for (const key of await s3.keys(BUCKET))
+      if (key.endsWith('.json')) stored.push((await s3.get(BUCKET, key)).toString());
+    for (const name of readdirSync(rig.backupDir).filter((entry) => entry.endsWith('.json')))
+      stored.push(readFileSync(path.join(rig.backupDir, name), 'utf8'));
     const ps = await execa('ps', ['-eo', 'args']);
     const everything = [...stored, ...printed, backupWorker.output(), restoreWorker.output(), ps.stdout].join('\n');
     expect(stored.length).toBeGreaterThan(10);
@@ -320,14 +384,29 @@ describe('backup stores in S3-compatible object storage', () => {
         }),
       );
     // A job of this prefix that is not active (never was): its archive has no manifest.
-    await s3.put(BUCKET, `${store}/.partial/${rig.prefix}/backup/77.json`, marker(rig.prefix, '77', 'source-dead-000000.dump'));
+    await s3.put(
+      BUCKET,
+      `${store}/.partial/${rig.prefix}/backup/77.json`,
+      marker(rig.prefix, '77', 'source-dead-000000.dump'),
+    );
     await s3.put(BUCKET, `${store}/source-dead-000000.dump`, 'half an archive');
     // Another deployment's (another QUEUE_PREFIX) work in progress: not this worker's to judge.
-    await s3.put(BUCKET, `${store}/.partial/someone-else/backup/78.json`, marker('someone-else', '78', 'source-theirs-000000.dump'));
+    await s3.put(
+      BUCKET,
+      `${store}/.partial/someone-else/backup/78.json`,
+      marker('someone-else', '78', 'source-theirs-000000.dump'),
+    );
     await s3.put(BUCKET, `${store}/source-theirs-000000.dump`, 'their upload');
     const worker = await rig.startWorker('backup', only);
-    await waitFor('recovery', async () => worker.output().includes('removed the unfinished upload of a dead worker'), 20_000);
-    expect(await s3.keys(BUCKET, `${store}/`)).toEqual([`${store}/.partial/someone-else/backup/78.json`, `${store}/source-theirs-000000.dump`]);
+    await waitFor(
+      'recovery',
+      async () => worker.output().includes('removed the unfinished upload of a dead worker'),
+      20_000,
+    );
+    expect(await s3.keys(BUCKET, `${store}/`)).toEqual([
+      `${store}/.partial/someone-else/backup/78.json`,
+      `${store}/source-theirs-000000.dump`,
+    ]);
     worker.process.kill('SIGTERM');
     await worker.exited;
   });

@@ -1,4 +1,15 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +35,10 @@ describe('every change to a protected environment needs its confirmation, whoeve
     await sql(rig.db('prod'), 'CREATE TABLE precious (id int)');
     migrations = path.join(rig.backupDir, 'migrations');
     mkdirSync(migrations);
-    writeFileSync(path.join(migrations, '1_planted.sql'), '-- Up Migration\nCREATE TABLE planted (id int);\n-- Down Migration\nDROP TABLE planted;\n');
+    writeFileSync(
+      path.join(migrations, '1_planted.sql'),
+      '-- Up Migration\nCREATE TABLE planted (id int);\n-- Down Migration\nDROP TABLE planted;\n',
+    );
     for (const type of ['backup', 'restore', 'migrate', 'triggers', 'maintenance']) await rig.startWorker(type);
     foreign = new ForeignProducer(rig);
   });
@@ -57,7 +71,9 @@ describe('every change to a protected environment needs its confirmation, whoeve
       const job = await foreign.add(queue, data, name ?? queue);
       const outcome = await foreign.settled(queue, job.id!);
       expect(outcome.state, JSON.stringify(data)).toBe('failed');
-      expect(outcome.failedReason).toMatch(/^"prod(-alias)?" is a protected environment: the field "confirm" must repeat its name$/);
+      expect(outcome.failedReason).toMatch(
+        /^"prod(-alias)?" is a protected environment: the field "confirm" must repeat its name$/,
+      );
     }
     expect(await fingerprint(rig.db('prod'))).toEqual(before);
     expect(await tableExists(rig.db('prod'), 'planted')).toBe(false);
@@ -82,25 +98,60 @@ describe('every change to a protected environment needs its confirmation, whoeve
     const all = await foreign.add('backup', { policy: 'last=1' }, 'prune');
     const outcome = await foreign.settled('backup', all.id!);
     expect(outcome.state, outcome.failedReason).toBe('completed');
-    const prod = (outcome.result as { environments: { env: string; pruned: unknown[]; kept: { reasons: string[] }[] }[] }).environments.find(
-      (env) => env.env === 'prod',
-    )!;
+    const prod = (
+      outcome.result as { environments: { env: string; pruned: unknown[]; kept: { reasons: string[] }[] }[] }
+    ).environments.find((env) => env.env === 'prod')!;
     expect(prod.pruned).toEqual([]);
     expect(prod.kept[0]!.reasons).toEqual(['protected: prune it with env prod and confirm prod']);
 
     const unconfirmed = await rig.cli(['backups', 'prune', '--env', 'prod', '--policy', 'last=1']);
     expect(unconfirmed.exitCode).toBe(2);
-    expect(unconfirmed.stderr.trim()).toBe('manage-db: "prod" is a protected environment: repeat its name with --confirm prod');
-    const confirmed = await rig.cli(['backups', 'prune', '--env', 'prod', '--policy', 'last=1', '--confirm', 'prod', '--wait', '--json']);
+    expect(unconfirmed.stderr.trim()).toBe(
+      'manage-db: "prod" is a protected environment: repeat its name with --confirm prod',
+    );
+    const confirmed = await rig.cli([
+      'backups',
+      'prune',
+      '--env',
+      'prod',
+      '--policy',
+      'last=1',
+      '--confirm',
+      'prod',
+      '--wait',
+      '--json',
+    ]);
     expect(confirmed.exitCode, confirmed.stderr).toBe(0);
     expect(readdirSync(rig.backupDir).filter((name) => name.endsWith('.json'))).toHaveLength(1);
   });
 
   it('a schedule stores its confirmation once, when it is added with --confirm', async () => {
-    const refused = await rig.cli(['schedule', 'add', 'weekly-reindex', '--cron', '0 4 * * 0', 'maintenance', 'reindex', '--env', 'prod']);
+    const refused = await rig.cli([
+      'schedule',
+      'add',
+      'weekly-reindex',
+      '--cron',
+      '0 4 * * 0',
+      'maintenance',
+      'reindex',
+      '--env',
+      'prod',
+    ]);
     expect(refused.exitCode).toBe(2);
     expect(refused.stderr).toContain('"prod" is a protected environment');
-    const added = await rig.cli(['schedule', 'add', 'weekly-reindex', '--cron', '0 4 * * 0', 'maintenance', 'reindex', '--env', 'prod', '--confirm', 'prod']);
+    const added = await rig.cli([
+      'schedule',
+      'add',
+      'weekly-reindex',
+      '--cron',
+      '0 4 * * 0',
+      'maintenance',
+      'reindex',
+      '--env',
+      'prod',
+      '--confirm',
+      'prod',
+    ]);
     expect(added.exitCode, added.stderr).toBe(0);
     const [scheduler] = await foreign.queue('maintenance').getJobSchedulers();
     expect(scheduler?.template?.data).toMatchObject({ env: 'prod', action: 'reindex', confirm: 'prod' });
@@ -132,7 +183,12 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
   });
 
   it('a migrate job reads no directory outside MIGRATIONS_ROOT: not by path, "..", or symlink; the precheck answers alike for what exists and what does not', async () => {
-    for (const dir of [outside, `${rig.backupDir}/../${path.basename(outside)}`, 'link-out', path.join(rig.backupDir, 'link-out')]) {
+    for (const dir of [
+      outside,
+      `${rig.backupDir}/../${path.basename(outside)}`,
+      'link-out',
+      path.join(rig.backupDir, 'link-out'),
+    ]) {
       for (const data of [
         { env: 'app', dir, action: 'up' },
         { env: 'app', dir, action: 'up', dryRun: true },
@@ -141,7 +197,9 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
         const outcome = await foreign.settled('migrate', job.id!);
         expect(outcome.state).toBe('failed');
         // The worker names its own directories by their variables in a failure reason, even in an echoed path.
-        expect(outcome.failedReason).toBe(`dir: "${dir.split(rig.backupDir).join('BACKUP_DIR')}" is not inside MIGRATIONS_ROOT on the worker`);
+        expect(outcome.failedReason).toBe(
+          `dir: "${dir.split(rig.backupDir).join('BACKUP_DIR')}" is not inside MIGRATIONS_ROOT on the worker`,
+        );
         expect(JSON.stringify(outcome.result ?? null)).not.toContain('the secret');
       }
     }
@@ -159,11 +217,19 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
     const real = JSON.parse(made.stdout) as { backupId: string };
     const victim = mkdtempSync(path.join(os.tmpdir(), 'dbops-victim-'));
     writeFileSync(path.join(victim, 'keep.txt'), 'not a backup');
-    const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${real.backupId}.json`), 'utf8')) as Record<string, unknown>;
+    const manifest = JSON.parse(readFileSync(path.join(rig.backupDir, `${real.backupId}.json`), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     const forgedId = 'app-20000101t000000z-000000';
     writeFileSync(
       path.join(rig.backupDir, `${forgedId}.json`),
-      JSON.stringify({ ...manifest, id: forgedId, archive: path.relative(rig.backupDir, victim), completedAt: '2000-01-01T00:00:00.000Z' }),
+      JSON.stringify({
+        ...manifest,
+        id: forgedId,
+        archive: path.relative(rig.backupDir, victim),
+        completedAt: '2000-01-01T00:00:00.000Z',
+      }),
     );
     try {
       const pruned = await rig.cli(['backups', 'prune', '--env', 'app', '--policy', 'last=1', '--wait', '--json']);

@@ -12,7 +12,10 @@ const PASSWORD = 'dashboard-pass-1';
 const TOKEN = 'test-token-0123456789abcdef';
 
 /** A request with any Host, Origin or method: what a browser after DNS rebinding, or a script, sends. */
-function request(url: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; body: string }> {
+function request(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method: options.method ?? 'GET', headers: options.headers }, (res) => {
       let body = '';
@@ -58,7 +61,11 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
   it('without credentials the dashboard is read-only: every mutating route is refused, cross-origin text/plain too', async () => {
     for (const { method, path, body } of MUTATIONS) {
       for (const contentType of ['application/json', 'text/plain']) {
-        const response = await request(`${open.url}${path}`, { method, body, headers: { 'content-type': contentType, origin: 'http://attacker.example' } });
+        const response = await request(`${open.url}${path}`, {
+          method,
+          body,
+          headers: { 'content-type': contentType, origin: 'http://attacker.example' },
+        });
         expect(response.status, `${method} ${path}`).toBe(405);
       }
     }
@@ -67,14 +74,19 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
     expect(await queues.get('backup').isPaused()).toBe(false);
     const listing = await request(`${open.url}/admin/queues/api/queues`);
     expect(listing.status).toBe(200);
-    expect((JSON.parse(listing.body) as { queues: { readOnlyMode: boolean }[] }).queues.every((queue) => queue.readOnlyMode)).toBe(true);
+    expect(
+      (JSON.parse(listing.body) as { queues: { readOnlyMode: boolean }[] }).queues.every((queue) => queue.readOnlyMode),
+    ).toBe(true);
   });
 
   it('with credentials, a change needs the dashboard as its origin', async () => {
     const host = new URL(guarded.url).host;
     const auth = basic(USER, PASSWORD);
     const pause = (headers: Record<string, string>) =>
-      request(`${guarded.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT', headers: { authorization: auth, ...headers } });
+      request(`${guarded.url}/admin/queues/api/queues/backup/pause`, {
+        method: 'PUT',
+        headers: { authorization: auth, ...headers },
+      });
     expect((await pause({ origin: 'http://attacker.example' })).status).toBe(403);
     expect((await pause({ origin: 'null' })).status).toBe(403);
     expect((await pause({ referer: 'http://attacker.example/page' })).status).toBe(403);
@@ -88,7 +100,14 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
     });
     expect(resume.status).toBe(200);
     expect(await rig.producer().queues.get('backup').isPaused()).toBe(false);
-    expect((await request(`${guarded.url}/admin/queues/api/queues/backup/pause`, { method: 'PUT', headers: { origin: `http://${host}` } })).status).toBe(401);
+    expect(
+      (
+        await request(`${guarded.url}/admin/queues/api/queues/backup/pause`, {
+          method: 'PUT',
+          headers: { origin: `http://${host}` },
+        })
+      ).status,
+    ).toBe(401);
   });
 
   it('answers only to its own host name: a rebound DNS name gets 421 on every route', async () => {
@@ -99,7 +118,10 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
         expect(response.status, `${host} ${path}`).toBe(421);
       }
       for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
-        expect((await request(`${open.url}${path}`, { headers: { host, authorization: `Bearer ${TOKEN}` } })).status, `${host} ${path}`).not.toBe(421);
+        expect(
+          (await request(`${open.url}${path}`, { headers: { host, authorization: `Bearer ${TOKEN}` } })).status,
+          `${host} ${path}`,
+        ).not.toBe(421);
       }
     }
     const proxied = await startTestServer(rig, { ALLOWED_HOSTS: 'dbops.example.com' });
@@ -112,7 +134,8 @@ describe('the dashboard cannot be used to change anything by a stranger', () => 
   });
 
   it('tells loopback by address, not by text: 127.attacker.example is no loopback and needs credentials', async () => {
-    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) expect(isLoopbackHost(host), host).toBe(true);
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]'])
+      expect(isLoopbackHost(host), host).toBe(true);
     for (const host of ['127.attacker.example', 'localhost.attacker.example', '0.0.0.0', '10.0.0.1', '::ffff:10.0.0.1'])
       expect(isLoopbackHost(host), host).toBe(false);
     const config = loadConfig({ ...rig.env, HOST: '127.attacker.example', PORT: '0', LOG_LEVEL: 'silent' });
@@ -137,7 +160,9 @@ describe('the server at start-up', () => {
     const port = (taken.address() as { port: number }).port;
     try {
       const config = loadConfig({ ...rig.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'silent' });
-      await expect(startServer(config, createLogger(config))).rejects.toThrow(`cannot listen on 127.0.0.1:${port}: the port is already in use`);
+      await expect(startServer(config, createLogger(config))).rejects.toThrow(
+        `cannot listen on 127.0.0.1:${port}: the port is already in use`,
+      );
     } finally {
       taken.close();
     }
@@ -152,18 +177,30 @@ describe('configuration that fails closed and tells no secret', () => {
       DATABASE_URL_STAGING: 'postgres://app:pw@127.0.0.1:5432/app_staging',
     };
     expect(() => loadConfig({ ...urls, PROTECTED_ENVS: 'prodution' })).toThrow(
-      new ConfigError('PROTECTED_ENVS: "prodution" is no configured environment (known: production, prod-alias, staging); use none for none'),
+      new ConfigError(
+        'PROTECTED_ENVS: "prodution" is no configured environment (known: production, prod-alias, staging); use none for none',
+      ),
     );
-    expect([...loadConfig({ ...urls, PROTECTED_ENVS: 'production' }).protectedEnvs].sort()).toEqual(['prod-alias', 'production']);
+    expect([...loadConfig({ ...urls, PROTECTED_ENVS: 'production' }).protectedEnvs].sort()).toEqual([
+      'prod-alias',
+      'production',
+    ]);
     expect([...loadConfig(urls).protectedEnvs].sort()).toEqual(['prod-alias', 'production']); // the default
-    expect([...loadConfig({ ...urls, PROTECTED_ENVS: ' ' }).protectedEnvs].sort()).toEqual(['prod-alias', 'production']); // empty: the default too
+    expect([...loadConfig({ ...urls, PROTECTED_ENVS: ' ' }).protectedEnvs].sort()).toEqual([
+      'prod-alias',
+      'production',
+    ]); // empty: the default too
     expect(loadConfig({ ...urls, PROTECTED_ENVS: 'none' }).protectedEnvs.size).toBe(0);
     expect(databaseIdentity('postgres://a@[::1]:5432/app')).toBe(databaseIdentity('postgres://b@127.0.0.1/app'));
     expect(databaseIdentity('postgres://a@db1:5432/app')).not.toBe(databaseIdentity('postgres://a@db2:5432/app'));
   });
 
   it('a configuration error shows no credentials of any URL', () => {
-    for (const value of ['http://:hunter2secret@cache:6379', 'redis:/:hunter2secret@cache:6379', 'hunter2secret@cache']) {
+    for (const value of [
+      'http://:hunter2secret@cache:6379',
+      'redis:/:hunter2secret@cache:6379',
+      'hunter2secret@cache',
+    ]) {
       let message = '';
       try {
         loadConfig({ REDIS_URL: value });
@@ -200,10 +237,14 @@ describe('schedules run at most once a minute unless told otherwise', () => {
     for (const cron of ['* * * * * *', '*/30 * * * * *', '0,10 * * * * *']) {
       const added = await rig.cli(['schedule', 'add', 'too-often', '--cron', cron, 'backup', '--env', 'app']);
       expect(added.exitCode, cron).toBe(2);
-      expect(added.stderr.trim()).toBe(`manage-db: invalid schedule: cron: "${cron}" runs more often than every 60 s (SCHEDULE_MIN_INTERVAL_SECONDS)`);
+      expect(added.stderr.trim()).toBe(
+        `manage-db: invalid schedule: cron: "${cron}" runs more often than every 60 s (SCHEDULE_MIN_INTERVAL_SECONDS)`,
+      );
     }
     expect((await rig.cli(['schedule', 'list', '--json'])).stdout.trim()).toBe('[]');
-    const allowed = await rig.cli(['schedule', 'add', 'often', '--cron', '*/30 * * * * *', 'backup', '--env', 'app'], { SCHEDULE_MIN_INTERVAL_SECONDS: '30' });
+    const allowed = await rig.cli(['schedule', 'add', 'often', '--cron', '*/30 * * * * *', 'backup', '--env', 'app'], {
+      SCHEDULE_MIN_INTERVAL_SECONDS: '30',
+    });
     expect(allowed.exitCode, allowed.stderr).toBe(0);
   });
 });

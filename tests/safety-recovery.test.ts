@@ -63,7 +63,9 @@ describe('recovery removes only what dbops provably made, for jobs provably dead
     const blocker = await lockTable(rig.db('app'), 'public.actor');
     const job = await foreign.add('backup', { env: 'app', format: 'directory' });
     expect(job.id).toMatch(/^\d+$/);
-    await waitFor('pg_dump to wait for the table lock', async () => (await toolSessions(rig.db('app'))).some((session) => session.waiting));
+    await waitFor('pg_dump to wait for the table lock', async () =>
+      (await toolSessions(rig.db('app'))).some((session) => session.waiting),
+    );
     const [work] = workDirectories(rig.backupDir);
     expect(work).toBe(path.join(rig.prefix, 'backup', job.id!));
 
@@ -93,7 +95,9 @@ describe('recovery removes only what dbops provably made, for jobs provably dead
     const running = await waitFor('the scheduled backup to start', async () => (await queue.getActive())[0]);
     await queue.removeJobScheduler('backup.nightly');
     expect(running.id).toMatch(/^repeat:backup\.nightly:\d+$/);
-    await waitFor('pg_dump to wait for the table lock', async () => (await toolSessions(rig.db('app'))).some((session) => session.waiting));
+    await waitFor('pg_dump to wait for the table lock', async () =>
+      (await toolSessions(rig.db('app'))).some((session) => session.waiting),
+    );
     const [work] = workDirectories(rig.backupDir);
     expect(work).toBe(path.join(rig.prefix, 'backup', `repeat_3abackup_2enightly_3a${running.id!.split(':')[2]}`));
 
@@ -108,7 +112,8 @@ describe('recovery removes only what dbops provably made, for jobs provably dead
   });
 
   it("databases carrying dbops' mark, or its name, without dbops' own record of them survive recovery", async () => {
-    const mark = (target: string) => `'{"mark":"dbops-shadow","target":"${target}","job":"restore-1","createdAt":"2020-01-01T00:00:00.000Z"}'`;
+    const mark = (target: string) =>
+      `'{"mark":"dbops-shadow","target":"${target}","job":"restore-1","createdAt":"2020-01-01T00:00:00.000Z"}'`;
     // "production" with a forged comment, as a triggers job on another environment of its server could set.
     const production = rig.db('production');
     await sql('postgres', `CREATE DATABASE "${production}"`);
@@ -144,7 +149,8 @@ describe('recovery removes only what dbops provably made, for jobs provably dead
     const maintenance = await rig.startWorker('maintenance');
     const reported = await rig.cli(['maintenance', 'report', '--env', 'app', '--wait', '--json']);
     expect(reported.exitCode, reported.stderr).toBe(0);
-    const unproven = (JSON.parse(reported.stdout) as { unprovenDatabases: { name: string; why: string }[] }).unprovenDatabases;
+    const unproven = (JSON.parse(reported.stdout) as { unprovenDatabases: { name: string; why: string }[] })
+      .unprovenDatabases;
     expect(unproven).toEqual(
       expect.arrayContaining([
         { name: production, why: "carries dbops' mark but not a name dbops gives" },
@@ -189,7 +195,9 @@ describe('a completed job that changed something never runs again', () => {
     await job.retry('completed'); // what Bull Board's button does
     const replay = await foreign.settled('restore', restore.id!);
     expect(replay.state).toBe('failed');
-    expect(replay.failedReason).toMatch(/^this restore job already completed at \S+: a job that changed target never runs again; enqueue a new one$/);
+    expect(replay.failedReason).toMatch(
+      /^this restore job already completed at \S+: a job that changed target never runs again; enqueue a new one$/,
+    );
     expect(await fingerprint(rig.db('target'))).toEqual(after);
     expect(await databasesLike(`${rig.db('target')}_prev_%`)).toEqual(kept);
 
@@ -218,7 +226,10 @@ describe('tools run in a process group of their own, with only their own connect
     // Two tables big enough that pg_dump's parallel workers are still busy when the worker is killed.
     await sql('postgres', `CREATE DATABASE "${rig.db('big')}"`);
     for (const table of ['one', 'two']) {
-      await sql(rig.db('big'), `CREATE TABLE ${table} AS SELECT i, md5(i::text) || md5((i * 7)::text) AS filler FROM generate_series(1, 1500000) AS i`);
+      await sql(
+        rig.db('big'),
+        `CREATE TABLE ${table} AS SELECT i, md5(i::text) || md5((i * 7)::text) AS filler FROM generate_series(1, 1500000) AS i`,
+      );
     }
     rig.setEnv('big', rig.db('big'), 'big-password-1');
     rig.setEnv('elsewhere', rig.db('elsewhere'), 'another-environments-password');
@@ -231,7 +242,10 @@ describe('tools run in a process group of their own, with only their own connect
     const worker = await rig.startWorker('backup');
     const job = await rig.producer().enqueue('backup', { env: 'big', format: 'directory', jobs: 2, compress: 9 });
     // The leader and its two forked workers (and the wrapping shell) are all at work.
-    await waitFor('pg_dump and its two parallel workers', () => dumpProcesses(rig.db('big')).filter((p) => !p.args.startsWith('/bin/sh')).length >= 3);
+    await waitFor(
+      'pg_dump and its two parallel workers',
+      () => dumpProcesses(rig.db('big')).filter((p) => !p.args.startsWith('/bin/sh')).length >= 3,
+    );
     worker.process.kill('SIGKILL');
     await worker.exited;
     const killedAt = Date.now();
@@ -242,16 +256,24 @@ describe('tools run in a process group of their own, with only their own connect
 
   it("a tool's environment holds its own connection's password and nothing else of the worker's", async () => {
     const blocker = await lockTable(rig.db('big'), 'public.one');
-    const worker = await rig.startWorker('backup', { API_TOKEN: 'api-token-not-for-tools', BACKUP_ENCRYPTION_KEY: 'ab'.repeat(32) });
+    const worker = await rig.startWorker('backup', {
+      API_TOKEN: 'api-token-not-for-tools',
+      BACKUP_ENCRYPTION_KEY: 'ab'.repeat(32),
+    });
     await rig.producer().enqueue('backup', { env: 'big' });
-    await waitFor('pg_dump to wait for the table lock', async () => (await toolSessions(rig.db('big'))).some((session) => session.waiting));
-    const tool = dumpProcesses(rig.db('big')).find((p) => !p.args.startsWith('/bin/sh') && !p.args.includes('setpriv'))!;
+    await waitFor('pg_dump to wait for the table lock', async () =>
+      (await toolSessions(rig.db('big'))).some((session) => session.waiting),
+    );
+    const tool = dumpProcesses(rig.db('big')).find(
+      (p) => !p.args.startsWith('/bin/sh') && !p.args.includes('setpriv'),
+    )!;
     const environment = readFileSync(`/proc/${tool.pid}/environ`, 'utf8').split('\0').filter(Boolean);
     const names = environment.map((entry) => entry.slice(0, entry.indexOf('=')));
     expect(environment).toContain('PGPASSWORD=big-password-1');
     expect(environment.join('\n')).not.toContain('another-environments-password');
     // PWD is the wrapping shell's own (its working directory), not the worker's.
-    for (const name of names) expect(name).toMatch(/^(PATH|LANG|LANGUAGE|TZ|LC_[A-Z_]+|PGPASSWORD|PGCONNECT_TIMEOUT|PGAPPNAME|PWD)$/);
+    for (const name of names)
+      expect(name).toMatch(/^(PATH|LANG|LANGUAGE|TZ|LC_[A-Z_]+|PGPASSWORD|PGCONNECT_TIMEOUT|PGAPPNAME|PWD)$/);
     await blocker.release();
     worker.process.kill('SIGTERM');
     await worker.exited;

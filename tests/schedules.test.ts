@@ -23,7 +23,12 @@ interface Receiver {
 }
 
 async function startReceiver(): Promise<Receiver> {
-  const receiver = { url: '', received: [] as Record<string, unknown>[], requests: 0, server: undefined as unknown as Server };
+  const receiver = {
+    url: '',
+    received: [] as Record<string, unknown>[],
+    requests: 0,
+    server: undefined as unknown as Server,
+  };
   receiver.server = createServer((request, response) => {
     let body = '';
     request.on('data', (chunk) => (body += chunk));
@@ -44,7 +49,11 @@ function rigNotifyingReceiver(env: Record<string, string>): { rig: Rig; receiver
   const setup = {} as { rig: Rig; receiver: Receiver };
   beforeAll(async () => {
     setup.receiver = await startReceiver();
-    setup.rig = await Rig.create({ NOTIFY_WEBHOOK_URL: setup.receiver.url, SCHEDULE_MIN_INTERVAL_SECONDS: '1', ...env });
+    setup.rig = await Rig.create({
+      NOTIFY_WEBHOOK_URL: setup.receiver.url,
+      SCHEDULE_MIN_INTERVAL_SECONDS: '1',
+      ...env,
+    });
     await createDatabase(setup.rig.db('app'));
     setup.rig.setEnv('app', setup.rig.db('app'));
   });
@@ -73,7 +82,9 @@ describe('schedules', () => {
     const added = await rig.cli(['schedule', 'add', 'every-2s', '--cron', '*/2 * * * * *', 'backup', '--env', 'small']);
     expect(added.exitCode, added.stderr).toBe(0);
     // Adding the same schedule again replaces it: still one scheduler.
-    expect((await rig.cli(['schedule', 'add', 'every-2s', '--cron', '*/2 * * * * *', 'backup', '--env', 'small'])).exitCode).toBe(0);
+    expect(
+      (await rig.cli(['schedule', 'add', 'every-2s', '--cron', '*/2 * * * * *', 'backup', '--env', 'small'])).exitCode,
+    ).toBe(0);
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
 
     await waitFor('two scheduled backups', async () => (await store.list()).manifests.length >= 2, 20_000);
@@ -83,7 +94,10 @@ describe('schedules', () => {
     // Two workers now, each applying a schedules file with the same schedule as it starts: still one
     // scheduler, each run taken once.
     const file = path.join(rig.backupDir, 'every-2s.json');
-    writeFileSync(file, JSON.stringify([{ name: 'every-2s', cron: '*/2 * * * * *', operation: 'backup', payload: { env: 'small' } }]));
+    writeFileSync(
+      file,
+      JSON.stringify([{ name: 'every-2s', cron: '*/2 * * * * *', operation: 'backup', payload: { env: 'small' } }]),
+    );
     await rig.startWorker('backup', { SCHEDULES_FILE: file });
     await rig.startWorker('backup', { SCHEDULES_FILE: file });
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
@@ -92,7 +106,12 @@ describe('schedules', () => {
 
     const list = await rig.cli(['schedule', 'list', '--json']);
     const [view] = JSON.parse(list.stdout);
-    expect(view).toMatchObject({ name: 'every-2s', operation: 'backup', lastRun: { state: 'completed' }, status: { state: 'ok' } });
+    expect(view).toMatchObject({
+      name: 'every-2s',
+      operation: 'backup',
+      lastRun: { state: 'completed' },
+      status: { state: 'ok' },
+    });
     expect(Date.parse(view.nextRunAt)).toBeGreaterThan(Date.now() - 2_000);
 
     const removed = await rig.cli(['schedule', 'remove', 'every-2s']);
@@ -129,7 +148,12 @@ describe('schedules', () => {
     await rig.startWorker('restore', { SCHEDULES_FILE: file });
     const list = JSON.parse((await rig.cli(['schedule', 'list', '--json'])).stdout);
     expect(list).toHaveLength(1);
-    expect(list[0]).toMatchObject({ name: 'nightly-small', source: 'file', tz: 'Europe/Berlin', payload: { env: 'small', compress: 3 } });
+    expect(list[0]).toMatchObject({
+      name: 'nightly-small',
+      source: 'file',
+      tz: 'Europe/Berlin',
+      payload: { env: 'small', compress: 3 },
+    });
     expect(await rig.producer().queues.get('backup').getJobSchedulersCount()).toBe(1);
 
     writeFileSync(file, 'schedules: []\n');
@@ -140,9 +164,14 @@ describe('schedules', () => {
 
   it('an invalid SCHEDULES_FILE stops the worker with one line naming the schedule', async () => {
     const file = path.join(rig.backupDir, 'bad.json');
-    writeFileSync(file, JSON.stringify([{ name: 'oops', cron: '* * * * *', operation: 'backup', payload: { env: 'nowhere' } }]));
+    writeFileSync(
+      file,
+      JSON.stringify([{ name: 'oops', cron: '* * * * *', operation: 'backup', payload: { env: 'nowhere' } }]),
+    );
     const worker = rig.startWorker('backup', { SCHEDULES_FILE: file });
-    await expect(worker).rejects.toThrow(/invalid configuration: SCHEDULES_FILE: schedule "oops": unknown environment "nowhere"/);
+    await expect(worker).rejects.toThrow(
+      /invalid configuration: SCHEDULES_FILE: schedule "oops": unknown environment "nowhere"/,
+    );
   });
 
   it('refuses bad schedules with a one-line error, changing nothing', async () => {
@@ -187,7 +216,11 @@ describe('notifications', () => {
     expect((await producer.wait(fine.id)).state).toBe('completed');
     expect((await producer.getJob(failing[0]!.id))!.attemptsMade).toBe(2);
 
-    await waitFor('three notifications', () => receiver.received.filter((body) => body.event === 'job.failed').length >= 3, 20_000);
+    await waitFor(
+      'three notifications',
+      () => receiver.received.filter((body) => body.event === 'job.failed').length >= 3,
+      20_000,
+    );
     await sleep(2_000); // anything more would come now
     const failures = receiver.received.filter((body) => body.event === 'job.failed');
     expect(failures.map((body) => (body.job as { id: string }).id).sort()).toEqual(failing.map((job) => job.id).sort());
@@ -201,9 +234,24 @@ describe('notifications', () => {
   it('a schedule whose runs do not happen is reported missed: in schedule list, in /metrics, and once by webhook', async () => {
     const { rig, receiver } = setup;
     // Scheduled on the copy queue, where no worker runs: the runs are due, and never happen.
-    const added = await rig.cli(['schedule', 'add', 'lonely', '--cron', '*/2 * * * * *', 'copy', '--from', 'app', '--to', 'gone']);
+    const added = await rig.cli([
+      'schedule',
+      'add',
+      'lonely',
+      '--cron',
+      '*/2 * * * * *',
+      'copy',
+      '--from',
+      'app',
+      '--to',
+      'gone',
+    ]);
     expect(added.exitCode, added.stderr).toBe(0);
-    await waitFor('the miss to be reported', () => receiver.received.some((body) => body.event === 'schedule.missed'), 20_000);
+    await waitFor(
+      'the miss to be reported',
+      () => receiver.received.some((body) => body.event === 'schedule.missed'),
+      20_000,
+    );
     await sleep(4_000); // more runs are missed meanwhile: still one alert for the streak
     const alerts = receiver.received.filter((body) => body.event === 'schedule.missed');
     expect(alerts).toHaveLength(1);
@@ -237,6 +285,10 @@ describe('notifications on success (NOTIFY_ON_SUCCESS)', () => {
     await waitFor('the notification', () => receiver.received.length >= 1, 20_000);
     await sleep(1_500);
     expect(receiver.received).toHaveLength(1);
-    expect(receiver.received[0]).toMatchObject({ event: 'job.completed', env: 'app', job: { id: job.id, type: 'maintenance', attempts: 1 } });
+    expect(receiver.received[0]).toMatchObject({
+      event: 'job.completed',
+      env: 'app',
+      job: { id: job.id, type: 'maintenance', attempts: 1 },
+    });
   });
 });

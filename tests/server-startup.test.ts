@@ -8,48 +8,59 @@ import { waitFor } from './helpers/wait.js';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const unavailable = redisUnavailableReason();
 
-describe.skipIf(unavailable !== undefined)(`the server while Redis is away${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
-  let rig: Rig;
-  let redis: TestRedis | undefined;
-  // Below Linux's ephemeral range (32768–60999), where a client connection may hold the port.
-  const redisPort = 26_000 + Math.floor(Math.random() * 2_000);
-  const httpPort = 28_000 + Math.floor(Math.random() * 2_000);
+describe.skipIf(unavailable !== undefined)(
+  `the server while Redis is away${unavailable ? ` (skipped: ${unavailable})` : ''}`,
+  () => {
+    let rig: Rig;
+    let redis: TestRedis | undefined;
+    // Below Linux's ephemeral range (32768–60999), where a client connection may hold the port.
+    const redisPort = 26_000 + Math.floor(Math.random() * 2_000);
+    const httpPort = 28_000 + Math.floor(Math.random() * 2_000);
 
-  beforeAll(async () => {
-    rig = await Rig.create({ REDIS_URL: `redis://:redis-secret-1@127.0.0.1:${redisPort}` });
-  });
-  afterAll(async () => {
-    await redis?.stop();
-    await rig?.cleanup();
-  });
-
-  it('listens anyway, says within 5 s that it cannot reach Redis (no password), answers /healthz 503 until Redis is back', async () => {
-    const started = Date.now();
-    const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
-      env: { PATH: process.env.PATH!, ...rig.env, PORT: String(httpPort), HOST: '127.0.0.1' },
-      extendEnv: false,
-      reject: false,
-      all: true,
-      buffer: false,
+    beforeAll(async () => {
+      rig = await Rig.create({ REDIS_URL: `redis://:redis-secret-1@127.0.0.1:${redisPort}` });
     });
-    let output = '';
-    server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    try {
-      await waitFor('the line about Redis', () => output.includes(`cannot reach Redis at redis://:***@127.0.0.1:${redisPort}`), 10_000);
-      expect(Date.now() - started).toBeLessThan(5_000);
-      expect(output).not.toContain('redis-secret-1');
-      await waitFor('the server to listen', () => output.includes('"msg":"server listening"'), 10_000);
-      expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(503);
+    afterAll(async () => {
+      await redis?.stop();
+      await rig?.cleanup();
+    });
 
-      redis = await startRedis(redisPort, { password: 'redis-secret-1' });
-      await waitFor('/healthz to answer 200', async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status === 200, 30_000);
-      await waitFor('the upkeep to start', () => output.includes('Redis answers again'), 10_000);
-    } finally {
-      server.kill('SIGTERM');
-      await server;
-    }
-  });
-});
+    it('listens anyway, says within 5 s that it cannot reach Redis (no password), answers /healthz 503 until Redis is back', async () => {
+      const started = Date.now();
+      const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
+        env: { PATH: process.env.PATH!, ...rig.env, PORT: String(httpPort), HOST: '127.0.0.1' },
+        extendEnv: false,
+        reject: false,
+        all: true,
+        buffer: false,
+      });
+      let output = '';
+      server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      try {
+        await waitFor(
+          'the line about Redis',
+          () => output.includes(`cannot reach Redis at redis://:***@127.0.0.1:${redisPort}`),
+          10_000,
+        );
+        expect(Date.now() - started).toBeLessThan(5_000);
+        expect(output).not.toContain('redis-secret-1');
+        await waitFor('the server to listen', () => output.includes('"msg":"server listening"'), 10_000);
+        expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(503);
+
+        redis = await startRedis(redisPort, { password: 'redis-secret-1' });
+        await waitFor(
+          '/healthz to answer 200',
+          async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status === 200,
+          30_000,
+        );
+        await waitFor('the upkeep to start', () => output.includes('Redis answers again'), 10_000);
+      } finally {
+        server.kill('SIGTERM');
+        await server;
+      }
+    });
+  },
+);
 
 describe('the server on a terminal', () => {
   let rig: Rig;
@@ -64,19 +75,32 @@ describe('the server on a terminal', () => {
     // Port 0: any free port (a fixed one may be a client's ephemeral port under a busy suite).
     const env = { PATH: process.env.PATH!, ...rig.env, PORT: '0', HOST: '127.0.0.1' };
     // script(1) gives the server a pseudo-terminal, as a person's shell would.
-    const server = execa('script', ['--quiet', '--flush', '--return', '--command', `node ${path.join(ROOT, 'dist/dashboards/server.js')}`, '/dev/null'], {
-      env,
-      extendEnv: false,
-      reject: false,
-      buffer: false,
-    });
+    const server = execa(
+      'script',
+      [
+        '--quiet',
+        '--flush',
+        '--return',
+        '--command',
+        `node ${path.join(ROOT, 'dist/dashboards/server.js')}`,
+        '/dev/null',
+      ],
+      {
+        env,
+        extendEnv: false,
+        reject: false,
+        buffer: false,
+      },
+    );
     let output = '';
     server.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const plain = () => output.replace(/\x1b\[[0-9;]*m/g, ''); // eslint-disable-line no-control-regex
     try {
-      await waitFor('the server to listen', () => plain().includes('server listening'), 30_000).catch((error: Error) => {
-        throw new Error(`${error.message}; it wrote: ${plain()}`);
-      });
+      await waitFor('the server to listen', () => plain().includes('server listening'), 30_000).catch(
+        (error: Error) => {
+          throw new Error(`${error.message}; it wrote: ${plain()}`);
+        },
+      );
       const line = plain()
         .split(/\r?\n/)
         .find((candidate) => candidate.includes('server listening'))!;
@@ -87,16 +111,26 @@ describe('the server on a terminal', () => {
       await server;
     }
 
-    const piped = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], { env, extendEnv: false, reject: false, buffer: false });
+    const piped = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
+      env,
+      extendEnv: false,
+      reject: false,
+      buffer: false,
+    });
     let json = '';
     let errors = '';
     piped.stdout!.on('data', (chunk: Buffer) => (json += chunk.toString()));
     piped.stderr!.on('data', (chunk: Buffer) => (errors += chunk.toString()));
     try {
-      await waitFor('the server to listen', () => json.includes('"msg":"server listening"'), 30_000).catch((error: Error) => {
-        throw new Error(`${error.message}; it wrote: ${json} ${errors}`);
+      await waitFor('the server to listen', () => json.includes('"msg":"server listening"'), 30_000).catch(
+        (error: Error) => {
+          throw new Error(`${error.message}; it wrote: ${json} ${errors}`);
+        },
+      );
+      expect(JSON.parse(json.split('\n').find((candidate) => candidate.includes('server listening'))!)).toMatchObject({
+        level: 30,
+        process: 'dashboard',
       });
-      expect(JSON.parse(json.split('\n').find((candidate) => candidate.includes('server listening'))!)).toMatchObject({ level: 30, process: 'dashboard' });
     } finally {
       piped.kill('SIGTERM');
       await piped;

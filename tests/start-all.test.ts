@@ -28,25 +28,41 @@ describe('npm start', () => {
   });
   afterAll(async () => rig?.cleanup());
 
-  it.each(['SIGTERM', 'SIGINT'] as const)('starts one process per worker type and the server; %s stops every one of them', async (signal) => {
-    const env: Record<string, string> = { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env, PORT: '0' };
-    const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], { env, extendEnv: false, reject: false, all: true, buffer: false });
-    let output = '';
-    supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await waitFor(
-      'every worker and the server to be up',
-      () => (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length && output.includes('"msg":"server listening"'),
-      60_000,
-    );
-    const children = (await execa('ps', ['-o', 'pid=', '--ppid', String(supervisor.pid)])).stdout
-      .split('\n')
-      .map((line) => Number(line.trim()))
-      .filter(Boolean);
-    expect(children).toHaveLength(workerTypes.length + 1);
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    'starts one process per worker type and the server; %s stops every one of them',
+    async (signal) => {
+      const env: Record<string, string> = {
+        PATH: process.env.PATH!,
+        HOME: process.env.HOME ?? '/root',
+        ...rig.env,
+        PORT: '0',
+      };
+      const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], {
+        env,
+        extendEnv: false,
+        reject: false,
+        all: true,
+        buffer: false,
+      });
+      let output = '';
+      supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await waitFor(
+        'every worker and the server to be up',
+        () =>
+          (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length &&
+          output.includes('"msg":"server listening"'),
+        60_000,
+      );
+      const children = (await execa('ps', ['-o', 'pid=', '--ppid', String(supervisor.pid)])).stdout
+        .split('\n')
+        .map((line) => Number(line.trim()))
+        .filter(Boolean);
+      expect(children).toHaveLength(workerTypes.length + 1);
 
-    supervisor.kill(signal);
-    const ended = await supervisor;
-    expect(ended.exitCode).toBe(0);
-    await waitFor('every child to be gone', () => children.every((pid) => !alive(pid)), 10_000);
-  });
+      supervisor.kill(signal);
+      const ended = await supervisor;
+      expect(ended.exitCode).toBe(0);
+      await waitFor('every child to be gone', () => children.every((pid) => !alive(pid)), 10_000);
+    },
+  );
 });

@@ -1,5 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -21,7 +31,8 @@ interface Backup {
 }
 
 const manifestFile = (rig: Rig, id: string) => path.join(rig.backupDir, `${id}.json`);
-const readManifest = (rig: Rig, id: string) => JSON.parse(readFileSync(manifestFile(rig, id), 'utf8')) as Record<string, unknown>;
+const readManifest = (rig: Rig, id: string) =>
+  JSON.parse(readFileSync(manifestFile(rig, id), 'utf8')) as Record<string, unknown>;
 
 describe("stored data is trusted only once proven dbops' own (file store)", () => {
   let rig: Rig;
@@ -68,10 +79,22 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
     const original = readFileSync(manifestFile(rig, backup.backupId), 'utf8');
     writeFileSync(manifestFile(rig, backup.backupId), JSON.stringify(edited));
     try {
-      const restore = await rig.cli(['restore', '--env', 'target', '--backup', backup.backupId, '--create-roles', '--wait']);
+      const restore = await rig.cli([
+        'restore',
+        '--env',
+        'target',
+        '--backup',
+        backup.backupId,
+        '--create-roles',
+        '--wait',
+      ]);
       expect(restore.exitCode).toBe(1);
-      expect(restore.stderr).toContain(`backup "${backup.backupId}" in the file store is not dbops' own: its signature does not match its content`);
-      expect((await sql('postgres', `SELECT count(*)::int AS n FROM pg_roles WHERE rolname = '${evil}'`))[0]).toEqual({ n: 0 });
+      expect(restore.stderr).toContain(
+        `backup "${backup.backupId}" in the file store is not dbops' own: its signature does not match its content`,
+      );
+      expect((await sql('postgres', `SELECT count(*)::int AS n FROM pg_roles WHERE rolname = '${evil}'`))[0]).toEqual({
+        n: 0,
+      });
       expect(await fingerprint(rig.db('target'))).toEqual(target);
 
       const verify = await rig.cli(['backups', 'verify', backup.backupId, '--wait']);
@@ -80,15 +103,23 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
 
       const prune = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=1', '--local', '--json']);
       expect(prune.exitCode, prune.stderr).toBe(0);
-      const pruned = JSON.parse(prune.stdout) as { skipped: { name: string; reason: string }[]; environments: unknown[] };
+      const pruned = JSON.parse(prune.stdout) as {
+        skipped: { name: string; reason: string }[];
+        environments: unknown[];
+      };
       expect(pruned.skipped).toEqual([
-        expect.objectContaining({ name: `${backup.backupId}.json`, reason: expect.stringContaining('signature does not match') }),
+        expect.objectContaining({
+          name: `${backup.backupId}.json`,
+          reason: expect.stringContaining('signature does not match'),
+        }),
       ]);
       expect(pruned.environments).toEqual([]);
       expect(readdirSync(rig.backupDir)).toContain(path.basename(backup.path)); // nothing deleted
 
       const list = await rig.cli(['backups', 'list']);
-      expect(list.stderr).toContain(`skipped ${backup.backupId}.json in the file store: its signature does not match its content`);
+      expect(list.stderr).toContain(
+        `skipped ${backup.backupId}.json in the file store: its signature does not match its content`,
+      );
       // Not even --resign signs a manifest changed after this host's key signed it.
       const resign = await rig.cli(['backups', 'sign', '--all', '--resign', '--json']);
       expect(resign.exitCode, resign.stderr).toBe(0);
@@ -99,16 +130,33 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
   });
 
   it('a backup whose source had a SUPERUSER role comes back with --create-roles without it, and the result says so', async () => {
-    await sql('postgres', `CREATE ROLE ${evil} LOGIN SUPERUSER REPLICATION BYPASSRLS CREATEDB; GRANT pg_execute_server_program TO ${evil}`);
+    await sql(
+      'postgres',
+      `CREATE ROLE ${evil} LOGIN SUPERUSER REPLICATION BYPASSRLS CREATEDB; GRANT pg_execute_server_program TO ${evil}`,
+    );
     await sql(rig.db('source'), `CREATE TABLE owned_by_evil (id int); ALTER TABLE owned_by_evil OWNER TO ${evil}`);
     const made = await backupJson();
     await sql(rig.db('source'), 'DROP TABLE owned_by_evil');
     await sql('postgres', `DROP ROLE ${evil}`);
-    const restore = await rig.cli(['restore', '--env', 'target', '--backup', made.backupId, '--create-roles', '--wait', '--json']);
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'target',
+      '--backup',
+      made.backupId,
+      '--create-roles',
+      '--wait',
+      '--json',
+    ]);
     expect(restore.exitCode, restore.stderr).toBe(0);
-    const result = JSON.parse(restore.stdout) as { createdRoles: string[]; withheldFromRoles: { role: string; attributes: string[]; memberships: string[] }[] };
+    const result = JSON.parse(restore.stdout) as {
+      createdRoles: string[];
+      withheldFromRoles: { role: string; attributes: string[]; memberships: string[] }[];
+    };
     expect(result.createdRoles).toEqual([evil]);
-    expect(result.withheldFromRoles).toEqual([{ role: evil, attributes: ['SUPERUSER', 'REPLICATION', 'BYPASSRLS', 'CREATEDB'], memberships: [] }]);
+    expect(result.withheldFromRoles).toEqual([
+      { role: evil, attributes: ['SUPERUSER', 'REPLICATION', 'BYPASSRLS', 'CREATEDB'], memberships: [] },
+    ]);
     const [role] = await sql(
       'postgres',
       `SELECT rolsuper, rolreplication, rolbypassrls, rolcreatedb, rolcreaterole, rolcanlogin, rolpassword IS NULL AS nopassword,
@@ -125,7 +173,16 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
       nopassword: true,
       memberships: 0,
     });
-    const bad = await rig.cli(['restore', '--env', 'target', '--backup', made.backupId, '--create-roles', '--allow-role-attributes', 'ROOT']);
+    const bad = await rig.cli([
+      'restore',
+      '--env',
+      'target',
+      '--backup',
+      made.backupId,
+      '--create-roles',
+      '--allow-role-attributes',
+      'ROOT',
+    ]);
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toMatch(/^manage-db: .*allowRoleAttributes/);
     // Put the target back as the other tests expect it.
@@ -150,7 +207,9 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
       }),
     );
     try {
-      const latest = await rig.cli(['restore', '--env', 'target', '--latest', '--from', 'source', '--local'], { BACKUP_ENCRYPTION_KEY: key });
+      const latest = await rig.cli(['restore', '--env', 'target', '--latest', '--from', 'source', '--local'], {
+        BACKUP_ENCRYPTION_KEY: key,
+      });
       expect(latest.exitCode).toBe(2);
       expect(latest.stderr).toContain(`${planted}.json in the file store: unsigned`);
       expect(await fingerprint(rig.db('target'))).toEqual(before);
@@ -163,7 +222,9 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
 
   it('with the same signing key, a signed but unencrypted backup is refused while encryption is on', async () => {
     const signingKey = randomBytes(32).toString('hex');
-    const made = JSON.parse((await rig.cli(['backup', '--env', 'source', '--local', '--json'], { BACKUP_SIGNING_KEY: signingKey })).stdout) as Backup;
+    const made = JSON.parse(
+      (await rig.cli(['backup', '--env', 'source', '--local', '--json'], { BACKUP_SIGNING_KEY: signingKey })).stdout,
+    ) as Backup;
     const before = await fingerprint(rig.db('target'));
     const run = await rig.cli(['restore', '--env', 'target', '--backup', made.backupId, '--local', '--json'], {
       BACKUP_SIGNING_KEY: signingKey,
@@ -210,7 +271,11 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
     try {
       const prune = await rig.cli(['backups', 'prune', '--env', 'source', '--policy', 'last=100', '--local', '--json']);
       expect(prune.exitCode, prune.stderr).toBe(0);
-      expect((JSON.parse(prune.stdout) as { skipped: unknown[] }).skipped).toContainEqual({ store: 'file', name: 'junk.json', reason: 'not JSON' });
+      expect((JSON.parse(prune.stdout) as { skipped: unknown[] }).skipped).toContainEqual({
+        store: 'file',
+        name: 'junk.json',
+        reason: 'not JSON',
+      });
     } finally {
       rmSync(path.join(rig.backupDir, 'junk.json'));
       rmSync(path.join(rig.backupDir, '.in-use', 'garbage'));
@@ -247,19 +312,36 @@ describe('a planted manifest or marker in a bucket deletes nothing of another en
     };
     const production = await backupOf('production');
     const staging = await backupOf('staging');
-    const productionManifest = JSON.parse((await s3.get(BUCKET, `${rig.id}/${production}.json`)).toString()) as Record<string, unknown>;
+    const productionManifest = JSON.parse((await s3.get(BUCKET, `${rig.id}/${production}.json`)).toString()) as Record<
+      string,
+      unknown
+    >;
     // zz-forged.json names production's backup as staging's, to be pruned by staging's (unconfirmed) retention.
-    await s3.put(BUCKET, `${rig.id}/zz-forged.json`, JSON.stringify({ ...productionManifest, env: 'staging', completedAt: '2000-01-01T00:00:00.000Z' }));
+    await s3.put(
+      BUCKET,
+      `${rig.id}/zz-forged.json`,
+      JSON.stringify({ ...productionManifest, env: 'staging', completedAt: '2000-01-01T00:00:00.000Z' }),
+    );
     // A marker naming staging's manifest as an unfinished upload of a dead job of this prefix.
     await s3.put(
       BUCKET,
       `${rig.id}/.partial/${rig.prefix}/backup/66.json`,
-      JSON.stringify({ job: { prefix: rig.prefix, queue: 'backup', id: '66' }, archive: `${staging}.json`, pid: 1, host: 'elsewhere' }),
+      JSON.stringify({
+        job: { prefix: rig.prefix, queue: 'backup', id: '66' },
+        archive: `${staging}.json`,
+        pid: 1,
+        host: 'elsewhere',
+      }),
     );
     await s3.put(
       BUCKET,
       `${rig.id}/.partial/${rig.prefix}/backup/67.json`,
-      JSON.stringify({ job: { prefix: rig.prefix, queue: 'backup', id: '67' }, archive: `${staging}.dump`, pid: 1, host: 'elsewhere' }),
+      JSON.stringify({
+        job: { prefix: rig.prefix, queue: 'backup', id: '67' },
+        archive: `${staging}.dump`,
+        pid: 1,
+        host: 'elsewhere',
+      }),
     );
     await s3.put(BUCKET, `${rig.id}/.in-use/malformed`, 'nonsense');
     const before = await s3.keys(BUCKET, `${rig.id}/`);
@@ -287,10 +369,19 @@ describe('a planted manifest or marker in a bucket deletes nothing of another en
     const id = (JSON.parse(run.stdout) as Backup).backupId;
     const key = `${rig.id}/${id}.json`;
     const manifest = JSON.parse((await s3.get(BUCKET, key)).toString()) as Record<string, unknown>;
-    await s3.put(BUCKET, key, JSON.stringify({ ...manifest, identity: { ...(manifest.identity as object), settings: ['session_preload_libraries=evil'] } }));
+    await s3.put(
+      BUCKET,
+      key,
+      JSON.stringify({
+        ...manifest,
+        identity: { ...(manifest.identity as object), settings: ['session_preload_libraries=evil'] },
+      }),
+    );
     const restore = await rig.cli(['restore', '--env', 'staging', '--backup', id, '--source-settings', '--local']);
     expect(restore.exitCode).toBe(1);
-    expect(restore.stderr).toContain(`backup "${id}" in the s3 store is not dbops' own: its signature does not match its content`);
+    expect(restore.stderr).toContain(
+      `backup "${id}" in the s3 store is not dbops' own: its signature does not match its content`,
+    );
   });
 });
 
@@ -317,9 +408,13 @@ describe('downloads need a credential on every route, in every configuration', (
       expect(page).not.toContain('/download');
       const download = await fetch(`${server.url}/backups/${backup.backupId}/download`);
       expect(download.status).toBe(403);
-      expect(await download.text()).toBe('downloads need the dashboard credentials: set DASHBOARD_USER and DASHBOARD_PASSWORD');
+      expect(await download.text()).toBe(
+        'downloads need the dashboard credentials: set DASHBOARD_USER and DASHBOARD_PASSWORD',
+      );
       expect((await fetch(`${server.url}/api/v1/backups/${backup.backupId}/archive`)).status).toBe(401);
-      const withToken = await fetch(`${server.url}/api/v1/backups/${backup.backupId}/archive`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      const withToken = await fetch(`${server.url}/api/v1/backups/${backup.backupId}/archive`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       expect(withToken.status).toBe(200);
       expect(Buffer.from(await withToken.arrayBuffer()).equals(readFileSync(backup.path))).toBe(true);
     } finally {
@@ -331,7 +426,9 @@ describe('downloads need a credential on every route, in every configuration', (
     const server = await startTestServer(rig, { DASHBOARD_USER: 'ops', DASHBOARD_PASSWORD: 'secret-password' });
     try {
       expect((await fetch(`${server.url}/backups/${backup.backupId}/download`)).status).toBe(401);
-      const ok = await fetch(`${server.url}/backups/${backup.backupId}/download`, { headers: { authorization: basic('ops', 'secret-password') } });
+      const ok = await fetch(`${server.url}/backups/${backup.backupId}/download`, {
+        headers: { authorization: basic('ops', 'secret-password') },
+      });
       expect(ok.status).toBe(200);
       expect(Buffer.from(await ok.arrayBuffer()).equals(readFileSync(backup.path))).toBe(true);
       expect((await fetch(`${server.url}/api/v1/backups/${backup.backupId}/archive`)).status).toBe(404); // the API is off without API_TOKEN
@@ -373,7 +470,12 @@ describe('configuration from places another user controls', () => {
   const nobody = 65534;
   /** manage-db backup run in `dir`, with nothing of this process's environment but PATH. */
   const backupIn = (dir: string, env: string) =>
-    execa('node', [cli, 'backup', '--env', env], { cwd: dir, env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' }, extendEnv: false, reject: false });
+    execa('node', [cli, 'backup', '--env', env], {
+      cwd: dir,
+      env: { PATH: process.env.PATH!, PROTECTED_ENVS: 'none' },
+      extendEnv: false,
+      reject: false,
+    });
 
   it("manage-db run by root in another user's directory ignores their .env, with a one-line warning", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-foreign-'));
@@ -383,7 +485,9 @@ describe('configuration from places another user controls', () => {
       chownSync(path.join(dir, '.env'), nobody, nobody);
       const run = await backupIn(dir, 'from-dotenv');
       expect(run.exitCode).toBe(2);
-      expect(run.stderr).toContain(`dbops: ignoring .env: .env belongs to uid ${nobody}, not to this user (uid 0) or root`);
+      expect(run.stderr).toContain(
+        `dbops: ignoring .env: .env belongs to uid ${nobody}, not to this user (uid 0) or root`,
+      );
       expect(run.stderr).toContain('unknown environment "from-dotenv"');
       // The same file, made root's but writable by others: still ignored.
       chownSync(path.join(dir, '.env'), 0, 0);
@@ -406,7 +510,9 @@ describe('configuration from places another user controls', () => {
     const ran = path.join(dir, 'ran');
     try {
       for (const tool of ['pg_dump', 'pg_restore', 'psql']) {
-        writeFileSync(path.join(dir, tool), `#!/bin/sh\ntouch ${ran}\necho "${tool} (PostgreSQL) 99.0"\n`, { mode: 0o755 });
+        writeFileSync(path.join(dir, tool), `#!/bin/sh\ntouch ${ran}\necho "${tool} (PostgreSQL) 99.0"\n`, {
+          mode: 0o755,
+        });
         chownSync(path.join(dir, tool), nobody, nobody);
       }
       chownSync(dir, nobody, nobody);
@@ -446,7 +552,15 @@ describe('names of any length and alphabet', () => {
     expect(result).toMatchObject({ database: name, tableCount: 1 });
     // Restored into itself: the lock and the shadow (the driver) and pg_restore (libpq) meet at the same database.
     await sql(name, "UPDATE here SET note = 'changed'");
-    const restore = await rig.cli(['restore', '--env', 'weird', '--backup', (JSON.parse(backup.stdout) as Backup).backupId, '--local', '--drop-previous']);
+    const restore = await rig.cli([
+      'restore',
+      '--env',
+      'weird',
+      '--backup',
+      (JSON.parse(backup.stdout) as Backup).backupId,
+      '--local',
+      '--drop-previous',
+    ]);
     expect(restore.exitCode, restore.stderr).toBe(0);
     expect(await sql(name, 'SELECT note FROM here')).toEqual([{ note: 'the right one' }]);
   });

@@ -68,7 +68,11 @@ describe('a PostgreSQL tool that fails', () => {
 
   it("keeps psql's errors in a script with their detail", () => {
     const error = failureAfter(
-      ['psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist', 'LINE 1: UPDATE customer SET emial = NULL;', '                            ^'],
+      [
+        'psql:/srv/sanitize.sql:3: ERROR:  column "emial" does not exist',
+        'LINE 1: UPDATE customer SET emial = NULL;',
+        '                            ^',
+      ],
       'psql',
     );
     expect(isRetryable(error)).toBe(false);
@@ -79,7 +83,11 @@ describe('a PostgreSQL tool that fails', () => {
 
   it("retries a lost connection whose error is followed by a long query's text, and leads with the error", () => {
     // Seen in CI: pg_dump terminated while asking for a function's definition; the query's lines pushed the cause out of the tail.
-    const query = ['SELECT', ...Array.from({ length: 30 }, (_, i) => `    column_${i},`), 'FROM pg_catalog.pg_proc p WHERE p.oid = $1'];
+    const query = [
+      'SELECT',
+      ...Array.from({ length: 30 }, (_, i) => `    column_${i},`),
+      'FROM pg_catalog.pg_proc p WHERE p.oid = $1',
+    ];
     const error = failureAfter(
       [
         'pg_dump: error: query failed: server closed the connection unexpectedly',
@@ -91,12 +99,20 @@ describe('a PostgreSQL tool that fails', () => {
       'pg_dump',
     );
     expect(isRetryable(error)).toBe(true);
-    expect(error.message).toMatch(/^pg_dump failed \(exit 1\): pg_dump: error: query failed: server closed the connection unexpectedly; /);
+    expect(error.message).toMatch(
+      /^pg_dump failed \(exit 1\): pg_dump: error: query failed: server closed the connection unexpectedly; /,
+    );
   });
 
   it('falls back to its last lines when none of them is an error message', () => {
-    const error = failureAfter(['pg_restore: connecting to database for restore', 'pg_restore: creating TABLE "public.actor"', 'Killed']);
-    expect(error.message).toBe('pg_restore failed (exit 1): pg_restore: connecting to database for restore; pg_restore: creating TABLE "public.actor"; Killed');
+    const error = failureAfter([
+      'pg_restore: connecting to database for restore',
+      'pg_restore: creating TABLE "public.actor"',
+      'Killed',
+    ]);
+    expect(error.message).toBe(
+      'pg_restore failed (exit 1): pg_restore: connecting to database for restore; pg_restore: creating TABLE "public.actor"; Killed',
+    );
     expect(failureAfter([]).message).toBe('pg_restore failed (exit 1): no output');
   });
 });

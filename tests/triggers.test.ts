@@ -75,7 +75,10 @@ describe('triggers', () => {
 
   it('creates from a SQL file and drops by name, each in a transaction', async () => {
     const file = path.join(rig.backupDir, 'audit.sql');
-    writeFileSync(file, 'CREATE TRIGGER actor_touch BEFORE UPDATE ON public.actor FOR EACH ROW EXECUTE FUNCTION public.last_updated();');
+    writeFileSync(
+      file,
+      'CREATE TRIGGER actor_touch BEFORE UPDATE ON public.actor FOR EACH ROW EXECUTE FUNCTION public.last_updated();',
+    );
     const created = await triggers('create', '--file', file);
     expect(created.exitCode).toBe(0);
     expect(JSON.parse(created.stdout).changed).toEqual([{ table: 'public.actor', name: 'actor_touch' }]);
@@ -123,6 +126,10 @@ describe('triggers', () => {
     worker.process.kill('SIGKILL');
     await worker.exited;
     worker = await rig.startWorker('triggers');
-    await waitFor('the trigger to be re-enabled', async () => (await states())['public.film.film_fulltext_trigger'] === 'O', 30_000);
+    await waitFor(
+      'the trigger to be re-enabled',
+      async () => (await states())['public.film.film_fulltext_trigger'] === 'O',
+      30_000,
+    );
   });
 });

@@ -39,7 +39,9 @@ describe('workers that die, stop or are told to cancel', () => {
     const blocker = await lockTable(database, 'public.actor');
     const producer = rig.producer();
     const job = await producer.enqueue('backup', { env: 'source' });
-    await waitFor('pg_dump to wait on the table lock', async () => (await toolSessions(database)).some((session) => session.waiting));
+    await waitFor('pg_dump to wait on the table lock', async () =>
+      (await toolSessions(database)).some((session) => session.waiting),
+    );
     return { blocker, producer, job };
   }
 

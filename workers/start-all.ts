@@ -29,9 +29,20 @@ interface Managed {
 }
 
 const managed: Managed[] = [
-  ...workerTypes.map((type) => ({ name: `worker:${type}`, script: path.join(here, 'worker.js'), args: [type], restarts: 0 })),
+  ...workerTypes.map((type) => ({
+    name: `worker:${type}`,
+    script: path.join(here, 'worker.js'),
+    args: [type],
+    restarts: 0,
+  })),
   // The server never opens an archive: it is started without the backup keys.
-  { name: 'dashboard', script: path.join(here, '..', 'dashboards', 'server.js'), args: [], env: withoutBackupKeys(process.env), restarts: 0 },
+  {
+    name: 'dashboard',
+    script: path.join(here, '..', 'dashboards', 'server.js'),
+    args: [],
+    env: withoutBackupKeys(process.env),
+    restarts: 0,
+  },
 ];
 let stopping = false;
 

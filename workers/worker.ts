@@ -36,7 +36,14 @@ try {
 }
 // Beside the jobs: outcomes of scheduled runs and their notifications, watched by every worker (from
 // before the worker takes its first job).
-const outcomes = await watchJobOutcomes({ config, queues, queue: type, schedules: upkeep.schedules, notifier: upkeep.notifier, logger });
+const outcomes = await watchJobOutcomes({
+  config,
+  queues,
+  queue: type,
+  schedules: upkeep.schedules,
+  notifier: upkeep.notifier,
+  logger,
+});
 const running = await startWorker(type, config, logger);
 
 let stopping = false;

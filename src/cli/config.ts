@@ -18,7 +18,10 @@ export function cliConfig(): Config {
       throw error;
     }
     // Still never printed, though the CLI does not use them.
-    useSecrets([...loaded.secrets, ...[process.env.API_TOKEN, process.env.DASHBOARD_PASSWORD].filter((secret): secret is string => Boolean(secret))]);
+    useSecrets([
+      ...loaded.secrets,
+      ...[process.env.API_TOKEN, process.env.DASHBOARD_PASSWORD].filter((secret): secret is string => Boolean(secret)),
+    ]);
   }
   return loaded;
 }

@@ -8,7 +8,8 @@ import { EXIT, err, toExit } from './io.js';
 
 /** Read beside the compiled module, or beside its bundle (dist/src/cli-bundle/, the same depth). */
 function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string })
+    .version;
 }
 
 function buildProgram(): Command {

@@ -14,14 +14,25 @@ import { report } from './report.js';
 import type { RunFlags } from './run-flags.js';
 
 /** Runs the processor in this process, with no Redis: the emergency mode of the old scripts. */
-export async function runLocally(config: Config, type: OperationType, payload: unknown, flags: RunFlags): Promise<unknown> {
+export async function runLocally(
+  config: Config,
+  type: OperationType,
+  payload: unknown,
+  flags: RunFlags,
+): Promise<unknown> {
   const operation = getOperation(type);
   // Prerequisite jobs (e.g. migrate --backup-first) run here too, first, and must succeed.
   const runChildren = async (children: { type: string; payload: unknown }[]) => {
     const results: unknown[] = [];
     for (const child of children) {
       if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
-      results.push(await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), { ...flags, json: true, quiet: true }));
+      results.push(
+        await runLocally(config, child.type, await validatePayload(config, child.type, child.payload), {
+          ...flags,
+          json: true,
+          quiet: true,
+        }),
+      );
     }
     return results;
   };
@@ -31,7 +42,9 @@ export async function runLocally(config: Config, type: OperationType, payload: u
   const interrupt = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
-  err(`running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`);
+  err(
+    `running ${type} locally, without Redis${type === 'restore' ? '; the per-database lock is taken on the PostgreSQL server as usual' : ''}`,
+  );
   const display = createProgressDisplay();
   const jobId = `local-${randomBytes(4).toString('hex')}`;
   const { context, flush } = createContext(
@@ -43,7 +56,11 @@ export async function runLocally(config: Config, type: OperationType, payload: u
       attempt: 1,
       payload,
       config,
-      logger: createLogger({ ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL }, { local: true }, 2),
+      logger: createLogger(
+        { ...config, LOG_LEVEL: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL },
+        { local: true },
+        2,
+      ),
       signal: controller.signal,
       childResults,
       awaitChildren: runChildren,
@@ -58,7 +75,8 @@ export async function runLocally(config: Config, type: OperationType, payload: u
     const result = await operation.process(context);
     await flush();
     display.stop();
-    if (!flags.quiet) report(type, { id: context.jobId, state: 'completed', result } as JobOutcome<OperationType>, flags);
+    if (!flags.quiet)
+      report(type, { id: context.jobId, state: 'completed', result } as JobOutcome<OperationType>, flags);
     return result;
   } catch (error) {
     await flush();

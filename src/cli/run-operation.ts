@@ -17,7 +17,11 @@ async function warnWithoutWorkers(producer: Producer, type: OperationType): Prom
 }
 
 /** What every operation command does: validate, enqueue (or run locally), print the id, maybe follow it. */
-export async function runOperation(type: OperationType, input: Record<string, unknown>, flags: RunFlags): Promise<void> {
+export async function runOperation(
+  type: OperationType,
+  input: Record<string, unknown>,
+  flags: RunFlags,
+): Promise<void> {
   const config = cliConfig();
   const payload = await validatePayload(config, type, input); // invalid input never reaches Redis
   if (flags.local) {

@@ -99,7 +99,9 @@ export async function runAlembic(request: AlembicRequest, options: AlembicOption
     if (refused) throw new PermanentError(`MIGRATE_PYTHON is not trusted: ${refused}`);
   }
   if (request.kind === 'flask' && !options.flaskApp) {
-    throw new PermanentError('a Flask-Migrate folder runs inside the Flask app: set FLASK_APP on the migrate worker (e.g. app:create_app)');
+    throw new PermanentError(
+      'a Flask-Migrate folder runs inside the Flask app: set FLASK_APP on the migrate worker (e.g. app:create_app)',
+    );
   }
   const url = sqlalchemyUrl(options.url);
   const env: Record<string, string> = {};
@@ -140,7 +142,9 @@ export async function runAlembic(request: AlembicRequest, options: AlembicOption
   let failed: { revision: string; error: string } | undefined;
   const said: string[] = [];
   const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void) =>
-    new Promise<void>((resolve) => readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', onLine).on('close', resolve));
+    new Promise<void>((resolve) =>
+      readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', onLine).on('close', resolve),
+    );
   const read = Promise.all([
     lines(child.stdout!, (line) => {
       const message = /^DBOPS-(STEP|RESULT|FAILED) (.*)$/.exec(line);
@@ -150,7 +154,9 @@ export async function runAlembic(request: AlembicRequest, options: AlembicOption
       } else if (message[1] === 'STEP') {
         const step = JSON.parse(message[2]!) as AlembicStep;
         steps.push(step);
-        options.onLog?.(`${request.action === 'down' ? 'reverted' : 'applied'} revision ${step.revision} (${step.ms} ms)`);
+        options.onLog?.(
+          `${request.action === 'down' ? 'reverted' : 'applied'} revision ${step.revision} (${step.ms} ms)`,
+        );
       } else if (message[1] === 'RESULT') result = JSON.parse(message[2]!) as AlembicOutcome['result'];
       else failed = JSON.parse(message[2]!) as { revision: string; error: string };
     }),
@@ -161,7 +167,8 @@ export async function runAlembic(request: AlembicRequest, options: AlembicOption
   ]);
   const [ended] = await Promise.all([child, read]);
   if (failed) throw new RevisionFailed(failed.revision, failed.error, steps);
-  if (ended.isCanceled || options.signal?.aborted) throw options.signal?.reason instanceof Error ? options.signal.reason : new Error('cancelled');
+  if (ended.isCanceled || options.signal?.aborted)
+    throw options.signal?.reason instanceof Error ? options.signal.reason : new Error('cancelled');
   if (ended.failed || !result) {
     if ((ended as { code?: string }).code === 'ENOENT') {
       throw new PermanentError(

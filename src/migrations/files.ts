@@ -44,7 +44,9 @@ function isWithin(root: string, candidate: string): boolean {
  */
 export async function migrationsDir(root: string, dir: string): Promise<string> {
   const outside = () =>
-    new ValidationError(`dir: "${dir}" is not inside MIGRATIONS_ROOT on the worker`, [{ path: 'dir', message: 'must be inside MIGRATIONS_ROOT' }]);
+    new ValidationError(`dir: "${dir}" is not inside MIGRATIONS_ROOT on the worker`, [
+      { path: 'dir', message: 'must be inside MIGRATIONS_ROOT' },
+    ]);
   if (dir.includes('\0') || dir.split(/[\\/]/).includes('..')) throw outside();
   const realRoot = await realpath(root).catch(() => {
     throw new PermanentError(`MIGRATIONS_ROOT does not exist on the worker (${path.basename(root)})`);
@@ -54,7 +56,9 @@ export async function migrationsDir(root: string, dir: string): Promise<string> 
   const real = await realpath(candidate).catch(() => undefined);
   if (real !== undefined && !isWithin(realRoot, real)) throw outside();
   if (real === undefined)
-    throw new ValidationError(`dir: no migrations directory "${dir}" in MIGRATIONS_ROOT`, [{ path: 'dir', message: 'no such directory' }]);
+    throw new ValidationError(`dir: no migrations directory "${dir}" in MIGRATIONS_ROOT`, [
+      { path: 'dir', message: 'no such directory' },
+    ]);
   return real;
 }
 
@@ -66,11 +70,18 @@ export async function readMigrations(dir: string): Promise<MigrationFile[]> {
   } catch {
     throw new PermanentError(`no migrations directory ${dir}`);
   }
-  const files = names.filter((name) => /^\d+_.+\.sql$/.test(name)).sort((a, b) => Number(a.split('_')[0]) - Number(b.split('_')[0]) || a.localeCompare(b));
+  const files = names
+    .filter((name) => /^\d+_.+\.sql$/.test(name))
+    .sort((a, b) => Number(a.split('_')[0]) - Number(b.split('_')[0]) || a.localeCompare(b));
   const migrations: MigrationFile[] = [];
   for (const file of files) {
     const text = await readFile(path.join(dir, file), 'utf8');
-    migrations.push({ name: file.replace(/\.sql$/, ''), file, sha256: createHash('sha256').update(text).digest('hex'), ...sections(text) });
+    migrations.push({
+      name: file.replace(/\.sql$/, ''),
+      file,
+      sha256: createHash('sha256').update(text).digest('hex'),
+      ...sections(text),
+    });
   }
   return migrations;
 }
@@ -100,7 +111,10 @@ export async function readApplied(client: pg.ClientBase): Promise<AppliedMigrati
 export function changedSinceApplied(files: MigrationFile[], applied: AppliedMigration[]): string[] {
   const byName = new Map(files.map((file) => [file.name, file]));
   return applied
-    .filter((migration) => migration.sha256 && byName.get(migration.name) && byName.get(migration.name)!.sha256 !== migration.sha256)
+    .filter(
+      (migration) =>
+        migration.sha256 && byName.get(migration.name) && byName.get(migration.name)!.sha256 !== migration.sha256,
+    )
     .map((migration) => byName.get(migration.name)!.file);
 }
 
@@ -121,6 +135,8 @@ export async function recordChecksums(client: pg.ClientBase, files: MigrationFil
 
 export async function forgetChecksums(client: pg.ClientBase, names: string[]): Promise<void> {
   if (names.length === 0) return;
-  const { rows } = await client.query<{ t: string | null }>(`SELECT to_regclass('public.${CHECKSUMS_TABLE}')::text AS t`);
+  const { rows } = await client.query<{ t: string | null }>(
+    `SELECT to_regclass('public.${CHECKSUMS_TABLE}')::text AS t`,
+  );
   if (rows[0]?.t) await client.query(`DELETE FROM public.${CHECKSUMS_TABLE} WHERE name = ANY($1)`, [names]);
 }

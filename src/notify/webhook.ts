@@ -48,9 +48,16 @@ export class Notifier {
 
   send(notification: Notification): void {
     if (!this.config.NOTIFY_WEBHOOK_URL) return;
-    const scrub = (text: string | undefined) => (text === undefined ? undefined : scrubSecrets(text, this.config.secrets));
-    const body = JSON.stringify({ ...notification, text: scrub(notification.text), reason: scrub(notification.reason) });
-    const delivery = this.deliver(this.config.NOTIFY_WEBHOOK_URL, body, notification).finally(() => this.pending.delete(delivery));
+    const scrub = (text: string | undefined) =>
+      text === undefined ? undefined : scrubSecrets(text, this.config.secrets);
+    const body = JSON.stringify({
+      ...notification,
+      text: scrub(notification.text),
+      reason: scrub(notification.reason),
+    });
+    const delivery = this.deliver(this.config.NOTIFY_WEBHOOK_URL, body, notification).finally(() =>
+      this.pending.delete(delivery),
+    );
     this.pending.add(delivery);
   }
 
@@ -67,14 +74,18 @@ export class Notifier {
         await response.body?.cancel().catch(() => undefined);
         if (response.ok) return;
         lastError = `HTTP ${response.status}`;
-        if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) break; // the receiver refuses it
+        if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429)
+          break; // the receiver refuses it
       } catch (error) {
         lastError = errorMessage(error);
       }
       if (attempt < this.attempts) await sleep(this.firstDelayMs * 2 ** (attempt - 1));
     }
     // The URL itself is a secret (Slack's carries a token): it is never logged.
-    this.logger.warn({ event: notification.event, jobId: notification.job?.id, reason: lastError }, 'webhook notification not delivered');
+    this.logger.warn(
+      { event: notification.event, jobId: notification.job?.id, reason: lastError },
+      'webhook notification not delivered',
+    );
   }
 
   /** Waits (up to `timeoutMs`) for deliveries under way, e.g. before the process exits. */

@@ -43,13 +43,19 @@ const schema = z
     allDatabases: z
       .boolean()
       .default(false)
-      .meta({ description: "every connectable, non-template database on env's server: one child backup job each; the result lists them" }),
+      .meta({
+        description:
+          "every connectable, non-template database on env's server: one child backup job each; the result lists them",
+      }),
   })
   .refine((payload) => payload.jobs === 1 || payload.format === 'directory', {
     message: 'parallel dumps (jobs > 1) need format "directory"',
     path: ['jobs'],
   })
-  .refine((payload) => !(payload.allDatabases && payload.database), { message: 'allDatabases goes without database', path: ['database'] });
+  .refine((payload) => !(payload.allDatabases && payload.database), {
+    message: 'allDatabases goes without database',
+    path: ['database'],
+  });
 
 const single = z.object({
   backupId: z.string(),
@@ -77,8 +83,16 @@ const allResult = z.object({
   env: z.string(),
   allDatabases: z.literal(true),
   backups: z.array(single).meta({ description: 'one backup per database, by database name' }),
-  roles: z.array(z.string()).meta({ description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)" }),
-  rolesFile: z.string().meta({ description: "where the server's roles (attributes, memberships, no passwords) are kept in the backup store" }),
+  roles: z
+    .array(z.string())
+    .meta({
+      description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)",
+    }),
+  rolesFile: z
+    .string()
+    .meta({
+      description: "where the server's roles (attributes, memberships, no passwords) are kept in the backup store",
+    }),
 });
 export type AllDatabasesResult = z.infer<typeof allResult>;
 
@@ -88,7 +102,11 @@ const result = z.union([single, allResult]);
  * Streams the dump (encrypted, with a key) to every store's sink at once while hashing it: one pass,
  * memory flat whatever the database's size, and as slow as the slowest store.
  */
-async function streamToStores(source: NodeJS.ReadableStream, sinks: Writable[], key: Buffer | undefined): Promise<{ sha256: string; sizeBytes: number }> {
+async function streamToStores(
+  source: NodeJS.ReadableStream,
+  sinks: Writable[],
+  key: Buffer | undefined,
+): Promise<{ sha256: string; sizeBytes: number }> {
   const hashing = new HashingStream();
   const fanOut = new FanOut(sinks);
   await (key ? pipeline(source, new EncryptStream(key), hashing, fanOut) : pipeline(source, hashing, fanOut));
@@ -141,7 +159,8 @@ async function dumpInSnapshot(
 ): Promise<BackupResult> {
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-  const serverVersion = (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
+  const serverVersion =
+    (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
   const tableCount = await countUserTables(client);
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
@@ -201,7 +220,8 @@ async function dumpInSnapshot(
       progress(96, 'reading back the table of contents');
       await readBackToc(inputFor(partial, key), binDir, signal);
       progress(96, `storing the archive in ${stores.map((store) => store.name).join(', ')}`);
-      for (const [index, writer] of writers.entries()) await writer.putDirectory(partial, signal, index === writers.length - 1);
+      for (const [index, writer] of writers.entries())
+        await writer.putDirectory(partial, signal, index === writers.length - 1);
     }
     await Promise.all(writers.map((writer) => writer.complete()));
 
@@ -223,7 +243,14 @@ async function dumpInSnapshot(
         encryption: key ? { algorithm: ENCRYPTION_ALGORITHM, keyId: keyId(key) } : undefined,
       } as Manifest;
       await readBackToc(
-        (await prepareArchive(catalogue.stores[0]!, stored, { decryptionKeys: key ? [key] : [], encryptionKey: key }, { signal })).input,
+        (
+          await prepareArchive(
+            catalogue.stores[0]!,
+            stored,
+            { decryptionKeys: key ? [key] : [], encryptionKey: key },
+            { signal },
+          )
+        ).input,
         binDir,
         signal,
       );
@@ -265,8 +292,8 @@ async function dumpInSnapshot(
     if (config.retentionFor(target.env)) {
       // Retention runs as its own job after each backup; the backup stands whether or not it can be queued.
       // It applies the operator's configured policy, so it confirms for the environment the backup is of.
-      await enqueue('prune', { env: target.env, confirm: target.env }, { jobId: `prune-after-${id}` }).catch((error: unknown) =>
-        log(`retention not applied: ${errorMessage(error)}`),
+      await enqueue('prune', { env: target.env, confirm: target.env }, { jobId: `prune-after-${id}` }).catch(
+        (error: unknown) => log(`retention not applied: ${errorMessage(error)}`),
       );
     }
     return resultOf(manifest, locationOf(catalogue, manifest, manifest.stores!), manifest.stores!);
@@ -280,14 +307,17 @@ async function dumpInSnapshot(
 export async function backupDatabase(context: OperationContext<BackupPayload>): Promise<BackupResult> {
   const { payload, config, job, jobId, progress } = context;
   const own = resolveTarget(config, payload.env);
-  const target = payload.database ? { ...own, database: payload.database, url: withDatabase(own.url, payload.database) } : own;
+  const target = payload.database
+    ? { ...own, database: payload.database, url: withDatabase(own.url, payload.database) }
+    : own;
   const catalogue = BackupCatalogue.of(config);
   const startedAt = new Date();
 
   // An earlier attempt of this job may have finished its backup without the queue hearing of it
   // (Redis went away at that moment): that backup is the result, not a second one.
   const done = (await catalogue.listWithStores({ env: target.env })).find(
-    ({ manifest }) => manifest.job?.prefix === job.prefix && manifest.job.queue === job.queue && manifest.job.id === job.id,
+    ({ manifest }) =>
+      manifest.job?.prefix === job.prefix && manifest.job.queue === job.queue && manifest.job.id === job.id,
   );
   if (done) {
     progress(100, `backup ${done.manifest.id} was already made by an earlier attempt`);
@@ -318,17 +348,25 @@ const ALL_DATABASES_SQL = `SELECT datname FROM pg_database
 async function backupAllDatabases(context: OperationContext<BackupPayload>): Promise<AllDatabasesResult> {
   const { payload, config, job, progress } = context;
   const server = resolveTarget(config, payload.env);
-  const maintenance = await connect(withDatabase(server.url, config.PG_MAINTENANCE_DB), `dbops:backup:${job.id}`, server.env);
+  const maintenance = await connect(
+    withDatabase(server.url, config.PG_MAINTENANCE_DB),
+    `dbops:backup:${job.id}`,
+    server.env,
+  );
   let results = context.childResults;
   let roles: RoleRecord[];
   try {
-    const names = await maintenance.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`);
+    const names = await maintenance.query<{ rolname: string }>(
+      `SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`,
+    );
     roles = await rolesNeeded(
       maintenance,
       names.rows.map((row) => row.rolname),
     );
     if (results.length === 0) {
-      const databases = (await maintenance.query<{ datname: string }>(ALL_DATABASES_SQL)).rows.map((row) => row.datname);
+      const databases = (await maintenance.query<{ datname: string }>(ALL_DATABASES_SQL)).rows.map(
+        (row) => row.datname,
+      );
       progress(5, `backing up ${databases.length} databases of ${server.env}'s server, one job each`);
       const { allDatabases: _all, ...options } = payload;
       results = await context.awaitChildren(
@@ -363,7 +401,8 @@ export const backup = defineOperation({
       ]);
     }
   },
-  process: (context): Promise<BackupResult | AllDatabasesResult> => (context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context)),
+  process: (context): Promise<BackupResult | AllDatabasesResult> =>
+    context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context),
   recover: (context) => BackupCatalogue.of(context.config).recover(context),
   describe: (result) =>
     'allDatabases' in result

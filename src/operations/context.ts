@@ -16,7 +16,17 @@ export interface ReportSink {
 export function createContext<Payload>(
   base: Pick<
     OperationContext<Payload>,
-    'jobId' | 'job' | 'ledger' | 'attempt' | 'payload' | 'config' | 'logger' | 'signal' | 'enqueue' | 'childResults' | 'awaitChildren'
+    | 'jobId'
+    | 'job'
+    | 'ledger'
+    | 'attempt'
+    | 'payload'
+    | 'config'
+    | 'logger'
+    | 'signal'
+    | 'enqueue'
+    | 'childResults'
+    | 'awaitChildren'
   >,
   sink: ReportSink,
   intervalMs = 250,

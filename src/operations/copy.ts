@@ -39,12 +39,21 @@ const schema = z.strictObject({
     .max(50)
     .default([])
     .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
-  verify: z.boolean().default(false).meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
-  keepPrevious: z.boolean().optional().meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
+  verify: z
+    .boolean()
+    .default(false)
+    .meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
+  keepPrevious: z
+    .boolean()
+    .optional()
+    .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
   sourceSettings: z
     .boolean()
     .default(false)
-    .meta({ description: "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's" }),
+    .meta({
+      description:
+        "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's",
+    }),
 });
 type CopyPayload = z.output<typeof schema>;
 
@@ -98,14 +107,18 @@ interface Fill {
  * Gives `use` the job's work directory and a directory where FIFOs can be made: the same, or where its
  * file system has none (some network ones), a private one of the host's. Both are removed afterwards.
  */
-async function withWorkDirs(context: OperationContext<CopyPayload>, use: (workDir: string, fifoDir: string) => Promise<void>): Promise<void> {
+async function withWorkDirs(
+  context: OperationContext<CopyPayload>,
+  use: (workDir: string, fifoDir: string) => Promise<void>,
+): Promise<void> {
   const area = new WorkArea(context.config.backupDir);
   let fallback: string | undefined;
   try {
     const workDir = await area.partialDir(context.job);
     const probe = path.join(workDir, 'fifo-probe');
     let fifoDir = workDir;
-    if (/['\\]/.test(workDir) || !(await makeFifo(probe))) fifoDir = fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
+    if (/['\\]/.test(workDir) || !(await makeFifo(probe)))
+      fifoDir = fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
     await rm(probe, { force: true });
     await use(workDir, fifoDir);
   } finally {
@@ -115,7 +128,10 @@ async function withWorkDirs(context: OperationContext<CopyPayload>, use: (workDi
 }
 
 /** pg_dump straight into pg_restore through a FIFO: no byte passes through this process. */
-async function streamCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+async function streamCopy(
+  context: OperationContext<CopyPayload>,
+  { source, shadowUrl, signal, snapshot, tables, binDir }: Fill,
+): Promise<void> {
   const counter = progressCounter(context, tables);
   await withWorkDirs(context, async (_workDir, fifoDir) => {
     const fifo = path.join(fifoDir, 'stream');
@@ -147,7 +163,10 @@ async function streamCopy(context: OperationContext<CopyPayload>, { source, shad
 }
 
 /** `--jobs N`: schema, then the data in N parallel streams of one snapshot, then indexes and constraints with N jobs. */
-async function parallelCopy(context: OperationContext<CopyPayload>, { source, shadowUrl, signal, snapshot, tables, binDir }: Fill): Promise<void> {
+async function parallelCopy(
+  context: OperationContext<CopyPayload>,
+  { source, shadowUrl, signal, snapshot, tables, binDir }: Fill,
+): Promise<void> {
   if (!snapshot) throw new Error('a parallel copy reads one exported snapshot');
   const counter = progressCounter(context, tables);
   await withWorkDirs(context, (workDir, fifoDir) =>
@@ -179,7 +198,9 @@ async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: strin
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
-        throw new PermanentError(`sanitize script ${script.name} failed: ${(error as Error).message}; the target was not touched`);
+        throw new PermanentError(
+          `sanitize script ${script.name} failed: ${(error as Error).message}; the target was not touched`,
+        );
       }
       context.log(`sanitised with ${script.name}`);
     }
@@ -188,14 +209,23 @@ async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: strin
   }
 }
 
-async function verifyCopy(context: OperationContext<CopyPayload>, sourceDigests: () => Promise<TableDigest[]>, shadowUrl: string): Promise<void> {
+async function verifyCopy(
+  context: OperationContext<CopyPayload>,
+  sourceDigests: () => Promise<TableDigest[]>,
+  shadowUrl: string,
+): Promise<void> {
   context.progress(85, 'verifying: hashing the source tables');
   const expected = await sourceDigests();
   const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
   try {
-    const actual = await digestTables(client, (table, index, total) => context.progress(85 + (2 * index) / Math.max(total, 1), `verifying ${table}`));
+    const actual = await digestTables(client, (table, index, total) =>
+      context.progress(85 + (2 * index) / Math.max(total, 1), `verifying ${table}`),
+    );
     const found = differences(expected, actual);
-    if (found.length > 0) throw new PermanentError(`the copy differs from the source: ${found.slice(0, 10).join('; ')}; the target was not touched`);
+    if (found.length > 0)
+      throw new PermanentError(
+        `the copy differs from the source: ${found.slice(0, 10).join('; ')}; the target was not touched`,
+      );
     context.log(`verified ${actual.length} tables: row counts and contents equal`);
   } finally {
     await client.end().catch(() => undefined);
@@ -237,7 +267,10 @@ export const copy = defineOperation({
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
       if (payload.verify || payload.jobs > 1) {
         await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        snapshot = { id: (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id, client: probe };
+        snapshot = {
+          id: (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id,
+          client: probe,
+        };
       }
     } catch (error) {
       await probe.end().catch(() => undefined);
@@ -247,7 +280,11 @@ export const copy = defineOperation({
 
     try {
       // Tools new enough for both servers: pg_dump for the source, pg_restore for what pg_dump wrote.
-      const binDir = await toolDirForServers([source.url, withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:copy:${jobId}`);
+      const binDir = await toolDirForServers(
+        [source.url, withDatabase(target.url, config.PG_MAINTENANCE_DB)],
+        config.PG_BIN_DIR,
+        `dbops:copy:${jobId}`,
+      );
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
       const replaced = await replaceDatabase(target, {
         config,

@@ -34,6 +34,10 @@ export function requireConfirmation(config: Config, env: string, confirm: unknow
 /** A backup store by its BACKUP_STORES name (`--store`): where a backup is read from. */
 export const storeName = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, { message: 'a store name is lower-case letters, digits, _ and - (see BACKUP_STORES)' })
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, {
+    message: 'a store name is lower-case letters, digits, _ and - (see BACKUP_STORES)',
+  })
   .optional()
-  .meta({ description: 'the backup store to read from, by its BACKUP_STORES name (default: the first that holds the backup)' });
+  .meta({
+    description: 'the backup store to read from, by its BACKUP_STORES name (default: the first that holds the backup)',
+  });

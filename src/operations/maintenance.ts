@@ -42,7 +42,9 @@ type MaintenancePayload = z.output<typeof schema>;
 const runResult = z.object({
   action: z.enum(['vacuum', 'analyze', 'reindex']),
   done: z.array(z.string()),
-  skipped: z.array(z.object({ table: z.string(), reason: z.string() })).meta({ description: 'tables whose lock did not come within lockTimeoutMs' }),
+  skipped: z
+    .array(z.object({ table: z.string(), reason: z.string() }))
+    .meta({ description: 'tables whose lock did not come within lockTimeoutMs' }),
   concurrently: z.boolean().optional(),
   durationMs: z.number(),
 });
@@ -58,7 +60,9 @@ const reportResult = z.object({
       totalBytes: z.number(),
       tableBytes: z.number(),
       indexBytes: z.number(),
-      sizeEstimated: z.boolean().meta({ description: "the sizes are the planner's estimate: the table was locked by someone else" }),
+      sizeEstimated: z
+        .boolean()
+        .meta({ description: "the sizes are the planner's estimate: the table was locked by someone else" }),
       liveTuples: z.number(),
       deadTuples: z.number(),
       estimatedBloatBytes: z.number().meta({ description: "dead share of the table's bytes (no pgstattuple)" }),
@@ -70,14 +74,29 @@ const reportResult = z.object({
   unusedIndexes: z.array(z.object({ index: z.string(), table: z.string(), sizeBytes: z.number() })),
   neverVacuumed: z.array(z.string()),
   neverAnalyzed: z.array(z.string()),
-  longRunning: z.array(z.object({ pid: z.number(), user: z.string().nullable(), state: z.string(), seconds: z.number(), query: z.string() })),
-  idleInTransaction: z.array(z.object({ pid: z.number(), user: z.string().nullable(), seconds: z.number(), query: z.string() })),
+  longRunning: z.array(
+    z.object({
+      pid: z.number(),
+      user: z.string().nullable(),
+      state: z.string(),
+      seconds: z.number(),
+      query: z.string(),
+    }),
+  ),
+  idleInTransaction: z.array(
+    z.object({ pid: z.number(), user: z.string().nullable(), seconds: z.number(), query: z.string() }),
+  ),
   previousDatabases: z
     .array(z.object({ name: z.string(), proven: z.boolean(), sizeBytes: z.number().nullable(), note: z.string() }))
-    .meta({ description: 'earlier versions of this database kept by restores and copies: they take space until dropped' }),
+    .meta({
+      description: 'earlier versions of this database kept by restores and copies: they take space until dropped',
+    }),
   unprovenDatabases: z
     .array(z.object({ name: z.string(), why: z.string() }))
-    .meta({ description: "databases on this server that look like dbops' but that it cannot prove it made: never removed by it" }),
+    .meta({
+      description:
+        "databases on this server that look like dbops' but that it cannot prove it made: never removed by it",
+    }),
 });
 export type MaintenanceReport = z.infer<typeof reportResult>;
 
@@ -111,7 +130,9 @@ async function report(
 ): Promise<MaintenanceReport> {
   await client.query("SET lock_timeout = '200ms'");
   const size = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
-  const blockSize = Number((await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192);
+  const blockSize = Number(
+    (await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192,
+  );
   const tables = await client.query(
     `SELECT s.relid, format('%I.%I', s.schemaname, s.relname) AS table, c.relpages, n_live_tup AS live, n_dead_tup AS dead,
             greatest(last_vacuum, last_autovacuum) AS last_vacuum, greatest(last_analyze, last_autoanalyze) AS last_analyze,
@@ -132,7 +153,12 @@ async function report(
   const tableRows: MaintenanceReport['tables'] = [];
   for (const row of tables.rows) {
     const heap = await relationSize(client, row.relid, 'pg_relation_size', Number(row.relpages) * blockSize);
-    const total = await relationSize(client, row.relid, 'pg_total_relation_size', (Number(row.relpages) + Number(row.index_pages)) * blockSize);
+    const total = await relationSize(
+      client,
+      row.relid,
+      'pg_total_relation_size',
+      (Number(row.relpages) + Number(row.index_pages)) * blockSize,
+    );
     const indexBytes = await relationSize(client, row.relid, 'pg_indexes_size', Number(row.index_pages) * blockSize);
     const live = Number(row.live);
     const dead = Number(row.dead);
@@ -153,7 +179,13 @@ async function report(
   const indexRows: (MaintenanceReport['indexes'][number] & { unique: boolean })[] = [];
   for (const row of indexes.rows) {
     const sized = await relationSize(client, row.indexrelid, 'pg_relation_size', Number(row.relpages) * blockSize);
-    indexRows.push({ index: row.index, table: row.table, sizeBytes: sized.bytes, scans: Number(row.scans), unique: Boolean(row.unique) });
+    indexRows.push({
+      index: row.index,
+      table: row.table,
+      sizeBytes: sized.bytes,
+      scans: Number(row.scans),
+      unique: Boolean(row.unique),
+    });
   }
   indexRows.sort((a, b) => b.sizeBytes - a.sizeBytes);
   return {
@@ -162,7 +194,9 @@ async function report(
     sizeBytes: Number(size.rows[0]?.size ?? 0),
     tables: tableRows,
     indexes: indexRows.map(({ unique: _unique, ...index }) => index),
-    unusedIndexes: indexRows.filter((index) => index.scans === 0 && !index.unique).map(({ index, table, sizeBytes }) => ({ index, table, sizeBytes })),
+    unusedIndexes: indexRows
+      .filter((index) => index.scans === 0 && !index.unique)
+      .map(({ index, table, sizeBytes }) => ({ index, table, sizeBytes })),
     neverVacuumed: tableRows.filter((table) => !table.lastVacuum).map((table) => table.table),
     neverAnalyzed: tableRows.filter((table) => !table.lastAnalyze).map((table) => table.table),
     longRunning: sessions.rows
@@ -190,7 +224,9 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
   const tables = payload.table
     ? [await findTable(client, payload.table)]
     : await listTables(client, payload.action === 'analyze' ? ['r', 'p', 'm'] : ['r', 'm']);
-  const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0);
+  const version = Number(
+    (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0,
+  );
   const concurrently = payload.action === 'reindex' && version >= 120_000;
   // Never queue behind a long-held lock: wait this long for each table, then skip it and go on.
   await client.query(`SET lock_timeout = ${payload.lockTimeoutMs}`);
@@ -221,10 +257,15 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
   };
 }
 
-const bytes = (value: number) => (value >= 2 ** 20 ? `${(value / 2 ** 20).toFixed(1)} MiB` : `${(value / 1024).toFixed(0)} KiB`);
+const bytes = (value: number) =>
+  value >= 2 ** 20 ? `${(value / 2 ** 20).toFixed(1)} MiB` : `${(value / 1024).toFixed(0)} KiB`;
 
 function describeReport(result: MaintenanceReport): string {
-  const lines = [`database ${result.database}: ${bytes(result.sizeBytes)}`, '', 'TABLE\tTOTAL\tINDEXES\tLIVE\tDEAD\tBLOAT~\tLAST VACUUM\tLAST ANALYZE'];
+  const lines = [
+    `database ${result.database}: ${bytes(result.sizeBytes)}`,
+    '',
+    'TABLE\tTOTAL\tINDEXES\tLIVE\tDEAD\tBLOAT~\tLAST VACUUM\tLAST ANALYZE',
+  ];
   for (const table of result.tables.slice(0, 30)) {
     lines.push(
       [
@@ -245,10 +286,15 @@ function describeReport(result: MaintenanceReport): string {
     `unused indexes (no scans, not unique): ${result.unusedIndexes.map((index) => `${index.index} (${bytes(index.sizeBytes)})`).join(', ') || 'none'}`,
   );
   lines.push(`never vacuumed: ${result.neverVacuumed.length}, never analyzed: ${result.neverAnalyzed.length} tables`);
-  lines.push(`long-running sessions: ${result.longRunning.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
-  lines.push(`idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`);
+  lines.push(
+    `long-running sessions: ${result.longRunning.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`,
+  );
+  lines.push(
+    `idle in transaction: ${result.idleInTransaction.map((s) => `pid ${s.pid} (${s.seconds}s)`).join(', ') || 'none'}`,
+  );
   const kept = result.previousDatabases.map(
-    (previous) => `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`,
+    (previous) =>
+      `${previous.name} (${previous.sizeBytes === null ? 'size unknown' : bytes(previous.sizeBytes)}; ${previous.note})`,
   );
   lines.push(`kept previous versions (drop them once not needed): ${kept.join(', ') || 'none'}`);
   const unproven = result.unprovenDatabases.map((found) => `${found.name} (${found.why})`);
@@ -263,7 +309,8 @@ export const maintenance = defineOperation({
   result,
   // ANALYZE and a plain VACUUM change no data and block neither reads nor writes (SHARE UPDATE EXCLUSIVE):
   // they run unconfirmed. VACUUM FULL and REINDEX rewrite and lock tables: confirmed on a protected env.
-  changes: (payload) => (payload.action === 'reindex' || (payload.action === 'vacuum' && payload.full) ? payload.env : undefined),
+  changes: (payload) =>
+    payload.action === 'reindex' || (payload.action === 'vacuum' && payload.full) ? payload.env : undefined,
   changesWhen: '`action` reindex, or vacuum with `full`',
   answers: (payload) => payload.action === 'report',
   precheck(payload, config) {
@@ -273,24 +320,38 @@ export const maintenance = defineOperation({
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);
     if (payload.action === 'report') {
-      return withClient(target.url, (client) => report(client, target.database, payload, context.ledger), `dbops:maintenance:${jobId}`, target.env);
+      return withClient(
+        target.url,
+        (client) => report(client, target.database, payload, context.ledger),
+        `dbops:maintenance:${jobId}`,
+        target.env,
+      );
     }
     const holder = `dbops:maintenance:${jobId}`;
-    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress }, async (client) => {
-      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
-      // Cancelling the job cancels the statement running on the server.
-      const onAbort = () => void withClient(target.url, (admin) => admin.query('SELECT pg_cancel_backend($1)', [pid])).catch(() => undefined);
-      signal.addEventListener('abort', onAbort, { once: true });
-      try {
-        return await run(context, client);
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-      }
-    });
+    return withLockedDatabase(
+      target,
+      { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress },
+      async (client) => {
+        const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        // Cancelling the job cancels the statement running on the server.
+        const onAbort = () =>
+          void withClient(target.url, (admin) => admin.query('SELECT pg_cancel_backend($1)', [pid])).catch(
+            () => undefined,
+          );
+        signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          return await run(context, client);
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+        }
+      },
+    );
   },
   describe(result) {
     if (result.action === 'report') return describeReport(result);
-    const skipped = result.skipped.length ? `; skipped (lock timeout): ${result.skipped.map((s) => s.table).join(', ')}` : '';
+    const skipped = result.skipped.length
+      ? `; skipped (lock timeout): ${result.skipped.map((s) => s.table).join(', ')}`
+      : '';
     return `${result.action}${result.action === 'reindex' && result.concurrently ? ' concurrently' : ''}: ${result.done.length} tables done${skipped}`;
   },
 });

@@ -32,12 +32,17 @@ const schema = z
       .min(1)
       .max(4096)
       .default('.')
-      .meta({ description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it' }),
+      .meta({
+        description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it',
+      }),
     action: z.enum(['status', 'up', 'down']).default('up'),
     kind: z
       .enum(['sql', 'alembic', 'flask'])
       .optional()
-      .meta({ description: 'what the folder holds (default: detected): sql (node-pg-migrate files), alembic (alembic.ini), flask (a Flask-Migrate folder)' }),
+      .meta({
+        description:
+          'what the folder holds (default: detected): sql (node-pg-migrate files), alembic (alembic.ini), flask (a Flask-Migrate folder)',
+      }),
     confirm: confirmField,
     /** up: how many pending migrations (default all); down: how many to revert (default 1). */
     count: z.number().int().min(1).max(100_000).optional(),
@@ -48,7 +53,10 @@ const schema = z
     backupFirst: z
       .boolean()
       .default(false)
-      .meta({ description: 'back the environment up before any migration runs (a child backup job, or the worker takes one itself)' }),
+      .meta({
+        description:
+          'back the environment up before any migration runs (a child backup job, or the worker takes one itself)',
+      }),
     /** Apply the pending migrations to a scratch restore of the latest backup first; the real run only if that succeeded. */
     rehearse: z.boolean().default(false).meta({
       description:
@@ -59,8 +67,10 @@ const schema = z
     const problem = (field: string, message: string) => issues.addIssue({ code: 'custom', path: [field], message });
     if (payload.target && payload.action !== 'up') problem('target', 'only up takes a target');
     if (payload.rehearse && payload.action !== 'up') problem('rehearse', 'a rehearsal applies pending migrations (up)');
-    if (payload.rehearse && payload.dryRun && payload.backupFirst) problem('rehearse', 'a rehearsal alone (dryRun) takes no backup first');
-    if (payload.backupFirst && (payload.action === 'status' || payload.dryRun)) problem('backupFirst', 'only a real up or down takes a backup first');
+    if (payload.rehearse && payload.dryRun && payload.backupFirst)
+      problem('rehearse', 'a rehearsal alone (dryRun) takes no backup first');
+    if (payload.backupFirst && (payload.action === 'status' || payload.dryRun))
+      problem('backupFirst', 'only a real up or down takes a backup first');
   });
 type MigratePayload = z.output<typeof schema>;
 
@@ -71,14 +81,22 @@ const result = z.union([
   z.object({
     action: z.literal('status'),
     kind: z.enum(['sql', 'alembic', 'flask']),
-    current: z.array(z.string()).meta({ description: 'the revision(s) the database is at (sql: the last file applied); several heads are several entries' }),
+    current: z
+      .array(z.string())
+      .meta({
+        description:
+          'the revision(s) the database is at (sql: the last file applied); several heads are several entries',
+      }),
     heads: z.array(z.string()).meta({ description: "the folder's newest revision(s) (sql: its last file)" }),
     pending: z.array(z.string()).meta({ description: 'what an up would apply, in order' }),
     applied: z
       .array(z.object({ name: z.string(), runOn: z.string(), sha256: z.string().nullable() }))
       .optional()
       .meta({ description: 'sql only' }),
-    changed: z.array(z.string()).optional().meta({ description: 'sql only: applied migrations whose file changed since' }),
+    changed: z
+      .array(z.string())
+      .optional()
+      .meta({ description: 'sql only: applied migrations whose file changed since' }),
   }),
   z.object({
     action: z.enum(['up', 'down']),
@@ -120,7 +138,8 @@ function selection(payload: MigratePayload, files: MigrationFile[], applied: App
     const byName = new Map(files.map((file) => [file.name, file]));
     const reverted = applied.slice(-(payload.count ?? 1)).reverse();
     const missing = reverted.filter((migration) => !byName.has(migration.name));
-    if (missing.length) throw new PermanentError(`cannot revert ${missing.map((m) => m.name).join(', ')}: no such file in the directory`);
+    if (missing.length)
+      throw new PermanentError(`cannot revert ${missing.map((m) => m.name).join(', ')}: no such file in the directory`);
     return reverted.map((migration) => byName.get(migration.name)!);
   }
   const pending = pendingOf(files, applied);
@@ -171,7 +190,9 @@ async function runMigrations(
         logger,
       });
       if (ran[0]?.name !== migration.name)
-        throw new PermanentError(`expected to ${direction} ${migration.name}, node-pg-migrate ran ${ran[0]?.name ?? 'nothing'}`);
+        throw new PermanentError(
+          `expected to ${direction} ${migration.name}, node-pg-migrate ran ${ran[0]?.name ?? 'nothing'}`,
+        );
     } catch (error) {
       const message = `migration ${migration.file} failed: ${errorMessage(error)}`;
       timings.push({ name: migration.name, ms: Date.now() - started, ok: false, error: errorMessage(error) });
@@ -249,7 +270,10 @@ function sqlTool(context: OperationContext<MigratePayload>, dir: string, files: 
         async (client) => {
           const chosen = selection(payload, files, await readApplied(client));
           const sql = chosen
-            .map((file) => `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`)
+            .map(
+              (file) =>
+                `-- ${file.file} (${payload.action})\n${payload.action === 'up' ? file.up : (file.down ?? '-- (no Down Migration section)')}\n`,
+            )
             .join('\n');
           return { migrations: chosen.map((file) => file.name), sql };
         },
@@ -298,7 +322,13 @@ function alembicTool(context: OperationContext<MigratePayload>, dir: string, kin
     kind,
     async status(url) {
       const { result } = await runAlembic({ ...request, action: 'status' }, options(url));
-      return { action: 'status', kind, current: result.current ?? [], heads: result.heads ?? [], pending: result.pending ?? [] };
+      return {
+        action: 'status',
+        kind,
+        current: result.current ?? [],
+        heads: result.heads ?? [],
+        pending: result.pending ?? [],
+      };
     },
     async plan(url) {
       const { result } = await runAlembic({ ...request, dryRun: true }, options(url));
@@ -333,7 +363,10 @@ async function toolFor(context: OperationContext<MigratePayload>, dir: string): 
 }
 
 /** The pending migrations applied to a scratch restore of the latest backup: their timings, nothing else touched. */
-async function rehearse(context: OperationContext<MigratePayload>, tool: MigrationTool): Promise<{ backupId: string; migrations: MigrationTiming[] }> {
+async function rehearse(
+  context: OperationContext<MigratePayload>,
+  tool: MigrationTool,
+): Promise<{ backupId: string; migrations: MigrationTiming[] }> {
   const { config, jobId, signal, progress, log } = context;
   const target = resolveTarget(config, context.payload.env);
   const catalogue = BackupCatalogue.of(config);
@@ -358,7 +391,9 @@ async function rehearse(context: OperationContext<MigratePayload>, tool: Migrati
         } catch (error) {
           const failed = error instanceof MigrationFailed ? error.timings : [];
           const summary = failed.map((t) => `${t.name} ${t.ms} ms ${t.ok ? 'ok' : 'FAILED'}`).join('; ');
-          throw new PermanentError(`rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`);
+          throw new PermanentError(
+            `rehearsal on ${latest.id} failed: ${errorMessage(error)} (${summary}); nothing else was touched`,
+          );
         }
         return { backupId: latest.id, migrations: timings };
       } finally {
@@ -370,7 +405,8 @@ async function rehearse(context: OperationContext<MigratePayload>, tool: Migrati
 
 export const migrate = defineOperation({
   type: 'migrate',
-  summary: 'run migrations (node-pg-migrate SQL files, Alembic, Flask-Migrate) under the database lock, with dry runs, backups first and rehearsals',
+  summary:
+    'run migrations (node-pg-migrate SQL files, Alembic, Flask-Migrate) under the database lock, with dry runs, backups first and rehearsals',
   schema,
   result,
   // A rehearsal alone (dryRun) changes only its scratch database; status and dry runs change nothing.
@@ -394,18 +430,22 @@ export const migrate = defineOperation({
     if (payload.dryRun) return { action: payload.action, kind, dryRun: true, ...(await tool.plan(target.url)) };
 
     const backupId = payload.backupFirst ? await backupBeforeMigrating(context, target.env) : undefined;
-    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress }, async (client) => {
-      const timings = await tool.apply(client, target.url);
-      return {
-        action: payload.action as 'up' | 'down',
-        kind,
-        dryRun: false as const,
-        migrations: timings.map((t) => t.name),
-        timings,
-        ...(backupId ? { backupId } : {}),
-        ...(rehearsal ? { rehearsal } : {}),
-      };
-    });
+    return withLockedDatabase(
+      target,
+      { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:migrate:${jobId}`, signal, progress },
+      async (client) => {
+        const timings = await tool.apply(client, target.url);
+        return {
+          action: payload.action as 'up' | 'down',
+          kind,
+          dryRun: false as const,
+          migrations: timings.map((t) => t.name),
+          timings,
+          ...(backupId ? { backupId } : {}),
+          ...(rehearsal ? { rehearsal } : {}),
+        };
+      },
+    );
   },
   describe(result) {
     if (result.action === 'status') {
@@ -425,7 +465,9 @@ export const migrate = defineOperation({
       return `rehearsal on ${result.backupId}: ${result.migrations.map((t) => `${t.name} ${t.ms} ms`).join(', ') || 'nothing pending'}`;
     }
     if (result.dryRun) return result.migrations.length ? result.sql : 'nothing to run';
-    const what = result.migrations.length ? result.timings.map((t) => `${t.name} (${t.ms} ms)`).join(', ') : 'nothing to run';
+    const what = result.migrations.length
+      ? result.timings.map((t) => `${t.name} (${t.ms} ms)`).join(', ')
+      : 'nothing to run';
     const rehearsed = result.rehearsal ? `; rehearsed first on ${result.rehearsal.backupId}` : '';
     return `${result.action}: ${what}${result.backupId ? `; backup ${result.backupId} taken first` : ''}${rehearsed}`;
   },

@@ -86,6 +86,8 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   describe?(result: Result): string;
 }
 
-export function defineOperation<Schema extends z.ZodType, Result>(operation: Operation<Schema, Result>): Operation<Schema, Result> {
+export function defineOperation<Schema extends z.ZodType, Result>(
+  operation: Operation<Schema, Result>,
+): Operation<Schema, Result> {
   return operation;
 }

@@ -14,7 +14,10 @@ const schema = z
     name: z.string().min(1).max(63).optional().meta({ description: 'drop: the kept database, as list names it' }),
     confirm: confirmField,
   })
-  .refine((payload) => (payload.action === 'drop') === (payload.name !== undefined), { message: 'drop, and only drop, takes the name', path: ['name'] });
+  .refine((payload) => (payload.action === 'drop') === (payload.name !== undefined), {
+    message: 'drop, and only drop, takes the name',
+    path: ['name'],
+  });
 
 const previousDatabase = z.object({
   name: z.string(),
@@ -25,7 +28,13 @@ const previousDatabase = z.object({
 
 const result = z.union([
   z.object({ action: z.literal('list'), env: z.string(), database: z.string(), previous: z.array(previousDatabase) }),
-  z.object({ action: z.literal('drop'), env: z.string(), database: z.string(), dropped: z.string(), sizeBytes: z.number().nullable() }),
+  z.object({
+    action: z.literal('drop'),
+    env: z.string(),
+    database: z.string(),
+    dropped: z.string(),
+    sizeBytes: z.number().nullable(),
+  }),
 ]);
 export type PreviousResult = z.infer<typeof result>;
 
@@ -52,18 +61,29 @@ export const previous = defineOperation({
       withDatabase(target.url, config.PG_MAINTENANCE_DB),
       async (client) => {
         const kept = await listPreviousDatabases(client, target.database, ledger);
-        if (payload.action === 'list') return { action: 'list', env: target.env, database: target.database, previous: kept };
+        if (payload.action === 'list')
+          return { action: 'list', env: target.env, database: target.database, previous: kept };
         const chosen = kept.find((candidate) => candidate.name === payload.name);
         if (!chosen)
-          throw new ValidationError(`"${payload.name}" is no kept version of ${target.env}'s database (see previous list)`, [
-            { path: 'name', message: 'not a kept version' },
-          ]);
-        if (!chosen.proven) throw new PermanentError(`"${chosen.name}" looks like a kept version, but dbops has no record of keeping it: it is left alone`);
+          throw new ValidationError(
+            `"${payload.name}" is no kept version of ${target.env}'s database (see previous list)`,
+            [{ path: 'name', message: 'not a kept version' }],
+          );
+        if (!chosen.proven)
+          throw new PermanentError(
+            `"${chosen.name}" looks like a kept version, but dbops has no record of keeping it: it is left alone`,
+          );
         progress(10, `dropping ${chosen.name}`);
         await dropCreatedDatabase(client, chosen.name, ledger);
         log(`dropped ${chosen.name} (${chosen.note})`);
         progress(100, 'done');
-        return { action: 'drop', env: target.env, database: target.database, dropped: chosen.name, sizeBytes: chosen.sizeBytes };
+        return {
+          action: 'drop',
+          env: target.env,
+          database: target.database,
+          dropped: chosen.name,
+          sizeBytes: chosen.sizeBytes,
+        };
       },
       `dbops:previous:${jobId}`,
     );
@@ -72,6 +92,9 @@ export const previous = defineOperation({
     result.action === 'drop'
       ? `dropped ${result.dropped}`
       : result.previous
-          .map((kept) => `${kept.name}\t${kept.sizeBytes ?? '?'} bytes\t${kept.proven ? 'kept by dbops' : 'NOT recorded by dbops'}\t${kept.note}`)
+          .map(
+            (kept) =>
+              `${kept.name}\t${kept.sizeBytes ?? '?'} bytes\t${kept.proven ? 'kept by dbops' : 'NOT recorded by dbops'}\t${kept.note}`,
+          )
           .join('\n') || `no kept versions of ${result.database}`,
 });

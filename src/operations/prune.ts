@@ -28,7 +28,9 @@ const schema = z.strictObject({
   policy: policyText.optional(),
   confirm: confirmField,
   /** One store; every store of BACKUP_STORES (each on its own) when not given. */
-  store: storeName.meta({ description: 'prune one backup store (BACKUP_STORES name); default: each store, on its own' }),
+  store: storeName.meta({
+    description: 'prune one backup store (BACKUP_STORES name); default: each store, on its own',
+  }),
 });
 
 const envResult = z.object({
@@ -46,7 +48,10 @@ const result = z.object({
   environments: z.array(envResult),
   skipped: z
     .array(z.object({ store: z.string(), name: z.string(), reason: z.string() }))
-    .meta({ description: "objects in the stores that look like manifests but are not provably dbops' own: never pruned, never acted on" }),
+    .meta({
+      description:
+        "objects in the stores that look like manifests but are not provably dbops' own: never pruned, never acted on",
+    }),
 });
 export type PruneResult = z.infer<typeof result>;
 
@@ -62,7 +67,9 @@ export const prune = defineOperation({
   precheck(payload, config) {
     if (payload.env && !payload.policy && !config.retentionFor(payload.env)) {
       const variable = `BACKUP_RETENTION_${payload.env.toUpperCase().replace(/-/g, '_')}`;
-      throw new ValidationError(`no retention policy for ${payload.env}: set BACKUP_RETENTION or ${variable}, or pass --policy`);
+      throw new ValidationError(
+        `no retention policy for ${payload.env}: set BACKUP_RETENTION or ${variable}, or pass --policy`,
+      );
     }
   },
   async process({ payload, config, progress, log }): Promise<PruneResult> {
@@ -76,11 +83,15 @@ export const prune = defineOperation({
         log(`skipped ${name} in the ${where} store: ${reason}`);
       }
       // Only signed manifests, each pruned only in its own environment's namespace of ids.
-      const all = listing.manifests.filter((manifest) => (!payload.env || manifest.env === payload.env) && manifest.id.startsWith(`${manifest.env}-`));
+      const all = listing.manifests.filter(
+        (manifest) => (!payload.env || manifest.env === payload.env) && manifest.id.startsWith(`${manifest.env}-`),
+      );
       const envs = payload.env ? [payload.env] : [...new Set(all.map((manifest) => manifest.env))].sort();
       for (const [index, env] of envs.entries()) {
         progress((100 * index) / Math.max(envs.length, 1), `applying retention to ${env} in the ${store.name} store`);
-        const policy: RetentionPolicy | undefined = payload.policy ? parseRetention(payload.policy) : config.retentionFor(env);
+        const policy: RetentionPolicy | undefined = payload.policy
+          ? parseRetention(payload.policy)
+          : config.retentionFor(env);
         const ofEnv = all.filter((manifest) => manifest.env === env);
         for (const database of [...new Set(ofEnv.map((manifest) => manifest.database))].sort()) {
           const manifests = ofEnv.filter((manifest) => manifest.database === database);
@@ -93,7 +104,8 @@ export const prune = defineOperation({
               kept: manifests.map((m) => ({ id: m.id, completedAt: m.completedAt, reasons: [reason] })),
               pruned: [],
             });
-          if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env)) keepAll(`protected: prune it with env ${env} and confirm ${env}`);
+          if (!payload.env && !payload.dryRun && config.protectedEnvs.has(env))
+            keepAll(`protected: prune it with env ${env} and confirm ${env}`);
           else if (!policy) keepAll('no policy');
           else await pruneChain(store, env, database, manifests, policy);
         }
@@ -102,7 +114,13 @@ export const prune = defineOperation({
     progress(100, payload.dryRun ? 'dry run: nothing deleted' : 'retention applied');
     return result;
 
-    async function pruneChain(store: BackupStore, env: string, database: string, manifests: Manifest[], policy: RetentionPolicy): Promise<void> {
+    async function pruneChain(
+      store: BackupStore,
+      env: string,
+      database: string,
+      manifests: Manifest[],
+      policy: RetentionPolicy,
+    ): Promise<void> {
       const inUse = new Set((await store.inUseMarks()).map((mark) => mark.backupId));
       const plan = planRetention(manifests, policy, inUse);
       const pruned: PruneEnvResult['pruned'] = [];
@@ -120,7 +138,11 @@ export const prune = defineOperation({
         env,
         database,
         policy: describeRetention(policy),
-        kept: plan.keep.map(({ manifest, reasons }) => ({ id: manifest.id, completedAt: manifest.completedAt, reasons })),
+        kept: plan.keep.map(({ manifest, reasons }) => ({
+          id: manifest.id,
+          completedAt: manifest.completedAt,
+          reasons,
+        })),
         pruned,
       });
     }
@@ -131,7 +153,9 @@ export const prune = defineOperation({
         [
           `${env.env} (database ${env.database}, ${env.store} store): ${env.policy ? `policy ${env.policy}` : 'no policy, everything kept'}; ${env.kept.length} kept, ${env.pruned.length} ${result.dryRun ? 'would be pruned' : 'pruned'}`,
           ...env.kept.map((item) => `  keep   ${item.id}  ${item.completedAt}  (${item.reasons.join(', ')})`),
-          ...env.pruned.map((item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`),
+          ...env.pruned.map(
+            (item) => `  ${result.dryRun ? 'would prune' : 'pruned'} ${item.id}  ${item.completedAt}  (${item.reason})`,
+          ),
         ].join('\n'),
       )
       .concat(result.skipped.map((item) => `skipped ${item.name} in the ${item.store} store: ${item.reason}`))

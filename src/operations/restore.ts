@@ -19,13 +19,18 @@ const schema = z
     env: envName,
     backup: backupIdSchema.optional(),
     /** …or the newest verified backup of this environment's database (the target's own, usually). */
-    latest: envName.optional().meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
+    latest: envName
+      .optional()
+      .meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
     atRevision: z
       .string()
       .min(1)
       .max(300)
       .optional()
-      .meta({ description: 'with latest: the newest verified backup whose schema was at this migration revision (Alembic revision or migration file)' }),
+      .meta({
+        description:
+          'with latest: the newest verified backup whose schema was at this migration revision (Alembic revision or migration file)',
+      }),
     confirm: confirmField,
     store: storeName,
     jobs: parallelJobs.default(2),
@@ -33,15 +38,24 @@ const schema = z
     keepPrevious: z
       .boolean()
       .optional()
-      .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false' }),
+      .meta({
+        description:
+          'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false',
+      }),
     sourceSettings: z
       .boolean()
       .default(false)
-      .meta({ description: "give the database the settings, grants, comment, limit and owner its source had at backup time, not the replaced database's" }),
+      .meta({
+        description:
+          "give the database the settings, grants, comment, limit and owner its source had at backup time, not the replaced database's",
+      }),
     createRoles: z
       .boolean()
       .default(false)
-      .meta({ description: 'first create the roles the backup needs that this server lacks (never altering one, never setting a password)' }),
+      .meta({
+        description:
+          'first create the roles the backup needs that this server lacks (never altering one, never setting a password)',
+      }),
     allowRoleAttributes: z.array(z.enum(ROLE_ALLOWANCES)).max(ROLE_ALLOWANCES.length).default([]).meta({
       description:
         'with createRoles: what a created role may keep of what the backup recorded (SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB; PREDEFINED_ROLES for memberships in pg_* roles and in privileged ones); without it none of these is given, and the result lists what was withheld',
@@ -49,7 +63,10 @@ const schema = z
     noOwner: z
       .boolean()
       .default(false)
-      .meta({ description: 'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles' }),
+      .meta({
+        description:
+          'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles',
+      }),
   })
   .superRefine((payload, issues) => {
     if ((payload.backup === undefined) === (payload.latest === undefined)) {
@@ -59,10 +76,18 @@ const schema = z
       issues.addIssue({ code: 'custom', path: ['atRevision'], message: 'atRevision goes with latest' });
     }
     if (payload.allowRoleAttributes.length > 0 && !payload.createRoles) {
-      issues.addIssue({ code: 'custom', path: ['allowRoleAttributes'], message: 'allowRoleAttributes goes with createRoles' });
+      issues.addIssue({
+        code: 'custom',
+        path: ['allowRoleAttributes'],
+        message: 'allowRoleAttributes goes with createRoles',
+      });
     }
     if (payload.noOwner && (payload.createRoles || payload.sourceSettings)) {
-      issues.addIssue({ code: 'custom', path: ['noOwner'], message: 'noOwner goes without createRoles and sourceSettings' });
+      issues.addIssue({
+        code: 'custom',
+        path: ['noOwner'],
+        message: 'noOwner goes without createRoles and sourceSettings',
+      });
     }
   });
 
@@ -72,7 +97,10 @@ const result = z.object({
   backupId: z.string(),
   env: z.string(),
   database: z.string(),
-  previousDatabase: z.string().optional().meta({ description: 'where the database that was replaced now lives, when it was kept' }),
+  previousDatabase: z
+    .string()
+    .optional()
+    .meta({ description: 'where the database that was replaced now lives, when it was kept' }),
   durationMs: z.number(),
   lockWaitMs: z.number(),
   lockAcquiredAt: z.string(),
@@ -81,20 +109,31 @@ const result = z.object({
   withheldFromRoles: z
     .array(z.object({ role: z.string(), attributes: z.array(z.string()), memberships: z.array(z.string()) }))
     .optional()
-    .meta({ description: 'what the created roles were not given of what the backup recorded (see allowRoleAttributes)' }),
+    .meta({
+      description: 'what the created roles were not given of what the backup recorded (see allowRoleAttributes)',
+    }),
   skipped: z
     .array(z.string())
     .optional()
-    .meta({ description: "with latest: objects in the stores passed over because they are not provably dbops' own, each with why" }),
+    .meta({
+      description:
+        "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
+    }),
   schemaVersion: z
     .object({ tool: z.string(), revisions: z.array(z.string()) })
     .nullable()
     .optional()
-    .meta({ description: "the migration state the restored backup holds (compare it with the code's head: run migrate up after restoring an older one)" }),
+    .meta({
+      description:
+        "the migration state the restored backup holds (compare it with the code's head: run migrate up after restoring an older one)",
+    }),
   schemaNote: z
     .string()
     .optional()
-    .meta({ description: "set when the backup's schema revision differs from the replaced database's: the restore went back (or forward) in schema" }),
+    .meta({
+      description:
+        "set when the backup's schema revision differs from the replaced database's: the restore went back (or forward) in schema",
+    }),
 });
 export type RestoreResult = z.infer<typeof result>;
 
@@ -133,7 +172,10 @@ export const restore = defineOperation({
     `restored ${result.backupId} into ${result.env} (database "${result.database}")` +
     (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : '') +
     (result.withheldFromRoles ?? [])
-      .map((item) => `\nrole ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')}`)
+      .map(
+        (item) =>
+          `\nrole ${item.role} created without ${[...item.attributes, ...item.memberships.map((role) => `membership in ${role}`)].join(', ')}`,
+      )
       .join(''),
 });
 
@@ -159,7 +201,9 @@ async function chooseBackup(catalogue: BackupCatalogue, payload: RestorePayload,
   if (!newest) {
     const note = passedOver.length ? ` (passed over, not dbops' own: ${passedOver.join('; ')})` : '';
     const at = payload.atRevision ? ` at schema revision ${payload.atRevision}` : '';
-    throw new ValidationError(`no verified backup of ${from.env}${at}${note}`, [{ path: 'latest', message: 'no verified backup of this environment' }]);
+    throw new ValidationError(`no verified backup of ${from.env}${at}${note}`, [
+      { path: 'latest', message: 'no verified backup of this environment' },
+    ]);
   }
   return { ...(await catalogue.get(newest.id, payload.store)), skipped: passedOver };
 }
@@ -191,12 +235,20 @@ async function restoreBackup(
     (integrity) => (integrity.ok ? undefined : integrity.reason),
     (error: unknown) => `cannot read it (${errorMessage(error)})`,
   );
-  const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
+  const damaged = (reason: string) =>
+    new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
   const { input } = prepared;
-  if (!input.parallel && payload.jobs > 1) log('the archive is decrypted into pg_restore as it is read: one job (no parallel restore)');
-  const binDir = await toolDirForServers([withDatabase(target.url, config.PG_MAINTENANCE_DB)], config.PG_BIN_DIR, `dbops:restore:${jobId}`);
+  if (!input.parallel && payload.jobs > 1)
+    log('the archive is decrypted into pg_restore as it is read: one job (no parallel restore)');
+  const binDir = await toolDirForServers(
+    [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
+    config.PG_BIN_DIR,
+    `dbops:restore:${jobId}`,
+  );
   // What the database about to be replaced is at, to say when the backup holds another schema (older, usually).
-  const replacedSchema = await withClient(target.url, readSchemaVersion, `dbops:restore:${jobId}`, target.env).catch(() => undefined);
+  const replacedSchema = await withClient(target.url, readSchemaVersion, `dbops:restore:${jobId}`, target.env).catch(
+    () => undefined,
+  );
   // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
   const toc = countTocEntries(input, binDir, signal).catch(async (error: unknown) => {
     const reason = await damage;
@@ -205,10 +257,14 @@ async function restoreBackup(
   toc.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
 
   if (payload.sourceSettings && !manifest.identity) {
-    throw new PermanentError(`backup ${manifest.id} did not record its source's settings (made by an older dbops): restore it without sourceSettings`);
+    throw new PermanentError(
+      `backup ${manifest.id} did not record its source's settings (made by an older dbops): restore it without sourceSettings`,
+    );
   }
   if (payload.createRoles && !manifest.roles) {
-    throw new PermanentError(`backup ${manifest.id} did not record the roles it needs (made by an older dbops): create them by hand, or restore with noOwner`);
+    throw new PermanentError(
+      `backup ${manifest.id} did not record the roles it needs (made by an older dbops): create them by hand, or restore with noOwner`,
+    );
   }
   let createdRoles: string[] | undefined;
   let withheldFromRoles: WithheldFromRole[] | undefined;

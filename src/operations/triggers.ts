@@ -43,8 +43,10 @@ const schema = z
     if (payload.action === 'create' && !payload.sql) problem('sql', 'create needs the SQL definition (--file)');
     if (payload.action !== 'create' && payload.sql) problem('sql', 'only create takes SQL');
     if (payload.action === 'drop' && !payload.name) problem('name', 'drop needs the trigger name (--name)');
-    if (payload.forSeconds !== undefined && payload.action !== 'disable') problem('forSeconds', 'only disable takes a duration');
-    if (payload.triggers && payload.action !== 'enable' && payload.action !== 'disable') problem('triggers', 'only enable and disable take a list');
+    if (payload.forSeconds !== undefined && payload.action !== 'disable')
+      problem('forSeconds', 'only disable takes a duration');
+    if (payload.triggers && payload.action !== 'enable' && payload.action !== 'disable')
+      problem('triggers', 'only enable and disable take a list');
   });
 type TriggersPayload = z.output<typeof schema>;
 
@@ -81,7 +83,15 @@ const TRIGGERS_SQL = `
     JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
    WHERE NOT t.tgisinternal`;
 
-function describeTrigger(row: { schema: string; table: string; name: string; mode: string; type: number; function: string; definition: string }): TriggerInfo {
+function describeTrigger(row: {
+  schema: string;
+  table: string;
+  name: string;
+  mode: string;
+  type: number;
+  function: string;
+  definition: string;
+}): TriggerInfo {
   const events = (
     [
       [4, 'INSERT'],
@@ -129,20 +139,26 @@ async function resolveTriggers(client: pg.ClientBase, payload: TriggersPayload):
     const found: ResolvedTrigger[] = [];
     for (const wanted of payload.triggers) {
       const table = await findTable(client, wanted.table);
-      const match = all.find((trigger) => trigger.schema === table.schema && trigger.table === table.table && trigger.name === wanted.name);
+      const match = all.find(
+        (trigger) => trigger.schema === table.schema && trigger.table === table.table && trigger.name === wanted.name,
+      );
       if (match) found.push(toResolved(match));
     }
     return found;
   }
   const table = payload.table ? await findTable(client, payload.table) : undefined;
   const matches = all.filter(
-    (trigger) => (!table || (trigger.schema === table.schema && trigger.table === table.table)) && (!payload.name || trigger.name === payload.name),
+    (trigger) =>
+      (!table || (trigger.schema === table.schema && trigger.table === table.table)) &&
+      (!payload.name || trigger.name === payload.name),
   );
   if (payload.name && matches.length === 0) {
     throw new ValidationError(`no trigger "${payload.name}"${table ? ` on ${table.schema}.${table.table}` : ''}`);
   }
   if (payload.name && matches.length > 1) {
-    throw new ValidationError(`trigger "${payload.name}" is on several tables (${matches.map((m) => `${m.schema}.${m.table}`).join(', ')}): add --table`);
+    throw new ValidationError(
+      `trigger "${payload.name}" is on several tables (${matches.map((m) => `${m.schema}.${m.table}`).join(', ')}): add --table`,
+    );
   }
   return matches.map(toResolved);
 }
@@ -159,7 +175,10 @@ async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Pr
   }
 }
 
-const named = (trigger: ResolvedTrigger) => ({ table: `${trigger.table.schema}.${trigger.table.table}`, name: trigger.name });
+const named = (trigger: ResolvedTrigger) => ({
+  table: `${trigger.table.schema}.${trigger.table.table}`,
+  name: trigger.name,
+});
 
 async function change(context: OperationContext<TriggersPayload>, client: pg.ClientBase): Promise<TriggersResult> {
   const { payload, jobId } = context;
@@ -169,14 +188,19 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
       await client.query(payload.sql!);
       const created = (await listTriggers(client)).filter((t) => !before.has(`${t.schema}.${t.table}.${t.name}`));
       if (created.length === 0) throw new PermanentError('the SQL ran but created no trigger; nothing was changed');
-      return { action: 'create' as const, changed: created.map((t) => ({ table: `${t.schema}.${t.table}`, name: t.name })) };
+      return {
+        action: 'create' as const,
+        changed: created.map((t) => ({ table: `${t.schema}.${t.table}`, name: t.name })),
+      };
     });
   }
 
   const targets = await resolveTriggers(client, payload);
   if (payload.action === 'drop') {
     const [trigger] = targets;
-    await inTransaction(client, () => client.query(`DROP TRIGGER ${quoteIdent(trigger!.name)} ON ${trigger!.table.sql}`));
+    await inTransaction(client, () =>
+      client.query(`DROP TRIGGER ${quoteIdent(trigger!.name)} ON ${trigger!.table.sql}`),
+    );
     return { action: 'drop', changed: [named(trigger!)] };
   }
 
@@ -197,8 +221,12 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
   }
   await inTransaction(client, async () => {
     for (const trigger of toChange) {
-      await client.query(`ALTER TABLE ${trigger.table.sql} ${enable ? 'ENABLE' : 'DISABLE'} TRIGGER ${quoteIdent(trigger.name)}`);
-      context.log(`${enable ? 'enabled' : 'disabled'} ${trigger.name} on ${trigger.table.schema}.${trigger.table.table}`);
+      await client.query(
+        `ALTER TABLE ${trigger.table.sql} ${enable ? 'ENABLE' : 'DISABLE'} TRIGGER ${quoteIdent(trigger.name)}`,
+      );
+      context.log(
+        `${enable ? 'enabled' : 'disabled'} ${trigger.name} on ${trigger.table.schema}.${trigger.table.table}`,
+      );
     }
   });
   return { action: enable ? 'enable' : 'disable', changed: toChange.map(named), ...reenable };
@@ -220,20 +248,32 @@ export const triggers = defineOperation({
     const target = resolveTarget(config, payload.env);
     if (payload.action === 'list') {
       // Read-only: no database lock.
-      return withClient(target.url, async (client) => ({ action: 'list', triggers: await listTriggers(client) }), `dbops:triggers:${jobId}`, target.env);
+      return withClient(
+        target.url,
+        async (client) => ({ action: 'list', triggers: await listTriggers(client) }),
+        `dbops:triggers:${jobId}`,
+        target.env,
+      );
     }
-    return withLockedDatabase(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:triggers:${jobId}`, signal, progress }, async (client) => {
-      progress(10, `${payload.action} triggers`);
-      const result = await change(context, client);
-      progress(100, 'done');
-      return result;
-    });
+    return withLockedDatabase(
+      target,
+      { maintenanceDb: config.PG_MAINTENANCE_DB, holder: `dbops:triggers:${jobId}`, signal, progress },
+      async (client) => {
+        progress(10, `${payload.action} triggers`);
+        const result = await change(context, client);
+        progress(100, 'done');
+        return result;
+      },
+    );
   },
   describe(result) {
     if (result.action === 'list') {
       if (result.triggers.length === 0) return 'no triggers';
       return result.triggers
-        .map((t) => `${t.schema}.${t.table}\t${t.name}\t${t.enabled ? 'enabled' : 'DISABLED'}\t${t.timing} ${t.events.join('|')} ${t.level}\t${t.function}`)
+        .map(
+          (t) =>
+            `${t.schema}.${t.table}\t${t.name}\t${t.enabled ? 'enabled' : 'DISABLED'}\t${t.timing} ${t.events.join('|')} ${t.level}\t${t.function}`,
+        )
         .join('\n');
     }
     const what = result.changed.map((t) => `${t.table}.${t.name}`).join(', ') || 'nothing to change';

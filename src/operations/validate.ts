@@ -11,7 +11,9 @@ import type { Operation } from './operation.js';
  */
 export async function checkPayload(operation: Operation, config: Config, payload: unknown): Promise<unknown> {
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-    throw new ValidationError(`invalid ${operation.type} job: the payload must be a JSON object`, [{ path: '(payload)', message: 'must be a JSON object' }]);
+    throw new ValidationError(`invalid ${operation.type} job: the payload must be a JSON object`, [
+      { path: '(payload)', message: 'must be a JSON object' },
+    ]);
   }
   const parsed = (operation.schema as z.ZodType).safeParse(payload);
   if (!parsed.success) {
@@ -21,7 +23,10 @@ export async function checkPayload(operation: Operation, config: Config, payload
         ? issue.keys.map((key) => ({ path: [...issue.path, key].join('.'), message: 'unknown field' }))
         : [{ path: issue.path.join('.') || '(payload)', message: issue.message }],
     );
-    throw new ValidationError(`invalid ${operation.type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
+    throw new ValidationError(
+      `invalid ${operation.type} job: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`,
+      issues,
+    );
   }
   await operation.precheck?.(parsed.data, config);
   const changed = operation.changes?.(parsed.data);
@@ -29,6 +34,10 @@ export async function checkPayload(operation: Operation, config: Config, payload
   return parsed.data;
 }
 
-export async function validatePayload<T extends OperationType>(config: Config, type: T, payload: unknown): Promise<Payload<T>> {
+export async function validatePayload<T extends OperationType>(
+  config: Config,
+  type: T,
+  payload: unknown,
+): Promise<Payload<T>> {
   return (await checkPayload(getOperation(type), config, payload)) as Payload<T>;
 }

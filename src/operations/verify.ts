@@ -34,12 +34,19 @@ const result = z.object({
   level: z.enum(['toc', 'full']),
   ok: z.literal(true),
   tocEntries: z.number().int(),
-  tablesCompared: z.number().int().optional().meta({ description: 'tables whose rows were counted in the scratch restore (full only)' }),
+  tablesCompared: z
+    .number()
+    .int()
+    .optional()
+    .meta({ description: 'tables whose rows were counted in the scratch restore (full only)' }),
   durationMs: z.number(),
   skipped: z
     .array(z.string())
     .optional()
-    .meta({ description: "with latest: objects in the stores passed over because they are not provably dbops' own, each with why" }),
+    .meta({
+      description:
+        "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
+    }),
 });
 export type VerifyResult = z.infer<typeof result>;
 
@@ -49,7 +56,9 @@ async function pickBackup(catalogue: BackupCatalogue, payload: { backup?: string
   const passedOver = skipped.map((item) => `${item.name} in the ${item.store} store: ${item.reason}`);
   if (!newest) {
     const note = passedOver.length ? ` (passed over, not dbops' own: ${passedOver.join('; ')})` : '';
-    throw new ValidationError(`no backup of ${payload.latest}${note}`, [{ path: 'latest', message: 'no backup of this environment' }]);
+    throw new ValidationError(`no backup of ${payload.latest}${note}`, [
+      { path: 'latest', message: 'no backup of this environment' },
+    ]);
   }
   return { ...(await catalogue.get(newest.id, payload.store)), skipped: passedOver };
 }
@@ -81,7 +90,10 @@ export const verify = defineOperation({
         const integrity = await store.checkIntegrity(manifest);
         if (!integrity.ok) throw new ArchiveProblem(integrity.reason);
         progress(payload.full ? 10 : 80, 'reading the table of contents');
-        const { input } = await prepareArchive(store, manifest, config, { workDir: () => catalogue.workArea.jobSubdir(job, 'download'), signal });
+        const { input } = await prepareArchive(store, manifest, config, {
+          workDir: () => catalogue.workArea.jobSubdir(job, 'download'),
+          signal,
+        });
         // A pg_restore older than the pg_dump that made the archive cannot read it: that is not damage.
         const binDir = await toolDirForArchive(manifest.pgDumpVersion, config.PG_BIN_DIR);
         tocEntries = await countTocEntries(input, binDir, signal);
@@ -105,13 +117,18 @@ export const verify = defineOperation({
               progress(85, 'counting rows');
               const client = await connect(scratchUrl, `dbops:verify:${jobId}`);
               try {
-                const counts = await countRows(client, (table, index, total) => progress(85 + (10 * index) / Math.max(total, 1), `counting ${table}`));
+                const counts = await countRows(client, (table, index, total) =>
+                  progress(85 + (10 * index) / Math.max(total, 1), `counting ${table}`),
+                );
                 if (!manifest.rowCounts) {
                   log('this backup has no row counts in its manifest (made by an older dbops): restored, not compared');
                   return 0;
                 }
                 const found = rowCountDifferences(manifest.rowCounts, counts);
-                if (found.length > 0) throw new ArchiveProblem(`the restored rows differ from the manifest: ${found.slice(0, 10).join('; ')}`);
+                if (found.length > 0)
+                  throw new ArchiveProblem(
+                    `the restored rows differ from the manifest: ${found.slice(0, 10).join('; ')}`,
+                  );
                 return Object.keys(counts).length;
               } finally {
                 await client.end().catch(() => undefined);
@@ -135,9 +152,24 @@ export const verify = defineOperation({
         throw error;
       }
       const durationMs = Date.now() - startedAt;
-      await catalogue.recordVerification(manifest.id, { at: new Date().toISOString(), level, ok: true, jobId, durationMs });
+      await catalogue.recordVerification(manifest.id, {
+        at: new Date().toISOString(),
+        level,
+        ok: true,
+        jobId,
+        durationMs,
+      });
       progress(100, `backup ${manifest.id} verified (${level})`);
-      return { backupId: manifest.id, env: manifest.env, level, ok: true, tocEntries, tablesCompared, durationMs, ...(skipped.length ? { skipped } : {}) };
+      return {
+        backupId: manifest.id,
+        env: manifest.env,
+        level,
+        ok: true,
+        tocEntries,
+        tablesCompared,
+        durationMs,
+        ...(skipped.length ? { skipped } : {}),
+      };
     } finally {
       await release();
       await catalogue.workArea.removeJobSubdir(job, 'download');
@@ -147,5 +179,7 @@ export const verify = defineOperation({
   // worker it runs on.
   describe: (result) =>
     `${result.backupId}: ok (sha256 matches, ${result.tocEntries} table of contents entries` +
-    (result.level === 'full' ? `; restored into a scratch database, ${result.tablesCompared} tables' row counts match the manifest)` : ')'),
+    (result.level === 'full'
+      ? `; restored into a scratch database, ${result.tablesCompared} tables' row counts match the manifest)`
+      : ')'),
 });

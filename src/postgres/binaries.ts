@@ -51,7 +51,11 @@ export async function serverMajor(client: pg.ClientBase): Promise<number> {
  * The directory of the client tools to use against a server of this major version (undefined: PATH).
  * Fails with a clear message instead of producing a dump the server's data cannot be trusted to.
  */
-export async function toolDirFor(major: number, configured: string | undefined, root = VERSIONED_ROOT): Promise<string | undefined> {
+export async function toolDirFor(
+  major: number,
+  configured: string | undefined,
+  root = VERSIONED_ROOT,
+): Promise<string | undefined> {
   if (configured) refuseUntrustedBinDir(configured);
   const candidates: (string | undefined)[] = configured ? [configured] : [...(await versionedDirs(root)), undefined];
   const found: { dir: string | undefined; major: number }[] = [];
@@ -100,14 +104,22 @@ async function serverMajorAt(url: string, applicationName: string): Promise<numb
 }
 
 /** The tools directory for the server behind one or more connection URLs (the newest server decides). */
-export async function toolDirForServers(urls: string[], configured: string | undefined, applicationName: string): Promise<string | undefined> {
+export async function toolDirForServers(
+  urls: string[],
+  configured: string | undefined,
+  applicationName: string,
+): Promise<string | undefined> {
   let highest = 0;
   for (const url of urls) highest = Math.max(highest, await serverMajorAt(url, applicationName));
   return toolDirFor(highest, configured);
 }
 
 /** The tools directory that can read an archive made by `pgDumpVersion` (`pg_dump (PostgreSQL) 15.20`). */
-export function toolDirForArchive(pgDumpVersion: string, configured: string | undefined, root = VERSIONED_ROOT): Promise<string | undefined> {
+export function toolDirForArchive(
+  pgDumpVersion: string,
+  configured: string | undefined,
+  root = VERSIONED_ROOT,
+): Promise<string | undefined> {
   const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(pgDumpVersion);
   if (!match) return toolDirFor(0, configured, root);
   const first = Number(match[1]);

@@ -32,7 +32,10 @@ export async function findTable(client: pg.ClientBase, name: string): Promise<Ta
     [name],
   );
   if (rows.length === 0) throw new ValidationError(`no table "${name}" (name it as schema.table)`);
-  if (rows.length > 1) throw new ValidationError(`"${name}" names several tables: ${rows.map((row) => `${row.schema}.${row.table}`).join(', ')}`);
+  if (rows.length > 1)
+    throw new ValidationError(
+      `"${name}" names several tables: ${rows.map((row) => `${row.schema}.${row.table}`).join(', ')}`,
+    );
   return tableRef(rows[0]!.schema, rows[0]!.table);
 }
 
@@ -64,7 +67,9 @@ export async function userTables(client: pg.ClientBase): Promise<string[]> {
 
 /** How many ordinary tables and partitions there are: what a dump's progress counts against. */
 export async function countUserTables(client: pg.ClientBase): Promise<number> {
-  const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${USER_RELATIONS} AND c.relkind = 'r'`);
+  const { rows } = await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${USER_RELATIONS} AND c.relkind = 'r'`,
+  );
   return rows[0]?.n ?? 0;
 }
 

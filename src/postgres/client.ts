@@ -5,7 +5,10 @@ import type pg from 'pg';
  * is loaded at the first connection: a CLI command that only enqueues never needs it.
  */
 export async function connect(url: string, applicationName = 'dbops', env?: string): Promise<pg.Client> {
-  const [{ default: driver }, { parseIntoClientConfig }] = await Promise.all([import('pg'), import('pg-connection-string')]);
+  const [{ default: driver }, { parseIntoClientConfig }] = await Promise.all([
+    import('pg'),
+    import('pg-connection-string'),
+  ]);
   const fromUrl = parseIntoClientConfig(url);
   // The driver reads the database with decodeURI, which leaves %2F, %3F, %23, %3D, %3B… encoded: the
   // name is decoded in full here, as libpq (pg_dump, psql) decodes it, so both reach the same database.
@@ -44,7 +47,12 @@ function unreachable(error: unknown, url: string, env: string | undefined): Erro
   return Object.assign(new Error(`cannot connect to ${where}: ${cause.message}`, { cause }), { code: cause.code });
 }
 
-export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>, applicationName?: string, env?: string): Promise<T> {
+export async function withClient<T>(
+  url: string,
+  fn: (client: pg.Client) => Promise<T>,
+  applicationName?: string,
+  env?: string,
+): Promise<T> {
   const client = await connect(url, applicationName, env);
   try {
     return await fn(client);

@@ -21,7 +21,10 @@ const DIGEST_SETTINGS = `${TEXT_FORMAT_SETTINGS}; SET TimeZone = 'UTC'`;
  * whose columns stand in another order (an inheritance child pg_dump recreated) hashes the same when
  * every column holds the same values, and differently when two columns' values were swapped.
  */
-export async function digestTables(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<TableDigest[]> {
+export async function digestTables(
+  client: pg.ClientBase,
+  onTable?: (table: string, index: number, total: number) => void,
+): Promise<TableDigest[]> {
   await client.query(DIGEST_SETTINGS);
   const tables = await userTables(client);
   const digests: TableDigest[] = [];
@@ -44,7 +47,8 @@ export function differences(source: TableDigest[], target: TableDigest[]): strin
   for (const digest of source) {
     const twin = other.get(digest.table);
     if (!twin) found.push(`${digest.table}: missing in the copy`);
-    else if (twin.rows !== digest.rows) found.push(`${digest.table}: ${digest.rows} rows in the source, ${twin.rows} in the copy`);
+    else if (twin.rows !== digest.rows)
+      found.push(`${digest.table}: ${digest.rows} rows in the source, ${twin.rows} in the copy`);
     else if (twin.hash !== digest.hash) found.push(`${digest.table}: same row count, different contents`);
     other.delete(digest.table);
   }
@@ -64,7 +68,10 @@ const COUNT_BATCH = 50;
  * more than the counts (4,000 tables: 2.4 s instead of 1.0), and a backup counts while pg_dump runs,
  * on the same cores. (It sets this on the caller's session, for the rest of it.)
  */
-export async function countRows(client: pg.ClientBase, onTable?: (table: string, index: number, total: number) => void): Promise<Record<string, number>> {
+export async function countRows(
+  client: pg.ClientBase,
+  onTable?: (table: string, index: number, total: number) => void,
+): Promise<Record<string, number>> {
   await client.query('SET max_parallel_workers_per_gather = 0');
   const tables = await userTables(client);
   const counts: Record<string, number> = {};

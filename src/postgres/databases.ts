@@ -34,7 +34,9 @@ async function setShadowComment(client: pg.Client, name: string, comment: Shadow
 
 /** A database's OID: what a ledger record holds beside the name, so that a database made later under that name is not it. */
 async function oidOf(client: pg.ClientBase, name: string): Promise<number | undefined> {
-  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [name]);
+  const { rows } = await client.query<{ oid: number }>('SELECT oid::int AS oid FROM pg_database WHERE datname = $1', [
+    name,
+  ]);
   return rows[0]?.oid;
 }
 
@@ -44,7 +46,11 @@ export async function databaseExists(client: pg.Client, name: string): Promise<b
 }
 
 /** CREATE DATABASE options: `like`'s encoding and locale, and the owner and tablespace of `identity` (else `like`'s owner). */
-async function creationOptions(client: pg.Client, like: string, identity: DatabaseIdentity | undefined): Promise<string> {
+async function creationOptions(
+  client: pg.Client,
+  like: string,
+  identity: DatabaseIdentity | undefined,
+): Promise<string> {
   const { rows } = await client.query<{
     encoding: string;
     collate: string;
@@ -65,7 +71,9 @@ async function creationOptions(client: pg.Client, like: string, identity: Databa
     const me = (await client.query<{ me: string }>('SELECT current_user AS me')).rows[0]!.me;
     return creationClause(identity, me);
   }
-  const parts = [`ENCODING ${quoteLiteral(row.encoding)} LC_COLLATE ${quoteLiteral(row.collate)} LC_CTYPE ${quoteLiteral(row.ctype)}`];
+  const parts = [
+    `ENCODING ${quoteLiteral(row.encoding)} LC_COLLATE ${quoteLiteral(row.collate)} LC_CTYPE ${quoteLiteral(row.ctype)}`,
+  ];
   if (row.provider === 'i' && row.icu) parts.push(`LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(row.icu)}`);
   if (identity) parts.push(creationClause(identity, row.me));
   else if (row.owner !== row.me) parts.push(`OWNER ${quoteIdent(row.owner)}`);
@@ -92,7 +100,14 @@ async function createRecorded(
 ): Promise<CreatedDatabase> {
   const options = await creationOptions(client, like, identity);
   await client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ${options}`);
-  const record: CreatedDatabase = { name, oid: (await oidOf(client, name))!, kind, target, job: owner.job, createdAt: new Date().toISOString() };
+  const record: CreatedDatabase = {
+    name,
+    oid: (await oidOf(client, name))!,
+    kind,
+    target,
+    job: owner.job,
+    createdAt: new Date().toISOString(),
+  };
   try {
     await owner.ledger.record(record);
   } catch (error) {
@@ -113,8 +128,21 @@ async function createRecorded(
  * Creates an empty shadow database for `target`, with the target's encoding and locale, and the owner and
  * tablespace of `identity` (by default, the target's owner).
  */
-export async function createShadowDatabase(client: pg.Client, target: string, owner: DatabaseOwner, identity?: DatabaseIdentity): Promise<CreatedDatabase> {
-  return createRecorded(client, `dbops_shadow_${randomBytes(6).toString('hex')}`, 'shadow', target, target, owner, identity);
+export async function createShadowDatabase(
+  client: pg.Client,
+  target: string,
+  owner: DatabaseOwner,
+  identity?: DatabaseIdentity,
+): Promise<CreatedDatabase> {
+  return createRecorded(
+    client,
+    `dbops_shadow_${randomBytes(6).toString('hex')}`,
+    'shadow',
+    target,
+    target,
+    owner,
+    identity,
+  );
 }
 
 /**
@@ -126,7 +154,12 @@ export function scratchDatabaseName(): string {
 }
 
 /** Creates it; take the lock on `name` first. */
-export async function createScratchDatabase(client: pg.Client, name: string, like: string, owner: DatabaseOwner): Promise<void> {
+export async function createScratchDatabase(
+  client: pg.Client,
+  name: string,
+  like: string,
+  owner: DatabaseOwner,
+): Promise<void> {
   await createRecorded(client, name, 'scratch', name, like, owner);
 }
 
@@ -172,8 +205,15 @@ export async function findCreatedDatabases(
   for (const row of rows) {
     const record = CREATED_NAME.test(row.datname) ? await ledger.get(row.datname) : undefined;
     if (record && record.oid === row.oid && record.name === row.datname) proven.push({ name: row.datname, record });
-    else if (!CREATED_NAME.test(row.datname)) unproven.push({ name: row.datname, why: "carries dbops' mark but not a name dbops gives" });
-    else unproven.push({ name: row.datname, why: record ? 'another database than the one dbops recorded under this name' : 'no record that dbops created it' });
+    else if (!CREATED_NAME.test(row.datname))
+      unproven.push({ name: row.datname, why: "carries dbops' mark but not a name dbops gives" });
+    else
+      unproven.push({
+        name: row.datname,
+        why: record
+          ? 'another database than the one dbops recorded under this name'
+          : 'no record that dbops created it',
+      });
   }
   return { proven, unproven };
 }
@@ -189,8 +229,14 @@ function previousName(target: string, now: Date): string {
 async function waitForNoSessions(client: pg.Client, database: string, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
-    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [database]);
+    await client.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [database],
+    );
+    const { rows } = await client.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+      [database],
+    );
     if (rows[0]?.n === 0) return true;
     await sleep(100);
   }
@@ -230,7 +276,8 @@ export async function swapInShadow(
     return {};
   }
   let previous = previousName(target, new Date());
-  for (let n = 2; await databaseExists(client, previous); n += 1) previous = `${previous.slice(0, MAX_IDENTIFIER - 3)}_${n}`;
+  for (let n = 2; await databaseExists(client, previous); n += 1)
+    previous = `${previous.slice(0, MAX_IDENTIFIER - 3)}_${n}`;
 
   await ledger.record({ ...record, targetClosed: true });
   await client.query(`ALTER DATABASE ${quoteIdent(target)} ALLOW_CONNECTIONS false`);
@@ -264,10 +311,20 @@ export async function swapInShadow(
     return {};
   }
   await client.query(`ALTER DATABASE ${quoteIdent(previous)} ALLOW_CONNECTIONS true`);
-  await client.query(`COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`${previousMark(target)}${options.note}`)}`);
+  await client.query(
+    `COMMENT ON DATABASE ${quoteIdent(previous)} IS ${quoteLiteral(`${previousMark(target)}${options.note}`)}`,
+  );
   // Recorded as dbops' own, so that `previous drop` can prove what it drops (a comment anyone can write).
   const oid = await oidOf(client, previous);
-  if (oid !== undefined) await ledger.record({ name: previous, oid, kind: 'previous', target, job: record.job, createdAt: new Date().toISOString() });
+  if (oid !== undefined)
+    await ledger.record({
+      name: previous,
+      oid,
+      kind: 'previous',
+      target,
+      job: record.job,
+      createdAt: new Date().toISOString(),
+    });
   return { previousDatabase: previous };
 }
 
@@ -286,7 +343,11 @@ export interface PreviousDatabase {
 }
 
 /** The earlier versions of `target` that restores and copies kept (RESTORE_KEEP_PREVIOUS), oldest first. */
-export async function listPreviousDatabases(client: pg.ClientBase, target: string, ledger: DatabaseLedger): Promise<PreviousDatabase[]> {
+export async function listPreviousDatabases(
+  client: pg.ClientBase,
+  target: string,
+  ledger: DatabaseLedger,
+): Promise<PreviousDatabase[]> {
   const { rows } = await client.query<{ datname: string; oid: number; size: string | null; description: string }>(
     `SELECT d.datname, d.oid::int AS oid, CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
             shobj_description(d.oid, 'pg_database') AS description
@@ -298,7 +359,12 @@ export async function listPreviousDatabases(client: pg.ClientBase, target: strin
   for (const row of rows.filter((candidate) => candidate.description.startsWith(mark))) {
     const record = await ledger.get(row.datname);
     const proven = record?.kind === 'previous' && record.oid === row.oid && record.target === target;
-    previous.push({ name: row.datname, proven, sizeBytes: row.size === null ? null : Number(row.size), note: row.description.slice(mark.length) });
+    previous.push({
+      name: row.datname,
+      proven,
+      sizeBytes: row.size === null ? null : Number(row.size),
+      note: row.description.slice(mark.length),
+    });
   }
   return previous;
 }
@@ -306,14 +372,21 @@ export async function listPreviousDatabases(client: pg.ClientBase, target: strin
 /** A swap that died after closing the target leaves it refusing connections; open it again. */
 async function reopenIfClosedByUs(client: pg.Client, record: CreatedDatabase): Promise<void> {
   if (!record.targetClosed) return;
-  const { rows } = await client.query<{ datallowconn: boolean }>('SELECT datallowconn FROM pg_database WHERE datname = $1', [record.target]);
+  const { rows } = await client.query<{ datallowconn: boolean }>(
+    'SELECT datallowconn FROM pg_database WHERE datname = $1',
+    [record.target],
+  );
   if (rows[0] && !rows[0].datallowconn) {
     await client.query(`ALTER DATABASE ${quoteIdent(record.target)} ALLOW_CONNECTIONS true`);
   }
 }
 
 /** Drops a dead job's database (and reopens its target, if it died mid-swap). Hold the target's lock. */
-export async function discardLeftover(client: pg.Client, leftover: LeftoverDatabase, ledger: DatabaseLedger): Promise<void> {
+export async function discardLeftover(
+  client: pg.Client,
+  leftover: LeftoverDatabase,
+  ledger: DatabaseLedger,
+): Promise<void> {
   await reopenIfClosedByUs(client, leftover.record);
   await dropCreatedDatabase(client, leftover.name, ledger);
 }

@@ -24,7 +24,14 @@ export interface DatabaseIdentity {
 }
 
 export async function readIdentity(client: pg.ClientBase, database: string): Promise<DatabaseIdentity | undefined> {
-  const { rows } = await client.query<{ oid: number; owner: string; connlimit: number; tablespace: string; comment: string | null; acl: string[] | null }>(
+  const { rows } = await client.query<{
+    oid: number;
+    owner: string;
+    connlimit: number;
+    tablespace: string;
+    comment: string | null;
+    acl: string[] | null;
+  }>(
     `SELECT d.oid::int AS oid, pg_get_userbyid(d.datdba) AS owner, d.datconnlimit AS connlimit, t.spcname AS tablespace,
             shobj_description(d.oid, 'pg_database') AS comment, d.datacl::text[] AS acl
        FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1`,
@@ -44,13 +51,17 @@ export async function readIdentity(client: pg.ClientBase, database: string): Pro
     comment: row.comment,
     acl: row.acl,
     settings: settings.rows.find((setting) => setting.role === null)?.config ?? [],
-    roleSettings: settings.rows.filter((setting) => setting.role !== null).map((setting) => ({ role: setting.role!, settings: setting.config })),
+    roleSettings: settings.rows
+      .filter((setting) => setting.role !== null)
+      .map((setting) => ({ role: setting.role!, settings: setting.config })),
   };
 }
 
 /** The roles an identity names: they must exist where it is applied. */
 export function rolesOf(identity: DatabaseIdentity): string[] {
-  const grantees = (identity.acl ?? []).map((item) => parseAclItem(item).grantee).filter((grantee): grantee is string => grantee !== null);
+  const grantees = (identity.acl ?? [])
+    .map((item) => parseAclItem(item).grantee)
+    .filter((grantee): grantee is string => grantee !== null);
   return [...new Set([identity.owner, ...grantees, ...identity.roleSettings.map((setting) => setting.role)])];
 }
 
@@ -91,11 +102,15 @@ export function settingClause(setting: string): string {
 const PRIVILEGES: Record<string, string> = { C: 'CREATE', c: 'CONNECT', T: 'TEMPORARY' };
 
 /** `grantee=privileges/grantor`; an empty grantee is PUBLIC; `*` after a letter is the grant option. */
-export function parseAclItem(item: string): { grantee: string | null; privileges: { privilege: string; grantOption: boolean }[] } {
+export function parseAclItem(item: string): {
+  grantee: string | null;
+  privileges: { privilege: string; grantOption: boolean }[];
+} {
   const match = /^("(?:[^"]|"")*"|[^=]*)=([A-Za-z*]*)\//.exec(item);
   if (!match) throw new PermanentError(`unexpected ACL item "${item}"`);
   const rawGrantee = match[1]!;
-  const grantee = rawGrantee === '' ? null : rawGrantee.startsWith('"') ? rawGrantee.slice(1, -1).replace(/""/g, '"') : rawGrantee;
+  const grantee =
+    rawGrantee === '' ? null : rawGrantee.startsWith('"') ? rawGrantee.slice(1, -1).replace(/""/g, '"') : rawGrantee;
   const privileges: { privilege: string; grantOption: boolean }[] = [];
   for (const [, letter, star] of match[2]!.matchAll(/([A-Za-z])(\*?)/g)) {
     const privilege = PRIVILEGES[letter!];
@@ -110,16 +125,25 @@ export function identityStatements(database: string, identity: DatabaseIdentity)
   const statements = [`ALTER DATABASE ${db} CONNECTION LIMIT ${identity.connectionLimit}`];
   for (const setting of identity.settings) statements.push(`ALTER DATABASE ${db} SET ${settingClause(setting)}`);
   for (const { role, settings } of identity.roleSettings) {
-    for (const setting of settings) statements.push(`ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db} SET ${settingClause(setting)}`);
+    for (const setting of settings)
+      statements.push(`ALTER ROLE ${quoteIdent(role)} IN DATABASE ${db} SET ${settingClause(setting)}`);
   }
   if (identity.acl !== null) {
-    statements.push(`REVOKE ALL ON DATABASE ${db} FROM PUBLIC`, `REVOKE ALL ON DATABASE ${db} FROM ${quoteIdent(identity.owner)}`);
+    statements.push(
+      `REVOKE ALL ON DATABASE ${db} FROM PUBLIC`,
+      `REVOKE ALL ON DATABASE ${db} FROM ${quoteIdent(identity.owner)}`,
+    );
     for (const item of identity.acl) {
       const { grantee, privileges } = parseAclItem(item);
       const to = grantee === null ? 'PUBLIC' : quoteIdent(grantee);
       for (const withOption of [false, true]) {
-        const chosen = privileges.filter((privilege) => privilege.grantOption === withOption).map((privilege) => privilege.privilege);
-        if (chosen.length > 0) statements.push(`GRANT ${chosen.join(', ')} ON DATABASE ${db} TO ${to}${withOption ? ' WITH GRANT OPTION' : ''}`);
+        const chosen = privileges
+          .filter((privilege) => privilege.grantOption === withOption)
+          .map((privilege) => privilege.privilege);
+        if (chosen.length > 0)
+          statements.push(
+            `GRANT ${chosen.join(', ')} ON DATABASE ${db} TO ${to}${withOption ? ' WITH GRANT OPTION' : ''}`,
+          );
       }
     }
   }
@@ -128,13 +152,19 @@ export function identityStatements(database: string, identity: DatabaseIdentity)
 
 /** Roles among `roles` that this server lacks. */
 export async function missingRoles(client: pg.ClientBase, roles: string[]): Promise<string[]> {
-  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [roles]);
+  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [
+    roles,
+  ]);
   const present = new Set(rows.map((row) => row.rolname));
   return roles.filter((role) => !present.has(role));
 }
 
 /** Gives the (new, not yet visible) database the identity; a statement the server refuses fails the job. */
-export async function applyIdentity(client: pg.ClientBase, database: string, identity: DatabaseIdentity): Promise<void> {
+export async function applyIdentity(
+  client: pg.ClientBase,
+  database: string,
+  identity: DatabaseIdentity,
+): Promise<void> {
   for (const statement of identityStatements(database, identity)) {
     try {
       await client.query(statement);

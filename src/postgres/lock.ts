@@ -39,7 +39,10 @@ export interface AcquireOptions {
 }
 
 async function tryLock(client: pg.Client, key: number): Promise<boolean> {
-  const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [NAMESPACE, key]);
+  const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [
+    NAMESPACE,
+    key,
+  ]);
   return rows[0]?.locked === true;
 }
 
@@ -93,7 +96,10 @@ export async function acquireDatabaseLock(target: DatabaseTarget, options: Acqui
 }
 
 /** Takes the lock only if it is free right now; undefined otherwise. */
-export async function tryDatabaseLock(target: DatabaseTarget, options: AcquireOptions): Promise<DatabaseLock | undefined> {
+export async function tryDatabaseLock(
+  target: DatabaseTarget,
+  options: AcquireOptions,
+): Promise<DatabaseLock | undefined> {
   const key = lockKey(target.database);
   const client = await connect(withDatabase(target.url, options.maintenanceDb), options.holder, target.env);
   try {
@@ -117,7 +123,12 @@ export function waitingForLock(database: string, heldBy: string | undefined): st
  */
 export async function withLockedDatabase<T>(
   target: DatabaseTarget,
-  options: { maintenanceDb: string; holder: string; signal: AbortSignal; progress(percent: number, step: string): void },
+  options: {
+    maintenanceDb: string;
+    holder: string;
+    signal: AbortSignal;
+    progress(percent: number, step: string): void;
+  },
   fn: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
   const lock = await acquireDatabaseLock(target, {

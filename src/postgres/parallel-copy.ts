@@ -40,7 +40,8 @@ export interface ParallelCopyOptions {
 export async function copyInParallel(options: ParallelCopyOptions): Promise<void> {
   const { sourceUrl, targetUrl, snapshot, workDir, signal, binDir, onLine } = options;
   if (!/^[0-9A-F-]+$/i.test(snapshot)) throw new Error(`not a snapshot id: ${snapshot}`);
-  if (/['\\]/.test(options.fifoDir)) throw new Error(`psql cannot name a FIFO in ${options.fifoDir}: the path has a quote or backslash`);
+  if (/['\\]/.test(options.fifoDir))
+    throw new Error(`psql cannot name a FIFO in ${options.fifoDir}: the path has a quote or backslash`);
   const schemaFile = path.join(workDir, 'schema.dump');
   const tool = { signal, binDir, onStderrLine: onLine };
   const tail = new StderrTail();
@@ -50,20 +51,33 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
     'pg_dump',
     startTool(
       'pg_dump',
-      ['--format=custom', '--section=pre-data', '--section=post-data', '--verbose', '--no-password', `--snapshot=${snapshot}`, `--file=${schemaFile}`],
+      [
+        '--format=custom',
+        '--section=pre-data',
+        '--section=post-data',
+        '--verbose',
+        '--no-password',
+        `--snapshot=${snapshot}`,
+        `--file=${schemaFile}`,
+      ],
       { ...track, url: sourceUrl },
     ),
     tail,
   );
   await finishTool(
     'pg_restore',
-    startTool('pg_restore', ['--section=pre-data', '--verbose', '--no-password', '--exit-on-error', schemaFile], { ...track, url: targetUrl }),
+    startTool('pg_restore', ['--section=pre-data', '--verbose', '--no-password', '--exit-on-error', schemaFile], {
+      ...track,
+      url: targetUrl,
+    }),
     tail,
   );
 
   const tables = await tablesBySize(options.snapshotClient);
   const big = tables.filter((table) => table.bytes >= options.ownStreamBytes);
-  const restBytes = tables.filter((table) => table.bytes < options.ownStreamBytes).reduce((sum, table) => sum + table.bytes, 0);
+  const restBytes = tables
+    .filter((table) => table.bytes < options.ownStreamBytes)
+    .reduce((sum, table) => sum + table.bytes, 0);
   // Read in the snapshot: the columns as the source has them, named on both sides of each lane.
   const columns = new Map<SizedTable, string>();
   for (const table of big) columns.set(table, await copyColumnList(options.snapshotClient, table));
@@ -140,10 +154,14 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
 
   await finishTool(
     'pg_restore',
-    startTool('pg_restore', ['--section=post-data', '--verbose', '--no-password', '--exit-on-error', `--jobs=${options.jobs}`, schemaFile], {
-      ...track,
-      url: targetUrl,
-    }),
+    startTool(
+      'pg_restore',
+      ['--section=post-data', '--verbose', '--no-password', '--exit-on-error', `--jobs=${options.jobs}`, schemaFile],
+      {
+        ...track,
+        url: targetUrl,
+      },
+    ),
     tail,
   );
   await rm(schemaFile, { force: true });
@@ -175,7 +193,9 @@ async function inLanes(
       await rm(fifo, { force: true });
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: Math.min(lanes, streams.length) }, (_, index) => lane(index)));
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.min(lanes, streams.length) }, (_, index) => lane(index)),
+  );
   signal.throwIfAborted();
   const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
   if (failed) throw stop.signal.aborted ? stop.signal.reason : failed.reason;

@@ -62,7 +62,11 @@ export async function pipeTools(writer: PipeEnd, reader: PipeEnd): Promise<void>
 
 /** The reader's input ended in the middle (pg_restore of a truncated archive): its writer failed. */
 function lostItsWriter(tail: StderrTail): boolean {
-  return tail.errors().some((line) => /could not read from input file|input file is too short|unexpected end of (file|input)/i.test(line));
+  return tail
+    .errors()
+    .some((line) =>
+      /could not read from input file|input file is too short|unexpected end of (file|input)/i.test(line),
+    );
 }
 
 /**
@@ -70,5 +74,8 @@ function lostItsWriter(tail: StderrTail): boolean {
  * either says so, or dies of SIGPIPE without a word (and may be reaped before the reader is).
  */
 function lostItsReader(child: ResultPromise, tail: StderrTail): boolean {
-  return child.signalCode === 'SIGPIPE' || tail.errors().some((line) => /broken pipe|could not write to output|could not write COPY data/i.test(line));
+  return (
+    child.signalCode === 'SIGPIPE' ||
+    tail.errors().some((line) => /broken pipe|could not write to output|could not write COPY data/i.test(line))
+  );
 }

@@ -4,7 +4,14 @@ import { PermanentError } from '../errors.js';
 import type { RecoveryContext } from '../ownership.js';
 import { connect } from './client.js';
 import { applyIdentity, missingRoles, readIdentity, rolesOf, type DatabaseIdentity } from './identity.js';
-import { createShadowDatabase, discardLeftover, dropCreatedDatabase, findCreatedDatabases, swapInShadow, type DatabaseOwner } from './databases.js';
+import {
+  createShadowDatabase,
+  discardLeftover,
+  dropCreatedDatabase,
+  findCreatedDatabases,
+  swapInShadow,
+  type DatabaseOwner,
+} from './databases.js';
 import { acquireDatabaseLock, tryDatabaseLock, waitingForLock } from './lock.js';
 import { withDatabase, type DatabaseTarget } from './target.js';
 
@@ -53,12 +60,18 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
   });
   const lockAcquiredAt = new Date();
   const signal = AbortSignal.any([options.signal, lock.lost]);
-  const maintenance = await connect(withDatabase(target.url, config.PG_MAINTENANCE_DB), `dbops:${options.kind}:${jobId}`, target.env);
+  const maintenance = await connect(
+    withDatabase(target.url, config.PG_MAINTENANCE_DB),
+    `dbops:${options.kind}:${jobId}`,
+    target.env,
+  );
   try {
     // Holding the target's lock, no live job is filling a shadow of it: any that dbops recorded is a dead
     // worker's, left when the server had not yet released that worker's lock as the next worker started.
     const { proven } = await findCreatedDatabases(maintenance, owner.ledger);
-    for (const leftover of proven.filter((found) => found.record.kind === 'shadow' && found.record.target === target.database)) {
+    for (const leftover of proven.filter(
+      (found) => found.record.kind === 'shadow' && found.record.target === target.database,
+    )) {
       await discardLeftover(maintenance, leftover, owner.ledger);
       options.log(`dropped the shadow database "${leftover.name}" of a dead worker (job ${leftover.record.job.id})`);
     }
@@ -119,7 +132,11 @@ export async function recoverCreatedDatabases({ config, logger, ledger }: Recove
   const servers = new Map<string, DatabaseTarget>();
   for (const environment of config.environments.values()) {
     const url = new URL(environment.url);
-    servers.set(`${url.host}${url.searchParams.get('host') ?? ''}`, { env: environment.name, database: '', url: environment.url });
+    servers.set(`${url.host}${url.searchParams.get('host') ?? ''}`, {
+      env: environment.name,
+      database: '',
+      url: environment.url,
+    });
   }
   for (const server of servers.values()) {
     let maintenance;
@@ -147,7 +164,11 @@ export async function recoverCreatedDatabases({ config, logger, ledger }: Recove
           await lock.release();
         }
       }
-      for (const found of unproven) logger.warn({ database: found.name, why: found.why }, 'left alone: dbops cannot prove it created this database');
+      for (const found of unproven)
+        logger.warn(
+          { database: found.name, why: found.why },
+          'left alone: dbops cannot prove it created this database',
+        );
     } finally {
       await maintenance.end().catch(() => undefined);
     }

@@ -25,7 +25,9 @@ export interface RoleRecord {
 
 /** The roles the current database's objects and `alsoNamed` need, memberships included; never the bootstrap superuser or pg_* roles. */
 export async function rolesNeeded(client: pg.ClientBase, alsoNamed: string[]): Promise<RoleRecord[]> {
-  const { rows } = await client.query<Omit<RoleRecord, 'memberOf'> & { memberOf: { role: string; admin: boolean }[] | null }>(
+  const { rows } = await client.query<
+    Omit<RoleRecord, 'memberOf'> & { memberOf: { role: string; admin: boolean }[] | null }
+  >(
     `WITH RECURSIVE needed(oid) AS (
        SELECT refobjid FROM pg_shdepend
         WHERE refclassid = 'pg_authid'::regclass AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -43,7 +45,10 @@ export async function rolesNeeded(client: pg.ClientBase, alsoNamed: string[]): P
       ORDER BY r.rolname`,
     [alsoNamed],
   );
-  return rows.map((row) => ({ ...row, memberOf: (row.memberOf ?? []).filter((member) => !member.role.startsWith('pg_')) }));
+  return rows.map((row) => ({
+    ...row,
+    memberOf: (row.memberOf ?? []).filter((member) => !member.role.startsWith('pg_')),
+  }));
 }
 
 /**
@@ -128,7 +133,9 @@ export async function createMissingRoles(
   roles: RoleRecord[],
   allowed: ReadonlySet<RoleAllowance> = new Set(),
 ): Promise<{ created: string[]; withheld: WithheldFromRole[] }> {
-  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [roles.map((role) => role.name)]);
+  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [
+    roles.map((role) => role.name),
+  ]);
   const existing = new Set(rows.map((row) => row.rolname));
   const missing = roles.filter((role) => !existing.has(role.name));
   const run = async (statement: string, role: string) => {
@@ -157,7 +164,10 @@ export async function createMissingRoles(
         withheldFrom(role.name).memberships.push(member.role);
         continue;
       }
-      await run(`GRANT ${quoteIdent(member.role)} TO ${quoteIdent(role.name)}${member.admin ? ' WITH ADMIN OPTION' : ''}`, role.name);
+      await run(
+        `GRANT ${quoteIdent(member.role)} TO ${quoteIdent(role.name)}${member.admin ? ' WITH ADMIN OPTION' : ''}`,
+        role.name,
+      );
     }
   }
   return { created: missing.map((role) => role.name), withheld: [...withheld.values()] };

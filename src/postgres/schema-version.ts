@@ -13,11 +13,15 @@ export async function readSchemaVersion(client: pg.ClientBase): Promise<SchemaVe
     "SELECT to_regclass('public.alembic_version')::text AS alembic, to_regclass('public.pgmigrations')::text AS pgmigrations",
   );
   if (rows[0]?.alembic) {
-    const heads = await client.query<{ version_num: string }>('SELECT version_num FROM public.alembic_version ORDER BY 1');
+    const heads = await client.query<{ version_num: string }>(
+      'SELECT version_num FROM public.alembic_version ORDER BY 1',
+    );
     return { tool: 'alembic', revisions: heads.rows.map((row) => row.version_num) };
   }
   if (rows[0]?.pgmigrations) {
-    const last = await client.query<{ name: string }>('SELECT name FROM public.pgmigrations ORDER BY run_on DESC, id DESC LIMIT 1');
+    const last = await client.query<{ name: string }>(
+      'SELECT name FROM public.pgmigrations ORDER BY run_on DESC, id DESC LIMIT 1',
+    );
     return { tool: 'node-pg-migrate', revisions: last.rows.map((row) => row.name) };
   }
   return null;

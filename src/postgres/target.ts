@@ -21,9 +21,10 @@ export function resolveTarget(config: Config, envName: string, field = 'env'): D
   const environment = config.environments.get(name);
   if (!environment) {
     const known = [...config.environments.keys()].join(', ') || 'none configured';
-    throw new ValidationError(`unknown environment "${envName}" (known: ${known}; set DATABASE_URL_${name.toUpperCase().replace(/-/g, '_')})`, [
-      { path: field, message: 'unknown environment' },
-    ]);
+    throw new ValidationError(
+      `unknown environment "${envName}" (known: ${known}; set DATABASE_URL_${name.toUpperCase().replace(/-/g, '_')})`,
+      [{ path: field, message: 'unknown environment' }],
+    );
   }
   return { env: environment.name, database: databaseOf(environment.url), url: environment.url };
 }

@@ -48,7 +48,8 @@ const INHERITED = /^(PATH|LANG|LANGUAGE|TZ|LC_[A-Z_]+)$/;
 
 function toolEnvironment(connectionEnv: Record<string, string> | undefined, tool: PgTool): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && INHERITED.test(name)) env[name] = value;
+  for (const [name, value] of Object.entries(process.env))
+    if (value !== undefined && INHERITED.test(name)) env[name] = value;
   return { ...env, ...connectionEnv, PGCONNECT_TIMEOUT: '15', PGAPPNAME: `dbops-${tool}` };
 }
 
@@ -135,7 +136,8 @@ export function isNoteworthyLine(line: string): boolean {
 
 const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
 /** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
-const TOOL_ERROR = /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
+const TOOL_ERROR =
+  /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
 const BARE_ERROR = /^(ERROR|FATAL|PANIC):/;
 const TOOL_HEADLINE = /^(pg_dump|pg_restore|psql): (error|fatal):|^psql:.*?: (ERROR|FATAL|PANIC):/i;
 

@@ -10,7 +10,10 @@ export type RedisConnection = Redis | Cluster;
  * Redis restart); producers fail fast instead of hanging a request.
  */
 export function createRedis(
-  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME' | 'REDIS_SENTINEL_PASSWORD'>,
+  config: Pick<
+    Config,
+    'REDIS_URL' | 'REDIS_CLUSTER' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME' | 'REDIS_SENTINEL_PASSWORD'
+  >,
   purpose: 'worker' | 'producer' = 'worker',
 ): RedisConnection {
   const options: RedisOptions = {

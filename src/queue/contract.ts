@@ -42,7 +42,11 @@ export function jobContract(config: Config): OperationContract[] {
   return operationTypes.map((type) => operationContract(type, config));
 }
 
-type JsonSchema = Record<string, unknown> & { type?: unknown; properties?: Record<string, JsonSchema>; required?: string[] };
+type JsonSchema = Record<string, unknown> & {
+  type?: unknown;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+};
 
 /** A schema in a few words: its type and its constraints. */
 function describeSchema(schema: JsonSchema): string {
@@ -50,13 +54,15 @@ function describeSchema(schema: JsonSchema): string {
   if (schema.anyOf) return (schema.anyOf as JsonSchema[]).map(describeSchema).join(' or ');
   if (schema.const !== undefined) return JSON.stringify(schema.const);
   if (schema.enum) return (schema.enum as unknown[]).map((value) => JSON.stringify(value)).join(' \\| ');
-  if (schema.type === 'array') parts.push(`array of ${schema.items ? describeSchema(schema.items as JsonSchema) : 'any'}`);
+  if (schema.type === 'array')
+    parts.push(`array of ${schema.items ? describeSchema(schema.items as JsonSchema) : 'any'}`);
   else if (schema.type === 'object' && !schema.properties) parts.push('object');
   else if (schema.type === 'object') parts.push(`object {${Object.keys(schema.properties ?? {}).join(', ')}}`);
   else parts.push(String(schema.type ?? 'any'));
   for (const key of ['minimum', 'maximum', 'minLength', 'maxLength', 'minItems', 'maxItems', 'pattern'] as const) {
     if (schema[key] === Number.MAX_SAFE_INTEGER || schema[key] === Number.MIN_SAFE_INTEGER) continue; // zod's int() bounds: no constraint
-    if (schema[key] !== undefined) parts.push(`${key} ${key === 'pattern' ? `\`${String(schema[key])}\`` : String(schema[key])}`);
+    if (schema[key] !== undefined)
+      parts.push(`${key} ${key === 'pattern' ? `\`${String(schema[key])}\`` : String(schema[key])}`);
   }
   return parts.join(', ');
 }
@@ -98,14 +104,24 @@ export function renderJobsDoc(config: Config): string {
   ];
   const contracts = jobContract(config);
   for (const contract of contracts) {
-    lines.push(`| [\`${contract.type}\`](#${contract.type}) | \`${contract.queue}\` | ${contract.confirm ?? 'never'} | ${contract.summary} |`);
+    lines.push(
+      `| [\`${contract.type}\`](#${contract.type}) | \`${contract.queue}\` | ${contract.confirm ?? 'never'} | ${contract.summary} |`,
+    );
   }
   for (const contract of contracts) {
     lines.push('', `## ${contract.type}`, '', contract.summary, '');
     lines.push(`- queue \`${contract.queue}\`, job name \`${contract.jobName}\``);
-    lines.push(`- \`confirm\` (the environment's name again) needed on a protected environment: ${contract.confirm ?? 'never'}`);
+    lines.push(
+      `- \`confirm\` (the environment's name again) needed on a protected environment: ${contract.confirm ?? 'never'}`,
+    );
     lines.push(`- job options dbops sets: \`${JSON.stringify(contract.jobOptions)}\``);
-    lines.push('', '**Payload**', '', '| field | type and constraints | required | default | notes |', '| --- | --- | --- | --- | --- |');
+    lines.push(
+      '',
+      '**Payload**',
+      '',
+      '| field | type and constraints | required | default | notes |',
+      '| --- | --- | --- | --- | --- |',
+    );
     lines.push(...fieldRows(contract.payload, true));
     lines.push('', '**Result**', '');
     for (const [index, variant] of objectVariants(contract.result).entries()) {

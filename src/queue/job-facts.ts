@@ -13,7 +13,10 @@ export function jobTarget(summary: Pick<JobSummary, 'data'>): string {
 }
 
 /** How long a job has run (until now, while it runs); undefined before it starts. */
-export function jobDurationMs(summary: Pick<JobSummary, 'startedAt' | 'finishedAt'>, now = Date.now()): number | undefined {
+export function jobDurationMs(
+  summary: Pick<JobSummary, 'startedAt' | 'finishedAt'>,
+  now = Date.now(),
+): number | undefined {
   if (!summary.startedAt) return undefined;
   return (summary.finishedAt ? Date.parse(summary.finishedAt) : now) - Date.parse(summary.startedAt);
 }

@@ -41,7 +41,8 @@ export interface JobSummary {
 }
 
 export type JobOutcome<T extends OperationType> =
-  { id: string; state: 'completed'; result: ResultOf<T> } | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
+  | { id: string; state: 'completed'; result: ResultOf<T> }
+  | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 
@@ -93,7 +94,11 @@ export class Producer {
     return this.reachable;
   }
 
-  async enqueue<T extends OperationType>(type: T, payload: PayloadInput<T>, options: { jobId?: string } = {}): Promise<EnqueuedJob> {
+  async enqueue<T extends OperationType>(
+    type: T,
+    payload: PayloadInput<T>,
+    options: { jobId?: string } = {},
+  ): Promise<EnqueuedJob> {
     const data = await validatePayload(this.config, type, payload);
     await this.ensureReachable();
     const id = options.jobId ?? newJobId(type);
@@ -116,7 +121,13 @@ export class Producer {
     }
     const flows = new FlowProducer({ connection: this.queues.connection, prefix: this.config.QUEUE_PREFIX });
     try {
-      await flows.add({ name: type, queueName: queueName(type), data, opts: { ...jobOptionsFor(this.config, type), jobId: id }, children: childJobs });
+      await flows.add({
+        name: type,
+        queueName: queueName(type),
+        data,
+        opts: { ...jobOptionsFor(this.config, type), jobId: id },
+        children: childJobs,
+      });
     } finally {
       await flows.close();
     }
@@ -138,7 +149,9 @@ export class Producer {
     const hinted = typeOfJobId(id);
     const hit = hinted ? await this.queues.get(hinted).getJob(id) : undefined;
     if (hit) return hit;
-    const found = (await Promise.all(workerTypes.map((queue) => this.queues.get(queue).getJob(id)))).filter((job): job is Job => Boolean(job));
+    const found = (await Promise.all(workerTypes.map((queue) => this.queues.get(queue).getJob(id)))).filter(
+      (job): job is Job => Boolean(job),
+    );
     if (found.length > 1) {
       const names = found.map((job) => formatJobReference(typeOf(job), id)).join(', ');
       throw new ValidationError(`"${id}" names a job in several queues (${names}): name one as <type>/<id>`);
@@ -149,7 +162,8 @@ export class Producer {
   async summarize(fetched: Job): Promise<JobSummary> {
     const state = await fetched.getState();
     // The job's data may have been read just before it finished: read it again, it is final now.
-    const again = async () => (await this.queues.get(fetched.queueName as OperationType).getJob(fetched.id!)) ?? fetched;
+    const again = async () =>
+      (await this.queues.get(fetched.queueName as OperationType).getJob(fetched.id!)) ?? fetched;
     const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? await again() : fetched;
     const cancelled = state === 'failed' && wasCancelled(job.failedReason);
     return {
@@ -169,7 +183,15 @@ export class Producer {
   }
 
   async list(options: { types?: OperationType[]; states?: JobState[]; limit?: number } = {}): Promise<JobSummary[]> {
-    const states = options.states ?? ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'];
+    const states = options.states ?? [
+      'active',
+      'waiting',
+      'delayed',
+      'prioritized',
+      'waiting-children',
+      'completed',
+      'failed',
+    ];
     const limit = options.limit ?? 50;
     await this.ensureReachable();
     const jobs: Job[] = [];
@@ -201,7 +223,10 @@ export class Producer {
    * Follows a job until it has finished for good (retries included), reporting progress on the way.
    * Resolves with the outcome; a failed job is an outcome, not an exception.
    */
-  async wait<T extends OperationType>(reference: string, onProgress?: (progress: Progress) => void): Promise<JobOutcome<T>> {
+  async wait<T extends OperationType>(
+    reference: string,
+    onProgress?: (progress: Progress) => void,
+  ): Promise<JobOutcome<T>> {
     // A job removed meanwhile (cancelled before it started) is still followed to that outcome below.
     const named = parseJobReference(reference, isOperationType);
     const located = named.type ? undefined : await this.getJob(reference);

@@ -1,7 +1,14 @@
 import { Queue, type JobsOptions, type KeepJobs } from 'bullmq';
 import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
-import { getOperation, isOperationType, queueOf, workerTypes, type OperationType, type WorkerType } from '../operations/index.js';
+import {
+  getOperation,
+  isOperationType,
+  queueOf,
+  workerTypes,
+  type OperationType,
+  type WorkerType,
+} from '../operations/index.js';
 
 /** Each worker type has its own queue, named after it, under QUEUE_PREFIX; jobs are named by operation. */
 export function queueName(type: OperationType): WorkerType {
@@ -24,7 +31,10 @@ export function typeOfJobId(jobId: string): OperationType | undefined {
  * How long finished jobs stay in Redis. Set on every job dbops adds, and by every worker as the default
  * for jobs added without it (another producer's), so Redis never keeps jobs forever.
  */
-export function finishedJobRetention(config: Pick<Config, 'JOB_KEEP_COMPLETED' | 'JOB_KEEP_FAILED'>): { removeOnComplete: KeepJobs; removeOnFail: KeepJobs } {
+export function finishedJobRetention(config: Pick<Config, 'JOB_KEEP_COMPLETED' | 'JOB_KEEP_FAILED'>): {
+  removeOnComplete: KeepJobs;
+  removeOnFail: KeepJobs;
+} {
   return {
     removeOnComplete: { age: 14 * 86_400, count: config.JOB_KEEP_COMPLETED },
     removeOnFail: { age: 30 * 86_400, count: config.JOB_KEEP_FAILED },

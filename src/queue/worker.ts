@@ -91,7 +91,13 @@ export function withoutServerPaths(message: string, config: Pick<Config, 'backup
 }
 
 /** Turns whatever a processor threw into what BullMQ should do with the job. */
-async function settle(config: Config, job: Job, token: string | undefined, signal: AbortSignal | undefined, error: unknown): Promise<Error> {
+async function settle(
+  config: Config,
+  job: Job,
+  token: string | undefined,
+  signal: AbortSignal | undefined,
+  error: unknown,
+): Promise<Error> {
   if (error instanceof WaitingChildrenError) return error; // not a failure: BullMQ runs the job again once its children are done
   if (signal?.aborted && signal.reason === SHUTDOWN) {
     await job.moveToWait(token);
@@ -171,7 +177,11 @@ function processorFor(deps: ProcessorDeps) {
           for (const child of children) {
             if (!isOperationType(child.type)) throw new Error(`unknown operation type "${child.type}"`);
             const data = await validatePayload(config, child.type, child.payload);
-            await queues.add(child.type, data, { jobId: child.jobId, parent: { id: job.id!, queue: job.queueQualifiedName }, failParentOnFailure: true });
+            await queues.add(child.type, data, {
+              jobId: child.jobId,
+              parent: { id: job.id!, queue: job.queueQualifiedName },
+              failParentOnFailure: true,
+            });
           }
           if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError();
           return Object.values(await job.getChildrenValues());
@@ -197,7 +207,8 @@ function processorFor(deps: ProcessorDeps) {
       jobLogger.info({ durationMs: Date.now() - startedAt }, 'job succeeded');
       return result;
     } catch (error) {
-      if (!signal?.aborted && !(error instanceof WaitingChildrenError)) jobLogger.error({ err: error }, 'job attempt failed');
+      if (!signal?.aborted && !(error instanceof WaitingChildrenError))
+        jobLogger.error({ err: error }, 'job attempt failed');
       throw await settle(config, job, token, signal, error);
     } finally {
       await flush();
@@ -209,7 +220,11 @@ function processorFor(deps: ProcessorDeps) {
  * Runs the jobs of one worker type (its own operation and its companions, see Operation.queue), or of
  * any single Operation (the benchmarks' no-op).
  */
-export async function startWorker(typeOrOperation: WorkerType | Operation, config: Config, logger: Logger): Promise<RunningWorker> {
+export async function startWorker(
+  typeOrOperation: WorkerType | Operation,
+  config: Config,
+  logger: Logger,
+): Promise<RunningWorker> {
   const operations = typeof typeOrOperation === 'string' ? operationsOn(typeOrOperation) : [typeOrOperation];
   const type = typeof typeOrOperation === 'string' ? typeOrOperation : typeOrOperation.type;
   const concurrency = config.concurrencyByType.get(type) ?? config.WORKER_CONCURRENCY;
@@ -218,7 +233,13 @@ export async function startWorker(typeOrOperation: WorkerType | Operation, confi
   const ledger = redisLedger(connection, config);
   let shuttingDown = false;
 
-  const recovery = recoveryLoop(operations, { config, logger, prefix: config.QUEUE_PREFIX, isJobActive: jobLiveness(config, queues), ledger });
+  const recovery = recoveryLoop(operations, {
+    config,
+    logger,
+    prefix: config.QUEUE_PREFIX,
+    isJobActive: jobLiveness(config, queues),
+    ledger,
+  });
   await recovery.recover();
 
   const processor = processorFor({

@@ -4,7 +4,9 @@ import { isOperationType, operationTypes, type OperationType } from '../operatio
 
 export const scheduleNameSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, { message: 'a schedule name is lower-case letters, digits, _ and - (at most 63)' });
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
+    message: 'a schedule name is lower-case letters, digits, _ and - (at most 63)',
+  });
 
 function cronProblem(cron: string, tz: string | undefined): string | undefined {
   try {

@@ -11,16 +11,21 @@ export async function readSchedulesFile(file: string): Promise<unknown[]> {
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`SCHEDULES_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw new ConfigError(
+      `SCHEDULES_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    );
   }
   let document: unknown;
   try {
     document = parse(text); // YAML 1.2 reads JSON as it is
   } catch (error) {
-    throw new ConfigError(`SCHEDULES_FILE: ${file} is not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`);
+    throw new ConfigError(
+      `SCHEDULES_FILE: ${file} is not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`,
+    );
   }
   const list = Array.isArray(document) ? document : (document as { schedules?: unknown } | null)?.schedules;
-  if (!Array.isArray(list)) throw new ConfigError(`SCHEDULES_FILE: ${file} must hold a list of schedules, or "schedules:" with one`);
+  if (!Array.isArray(list))
+    throw new ConfigError(`SCHEDULES_FILE: ${file} must hold a list of schedules, or "schedules:" with one`);
   return list;
 }
 

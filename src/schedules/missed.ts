@@ -6,7 +6,12 @@ import { describeOperation, type Schedules } from './schedules.js';
  * Looks for missed runs every `intervalMs` and sends one notification per streak of misses (every
  * worker process looks; the first to claim a miss sends it). Not a scheduler: runs are BullMQ's.
  */
-export function watchMissedRuns(schedules: Schedules, notifier: Notifier, logger: Logger, intervalMs: number): { stop(): void } {
+export function watchMissedRuns(
+  schedules: Schedules,
+  notifier: Notifier,
+  logger: Logger,
+  intervalMs: number,
+): { stop(): void } {
   // Without a webhook there is no one to tell: `schedule list` and /metrics work it out when asked.
   if (!notifier.enabled) return { stop: () => undefined };
   let checking = false;

@@ -35,8 +35,13 @@ export async function watchJobOutcomes(options: {
   events.on('error', () => undefined);
 
   const claim = async (job: Job) =>
-    (await queues.connection.set(`${config.QUEUE_PREFIX}:dbops:notified:${job.id}:${job.finishedOn ?? job.attemptsMade}`, '1', 'EX', 30 * 86_400, 'NX')) ===
-    'OK';
+    (await queues.connection.set(
+      `${config.QUEUE_PREFIX}:dbops:notified:${job.id}:${job.finishedOn ?? job.attemptsMade}`,
+      '1',
+      'EX',
+      30 * 86_400,
+      'NX',
+    )) === 'OK';
 
   const onEnd = async (jobId: string, state: 'completed' | 'failed') => {
     const job = await queues.get(queue).getJob(jobId);
@@ -44,14 +49,23 @@ export async function watchJobOutcomes(options: {
     const cancelled = state === 'failed' && wasCancelled(job.failedReason);
     const schedule = scheduleNameOf(job.repeatJobKey);
     const at = new Date(job.finishedOn ?? Date.now()).toISOString();
-    if (schedule && !cancelled) await schedules.recordRun(schedule, { jobId, state, at, reason: state === 'failed' ? job.failedReason : undefined });
+    if (schedule && !cancelled)
+      await schedules.recordRun(schedule, {
+        jobId,
+        state,
+        at,
+        reason: state === 'failed' ? job.failedReason : undefined,
+      });
     if (cancelled || (state === 'completed' && !config.NOTIFY_ON_SUCCESS) || !notifier.enabled) return;
     if (!(await claim(job))) return;
     const env = environmentOf(job.data);
     const what = `${job.name} job ${jobId}${env ? ` for ${env}` : ''}${schedule ? ` (schedule "${schedule}")` : ''}`;
     notifier.send({
       event: state === 'failed' ? 'job.failed' : 'job.completed',
-      text: state === 'failed' ? `dbops: ${what} failed after ${job.attemptsMade} attempt(s): ${job.failedReason}` : `dbops: ${what} completed`,
+      text:
+        state === 'failed'
+          ? `dbops: ${what} failed after ${job.attemptsMade} attempt(s): ${job.failedReason}`
+          : `dbops: ${what} completed`,
       env,
       job: { id: jobId, type: job.name, attempts: job.attemptsMade },
       schedule,
@@ -60,7 +74,9 @@ export async function watchJobOutcomes(options: {
     });
   };
   const handle = (jobId: string, state: 'completed' | 'failed') =>
-    void onEnd(jobId, state).catch((error: unknown) => logger.warn({ err: error, jobId }, 'could not record or notify the outcome of a job'));
+    void onEnd(jobId, state).catch((error: unknown) =>
+      logger.warn({ err: error, jobId }, 'could not record or notify the outcome of a job'),
+    );
   events.on('completed', ({ jobId }) => handle(jobId, 'completed'));
   events.on('failed', ({ jobId }) => handle(jobId, 'failed'));
   await events.waitUntilReady();

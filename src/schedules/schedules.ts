@@ -2,7 +2,13 @@ import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import { validatePayload } from '../operations/validate.js';
 import { jobOptionsFor, type Queues } from '../queue/queues.js';
-import { scheduleSchema, schedulerId, shortestIntervalMs, type ScheduleDefinition, type StoredSchedule } from './definition.js';
+import {
+  scheduleSchema,
+  schedulerId,
+  shortestIntervalMs,
+  type ScheduleDefinition,
+  type StoredSchedule,
+} from './definition.js';
 import { scheduleStatus, type ScheduleStatus } from './status.js';
 
 export interface ScheduleRun {
@@ -47,15 +53,22 @@ export class Schedules {
   async validate(input: unknown): Promise<ScheduleDefinition> {
     const parsed = scheduleSchema.safeParse(input);
     if (!parsed.success) {
-      const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.') || '(schedule)', message: issue.message }));
-      throw new ValidationError(`invalid schedule: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`, issues);
+      const issues = parsed.error.issues.map((issue) => ({
+        path: issue.path.join('.') || '(schedule)',
+        message: issue.message,
+      }));
+      throw new ValidationError(
+        `invalid schedule: ${issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ')}`,
+        issues,
+      );
     }
     const definition = parsed.data as ScheduleDefinition;
     const minimum = this.config.SCHEDULE_MIN_INTERVAL_SECONDS;
     if (shortestIntervalMs(definition.cron, definition.tz) < minimum * 1000) {
-      throw new ValidationError(`invalid schedule: cron: "${definition.cron}" runs more often than every ${minimum} s (SCHEDULE_MIN_INTERVAL_SECONDS)`, [
-        { path: 'cron', message: `runs more often than every ${minimum} s` },
-      ]);
+      throw new ValidationError(
+        `invalid schedule: cron: "${definition.cron}" runs more often than every ${minimum} s (SCHEDULE_MIN_INTERVAL_SECONDS)`,
+        [{ path: 'cron', message: `runs more often than every ${minimum} s` }],
+      );
     }
     const payload = await validatePayload(this.config, definition.operation, definition.payload);
     return { ...definition, payload: payload as Record<string, unknown> };
@@ -64,16 +77,26 @@ export class Schedules {
   async add(input: unknown, source: StoredSchedule['source'] = 'cli'): Promise<StoredSchedule> {
     const definition = await this.validate(input);
     const existing = await this.get(definition.name);
-    if (existing && existing.operation !== definition.operation) await this.queues.get(existing.operation).removeJobScheduler(schedulerId(existing));
+    if (existing && existing.operation !== definition.operation)
+      await this.queues.get(existing.operation).removeJobScheduler(schedulerId(existing));
     const now = new Date().toISOString();
     const unchanged = existing && sameDefinition(existing, definition);
-    const stored: StoredSchedule = { ...definition, source, createdAt: existing?.createdAt ?? now, updatedAt: unchanged ? existing.updatedAt : now };
+    const stored: StoredSchedule = {
+      ...definition,
+      source,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: unchanged ? existing.updatedAt : now,
+    };
     await this.queues
       .get(definition.operation)
       .upsertJobScheduler(
         schedulerId(definition),
         { pattern: definition.cron, tz: definition.tz },
-        { name: definition.operation, data: definition.payload, opts: jobOptionsFor(this.config, definition.operation) },
+        {
+          name: definition.operation,
+          data: definition.payload,
+          opts: jobOptionsFor(this.config, definition.operation),
+        },
       );
     await this.redis.hset(this.key('schedules'), definition.name, JSON.stringify(stored));
     return stored;
@@ -147,7 +170,9 @@ export class Schedules {
         validated.push(await this.validate(definition));
       } catch (error) {
         const name = (definition as { name?: unknown } | null)?.name;
-        throw new ValidationError(`schedule ${typeof name === 'string' ? `"${name}"` : `#${index + 1}`}: ${(error as Error).message}`);
+        throw new ValidationError(
+          `schedule ${typeof name === 'string' ? `"${name}"` : `#${index + 1}`}: ${(error as Error).message}`,
+        );
       }
     }
     const names = new Set(validated.map((definition) => definition.name));

@@ -18,7 +18,8 @@ export function scheduleStatus(
   now: Date,
 ): ScheduleStatus {
   const times = runTimes(schedule);
-  const windowEnd = (due: Date) => (schedule.windowSeconds ? new Date(due.getTime() + schedule.windowSeconds * 1000) : times.next(due));
+  const windowEnd = (due: Date) =>
+    schedule.windowSeconds ? new Date(due.getTime() + schedule.windowSeconds * 1000) : times.next(due);
   let due = times.previous(now);
   for (let step = 0; windowEnd(due) > now && step < 1_000; step += 1) due = times.previous(new Date(due.getTime() - 1));
   if (windowEnd(due) > now || due < new Date(schedule.updatedAt)) return { state: 'pending' };

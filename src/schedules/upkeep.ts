@@ -17,7 +17,12 @@ export interface ScheduleUpkeep {
  * What every dbops process (each worker, the server) does beside its own work: applies SCHEDULES_FILE
  * (a ConfigError when it is invalid), then watches for missed runs and tells the webhook.
  */
-export async function startScheduleUpkeep(config: Config, queues: Queues, logger: Logger, schedules = new Schedules(config, queues)): Promise<ScheduleUpkeep> {
+export async function startScheduleUpkeep(
+  config: Config,
+  queues: Queues,
+  logger: Logger,
+  schedules = new Schedules(config, queues),
+): Promise<ScheduleUpkeep> {
   await applySchedulesFile(config, schedules, logger);
   const notifier = new Notifier(config, logger);
   const missedRuns = watchMissedRuns(schedules, notifier, logger, config.SCHEDULE_CHECK_INTERVAL_MS);

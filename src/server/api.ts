@@ -27,7 +27,11 @@ export function apiRouter(config: Config, producer: Producer): Router {
   // A body in another content type would not be read: say so, rather than validate an empty payload.
   router.use((req, res, next) => {
     if (req.method !== 'POST' || !hasBody(req) || req.is('application/json')) return next();
-    res.status(415).json({ error: `send the payload as JSON with Content-Type: application/json (got ${req.headers['content-type'] ?? 'none'})` });
+    res
+      .status(415)
+      .json({
+        error: `send the payload as JSON with Content-Type: application/json (got ${req.headers['content-type'] ?? 'none'})`,
+      });
   });
   router.use(express.json({ limit: config.API_BODY_LIMIT, strict: false }));
 
@@ -51,7 +55,13 @@ export function apiRouter(config: Config, producer: Producer): Router {
     const job = await producer.getJob(formatJobReference(type, id));
     if (!job) return res.status(404).json({ error: `no ${type} job "${id}"` });
     const summary = await producer.summarize(job);
-    return res.json({ id: summary.id, state: summary.state, progress: summary.progress, result: summary.result, failedReason: summary.failedReason });
+    return res.json({
+      id: summary.id,
+      state: summary.state,
+      progress: summary.progress,
+      result: summary.result,
+      failedReason: summary.failedReason,
+    });
   });
 
   router.get('/schemas', (_req, res) => {
@@ -66,8 +76,12 @@ export function apiRouter(config: Config, producer: Producer): Router {
 
   /** A backup's archive as it is stored (encrypted ones stay encrypted), with its sha256 to check. */
   router.get('/backups/:id/archive', (req, res) =>
-    sendArchive(res, BackupCatalogue.of(config), req.params.id, typeof req.query.store === 'string' ? req.query.store : undefined, (status, error) =>
-      res.status(status).json({ error }),
+    sendArchive(
+      res,
+      BackupCatalogue.of(config),
+      req.params.id,
+      typeof req.query.store === 'string' ? req.query.store : undefined,
+      (status, error) => res.status(status).json({ error }),
     ),
   );
 
@@ -75,7 +89,12 @@ export function apiRouter(config: Config, producer: Producer): Router {
     const env = typeof req.query.env === 'string' ? normalizeEnvName(req.query.env) : undefined;
     const store = typeof req.query.store === 'string' ? req.query.store : undefined;
     try {
-      res.json((await BackupCatalogue.of(config).listWithStores({ env, store })).map(({ manifest, stores }) => ({ ...manifest, heldBy: stores })));
+      res.json(
+        (await BackupCatalogue.of(config).listWithStores({ env, store })).map(({ manifest, stores }) => ({
+          ...manifest,
+          heldBy: stores,
+        })),
+      );
     } catch (error) {
       if (error instanceof ValidationError) return res.status(400).json({ error: error.message });
       throw error;

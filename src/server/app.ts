@@ -25,7 +25,10 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
   const app = express();
   app.disable('x-powered-by');
   app.use(hostGuard(config));
-  const credentials = config.DASHBOARD_USER && config.DASHBOARD_PASSWORD ? { user: config.DASHBOARD_USER, password: config.DASHBOARD_PASSWORD } : undefined;
+  const credentials =
+    config.DASHBOARD_USER && config.DASHBOARD_PASSWORD
+      ? { user: config.DASHBOARD_USER, password: config.DASHBOARD_PASSWORD }
+      : undefined;
   // With credentials: basic auth, and changes only from the dashboard's own pages. Without: read-only.
   const dashboardAuth: RequestHandler[] =
     credentials && !config.DASHBOARD_READONLY
@@ -36,7 +39,10 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
 
   app.get('/healthz', async (_req, res) => {
     try {
-      await Promise.race([producer.queues.connection.ping(), new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref())]);
+      await Promise.race([
+        producer.queues.connection.ping(),
+        new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
+      ]);
       res.json({ status: 'ok' });
     } catch {
       res.status(503).json({ status: 'unavailable', reason: 'Redis does not answer' });
@@ -46,15 +52,30 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.use('/api/v1', apiRouter(config, producer));
-  app.use(DASHBOARD_PATH, ...dashboardAuth, dashboardRouter(producer.queues, { readOnly: !credentials || config.DASHBOARD_READONLY }));
-  app.use(consoleRouter(config, producer, { readOnly: !credentials || config.DASHBOARD_READONLY, guard: dashboardAuth, authenticated: Boolean(credentials) }));
+  app.use(
+    DASHBOARD_PATH,
+    ...dashboardAuth,
+    dashboardRouter(producer.queues, { readOnly: !credentials || config.DASHBOARD_READONLY }),
+  );
+  app.use(
+    consoleRouter(config, producer, {
+      readOnly: !credentials || config.DASHBOARD_READONLY,
+      guard: dashboardAuth,
+      authenticated: Boolean(credentials),
+    }),
+  );
   app.use((_req, res) => res.status(404).json({ error: 'not found' }));
 
   // No stack traces in responses: the message for client errors, a generic line otherwise.
   const onError: ErrorRequestHandler = (error, _req, res, _next) => {
     const status = typeof error?.status === 'number' && error.status >= 400 && error.status < 600 ? error.status : 500;
     if (status >= 500) logger.error({ err: error }, 'request failed');
-    const message = status === 413 ? 'request body too large' : status < 500 ? String(error.message ?? 'bad request') : 'internal error';
+    const message =
+      status === 413
+        ? 'request body too large'
+        : status < 500
+          ? String(error.message ?? 'bad request')
+          : 'internal error';
     res.status(status).json({ error: message });
   };
   app.use(onError);
@@ -105,20 +126,30 @@ export async function startServer(
   const app = createApp(config, producer, metrics, logger);
   // Express 5 hands a failure to listen (the port taken, say) to this callback, not to an 'error' event.
   const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(config.PORT, config.HOST, (error?: Error) => (error ? reject(error) : resolve(listening)));
+    const listening = app.listen(config.PORT, config.HOST, (error?: Error) =>
+      error ? reject(error) : resolve(listening),
+    );
   }).catch(async (error: NodeJS.ErrnoException) => {
     closing = true;
     await upkeep?.stop();
     await metrics.close();
     await producer.close();
-    const why = error.code === 'EADDRINUSE' ? 'the port is already in use' : error.code === 'EACCES' ? 'permission denied' : error.message;
+    const why =
+      error.code === 'EADDRINUSE'
+        ? 'the port is already in use'
+        : error.code === 'EACCES'
+          ? 'permission denied'
+          : error.message;
     throw new Error(`cannot listen on ${config.HOST}:${config.PORT}: ${why}`, { cause: error });
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
   // Not under `url`: the logger censors every `url` field, as those usually carry database passwords.
-  logger.info({ address: url, api: Boolean(config.API_TOKEN), auth: Boolean(config.DASHBOARD_USER) }, 'server listening');
+  logger.info(
+    { address: url, api: Boolean(config.API_TOKEN), auth: Boolean(config.DASHBOARD_USER) },
+    'server listening',
+  );
   return {
     server,
     url,

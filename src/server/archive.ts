@@ -23,7 +23,11 @@ export async function sendArchive(
     throw error;
   }
   const { manifest, store } = found;
-  if (manifest.format !== 'custom') return refuse(409, `backup ${manifest.id} is a directory archive: only custom-format archives are served as one file`);
+  if (manifest.format !== 'custom')
+    return refuse(
+      409,
+      `backup ${manifest.id} is a directory archive: only custom-format archives are served as one file`,
+    );
   const archive = await store.openArchive(manifest);
   res.set({
     'Content-Type': 'application/octet-stream',

@@ -20,7 +20,10 @@ export function basicAuth(user: string, password: string): RequestHandler {
       const okPassword = safeEqual(decoded.slice(colon + 1), password);
       if (colon >= 0 && okUser && okPassword) return next();
     }
-    res.set('WWW-Authenticate', 'Basic realm="dbops", charset="UTF-8"').status(401).json({ error: 'authentication required' });
+    res
+      .set('WWW-Authenticate', 'Basic realm="dbops", charset="UTF-8"')
+      .status(401)
+      .json({ error: 'authentication required' });
   };
 }
 

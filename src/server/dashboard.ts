@@ -19,11 +19,16 @@ export function dashboardRouter(queues: Queues, options: { readOnly: boolean }):
           .map((operation, index) => (index === 0 ? operation.summary : `${operation.type}: ${operation.summary}`))
           .join('; also '),
         // Each job's page in the dbops console: result in words, the log lines that matter.
-        externalJobUrl: (job) => ({ displayText: 'in the dbops console', href: `/jobs/${job.name}/${encodeURIComponent(String(job.id))}` }),
+        externalJobUrl: (job) => ({
+          displayText: 'in the dbops console',
+          href: `/jobs/${job.name}/${encodeURIComponent(String(job.id))}`,
+        }),
       });
       // dbops' progress is {percent, step}: Bull Board draws a bar for a number only.
       adapter.setFormatter('progress', (progress: unknown) =>
-        progress && typeof progress === 'object' && 'percent' in progress ? Math.round(Number((progress as { percent: number }).percent)) : progress,
+        progress && typeof progress === 'object' && 'percent' in progress
+          ? Math.round(Number((progress as { percent: number }).percent))
+          : progress,
       );
       return adapter;
     }),

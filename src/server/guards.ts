@@ -24,10 +24,16 @@ function bareHost(host: string): string | undefined {
  * name and addresses), the loopback names, and ALLOWED_HOSTS.
  */
 export function allowedHostNames(config: Pick<Config, 'HOST' | 'allowedHosts'>): Set<string> {
-  const names = new Set(['localhost', '127.0.0.1', '::1', ...config.allowedHosts.map((host) => bareHost(host) ?? host)]);
+  const names = new Set([
+    'localhost',
+    '127.0.0.1',
+    '::1',
+    ...config.allowedHosts.map((host) => bareHost(host) ?? host),
+  ]);
   if (WILDCARD_HOSTS.has(config.HOST)) {
     names.add(os.hostname().toLowerCase());
-    for (const addresses of Object.values(os.networkInterfaces())) for (const address of addresses ?? []) names.add(address.address.toLowerCase());
+    for (const addresses of Object.values(os.networkInterfaces()))
+      for (const address of addresses ?? []) names.add(address.address.toLowerCase());
   } else {
     names.add(bareHost(config.HOST) ?? config.HOST.toLowerCase());
   }
@@ -39,8 +45,11 @@ export function hostGuard(config: Pick<Config, 'HOST' | 'allowedHosts'>): Reques
   const allowed = allowedHostNames(config);
   return (req, res, next) => {
     const host = bareHost(req.headers.host ?? '');
-    if (host !== undefined && (allowed.has(host) || (isLoopbackHost(host) && isLoopbackHost(config.HOST)))) return next();
-    res.status(421).json({ error: `this server does not answer to host "${req.headers.host ?? ''}" (see ALLOWED_HOSTS)` });
+    if (host !== undefined && (allowed.has(host) || (isLoopbackHost(host) && isLoopbackHost(config.HOST))))
+      return next();
+    res
+      .status(421)
+      .json({ error: `this server does not answer to host "${req.headers.host ?? ''}" (see ALLOWED_HOSTS)` });
   };
 }
 
@@ -48,7 +57,12 @@ export function hostGuard(config: Pick<Config, 'HOST' | 'allowedHosts'>): Reques
 export function readOnlyGuard(): RequestHandler {
   return (req, res, next) => {
     if (SAFE_METHODS.has(req.method)) return next();
-    res.set('Allow', 'GET, HEAD').status(405).json({ error: 'the dashboard is read-only: set DASHBOARD_USER and DASHBOARD_PASSWORD to change queues from it' });
+    res
+      .set('Allow', 'GET, HEAD')
+      .status(405)
+      .json({
+        error: 'the dashboard is read-only: set DASHBOARD_USER and DASHBOARD_PASSWORD to change queues from it',
+      });
   };
 }
 
@@ -67,6 +81,8 @@ export function sameOriginGuard(): RequestHandler {
       sourceHost = undefined;
     }
     if (sourceHost !== undefined && sourceHost === req.headers.host) return next();
-    res.status(403).json({ error: "refused: a change must come from the dashboard's own pages (Origin or Referer of this host)" });
+    res
+      .status(403)
+      .json({ error: "refused: a change must come from the dashboard's own pages (Origin or Referer of this host)" });
   };
 }

@@ -20,7 +20,12 @@ export interface Metrics {
  * queues' event streams while this server runs.
  */
 /** `waitForEvents`: return once the job-outcome listeners are attached (false while Redis is away: they attach when it is back). */
-export async function createMetrics(config: Config, queues: Queues, schedules: Schedules, waitForEvents = true): Promise<Metrics> {
+export async function createMetrics(
+  config: Config,
+  queues: Queues,
+  schedules: Schedules,
+  waitForEvents = true,
+): Promise<Metrics> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'dbops_process_' });
 
@@ -52,7 +57,8 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
 
   // Schedules: one read of their state per scrape feeds the three gauges.
   let scheduleViews: Promise<ScheduleView[]> | undefined;
-  const views = () => (scheduleViews ??= schedules.list().finally(() => setTimeout(() => (scheduleViews = undefined), 1_000).unref()));
+  const views = () =>
+    (scheduleViews ??= schedules.list().finally(() => setTimeout(() => (scheduleViews = undefined), 1_000).unref()));
   new Gauge({
     name: 'dbops_schedule_missed',
     help: '1 when the last due run of a schedule did not succeed within its window (never ran, or failed)',
@@ -60,7 +66,8 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     registers: [registry],
     async collect() {
       this.reset();
-      for (const view of await views()) this.set({ schedule: view.name, operation: view.operation }, view.status.state === 'missed' ? 1 : 0);
+      for (const view of await views())
+        this.set({ schedule: view.name, operation: view.operation }, view.status.state === 'missed' ? 1 : 0);
     },
   });
   new Gauge({
@@ -70,7 +77,8 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     registers: [registry],
     async collect() {
       this.reset();
-      for (const view of await views()) if (view.lastSuccessAt) this.set({ schedule: view.name }, Date.parse(view.lastSuccessAt) / 1000);
+      for (const view of await views())
+        if (view.lastSuccessAt) this.set({ schedule: view.name }, Date.parse(view.lastSuccessAt) / 1000);
     },
   });
   new Gauge({
@@ -80,7 +88,8 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
     registers: [registry],
     async collect() {
       this.reset();
-      for (const view of await views()) if (view.nextRunAt) this.set({ schedule: view.name }, Date.parse(view.nextRunAt) / 1000);
+      for (const view of await views())
+        if (view.nextRunAt) this.set({ schedule: view.name }, Date.parse(view.nextRunAt) / 1000);
     },
   });
 
@@ -96,7 +105,8 @@ export async function createMetrics(config: Config, queues: Queues, schedules: S
   const observe = async (queue: WorkerType, jobId: string, outcome: 'completed' | 'failed') => {
     const job = await queues.get(queue).getJob(jobId);
     const type = job && isOperationType(job.name) ? job.name : queue;
-    if (job?.processedOn && job.finishedOn) duration.observe({ type, outcome }, (job.finishedOn - job.processedOn) / 1000);
+    if (job?.processedOn && job.finishedOn)
+      duration.observe({ type, outcome }, (job.finishedOn - job.processedOn) / 1000);
   };
   for (const type of workerTypes) {
     const connection = createRedis(config, 'worker');

@@ -27,7 +27,11 @@ export class ForeignProducer {
   }
 
   /** Waits for a job to end; its state, result and failure reason. */
-  async settled(queue: string, id: string, timeoutMs = 60_000): Promise<{ state: string; result: unknown; failedReason: string }> {
+  async settled(
+    queue: string,
+    id: string,
+    timeoutMs = 60_000,
+  ): Promise<{ state: string; result: unknown; failedReason: string }> {
     return waitFor(
       `${queue} job ${id} to end`,
       async () => {

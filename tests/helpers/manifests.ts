@@ -9,7 +9,11 @@ import { sealFor } from '../../src/backups/signing.js';
  * key): for tests of what dbops does with a manifest of its own that describes a damaged archive.
  * A test of a forged manifest writes the file without this.
  */
-export async function rewriteOwnManifest(backupDir: string, backupId: string, change: (manifest: Record<string, unknown>) => void): Promise<void> {
+export async function rewriteOwnManifest(
+  backupDir: string,
+  backupId: string,
+  change: (manifest: Record<string, unknown>) => void,
+): Promise<void> {
   const file = path.join(backupDir, `${backupId}.json`);
   const manifest = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   change(manifest);

@@ -26,13 +26,35 @@ export async function newServer(): Promise<NewServer> {
   chownSync(path.join(dir, 'pw'), postgresUid(), postgresGid());
   // Below Linux's ephemeral range (32768–60999), where a client connection may hold the port.
   const port = 22_000 + Math.floor(Math.random() * 4_000);
-  const asPostgres = (...args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'pipe' });
-  asPostgres(`${bin}/initdb`, '-D', `${dir}/data`, '-U', 'postgres', '-A', 'scram-sha-256', `--pwfile=${dir}/pw`, '--no-sync');
-  asPostgres(`${bin}/pg_ctl`, '-D', `${dir}/data`, '-l', `${dir}/log`, '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start');
+  const asPostgres = (...args: string[]) =>
+    execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'pipe' });
+  asPostgres(
+    `${bin}/initdb`,
+    '-D',
+    `${dir}/data`,
+    '-U',
+    'postgres',
+    '-A',
+    'scram-sha-256',
+    `--pwfile=${dir}/pw`,
+    '--no-sync',
+  );
+  asPostgres(
+    `${bin}/pg_ctl`,
+    '-D',
+    `${dir}/data`,
+    '-l',
+    `${dir}/log`,
+    '-w',
+    '-o',
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+    'start',
+  );
   return {
     port,
     password,
-    url: (database, user = 'postgres', userPassword = password) => `postgres://${user}:${userPassword}@127.0.0.1:${port}/${database}`,
+    url: (database, user = 'postgres', userPassword = password) =>
+      `postgres://${user}:${userPassword}@127.0.0.1:${port}/${database}`,
     stop() {
       asPostgres(`${bin}/pg_ctl`, '-D', `${dir}/data`, '-m', 'immediate', 'stop');
       rmSync(dir, { recursive: true, force: true });

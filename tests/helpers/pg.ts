@@ -10,7 +10,11 @@ import { PG_ADMIN_URL, pgUrl } from './services.js';
 /** Pagila, kept in the repository (see its README for where it comes from). */
 export const PAGILA_DIR = path.resolve(import.meta.dirname, '../fixtures/pagila');
 
-export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, params: unknown[] = []): Promise<T[]> {
+export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(
+  database: string,
+  text: string,
+  params: unknown[] = [],
+): Promise<T[]> {
   // The database by name, not in a URL: any name works (the driver would leave %3F… in a URL's path encoded).
   const client = new pg.Client({ ...parseIntoClientConfig(PG_ADMIN_URL), database });
   await client.connect();
@@ -36,12 +40,20 @@ export async function databaseExists(name: string): Promise<boolean> {
 }
 
 export async function databasesLike(pattern: string): Promise<string[]> {
-  const rows = await sql<{ datname: string }>('postgres', 'SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1', [pattern]);
+  const rows = await sql<{ datname: string }>(
+    'postgres',
+    'SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1',
+    [pattern],
+  );
   return rows.map((row) => row.datname);
 }
 
 /** Databases carrying dbops' shadow mark whose comment field `field` matches `condition` ($1 is `value`). */
-async function markedDatabases(field: 'target' | 'scratchOf', condition: 'LIKE' | '=', value: string): Promise<string[]> {
+async function markedDatabases(
+  field: 'target' | 'scratchOf',
+  condition: 'LIKE' | '=',
+  value: string,
+): Promise<string[]> {
   const rows = await sql<{ datname: string }>(
     'postgres',
     `SELECT d.datname FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid
@@ -102,7 +114,10 @@ export async function fingerprint(database: string): Promise<Fingerprint> {
     );
     tables[name] = row!;
   }
-  const sequenceRows = await sql<{ name: string }>(database, `SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1`);
+  const sequenceRows = await sql<{ name: string }>(
+    database,
+    `SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1`,
+  );
   const sequences: Fingerprint['sequences'] = {};
   for (const { name } of sequenceRows) {
     const [row] = await sql<{ v: string }>(database, `SELECT last_value || ':' || is_called AS v FROM ${name}`);
@@ -118,7 +133,10 @@ export function holdDatabaseLock(database: string, holder = 'test'): Promise<Dat
 
 /** Whether a database's lock is free now (taken and given back at once). */
 export async function databaseLockIsFree(database: string): Promise<boolean> {
-  const lock = await tryDatabaseLock({ env: 'test', database, url: pgUrl(database) }, { maintenanceDb: 'postgres', holder: 'test' });
+  const lock = await tryDatabaseLock(
+    { env: 'test', database, url: pgUrl(database) },
+    { maintenanceDb: 'postgres', holder: 'test' },
+  );
   await lock?.release();
   return lock !== undefined;
 }

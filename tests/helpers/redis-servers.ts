@@ -21,7 +21,8 @@ export function redisUnavailableReason(feature?: 'tls'): string | undefined {
     // Given no certificate, a TLS build exits saying it could not configure TLS; a build without TLS
     // exits refusing the directive itself.
     const tls = spawnSync('redis-server', ['--port', '0', '--tls-port', '1', '--save', ''], { timeout: 5_000 });
-    if (!/Failed to configure TLS/.test(String(tls.stdout) + String(tls.stderr))) return 'redis-server was built without TLS';
+    if (!/Failed to configure TLS/.test(String(tls.stdout) + String(tls.stderr)))
+      return 'redis-server was built without TLS';
   }
   return undefined;
 }
@@ -44,7 +45,18 @@ export async function makeCertificates(dir: string): Promise<{ ca: string; cert:
     '-subj',
     '/CN=dbops test CA',
   ]);
-  await execa('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', '/CN=127.0.0.1']);
+  await execa('openssl', [
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    file('server.key'),
+    '-out',
+    file('server.csr'),
+    '-subj',
+    '/CN=127.0.0.1',
+  ]);
   writeFileSync(file('san.ext'), 'subjectAltName=IP:127.0.0.1\n');
   await execa('openssl', [
     'x509',
@@ -68,7 +80,12 @@ export async function makeCertificates(dir: string): Promise<{ ca: string; cert:
 
 /** What redis-cli needs to reach a server started by `startRedis` with `tls` (and a password). */
 export function cliArgs(port: number, tlsCa?: string, password?: string): string[] {
-  return [...(tlsCa ? ['--tls', '--cacert', tlsCa] : []), ...(password ? ['--no-auth-warning', '-a', password] : []), '-p', String(port)];
+  return [
+    ...(tlsCa ? ['--tls', '--cacert', tlsCa] : []),
+    ...(password ? ['--no-auth-warning', '-a', password] : []),
+    '-p',
+    String(port),
+  ];
 }
 
 async function waitForPing(port: number, tlsCa?: string, password?: string): Promise<void> {
@@ -86,7 +103,9 @@ async function serve(
   starts: { args: string[]; port: number; tlsCa?: string; password?: string }[],
   then?: () => Promise<void>,
 ): Promise<() => Promise<void>> {
-  const servers: ResultPromise[] = starts.map(({ args }) => execa('redis-server', args, { reject: false, stdio: 'ignore', cwd: dir }));
+  const servers: ResultPromise[] = starts.map(({ args }) =>
+    execa('redis-server', args, { reject: false, stdio: 'ignore', cwd: dir }),
+  );
   const stop = async () => {
     for (const server of servers) server.kill('SIGKILL');
     await Promise.all(servers);
@@ -105,7 +124,16 @@ async function serve(
 const PLAIN = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
 
 function tlsArgs(certificates: { ca: string; cert: string; key: string }): string[] {
-  return ['--tls-cert-file', certificates.cert, '--tls-key-file', certificates.key, '--tls-ca-cert-file', certificates.ca, '--tls-auth-clients', 'no'];
+  return [
+    '--tls-cert-file',
+    certificates.cert,
+    '--tls-key-file',
+    certificates.key,
+    '--tls-ca-cert-file',
+    certificates.ca,
+    '--tls-auth-clients',
+    'no',
+  ];
 }
 
 /** Three masters on loopback ports, slots spread by redis-cli --cluster create. */
@@ -116,10 +144,27 @@ export async function startCluster(firstPort: number): Promise<TestRedis> {
     dir,
     ports.map((port) => ({
       port,
-      args: ['--port', String(port), ...PLAIN, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--dir', dir],
+      args: [
+        '--port',
+        String(port),
+        ...PLAIN,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--dir',
+        dir,
+      ],
     })),
     async () => {
-      await execa('redis-cli', ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes']);
+      await execa('redis-cli', [
+        '--cluster',
+        'create',
+        ...ports.map((port) => `127.0.0.1:${port}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ]);
       for (let tries = 0; ; tries += 1) {
         const info = await execa('redis-cli', ['-p', String(firstPort), 'cluster', 'info'], { reject: false });
         if (info.stdout.includes('cluster_state:ok')) break;
@@ -142,10 +187,16 @@ export async function startRedis(
 ): Promise<TestRedis & { ca?: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-redis-'));
   const certificates = options.tls ? await makeCertificates(dir) : undefined;
-  const listen = (onPort: number) => (certificates ? ['--port', '0', '--tls-port', String(onPort), ...tlsArgs(certificates)] : ['--port', String(onPort)]);
+  const listen = (onPort: number) =>
+    certificates ? ['--port', '0', '--tls-port', String(onPort), ...tlsArgs(certificates)] : ['--port', String(onPort)];
   const requirePass = (password?: string) => (password ? ['--requirepass', password] : []);
   const starts = [
-    { port, tlsCa: certificates?.ca, password: options.password, args: [...listen(port), ...PLAIN, ...requirePass(options.password), '--dir', dir] },
+    {
+      port,
+      tlsCa: certificates?.ca,
+      password: options.password,
+      args: [...listen(port), ...PLAIN, ...requirePass(options.password), '--dir', dir],
+    },
   ];
   if (options.sentinelPort !== undefined) {
     const config = path.join(dir, 'sentinel.conf');
@@ -156,7 +207,16 @@ export async function startRedis(
       port: options.sentinelPort,
       tlsCa: certificates?.ca,
       password: options.sentinelPassword,
-      args: [config, '--sentinel', ...listen(options.sentinelPort), '--bind', '127.0.0.1', '--dir', dir, ...(certificates ? ['--tls-replication', 'yes'] : [])],
+      args: [
+        config,
+        '--sentinel',
+        ...listen(options.sentinelPort),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        ...(certificates ? ['--tls-replication', 'yes'] : []),
+      ],
     });
   }
   const stop = await serve(dir, starts);

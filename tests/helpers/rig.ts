@@ -6,7 +6,15 @@ import { execa, type ResultPromise } from 'execa';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
 import { Producer } from '../../src/queue/producer.js';
-import { databasesLike, dropDatabase, fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './pg.js';
+import {
+  databasesLike,
+  dropDatabase,
+  fingerprint,
+  loadPagila,
+  shadowDatabasesFor,
+  sql,
+  type Fingerprint,
+} from './pg.js';
 import { REDIS_URL, pgUrl } from './services.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -164,7 +172,10 @@ export async function sourceAndTarget(rig: Rig): Promise<Fingerprint> {
   await loadPagila(rig.db('source'));
   rig.setEnv('source', rig.db('source'));
   await sql('postgres', `CREATE DATABASE "${rig.db('target')}"`);
-  await sql(rig.db('target'), "CREATE TABLE precious (id int PRIMARY KEY, note text); INSERT INTO precious VALUES (1, 'keep me')");
+  await sql(
+    rig.db('target'),
+    "CREATE TABLE precious (id int PRIMARY KEY, note text); INSERT INTO precious VALUES (1, 'keep me')",
+  );
   rig.setEnv('target', rig.db('target'));
   return fingerprint(rig.db('target'));
 }

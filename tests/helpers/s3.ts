@@ -1,7 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { execa, type ResultPromise } from 'execa';
 import { waitFor } from './wait.js';
 
@@ -33,12 +39,33 @@ export class S3Server {
       responseChecksumValidation: 'WHEN_REQUIRED',
     });
 
-  private static async launch(dir: string, port: string, buckets: string[]): Promise<{ child: ResultPromise; port: string }> {
-    const args = ['-d', dir, '-a', '127.0.0.1', '-p', port, '--silent', ...buckets.flatMap((bucket) => ['--configure-bucket', bucket])];
-    const child = execa('node', [path.join(ROOT, 'node_modules/s3rver/bin/s3rver.js'), ...args], { reject: false, all: true, buffer: true });
+  private static async launch(
+    dir: string,
+    port: string,
+    buckets: string[],
+  ): Promise<{ child: ResultPromise; port: string }> {
+    const args = [
+      '-d',
+      dir,
+      '-a',
+      '127.0.0.1',
+      '-p',
+      port,
+      '--silent',
+      ...buckets.flatMap((bucket) => ['--configure-bucket', bucket]),
+    ];
+    const child = execa('node', [path.join(ROOT, 'node_modules/s3rver/bin/s3rver.js'), ...args], {
+      reject: false,
+      all: true,
+      buffer: true,
+    });
     let output = '';
     child.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const listening = await waitFor('s3rver to listen', async () => /listening on [\d.]+:(\d+)/.exec(output)?.[1], 20_000);
+    const listening = await waitFor(
+      's3rver to listen',
+      async () => /listening on [\d.]+:(\d+)/.exec(output)?.[1],
+      20_000,
+    );
     return { child, port: listening };
   }
 

@@ -21,7 +21,9 @@ function warnSkipped(skipped: SkippedManifest[]): void {
 }
 
 export function registerBackups(program: Command, run: RunOperation = runOperation): void {
-  const backups = program.command('backups').description('the backups in the backup stores (BACKUP_STORES, default BACKUP_DIR)');
+  const backups = program
+    .command('backups')
+    .description('the backups in the backup stores (BACKUP_STORES, default BACKUP_DIR)');
   backups
     .command('list')
     .description('list backups, grouped by environment and database, oldest first, with the stores that hold each')
@@ -29,9 +31,15 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--store <name>', 'only the backups this store holds')
     .option('--json', 'print the manifests as JSON (each with heldBy: the stores that hold it)')
     .action(async (options: { env?: string; store?: string; json?: boolean }) => {
-      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
+      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([
+        import('../../backups/catalogue.js'),
+        import('../../config.js'),
+      ]);
       const catalogue = BackupCatalogue.of(cliConfig());
-      const { backups: listed, skipped } = await catalogue.listing({ env: options.env ? normalizeEnvName(options.env) : undefined, store: options.store });
+      const { backups: listed, skipped } = await catalogue.listing({
+        env: options.env ? normalizeEnvName(options.env) : undefined,
+        store: options.store,
+      });
       warnSkipped(skipped);
       // Grouped: each database's backups together (an --all-databases run makes one per database).
       const sorted = [...listed].sort(
@@ -46,7 +54,9 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
         const env = options.env ? normalizeEnvName(options.env) : undefined;
         if (env && !config.environments.has(env)) {
           const known = [...config.environments.keys()].join(', ') || 'none configured';
-          throw new ValidationError(`no environment "${env}" is configured (known: ${known}), and no backup of it is in the stores`);
+          throw new ValidationError(
+            `no environment "${env}" is configured (known: ${known}), and no backup of it is in the stores`,
+          );
         }
         return out(
           `no backups in ${catalogue
@@ -74,19 +84,33 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
   withRunFlags(
     backups
       .command('verify')
-      .description('check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest')
+      .description(
+        'check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest',
+      )
       .argument('[id]', 'backup id (or --latest ENV)')
       .option('--latest <env>', 'the newest backup of this environment')
-      .option('--full', 'also restore it into a scratch database (then dropped) and compare row counts with the manifest')
+      .option(
+        '--full',
+        'also restore it into a scratch database (then dropped) and compare row counts with the manifest',
+      )
       .option('--store <name>', 'check the copy in this backup store (default: the first that holds it)')
-      .option('--env <env>', "--full: the environment whose server holds the scratch database (default: the backup's own)"),
+      .option(
+        '--env <env>',
+        "--full: the environment whose server holds the scratch database (default: the backup's own)",
+      ),
   ).action(async (id: string | undefined, options) => {
-    await run('verify', { backup: id, latest: options.latest, full: options.full ?? false, env: options.env, store: options.store }, flagsOf(options));
+    await run(
+      'verify',
+      { backup: id, latest: options.latest, full: options.full ?? false, env: options.env, store: options.store },
+      flagsOf(options),
+    );
   });
   withRunFlags(
     backups
       .command('prune')
-      .description('apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest')
+      .description(
+        'apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest',
+      )
       .option('--env <env>', 'only this environment (default: every environment with a policy)')
       .option('--store <name>', 'only this backup store (default: each, on its own)')
       .option('--dry-run', 'show what would be deleted; delete nothing')
@@ -95,20 +119,38 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
   ).action(async (options) => {
     await run(
       'prune',
-      { env: options.env, dryRun: options.dryRun ?? false, policy: options.policy, confirm: options.confirm, store: options.store },
+      {
+        env: options.env,
+        dryRun: options.dryRun ?? false,
+        policy: options.policy,
+        confirm: options.confirm,
+        store: options.store,
+      },
       flagsOf(options),
     );
   });
   backups
     .command('download')
-    .description("write a custom-format backup's archive, as stored (encrypted ones stay so), to a file; its sha256 is checked")
+    .description(
+      "write a custom-format backup's archive, as stored (encrypted ones stay so), to a file; its sha256 is checked",
+    )
     .argument('<id>', 'backup id')
     .requiredOption('--out <file>', 'the file to write (must not exist)')
     .option('--store <name>', 'from this backup store (default: the first that holds it)')
     .action(async (id: string, options: { out: string; store?: string }) => {
-      const [{ BackupCatalogue }, { downloadArchive }] = await Promise.all([import('../../backups/catalogue.js'), import('../../backups/transfer.js')]);
-      const { manifest, store } = await downloadArchive(BackupCatalogue.of(cliConfig()), id, options.out, options.store);
-      out(`${options.out}: backup ${manifest.id} from the ${store} store (${humanSize(manifest.sizeBytes)}, sha256 ${manifest.sha256})`);
+      const [{ BackupCatalogue }, { downloadArchive }] = await Promise.all([
+        import('../../backups/catalogue.js'),
+        import('../../backups/transfer.js'),
+      ]);
+      const { manifest, store } = await downloadArchive(
+        BackupCatalogue.of(cliConfig()),
+        id,
+        options.out,
+        options.store,
+      );
+      out(
+        `${options.out}: backup ${manifest.id} from the ${store} store (${humanSize(manifest.sizeBytes)}, sha256 ${manifest.sha256})`,
+      );
     });
   backups
     .command('sync')
@@ -133,12 +175,16 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
         job,
         onSkipped: warnSkipped,
         onCopied: (item) => {
-          if (!options.json) out(`${item.ok ? 'copied' : 'FAILED'} ${item.id}: ${item.from} -> ${item.to}${item.reason ? ` (${item.reason})` : ''}`);
+          if (!options.json)
+            out(
+              `${item.ok ? 'copied' : 'FAILED'} ${item.id}: ${item.from} -> ${item.to}${item.reason ? ` (${item.reason})` : ''}`,
+            );
         },
       });
       if (options.json) printJson(copied);
       else if (copied.length === 0) out('every store holds every backup already');
-      if (copied.some((item) => !item.ok)) throw new CliExit(EXIT.failed, `${copied.filter((item) => !item.ok).length} backups could not be copied`);
+      if (copied.some((item) => !item.ok))
+        throw new CliExit(EXIT.failed, `${copied.filter((item) => !item.ok).length} backups could not be copied`);
     });
   backups
     .command('sign')
@@ -151,19 +197,30 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--resign', 'also those signed with another key (after BACKUP_SIGNING_KEY changed)')
     .option('--json', 'print what was signed as JSON')
     .action(async (ids: string[], options: { all?: boolean; env?: string; resign?: boolean; json?: boolean }) => {
-      if ((ids.length === 0) === !options.all) throw new ValidationError('name the backups to sign, or --all (one of them)');
-      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([import('../../backups/catalogue.js'), import('../../config.js')]);
+      if ((ids.length === 0) === !options.all)
+        throw new ValidationError('name the backups to sign, or --all (one of them)');
+      const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([
+        import('../../backups/catalogue.js'),
+        import('../../config.js'),
+      ]);
       const signed = await BackupCatalogue.of(cliConfig()).signUnsigned({
         env: options.env ? normalizeEnvName(options.env) : undefined,
         ids: ids.length ? ids : undefined,
         resign: options.resign ?? false,
         onSigned: (item) => {
-          if (!options.json) out(`${item.signed ? 'signed' : 'NOT signed'} ${item.id} in the ${item.store} store${item.reason ? `: ${item.reason}` : ''}`);
+          if (!options.json)
+            out(
+              `${item.signed ? 'signed' : 'NOT signed'} ${item.id} in the ${item.store} store${item.reason ? `: ${item.reason}` : ''}`,
+            );
         },
       });
       if (options.json) printJson(signed);
       else if (signed.length === 0) out('nothing to sign: every backup in the stores is signed with this key');
       const refused = signed.filter((item) => !item.signed);
-      if (refused.length > 0) throw new CliExit(EXIT.failed, `${refused.length} backups were not signed: their archives do not match their manifests`);
+      if (refused.length > 0)
+        throw new CliExit(
+          EXIT.failed,
+          `${refused.length} backups were not signed: their archives do not match their manifests`,
+        );
     });
 }

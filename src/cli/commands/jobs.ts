@@ -39,8 +39,10 @@ export function registerJobs(program: Command): void {
     .option('--json', 'print as JSON')
     .action(async (options: { type?: string; state?: string; limit: number; json?: boolean }) => {
       const { isOperationType } = await import('../../operations/index.js');
-      if (options.type && !isOperationType(options.type)) throw new ValidationError(`unknown operation type "${options.type}"`);
-      if (options.state && !STATES.includes(options.state)) throw new ValidationError(`unknown state "${options.state}"`);
+      if (options.type && !isOperationType(options.type))
+        throw new ValidationError(`unknown operation type "${options.type}"`);
+      if (options.state && !STATES.includes(options.state))
+        throw new ValidationError(`unknown state "${options.state}"`);
       if (options.limit < 1 || options.limit > 1000) throw new ValidationError('--limit must be from 1 to 1000');
       // A cancelled job is a failed one whose reason says so (BullMQ has no such state).
       const cancelledOnly = options.state === 'cancelled';
@@ -90,7 +92,9 @@ export function registerJobs(program: Command): void {
     });
   jobs
     .command('cancel <job>')
-    .description('remove a waiting job, or stop a running one (the target stays as it was); <job> is <type>/<id> or an id')
+    .description(
+      'remove a waiting job, or stop a running one (the target stays as it was); <job> is <type>/<id> or an id',
+    )
     .action(async (id: string) => {
       const outcome = await withProducer((producer) => producer.cancel(id));
       const messages = {

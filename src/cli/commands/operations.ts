@@ -15,7 +15,11 @@ export function withRunFlags(command: Command): Command {
     .option('--local', 'run in this process without Redis (emergency mode)');
 }
 
-export const flagsOf = (options: RunFlags): RunFlags => ({ wait: options.wait, json: options.json, local: options.local });
+export const flagsOf = (options: RunFlags): RunFlags => ({
+  wait: options.wait,
+  json: options.json,
+  local: options.local,
+});
 
 export function registerBackup(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
@@ -30,7 +34,13 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
   ).action(async (options) => {
     await run(
       'backup',
-      { env: options.env, format: options.format, jobs: options.jobs, compress: options.compress, allDatabases: options.allDatabases ?? false },
+      {
+        env: options.env,
+        format: options.format,
+        jobs: options.jobs,
+        compress: options.compress,
+        allDatabases: options.allDatabases ?? false,
+      },
       flagsOf(options),
     );
   });
@@ -45,13 +55,22 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--backup <id>', 'backup id (see `backups list`)')
       .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
       .option('--from <env>', 'with --latest: whose newest verified backup')
-      .option('--at-revision <rev>', "with --latest: the newest whose schema was at this migration revision (backups list's SCHEMA)")
+      .option(
+        '--at-revision <rev>',
+        "with --latest: the newest whose schema was at this migration revision (backups list's SCHEMA)",
+      )
       .option('--store <name>', 'read the backup from this backup store (default: the first that holds it)')
       .option('--confirm <env>', 'the environment name again, required for protected environments')
       .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
-      .option('--source-settings', "the backup's source's settings, grants, comment, limit and owner instead of the replaced database's")
-      .option('--create-roles', 'first create the roles the backup needs that the server lacks (no passwords, no privileged attributes)')
+      .option(
+        '--source-settings',
+        "the backup's source's settings, grants, comment, limit and owner instead of the replaced database's",
+      )
+      .option(
+        '--create-roles',
+        'first create the roles the backup needs that the server lacks (no passwords, no privileged attributes)',
+      )
       .option(
         '--allow-role-attributes <list>',
         'with --create-roles: what created roles may keep, comma-separated: SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB, PREDEFINED_ROLES (LOGIN is always kept)',
@@ -91,7 +110,9 @@ function readSqlFiles(files: string[]): { name: string; sql: string }[] {
     try {
       return { name: path.basename(file), sql: readFileSync(file, 'utf8') };
     } catch (error) {
-      throw new ValidationError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      throw new ValidationError(
+        `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      );
     }
   });
 }
@@ -106,11 +127,18 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
       .requiredOption('--from <env>', 'source environment')
       .requiredOption('--to <env>', 'target environment (replaced)')
       .option('--confirm <env>', 'the target environment name again, required for protected environments')
-      .option('--jobs <n>', 'parallel dump/restore through a temporary directory (default: stream, no file)', parseWholeNumber)
+      .option(
+        '--jobs <n>',
+        'parallel dump/restore through a temporary directory (default: stream, no file)',
+        parseWholeNumber,
+      )
       .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
       .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
-      .option('--source-settings', "the source database's settings, grants, comment, limit and owner instead of the replaced database's"),
+      .option(
+        '--source-settings',
+        "the source database's settings, grants, comment, limit and owner instead of the replaced database's",
+      ),
   ).action(async (options) => {
     await run(
       'copy',
@@ -132,7 +160,8 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
 /** `90s`, `15m`, `2h`, `1h30m` or plain seconds. */
 export function parseDuration(value: string): number {
   const match = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$/.exec(value.trim());
-  if (!match || value.trim() === '') throw new ValidationError(`"${value}" is not a duration (e.g. 90s, 15m, 2h, 1h30m)`);
+  if (!match || value.trim() === '')
+    throw new ValidationError(`"${value}" is not a duration (e.g. 90s, 15m, 2h, 1h30m)`);
   const [, hours = '0', minutes = '0', seconds = '0'] = match;
   return Number(hours) * 3600 + Number(minutes) * 60 + Number(seconds);
 }
@@ -147,7 +176,11 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
       .option('--table <schema.table>', 'only this table')
       .option('--name <trigger>', 'only this trigger')
       .option('--file <sql>', 'create: the SQL definition')
-      .option('--for <duration>', 'disable: switch back on after this long (e.g. 30m), even if this worker dies', parseDuration)
+      .option(
+        '--for <duration>',
+        'disable: switch back on after this long (e.g. 30m), even if this worker dies',
+        parseDuration,
+      )
       .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, options) => {
     await run(
@@ -176,7 +209,11 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
       .option('--table <schema.table>', 'only this table (default: every table)')
       .option('--analyze', 'vacuum: also analyze')
       .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
-      .option('--lock-timeout <ms>', 'skip a table whose lock does not come within this many milliseconds', parseWholeNumber)
+      .option(
+        '--lock-timeout <ms>',
+        'skip a table whose lock does not come within this many milliseconds',
+        parseWholeNumber,
+      )
       .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
   ).action(async (action: string, options) => {
     await run(
@@ -213,7 +250,9 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
   withRunFlags(
     program
       .command('migrate')
-      .description('run migrations: Alembic (alembic.ini), Flask-Migrate (a migrations/ folder, run with FLASK_APP) or node-pg-migrate SQL files')
+      .description(
+        'run migrations: Alembic (alembic.ini), Flask-Migrate (a migrations/ folder, run with FLASK_APP) or node-pg-migrate SQL files',
+      )
       .argument('[action]', 'status | up | down', 'up')
       .argument('[n]', 'up: how many pending; down: how many to revert (default 1)')
       .requiredOption('--env <env>', 'environment')
@@ -257,14 +296,16 @@ export function registerEnqueue(program: Command, run: RunOperation = runOperati
       .argument('[payload]', 'the job payload as JSON', '{}'),
   ).action(async (type: string, payload: string, options) => {
     const { isOperationType, operationTypes } = await import('../../operations/index.js');
-    if (!isOperationType(type)) throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
+    if (!isOperationType(type))
+      throw new ValidationError(`unknown operation type "${type}" (one of: ${operationTypes.join(', ')})`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(payload);
     } catch {
       throw new ValidationError('the payload is not valid JSON');
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ValidationError('the payload must be a JSON object');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new ValidationError('the payload must be a JSON object');
     await run(type, parsed as Record<string, unknown>, flagsOf(options));
   });
 }

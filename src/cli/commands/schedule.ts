@@ -10,7 +10,10 @@ import { operationCommands } from './index.js';
 import { parseDuration } from './operations.js';
 
 async function withSchedules<T>(fn: (schedules: Schedules) => Promise<T>): Promise<T> {
-  const [{ Producer }, { Schedules }] = await Promise.all([import('../../queue/producer.js'), import('../../schedules/schedules.js')]);
+  const [{ Producer }, { Schedules }] = await Promise.all([
+    import('../../queue/producer.js'),
+    import('../../schedules/schedules.js'),
+  ]);
   const producer = new Producer(cliConfig());
   try {
     await producer.ensureReachable();
@@ -43,7 +46,10 @@ async function capturePayload(argv: string[]): Promise<{ type: OperationType; pa
   } catch (error) {
     throw new ValidationError(`schedule add: ${(error as Error).message.replace(/^error: /, '')}`);
   }
-  if (!captured) throw new ValidationError('schedule add: name the operation and its options after the schedule, e.g. backup --env production');
+  if (!captured)
+    throw new ValidationError(
+      'schedule add: name the operation and its options after the schedule, e.g. backup --env production',
+    );
   return captured;
 }
 
@@ -86,12 +92,17 @@ export function registerSchedule(program: Command): void {
   const schedule = program.command('schedule').description('run operations on a cron schedule (BullMQ job schedulers)');
   schedule
     .command('add')
-    .description('add or replace a schedule: schedule add <name> --cron "<expr>" [--tz ZONE] [--window D] <operation> <its options>')
+    .description(
+      'add or replace a schedule: schedule add <name> --cron "<expr>" [--tz ZONE] [--window D] <operation> <its options>',
+    )
     .argument('<name>', 'schedule name (adding the same name again replaces it)')
     .argument('<operation...>', 'the operation and its options, as you would run it, e.g. backup --env production')
     .option('--cron <expr>', 'cron expression: five fields, or six with seconds first (required)')
     .option('--tz <zone>', 'time zone of the expression (default UTC), e.g. Europe/Berlin')
-    .option('--window <duration>', 'time a run has to succeed in before it counts as missed (default: until the next run)')
+    .option(
+      '--window <duration>',
+      'time a run has to succeed in before it counts as missed (default: until the next run)',
+    )
     .option('--json', 'print the stored schedule as JSON')
     .passThroughOptions()
     .action(async (name: string, rest: string[], options: AddOptions) => {

@@ -13,7 +13,10 @@ export class Html {
 }
 
 export function escape(value: unknown): string {
-  return String(value ?? '').replace(/[&<>"']/g, (char) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[char]!);
+  return String(value ?? '').replace(
+    /[&<>"']/g,
+    (char) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[char]!,
+  );
 }
 
 /** A template tag: values are escaped, arrays joined, Html kept as it is. */
@@ -21,7 +24,11 @@ export function html(strings: TemplateStringsArray, ...values: unknown[]): Html 
   let text = strings[0]!;
   values.forEach((value, index) => {
     const parts = Array.isArray(value) ? value : [value];
-    text += parts.map((part) => (part instanceof Html ? part.text : part === undefined || part === null || part === false ? '' : escape(part))).join('');
+    text += parts
+      .map((part) =>
+        part instanceof Html ? part.text : part === undefined || part === null || part === false ? '' : escape(part),
+      )
+      .join('');
     text += strings[index + 1]!;
   });
   return new Html(text);
@@ -74,7 +81,12 @@ const SECTIONS = [
   ['/jobs', 'Jobs'],
 ] as const;
 
-export function page(title: string, current: string, body: Html, options: { refreshSeconds?: number; readOnly?: boolean } = {}): string {
+export function page(
+  title: string,
+  current: string,
+  body: Html,
+  options: { refreshSeconds?: number; readOnly?: boolean } = {},
+): string {
   const nav = SECTIONS.map(([href, label]) =>
     href === current ? html`<a href="${href}" aria-current="page">${label}</a>` : html`<a href="${href}">${label}</a>`,
   );

@@ -29,7 +29,8 @@ import { Html, age, html, humanDuration, humanSize, inZone, page, table } from '
 function progressOf(summary: JobSummary): { percent: number; step: string } {
   const progress = summary.progress;
   if (typeof progress === 'number') return { percent: progress, step: '' };
-  if (progress && typeof progress === 'object') return { percent: (progress as Progress).percent ?? 0, step: (progress as Progress).step ?? '' };
+  if (progress && typeof progress === 'object')
+    return { percent: (progress as Progress).percent ?? 0, step: (progress as Progress).step ?? '' };
   return { percent: summary.state === 'completed' ? 100 : 0, step: '' };
 }
 
@@ -37,7 +38,10 @@ const param = (req: Request, name: string): string => String(req.params[name] ??
 
 const jobHref = (summary: Pick<JobSummary, 'type' | 'id'>) => `/jobs/${summary.type}/${encodeURIComponent(summary.id)}`;
 
-function stateCell(state: string, kind = state === 'completed' ? 'ok' : state === 'failed' || state === 'cancelled' ? 'bad' : 'muted'): Html {
+function stateCell(
+  state: string,
+  kind = state === 'completed' ? 'ok' : state === 'failed' || state === 'cancelled' ? 'bad' : 'muted',
+): Html {
   return html`<span class="${kind}">${state}</span>`;
 }
 
@@ -58,7 +62,11 @@ const FACTS_TTL_MS = 10_000;
 export function consoleRouter(
   config: Config,
   producer: Producer,
-  options: { readOnly: boolean; guard: RequestHandler[]; /** Dashboard credentials are configured (and so asked for). */ authenticated: boolean },
+  options: {
+    readOnly: boolean;
+    guard: RequestHandler[];
+    /** Dashboard credentials are configured (and so asked for). */ authenticated: boolean;
+  },
 ): express.Router {
   const router = express.Router();
   // Each route behind the dashboard's guards (so that paths that are not the console's fall through to 404).
@@ -136,7 +144,8 @@ export function consoleRouter(
         let kept: Html = html`<span class="muted">—</span>`;
         const facts = await environmentFacts(name);
         if (facts.reachable) {
-          server = html`<span class="ok">reachable</span><br />PostgreSQL ${facts.version}, ${humanSize(facts.sizeBytes)}`;
+          server = html`<span class="ok">reachable</span><br />PostgreSQL ${facts.version},
+            ${humanSize(facts.sizeBytes)}`;
           const previous = facts.previous;
           if (previous.length > 0) {
             kept = html`${previous.map(
@@ -145,9 +154,15 @@ export function consoleRouter(
                   ${item.name}
                   (${humanSize(item.sizeBytes)})${
                     item.proven && !options.readOnly
-                      ? html` <form class="inline" method="post" action="/environments/${name}/previous/${encodeURIComponent(item.name)}/drop">
+                      ? html` <form
+                          class="inline"
+                          method="post"
+                          action="/environments/${name}/previous/${encodeURIComponent(item.name)}/drop"
+                        >
                           ${
-                            config.protectedEnvs.has(name) ? html`<input name="confirm" placeholder="type ${name}" aria-label="confirm" required />` : ''
+                            config.protectedEnvs.has(name)
+                              ? html`<input name="confirm" placeholder="type ${name}" aria-label="confirm" required />`
+                              : ''
                           }<button>Drop</button>
                         </form>`
                       : ''
@@ -170,14 +185,19 @@ export function consoleRouter(
             ${lastChange ? html`<a href="${jobHref(lastChange)}">${lastChange.type}</a> ${stateCell(lastChange.state)} ${age(lastChange.finishedAt ?? lastChange.createdAt)}` : '—'}
           </td>
           <td>${kept}</td>
-          <td>${options.readOnly ? '' : html`<form class="inline" method="post" action="/environments/${name}/backup"><button>Back up now</button></form>`}</td>
+          <td>
+            ${options.readOnly ? '' : html`<form class="inline" method="post" action="/environments/${name}/backup"><button>Back up now</button></form>`}
+          </td>
         </tr>`;
       }),
     );
     const body =
       names.length === 0
         ? html`<p class="notice">No environment is configured: set DATABASE_URL_&lt;ENV&gt; for each database.</p>`
-        : table(['Environment', '', 'Server', 'Last backup', 'Last restore or copy', 'Kept previous versions', ''], rows);
+        : table(
+            ['Environment', '', 'Server', 'Last backup', 'Last restore or copy', 'Kept previous versions', ''],
+            rows,
+          );
     send(res, 'Environments', '/', body);
   });
 
@@ -200,12 +220,16 @@ export function consoleRouter(
             </form>`;
       return html`<tr>
         <td>${manifest.completedAt.replace('T', ' ').slice(0, 16)}Z<br /><span class="muted">${manifest.id}</span></td>
-        <td>${manifest.env}${manifest.database !== manifest.env ? html`<br /><span class="muted">${manifest.database}</span>` : ''}</td>
+        <td>
+          ${manifest.env}${manifest.database !== manifest.env ? html`<br /><span class="muted">${manifest.database}</span>` : ''}
+        </td>
         <td>${humanSize(manifest.sizeBytes)}</td>
         <td>${humanDuration(manifest.durationMs)}</td>
         <td>
           ${manifest.format}${manifest.encryption ? ', encrypted' : ''}${
-            manifest.schemaVersion ? html`<br /><span class="muted">schema ${manifest.schemaVersion.revisions.join('+')}</span>` : ''
+            manifest.schemaVersion
+              ? html`<br /><span class="muted">schema ${manifest.schemaVersion.revisions.join('+')}</span>`
+              : ''
           }
         </td>
         <td>${stores.join(', ')}</td>
@@ -217,13 +241,17 @@ export function consoleRouter(
         </td>
       </tr>`;
     });
-    const filter = html`<p>${[html`<a href="/backups">all</a>`, ...targets.map((name) => html` · <a href="/backups?env=${name}">${name}</a>`)]}</p>`;
+    const filter = html`<p>
+      ${[html`<a href="/backups">all</a>`, ...targets.map((name) => html` · <a href="/backups?env=${name}">${name}</a>`)]}
+    </p>`;
     send(
       res,
       env ? `Backups of ${env}` : 'Backups',
       '/backups',
       html`${filter}${
-        rows.length === 0 ? html`<p>No backups yet.</p>` : table(['Made', 'Environment', 'Size', 'Took', 'Format', 'Stores', 'Last check', ''], rows)
+        rows.length === 0
+          ? html`<p>No backups yet.</p>`
+          : table(['Made', 'Environment', 'Size', 'Took', 'Format', 'Stores', 'Last check', ''], rows)
       }`,
     );
   });
@@ -231,7 +259,8 @@ export function consoleRouter(
   // An archive is a whole database: it leaves only for someone who proved who they are.
   get('/backups/:id/download', (req, res) => {
     const refuse = (status: number, message: string) => res.status(status).type('text').send(message);
-    if (!options.authenticated) return refuse(403, 'downloads need the dashboard credentials: set DASHBOARD_USER and DASHBOARD_PASSWORD');
+    if (!options.authenticated)
+      return refuse(403, 'downloads need the dashboard credentials: set DASHBOARD_USER and DASHBOARD_PASSWORD');
     return sendArchive(res, catalogue(), param(req, 'id'), undefined, refuse);
   });
 
@@ -247,7 +276,9 @@ export function consoleRouter(
           <td>
             ${view.lastRun ? html`${stateCell(view.lastRun.state)} ${inZone(view.lastRun.at, view.tz ?? 'UTC')}${view.lastRun.reason ? html`<br /><span class="muted">${safe(view.lastRun.reason)}</span>` : ''}` : 'not run yet'}
           </td>
-          <td>${stateCell(view.status.state, view.status.state === 'ok' ? 'ok' : view.status.state === 'missed' ? 'bad' : 'muted')}</td>
+          <td>
+            ${stateCell(view.status.state, view.status.state === 'ok' ? 'ok' : view.status.state === 'missed' ? 'bad' : 'muted')}
+          </td>
         </tr>`,
     );
     send(
@@ -261,7 +292,9 @@ export function consoleRouter(
   });
 
   get('/jobs', async (_req, res) => {
-    const jobs = (await producer.list({ limit: 30 })).sort((a, b) => (b.createdAt ?? '').localeCompare(a.createdAt ?? ''));
+    const jobs = (await producer.list({ limit: 30 })).sort((a, b) =>
+      (b.createdAt ?? '').localeCompare(a.createdAt ?? ''),
+    );
     const running = jobs.some((job) => job.state === 'active' || job.state === 'waiting');
     const rows = jobs.map((job) => {
       const { percent, step } = progressOf(job);
@@ -270,7 +303,8 @@ export function consoleRouter(
         <td>${jobTarget(job) || '—'}</td>
         <td>${stateCell(job.state)}</td>
         <td>
-          <progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress> ${Math.round(percent)}%<br /><span class="muted">${step}</span>
+          <progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress>
+          ${Math.round(percent)}%<br /><span class="muted">${step}</span>
         </td>
         <td>${humanDuration(jobDurationMs(job))}</td>
         <td>${age(job.createdAt)}</td>
@@ -280,7 +314,9 @@ export function consoleRouter(
       res,
       'Jobs',
       '/jobs',
-      rows.length === 0 ? html`<p>No jobs yet.</p>` : table(['Job', 'Target', 'State', 'Progress', 'Took', 'Queued'], rows),
+      rows.length === 0
+        ? html`<p>No jobs yet.</p>`
+        : table(['Job', 'Target', 'State', 'Progress', 'Took', 'Queued'], rows),
       running ? 3 : undefined,
     );
   });
@@ -289,7 +325,12 @@ export function consoleRouter(
     const { type, id } = req.params as { type: string; id: string };
     const job = isOperationType(type) ? await producer.getJob(`${type}/${id}`) : undefined;
     if (!job)
-      return send(res.status(404), 'No such job', '/jobs', html`<p>No ${type} job ${id}: it may have been removed by the retention of finished jobs.</p>`);
+      return send(
+        res.status(404),
+        'No such job',
+        '/jobs',
+        html`<p>No ${type} job ${id}: it may have been removed by the retention of finished jobs.</p>`,
+      );
     const summary = await producer.summarize(job);
     const { percent, step } = progressOf(summary);
     const { logs } = await producer.queues.get(summary.type).getJobLogs(summary.id, -500, -1);
@@ -305,10 +346,13 @@ export function consoleRouter(
             : ''
         }`;
     const body = html`<p>
-        ${stateCell(summary.state)} · ${jobTarget(summary) || '—'} · queued ${age(summary.createdAt)} · took ${humanDuration(jobDurationMs(summary))} · attempts
-        ${summary.attemptsMade}
+        ${stateCell(summary.state)} · ${jobTarget(summary) || '—'} · queued ${age(summary.createdAt)} · took
+        ${humanDuration(jobDurationMs(summary))} · attempts ${summary.attemptsMade}
       </p>
-      <p><progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress> ${Math.round(percent)}% <span class="muted">${step}</span></p>
+      <p>
+        <progress max="100" value="${Math.round(percent)}">${Math.round(percent)}%</progress> ${Math.round(percent)}%
+        <span class="muted">${step}</span>
+      </p>
       ${actions}
       ${
         summary.state === 'completed'
@@ -340,7 +384,10 @@ export function consoleRouter(
   post(
     '/environments/:env/backup',
     form,
-    act('Back up', (req) => producer.enqueue('backup', { env: param(req, 'env') }) as Promise<{ type: string; id: string }>),
+    act(
+      'Back up',
+      (req) => producer.enqueue('backup', { env: param(req, 'env') }) as Promise<{ type: string; id: string }>,
+    ),
   );
   post(
     '/environments/:env/previous/:name/drop',
@@ -357,14 +404,20 @@ export function consoleRouter(
   post(
     '/backups/:id/verify',
     form,
-    act('Verify', (req) => producer.enqueue('verify', { backup: param(req, 'id'), full: (req.body as Record<string, string>).full === '1' })),
+    act('Verify', (req) =>
+      producer.enqueue('verify', { backup: param(req, 'id'), full: (req.body as Record<string, string>).full === '1' }),
+    ),
   );
   post(
     '/backups/:id/restore',
     form,
     act('Restore', (req) => {
       const body = req.body as Record<string, string>;
-      return producer.enqueue('restore', { env: body.env ?? '', backup: param(req, 'id'), confirm: body.confirm || undefined });
+      return producer.enqueue('restore', {
+        env: body.env ?? '',
+        backup: param(req, 'id'),
+        confirm: body.confirm || undefined,
+      });
     }),
   );
   post(
