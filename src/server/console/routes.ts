@@ -65,7 +65,8 @@ export function consoleRouter(
   options: {
     readOnly: boolean;
     guard: RequestHandler[];
-    /** Dashboard credentials are configured (and so asked for). */ authenticated: boolean;
+    /** Dashboard credentials are configured (and so asked for). */
+    authenticated: boolean;
   },
 ): express.Router {
   const router = express.Router();
