@@ -40,13 +40,10 @@ const schema = z
       .refine((value) => !value.includes('\0'), { message: 'must not contain NUL' })
       .optional()
       .meta({ description: "another database on env's server, instead of env's own" }),
-    allDatabases: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          "every connectable, non-template database on env's server: one child backup job each; the result lists them",
-      }),
+    allDatabases: z.boolean().default(false).meta({
+      description:
+        "every connectable, non-template database on env's server: one child backup job each; the result lists them",
+    }),
   })
   .refine((payload) => payload.jobs === 1 || payload.format === 'directory', {
     message: 'parallel dumps (jobs > 1) need format "directory"',
@@ -83,16 +80,12 @@ const allResult = z.object({
   env: z.string(),
   allDatabases: z.literal(true),
   backups: z.array(single).meta({ description: 'one backup per database, by database name' }),
-  roles: z
-    .array(z.string())
-    .meta({
-      description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)",
-    }),
-  rolesFile: z
-    .string()
-    .meta({
-      description: "where the server's roles (attributes, memberships, no passwords) are kept in the backup store",
-    }),
+  roles: z.array(z.string()).meta({
+    description: "the server's roles (each backup's manifest records those it needs, attributes and memberships)",
+  }),
+  rolesFile: z.string().meta({
+    description: "where the server's roles (attributes, memberships, no passwords) are kept in the backup store",
+  }),
 });
 export type AllDatabasesResult = z.infer<typeof allResult>;
 

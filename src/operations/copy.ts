@@ -47,13 +47,10 @@ const schema = z.strictObject({
     .boolean()
     .optional()
     .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
-  sourceSettings: z
-    .boolean()
-    .default(false)
-    .meta({
-      description:
-        "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's",
-    }),
+  sourceSettings: z.boolean().default(false).meta({
+    description:
+      "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's",
+  }),
 });
 type CopyPayload = z.output<typeof schema>;
 

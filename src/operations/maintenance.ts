@@ -91,12 +91,9 @@ const reportResult = z.object({
     .meta({
       description: 'earlier versions of this database kept by restores and copies: they take space until dropped',
     }),
-  unprovenDatabases: z
-    .array(z.object({ name: z.string(), why: z.string() }))
-    .meta({
-      description:
-        "databases on this server that look like dbops' but that it cannot prove it made: never removed by it",
-    }),
+  unprovenDatabases: z.array(z.object({ name: z.string(), why: z.string() })).meta({
+    description: "databases on this server that look like dbops' but that it cannot prove it made: never removed by it",
+  }),
 });
 export type MaintenanceReport = z.infer<typeof reportResult>;
 

@@ -27,22 +27,14 @@ const schema = z
   .strictObject({
     env: envName,
     /** The migrations directory, as the workers see it: inside MIGRATIONS_ROOT (relative to it, or absolute). */
-    dir: z
-      .string()
-      .min(1)
-      .max(4096)
-      .default('.')
-      .meta({
-        description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it',
-      }),
+    dir: z.string().min(1).max(4096).default('.').meta({
+      description: 'the migrations directory on the worker: relative to MIGRATIONS_ROOT, or absolute inside it',
+    }),
     action: z.enum(['status', 'up', 'down']).default('up'),
-    kind: z
-      .enum(['sql', 'alembic', 'flask'])
-      .optional()
-      .meta({
-        description:
-          'what the folder holds (default: detected): sql (node-pg-migrate files), alembic (alembic.ini), flask (a Flask-Migrate folder)',
-      }),
+    kind: z.enum(['sql', 'alembic', 'flask']).optional().meta({
+      description:
+        'what the folder holds (default: detected): sql (node-pg-migrate files), alembic (alembic.ini), flask (a Flask-Migrate folder)',
+    }),
     confirm: confirmField,
     /** up: how many pending migrations (default all); down: how many to revert (default 1). */
     count: z.number().int().min(1).max(100_000).optional(),
@@ -50,13 +42,10 @@ const schema = z
     target: z.string().min(1).max(300).optional(),
     dryRun: z.boolean().default(false).meta({ description: 'return the SQL that would run; change nothing' }),
     /** Run a backup job of the environment first (a BullMQ flow); migrations run only after it succeeded. */
-    backupFirst: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          'back the environment up before any migration runs (a child backup job, or the worker takes one itself)',
-      }),
+    backupFirst: z.boolean().default(false).meta({
+      description:
+        'back the environment up before any migration runs (a child backup job, or the worker takes one itself)',
+    }),
     /** Apply the pending migrations to a scratch restore of the latest backup first; the real run only if that succeeded. */
     rehearse: z.boolean().default(false).meta({
       description:
@@ -81,12 +70,9 @@ const result = z.union([
   z.object({
     action: z.literal('status'),
     kind: z.enum(['sql', 'alembic', 'flask']),
-    current: z
-      .array(z.string())
-      .meta({
-        description:
-          'the revision(s) the database is at (sql: the last file applied); several heads are several entries',
-      }),
+    current: z.array(z.string()).meta({
+      description: 'the revision(s) the database is at (sql: the last file applied); several heads are several entries',
+    }),
     heads: z.array(z.string()).meta({ description: "the folder's newest revision(s) (sql: its last file)" }),
     pending: z.array(z.string()).meta({ description: 'what an up would apply, in order' }),
     applied: z

@@ -46,12 +46,10 @@ export type PruneEnvResult = z.infer<typeof envResult>;
 const result = z.object({
   dryRun: z.boolean(),
   environments: z.array(envResult),
-  skipped: z
-    .array(z.object({ store: z.string(), name: z.string(), reason: z.string() }))
-    .meta({
-      description:
-        "objects in the stores that look like manifests but are not provably dbops' own: never pruned, never acted on",
-    }),
+  skipped: z.array(z.object({ store: z.string(), name: z.string(), reason: z.string() })).meta({
+    description:
+      "objects in the stores that look like manifests but are not provably dbops' own: never pruned, never acted on",
+  }),
 });
 export type PruneResult = z.infer<typeof result>;
 

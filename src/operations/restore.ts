@@ -22,51 +22,34 @@ const schema = z
     latest: envName
       .optional()
       .meta({ description: "instead of backup: the newest verified backup of this environment's database" }),
-    atRevision: z
-      .string()
-      .min(1)
-      .max(300)
-      .optional()
-      .meta({
-        description:
-          'with latest: the newest verified backup whose schema was at this migration revision (Alembic revision or migration file)',
-      }),
+    atRevision: z.string().min(1).max(300).optional().meta({
+      description:
+        'with latest: the newest verified backup whose schema was at this migration revision (Alembic revision or migration file)',
+    }),
     confirm: confirmField,
     store: storeName,
     jobs: parallelJobs.default(2),
     /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
-    keepPrevious: z
-      .boolean()
-      .optional()
-      .meta({
-        description:
-          'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false',
-      }),
-    sourceSettings: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          "give the database the settings, grants, comment, limit and owner its source had at backup time, not the replaced database's",
-      }),
-    createRoles: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          'first create the roles the backup needs that this server lacks (never altering one, never setting a password)',
-      }),
+    keepPrevious: z.boolean().optional().meta({
+      description:
+        'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS); CLI --drop-previous sets false',
+    }),
+    sourceSettings: z.boolean().default(false).meta({
+      description:
+        "give the database the settings, grants, comment, limit and owner its source had at backup time, not the replaced database's",
+    }),
+    createRoles: z.boolean().default(false).meta({
+      description:
+        'first create the roles the backup needs that this server lacks (never altering one, never setting a password)',
+    }),
     allowRoleAttributes: z.array(z.enum(ROLE_ALLOWANCES)).max(ROLE_ALLOWANCES.length).default([]).meta({
       description:
         'with createRoles: what a created role may keep of what the backup recorded (SUPERUSER, REPLICATION, BYPASSRLS, CREATEROLE, CREATEDB; PREDEFINED_ROLES for memberships in pg_* roles and in privileged ones); without it none of these is given, and the result lists what was withheld',
     }),
-    noOwner: z
-      .boolean()
-      .default(false)
-      .meta({
-        description:
-          'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles',
-      }),
+    noOwner: z.boolean().default(false).meta({
+      description:
+        'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles',
+    }),
   })
   .superRefine((payload, issues) => {
     if ((payload.backup === undefined) === (payload.latest === undefined)) {
@@ -112,13 +95,10 @@ const result = z.object({
     .meta({
       description: 'what the created roles were not given of what the backup recorded (see allowRoleAttributes)',
     }),
-  skipped: z
-    .array(z.string())
-    .optional()
-    .meta({
-      description:
-        "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
-    }),
+  skipped: z.array(z.string()).optional().meta({
+    description:
+      "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
+  }),
   schemaVersion: z
     .object({ tool: z.string(), revisions: z.array(z.string()) })
     .nullable()
@@ -127,13 +107,10 @@ const result = z.object({
       description:
         "the migration state the restored backup holds (compare it with the code's head: run migrate up after restoring an older one)",
     }),
-  schemaNote: z
-    .string()
-    .optional()
-    .meta({
-      description:
-        "set when the backup's schema revision differs from the replaced database's: the restore went back (or forward) in schema",
-    }),
+  schemaNote: z.string().optional().meta({
+    description:
+      "set when the backup's schema revision differs from the replaced database's: the restore went back (or forward) in schema",
+  }),
 });
 export type RestoreResult = z.infer<typeof result>;
 

@@ -40,13 +40,10 @@ const result = z.object({
     .optional()
     .meta({ description: 'tables whose rows were counted in the scratch restore (full only)' }),
   durationMs: z.number(),
-  skipped: z
-    .array(z.string())
-    .optional()
-    .meta({
-      description:
-        "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
-    }),
+  skipped: z.array(z.string()).optional().meta({
+    description:
+      "with latest: objects in the stores passed over because they are not provably dbops' own, each with why",
+  }),
 });
 export type VerifyResult = z.infer<typeof result>;
 

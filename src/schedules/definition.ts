@@ -2,11 +2,9 @@ import { CronExpressionParser } from 'cron-parser';
 import * as z from 'zod';
 import { isOperationType, operationTypes, type OperationType } from '../operations/index.js';
 
-export const scheduleNameSchema = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
-    message: 'a schedule name is lower-case letters, digits, _ and - (at most 63)',
-  });
+export const scheduleNameSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
+  message: 'a schedule name is lower-case letters, digits, _ and - (at most 63)',
+});
 
 function cronProblem(cron: string, tz: string | undefined): string | undefined {
   try {

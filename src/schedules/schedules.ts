@@ -87,17 +87,15 @@ export class Schedules {
       createdAt: existing?.createdAt ?? now,
       updatedAt: unchanged ? existing.updatedAt : now,
     };
-    await this.queues
-      .get(definition.operation)
-      .upsertJobScheduler(
-        schedulerId(definition),
-        { pattern: definition.cron, tz: definition.tz },
-        {
-          name: definition.operation,
-          data: definition.payload,
-          opts: jobOptionsFor(this.config, definition.operation),
-        },
-      );
+    await this.queues.get(definition.operation).upsertJobScheduler(
+      schedulerId(definition),
+      { pattern: definition.cron, tz: definition.tz },
+      {
+        name: definition.operation,
+        data: definition.payload,
+        opts: jobOptionsFor(this.config, definition.operation),
+      },
+    );
     await this.redis.hset(this.key('schedules'), definition.name, JSON.stringify(stored));
     return stored;
   }

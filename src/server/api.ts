@@ -27,11 +27,9 @@ export function apiRouter(config: Config, producer: Producer): Router {
   // A body in another content type would not be read: say so, rather than validate an empty payload.
   router.use((req, res, next) => {
     if (req.method !== 'POST' || !hasBody(req) || req.is('application/json')) return next();
-    res
-      .status(415)
-      .json({
-        error: `send the payload as JSON with Content-Type: application/json (got ${req.headers['content-type'] ?? 'none'})`,
-      });
+    res.status(415).json({
+      error: `send the payload as JSON with Content-Type: application/json (got ${req.headers['content-type'] ?? 'none'})`,
+    });
   });
   router.use(express.json({ limit: config.API_BODY_LIMIT, strict: false }));
 

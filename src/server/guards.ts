@@ -57,12 +57,9 @@ export function hostGuard(config: Pick<Config, 'HOST' | 'allowedHosts'>): Reques
 export function readOnlyGuard(): RequestHandler {
   return (req, res, next) => {
     if (SAFE_METHODS.has(req.method)) return next();
-    res
-      .set('Allow', 'GET, HEAD')
-      .status(405)
-      .json({
-        error: 'the dashboard is read-only: set DASHBOARD_USER and DASHBOARD_PASSWORD to change queues from it',
-      });
+    res.set('Allow', 'GET, HEAD').status(405).json({
+      error: 'the dashboard is read-only: set DASHBOARD_USER and DASHBOARD_PASSWORD to change queues from it',
+    });
   };
 }
 
