@@ -16,6 +16,9 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, dropDatabase, fingerprint, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, sourceAndTarget } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
+import { sealFor } from '../src/backups/signing.js';
+import { newUnpublishedMarker } from '../src/backups/store.js';
 import { S3Server } from './helpers/s3.js';
 import { basic, startTestServer } from './helpers/server.js';
 import { pgUrl } from './helpers/services.js';
@@ -262,6 +265,42 @@ describe("stored data is trusted only once proven dbops' own (file store)", () =
     rmSync(manifestFile(rig, other.backupId));
     rmSync(other.path);
     await rig.cli(['restore', '--env', 'target', '--backup', backup.backupId, '--wait']);
+  });
+
+  it('recovery removes an archive a dead job moved into place without its manifest, and only that', async () => {
+    const seal = await sealFor({ backupDir: rig.backupDir, signingKey: undefined });
+    const dead = { prefix: rig.prefix, queue: 'backup', id: 'dead-job-1' };
+    const orphan = 'source-20260101t000000z-0000000000aa';
+    mkdirSync(path.join(rig.backupDir, '.unpublished'), { recursive: true });
+    writeFileSync(path.join(rig.backupDir, `${orphan}.dump`), 'half a backup');
+    writeFileSync(
+      path.join(rig.backupDir, '.unpublished', `${orphan}.dump.json`),
+      JSON.stringify(newUnpublishedMarker(seal, dead, orphan, `${orphan}.dump`)),
+    );
+    // A marker naming a published backup (its manifest was written; only the marker's removal was lost).
+    writeFileSync(
+      path.join(rig.backupDir, '.unpublished', `${path.basename(backup.path)}.json`),
+      JSON.stringify(
+        newUnpublishedMarker(seal, { ...dead, id: 'dead-job-2' }, backup.backupId, path.basename(backup.path)),
+      ),
+    );
+    // A forged one: unsigned, naming the backup's archive.
+    writeFileSync(
+      path.join(rig.backupDir, '.unpublished', 'forged.json'),
+      JSON.stringify({ job: dead, archive: path.basename(backup.path), pid: 1, host: 'x' }),
+    );
+    const worker = await rig.startWorker('backup'); // recovery runs at start
+    await waitFor(
+      'recovery',
+      () => worker.output().includes('removed the unpublished archive of a dead worker'),
+      20_000,
+    );
+    expect(readdirSync(rig.backupDir)).not.toContain(`${orphan}.dump`);
+    expect(readdirSync(rig.backupDir)).toContain(path.basename(backup.path));
+    expect(readdirSync(path.join(rig.backupDir, '.unpublished'))).toEqual(['forged.json']); // left alone, named in the log
+    rmSync(path.join(rig.backupDir, '.unpublished', 'forged.json'));
+    worker.process.kill('SIGTERM');
+    await worker.exited;
   });
 
   it('malformed objects in the store (a manifest, an in-use mark) are skipped and named, never fatal to prune', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { chmod, cp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, cp, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { PermanentError } from '../errors.js';
@@ -9,7 +9,18 @@ import type { RecoveryContext } from '../ownership.js';
 import { sha256Directory, sha256File } from './checksum.js';
 import { openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
 import type { Seal } from './signing.js';
-import { archiveName, markIsStale, newInUseMark, parseInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+import {
+  archiveName,
+  markIsStale,
+  newInUseMark,
+  newUnpublishedMarker,
+  openUnpublishedMarker,
+  parseInUseMark,
+  type ArchiveWriter,
+  type BackupStore,
+  type InUseMark,
+  type Integrity,
+} from './store.js';
 import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
 
 /*
@@ -18,10 +29,13 @@ import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
  *   <id>.json                its manifest, written last
  *   .partial/…               the work area (work-area.ts): an archive is written there, then renamed into place
  *   .in-use/<id>@<queue>.<job id>   a job (restore, verify, rehearsal) is reading backup <id>: prune keeps it
+ *   .unpublished/<archive>.json   an archive moved into place whose manifest is not written yet: which job
+ *                                 (signed); removed once published, or, with the archive, when the job is gone
  *   roles/<name>.json        a server's roles (--all-databases)
  */
 
 const IN_USE = '.in-use';
+const UNPUBLISHED = '.unpublished';
 
 /** Errors writing to a store directory, in one line that names it by its variable (no server path leaves the worker). */
 export function diskFailure(error: unknown, variable = 'BACKUP_DIR'): Error {
@@ -80,8 +94,10 @@ export class FileStore implements BackupStore {
 
   async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
     const sub = `store-${this.name}`;
-    const partial = path.join(await this.work.jobSubdir(job, sub), archiveName(id, format));
-    const final = this.archivePath({ archive: archiveName(id, format) });
+    const archive = archiveName(id, format);
+    const partial = path.join(await this.work.jobSubdir(job, sub), archive);
+    const final = this.archivePath({ archive });
+    const marker = path.join(this.dir, UNPUBLISHED, `${archive}.json`);
     const variable = this.variable;
     let file: WriteStream | undefined;
     return {
@@ -99,16 +115,27 @@ export class FileStore implements BackupStore {
         try {
           if (format === 'custom') await syncFile(partial);
           await chmod(partial, format === 'custom' ? FILE_MODE : DIR_MODE);
+          // Said first, so that a job that dies before its manifest is written leaves nothing unowned.
+          const said = JSON.stringify(newUnpublishedMarker(await this.seal(), job, id, archive));
+          // Another job's publish may take the emptied directory away meanwhile: then it is made again.
+          const write = async () => {
+            await this.work.ownSubdir(UNPUBLISHED);
+            await writeFile(marker, said, { mode: FILE_MODE });
+          };
+          await write().catch(write);
           await rename(partial, final);
         } catch (error) {
           throw diskFailure(error, variable);
         }
         await this.work.removeJobSubdir(job, sub);
       },
-      published: async () => undefined,
+      published: async () => {
+        await this.forgetMarker(marker);
+      },
       abort: async () => {
         file?.destroy();
         await this.work.removeJobSubdir(job, sub);
+        await this.removeUnpublished(archive, marker);
       },
     };
   }
@@ -197,8 +224,43 @@ export class FileStore implements BackupStore {
     return checkLocalArchive(this.archivePath(manifest), manifest);
   }
 
+  /** Removes an archive that never got its manifest, then its marker; an archive with a manifest is a backup and stays. */
+  private async removeUnpublished(archive: string, marker: string): Promise<void> {
+    const id = archive.replace(/\.(dump|d)$/, '');
+    const hasManifest = await stat(this.manifestPath(id)).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => error.code !== 'ENOENT',
+    );
+    if (!hasManifest) await rm(this.archivePath({ archive }), { recursive: true, force: true });
+    await this.forgetMarker(marker);
+  }
+
+  /** Removes a marker, and its directory once empty (bookkeeping only while an archive waits for its manifest). */
+  private async forgetMarker(marker: string): Promise<void> {
+    await rm(marker, { force: true });
+    await rmdir(path.dirname(marker)).catch(() => undefined);
+  }
+
   async recover(context: RecoveryContext): Promise<void> {
     await this.work.recover(context);
+    const dir = path.join(this.dir, UNPUBLISHED);
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      const marker = openUnpublishedMarker(text, await this.seal());
+      if ('refused' in marker || name !== `${marker.archive}.json`) {
+        context.logger.warn({ file: name, store: this.name, reason: 'refused' in marker ? marker.refused : 'misnamed' }, "left alone: an unpublished-archive marker that is not dbops' own");
+        continue;
+      }
+      const stale =
+        marker.job.queue === LOCAL_QUEUE
+          ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE)
+          : marker.job.prefix === context.prefix && !(await context.isJobActive(marker.job));
+      if (!stale) continue;
+      await this.removeUnpublished(marker.archive, file);
+      context.logger.info({ job: marker.job, archive: marker.archive, store: this.name }, 'removed the unpublished archive of a dead worker');
+    }
     for (const mark of await this.marksWithFiles()) {
       if (await markIsStale(mark, context, LOCAL_QUEUE)) {
         await rm(mark.file, { force: true });

@@ -4,15 +4,26 @@ import path from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
-import * as z from 'zod';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import { describeStore, type S3Settings, type StoreSpec } from '../store-specs.js';
 import { HashingStream, directoryDigest, type FileDigest } from './checksum.js';
 import { ARCHIVE_NAME, openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
-import { signatureSchema, type Seal } from './signing.js';
-import { archiveName, markIsStale, newInUseMark, parseInUseMark, type ArchiveWriter, type BackupStore, type InUseMark, type Integrity } from './store.js';
+import type { Seal } from './signing.js';
+import {
+  archiveName,
+  markIsStale,
+  newInUseMark,
+  newUnpublishedMarker,
+  openUnpublishedMarker,
+  parseInUseMark,
+  type ArchiveWriter,
+  type BackupStore,
+  type InUseMark,
+  type Integrity,
+  type UnpublishedMarker,
+} from './store.js';
 
 /*
  * A bucket and key prefix as a backup store, in the file store's layout:
@@ -32,16 +43,6 @@ const FILE_CONCURRENCY = 4;
 
 type S3Spec = Extract<StoreSpec, { kind: 's3' }>;
 
-/** What an upload in progress leaves in the bucket: signed, so that recovery removes only what dbops' own job began. */
-const uploadMarkerSchema = z.object({
-  job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }),
-  archive: z.string().regex(ARCHIVE_NAME),
-  pid: z.number().int(),
-  host: z.string(),
-  backupId: z.string().optional(),
-  signature: signatureSchema.optional(),
-});
-type UploadMarker = z.infer<typeof uploadMarkerSchema>;
 
 type ClientS3 = typeof import('@aws-sdk/client-s3');
 /** The SDK is loaded when a store is first used (it costs a third of a second to load): commands that touch no bucket do not pay it. */
@@ -312,27 +313,15 @@ export class S3Store implements BackupStore {
     return this.key(`.partial/${encodeForPath(job.prefix)}/${encodeForPath(job.queue)}/${encodeForPath(job.id)}.json`);
   }
 
-  /** The marker stored for `job`, when it is dbops' own (signed) and names that job; else undefined. */
-  private async readMarker(key: string, job: JobRef): Promise<UploadMarker | { refused: string } | undefined> {
+  /** The marker stored for `job`, when it is dbops' own (signed) and names that job; why not, else. */
+  private async readMarker(key: string, job: JobRef): Promise<UnpublishedMarker | { refused: string } | undefined> {
     const text = await this.getText(key);
-    if (text === undefined) return undefined;
-    let parsed;
-    try {
-      parsed = uploadMarkerSchema.safeParse(JSON.parse(text));
-    } catch {
-      return { refused: 'not JSON' };
-    }
-    if (!parsed.success) return { refused: `damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}` };
-    const marker = parsed.data;
-    const refused = (await this.seal()).check('upload-marker', marker);
-    if (refused) return { refused };
-    if (marker.job.prefix !== job.prefix || marker.job.queue !== job.queue || marker.job.id !== job.id) return { refused: 'it names another job' };
-    return marker;
+    return text === undefined ? undefined : openUnpublishedMarker(text, await this.seal(), job);
   }
 
   async beginArchive(job: JobRef, id: string, format: BackupFormat): Promise<ArchiveWriter> {
     const archive = archiveName(id, format);
-    const marker = (await this.seal()).sign('upload-marker', { job, archive, ...newInUseMark(id, job) });
+    const marker = newUnpublishedMarker(await this.seal(), job, id, archive);
     // An earlier attempt of this job that died mid-upload: its archive was never published; it goes.
     const earlier = await this.readMarker(this.markerKey(job), job);
     if (earlier && !('refused' in earlier) && earlier.archive !== archive) await this.removeUnpublished(earlier.archive);

@@ -4,7 +4,8 @@ import type { Readable, Writable } from 'node:stream';
 import { boundedName, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import * as z from 'zod';
-import type { BackupFormat, Manifest, ManifestListing } from './manifest.js';
+import { ARCHIVE_NAME, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
+import { signatureSchema, type Seal } from './signing.js';
 
 /*
  * A backup store keeps backups: each an archive (`<id>.dump`, or `<id>.d/` in directory format) and a
@@ -36,6 +37,42 @@ export function parseInUseMark(text: string): InUseMark | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What a job leaves in a store while its archive is in place but not yet published (no manifest): which
+ * job, which archive. Signed, so that recovery removes only what dbops' own job began, and only an
+ * archive (never a manifest or another object), and only while no manifest names it.
+ */
+export const unpublishedMarkerSchema = z.object({
+  job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }),
+  archive: z.string().regex(ARCHIVE_NAME),
+  pid: z.number().int(),
+  host: z.string(),
+  backupId: z.string().optional(),
+  signature: signatureSchema.optional(),
+});
+export type UnpublishedMarker = z.infer<typeof unpublishedMarkerSchema>;
+
+/** A marker's content when it is dbops' own (signed) and names `job` when one is given; else why not. */
+export function openUnpublishedMarker(text: string, seal: Seal, job?: JobRef): UnpublishedMarker | { refused: string } {
+  let parsed;
+  try {
+    parsed = unpublishedMarkerSchema.safeParse(JSON.parse(text));
+  } catch {
+    return { refused: 'not JSON' };
+  }
+  if (!parsed.success) return { refused: `damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}` };
+  const marker = parsed.data;
+  const refused = seal.check('upload-marker', marker);
+  if (refused) return { refused };
+  if (job && (marker.job.prefix !== job.prefix || marker.job.queue !== job.queue || marker.job.id !== job.id)) return { refused: 'it names another job' };
+  return marker;
+}
+
+/** A new marker for `job`'s archive of backup `id`, signed. */
+export function newUnpublishedMarker(seal: Seal, job: JobRef, id: string, archive: string): UnpublishedMarker {
+  return seal.sign('upload-marker', { job, archive, ...newInUseMark(id, job) });
 }
 
 export type Integrity = { ok: true } | { ok: false; reason: string };
