@@ -272,11 +272,18 @@ describe.skipIf(!mountable)(
             case 's3 restarted':
               await s3.restart(1_000);
               break;
-            case 'backup dir read-only':
-              execFileSync('mount', ['-o', 'remount,ro', rig.backupDir]);
+            case 'backup dir read-only': {
+              // A remount to read-only is refused while a file is open for writing there: tried until a moment without one.
+              let readOnly = false;
+              for (let tries = 0; tries < 50 && !readOnly; tries += 1) {
+                readOnly = spawnSync('mount', ['-o', 'remount,ro', rig.backupDir]).status === 0;
+                if (!readOnly) await sleep(200);
+              }
+              if (!readOnly) return; // busy all along: not injected, tried again at the next turn
               await sleep(3_000);
               execFileSync('mount', ['-o', 'remount,rw', rig.backupDir]);
               break;
+            }
           }
           faults.set(fault, faults.get(fault)! + 1);
         };
@@ -284,9 +291,10 @@ describe.skipIf(!mountable)(
         const chaos = async () => {
           // Every kind at least once, in turn, then at random, spread over the run.
           const interval = Math.min(20_000, Math.max(3_000, (SECONDS * 1000) / (FAULTS.length * 2 + 1)));
-          for (let round = 0; Date.now() + interval < deadline; round += 1) {
+          while (Date.now() + interval < deadline) {
             await sleep(interval);
-            await inject(round < FAULTS.length ? FAULTS[round]! : FAULTS[randomInt(0, FAULTS.length)]!);
+            // A kind not injected yet (in turn at first, or one that could not be) comes before a random one.
+            await inject(FAULTS.find((fault) => faults.get(fault) === 0) ?? FAULTS[randomInt(0, FAULTS.length)]!);
           }
         };
 
