@@ -12,7 +12,9 @@ import type { BackupStore, Integrity } from './store.js';
 
 /** Permanent failures while reading an archive are the archive's; transient ones (connections) are not. */
 function blameArchive(error: unknown): unknown {
-  return error instanceof PermanentError && !(error instanceof ArchiveProblem) ? new ArchiveProblem(error.message) : error;
+  return error instanceof PermanentError && !(error instanceof ArchiveProblem)
+    ? new ArchiveProblem(error.message)
+    : error;
 }
 
 /**
@@ -32,19 +34,32 @@ export interface ArchiveInput {
  * BACKUP_ENCRYPTION_KEY set, an archive that is not encrypted: encryption is then also the proof that
  * an archive is dbops' own, and pg_restore runs whatever SQL an archive holds.
  */
-export function checkKey(manifest: Manifest, config: Pick<Config, 'decryptionKeys' | 'encryptionKey'>): Buffer | undefined {
+export function checkKey(
+  manifest: Manifest,
+  config: Pick<Config, 'decryptionKeys' | 'encryptionKey'>,
+): Buffer | undefined {
   if (!manifest.encryption) {
     if (config.encryptionKey) {
-      throw new PermanentError(`backup ${manifest.id} is not encrypted, and BACKUP_ENCRYPTION_KEY is set: dbops refuses unencrypted archives while encryption is on`);
+      throw new PermanentError(
+        `backup ${manifest.id} is not encrypted, and BACKUP_ENCRYPTION_KEY is set: dbops refuses unencrypted archives while encryption is on`,
+      );
     }
     return undefined;
   }
   const wanted = manifest.encryption.keyId;
   const key = config.decryptionKeys.find((candidate) => keyId(candidate) === wanted);
   if (key) return key;
-  if (config.decryptionKeys.length === 0) throw new PermanentError(`backup ${manifest.id} is encrypted (key id ${wanted}): set BACKUP_ENCRYPTION_KEY (or BACKUP_DECRYPTION_KEYS) to its key`);
-  const have = config.decryptionKeys.length === 1 ? `BACKUP_ENCRYPTION_KEY is key id ${keyId(config.decryptionKeys[0]!)}` : `the keys set have ids ${config.decryptionKeys.map(keyId).join(', ')}`;
-  throw new PermanentError(`backup ${manifest.id} was encrypted with another key (key id ${wanted}); ${have} (earlier keys go in BACKUP_DECRYPTION_KEYS)`);
+  if (config.decryptionKeys.length === 0)
+    throw new PermanentError(
+      `backup ${manifest.id} is encrypted (key id ${wanted}): set BACKUP_ENCRYPTION_KEY (or BACKUP_DECRYPTION_KEYS) to its key`,
+    );
+  const have =
+    config.decryptionKeys.length === 1
+      ? `BACKUP_ENCRYPTION_KEY is key id ${keyId(config.decryptionKeys[0]!)}`
+      : `the keys set have ids ${config.decryptionKeys.map(keyId).join(', ')}`;
+  throw new PermanentError(
+    `backup ${manifest.id} was encrypted with another key (key id ${wanted}); ${have} (earlier keys go in BACKUP_DECRYPTION_KEYS)`,
+  );
 }
 
 /** A backup's archive made ready for pg_restore, and how to check it against its manifest. */
@@ -69,12 +84,21 @@ export async function prepareArchive(
   if (local) return { input: inputFor(local, key), checkIntegrity: () => store.checkIntegrity(manifest) };
   const needsFiles = manifest.format === 'directory' || (options.parallel === true && !key);
   if (needsFiles) {
-    if (!options.workDir) throw new PermanentError(`backup ${manifest.id} must be downloaded from the ${store.name} store first, and this job has no work area`);
+    if (!options.workDir)
+      throw new PermanentError(
+        `backup ${manifest.id} must be downloaded from the ${store.name} store first, and this job has no work area`,
+      );
     options.onDownload?.();
     const copy = await store.download(manifest, await options.workDir(), options.signal);
-    return { input: inputFor(copy.path, key), checkIntegrity: async () => copy.integrity ?? checkLocalArchive(copy.path, manifest) };
+    return {
+      input: inputFor(copy.path, key),
+      checkIntegrity: async () => copy.integrity ?? checkLocalArchive(copy.path, manifest),
+    };
   }
-  return { input: streamedInput(() => store.openArchive(manifest, options.signal), key), checkIntegrity: () => store.checkIntegrity(manifest) };
+  return {
+    input: streamedInput(() => store.openArchive(manifest, options.signal), key),
+    checkIntegrity: () => store.checkIntegrity(manifest),
+  };
 }
 
 /** An archive read from a stream into pg_restore's stdin (decrypted on the way with `key`): one job, no parallel restore. */
@@ -88,7 +112,11 @@ function streamedInput(open: () => Promise<NodeJS.ReadableStream>, key: Buffer |
         await (key ? pipeline(source, new DecryptStream(key), stdin) : pipeline(source, stdin));
       } catch (error) {
         // pg_restore closing its stdin early (it failed, or --list has read enough) is its own story.
-        if ((error as NodeJS.ErrnoException).code === 'EPIPE' || (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+        if (
+          (error as NodeJS.ErrnoException).code === 'EPIPE' ||
+          (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE'
+        )
+          return;
         throw error;
       }
     },
@@ -102,14 +130,25 @@ export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput
 }
 
 /** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */
-export async function countTocEntries(input: ArchiveInput, binDir: string | undefined, signal?: AbortSignal): Promise<number> {
-  const child = execa(toolPath('pg_restore', binDir), ['--list', ...input.args], { cancelSignal: signal, stdin: input.feed ? 'pipe' : 'ignore' });
+export async function countTocEntries(
+  input: ArchiveInput,
+  binDir: string | undefined,
+  signal?: AbortSignal,
+): Promise<number> {
+  const child = execa(toolPath('pg_restore', binDir), ['--list', ...input.args], {
+    cancelSignal: signal,
+    stdin: input.feed ? 'pipe' : 'ignore',
+  });
   const [listed, fed] = await Promise.allSettled([child, input.feed?.(child.stdin!)]);
   if (fed.status === 'rejected') throw blameArchive(fed.reason); // it does not decrypt: that, not pg_restore's EOF, is the story
-  if (listed.status === 'fulfilled') return listed.value.stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
+  if (listed.status === 'fulfilled')
+    return listed.value.stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
   const error = listed.reason as { isCanceled?: boolean; stderr?: string };
   if (error.isCanceled) throw error;
-  const stderr = String(error.stderr ?? '').trim().split('\n').pop();
+  const stderr = String(error.stderr ?? '')
+    .trim()
+    .split('\n')
+    .pop();
   throw new ArchiveProblem(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
 }
 
@@ -127,7 +166,13 @@ export interface RestoreArchiveOptions {
 /** pg_restore of a whole archive into the database at `url`; a decryption failure is the error reported. */
 export async function restoreArchive(input: ArchiveInput, url: string, options: RestoreArchiveOptions): Promise<void> {
   const tail = new StderrTail();
-  const args = ['--verbose', '--no-password', '--exit-on-error', `--jobs=${input.parallel ? options.jobs : 1}`, ...(options.extraArgs ?? [])];
+  const args = [
+    '--verbose',
+    '--no-password',
+    '--exit-on-error',
+    `--jobs=${input.parallel ? options.jobs : 1}`,
+    ...(options.extraArgs ?? []),
+  ];
   const child = startTool('pg_restore', [...args, ...input.args], {
     url,
     signal: options.signal,

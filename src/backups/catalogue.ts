@@ -2,7 +2,13 @@ import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import type { RecoveryContext } from '../ownership.js';
 import { FileStore } from './file-store.js';
-import { backupIdSchema, lastVerification, type Manifest, type SkippedManifest, type Verification } from './manifest.js';
+import {
+  backupIdSchema,
+  lastVerification,
+  type Manifest,
+  type SkippedManifest,
+  type Verification,
+} from './manifest.js';
 import { sealFor, type Seal } from './signing.js';
 import { S3Store } from './s3-store.js';
 import type { BackupStore } from './store.js';
@@ -46,10 +52,15 @@ export class BackupCatalogue {
   private readonly seal: () => Promise<Seal>;
 
   private constructor(config: CatalogueConfig) {
-    const configured = config.backupStores.length !== 1 || config.backupStores[0]!.kind !== 'file' || config.backupStores[0]!.dir !== config.backupDir;
+    const configured =
+      config.backupStores.length !== 1 ||
+      config.backupStores[0]!.kind !== 'file' ||
+      config.backupStores[0]!.dir !== config.backupDir;
     const seal = (this.seal = () => sealFor(config));
     this.stores = config.backupStores.map((spec) =>
-      spec.kind === 'file' ? new FileStore(spec.dir, seal, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR') : new S3Store(spec, seal, config.s3),
+      spec.kind === 'file'
+        ? new FileStore(spec.dir, seal, spec.name, configured ? 'BACKUP_STORES' : 'BACKUP_DIR')
+        : new S3Store(spec, seal, config.s3),
     );
     this.workArea = new WorkArea(config.backupDir);
   }
@@ -59,9 +70,10 @@ export class BackupCatalogue {
     if (name === undefined) return this.stores;
     const store = this.stores.find((candidate) => candidate.name === name);
     if (!store) {
-      throw new ValidationError(`no backup store is named "${name}" (BACKUP_STORES has ${this.stores.map((one) => one.name).join(', ')})`, [
-        { path: 'store', message: 'no such backup store' },
-      ]);
+      throw new ValidationError(
+        `no backup store is named "${name}" (BACKUP_STORES has ${this.stores.map((one) => one.name).join(', ')})`,
+        [{ path: 'store', message: 'no such backup store' }],
+      );
     }
     return [store];
   }
@@ -70,7 +82,9 @@ export class BackupCatalogue {
    * One entry per backup dbops can prove its own, oldest first, with the stores that hold it; and
    * every object that looks like a manifest but is not (unsigned, forged, misnamed, damaged), with why.
    */
-  async listing(filter: { env?: string; store?: string } = {}): Promise<{ backups: ListedBackup[]; skipped: SkippedManifest[] }> {
+  async listing(
+    filter: { env?: string; store?: string } = {},
+  ): Promise<{ backups: ListedBackup[]; skipped: SkippedManifest[] }> {
     const stores = this.select(filter.store);
     const lists = await Promise.all(stores.map((store) => store.list()));
     const byId = new Map<string, ListedBackup>();
@@ -112,7 +126,8 @@ export class BackupCatalogue {
         (candidate) =>
           (options.database === undefined || candidate.database === options.database) &&
           (!options.verified || lastVerification(candidate)?.ok === true) &&
-          (options.atRevision === undefined || candidate.schemaVersion?.revisions.includes(options.atRevision) === true),
+          (options.atRevision === undefined ||
+            candidate.schemaVersion?.revisions.includes(options.atRevision) === true),
       )
       .at(-1);
     return { manifest, skipped };
@@ -125,7 +140,8 @@ export class BackupCatalogue {
     for (const store of this.select(storeName)) {
       const manifest = await store.read(parsed.data);
       if (!manifest) continue;
-      if (manifest.id !== parsed.data) throw new ValidationError(`backup "${id}": its manifest in the ${store.name} store names another backup`);
+      if (manifest.id !== parsed.data)
+        throw new ValidationError(`backup "${id}": its manifest in the ${store.name} store names another backup`);
       return { manifest, store };
     }
     const where = storeName ? ` in the ${storeName} store` : '';
@@ -137,7 +153,12 @@ export class BackupCatalogue {
    * another key): each is signed once its archive is found to match it. Only ever run by a person, on a
    * trusted host (`manage-db backups sign`): no job, no HTTP route, reaches it.
    */
-  async signUnsigned(options: { env?: string; ids?: string[]; resign?: boolean; onSigned?: (item: SignedManifest) => void }): Promise<SignedManifest[]> {
+  async signUnsigned(options: {
+    env?: string;
+    ids?: string[];
+    resign?: boolean;
+    onSigned?: (item: SignedManifest) => void;
+  }): Promise<SignedManifest[]> {
     const done: SignedManifest[] = [];
     const seal = await this.seal();
     for (const store of this.stores) {
@@ -151,7 +172,12 @@ export class BackupCatalogue {
         const integrity = await store.checkIntegrity(manifest);
         const item: SignedManifest = integrity.ok
           ? { id: manifest.id, store: store.name, signed: true }
-          : { id: manifest.id, store: store.name, signed: false, reason: `its archive does not match it: ${integrity.reason}` };
+          : {
+              id: manifest.id,
+              store: store.name,
+              signed: false,
+              reason: `its archive does not match it: ${integrity.reason}`,
+            };
         if (integrity.ok) await store.writeManifest(manifest);
         done.push(item);
         options.onSigned?.(item);
@@ -165,7 +191,10 @@ export class BackupCatalogue {
     for (const store of this.stores) {
       const manifest = await store.read(id).catch(() => undefined);
       if (!manifest) continue;
-      await store.writeManifest({ ...manifest, verifications: [...(manifest.verifications ?? []), verification].slice(-20) });
+      await store.writeManifest({
+        ...manifest,
+        verifications: [...(manifest.verifications ?? []), verification].slice(-20),
+      });
     }
   }
 
@@ -173,7 +202,11 @@ export class BackupCatalogue {
   async recover(context: RecoveryContext): Promise<void> {
     await this.workArea.recover(context);
     for (const store of this.stores) {
-      await store.recover(context).catch((error: unknown) => context.logger.warn({ err: error, store: store.name }, 'could not recover the store'));
+      await store
+        .recover(context)
+        .catch((error: unknown) =>
+          context.logger.warn({ err: error, store: store.name }, 'could not recover the store'),
+        );
     }
   }
 }

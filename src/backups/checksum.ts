@@ -54,7 +54,9 @@ export function directoryDigest(files: FileDigest[]): string {
   return createHash('sha256').update(listing).digest('hex');
 }
 
-export async function sha256Directory(dir: string): Promise<{ sha256: string; sizeBytes: number; files: FileDigest[] }> {
+export async function sha256Directory(
+  dir: string,
+): Promise<{ sha256: string; sizeBytes: number; files: FileDigest[] }> {
   const names = (await readdir(dir)).sort();
   const files: FileDigest[] = [];
   for (const name of names) {

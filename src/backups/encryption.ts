@@ -73,7 +73,9 @@ export class EncryptStream extends Transform {
 
 /** The error for an archive that does not decrypt: which, of key or archive, is at fault is unknowable. */
 function undecryptable(detail: string): PermanentError {
-  return new PermanentError(`cannot decrypt the archive (${detail}): wrong BACKUP_ENCRYPTION_KEY, or the archive is damaged`);
+  return new PermanentError(
+    `cannot decrypt the archive (${detail}): wrong BACKUP_ENCRYPTION_KEY, or the archive is damaged`,
+  );
 }
 
 /** Decrypts and authenticates a stream chunk by chunk; fails on the first chunk that does not check. */
@@ -98,7 +100,9 @@ export class DecryptStream extends Transform {
       this.counter += 1;
       return plain;
     } catch {
-      throw undecryptable(this.counter === 0 ? 'the first block does not authenticate' : `block ${this.counter} does not authenticate`);
+      throw undecryptable(
+        this.counter === 0 ? 'the first block does not authenticate' : `block ${this.counter} does not authenticate`,
+      );
     }
   }
 
@@ -111,7 +115,8 @@ export class DecryptStream extends Transform {
       let all = Buffer.concat(this.buffered);
       if (!this.header) {
         if (all.length < HEADER_BYTES) return callback();
-        if (!all.subarray(0, MAGIC.length).equals(MAGIC)) throw new PermanentError('the archive is not encrypted by dbops (no dbops encryption header)');
+        if (!all.subarray(0, MAGIC.length).equals(MAGIC))
+          throw new PermanentError('the archive is not encrypted by dbops (no dbops encryption header)');
         this.header = Buffer.from(all.subarray(0, HEADER_BYTES));
         this.prefix = this.header.subarray(MAGIC.length);
         all = all.subarray(HEADER_BYTES);

@@ -80,7 +80,8 @@ export class FileStore implements BackupStore {
   /** The archive's path: always inside the store (the manifest schema allows a bare archive name only). */
   archivePath(manifest: Pick<Manifest, 'archive'>): string {
     const archive = path.join(this.dir, manifest.archive);
-    if (path.dirname(archive) !== this.dir) throw new PermanentError(`damaged manifest: archive "${manifest.archive}" is not a name inside the backup store`);
+    if (path.dirname(archive) !== this.dir)
+      throw new PermanentError(`damaged manifest: archive "${manifest.archive}" is not a name inside the backup store`);
     return archive;
   }
 
@@ -104,7 +105,12 @@ export class FileStore implements BackupStore {
       sink: () => (file ??= createWriteStream(partial, { highWaterMark: 1 << 20, mode: FILE_MODE })),
       putDirectory: async (localDir, _signal, mayTake) => {
         // Moved where it may be (the last store to take it, on the same file system), else copied.
-        const moved = mayTake && (await rename(localDir, partial).then(() => true, () => false));
+        const moved =
+          mayTake &&
+          (await rename(localDir, partial).then(
+            () => true,
+            () => false,
+          ));
         if (!moved) {
           await cp(localDir, partial, { recursive: true }).catch((error: unknown) => {
             throw diskFailure(error, variable);
@@ -178,7 +184,13 @@ export class FileStore implements BackupStore {
       if (text === undefined) continue; // removed meanwhile, or a directory
       const reading = openManifest(text, name, seal);
       if (reading.ok) listing.manifests.push(reading.manifest);
-      else listing.skipped.push({ store: this.name, name, reason: reading.reason, ...(reading.unsigned ? { unsigned: reading.unsigned } : {}) });
+      else
+        listing.skipped.push({
+          store: this.name,
+          name,
+          reason: reading.reason,
+          ...(reading.unsigned ? { unsigned: reading.unsigned } : {}),
+        });
     }
     listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
     return listing;
@@ -193,7 +205,8 @@ export class FileStore implements BackupStore {
       throw new PermanentError(`backup "${id}": unreadable manifest: ${(error as Error).message}`);
     }
     const reading = openManifest(text, `${id}.json`, await this.seal());
-    if (!reading.ok) throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
+    if (!reading.ok)
+      throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
     return reading.manifest;
   }
 
@@ -250,7 +263,10 @@ export class FileStore implements BackupStore {
       if (text === undefined) continue;
       const marker = openUnpublishedMarker(text, await this.seal());
       if ('refused' in marker || name !== `${marker.archive}.json`) {
-        context.logger.warn({ file: name, store: this.name, reason: 'refused' in marker ? marker.refused : 'misnamed' }, "left alone: an unpublished-archive marker that is not dbops' own");
+        context.logger.warn(
+          { file: name, store: this.name, reason: 'refused' in marker ? marker.refused : 'misnamed' },
+          "left alone: an unpublished-archive marker that is not dbops' own",
+        );
         continue;
       }
       const stale =
@@ -259,12 +275,18 @@ export class FileStore implements BackupStore {
           : marker.job.prefix === context.prefix && !(await context.isJobActive(marker.job));
       if (!stale) continue;
       await this.removeUnpublished(marker.archive, file);
-      context.logger.info({ job: marker.job, archive: marker.archive, store: this.name }, 'removed the unpublished archive of a dead worker');
+      context.logger.info(
+        { job: marker.job, archive: marker.archive, store: this.name },
+        'removed the unpublished archive of a dead worker',
+      );
     }
     for (const mark of await this.marksWithFiles()) {
       if (await markIsStale(mark, context, LOCAL_QUEUE)) {
         await rm(mark.file, { force: true });
-        context.logger.info({ job: mark.job, backupId: mark.backupId, store: this.name }, 'removed the in-use mark of a dead worker');
+        context.logger.info(
+          { job: mark.job, backupId: mark.backupId, store: this.name },
+          'removed the in-use mark of a dead worker',
+        );
       }
     }
   }
@@ -276,14 +298,20 @@ export async function checkLocalArchive(archive: string, manifest: Manifest): Pr
   if (!info) return { ok: false, reason: `archive ${manifest.archive} is missing` };
   if (manifest.format === 'custom') {
     if (!info.isFile()) return { ok: false, reason: `archive ${manifest.archive} is not a file` };
-    if (info.size !== manifest.sizeBytes) return { ok: false, reason: `archive is ${info.size} bytes, the manifest says ${manifest.sizeBytes}` };
+    if (info.size !== manifest.sizeBytes)
+      return { ok: false, reason: `archive is ${info.size} bytes, the manifest says ${manifest.sizeBytes}` };
     const digest = await sha256File(archive);
-    return digest.sha256 === manifest.sha256 ? { ok: true } : { ok: false, reason: 'sha256 does not match the manifest' };
+    return digest.sha256 === manifest.sha256
+      ? { ok: true }
+      : { ok: false, reason: 'sha256 does not match the manifest' };
   }
   const digest = await sha256Directory(archive);
   if (digest.sha256 === manifest.sha256) return { ok: true };
   const expected = new Map((manifest.files ?? []).map((file) => [file.name, file.sha256]));
   const changed = digest.files.filter((file) => expected.get(file.name) !== file.sha256).map((file) => file.name);
   const missing = [...expected.keys()].filter((name) => !digest.files.some((file) => file.name === name));
-  return { ok: false, reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})` };
+  return {
+    ok: false,
+    reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})`,
+  };
 }

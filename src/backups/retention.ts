@@ -16,7 +16,8 @@ function isoWeek(date: Date): string {
   const thursday = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
   thursday.setUTCDate(thursday.getUTCDate() - ((thursday.getUTCDay() + 6) % 7) + 3);
   const january4 = new Date(Date.UTC(thursday.getUTCFullYear(), 0, 4));
-  const week = 1 + Math.round(((thursday.getTime() - january4.getTime()) / 86_400_000 - 3 + ((january4.getUTCDay() + 6) % 7)) / 7);
+  const week =
+    1 + Math.round(((thursday.getTime() - january4.getTime()) / 86_400_000 - 3 + ((january4.getUTCDay() + 6) % 7)) / 7);
   return `${thursday.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
 }
 
@@ -26,7 +27,11 @@ function isoWeek(date: Date): string {
  * checks were recorded), counts for nothing; it stays while it is newer than the oldest kept one (or
  * while nothing is kept), since a check can fail for reasons of its own, and goes once it is older.
  */
-export function planRetention(manifests: Manifest[], policy: RetentionPolicy, inUse: ReadonlySet<string> = new Set()): RetentionPlan {
+export function planRetention(
+  manifests: Manifest[],
+  policy: RetentionPolicy,
+  inUse: ReadonlySet<string> = new Set(),
+): RetentionPlan {
   const newestFirst = [...manifests].sort((a, b) => b.completedAt.localeCompare(a.completedAt));
   const reasons = new Map<string, KeepReason[]>(newestFirst.map((manifest) => [manifest.id, []]));
   const verified = newestFirst.filter((manifest) => lastVerification(manifest)?.ok === true);
@@ -48,11 +53,17 @@ export function planRetention(manifests: Manifest[], policy: RetentionPolicy, in
     }
   }
 
-  const keptTimes = newestFirst.filter((manifest) => reasons.get(manifest.id)!.length > 0).map((manifest) => manifest.completedAt);
+  const keptTimes = newestFirst
+    .filter((manifest) => reasons.get(manifest.id)!.length > 0)
+    .map((manifest) => manifest.completedAt);
   const oldestKept = keptTimes.at(-1);
   for (const manifest of newestFirst) {
     const check = lastVerification(manifest);
-    if (check?.ok !== true && (oldestKept === undefined || manifest.completedAt > oldestKept) && reasons.get(manifest.id)!.length === 0) {
+    if (
+      check?.ok !== true &&
+      (oldestKept === undefined || manifest.completedAt > oldestKept) &&
+      reasons.get(manifest.id)!.length === 0
+    ) {
       reasons.get(manifest.id)!.push(check ? 'failed its check' : 'never checked');
     }
   }
@@ -62,7 +73,14 @@ export function planRetention(manifests: Manifest[], policy: RetentionPolicy, in
   for (const manifest of newestFirst) {
     const why = reasons.get(manifest.id)!;
     if (why.length > 0) plan.keep.push({ manifest, reasons: why });
-    else plan.prune.push({ manifest, reason: lastVerification(manifest)?.ok === false ? `failed its check (${lastVerification(manifest)!.reason ?? 'damaged'}) and older than every kept backup` : 'outside the policy' });
+    else
+      plan.prune.push({
+        manifest,
+        reason:
+          lastVerification(manifest)?.ok === false
+            ? `failed its check (${lastVerification(manifest)!.reason ?? 'damaged'}) and older than every kept backup`
+            : 'outside the policy',
+      });
   }
   return plan;
 }

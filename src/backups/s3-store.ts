@@ -43,7 +43,6 @@ const FILE_CONCURRENCY = 4;
 
 type S3Spec = Extract<StoreSpec, { kind: 's3' }>;
 
-
 type ClientS3 = typeof import('@aws-sdk/client-s3');
 /** The SDK is loaded when a store is first used (it costs a third of a second to load): commands that touch no bucket do not pay it. */
 const loadSdk = () => Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
@@ -58,7 +57,9 @@ function serviceError(error: unknown): { name: string; message: string; status: 
 /** Whether S3 answered that the object (or bucket key) is not there: itself, or the S3 error a failure() wraps. */
 const isMissing = (error: unknown): boolean => {
   const service = serviceError(error) ?? serviceError((error as { cause?: unknown } | null)?.cause);
-  return service !== undefined && (service.name === 'NoSuchKey' || service.name === 'NotFound' || service.status === 404);
+  return (
+    service !== undefined && (service.name === 'NoSuchKey' || service.name === 'NotFound' || service.status === 404)
+  );
 };
 
 /** Runs `work` over `items`, `limit` at a time. */
@@ -80,7 +81,11 @@ export class S3Store implements BackupStore {
   readonly kind = 's3';
   readonly name: string;
   readonly location: string;
-  private connection?: Promise<{ sdk: ClientS3; Upload: typeof import('@aws-sdk/lib-storage').Upload; client: S3Client }>;
+  private connection?: Promise<{
+    sdk: ClientS3;
+    Upload: typeof import('@aws-sdk/lib-storage').Upload;
+    client: S3Client;
+  }>;
 
   constructor(
     private readonly spec: S3Spec,
@@ -128,7 +133,8 @@ export class S3Store implements BackupStore {
     if (service) {
       const { status } = service;
       const text = `${this.name} store (${this.location}): ${doing}: ${service.name}${service.message && service.message !== service.name ? `: ${service.message}` : ''}`;
-      const failed = status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
+      const failed =
+        status >= 400 && status < 500 && status !== 408 && status !== 429 ? new PermanentError(text) : new Error(text);
       return Object.assign(failed, { cause: error });
     }
     const message = error instanceof Error ? error.message : String(error);
@@ -145,7 +151,9 @@ export class S3Store implements BackupStore {
 
   private async getText(key: string): Promise<string | undefined> {
     try {
-      const answer = await this.with((sdk, client) => client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key })));
+      const answer = await this.with((sdk, client) =>
+        client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key })),
+      );
       return await answer.Body!.transformToString('utf8');
     } catch (error) {
       if (isMissing(error)) return undefined;
@@ -155,12 +163,18 @@ export class S3Store implements BackupStore {
 
   private putText(key: string, text: string): Promise<unknown> {
     return this.call(`writing ${key}`, () =>
-      this.with((sdk, client) => client.send(new sdk.PutObjectCommand({ Bucket: this.spec.bucket, Key: key, Body: text, ContentType: 'application/json' }))),
+      this.with((sdk, client) =>
+        client.send(
+          new sdk.PutObjectCommand({ Bucket: this.spec.bucket, Key: key, Body: text, ContentType: 'application/json' }),
+        ),
+      ),
     );
   }
 
   private deleteKey(key: string): Promise<unknown> {
-    return this.call(`deleting ${key}`, () => this.with((sdk, client) => client.send(new sdk.DeleteObjectCommand({ Bucket: this.spec.bucket, Key: key }))));
+    return this.call(`deleting ${key}`, () =>
+      this.with((sdk, client) => client.send(new sdk.DeleteObjectCommand({ Bucket: this.spec.bucket, Key: key }))),
+    );
   }
 
   /** Keys (with sizes) under `prefix`; with `shallow`, not below the next slash. */
@@ -169,7 +183,16 @@ export class S3Store implements BackupStore {
     let token: string | undefined;
     do {
       const page = await this.call(`listing ${prefix || 'the bucket'}`, () =>
-        this.with((sdk, client) => client.send(new sdk.ListObjectsV2Command({ Bucket: this.spec.bucket, Prefix: prefix, ContinuationToken: token, ...(shallow ? { Delimiter: '/' } : {}) }))),
+        this.with((sdk, client) =>
+          client.send(
+            new sdk.ListObjectsV2Command({
+              Bucket: this.spec.bucket,
+              Prefix: prefix,
+              ContinuationToken: token,
+              ...(shallow ? { Delimiter: '/' } : {}),
+            }),
+          ),
+        ),
       );
       for (const item of page.Contents ?? []) if (item.Key) found.push({ key: item.Key, size: item.Size ?? 0 });
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -182,7 +205,14 @@ export class S3Store implements BackupStore {
     for (let start = 0; start < keys.length; start += 1000) {
       const batch = keys.slice(start, start + 1000);
       await this.call(`deleting ${prefix}`, () =>
-        this.with((sdk, client) => client.send(new sdk.DeleteObjectsCommand({ Bucket: this.spec.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }))),
+        this.with((sdk, client) =>
+          client.send(
+            new sdk.DeleteObjectsCommand({
+              Bucket: this.spec.bucket,
+              Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+            }),
+          ),
+        ),
       );
     }
   }
@@ -198,7 +228,13 @@ export class S3Store implements BackupStore {
       const name = key.slice(root.length);
       const reading = openManifest(text, name, seal);
       if (reading.ok) listing.manifests.push(reading.manifest);
-      else listing.skipped.push({ store: this.name, name, reason: reading.reason, ...(reading.unsigned ? { unsigned: reading.unsigned } : {}) });
+      else
+        listing.skipped.push({
+          store: this.name,
+          name,
+          reason: reading.reason,
+          ...(reading.unsigned ? { unsigned: reading.unsigned } : {}),
+        });
     });
     listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
     listing.skipped.sort((a, b) => a.name.localeCompare(b.name));
@@ -209,7 +245,8 @@ export class S3Store implements BackupStore {
     const text = await this.getText(this.key(`${id}.json`));
     if (text === undefined) return undefined;
     const reading = openManifest(text, `${id}.json`, await this.seal());
-    if (!reading.ok) throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
+    if (!reading.ok)
+      throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
     return reading.manifest;
   }
 
@@ -234,7 +271,9 @@ export class S3Store implements BackupStore {
 
   private async openKey(key: string, signal?: AbortSignal): Promise<Readable> {
     const answer = await this.call(`reading ${key}`, () =>
-      this.with((sdk, client) => client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key }), { abortSignal: signal })),
+      this.with((sdk, client) =>
+        client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: key }), { abortSignal: signal }),
+      ),
     );
     return answer.Body as Readable;
   }
@@ -250,12 +289,21 @@ export class S3Store implements BackupStore {
     return (await this.listKeys(prefix)).map((item) => item.key.slice(prefix.length));
   }
 
-  async download(manifest: Manifest, dir: string, signal?: AbortSignal): Promise<{ path: string; integrity?: Integrity }> {
+  async download(
+    manifest: Manifest,
+    dir: string,
+    signal?: AbortSignal,
+  ): Promise<{ path: string; integrity?: Integrity }> {
     const target = path.join(dir, manifest.archive);
     if (manifest.format === 'custom') {
       // Hashed on the way: the copy is checked without being read again.
       const hashing = new HashingStream();
-      await pipeline(await this.openArchive(manifest, signal), hashing, createWriteStream(target, { mode: 0o600, highWaterMark: 1 << 20 }), { signal });
+      await pipeline(
+        await this.openArchive(manifest, signal),
+        hashing,
+        createWriteStream(target, { mode: 0o600, highWaterMark: 1 << 20 }),
+        { signal },
+      );
       const integrity: Integrity =
         hashing.bytes !== manifest.sizeBytes
           ? { ok: false, reason: `archive is ${hashing.bytes} bytes, the manifest says ${manifest.sizeBytes}` }
@@ -266,15 +314,24 @@ export class S3Store implements BackupStore {
     }
     await mkdir(target, { mode: 0o700 });
     await eachLimited(await this.archiveFiles(manifest), FILE_CONCURRENCY, async (file) => {
-      if (file.includes('/') || file.startsWith('.')) throw new PermanentError(`damaged manifest: "${file}" is no file of an archive`);
-      await pipeline(await this.openKey(this.key(`${manifest.archive}/${file}`), signal), createWriteStream(path.join(target, file), { mode: 0o600 }), { signal });
+      if (file.includes('/') || file.startsWith('.'))
+        throw new PermanentError(`damaged manifest: "${file}" is no file of an archive`);
+      await pipeline(
+        await this.openKey(this.key(`${manifest.archive}/${file}`), signal),
+        createWriteStream(path.join(target, file), { mode: 0o600 }),
+        { signal },
+      );
     });
     return { path: target };
   }
 
   private async digestOf(key: string): Promise<FileDigest> {
     const hashing = new HashingStream();
-    await pipeline(await this.openKey(key), hashing, new Writable({ write: (_chunk, _encoding, callback) => callback() }));
+    await pipeline(
+      await this.openKey(key),
+      hashing,
+      new Writable({ write: (_chunk, _encoding, callback) => callback() }),
+    );
     return { name: path.posix.basename(key), sizeBytes: hashing.bytes, sha256: hashing.digest() };
   }
 
@@ -283,14 +340,23 @@ export class S3Store implements BackupStore {
       const key = this.key(manifest.archive);
       let size: number;
       try {
-        size = (await this.with((sdk, client) => client.send(new sdk.HeadObjectCommand({ Bucket: this.spec.bucket, Key: key })))).ContentLength ?? -1;
+        size =
+          (
+            await this.with((sdk, client) =>
+              client.send(new sdk.HeadObjectCommand({ Bucket: this.spec.bucket, Key: key })),
+            )
+          ).ContentLength ?? -1;
       } catch (error) {
-        if (isMissing(error)) return { ok: false, reason: `archive ${manifest.archive} is missing from the ${this.name} store` };
+        if (isMissing(error))
+          return { ok: false, reason: `archive ${manifest.archive} is missing from the ${this.name} store` };
         throw this.failure(error, `reading ${key}`);
       }
-      if (size !== manifest.sizeBytes) return { ok: false, reason: `archive is ${size} bytes, the manifest says ${manifest.sizeBytes}` };
+      if (size !== manifest.sizeBytes)
+        return { ok: false, reason: `archive is ${size} bytes, the manifest says ${manifest.sizeBytes}` };
       const digest = await this.digestOf(key);
-      return digest.sha256 === manifest.sha256 ? { ok: true } : { ok: false, reason: 'sha256 does not match the manifest' };
+      return digest.sha256 === manifest.sha256
+        ? { ok: true }
+        : { ok: false, reason: 'sha256 does not match the manifest' };
     }
     const expected = manifest.files ?? [];
     const digests: FileDigest[] = [];
@@ -305,8 +371,13 @@ export class S3Store implements BackupStore {
     });
     if (missing.length === 0 && directoryDigest(digests) === manifest.sha256) return { ok: true };
     const byName = new Map(digests.map((file) => [file.name, file.sha256]));
-    const changed = expected.filter((file) => byName.has(file.name) && byName.get(file.name) !== file.sha256).map((file) => file.name);
-    return { ok: false, reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})` };
+    const changed = expected
+      .filter((file) => byName.has(file.name) && byName.get(file.name) !== file.sha256)
+      .map((file) => file.name);
+    return {
+      ok: false,
+      reason: `sha256 does not match the manifest (changed: ${[...changed, ...missing].join(', ') || 'listing'})`,
+    };
   }
 
   private markerKey(job: JobRef): string {
@@ -324,13 +395,20 @@ export class S3Store implements BackupStore {
     const marker = newUnpublishedMarker(await this.seal(), job, id, archive);
     // An earlier attempt of this job that died mid-upload: its archive was never published; it goes.
     const earlier = await this.readMarker(this.markerKey(job), job);
-    if (earlier && !('refused' in earlier) && earlier.archive !== archive) await this.removeUnpublished(earlier.archive);
+    if (earlier && !('refused' in earlier) && earlier.archive !== archive)
+      await this.removeUnpublished(earlier.archive);
     await this.putText(this.markerKey(job), JSON.stringify(marker));
     const { Upload, client } = await this.connect();
     let upload: InstanceType<typeof Upload> | undefined;
     let uploaded: Promise<unknown> | undefined;
     const uploadStream = (key: string, body: Readable | PassThrough) =>
-      new Upload({ client, params: { Bucket: this.spec.bucket, Key: key, Body: body }, partSize: PART_SIZE, queueSize: QUEUE_SIZE, leavePartsOnError: false });
+      new Upload({
+        client,
+        params: { Bucket: this.spec.bucket, Key: key, Body: body },
+        partSize: PART_SIZE,
+        queueSize: QUEUE_SIZE,
+        leavePartsOnError: false,
+      });
     return {
       sink: () => {
         const body = new PassThrough({ highWaterMark: 1 << 20 });
@@ -343,10 +421,15 @@ export class S3Store implements BackupStore {
         return body;
       },
       putDirectory: async (localDir, signal) => {
-        const files = (await readdir(localDir, { withFileTypes: true })).filter((entry) => entry.isFile()).map((entry) => entry.name);
+        const files = (await readdir(localDir, { withFileTypes: true }))
+          .filter((entry) => entry.isFile())
+          .map((entry) => entry.name);
         await eachLimited(files, FILE_CONCURRENCY, async (file) => {
           signal.throwIfAborted();
-          const one = uploadStream(this.key(`${archive}/${file}`), createReadStream(path.join(localDir, file), { highWaterMark: 1 << 20 }));
+          const one = uploadStream(
+            this.key(`${archive}/${file}`),
+            createReadStream(path.join(localDir, file), { highWaterMark: 1 << 20 }),
+          );
           const stop = () => void one.abort().catch(() => undefined);
           signal.addEventListener('abort', stop, { once: true });
           try {
@@ -381,9 +464,19 @@ export class S3Store implements BackupStore {
     if ((await this.getText(this.key(`${id}.json`)).catch(() => 'unreadable')) !== undefined) return;
     await this.removeArchive(archive);
     try {
-      const uploads = await this.with((sdk, client) => client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) })));
+      const uploads = await this.with((sdk, client) =>
+        client.send(new sdk.ListMultipartUploadsCommand({ Bucket: this.spec.bucket, Prefix: this.key(archive) })),
+      );
       for (const unfinished of uploads.Uploads ?? []) {
-        await this.with((sdk, client) => client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.spec.bucket, Key: unfinished.Key, UploadId: unfinished.UploadId })));
+        await this.with((sdk, client) =>
+          client.send(
+            new sdk.AbortMultipartUploadCommand({
+              Bucket: this.spec.bucket,
+              Key: unfinished.Key,
+              UploadId: unfinished.UploadId,
+            }),
+          ),
+        );
       }
     } catch {
       // Servers without ListMultipartUploads (s3rver): a lifecycle rule (AbortIncompleteMultipartUpload) ends them.
@@ -433,10 +526,16 @@ export class S3Store implements BackupStore {
       const marker = await this.readMarker(key, job);
       if (!marker) continue;
       if ('refused' in marker) {
-        context.logger.warn({ key, store: this.name, reason: marker.refused }, 'left alone: an upload marker that is not dbops\' own');
+        context.logger.warn(
+          { key, store: this.name, reason: marker.refused },
+          "left alone: an upload marker that is not dbops' own",
+        );
         continue;
       }
-      const stale = queue === LOCAL_QUEUE ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE) : !(await context.isJobActive(job));
+      const stale =
+        queue === LOCAL_QUEUE
+          ? await markIsStale({ backupId: '', ...marker }, context, LOCAL_QUEUE)
+          : !(await context.isJobActive(job));
       if (!stale) continue;
       await this.removeUnpublished(marker.archive);
       await this.deleteKey(key);
@@ -445,7 +544,10 @@ export class S3Store implements BackupStore {
     for (const mark of await this.marksWithKeys()) {
       if (await markIsStale(mark, context, LOCAL_QUEUE)) {
         await this.deleteKey(mark.key);
-        context.logger.info({ job: mark.job, backupId: mark.backupId, store: this.name }, 'removed the in-use mark of a dead worker');
+        context.logger.info(
+          { job: mark.job, backupId: mark.backupId, store: this.name },
+          'removed the in-use mark of a dead worker',
+        );
       }
     }
   }

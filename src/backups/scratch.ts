@@ -1,7 +1,12 @@
 import type { Config } from '../config.js';
 import { connect } from '../postgres/client.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { createScratchDatabase, dropCreatedDatabase, scratchDatabaseName, type DatabaseOwner } from '../postgres/databases.js';
+import {
+  createScratchDatabase,
+  dropCreatedDatabase,
+  scratchDatabaseName,
+  type DatabaseOwner,
+} from '../postgres/databases.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { prepareArchive, restoreArchive, type ArchiveInput } from './archive-input.js';
@@ -32,7 +37,12 @@ export interface ScratchRestoreOptions {
  * whatever happens. Nothing else is touched; a worker that dies meanwhile leaves a marked scratch
  * database that the next worker's recovery drops.
  */
-export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
+export async function withScratchRestore<T>(
+  server: DatabaseTarget,
+  manifest: Manifest,
+  options: ScratchRestoreOptions,
+  use: (scratchUrl: string, scratch: string) => Promise<T>,
+): Promise<T> {
   const release = await options.store.markInUse(manifest.id, options.owner.job);
   try {
     return await restoreIntoScratch(server, manifest, options, use);
@@ -41,11 +51,22 @@ export async function withScratchRestore<T>(server: DatabaseTarget, manifest: Ma
   }
 }
 
-async function restoreIntoScratch<T>(server: DatabaseTarget, manifest: Manifest, options: ScratchRestoreOptions, use: (scratchUrl: string, scratch: string) => Promise<T>): Promise<T> {
+async function restoreIntoScratch<T>(
+  server: DatabaseTarget,
+  manifest: Manifest,
+  options: ScratchRestoreOptions,
+  use: (scratchUrl: string, scratch: string) => Promise<T>,
+): Promise<T> {
   const { config, store, owner, signal, workArea } = options;
   const workDir = workArea ? () => workArea.jobSubdir(owner.job, 'download') : undefined;
   try {
-    return await restorePrepared(server, manifest, options, (await prepareArchive(store, manifest, config, { workDir, signal })).input, use);
+    return await restorePrepared(
+      server,
+      manifest,
+      options,
+      (await prepareArchive(store, manifest, config, { workDir, signal })).input,
+      use,
+    );
   } finally {
     await workArea?.removeJobSubdir(owner.job, 'download');
   }
@@ -62,7 +83,10 @@ async function restorePrepared<T>(
   const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
   const binDir = await toolDirForServers([maintenanceUrl], config.PG_BIN_DIR, holder);
   const scratch = scratchDatabaseName();
-  const lock = await acquireDatabaseLock({ ...server, database: scratch }, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
+  const lock = await acquireDatabaseLock(
+    { ...server, database: scratch },
+    { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal },
+  );
   const maintenance = await connect(maintenanceUrl, holder);
   try {
     await createScratchDatabase(maintenance, scratch, server.database, owner);

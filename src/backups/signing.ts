@@ -17,7 +17,10 @@ import { keyId } from './encryption.js';
  * for its own: restore, verify, prune, sync and recovery skip what does not carry a valid signature.
  */
 
-export const signatureSchema = z.object({ keyId: z.string().regex(/^[0-9a-f]{16}$/), hmac: z.string().regex(/^[0-9a-f]{64}$/) });
+export const signatureSchema = z.object({
+  keyId: z.string().regex(/^[0-9a-f]{16}$/),
+  hmac: z.string().regex(/^[0-9a-f]{64}$/),
+});
 export type Signature = z.infer<typeof signatureSchema>;
 
 /** What a signature is for: a manifest can never be passed off as a marker, or the reverse. */
@@ -28,7 +31,8 @@ export const KEY_FILE = path.join('.dbops', 'signing.key');
 /** JSON with object keys in a fixed order and undefined members left out: the same value, the same text. */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item))).join(',')}]`;
+  if (Array.isArray(value))
+    return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item))).join(',')}]`;
   const entries = Object.entries(value as Record<string, unknown>)
     .filter(([, member]) => member !== undefined)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -68,7 +72,8 @@ export class Seal {
   /** Why `value` is not dbops' own (signed with one of its keys), or undefined when it is. */
   check(purpose: SealPurpose, value: object & { signature?: Signature }): string | undefined {
     const { signature } = value;
-    if (!signature) return 'unsigned (made before dbops signed its backups, or not by dbops: `manage-db backups sign` vouches for it)';
+    if (!signature)
+      return 'unsigned (made before dbops signed its backups, or not by dbops: `manage-db backups sign` vouches for it)';
     const key = this.keys.get(signature.keyId);
     if (!key) {
       const hint = this.source.includes('BACKUP_ENCRYPTION_KEY')
@@ -78,13 +83,17 @@ export class Seal {
     }
     const expected = Buffer.from(this.hmac(purpose, value, key), 'hex');
     const given = Buffer.from(signature.hmac, 'hex');
-    return given.length === expected.length && timingSafeEqual(given, expected) ? undefined : 'its signature does not match its content: it was changed after dbops wrote it';
+    return given.length === expected.length && timingSafeEqual(given, expected)
+      ? undefined
+      : 'its signature does not match its content: it was changed after dbops wrote it';
   }
 }
 
 /** The key from the configuration, when it names one. */
 function configuredKey(config: Pick<Config, 'signingKey'>): Seal | undefined {
-  return config.signingKey ? new Seal(config.signingKey.key, config.signingKey.source, config.signingKey.older) : undefined;
+  return config.signingKey
+    ? new Seal(config.signingKey.key, config.signingKey.source, config.signingKey.older)
+    : undefined;
 }
 
 /** The key file in BACKUP_DIR, made once (atomically: two processes starting at once agree on one key). */
@@ -92,7 +101,8 @@ async function keyFileSeal(backupDir: string): Promise<Seal> {
   const file = path.join(backupDir, KEY_FILE);
   const read = () => {
     const found = readTrustedFile(file);
-    if (found && 'refused' in found) throw new ConfigError(`the backup signing key ${file} is not trusted: ${found.refused}`);
+    if (found && 'refused' in found)
+      throw new ConfigError(`the backup signing key ${file} is not trusted: ${found.refused}`);
     if (!found) return undefined;
     const key = parseKey(found.text);
     if (!key) throw new ConfigError(`the backup signing key ${file} is damaged (expected 64 hex digits)`);

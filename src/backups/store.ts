@@ -66,7 +66,8 @@ export function openUnpublishedMarker(text: string, seal: Seal, job?: JobRef): U
   const marker = parsed.data;
   const refused = seal.check('upload-marker', marker);
   if (refused) return { refused };
-  if (job && (marker.job.prefix !== job.prefix || marker.job.queue !== job.queue || marker.job.id !== job.id)) return { refused: 'it names another job' };
+  if (job && (marker.job.prefix !== job.prefix || marker.job.queue !== job.queue || marker.job.id !== job.id))
+    return { refused: 'it names another job' };
   return marker;
 }
 
@@ -140,7 +141,11 @@ export interface BackupStore {
  * environment in the same second never share an id. Ids of three random bytes (older backups) stay valid.
  */
 export function newBackupId(env: string, now = new Date(), otherDatabase?: string): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'z').toLowerCase();
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'z')
+    .toLowerCase();
   const database = otherDatabase ? `${boundedName(otherDatabase, 32)}-` : '';
   return `${env}-${database}${stamp}-${randomBytes(6).toString('hex')}`;
 }
@@ -161,7 +166,11 @@ function markMayBeAlive(mark: InUseMark): boolean {
 }
 
 /** Whether a mark's reader is provably gone: its job is no longer active, or (--local) its process is dead. */
-export async function markIsStale(mark: InUseMark, { prefix, isJobActive }: Pick<RecoveryContext, 'prefix' | 'isJobActive'>, localQueue: string): Promise<boolean> {
+export async function markIsStale(
+  mark: InUseMark,
+  { prefix, isJobActive }: Pick<RecoveryContext, 'prefix' | 'isJobActive'>,
+  localQueue: string,
+): Promise<boolean> {
   if (!mark.job) return false;
   if (mark.job.queue === localQueue) return !markMayBeAlive(mark);
   return mark.job.prefix === prefix && !(await isJobActive(mark.job));

@@ -13,22 +13,36 @@ import type { BackupStore } from './store.js';
  * Writes a custom-format archive, as stored (encrypted ones stay encrypted), to `outFile`; its sha256
  * is checked against the manifest as it streams, and a file that does not match is removed.
  */
-export async function downloadArchive(catalogue: BackupCatalogue, id: string, outFile: string, storeName?: string): Promise<{ manifest: Manifest; store: string }> {
+export async function downloadArchive(
+  catalogue: BackupCatalogue,
+  id: string,
+  outFile: string,
+  storeName?: string,
+): Promise<{ manifest: Manifest; store: string }> {
   const { manifest, store } = await catalogue.get(id, storeName);
   if (manifest.format !== 'custom') {
-    throw new ValidationError(`backup ${manifest.id} is a directory archive: only custom-format archives download as one file`);
+    throw new ValidationError(
+      `backup ${manifest.id} is a directory archive: only custom-format archives download as one file`,
+    );
   }
   const hashing = new HashingStream();
   try {
-    await pipeline(await store.openArchive(manifest), hashing, createWriteStream(outFile, { flags: 'wx', mode: 0o600 }));
+    await pipeline(
+      await store.openArchive(manifest),
+      hashing,
+      createWriteStream(outFile, { flags: 'wx', mode: 0o600 }),
+    );
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new ValidationError(`${outFile} exists already: name a new file`);
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new ValidationError(`${outFile} exists already: name a new file`);
     await rm(outFile, { force: true });
     throw error;
   }
   if (hashing.digest() !== manifest.sha256 || hashing.bytes !== manifest.sizeBytes) {
     await rm(outFile, { force: true });
-    throw new PermanentError(`backup ${manifest.id} in the ${store.name} store does not match its manifest (sha256): nothing was kept`);
+    throw new PermanentError(
+      `backup ${manifest.id} in the ${store.name} store does not match its manifest (sha256): nothing was kept`,
+    );
   }
   return { manifest, store: store.name };
 }
@@ -42,13 +56,20 @@ export interface SyncedBackup {
 }
 
 /** Copies one backup's archive into `to`, checked against the manifest on the way, then its manifest. */
-async function copyBackup(catalogue: BackupCatalogue, manifest: Manifest, from: BackupStore, to: BackupStore, job: JobRef): Promise<void> {
+async function copyBackup(
+  catalogue: BackupCatalogue,
+  manifest: Manifest,
+  from: BackupStore,
+  to: BackupStore,
+  job: JobRef,
+): Promise<void> {
   const writer = await to.beginArchive(job, manifest.id, manifest.format);
   try {
     if (manifest.format === 'custom') {
       const hashing = new HashingStream();
       await pipeline(await from.openArchive(manifest), hashing, writer.sink());
-      if (hashing.digest() !== manifest.sha256) throw new PermanentError(`the ${from.name} store's copy does not match its manifest (sha256)`);
+      if (hashing.digest() !== manifest.sha256)
+        throw new PermanentError(`the ${from.name} store's copy does not match its manifest (sha256)`);
     } else {
       const dir = await catalogue.workArea.jobSubdir(job, 'sync');
       try {
@@ -75,7 +96,14 @@ async function copyBackup(catalogue: BackupCatalogue, manifest: Manifest, from: 
  */
 export async function syncStores(
   catalogue: BackupCatalogue,
-  options: { from?: string; to?: string; env?: string; job: JobRef; onCopied?: (item: SyncedBackup) => void; onSkipped?: (skipped: SkippedManifest[]) => void },
+  options: {
+    from?: string;
+    to?: string;
+    env?: string;
+    job: JobRef;
+    onCopied?: (item: SyncedBackup) => void;
+    onSkipped?: (skipped: SkippedManifest[]) => void;
+  },
 ): Promise<SyncedBackup[]> {
   const sources = catalogue.select(options.from);
   const targets = catalogue.select(options.to);

@@ -68,12 +68,24 @@ export class WorkArea {
   async removeJobSubdir(job: JobRef, name: string): Promise<void> {
     const dir = path.join(this.partialPath(job), name);
     await rm(dir, { recursive: true, force: true });
-    if (await rmdir(path.dirname(dir)).then(() => true, () => false)) await this.removeEmptyParents(path.dirname(dir));
+    if (
+      await rmdir(path.dirname(dir)).then(
+        () => true,
+        () => false,
+      )
+    )
+      await this.removeEmptyParents(path.dirname(dir));
   }
 
   private async removeEmptyParents(dir: string): Promise<void> {
     for (const parent of [path.dirname(dir), path.dirname(path.dirname(dir))]) {
-      if (!(await rmdir(parent).then(() => true, () => false))) break; // not empty: another job works there
+      if (
+        !(await rmdir(parent).then(
+          () => true,
+          () => false,
+        ))
+      )
+        break; // not empty: another job works there
     }
   }
 
@@ -107,7 +119,11 @@ export class WorkArea {
    * Removes the work in progress of this prefix's jobs that are no longer active (a killed worker's).
    * Anything else in `.partial` is left alone and logged.
    */
-  async recover({ logger, prefix, isJobActive }: Pick<RecoveryContext, 'logger' | 'prefix' | 'isJobActive'>): Promise<void> {
+  async recover({
+    logger,
+    prefix,
+    isJobActive,
+  }: Pick<RecoveryContext, 'logger' | 'prefix' | 'isJobActive'>): Promise<void> {
     const { jobs, unknown } = await this.partialWork(prefix);
     for (const job of jobs) {
       if (job.queue === LOCAL_QUEUE || (await isJobActive(job))) continue; // a --local run cannot be asked
