@@ -7,7 +7,7 @@ import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
 import { sha256Directory, sha256File } from './checksum.js';
-import { openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
+import { listingOf, ownManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
 import type { Seal } from './signing.js';
 import {
   archiveName,
@@ -177,23 +177,12 @@ export class FileStore implements BackupStore {
 
   async list(): Promise<ManifestListing> {
     const names = (await readdir(this.dir).catch(() => [] as string[])).filter((entry) => entry.endsWith('.json'));
-    const seal = await this.seal();
-    const listing: ManifestListing = { manifests: [], skipped: [] };
+    const objects: { name: string; text: string }[] = [];
     for (const name of names) {
       const text = await readFile(path.join(this.dir, name), 'utf8').catch(() => undefined);
-      if (text === undefined) continue; // removed meanwhile, or a directory
-      const reading = openManifest(text, name, seal);
-      if (reading.ok) listing.manifests.push(reading.manifest);
-      else
-        listing.skipped.push({
-          store: this.name,
-          name,
-          reason: reading.reason,
-          ...(reading.unsigned ? { unsigned: reading.unsigned } : {}),
-        });
+      if (text !== undefined) objects.push({ name, text }); // else removed meanwhile, or a directory
     }
-    listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
-    return listing;
+    return listingOf(this.name, objects, await this.seal());
   }
 
   async read(id: string): Promise<Manifest | undefined> {
@@ -204,10 +193,7 @@ export class FileStore implements BackupStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw new PermanentError(`backup "${id}": unreadable manifest: ${(error as Error).message}`);
     }
-    const reading = openManifest(text, `${id}.json`, await this.seal());
-    if (!reading.ok)
-      throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
-    return reading.manifest;
+    return ownManifest(text, id, this.name, await this.seal());
   }
 
   /** Signed, written whole under a temporary name (not *.json, so never listed), then renamed into place. */

@@ -9,7 +9,14 @@ import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-
 import type { RecoveryContext } from '../ownership.js';
 import { describeStore, type S3Settings, type StoreSpec } from '../store-specs.js';
 import { HashingStream, directoryDigest, type FileDigest } from './checksum.js';
-import { ARCHIVE_NAME, openManifest, type BackupFormat, type Manifest, type ManifestListing } from './manifest.js';
+import {
+  ARCHIVE_NAME,
+  listingOf,
+  ownManifest,
+  type BackupFormat,
+  type Manifest,
+  type ManifestListing,
+} from './manifest.js';
 import type { Seal } from './signing.js';
 import {
   archiveName,
@@ -220,34 +227,17 @@ export class S3Store implements BackupStore {
   async list(): Promise<ManifestListing> {
     const root = this.key('');
     const keys = (await this.listKeys(root, true)).map((item) => item.key).filter((key) => key.endsWith('.json'));
-    const seal = await this.seal();
-    const listing: ManifestListing = { manifests: [], skipped: [] };
+    const objects: { name: string; text: string }[] = [];
     await eachLimited(keys, 8, async (key) => {
       const text = await this.getText(key);
-      if (text === undefined) return; // pruned meanwhile
-      const name = key.slice(root.length);
-      const reading = openManifest(text, name, seal);
-      if (reading.ok) listing.manifests.push(reading.manifest);
-      else
-        listing.skipped.push({
-          store: this.name,
-          name,
-          reason: reading.reason,
-          ...(reading.unsigned ? { unsigned: reading.unsigned } : {}),
-        });
+      if (text !== undefined) objects.push({ name: key.slice(root.length), text }); // else pruned meanwhile
     });
-    listing.manifests.sort((a, b) => a.completedAt.localeCompare(b.completedAt));
-    listing.skipped.sort((a, b) => a.name.localeCompare(b.name));
-    return listing;
+    return listingOf(this.name, objects, await this.seal());
   }
 
   async read(id: string): Promise<Manifest | undefined> {
     const text = await this.getText(this.key(`${id}.json`));
-    if (text === undefined) return undefined;
-    const reading = openManifest(text, `${id}.json`, await this.seal());
-    if (!reading.ok)
-      throw new PermanentError(`backup "${id}" in the ${this.name} store is not dbops' own: ${reading.reason}`);
-    return reading.manifest;
+    return text === undefined ? undefined : ownManifest(text, id, this.name, await this.seal());
   }
 
   async writeManifest(manifest: Manifest): Promise<void> {
