@@ -24,10 +24,10 @@ import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/ta
 import { boundedName } from '../job-ids.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
 import { defineOperation, type OperationContext } from './operation.js';
-import { envName, parallelJobs } from './fields.js';
+import { envName, fieldGiven, fieldIs, implies, parallelJobs, withRules } from './fields.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     format: backupFormatSchema.default('custom'),
     jobs: parallelJobs.default(1),
@@ -44,15 +44,22 @@ const schema = z
       description:
         "every connectable, non-template database on env's server: one child backup job each; the result lists them",
     }),
-  })
-  .refine((payload) => payload.jobs === 1 || payload.format === 'directory', {
-    message: 'parallel dumps (jobs > 1) need format "directory"',
-    path: ['jobs'],
-  })
-  .refine((payload) => !(payload.allDatabases && payload.database), {
-    message: 'allDatabases goes without database',
-    path: ['database'],
-  });
+  }),
+  [
+    {
+      path: 'jobs',
+      message: 'parallel dumps (jobs > 1) need format "directory"',
+      broken: (payload) => payload.jobs !== 1 && payload.format !== 'directory',
+      schema: implies({ properties: { jobs: { minimum: 2 } }, required: ['jobs'] }, fieldIs('format', 'directory')),
+    },
+    {
+      path: 'database',
+      message: 'allDatabases goes without database',
+      broken: (payload) => payload.allDatabases && payload.database !== undefined,
+      schema: { not: { allOf: [fieldIs('allDatabases', true), fieldGiven('database')] } },
+    },
+  ],
+);
 
 const single = z.object({
   backupId: z.string(),
@@ -394,6 +401,15 @@ export const backup = defineOperation({
       ]);
     }
   },
+  examples: [
+    { payload: { env: 'production' } },
+    { payload: { env: 'staging', format: 'directory', jobs: 4 } },
+    { payload: { env: 'staging', jobs: 4 }, refused: 'jobs: parallel dumps (jobs > 1) need format "directory"' },
+    {
+      payload: { env: 'staging', allDatabases: true, database: 'app' },
+      refused: 'database: allDatabases goes without database',
+    },
+  ],
   process: (context): Promise<BackupResult | AllDatabasesResult> =>
     context.payload.allDatabases ? backupAllDatabases(context) : backupDatabase(context),
   recover: (context) => BackupCatalogue.of(context.config).recover(context),

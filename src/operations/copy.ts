@@ -245,6 +245,17 @@ export const copy = defineOperation({
       ]);
     }
   },
+  examples: [
+    { payload: { from: 'production', to: 'staging', jobs: 4, verify: true } },
+    {
+      payload: {
+        from: 'production',
+        to: 'staging',
+        sanitize: [{ name: 'emails', sql: "UPDATE customer SET email = 'c' || customer_id || '@example.com'" }],
+      },
+    },
+    { payload: { from: 'production' }, refused: 'to: Invalid input: expected string, received undefined' },
+  ],
   async process(context): Promise<CopyResult> {
     const { payload, config, jobId, signal, progress, log } = context;
     const startedAt = Date.now();

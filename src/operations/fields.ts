@@ -41,3 +41,41 @@ export const storeName = z
   .meta({
     description: 'the backup store to read from, by its BACKUP_STORES name (default: the first that holds the backup)',
   });
+
+type JsonSchema = Record<string, unknown>;
+
+/**
+ * A rule between payload fields, said twice side by side: as the check the worker runs (`broken`), and
+ * as JSON Schema for the served contract, so that another producer's validator refuses what the worker
+ * would. tests/job-contract.test.ts feeds both every example of docs/jobs.md.
+ */
+export interface PayloadRule<Payload> {
+  path: string;
+  message: string;
+  broken(payload: Payload): boolean;
+  schema: JsonSchema;
+}
+
+/** Fields' rules on an object schema: issues naming the field for the worker, `allOf` in its JSON Schema. */
+export function withRules<Shape extends z.ZodObject>(schema: Shape, rules: PayloadRule<z.output<Shape>>[]): Shape {
+  return schema
+    .superRefine((payload, issues) => {
+      for (const rule of rules)
+        if (rule.broken(payload)) issues.addIssue({ code: 'custom', path: [rule.path], message: rule.message });
+    })
+    .meta({ allOf: rules.map((rule) => ({ description: `${rule.path}: ${rule.message}`, ...rule.schema })) });
+}
+
+/** JSON Schema: the field is present with this value. */
+export const fieldIs = (field: string, value: unknown): JsonSchema => ({
+  properties: { [field]: { const: value } },
+  required: [field],
+});
+/** JSON Schema: the field is present. */
+export const fieldGiven = (field: string): JsonSchema => ({ required: [field] });
+/** JSON Schema: when `condition` holds, so must `then`. */
+export const implies = (condition: JsonSchema, then: JsonSchema): JsonSchema => ({ if: condition, then });
+/** JSON Schema: the field is absent or has this value (its default). */
+export const fieldAbsentOr = (field: string, value: unknown): JsonSchema => ({
+  properties: { [field]: { const: value } },
+});

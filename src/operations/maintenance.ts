@@ -7,10 +7,11 @@ import { findCreatedDatabases, listPreviousDatabases } from '../postgres/databas
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
+import { fieldIs, implies, withRules } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     action: z.enum(['vacuum', 'analyze', 'reindex', 'report']),
     confirm: confirmField,
@@ -31,12 +32,16 @@ const schema = z
     longRunningSeconds: z.number().int().min(1).max(86_400).default(300),
     /** report: sessions idle in a transaction longer than this are listed. */
     idleSeconds: z.number().int().min(1).max(86_400).default(60),
-  })
-  .superRefine((payload, issues) => {
-    if ((payload.analyze || payload.full) && payload.action !== 'vacuum') {
-      issues.addIssue({ code: 'custom', path: ['full'], message: '--analyze and --full go with vacuum' });
-    }
-  });
+  }),
+  [
+    {
+      path: 'full',
+      message: '--analyze and --full go with vacuum',
+      broken: (payload) => (payload.analyze || payload.full) && payload.action !== 'vacuum',
+      schema: implies({ anyOf: [fieldIs('analyze', true), fieldIs('full', true)] }, fieldIs('action', 'vacuum')),
+    },
+  ],
+);
 type MaintenancePayload = z.output<typeof schema>;
 
 const runResult = z.object({
@@ -313,6 +318,14 @@ export const maintenance = defineOperation({
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },
+  examples: [
+    { payload: { env: 'staging', action: 'vacuum', analyze: true } },
+    { payload: { env: 'staging', action: 'report' } },
+    {
+      payload: { env: 'staging', action: 'reindex', full: true },
+      refused: 'full: --analyze and --full go with vacuum',
+    },
+  ],
   async process(context): Promise<MaintenanceResult> {
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);

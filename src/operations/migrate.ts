@@ -20,11 +20,11 @@ import { connect, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { backup, backupDatabase } from './backup.js';
-import { confirmField, envName } from './fields.js';
+import { confirmField, envName, fieldAbsentOr, fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     /** The migrations directory, as the workers see it: inside MIGRATIONS_ROOT (relative to it, or absolute). */
     dir: z.string().min(1).max(4096).default('.').meta({
@@ -51,16 +51,36 @@ const schema = z
       description:
         'first apply the pending migrations to a scratch restore of the latest backup, timed; the real run follows only if that succeeded (with dryRun: the rehearsal alone, nothing else touched)',
     }),
-  })
-  .superRefine((payload, issues) => {
-    const problem = (field: string, message: string) => issues.addIssue({ code: 'custom', path: [field], message });
-    if (payload.target && payload.action !== 'up') problem('target', 'only up takes a target');
-    if (payload.rehearse && payload.action !== 'up') problem('rehearse', 'a rehearsal applies pending migrations (up)');
-    if (payload.rehearse && payload.dryRun && payload.backupFirst)
-      problem('rehearse', 'a rehearsal alone (dryRun) takes no backup first');
-    if (payload.backupFirst && (payload.action === 'status' || payload.dryRun))
-      problem('backupFirst', 'only a real up or down takes a backup first');
-  });
+  }),
+  [
+    {
+      path: 'target',
+      message: 'only up takes a target',
+      broken: (payload) => payload.target !== undefined && payload.action !== 'up',
+      schema: implies(fieldGiven('target'), fieldAbsentOr('action', 'up')),
+    },
+    {
+      path: 'rehearse',
+      message: 'a rehearsal applies pending migrations (up)',
+      broken: (payload) => payload.rehearse && payload.action !== 'up',
+      schema: implies(fieldIs('rehearse', true), fieldAbsentOr('action', 'up')),
+    },
+    {
+      path: 'rehearse',
+      message: 'a rehearsal alone (dryRun) takes no backup first',
+      broken: (payload) => payload.rehearse && payload.dryRun && payload.backupFirst,
+      schema: { not: { allOf: [fieldIs('rehearse', true), fieldIs('dryRun', true), fieldIs('backupFirst', true)] } },
+    },
+    {
+      path: 'backupFirst',
+      message: 'only a real up or down takes a backup first',
+      broken: (payload) => payload.backupFirst && (payload.action === 'status' || payload.dryRun),
+      schema: implies(fieldIs('backupFirst', true), {
+        allOf: [{ not: fieldIs('action', 'status') }, fieldAbsentOr('dryRun', false)],
+      }),
+    },
+  ],
+);
 type MigratePayload = z.output<typeof schema>;
 
 const timing = z.object({ name: z.string(), ms: z.number(), ok: z.boolean(), error: z.string().optional() });
@@ -404,6 +424,23 @@ export const migrate = defineOperation({
     await detectKind(await migrationsDir(config.migrationsRoot, payload.dir));
   },
   children: (payload) => (payload.backupFirst ? [{ type: 'backup', payload: { env: payload.env } }] : []),
+  examples: [
+    { payload: { env: 'staging', dir: 'alembic-plain', action: 'status' } },
+    { payload: { env: 'staging', dir: 'alembic-plain', backupFirst: true } },
+    { payload: { env: 'staging', dir: 'alembic-plain', action: 'up', rehearse: true, dryRun: true } },
+    {
+      payload: { env: 'staging', dir: 'alembic-plain', backupFirst: true, dryRun: true },
+      refused: 'backupFirst: only a real up or down takes a backup first',
+    },
+    {
+      payload: { env: 'staging', dir: 'alembic-plain', action: 'down', target: 'base' },
+      refused: 'target: only up takes a target',
+    },
+    {
+      payload: { env: 'staging', dir: 'alembic-plain', action: 'status', rehearse: true },
+      refused: 'rehearse: a rehearsal applies pending migrations (up)',
+    },
+  ],
   async process(context): Promise<MigrateResult> {
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);

@@ -84,6 +84,18 @@ export interface Operation<Schema extends z.ZodType = z.ZodType, Result = unknow
   recover?(context: RecoveryContext): Promise<void>;
   /** One line for people, e.g. the CLI after --wait. */
   describe?(result: Result): string;
+  /**
+   * Payloads for docs/jobs.md, on environments `production` (protected) and `staging`: ones a worker
+   * runs, and ones it refuses (`refused`: the field and why). tests/job-contract.test.ts feeds each to
+   * the served JSON Schema and to the validate call, which must agree with it.
+   */
+  examples?: PayloadExample[];
+}
+
+export interface PayloadExample {
+  payload: Record<string, unknown>;
+  /** What the worker answers: `field: reason`; absent for a payload it runs. */
+  refused?: string;
 }
 
 export function defineOperation<Schema extends z.ZodType, Result>(

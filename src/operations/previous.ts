@@ -4,20 +4,31 @@ import { withClient } from '../postgres/client.js';
 import { dropCreatedDatabase, listPreviousDatabases } from '../postgres/databases.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
+import { fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { defineOperation } from './operation.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     action: z.enum(['list', 'drop']),
     /** drop: the kept database, by name (see list). */
     name: z.string().min(1).max(63).optional().meta({ description: 'drop: the kept database, as list names it' }),
     confirm: confirmField,
-  })
-  .refine((payload) => (payload.action === 'drop') === (payload.name !== undefined), {
-    message: 'drop, and only drop, takes the name',
-    path: ['name'],
-  });
+  }),
+  [
+    {
+      path: 'name',
+      message: 'drop, and only drop, takes the name',
+      broken: (payload) => (payload.action === 'drop') !== (payload.name !== undefined),
+      schema: {
+        allOf: [
+          implies(fieldIs('action', 'drop'), fieldGiven('name')),
+          implies(fieldGiven('name'), fieldIs('action', 'drop')),
+        ],
+      },
+    },
+  ],
+);
 
 const previousDatabase = z.object({
   name: z.string(),
@@ -55,6 +66,13 @@ export const previous = defineOperation({
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },
+  examples: [
+    { payload: { env: 'staging', action: 'list' } },
+    {
+      payload: { env: 'staging', action: 'list', name: 'app_prev_20261201T000000' },
+      refused: 'name: drop, and only drop, takes the name',
+    },
+  ],
   async process({ payload, config, ledger, jobId, progress, log }): Promise<PreviousResult> {
     const target = resolveTarget(config, payload.env);
     return withClient(

@@ -70,6 +70,11 @@ export const prune = defineOperation({
       );
     }
   },
+  examples: [
+    { payload: { env: 'staging', dryRun: true, policy: 'last=3' } },
+    { payload: { env: 'staging', policy: 'last=7,daily=7,weekly=4' } },
+    { payload: { env: 'staging', keep: 3 }, refused: 'keep: unknown field' },
+  ],
   async process({ payload, config, progress, log }): Promise<PruneResult> {
     const catalogue = BackupCatalogue.of(config);
     const result: PruneResult = { dryRun: payload.dryRun, environments: [], skipped: [] };

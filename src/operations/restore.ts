@@ -11,11 +11,12 @@ import { toolDirForServers } from '../postgres/binaries.js';
 import { withClient } from '../postgres/client.js';
 import { readSchemaVersion, type SchemaVersion } from '../postgres/schema-version.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
+import { fieldAbsentOr, fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { confirmField, envName, parallelJobs, storeName } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     backup: backupIdSchema.optional(),
     /** …or the newest verified backup of this environment's database (the target's own, usually). */
@@ -50,29 +51,39 @@ const schema = z
       description:
         'restore without owners and grants (pg_restore --no-owner --no-acl): for a server without those roles',
     }),
-  })
-  .superRefine((payload, issues) => {
-    if ((payload.backup === undefined) === (payload.latest === undefined)) {
-      issues.addIssue({ code: 'custom', path: ['backup'], message: 'name a backup, or latest (one of them)' });
-    }
-    if (payload.atRevision !== undefined && payload.latest === undefined) {
-      issues.addIssue({ code: 'custom', path: ['atRevision'], message: 'atRevision goes with latest' });
-    }
-    if (payload.allowRoleAttributes.length > 0 && !payload.createRoles) {
-      issues.addIssue({
-        code: 'custom',
-        path: ['allowRoleAttributes'],
-        message: 'allowRoleAttributes goes with createRoles',
-      });
-    }
-    if (payload.noOwner && (payload.createRoles || payload.sourceSettings)) {
-      issues.addIssue({
-        code: 'custom',
-        path: ['noOwner'],
-        message: 'noOwner goes without createRoles and sourceSettings',
-      });
-    }
-  });
+  }),
+  [
+    {
+      path: 'backup',
+      message: 'name a backup, or latest (one of them)',
+      broken: (payload) => (payload.backup === undefined) === (payload.latest === undefined),
+      schema: { oneOf: [fieldGiven('backup'), fieldGiven('latest')] },
+    },
+    {
+      path: 'atRevision',
+      message: 'atRevision goes with latest',
+      broken: (payload) => payload.atRevision !== undefined && payload.latest === undefined,
+      schema: implies(fieldGiven('atRevision'), fieldGiven('latest')),
+    },
+    {
+      path: 'allowRoleAttributes',
+      message: 'allowRoleAttributes goes with createRoles',
+      broken: (payload) => payload.allowRoleAttributes.length > 0 && !payload.createRoles,
+      schema: implies(
+        { properties: { allowRoleAttributes: { minItems: 1 } }, required: ['allowRoleAttributes'] },
+        fieldIs('createRoles', true),
+      ),
+    },
+    {
+      path: 'noOwner',
+      message: 'noOwner goes without createRoles and sourceSettings',
+      broken: (payload) => payload.noOwner && (payload.createRoles || payload.sourceSettings),
+      schema: implies(fieldIs('noOwner', true), {
+        allOf: [fieldAbsentOr('createRoles', false), fieldAbsentOr('sourceSettings', false)],
+      }),
+    },
+  ],
+);
 
 type RestorePayload = z.output<typeof schema>;
 
@@ -125,6 +136,23 @@ export const restore = defineOperation({
     resolveTarget(config, payload.env);
     await chooseBackup(BackupCatalogue.of(config), payload, config);
   },
+  examples: [
+    { payload: { env: 'staging', latest: 'production' } },
+    { payload: { env: 'production', latest: 'production', confirm: 'production', createRoles: true } },
+    { payload: { env: 'staging' }, refused: 'backup: name a backup, or latest (one of them)' },
+    {
+      payload: { env: 'staging', backup: 'production-20261201T000000Z-0a1b2c3d4e5f', latest: 'production' },
+      refused: 'backup: name a backup, or latest (one of them)',
+    },
+    {
+      payload: { env: 'staging', latest: 'production', allowRoleAttributes: ['CREATEDB'] },
+      refused: 'allowRoleAttributes: allowRoleAttributes goes with createRoles',
+    },
+    {
+      payload: { env: 'staging', latest: 'production', noOwner: true, sourceSettings: true },
+      refused: 'noOwner: noOwner goes without createRoles and sourceSettings',
+    },
+  ],
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();

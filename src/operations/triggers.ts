@@ -7,6 +7,7 @@ import { quoteIdent, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
+import { fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const identifierText = (max: number) =>
@@ -18,8 +19,8 @@ const identifierText = (max: number) =>
 
 const triggerRefSchema = z.strictObject({ table: identifierText(300), name: identifierText(200) });
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     env: envName,
     action: z.enum(['list', 'enable', 'disable', 'create', 'drop']),
     confirm: confirmField,
@@ -37,17 +38,41 @@ const schema = z
       .optional(),
     /** enable/disable exactly these (what a timed disable switched off). */
     triggers: z.array(triggerRefSchema).min(1).max(10_000).optional(),
-  })
-  .superRefine((payload, issues) => {
-    const problem = (path: string, message: string) => issues.addIssue({ code: 'custom', path: [path], message });
-    if (payload.action === 'create' && !payload.sql) problem('sql', 'create needs the SQL definition (--file)');
-    if (payload.action !== 'create' && payload.sql) problem('sql', 'only create takes SQL');
-    if (payload.action === 'drop' && !payload.name) problem('name', 'drop needs the trigger name (--name)');
-    if (payload.forSeconds !== undefined && payload.action !== 'disable')
-      problem('forSeconds', 'only disable takes a duration');
-    if (payload.triggers && payload.action !== 'enable' && payload.action !== 'disable')
-      problem('triggers', 'only enable and disable take a list');
-  });
+  }),
+  [
+    {
+      path: 'sql',
+      message: 'create needs the SQL definition (--file)',
+      broken: (payload) => payload.action === 'create' && !payload.sql,
+      schema: implies(fieldIs('action', 'create'), fieldGiven('sql')),
+    },
+    {
+      path: 'sql',
+      message: 'only create takes SQL',
+      broken: (payload) => payload.action !== 'create' && payload.sql !== undefined,
+      schema: implies(fieldGiven('sql'), fieldIs('action', 'create')),
+    },
+    {
+      path: 'name',
+      message: 'drop needs the trigger name (--name)',
+      broken: (payload) => payload.action === 'drop' && !payload.name,
+      schema: implies(fieldIs('action', 'drop'), fieldGiven('name')),
+    },
+    {
+      path: 'forSeconds',
+      message: 'only disable takes a duration',
+      broken: (payload) => payload.forSeconds !== undefined && payload.action !== 'disable',
+      schema: implies(fieldGiven('forSeconds'), fieldIs('action', 'disable')),
+    },
+    {
+      path: 'triggers',
+      message: 'only enable and disable take a list',
+      broken: (payload) =>
+        payload.triggers !== undefined && payload.action !== 'enable' && payload.action !== 'disable',
+      schema: implies(fieldGiven('triggers'), { properties: { action: { enum: ['enable', 'disable'] } } }),
+    },
+  ],
+);
 type TriggersPayload = z.output<typeof schema>;
 
 const triggerInfo = z.object({
@@ -243,6 +268,19 @@ export const triggers = defineOperation({
   precheck(payload, config) {
     resolveTarget(config, payload.env);
   },
+  examples: [
+    { payload: { env: 'staging', action: 'list' } },
+    { payload: { env: 'staging', action: 'disable', table: 'public.film', forSeconds: 600 } },
+    { payload: { env: 'staging', action: 'create' }, refused: 'sql: create needs the SQL definition (--file)' },
+    {
+      payload: { env: 'staging', action: 'enable', forSeconds: 60 },
+      refused: 'forSeconds: only disable takes a duration',
+    },
+    {
+      payload: { env: 'staging', action: 'drop', table: 'public.film' },
+      refused: 'name: drop needs the trigger name (--name)',
+    },
+  ],
   async process(context): Promise<TriggersResult> {
     const { payload, config, jobId, signal, progress } = context;
     const target = resolveTarget(config, payload.env);

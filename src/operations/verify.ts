@@ -9,10 +9,11 @@ import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';
 import { resolveTarget } from '../postgres/target.js';
 import { envName, storeName } from './fields.js';
+import { fieldGiven, withRules } from './fields.js';
 import { defineOperation } from './operation.js';
 
-const schema = z
-  .strictObject({
+const schema = withRules(
+  z.strictObject({
     /** The backup to check, or… */
     backup: backupIdSchema.optional(),
     /** …the newest backup of this environment (what a scheduled drill checks). */
@@ -22,11 +23,16 @@ const schema = z
     /** The environment whose server holds the scratch database (default: the backup's own). */
     env: envName.optional(),
     store: storeName,
-  })
-  .refine((payload) => (payload.backup === undefined) !== (payload.latest === undefined), {
-    message: 'name a backup id, or --latest ENV (one of them)',
-    path: ['backup'],
-  });
+  }),
+  [
+    {
+      path: 'backup',
+      message: 'name a backup id, or --latest ENV (one of them)',
+      broken: (payload) => (payload.backup === undefined) === (payload.latest === undefined),
+      schema: { oneOf: [fieldGiven('backup'), fieldGiven('latest')] },
+    },
+  ],
+);
 
 const result = z.object({
   backupId: z.string(),
@@ -70,6 +76,10 @@ export const verify = defineOperation({
     if (payload.backup) await BackupCatalogue.of(config).get(payload.backup, payload.store);
     if (payload.env) resolveTarget(config, payload.env);
   },
+  examples: [
+    { payload: { latest: 'production', full: true } },
+    { payload: { full: true }, refused: 'backup: name a backup id, or --latest ENV (one of them)' },
+  ],
   async process(context): Promise<VerifyResult> {
     const { payload, config, job, jobId, signal, progress, log } = context;
     const startedAt = Date.now();

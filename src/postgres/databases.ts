@@ -390,3 +390,13 @@ export async function discardLeftover(
   await reopenIfClosedByUs(client, leftover.record);
   await dropCreatedDatabase(client, leftover.name, ledger);
 }
+
+/** The connected database's name and size, and its server's version: what the console and the API show. */
+export async function describeServer(
+  client: pg.ClientBase,
+): Promise<{ version: string; sizeBytes: number; database: string }> {
+  const { rows } = await client.query<{ version: string; size: string; database: string }>(
+    "SELECT current_setting('server_version') AS version, pg_database_size(current_database())::text AS size, current_database() AS database",
+  );
+  return { version: rows[0]!.version, sizeBytes: Number(rows[0]!.size), database: rows[0]!.database };
+}

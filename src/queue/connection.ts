@@ -56,6 +56,15 @@ export function createRedis(
   } else {
     connection = new Redis(config.REDIS_URL, options);
   }
-  connection.on('error', () => undefined); // reconnects on its own; callers see failures on their commands
+  // Reconnects on its own; callers see failures on their commands, and lastConnectionError says why.
+  connection.on('error', (error: Error) => lastErrors.set(connection, error));
+  connection.on('ready', () => lastErrors.delete(connection));
   return connection;
+}
+
+const lastErrors = new WeakMap<RedisConnection, Error>();
+
+/** Why the connection last failed to reach Redis (`connect ECONNREFUSED …`); undefined once it is up. */
+export function lastConnectionError(connection: RedisConnection): Error | undefined {
+  return lastErrors.get(connection);
 }

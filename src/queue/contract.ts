@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import type { Config } from '../config.js';
 import { getOperation, operationTypes, queueOf, type OperationType } from '../operations/index.js';
+import type { PayloadExample } from '../operations/operation.js';
 import { jobOptionsFor } from './queues.js';
 
 /*
@@ -22,7 +23,34 @@ export interface OperationContract {
   result: Record<string, unknown>;
   /** What dbops' producer sets; workers apply the retention to jobs added without it. */
   jobOptions: Record<string, unknown>;
+  /** A job's `progress` as the API answers it, whatever the state. */
+  progress: Record<string, unknown>;
+  /** Payloads the worker runs, and ones it refuses with the reason (see Operation.examples). */
+  examples: PayloadExample[];
 }
+
+/** The one progress shape: `{percent, step}`, also before the worker's first report (`{0, ""}`). */
+export const PROGRESS_SCHEMA = {
+  type: 'object',
+  properties: {
+    percent: { type: 'number', minimum: 0, maximum: 100 },
+    step: { type: 'string', description: "what the job is doing now ('' before the worker's first report)" },
+  },
+  required: ['percent', 'step'],
+  additionalProperties: false,
+} as const;
+
+/** Rules the JSON Schema cannot say (they depend on the configuration and the stores): the worker's and the validate call's alone. */
+export const CONFIGURATION_RULES = [
+  'an environment named (`env`, `from`, `to`, `latest`) is one the workers are configured with (`DATABASE_URL_<ENV>`)',
+  "a job that changes a protected environment carries `confirm` equal to that environment's name",
+  "a backup named by id exists in a store, and is signed as dbops' own",
+  '`latest` needs a backup of that environment (restore: a verified one; `atRevision`: one at that revision)',
+  "a migrate job's `dir` lies inside `MIGRATIONS_ROOT` and holds migrations of a kind dbops runs",
+  'a copy goes between two different databases',
+  'a prune has a retention policy (`policy`, else `BACKUP_RETENTION[_<ENV>]`) that reads as `last=N,daily=N,...`',
+  'a store named is one of `BACKUP_STORES`; an encrypted backup is of the custom format',
+];
 
 export function operationContract(type: OperationType, config: Config): OperationContract {
   const operation = getOperation(type);
@@ -35,6 +63,8 @@ export function operationContract(type: OperationType, config: Config): Operatio
     payload: z.toJSONSchema(operation.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>,
     result: z.toJSONSchema(operation.result, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>,
     jobOptions: { ...jobOptionsFor(config, type) },
+    progress: { ...PROGRESS_SCHEMA },
+    examples: operation.examples ?? [],
   };
 }
 
@@ -99,6 +129,20 @@ export function renderJobsDoc(config: Config): string {
     'only the producer can set: without `attempts` and `backoff` a transient failure (a lost connection)',
     'fails the job at once, so set them as shown.',
     '',
+    "A job's `progress`, as `GET /api/v1/jobs/<type>/<id>` and `manage-db jobs show --json` answer it, is",
+    'always `{"percent": N, "step": "..."}` (N from 0 to 100): `{"percent": 0, "step": ""}` before the worker\'s',
+    'first report, and `percent` 100 once completed. (BullMQ itself holds a bare `0` until the first report:',
+    'another producer reading the job directly sees that.)',
+    '',
+    "Rules between fields are in each payload's JSON Schema (`allOf`, each with its `description`), and listed",
+    'per operation below. What no schema can say, because it depends on the configuration and the stores, the',
+    'worker checks, and so does `POST /api/v1/validate/<type>` (nothing enqueued):',
+    '',
+    ...CONFIGURATION_RULES.map((rule) => `- ${rule}`),
+    '',
+    'The examples below are on environments `production` (protected) and `staging`; tests feed each to the',
+    'served schema and to the validate call, which must both accept or both refuse it.',
+    '',
     '| operation | queue | `confirm` needed on a protected environment | what it does |',
     '| --- | --- | --- | --- |',
   ];
@@ -123,6 +167,15 @@ export function renderJobsDoc(config: Config): string {
       '| --- | --- | --- | --- | --- |',
     );
     lines.push(...fieldRows(contract.payload, true));
+    const rules = ((contract.payload.allOf ?? []) as JsonSchema[]).map((rule) => String(rule.description));
+    if (rules.length > 0) lines.push('', '**Rules**', '', ...rules.map((rule) => `- ${rule}`));
+    if (contract.examples.length > 0) {
+      lines.push('', '**Examples**', '');
+      for (const example of contract.examples)
+        lines.push(
+          `- \`${JSON.stringify(example.payload)}\`: ${example.refused ? `refused (${example.refused})` : 'runs'}`,
+        );
+    }
     lines.push('', '**Result**', '');
     for (const [index, variant] of objectVariants(contract.result).entries()) {
       if (index > 0) lines.push('', 'or', '');

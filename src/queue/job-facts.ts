@@ -1,9 +1,43 @@
-import type { JobSummary } from './producer.js';
+import type { Progress } from '../operations/operation.js';
+import type { JobState } from 'bullmq';
+import type { OperationType } from '../operations/index.js';
 
 /*
  * Facts about a job summary that the CLI and the console both show. Light on purpose (no BullMQ):
  * the CLI loads its command modules at every start.
  */
+
+/** A job as dbops shows it (CLI, console, API). */
+export interface JobSummary {
+  id: string;
+  type: OperationType;
+  /** `<type>/<id>`: names the job unambiguously (an id is unique only within its queue). */
+  reference: string;
+  /** BullMQ's state, or `cancelled` for a job stopped by `jobs cancel`. */
+  state: JobState | 'cancelled' | 'unknown';
+  /** Always `{percent, step}`: `{0, ''}` before the worker's first report. */
+  progress: Progress;
+  data: unknown;
+  result: unknown;
+  failedReason: string | null;
+  attemptsMade: number;
+  createdAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+/** The states a job is listed in: BullMQ's, and `cancelled` (a failed job whose reason says so). */
+export const JOB_STATES = [
+  'active',
+  'waiting',
+  'delayed',
+  'prioritized',
+  'waiting-children',
+  'completed',
+  'failed',
+  'cancelled',
+] as const;
+export type ListedState = (typeof JOB_STATES)[number];
 
 /** What a job works on, in a word: its environment (a copy's target), else the backup it reads; '' for none. */
 export function jobTarget(summary: Pick<JobSummary, 'data'>): string {
@@ -19,4 +53,21 @@ export function jobDurationMs(
 ): number | undefined {
   if (!summary.startedAt) return undefined;
   return (summary.finishedAt ? Date.parse(summary.finishedAt) : now) - Date.parse(summary.startedAt);
+}
+
+/**
+ * A job's progress in its one published shape, `{percent, step}`, whatever BullMQ holds: its bare `0`
+ * before the worker's first report, a number another producer's worker set, or dbops' own object.
+ */
+export function progressOf(raw: unknown, state: string): Progress {
+  const finished = state === 'completed' ? 100 : 0;
+  if (typeof raw === 'number' && Number.isFinite(raw)) return { percent: raw || finished, step: '' };
+  if (raw && typeof raw === 'object') {
+    const { percent, step } = raw as Partial<Progress>;
+    return {
+      percent: typeof percent === 'number' && Number.isFinite(percent) ? percent : finished,
+      step: typeof step === 'string' ? step : '',
+    };
+  }
+  return { percent: finished, step: '' };
 }

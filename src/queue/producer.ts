@@ -16,6 +16,8 @@ import type { Progress } from '../operations/operation.js';
 import { createRedis, type RedisConnection } from './connection.js';
 import { formatJobReference, newJobId, parseJobReference } from '../job-ids.js';
 import { validatePayload } from '../operations/validate.js';
+import { progressOf, type JobSummary } from './job-facts.js';
+import { bullStatesOf, matchesFilter, type JobFilter } from './job-filter.js';
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
@@ -23,32 +25,21 @@ export interface EnqueuedJob {
   type: OperationType;
 }
 
-export interface JobSummary {
-  id: string;
-  type: OperationType;
-  /** `<type>/<id>`: names the job unambiguously (an id is unique only within its queue). */
-  reference: string;
-  /** BullMQ's state, or `cancelled` for a job stopped by `jobs cancel`. */
-  state: JobState | 'cancelled' | 'unknown';
-  progress: Progress | number | null;
-  data: unknown;
-  result: unknown;
-  failedReason: string | null;
-  attemptsMade: number;
-  createdAt: string | null;
-  startedAt: string | null;
-  finishedAt: string | null;
-}
-
 export type JobOutcome<T extends OperationType> =
   | { id: string; state: 'completed'; result: ResultOf<T> }
   | { id: string; state: 'failed' | 'cancelled'; failedReason: string };
 
+/** How many jobs of one queue `list` reads at most (per state). */
+const LIST_SCAN = 2_000;
+
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 
-/** A job's operation: its name, when that is one (another producer may name a job anything). */
+/**
+ * A job's operation: its name, when that is an operation its queue runs. Another producer may name a
+ * job anything, or put it on the wrong queue (a restore on backup's): such a job is its queue's.
+ */
 function typeOf(job: Job): OperationType {
-  return isOperationType(job.name) ? job.name : (job.queueName as OperationType);
+  return isOperationType(job.name) && queueOf(job.name) === job.queueName ? job.name : (job.queueName as OperationType);
 }
 
 /**
@@ -144,7 +135,7 @@ export class Producer {
     if (type) {
       // In that type's queue; a companion's job (prune on backup's queue) answers to its own type only.
       const job = await this.queues.get(type as OperationType).getJob(id);
-      return job && (job.name === type || !isOperationType(job.name)) ? job : undefined;
+      return job && typeOf(job) === type ? job : undefined;
     }
     const hinted = typeOfJobId(id);
     const hit = hinted ? await this.queues.get(hinted).getJob(id) : undefined;
@@ -171,7 +162,7 @@ export class Producer {
       type: typeOf(job),
       reference: formatJobReference(typeOf(job), job.id!),
       state: cancelled ? 'cancelled' : state,
-      progress: (job.progress as Progress | number | undefined) ?? null,
+      progress: progressOf(job.progress, state),
       data: job.data,
       result: job.returnvalue ?? null,
       failedReason: job.failedReason || null,
@@ -182,27 +173,24 @@ export class Producer {
     };
   }
 
-  async list(options: { types?: OperationType[]; states?: JobState[]; limit?: number } = {}): Promise<JobSummary[]> {
-    const states = options.states ?? [
-      'active',
-      'waiting',
-      'delayed',
-      'prioritized',
-      'waiting-children',
-      'completed',
-      'failed',
-    ];
-    const limit = options.limit ?? 50;
+  /**
+   * The newest jobs that match a filter, newest first. Reads at most LIST_SCAN jobs of each queue (the
+   * newest of each state), enough for what the queues keep (JOB_KEEP_COMPLETED, JOB_KEEP_FAILED).
+   */
+  async list(filter: Partial<JobFilter> = {}): Promise<JobSummary[]> {
+    const wanted = { limit: 50, ...filter };
     await this.ensureReachable();
-    const jobs: Job[] = [];
-    const wanted = options.types ? new Set<string>(options.types) : undefined;
-    const queues = wanted ? [...new Set(options.types!.map(queueOf))] : workerTypes;
+    const queues = wanted.types ? [...new Set(wanted.types.map(queueOf))] : workerTypes;
+    const states = bullStatesOf(wanted);
+    const found: JobSummary[] = [];
     for (const queue of queues) {
-      const found = (await this.queues.get(queue).getJobs(states, 0, limit - 1)).filter(Boolean);
-      jobs.push(...found.filter((job) => !wanted || wanted.has(job.name)));
+      const jobs = (await this.queues.get(queue).getJobs(states, 0, LIST_SCAN - 1)).filter(Boolean);
+      for (const job of jobs) {
+        const summary = await this.summarize(job);
+        if (matchesFilter(summary, wanted)) found.push(summary);
+      }
     }
-    jobs.sort((a, b) => b.timestamp - a.timestamp);
-    return Promise.all(jobs.slice(0, limit).map((job) => this.summarize(job)));
+    return found.sort((a, b) => Date.parse(b.createdAt ?? '') - Date.parse(a.createdAt ?? '')).slice(0, wanted.limit);
   }
 
   private async queueEvents(type: OperationType): Promise<QueueEvents> {
@@ -316,6 +304,12 @@ export class Producer {
     await this.queues.connection.del(cancelledKey(this.config, job.queueName, job.id!));
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     return 'retrying';
+  }
+
+  /** Drops every Redis connection at once: pending commands fail (for a close that Redis, being away, would keep waiting). */
+  disconnect(): void {
+    for (const { connection } of this.events.values()) connection.disconnect();
+    this.queues.connection.disconnect();
   }
 
   async close(): Promise<void> {

@@ -14,6 +14,11 @@ import { basicAuth } from './auth.js';
 import { DASHBOARD_PATH, dashboardRouter } from './dashboard.js';
 import { hostGuard, readOnlyGuard, sameOriginGuard } from './guards.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { redisTrouble } from './redis-health.js';
+import { scrubSecrets } from '../secrets.js';
+
+/** How long closing the server waits for Redis before it drops the connections. */
+const CLOSE_GRACE_MS = 3_000;
 
 export interface RunningServer {
   server: Server;
@@ -38,15 +43,11 @@ export function createApp(config: Config, producer: Producer, metrics: Metrics, 
         : [readOnlyGuard()];
 
   app.get('/healthz', async (_req, res) => {
-    try {
-      await Promise.race([
-        producer.queues.connection.ping(),
-        new Promise((_resolve, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
-      ]);
-      res.json({ status: 'ok' });
-    } catch {
-      res.status(503).json({ status: 'unavailable', reason: 'Redis does not answer' });
-    }
+    const trouble = await redisTrouble(producer.queues.connection);
+    if (!trouble) return res.json({ status: 'ok' });
+    res
+      .status(503)
+      .json({ status: 'unavailable', reason: `Redis does not answer: ${scrubSecrets(trouble, config.secrets)}` });
   });
   app.get('/metrics', ...dashboardAuth, async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
@@ -156,9 +157,18 @@ export async function startServer(
     async close() {
       closing = true;
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await upkeep?.stop();
-      await metrics.close();
-      await producer.close();
+      // Closing waits on Redis; with Redis away it would wait for ever: then the connections are dropped
+      // (at once when Redis is known to be away, else after a grace period).
+      const graceful = (async () => {
+        await upkeep?.stop();
+        await metrics.close();
+        await producer.close();
+      })().catch(() => undefined);
+      const away = producer.queues.connection.status !== 'ready';
+      if (away || (await Promise.race([graceful.then(() => false), sleep(CLOSE_GRACE_MS).then(() => true)]))) {
+        metrics.disconnect();
+        producer.disconnect();
+      }
     },
   };
 }

@@ -12,6 +12,8 @@ const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'fai
 export interface Metrics {
   registry: Registry;
   close(): Promise<void>;
+  /** Drops its Redis connections at once (a close that Redis, being away, would keep waiting). */
+  disconnect(): void;
 }
 
 /**
@@ -127,6 +129,9 @@ export async function createMetrics(
         await events.close();
         await connection.quit().catch(() => undefined);
       }
+    },
+    disconnect() {
+      for (const { connection } of listeners) connection.disconnect();
     },
   };
 }

@@ -1,16 +1,11 @@
 import type { Command } from 'commander';
-import type { JobState } from 'bullmq';
-import { ValidationError } from '../../errors.js';
-import type { OperationType } from '../../operations/index.js';
 import type { Progress } from '../../operations/operation.js';
-import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
+import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
 import { age, humanDuration } from '../../units.js';
-import { EXIT, out, parseWholeNumber, printJson, printTable } from '../io.js';
-
-const STATES = ['active', 'waiting', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed', 'cancelled'];
+import { EXIT, out, printJson, printTable } from '../io.js';
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
   const { Producer } = await import('../../queue/producer.js');
@@ -22,10 +17,8 @@ async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<
   }
 }
 
-function progressText(progress: Progress | number | null): string {
-  if (progress === null) return '';
-  if (typeof progress === 'number') return `${progress}%`;
-  return `${Math.floor(progress.percent)}% ${progress.step}`;
+function progressText(progress: Progress): string {
+  return `${Math.floor(progress.percent)}% ${progress.step}`.trim();
 }
 
 export function registerJobs(program: Command): void {
@@ -33,42 +26,44 @@ export function registerJobs(program: Command): void {
   jobs
     .command('list')
     .description('recent jobs of every type, newest first')
-    .option('--type <type>', 'only this operation type')
-    .option('--state <state>', `only this state (${STATES.join(', ')})`)
-    .option('--limit <n>', 'at most this many', parseWholeNumber, 50)
+    .option('--type <type>', 'only this operation type (a comma list for several)')
+    .option('--state <state>', `only this state (${JOB_STATES.join(', ')}; a comma list for several)`)
+    .option('--env <env>', 'only jobs on this environment (a copy: its source or target)')
+    .option('--since <time>', 'queued since: a duration back from now (30m, 12h, 7d) or an ISO 8601 time')
+    .option('--until <time>', 'queued before this ISO 8601 time (or duration back from now)')
+    .option('--search <text>', 'only jobs whose id, payload, result or failure reason contain this text')
+    .option('--limit <n>', 'at most this many (1 to 1000)', '50')
     .option('--json', 'print as JSON')
-    .action(async (options: { type?: string; state?: string; limit: number; json?: boolean }) => {
-      const { isOperationType } = await import('../../operations/index.js');
-      if (options.type && !isOperationType(options.type))
-        throw new ValidationError(`unknown operation type "${options.type}"`);
-      if (options.state && !STATES.includes(options.state))
-        throw new ValidationError(`unknown state "${options.state}"`);
-      if (options.limit < 1 || options.limit > 1000) throw new ValidationError('--limit must be from 1 to 1000');
-      // A cancelled job is a failed one whose reason says so (BullMQ has no such state).
-      const cancelledOnly = options.state === 'cancelled';
-      const listed = await withProducer((producer) =>
-        producer.list({
-          types: options.type ? [options.type as OperationType] : undefined,
-          states: options.state ? [(cancelledOnly ? 'failed' : options.state) as JobState] : undefined,
-          limit: options.limit,
-        }),
-      );
-      const list = options.state ? listed.filter((job) => job.state === options.state) : listed;
-      if (options.json) return printJson(list);
-      if (list.length === 0) return out('no jobs');
-      printTable(
-        ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
-        list.map((job) => [
-          job.reference,
-          jobTarget(job),
-          job.state,
-          progressText(job.progress),
-          job.startedAt ? humanDuration(jobDurationMs(job)) : '',
-          age(job.createdAt),
-          (job.failedReason ?? '').split('\n')[0]!,
-        ]),
-      );
-    });
+    .action(
+      async (options: {
+        type?: string;
+        state?: string;
+        env?: string;
+        since?: string;
+        until?: string;
+        search?: string;
+        limit: string;
+        json?: boolean;
+      }) => {
+        const { parseJobFilter } = await import('../../queue/job-filter.js');
+        const filter = parseJobFilter(options);
+        const list = await withProducer((producer) => producer.list(filter));
+        if (options.json) return printJson(list);
+        if (list.length === 0) return out('no jobs');
+        printTable(
+          ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
+          list.map((job) => [
+            job.reference,
+            jobTarget(job),
+            job.state,
+            progressText(job.progress),
+            job.startedAt ? humanDuration(jobDurationMs(job)) : '',
+            age(job.createdAt),
+            (job.failedReason ?? '').split('\n')[0]!,
+          ]),
+        );
+      },
+    );
   jobs
     .command('show <job>')
     .description("a job's state, progress, result and log; <job> is <type>/<id>, or an id looked for in every queue")

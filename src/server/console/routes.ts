@@ -2,19 +2,15 @@ import express, { type Request, type RequestHandler, type Response } from 'expre
 import { BackupCatalogue } from '../../backups/catalogue.js';
 import { lastVerification, type Manifest } from '../../backups/manifest.js';
 import type { Config } from '../../config.js';
-import { ValidationError, errorMessage } from '../../errors.js';
+import { ValidationError } from '../../errors.js';
 import { getOperation, isOperationType } from '../../operations/index.js';
-import type { Progress } from '../../operations/operation.js';
-import { withClient } from '../../postgres/client.js';
-import { listPreviousDatabases } from '../../postgres/databases.js';
-import { withDatabase } from '../../postgres/target.js';
 import { isNoteworthyLine } from '../../postgres/tools.js';
-import { redisLedger } from '../../queue/ledger.js';
-import { jobDurationMs, jobTarget } from '../../queue/job-facts.js';
-import type { JobSummary, Producer } from '../../queue/producer.js';
+import { jobDurationMs, jobTarget, type JobSummary } from '../../queue/job-facts.js';
+import type { Producer } from '../../queue/producer.js';
 import { Schedules, describeOperation } from '../../schedules/schedules.js';
 import { sendArchive } from '../archive.js';
 import { factsCache } from '../facts-cache.js';
+import { serverFacts } from '../environment-facts.js';
 import { scrubSecrets } from '../../secrets.js';
 import { Html, age, html, humanDuration, humanSize, inZone, page, table } from './html.js';
 
@@ -24,15 +20,6 @@ import { Html, age, html, humanDuration, humanSize, inZone, page, table } from '
  * version). Every action enqueues the same job the CLI would, through the same validation: a protected
  * environment needs its name typed, whoever asks. Mounted behind the dashboard's auth and guards.
  */
-
-/** Log lines worth a person's time: tables done, sizes, warnings, errors; not pg_dump's chatter. */
-function progressOf(summary: JobSummary): { percent: number; step: string } {
-  const progress = summary.progress;
-  if (typeof progress === 'number') return { percent: progress, step: '' };
-  if (progress && typeof progress === 'object')
-    return { percent: (progress as Progress).percent ?? 0, step: (progress as Progress).step ?? '' };
-  return { percent: summary.state === 'completed' ? 100 : 0, step: '' };
-}
 
 const param = (req: Request, name: string): string => String(req.params[name] ?? '');
 
@@ -102,31 +89,7 @@ export function consoleRouter(
   // in the last seconds (factsCache), so that no visitor makes it connect to every database per request.
   const factsTtl = options.authenticated ? 0 : FACTS_TTL_MS;
   /** A server's facts and the kept versions of its database. */
-  const environmentFacts = factsCache(factsTtl, async (name) => {
-    const env = config.environments.get(name)!;
-    const ledger = redisLedger(producer.queues.connection, config);
-    try {
-      const facts = await withClient(
-        env.url,
-        async (client) =>
-          (
-            await client.query<{ version: string; size: string; database: string }>(
-              "SELECT current_setting('server_version') AS version, pg_database_size(current_database())::text AS size, current_database() AS database",
-            )
-          ).rows[0]!,
-        'dbops:console',
-        name,
-      );
-      const previous = await withClient(
-        withDatabase(env.url, config.PG_MAINTENANCE_DB),
-        (client) => listPreviousDatabases(client, facts.database, ledger),
-        'dbops:console',
-      );
-      return { reachable: true as const, version: facts.version, sizeBytes: Number(facts.size), previous };
-    } catch (error) {
-      return { reachable: false as const, reason: safe(errorMessage(error)) };
-    }
-  });
+  const environmentFacts = factsCache(factsTtl, (name) => serverFacts(config, producer.queues.connection, name));
   const backupListing = factsCache(factsTtl, () => catalogue().listWithStores());
 
   get('/', async (_req, res) => {
@@ -298,7 +261,7 @@ export function consoleRouter(
     );
     const running = jobs.some((job) => job.state === 'active' || job.state === 'waiting');
     const rows = jobs.map((job) => {
-      const { percent, step } = progressOf(job);
+      const { percent, step } = job.progress;
       return html`<tr>
         <td><a href="${jobHref(job)}">${job.type}</a><br /><span class="muted">${job.id}</span></td>
         <td>${jobTarget(job) || '—'}</td>
@@ -333,7 +296,7 @@ export function consoleRouter(
         html`<p>No ${type} job ${id}: it may have been removed by the retention of finished jobs.</p>`,
       );
     const summary = await producer.summarize(job);
-    const { percent, step } = progressOf(summary);
+    const { percent, step } = summary.progress;
     const { logs } = await producer.queues.get(summary.type).getJobLogs(summary.id, -500, -1);
     // Jobs logged before tool chatter was left out of job logs are filtered here.
     const noteworthy = logs.filter(isNoteworthyLine);

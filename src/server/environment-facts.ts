@@ -1,0 +1,29 @@
+import type { Config } from '../config.js';
+import { errorMessage } from '../errors.js';
+import { withClient } from '../postgres/client.js';
+import { describeServer, listPreviousDatabases, type PreviousDatabase } from '../postgres/databases.js';
+import { withDatabase } from '../postgres/target.js';
+import { redisLedger } from '../queue/ledger.js';
+import type { RedisConnection } from '../queue/connection.js';
+import { scrubSecrets } from '../secrets.js';
+
+/** What the server learns of an environment's database by connecting: read-only, for the console and the API. */
+export type ServerFacts =
+  | { reachable: true; version: string; sizeBytes: number; previous: PreviousDatabase[] }
+  | { reachable: false; reason: string };
+
+export async function serverFacts(config: Config, connection: RedisConnection, name: string): Promise<ServerFacts> {
+  const env = config.environments.get(name);
+  if (!env) return { reachable: false, reason: `no environment "${name}"` };
+  try {
+    const facts = await withClient(env.url, describeServer, 'dbops:facts', name);
+    const previous = await withClient(
+      withDatabase(env.url, config.PG_MAINTENANCE_DB),
+      (client) => listPreviousDatabases(client, facts.database, redisLedger(connection, config)),
+      'dbops:facts',
+    );
+    return { reachable: true, version: facts.version, sizeBytes: facts.sizeBytes, previous };
+  } catch (error) {
+    return { reachable: false, reason: scrubSecrets(errorMessage(error), config.secrets) };
+  }
+}
