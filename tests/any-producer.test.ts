@@ -74,6 +74,39 @@ describe('jobs from any producer, with any id', () => {
     expect(retried.stdout).toContain('only a failed or cancelled job can be retried');
   });
 
+  it("a job put on another operation's queue (a restore on backup's) is refused by the worker, and answers under its queue", async () => {
+    const misplaced = await foreign.add('backup', { env: 'app', latest: 'app' }, 'restore');
+    const outcome = await foreign.settled('backup', misplaced.id!);
+    expect(outcome).toMatchObject({ state: 'failed', failedReason: 'a backup worker does not run "restore" jobs' });
+    const shown = await api(`/jobs/backup/${misplaced.id}`);
+    expect(shown.status).toBe(200);
+    expect(await shown.json()).toMatchObject({ reference: `backup/${misplaced.id}`, state: 'failed' });
+    expect((await api(`/jobs/restore/${misplaced.id}`)).status).toBe(404);
+    const listed = (await (await api('/jobs?type=backup&state=failed')).json()) as { reference: string }[];
+    expect(listed.map((job) => job.reference)).toContain(`backup/${misplaced.id}`);
+    const fromCli = await rig.cli([
+      'jobs',
+      'list',
+      '--type',
+      'backup',
+      '--state',
+      'failed',
+      '--search',
+      'restore',
+      '--json',
+    ]);
+    expect((JSON.parse(fromCli.stdout) as { reference: string }[]).map((job) => job.reference)).toEqual([
+      `backup/${misplaced.id}`,
+    ]);
+    const longAgo = await rig.cli(['jobs', 'list', '--since', '2000-01-01', '--until', '2000-01-02T00:00:00Z']);
+    expect(longAgo.stdout.trim()).toBe('no jobs');
+    const unreadable = await rig.cli(['jobs', 'list', '--since', 'yesterday']);
+    expect(unreadable.exitCode).toBe(2);
+    expect(unreadable.stderr.trim()).toBe(
+      'manage-db: since: "yesterday" is neither a duration (30m, 12h, 7d) nor an ISO 8601 time',
+    );
+  });
+
   it('a migrate job marked backupFirst, added with no child backup, backs up before it migrates', async () => {
     const job = await foreign.add('migrate', { env: 'app', dir: 'migrations', action: 'up', backupFirst: true });
     const outcome = await foreign.settled('migrate', job.id!);

@@ -137,3 +137,62 @@ describe('the server on a terminal', () => {
     }
   });
 });
+
+describe('the HTTP API while Redis is a closed port', () => {
+  let rig: Rig;
+  const httpPort = 30_000 + Math.floor(Math.random() * 2_000);
+  const redisPort = 26_000 + Math.floor(Math.random() * 2_000);
+  const TOKEN = 'outage-token-0123456789abcdef';
+
+  beforeAll(async () => {
+    rig = await Rig.create({ REDIS_URL: `redis://127.0.0.1:${redisPort}`, API_TOKEN: TOKEN });
+    rig.setEnv('app', 'postgres');
+  });
+  afterAll(async () => {
+    await rig?.cleanup();
+  });
+
+  it('answers 503 with the reason in a line, well within a client timeout, and SIGTERM ends the server at once', async () => {
+    const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
+      env: { PATH: process.env.PATH!, ...rig.env, PORT: String(httpPort), HOST: '127.0.0.1' },
+      extendEnv: false,
+      reject: false,
+      all: true,
+      buffer: false,
+    });
+    let output = '';
+    server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      await waitFor('the server to listen', () => output.includes('"msg":"server listening"'), 10_000);
+      const api = (route: string, init: RequestInit = {}) =>
+        fetch(`http://127.0.0.1:${httpPort}/api/v1${route}`, {
+          ...init,
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          signal: AbortSignal.timeout(10_000),
+        });
+      for (const [route, init] of [
+        ['/jobs/backup', { method: 'POST', body: '{"env":"app"}' }],
+        ['/jobs', {}],
+        ['/jobs/backup/backup-x', {}],
+        ['/jobs/backup/backup-x/cancel', { method: 'POST' }],
+      ] as const) {
+        const asked = Date.now();
+        const answer = await api(route, init);
+        expect(Date.now() - asked, route).toBeLessThan(5_000);
+        expect(answer.status, route).toBe(503);
+        expect(await answer.json(), route).toEqual({
+          error: `dbops is up but its Redis does not answer: connect ECONNREFUSED 127.0.0.1:${redisPort}`,
+        });
+      }
+      // What needs no Redis still answers: the contract, and what a worker would say to a payload.
+      expect((await api('/schemas/backup')).status).toBe(200);
+      expect((await api('/validate/backup', { method: 'POST', body: '{"env":"app"}' })).status).toBe(200);
+    } finally {
+      const stopping = Date.now();
+      server.kill('SIGTERM');
+      const result = await server;
+      expect(Date.now() - stopping).toBeLessThan(5_000);
+      expect(result.exitCode).toBe(0);
+    }
+  });
+});
