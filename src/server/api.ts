@@ -14,7 +14,7 @@ import type { JobSummary } from '../queue/job-facts.js';
 import type { Producer } from '../queue/producer.js';
 import { scrubSecrets } from '../secrets.js';
 import { bearerAuth } from './auth.js';
-import { serverFacts } from './environment-facts.js';
+import { serverFacts } from './facts.js';
 import { isRedisOutage, redisTrouble } from './redis-health.js';
 
 /** An answer a route gives by throwing: its status, and its message as the body's `error`. */
