@@ -16,9 +16,10 @@ import { archiveName, newBackupId, type ArchiveWriter } from '../backups/store.j
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
 import { countUserTables } from '../postgres/catalog.js';
 import { readIdentity, rolesOf } from '../postgres/identity.js';
-import { rolesNeeded, type RoleRecord } from '../postgres/roles.js';
+import { rolesNeeded, userRoleNames, type RoleRecord } from '../postgres/roles.js';
+import { backupableDatabases, serverVersionText } from '../postgres/databases.js';
 import { readSchemaVersion } from '../postgres/schema-version.js';
-import { connect } from '../postgres/client.js';
+import { connect, exportSnapshot, releaseSnapshot } from '../postgres/client.js';
 import { countRows } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { boundedName } from '../job-ids.js';
@@ -157,10 +158,8 @@ async function dumpInSnapshot(
   startedAt: Date,
   id: string,
 ): Promise<BackupResult> {
-  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  const snapshot = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-  const serverVersion =
-    (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
+  const snapshot = await exportSnapshot(client);
+  const serverVersion = await serverVersionText(client);
   const tableCount = await countUserTables(client);
   const binDir = await toolDirFor(await serverMajor(client), config.PG_BIN_DIR);
   const key = config.encryptionKey;
@@ -230,7 +229,7 @@ async function dumpInSnapshot(
     const identity = await readIdentity(client, target.database);
     const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
     const schemaVersion = await readSchemaVersion(client);
-    await client.query('COMMIT');
+    await releaseSnapshot(client);
 
     if (payload.format === 'custom') {
       progress(97, 'reading back the table of contents');
@@ -338,9 +337,6 @@ export async function backupDatabase(context: OperationContext<BackupPayload>): 
 }
 
 /** The databases an all-databases backup covers: every connectable, non-template one but dbops' own transient ones. */
-const ALL_DATABASES_SQL = `SELECT datname FROM pg_database
-  WHERE datallowconn AND NOT datistemplate AND datname !~ '^dbops_(shadow|scratch)_[0-9a-f]{12}$' ORDER BY datname`;
-
 /**
  * --all-databases: one child backup job per database on the environment's server (each an ordinary
  * backup, retried on its own), listed afresh at every run; this job succeeds once they all have.
@@ -356,17 +352,9 @@ async function backupAllDatabases(context: OperationContext<BackupPayload>): Pro
   let results = context.childResults;
   let roles: RoleRecord[];
   try {
-    const names = await maintenance.query<{ rolname: string }>(
-      `SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`,
-    );
-    roles = await rolesNeeded(
-      maintenance,
-      names.rows.map((row) => row.rolname),
-    );
+    roles = await rolesNeeded(maintenance, await userRoleNames(maintenance));
     if (results.length === 0) {
-      const databases = (await maintenance.query<{ datname: string }>(ALL_DATABASES_SQL)).rows.map(
-        (row) => row.datname,
-      );
+      const databases = await backupableDatabases(maintenance);
       progress(5, `backing up ${databases.length} databases of ${server.env}'s server, one job each`);
       const { allDatabases: _all, ...options } = payload;
       results = await context.awaitChildren(

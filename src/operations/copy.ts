@@ -7,7 +7,7 @@ import { BackupCatalogue } from '../backups/catalogue.js';
 import { WorkArea } from '../backups/work-area.js';
 import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
-import { connect } from '../postgres/client.js';
+import { connect, exportSnapshot, inTransaction, runScript } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
 import { userTables, type SizedTable } from '../postgres/catalog.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
@@ -190,11 +190,8 @@ async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: strin
     for (const script of context.payload.sanitize) {
       context.progress(87, `sanitising with ${script.name}`);
       try {
-        await client.query('BEGIN');
-        await client.query(script.sql);
-        await client.query('COMMIT');
+        await inTransaction(client, () => runScript(client, script.sql));
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
         throw new PermanentError(
           `sanitize script ${script.name} failed: ${(error as Error).message}; the target was not touched`,
         );
@@ -274,11 +271,7 @@ export const copy = defineOperation({
       tables = (await userTables(probe)).length;
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
       if (payload.verify || payload.jobs > 1) {
-        await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        snapshot = {
-          id: (await probe.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id,
-          client: probe,
-        };
+        snapshot = { id: await exportSnapshot(probe), client: probe };
       }
     } catch (error) {
       await probe.end().catch(() => undefined);

@@ -1,9 +1,20 @@
 import type pg from 'pg';
 import * as z from 'zod';
-import { findTable, listTables, type TableRef } from '../postgres/catalog.js';
+import { findTable, listTables } from '../postgres/catalog.js';
 import { withClient } from '../postgres/client.js';
 import type { DatabaseLedger } from '../ownership.js';
 import { findCreatedDatabases, listPreviousDatabases } from '../postgres/databases.js';
+import {
+  backendPid,
+  cancelBackend,
+  isLockNotAvailable,
+  maintainTable,
+  readHealthStats,
+  relationSize,
+  serverVersionNumber,
+  setLockTimeout,
+  type MaintenanceAction,
+} from '../postgres/health.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
@@ -105,55 +116,17 @@ export type MaintenanceReport = z.infer<typeof reportResult>;
 const result = z.union([runResult, reportResult]);
 export type MaintenanceResult = z.infer<typeof result>;
 
-/**
- * Exact size of a relation, or the planner's estimate (relpages) when its lock does not come at once:
- * a report must never wait behind, or hold up, anyone's lock.
- */
-async function relationSize(
-  client: pg.ClientBase,
-  oid: number,
-  fn: 'pg_total_relation_size' | 'pg_relation_size' | 'pg_indexes_size',
-  estimate: number,
-): Promise<{ bytes: number; estimated: boolean }> {
-  try {
-    const { rows } = await client.query<{ size: string }>(`SELECT ${fn}($1::oid) AS size`, [oid]);
-    return { bytes: Number(rows[0]?.size ?? 0), estimated: false };
-  } catch (error) {
-    if ((error as { code?: string }).code !== '55P03') throw error;
-    return { bytes: estimate, estimated: true };
-  }
-}
-
 async function report(
   client: pg.ClientBase,
   database: string,
   thresholds: { longRunningSeconds: number; idleSeconds: number },
   ledger: DatabaseLedger,
 ): Promise<MaintenanceReport> {
-  await client.query("SET lock_timeout = '200ms'");
-  const size = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
-  const blockSize = Number(
-    (await client.query<{ b: string }>("SELECT current_setting('block_size') AS b")).rows[0]?.b ?? 8192,
-  );
-  const tables = await client.query(
-    `SELECT s.relid, format('%I.%I', s.schemaname, s.relname) AS table, c.relpages, n_live_tup AS live, n_dead_tup AS dead,
-            greatest(last_vacuum, last_autovacuum) AS last_vacuum, greatest(last_analyze, last_autoanalyze) AS last_analyze,
-            (SELECT coalesce(sum(ic.relpages), 0) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = s.relid) AS index_pages
-       FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid`,
-  );
-  const indexes = await client.query(
-    `SELECT s.indexrelid, format('%I.%I', s.schemaname, s.indexrelname) AS index, format('%I.%I', s.schemaname, s.relname) AS table,
-            c.relpages, s.idx_scan AS scans, i.indisunique OR i.indisprimary AS unique
-       FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid JOIN pg_class c ON c.oid = s.indexrelid`,
-  );
-  const sessions = await client.query(
-    `SELECT pid, usename AS user, state, extract(epoch FROM now() - coalesce(xact_start, query_start))::int AS seconds,
-            extract(epoch FROM now() - state_change)::int AS in_state, left(query, 200) AS query
-       FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`,
-  );
+  const stats = await readHealthStats(client);
+  const { blockSize } = stats;
   const iso = (value: Date | null) => (value ? value.toISOString() : null);
   const tableRows: MaintenanceReport['tables'] = [];
-  for (const row of tables.rows) {
+  for (const row of stats.tables) {
     const heap = await relationSize(client, row.relid, 'pg_relation_size', Number(row.relpages) * blockSize);
     const total = await relationSize(
       client,
@@ -179,7 +152,7 @@ async function report(
   }
   tableRows.sort((a, b) => b.totalBytes - a.totalBytes);
   const indexRows: (MaintenanceReport['indexes'][number] & { unique: boolean })[] = [];
-  for (const row of indexes.rows) {
+  for (const row of stats.indexes) {
     const sized = await relationSize(client, row.indexrelid, 'pg_relation_size', Number(row.relpages) * blockSize);
     indexRows.push({
       index: row.index,
@@ -193,7 +166,7 @@ async function report(
   return {
     action: 'report',
     database,
-    sizeBytes: Number(size.rows[0]?.size ?? 0),
+    sizeBytes: stats.sizeBytes,
     tables: tableRows,
     indexes: indexRows.map(({ unique: _unique, ...index }) => index),
     unusedIndexes: indexRows
@@ -201,22 +174,15 @@ async function report(
       .map(({ index, table, sizeBytes }) => ({ index, table, sizeBytes })),
     neverVacuumed: tableRows.filter((table) => !table.lastVacuum).map((table) => table.table),
     neverAnalyzed: tableRows.filter((table) => !table.lastAnalyze).map((table) => table.table),
-    longRunning: sessions.rows
+    longRunning: stats.sessions
       .filter((row) => row.state === 'active' && row.seconds >= thresholds.longRunningSeconds)
       .map((row) => ({ pid: row.pid, user: row.user, state: row.state, seconds: row.seconds, query: row.query })),
-    idleInTransaction: sessions.rows
+    idleInTransaction: stats.sessions
       .filter((row) => String(row.state).startsWith('idle in transaction') && row.in_state >= thresholds.idleSeconds)
       .map((row) => ({ pid: row.pid, user: row.user, seconds: row.in_state, query: row.query })),
     previousDatabases: await listPreviousDatabases(client, database, ledger),
     unprovenDatabases: (await findCreatedDatabases(client, ledger)).unproven,
   };
-}
-
-function statementFor(payload: MaintenancePayload, table: TableRef, concurrently: boolean): string {
-  if (payload.action === 'analyze') return `ANALYZE ${table.sql}`;
-  if (payload.action === 'reindex') return `REINDEX TABLE ${concurrently ? 'CONCURRENTLY ' : ''}${table.sql}`;
-  const options = [payload.full ? 'FULL' : '', payload.analyze ? 'ANALYZE' : ''].filter(Boolean);
-  return `VACUUM ${options.length ? `(${options.join(', ')}) ` : ''}${table.sql}`;
 }
 
 async function run(context: OperationContext<MaintenancePayload>, client: pg.ClientBase): Promise<MaintenanceRun> {
@@ -226,12 +192,9 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
   const tables = payload.table
     ? [await findTable(client, payload.table)]
     : await listTables(client, payload.action === 'analyze' ? ['r', 'p', 'm'] : ['r', 'm']);
-  const version = Number(
-    (await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]?.v ?? 0,
-  );
-  const concurrently = payload.action === 'reindex' && version >= 120_000;
+  const concurrently = payload.action === 'reindex' && (await serverVersionNumber(client)) >= 120_000;
   // Never queue behind a long-held lock: wait this long for each table, then skip it and go on.
-  await client.query(`SET lock_timeout = ${payload.lockTimeoutMs}`);
+  await setLockTimeout(client, payload.lockTimeoutMs);
   const done: string[] = [];
   const skipped: MaintenanceRun['skipped'] = [];
   for (const [index, table] of tables.entries()) {
@@ -239,12 +202,11 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
     const name = `${table.schema}.${table.table}`;
     progress((100 * index) / Math.max(tables.length, 1), `${payload.action} ${name}`);
     try {
-      await client.query(statementFor(payload, table, concurrently));
+      await maintainTable(client, payload.action as MaintenanceAction, table, { ...payload, concurrently });
       done.push(name);
       log(`${payload.action} ${name}: done`);
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code !== '55P03') throw error; // lock_not_available
+      if (!isLockNotAvailable(error)) throw error;
       skipped.push({ table: name, reason: `lock not granted within ${payload.lockTimeoutMs} ms` });
       log(`${payload.action} ${name}: skipped, lock not granted within ${payload.lockTimeoutMs} ms`);
     }
@@ -342,12 +304,9 @@ export const maintenance = defineOperation({
       target,
       { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal, progress },
       async (client) => {
-        const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+        const pid = await backendPid(client);
         // Cancelling the job cancels the statement running on the server.
-        const onAbort = () =>
-          void withClient(target.url, (admin) => admin.query('SELECT pg_cancel_backend($1)', [pid])).catch(
-            () => undefined,
-          );
+        const onAbort = () => void cancelBackend(target.url, pid).catch(() => undefined);
         signal.addEventListener('abort', onAbort, { once: true });
         try {
           return await run(context, client);

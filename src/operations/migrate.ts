@@ -17,6 +17,7 @@ import {
 import { RevisionFailed, detectKind, runAlembic, type MigrationKind } from '../migrations/alembic.js';
 import type { Config } from '../config.js';
 import { connect, withClient } from '../postgres/client.js';
+import { setLockTimeout, setStatementTimeout } from '../postgres/health.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { backup, backupDatabase } from './backup.js';
@@ -287,8 +288,8 @@ function sqlTool(context: OperationContext<MigratePayload>, dir: string, files: 
       ),
     async apply(client) {
       const { lockTimeoutMs, statementTimeoutMs } = timeouts(config);
-      if (lockTimeoutMs) await client.query(`SET lock_timeout = ${lockTimeoutMs}`);
-      if (statementTimeoutMs) await client.query(`SET statement_timeout = ${statementTimeoutMs}`);
+      if (lockTimeoutMs) await setLockTimeout(client, lockTimeoutMs);
+      if (statementTimeoutMs) await setStatementTimeout(client, statementTimeoutMs);
       const applied = await readApplied(client);
       const changed = changedSinceApplied(files, applied);
       if (changed.length > 0) {

@@ -3,11 +3,12 @@ import type pg from 'pg';
 import * as z from 'zod';
 import { PermanentError, ValidationError } from '../errors.js';
 import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
-import { quoteIdent, withClient } from '../postgres/client.js';
+import { inTransaction, runScript, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName } from './fields.js';
 import { fieldGiven, fieldIs, implies, withRules } from './fields.js';
+import { dropTrigger, readTriggers, setTriggerEnabled, type TriggerRow } from '../postgres/triggers.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const identifierText = (max: number) =>
@@ -100,23 +101,7 @@ const result = z.union([
 ]);
 export type TriggersResult = z.infer<typeof result>;
 
-const TRIGGERS_SQL = `
-  SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled AS mode, t.tgtype AS type,
-         format('%I.%I', pn.nspname, p.proname) AS function, pg_get_triggerdef(t.oid) AS definition
-    FROM pg_trigger t
-    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
-   WHERE NOT t.tgisinternal`;
-
-function describeTrigger(row: {
-  schema: string;
-  table: string;
-  name: string;
-  mode: string;
-  type: number;
-  function: string;
-  definition: string;
-}): TriggerInfo {
+function describeTrigger(row: TriggerRow): TriggerInfo {
   const events = (
     [
       [4, 'INSERT'],
@@ -142,8 +127,7 @@ function describeTrigger(row: {
 }
 
 async function listTriggers(client: pg.ClientBase): Promise<TriggerInfo[]> {
-  const { rows } = await client.query(`${TRIGGERS_SQL} ORDER BY 1, 2, 3`);
-  return rows.map(describeTrigger);
+  return (await readTriggers(client)).map(describeTrigger);
 }
 
 interface ResolvedTrigger {
@@ -188,18 +172,6 @@ async function resolveTriggers(client: pg.ClientBase, payload: TriggersPayload):
   return matches.map(toResolved);
 }
 
-async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
-  await client.query('BEGIN');
-  try {
-    const result = await fn();
-    await client.query('COMMIT');
-    return result;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  }
-}
-
 const named = (trigger: ResolvedTrigger) => ({
   table: `${trigger.table.schema}.${trigger.table.table}`,
   name: trigger.name,
@@ -210,7 +182,7 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
   if (payload.action === 'create') {
     return inTransaction(client, async () => {
       const before = new Set((await listTriggers(client)).map((t) => `${t.schema}.${t.table}.${t.name}`));
-      await client.query(payload.sql!);
+      await runScript(client, payload.sql!);
       const created = (await listTriggers(client)).filter((t) => !before.has(`${t.schema}.${t.table}.${t.name}`));
       if (created.length === 0) throw new PermanentError('the SQL ran but created no trigger; nothing was changed');
       return {
@@ -223,9 +195,7 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
   const targets = await resolveTriggers(client, payload);
   if (payload.action === 'drop') {
     const [trigger] = targets;
-    await inTransaction(client, () =>
-      client.query(`DROP TRIGGER ${quoteIdent(trigger!.name)} ON ${trigger!.table.sql}`),
-    );
+    await inTransaction(client, () => dropTrigger(client, trigger!.table, trigger!.name));
     return { action: 'drop', changed: [named(trigger!)] };
   }
 
@@ -246,9 +216,7 @@ async function change(context: OperationContext<TriggersPayload>, client: pg.Cli
   }
   await inTransaction(client, async () => {
     for (const trigger of toChange) {
-      await client.query(
-        `ALTER TABLE ${trigger.table.sql} ${enable ? 'ENABLE' : 'DISABLE'} TRIGGER ${quoteIdent(trigger.name)}`,
-      );
+      await setTriggerEnabled(client, trigger.table, trigger.name, enable);
       context.log(
         `${enable ? 'enabled' : 'disabled'} ${trigger.name} on ${trigger.table.schema}.${trigger.table.table}`,
       );

@@ -74,3 +74,35 @@ export function quoteIdent(name: string): string {
 export function quoteLiteral(value: string): string {
   return `'${value.replace(/'/g, "''")}'`;
 }
+
+/** Runs `fn` in a transaction: committed if it succeeds, rolled back if it throws. */
+export async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await fn();
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Runs SQL a user wrote (a sanitising script, a trigger's definition) as it is, all of it at once. */
+export async function runScript(client: pg.ClientBase, sql: string): Promise<void> {
+  await client.query(sql);
+}
+
+/**
+ * Opens a read-only repeatable-read transaction on `client` and exports its snapshot: other sessions
+ * (pg_dump --snapshot, parallel COPY streams) then see exactly what it sees, while it stays open.
+ */
+export async function exportSnapshot(client: pg.ClientBase): Promise<string> {
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  return (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+}
+
+/** Ends the transaction exportSnapshot opened. */
+export async function releaseSnapshot(client: pg.ClientBase): Promise<void> {
+  await client.query('COMMIT');
+}

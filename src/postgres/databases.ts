@@ -400,3 +400,17 @@ export async function describeServer(
   );
   return { version: rows[0]!.version, sizeBytes: Number(rows[0]!.size), database: rows[0]!.database };
 }
+
+/** The server's version as it names itself (`15.4 (Debian 15.4-1)`). */
+export async function serverVersionText(client: pg.ClientBase): Promise<string> {
+  return (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version ?? 'unknown';
+}
+
+/** What --all-databases backs up: every connectable, non-template database but dbops' own shadows and scratches. */
+export async function backupableDatabases(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ datname: string }>(
+    `SELECT datname FROM pg_database
+      WHERE datallowconn AND NOT datistemplate AND datname !~ '^dbops_(shadow|scratch)_[0-9a-f]{12}$' ORDER BY datname`,
+  );
+  return rows.map((row) => row.datname);
+}

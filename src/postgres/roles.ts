@@ -172,3 +172,11 @@ export async function createMissingRoles(
   }
   return { created: missing.map((role) => role.name), withheld: [...withheld.values()] };
 }
+
+/** Every role of the server but the bootstrap superuser and the predefined pg_* ones. */
+export async function userRoleNames(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ rolname: string }>(
+    `SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname NOT LIKE 'pg\\_%' ORDER BY 1`,
+  );
+  return rows.map((row) => row.rolname);
+}
