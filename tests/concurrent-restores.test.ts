@@ -35,6 +35,23 @@ describe('one destructive job per database at a time', () => {
     const [first, second] = [...results].sort((a, b) => a.lockAcquiredAt.localeCompare(b.lockAcquiredAt));
     expect(Date.parse(second!.lockAcquiredAt)).toBeGreaterThanOrEqual(Date.parse(first!.lockReleasedAt));
     expect(second!.lockWaitMs).toBeGreaterThan(0);
+    // Where each job's seconds went, step by step: the waiting one's wait is its lock step.
+    for (const result of results) {
+      expect(result.steps.map((item) => item.step)).toEqual([
+        'open and check the archive',
+        'lock',
+        'checks',
+        'create shadow',
+        "read the archive's table of contents",
+        'pg_restore',
+        'sha256 of the archive (what pg_restore did not overlap)',
+        'identity',
+        'swap',
+      ]);
+      const total = result.steps.reduce((sum, item) => sum + item.ms, 0);
+      expect(total).toBeLessThanOrEqual(result.durationMs);
+      expect(result.steps.find((item) => item.step === 'lock')!.ms).toBeGreaterThanOrEqual(result.lockWaitMs);
+    }
     const started = await Promise.all(jobs.map(async (job) => (await producer.getJob(job.id))!.processedOn!));
     const finished = await Promise.all(jobs.map(async (job) => (await producer.getJob(job.id))!.finishedOn!));
     expect(Math.max(...started)).toBeLessThan(Math.min(...finished)); // they really ran at the same time

@@ -17,7 +17,7 @@ import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/ta
 import { copyInParallel } from '../postgres/parallel-copy.js';
 import { makeFifo, pipeTools } from '../postgres/pipe.js';
 import { humanSize } from '../units.js';
-import { confirmField, envName, parallelJobs } from './fields.js';
+import { confirmField, envName, parallelJobs, stepTimings } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 /** SQL run inside the copy before it becomes visible; sent as text so any worker host can run it. */
@@ -64,6 +64,7 @@ const result = z.object({
   verified: z.boolean(),
   previousDatabase: z.string().optional(),
   durationMs: z.number(),
+  steps: stepTimings,
 });
 export type CopyResult = z.infer<typeof result>;
 
@@ -287,6 +288,7 @@ export const copy = defineOperation({
         `dbops:copy:${jobId}`,
       );
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
+      const replaceStartedAt = Date.now();
       const replaced = await replaceDatabase(target, {
         config,
         owner: context,
@@ -297,11 +299,18 @@ export const copy = defineOperation({
         log,
         keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
-        fill: async (shadowUrl, fillSignal) => {
+        fill: async (shadowUrl, mark, fillSignal) => {
           const fill: Fill = { source, shadowUrl, signal: fillSignal, snapshot, tables, binDir };
           await (mode === 'stream' ? streamCopy(context, fill) : parallelCopy(context, fill));
-          if (payload.verify && snapshot) await verifyCopy(context, () => digestTables(snapshot.client), shadowUrl);
-          await sanitize(context, shadowUrl);
+          mark(mode === 'stream' ? 'pg_dump | pg_restore' : 'parallel copy');
+          if (payload.verify && snapshot) {
+            await verifyCopy(context, () => digestTables(snapshot.client), shadowUrl);
+            mark('verify');
+          }
+          if (payload.sanitize.length) {
+            await sanitize(context, shadowUrl);
+            mark('sanitize');
+          }
         },
       });
       return {
@@ -314,6 +323,7 @@ export const copy = defineOperation({
         verified: payload.verify,
         previousDatabase: replaced.previousDatabase,
         durationMs: Date.now() - startedAt,
+        steps: [{ step: 'read the source', ms: replaceStartedAt - startedAt }, ...replaced.steps],
       };
     } finally {
       if (snapshot) await snapshot.client.end().catch(() => undefined);

@@ -79,3 +79,8 @@ export const implies = (condition: JsonSchema, then: JsonSchema): JsonSchema => 
 export const fieldAbsentOr = (field: string, value: unknown): JsonSchema => ({
   properties: { [field]: { const: value } },
 });
+
+/** A job's steps in order with how long each took (ms): where a restore's or a copy's seconds go. */
+export const stepTimings = z.array(z.object({ step: z.string(), ms: z.number() })).meta({
+  description: 'each step in order with how long it took (ms): lock, checks, create shadow, fill, swap…',
+});

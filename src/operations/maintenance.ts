@@ -17,8 +17,7 @@ import {
 } from '../postgres/health.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { confirmField, envName } from './fields.js';
-import { fieldIs, implies, withRules } from './fields.js';
+import { confirmField, envName, fieldIs, implies, withRules } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = withRules(

@@ -3,8 +3,7 @@ import { PermanentError, ValidationError } from '../errors.js';
 import { withClient } from '../postgres/client.js';
 import { dropCreatedDatabase, listPreviousDatabases } from '../postgres/databases.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { confirmField, envName } from './fields.js';
-import { fieldGiven, fieldIs, implies, withRules } from './fields.js';
+import { confirmField, envName, fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { defineOperation } from './operation.js';
 
 const schema = withRules(

@@ -11,8 +11,18 @@ import { toolDirForServers } from '../postgres/binaries.js';
 import { withClient } from '../postgres/client.js';
 import { readSchemaVersion, type SchemaVersion } from '../postgres/schema-version.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { fieldAbsentOr, fieldGiven, fieldIs, implies, withRules } from './fields.js';
-import { confirmField, envName, parallelJobs, storeName } from './fields.js';
+import {
+  confirmField,
+  envName,
+  fieldAbsentOr,
+  fieldGiven,
+  fieldIs,
+  implies,
+  parallelJobs,
+  stepTimings,
+  storeName,
+  withRules,
+} from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = withRules(
@@ -97,6 +107,7 @@ const result = z.object({
     .meta({ description: 'where the database that was replaced now lives, when it was kept' }),
   durationMs: z.number(),
   lockWaitMs: z.number(),
+  steps: stepTimings,
   lockAcquiredAt: z.string(),
   lockReleasedAt: z.string(),
   createdRoles: z.array(z.string()).optional().meta({ description: 'the roles createRoles created' }),
@@ -273,6 +284,7 @@ async function restoreBackup(
   }
   let createdRoles: string[] | undefined;
   let withheldFromRoles: WithheldFromRole[] | undefined;
+  const replaceStartedAt = Date.now();
   const replaced = await replaceDatabase(target, {
     config,
     owner: context,
@@ -304,8 +316,9 @@ async function restoreBackup(
     log,
     keepPrevious: payload.keepPrevious ?? config.RESTORE_KEEP_PREVIOUS,
     note: `replaced by restore of ${manifest.id} (job ${jobId})`,
-    fill: async (shadowUrl, fillSignal) => {
+    fill: async (shadowUrl, mark, fillSignal) => {
       const tocEntries = await toc;
+      mark("read the archive's table of contents");
       const stop = new AbortController();
       void damage.then((reason) => reason && stop.abort());
       const items = new Set<string>();
@@ -328,8 +341,10 @@ async function restoreBackup(
         const reason = fillSignal.aborted ? undefined : await damage;
         throw reason ? damaged(reason) : error;
       }
+      mark('pg_restore');
       const reason = await damage;
       if (reason) throw damaged(reason);
+      mark('sha256 of the archive (what pg_restore did not overlap)');
     },
   });
 
@@ -345,6 +360,7 @@ async function restoreBackup(
     lockWaitMs: replaced.lockWaitMs,
     lockAcquiredAt: replaced.lockAcquiredAt,
     lockReleasedAt: replaced.lockReleasedAt,
+    steps: [{ step: 'open and check the archive', ms: replaceStartedAt - startedAt }, ...replaced.steps],
     ...(createdRoles ? { createdRoles } : {}),
     ...(withheldFromRoles?.length ? { withheldFromRoles } : {}),
     schemaVersion: manifest.schemaVersion ?? null,

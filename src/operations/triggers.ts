@@ -6,8 +6,7 @@ import { findTable, tableRef, type TableRef } from '../postgres/catalog.js';
 import { inTransaction, runScript, withClient } from '../postgres/client.js';
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
-import { confirmField, envName } from './fields.js';
-import { fieldGiven, fieldIs, implies, withRules } from './fields.js';
+import { confirmField, envName, fieldGiven, fieldIs, implies, withRules } from './fields.js';
 import { dropTrigger, readTriggers, setTriggerEnabled, type TriggerRow } from '../postgres/triggers.js';
 import { defineOperation, type OperationContext } from './operation.js';
 

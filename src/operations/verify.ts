@@ -8,8 +8,7 @@ import { connect } from '../postgres/client.js';
 import { countRows, rowCountDifferences } from '../postgres/compare.js';
 import { toolDirForArchive } from '../postgres/binaries.js';
 import { resolveTarget } from '../postgres/target.js';
-import { envName, storeName } from './fields.js';
-import { fieldGiven, withRules } from './fields.js';
+import { envName, fieldGiven, storeName, withRules } from './fields.js';
 import { defineOperation } from './operation.js';
 
 const schema = withRules(

@@ -33,8 +33,11 @@ export interface ReplaceOptions {
   identity?: DatabaseIdentity;
   /** Runs on the server's maintenance database before the shadow is created (e.g. creating roles). */
   prepareServer?(maintenance: pg.Client): Promise<void>;
-  /** Fills the empty shadow database; must stop when its signal aborts. */
-  fill(shadowUrl: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Fills the empty shadow database; must stop when its signal aborts. `mark(step)` closes a step of
+   * its own for the result's timings (the rest of the fill is timed as "fill").
+   */
+  fill(shadowUrl: string, mark: (step: string) => void, signal: AbortSignal): Promise<void>;
 }
 
 export interface ReplaceResult {
@@ -42,6 +45,25 @@ export interface ReplaceResult {
   lockWaitMs: number;
   lockAcquiredAt: string;
   lockReleasedAt: string;
+  /** How long each step took, in order: where a replacement's seconds go. */
+  steps: StepTiming[];
+}
+
+export interface StepTiming {
+  step: string;
+  ms: number;
+}
+
+/** Times the steps of a job, one after the other: each `mark` closes the step that ran since the last. */
+export class StepTimer {
+  readonly steps: StepTiming[] = [];
+  private last = Date.now();
+
+  mark(step: string): void {
+    const now = Date.now();
+    this.steps.push({ step, ms: now - this.last });
+    this.last = now;
+  }
 }
 
 /**
@@ -52,6 +74,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
   const { config, owner, progress } = options;
   const jobId = owner.job.id;
   const waitStarted = Date.now();
+  const timer = new StepTimer();
   const lock = await acquireDatabaseLock(target, {
     maintenanceDb: config.PG_MAINTENANCE_DB,
     holder: `dbops:${options.kind}:${jobId}`,
@@ -59,6 +82,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
     onWait: (heldBy) => progress(4, waitingForLock(target.database, heldBy)),
   });
   const lockAcquiredAt = new Date();
+  timer.mark('lock');
   const signal = AbortSignal.any([options.signal, lock.lost]);
   const maintenance = await connect(
     withDatabase(target.url, config.PG_MAINTENANCE_DB),
@@ -83,11 +107,22 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
         `the database's owner, grants or settings name roles this server lacks: ${missing.join(', ')} (create them, or restore with createRoles or noOwner); ${target.env} was not touched`,
       );
     }
+    timer.mark('checks');
     progress(5, 'creating the shadow database');
     const record = await createShadowDatabase(maintenance, target.database, owner, identity);
     const shadow = record.name;
+    timer.mark('create shadow');
     try {
-      await options.fill(withDatabase(target.url, shadow), signal);
+      let marked = false;
+      await options.fill(
+        withDatabase(target.url, shadow),
+        (step) => {
+          marked = true;
+          timer.mark(step);
+        },
+        signal,
+      );
+      if (!marked) timer.mark('fill');
       signal.throwIfAborted();
       if (identity) {
         progress(91, 'giving the new database the settings, grants, comment and limits of the one it replaces');
@@ -96,6 +131,7 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
           `the new database has ${options.identity ? "the backup's source" : 'the replaced database'}'s owner, settings, grants, comment and connection limit`,
         );
       }
+      timer.mark('identity');
       progress(92, `swapping the new database in as "${target.database}"`);
       const swapped = await swapInShadow(maintenance, target.database, shadow, {
         keepPrevious: options.keepPrevious,
@@ -104,8 +140,10 @@ export async function replaceDatabase(target: DatabaseTarget, options: ReplaceOp
         ledger: owner.ledger,
         comment: identity?.comment ?? null,
       });
+      timer.mark(options.keepPrevious ? 'swap' : 'swap and drop the previous database');
       progress(100, 'done');
       return {
+        steps: timer.steps,
         previousDatabase: swapped.previousDatabase,
         lockWaitMs: lockAcquiredAt.getTime() - waitStarted,
         lockAcquiredAt: lockAcquiredAt.toISOString(),
