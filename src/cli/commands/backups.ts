@@ -4,6 +4,7 @@ import { cliConfig } from '../config.js';
 import { CliExit, ValidationError } from '../../errors.js';
 import { humanDuration, humanSize } from '../../units.js';
 import { EXIT, err, out, printJson, printTable } from '../io.js';
+import { confirmFlag } from '../shared-flags.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-flags.js';
 import { flagsOf, withRunFlags } from './operations.js';
@@ -115,7 +116,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .option('--store <name>', 'only this backup store (default: each, on its own)')
       .option('--dry-run', 'show what would be deleted; delete nothing')
       .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
-      .option('--confirm <env>', 'the environment name again, required to prune a protected environment'),
+      .addOption(confirmFlag()),
   ).action(async (options) => {
     await run(
       'prune',

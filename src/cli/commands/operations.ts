@@ -5,6 +5,7 @@ import { ValidationError } from '../../errors.js';
 import { parseWholeNumber } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { RunFlags, RunOperation } from '../run-flags.js';
+import { confirmFlag, dropPreviousFlag, envFlag, jobsFlag, sourceSettingsFlag, storeFlag } from '../shared-flags.js';
 
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {
@@ -26,9 +27,9 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
     program
       .command('backup')
       .description('back up an environment with pg_dump into BACKUP_DIR')
-      .requiredOption('--env <env>', 'environment to back up')
+      .addOption(envFlag('environment to back up'))
       .addOption(new Option('--format <format>', 'archive format').choices(['custom', 'directory']).default('custom'))
-      .option('--jobs <n>', 'parallel dump jobs (directory format)', parseWholeNumber)
+      .addOption(jobsFlag('parallel dump jobs (directory format)'))
       .option('--compress <level>', 'compression level 0-9', parseWholeNumber)
       .option('--all-databases', "every database on the environment's server: one child backup job each"),
   ).action(async (options) => {
@@ -51,7 +52,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
     program
       .command('restore')
       .description('restore a backup into an environment (through a shadow database, swapped in on success)')
-      .requiredOption('--env <env>', 'environment to restore into')
+      .addOption(envFlag('environment to restore into'))
       .option('--backup <id>', 'backup id (see `backups list`)')
       .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
       .option('--from <env>', 'with --latest: whose newest verified backup')
@@ -59,14 +60,11 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         '--at-revision <rev>',
         "with --latest: the newest whose schema was at this migration revision (backups list's SCHEMA)",
       )
-      .option('--store <name>', 'read the backup from this backup store (default: the first that holds it)')
-      .option('--confirm <env>', 'the environment name again, required for protected environments')
-      .option('--jobs <n>', 'parallel restore jobs', parseWholeNumber)
-      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
-      .option(
-        '--source-settings',
-        "the backup's source's settings, grants, comment, limit and owner instead of the replaced database's",
-      )
+      .addOption(storeFlag())
+      .addOption(confirmFlag())
+      .addOption(jobsFlag('parallel restore jobs'))
+      .addOption(dropPreviousFlag())
+      .addOption(sourceSettingsFlag("the backup's source's"))
       .option(
         '--create-roles',
         'first create the roles the backup needs that the server lacks (no passwords, no privileged attributes)',
@@ -126,19 +124,12 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
       .description("copy one environment's database into another (through a shadow database, swapped in on success)")
       .requiredOption('--from <env>', 'source environment')
       .requiredOption('--to <env>', 'target environment (replaced)')
-      .option('--confirm <env>', 'the target environment name again, required for protected environments')
-      .option(
-        '--jobs <n>',
-        'parallel dump/restore through a temporary directory (default: stream, no file)',
-        parseWholeNumber,
-      )
+      .addOption(confirmFlag('the target environment'))
+      .addOption(jobsFlag('parallel dump/restore through a temporary directory (default: stream, no file)'))
       .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
-      .option('--drop-previous', 'drop the replaced database instead of keeping it under a dated name')
-      .option(
-        '--source-settings',
-        "the source database's settings, grants, comment, limit and owner instead of the replaced database's",
-      ),
+      .addOption(dropPreviousFlag())
+      .addOption(sourceSettingsFlag("the source database's")),
   ).action(async (options) => {
     await run(
       'copy',
@@ -172,7 +163,7 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
       .command('triggers')
       .description('list, enable, disable, create or drop triggers')
       .argument('<action>', 'list | enable | disable | create | drop')
-      .requiredOption('--env <env>', 'environment')
+      .addOption(envFlag('environment'))
       .option('--table <schema.table>', 'only this table')
       .option('--name <trigger>', 'only this trigger')
       .option('--file <sql>', 'create: the SQL definition')
@@ -181,7 +172,7 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
         'disable: switch back on after this long (e.g. 30m), even if this worker dies',
         parseDuration,
       )
-      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
+      .addOption(confirmFlag()),
   ).action(async (action: string, options) => {
     await run(
       'triggers',
@@ -205,7 +196,7 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
       .command('maintenance')
       .description('vacuum, analyze or reindex a table or the whole database; or report on its health')
       .argument('<action>', 'vacuum | analyze | reindex | report')
-      .requiredOption('--env <env>', 'environment')
+      .addOption(envFlag('environment'))
       .option('--table <schema.table>', 'only this table (default: every table)')
       .option('--analyze', 'vacuum: also analyze')
       .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
@@ -214,7 +205,7 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
         'skip a table whose lock does not come within this many milliseconds',
         parseWholeNumber,
       )
-      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
+      .addOption(confirmFlag()),
   ).action(async (action: string, options) => {
     await run(
       'maintenance',
@@ -238,9 +229,9 @@ export function registerPrevious(program: Command, run: RunOperation = runOperat
       .command('previous')
       .description('list, or drop, the earlier versions of a database that restores and copies kept')
       .argument('<action>', 'list | drop')
-      .requiredOption('--env <env>', 'environment')
+      .addOption(envFlag('environment'))
       .option('--name <database>', 'drop: the kept database (see previous list)')
-      .option('--confirm <env>', 'the environment name again, required to drop on a protected environment'),
+      .addOption(confirmFlag()),
   ).action(async (action: string, options) => {
     await run('previous', { env: options.env, action, name: options.name, confirm: options.confirm }, flagsOf(options));
   });
@@ -255,7 +246,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
       )
       .argument('[action]', 'status | up | down', 'up')
       .argument('[n]', 'up: how many pending; down: how many to revert (default 1)')
-      .requiredOption('--env <env>', 'environment')
+      .addOption(envFlag('environment'))
       .option('--dir <path>', 'migrations directory', 'migrations')
       .option('--to <rev>', 'up: apply pending migrations up to this one (an Alembic revision, or a file name)')
       .option('--kind <kind>', 'sql, alembic or flask (default: detected from the folder)')
@@ -265,7 +256,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
         '--rehearse',
         'first apply the pending migrations to a scratch restore of the latest backup; the real run only if that succeeded (with --dry-run: the rehearsal alone)',
       )
-      .option('--confirm <env>', 'the environment name again, required to change a protected environment'),
+      .addOption(confirmFlag()),
   ).action(async (action: string, n: string | undefined, options) => {
     await run(
       'migrate',
