@@ -38,7 +38,9 @@ describe('one destructive job per database at a time', () => {
     // Where each job's seconds went, step by step: the waiting one's wait is its lock step.
     for (const result of results) {
       expect(result.steps.map((item) => item.step)).toEqual([
-        'open and check the archive',
+        'choose the backup',
+        'open the archive',
+        "the target server's version and schema",
         'lock',
         'checks',
         'create shadow',

@@ -5,7 +5,7 @@ import { BackupCatalogue } from '../backups/catalogue.js';
 import type { BackupStore } from '../backups/store.js';
 import type { Config } from '../config.js';
 import { PermanentError, ValidationError, errorMessage } from '../errors.js';
-import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
+import { StepTimer, recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { ROLE_ALLOWANCES, createMissingRoles, type WithheldFromRole } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { withClient } from '../postgres/client.js';
@@ -167,13 +167,18 @@ export const restore = defineOperation({
   async process(context): Promise<RestoreResult> {
     const { payload, config, job } = context;
     const startedAt = Date.now();
+    const timer = new StepTimer();
     const target = resolveTarget(config, payload.env);
     const catalogue = BackupCatalogue.of(config);
     const chosen = await chooseBackup(catalogue, payload, config);
     for (const line of chosen.skipped) context.log(`passed over ${line}`);
     const release = await chosen.store.markInUse(chosen.manifest.id, job); // before the manifest is read again: see markInUse
     try {
-      const result = await restoreBackup(context, target, catalogue, chosen.store, chosen.manifest.id, startedAt);
+      timer.mark('choose the backup');
+      const result = await restoreBackup(context, target, catalogue, chosen.store, chosen.manifest.id, {
+        startedAt,
+        timer,
+      });
       return chosen.skipped.length ? { ...result, skipped: chosen.skipped } : result;
     } finally {
       await release();
@@ -230,7 +235,7 @@ async function restoreBackup(
   catalogue: BackupCatalogue,
   store: BackupStore,
   backupId: string,
-  startedAt: number,
+  { startedAt, timer }: { startedAt: number; timer: StepTimer },
 ): Promise<RestoreResult> {
   const { payload, config, job, jobId, signal, progress, log } = context;
   const { manifest } = await catalogue.get(backupId, store.name);
@@ -256,15 +261,18 @@ async function restoreBackup(
   const { input } = prepared;
   if (!input.parallel && payload.jobs > 1)
     log('the archive is decrypted into pg_restore as it is read: one job (no parallel restore)');
-  const binDir = await toolDirForServers(
-    [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
-    config.PG_BIN_DIR,
-    `dbops:restore:${jobId}`,
-  );
-  // What the database about to be replaced is at, to say when the backup holds another schema (older, usually).
-  const replacedSchema = await withClient(target.url, readSchemaVersion, `dbops:restore:${jobId}`, target.env).catch(
-    () => undefined,
-  );
+  timer.mark('open the archive');
+  // The tools that match the server, and what the database about to be replaced is at (to say when the
+  // backup holds another schema, an older one usually): two connections, at once.
+  const [binDir, replacedSchema] = await Promise.all([
+    toolDirForServers(
+      [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
+      config.PG_BIN_DIR,
+      `dbops:restore:${jobId}`,
+    ),
+    withClient(target.url, readSchemaVersion, `dbops:restore:${jobId}`, target.env).catch(() => undefined),
+  ]);
+  timer.mark("the target server's version and schema");
   // The table of contents is read while the lock is taken and the shadow created; pg_restore waits for it.
   const toc = countTocEntries(input, binDir, signal).catch(async (error: unknown) => {
     const reason = await damage;
@@ -284,7 +292,6 @@ async function restoreBackup(
   }
   let createdRoles: string[] | undefined;
   let withheldFromRoles: WithheldFromRole[] | undefined;
-  const replaceStartedAt = Date.now();
   const replaced = await replaceDatabase(target, {
     config,
     owner: context,
@@ -360,7 +367,7 @@ async function restoreBackup(
     lockWaitMs: replaced.lockWaitMs,
     lockAcquiredAt: replaced.lockAcquiredAt,
     lockReleasedAt: replaced.lockReleasedAt,
-    steps: [{ step: 'open and check the archive', ms: replaceStartedAt - startedAt }, ...replaced.steps],
+    steps: [...timer.steps, ...replaced.steps],
     ...(createdRoles ? { createdRoles } : {}),
     ...(withheldFromRoles?.length ? { withheldFromRoles } : {}),
     schemaVersion: manifest.schemaVersion ?? null,
