@@ -14,7 +14,6 @@ const FLOORS: { floor: string; dirs: string[] }[] = [
   { floor: 'the backup stores (directories, S3) and their catalogue', dirs: ['src/backups'] },
   { floor: 'the operation catalogue', dirs: ['src/operations'] },
   { floor: 'the queue', dirs: ['src/queue'] },
-  { floor: 'notifications', dirs: ['src/notify'] },
   { floor: 'schedules and the outcomes of their runs', dirs: ['src/schedules'] },
   {
     floor: 'CLI and server (and its console)',

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.js';
-import type { Notifier } from '../notify/webhook.js';
+import type { Notifier } from './webhook.js';
 import { describeOperation, type Schedules } from './schedules.js';
 
 /**

@@ -7,7 +7,7 @@ import { createRedis } from '../queue/connection.js';
 import type { Queues } from '../queue/queues.js';
 import { scheduleNameOf } from './definition.js';
 import type { Schedules } from './schedules.js';
-import type { Notifier } from '../notify/webhook.js';
+import type { Notifier } from './webhook.js';
 
 /** The environment a job concerns, for people: restore/backup name it `env`, copy `to`, a drill `latest`. */
 function environmentOf(data: unknown): string | undefined {

@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { Notifier } from '../notify/webhook.js';
+import { Notifier } from './webhook.js';
 import type { Queues } from '../queue/queues.js';
 import { applySchedulesFile } from './file.js';
 import { watchMissedRuns } from './missed.js';
