@@ -11,7 +11,8 @@ delete process.env.BACKUP_ENCRYPTION_KEY;
 delete process.env.BACKUP_DECRYPTION_KEYS;
 
 const logger = createLogger(config, { process: 'dashboard' });
-const lonely = noEnvironmentWarning(config);
+// Under `npm start` the supervisor has said it once for every process.
+const lonely = process.env.DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT ? undefined : noEnvironmentWarning(config);
 if (lonely) logger.warn(lonely);
 try {
   const server = await startServer(config, logger, (error) => {

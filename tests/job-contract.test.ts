@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OperationContract } from '../src/queue/contract.js';
+import { progressOf } from '../src/queue/job-facts.js';
 import type { RunningServer } from '../src/server/app.js';
 import { sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
@@ -110,5 +111,18 @@ describe('the job contract: served schemas and the worker agree on every example
     });
     expect(await fine.json()).toMatchObject({ valid: true, payload: { from: 'production', to: 'staging', jobs: 1 } });
     expect(await rig.queueKeys()).toEqual(before);
+  });
+
+  it('progress has one shape in every state, and a completed job is at 100 % whatever was last reported', () => {
+    expect(progressOf(0, 'waiting')).toEqual({ percent: 0, step: '' });
+    expect(progressOf(undefined, 'active')).toEqual({ percent: 0, step: '' });
+    expect(progressOf(42, 'active')).toEqual({ percent: 42, step: '' });
+    expect(progressOf({ percent: 37.5, step: 'restoring public.film' }, 'active')).toEqual({
+      percent: 37.5,
+      step: 'restoring public.film',
+    });
+    expect(progressOf({ percent: 'x', step: 7 }, 'failed')).toEqual({ percent: 0, step: '' });
+    expect(progressOf(0, 'completed')).toEqual({ percent: 100, step: '' });
+    expect(progressOf({ percent: 0, step: 'starting' }, 'completed')).toEqual({ percent: 100, step: 'starting' });
   });
 });

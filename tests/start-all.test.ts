@@ -66,3 +66,36 @@ describe('npm start', () => {
     },
   );
 });
+
+describe('npm start with no environment', () => {
+  let rig: Rig;
+  beforeAll(async () => {
+    rig = await Rig.create();
+  });
+  afterAll(async () => rig?.cleanup());
+
+  it('says once, not once per process, that no environment is configured', async () => {
+    const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], {
+      env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env, PORT: '0' },
+      extendEnv: false,
+      reject: false,
+      all: true,
+      buffer: false,
+    });
+    let output = '';
+    supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      await waitFor(
+        'every worker and the server to be up',
+        () =>
+          (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length &&
+          output.includes('"msg":"server listening"'),
+        60_000,
+      );
+      expect(output.match(/no database environment is configured/g)).toHaveLength(1);
+    } finally {
+      supervisor.kill('SIGTERM');
+      await supervisor;
+    }
+  });
+});

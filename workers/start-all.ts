@@ -5,14 +5,20 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfigOrExit } from '../src/config.js';
+import { loadConfigOrExit, noEnvironmentWarning } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { workerTypes } from '../src/operations/index.js';
+
+/** Tells the processes started here that the supervisor has already said there is no environment. */
+const SAID_NO_ENVIRONMENT = 'DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 const config = loadConfigOrExit();
 const logger = createLogger(config, { process: 'supervisor' });
+// Said once, here, rather than by every process it starts.
+const lonely = noEnvironmentWarning(config);
+if (lonely) logger.warn(lonely);
 
 function withoutBackupKeys(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const { BACKUP_ENCRYPTION_KEY: _key, BACKUP_DECRYPTION_KEYS: _older, ...rest } = env;
@@ -48,7 +54,8 @@ let stopping = false;
 
 function launch(entry: Managed): void {
   const started = Date.now();
-  const child = fork(entry.script, entry.args, { stdio: 'inherit', env: entry.env ?? process.env });
+  const env = { ...(entry.env ?? process.env), ...(lonely ? { [SAID_NO_ENVIRONMENT]: '1' } : {}) };
+  const child = fork(entry.script, entry.args, { stdio: 'inherit', env });
   entry.child = child;
   child.on('exit', (code, signal) => {
     entry.child = undefined;

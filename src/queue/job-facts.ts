@@ -60,14 +60,11 @@ export function jobDurationMs(
  * before the worker's first report, a number another producer's worker set, or dbops' own object.
  */
 export function progressOf(raw: unknown, state: string): Progress {
-  const finished = state === 'completed' ? 100 : 0;
-  if (typeof raw === 'number' && Number.isFinite(raw)) return { percent: raw || finished, step: '' };
-  if (raw && typeof raw === 'object') {
-    const { percent, step } = raw as Partial<Progress>;
-    return {
-      percent: typeof percent === 'number' && Number.isFinite(percent) ? percent : finished,
-      step: typeof step === 'string' ? step : '',
-    };
-  }
-  return { percent: finished, step: '' };
+  const step =
+    raw && typeof raw === 'object' && typeof (raw as Progress).step === 'string' ? (raw as Progress).step : '';
+  // A completed job is done, whatever its worker last reported (another producer's may report nothing).
+  if (state === 'completed') return { percent: 100, step };
+  if (typeof raw === 'number' && Number.isFinite(raw)) return { percent: raw, step: '' };
+  const percent = raw && typeof raw === 'object' ? (raw as Partial<Progress>).percent : undefined;
+  return { percent: typeof percent === 'number' && Number.isFinite(percent) ? percent : 0, step };
 }
