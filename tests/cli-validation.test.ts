@@ -58,6 +58,22 @@ describe('manage-db refuses bad input', () => {
     ['a missing backup id', () => ['restore', '--env', 'other'], /backup: name a backup, or latest \(one of them\)/],
     ['--from without --latest', () => ['restore', '--env', 'other', '--from', 'app'], /--from goes with --latest/],
     ['no command at all', () => [], /./],
+    [
+      'a mistyped command',
+      () => ['bakup', '--env', 'app'],
+      /^manage-db: unknown command 'bakup' \(Did you mean backup\?\)$/,
+    ],
+    [
+      'a mistyped option',
+      () => ['backup', '--evn', 'app'],
+      /^manage-db: unknown option '--evn' \(Did you mean --env\?\)$/,
+    ],
+    ['a mistyped subcommand', () => ['jobs', 'lst'], /^manage-db: unknown command 'lst' \(Did you mean list\?\)$/],
+    [
+      'a state that is none',
+      () => ['jobs', 'list', '--state', 'sleeping'],
+      /^manage-db: state: unknown state "sleeping" \(one of active, waiting, delayed, prioritized, waiting-children, completed, failed, cancelled\)$/,
+    ],
   ];
 
   // Keys BullMQ itself keeps alive or lets expire (the stalled-check marker) are not jobs.
@@ -70,7 +86,7 @@ describe('manage-db refuses bad input', () => {
     expect(run.exitCode).toBe(2);
     if (args(backupId).length > 0) {
       expect(run.stderr.trim().split('\n')).toHaveLength(1);
-      expect(run.stderr).toMatch(message);
+      expect(run.stderr.trim()).toMatch(message);
       expect(run.stderr).not.toMatch(/\n\s+at /); // no stack trace
       expect(run.stdout).toBe('');
     }
@@ -78,6 +94,12 @@ describe('manage-db refuses bad input', () => {
     expect(readdirSync(rig.backupDir).sort()).toEqual(filesBefore);
     expect(await sql(rig.db('app'), 'SELECT count(*)::int AS n FROM t')).toEqual([{ n: 2 }]);
     expect(await databaseExists(rig.db('other'))).toBe(false);
+  });
+
+  it('a failed command says `manage-db: <message>` in one line and exits 1 (2 is for bad usage)', async () => {
+    const run = await rig.cli(['jobs', 'show', '999999']);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr.trim()).toBe('manage-db: no job "999999"');
   });
 
   it('--version prints the package version, and reads no configuration to do so', async () => {

@@ -239,7 +239,7 @@ describe('paths that arrive in a payload stay inside the configured roots', () =
       expect(listed.stdout).not.toContain(forgedId);
       const restore = await rig.cli(['restore', '--env', 'app', '--backup', forgedId]);
       expect(restore.stderr.trim()).toBe(
-        `backup "${forgedId}" in the file store is not dbops' own: damaged: archive: an archive is named <backup id>.dump or <backup id>.d`,
+        `manage-db: backup "${forgedId}" in the file store is not dbops' own: damaged: archive: an archive is named <backup id>.dump or <backup id>.d`,
       );
       expect(restore.exitCode).toBe(1);
     } finally {

@@ -15,7 +15,6 @@ function packageVersion(): string {
 function buildProgram(): Command {
   const program = new Command('manage-db')
     .description('PostgreSQL operations as jobs on a Redis queue')
-    .showSuggestionAfterError(false)
     .exitOverride()
     .enablePositionalOptions() // for `schedule add`, whose operation's options follow its own
     .version(packageVersion(), '-V, --version')
@@ -25,10 +24,29 @@ function buildProgram(): Command {
   registerSchedule(program);
   registerSchema(program);
   for (const command of program.commands) {
-    command.exitOverride().configureOutput({ outputError: () => undefined });
-    for (const sub of command.commands) sub.exitOverride().configureOutput({ outputError: () => undefined });
+    for (const each of [command, ...command.commands]) {
+      each.exitOverride().configureOutput({ outputError: () => undefined });
+      unknownOptionsFirst(each);
+    }
   }
   return program;
+}
+
+/**
+ * A mistyped option is said as such (`unknown option '--evn' (Did you mean --env?)`), not as the
+ * required option it failed to give: commander checks required options before unknown ones.
+ */
+function unknownOptionsFirst(command: Command): void {
+  const internals = command as unknown as {
+    missingMandatoryOptionValue(option: unknown): never;
+    unknownOption(flag: string): never;
+  };
+  const missing = internals.missingMandatoryOptionValue.bind(command);
+  internals.missingMandatoryOptionValue = (option) => {
+    const unknown = command.args.find((arg) => /^--?[A-Za-z]/.test(arg));
+    if (unknown) internals.unknownOption(unknown);
+    return missing(option);
+  };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -39,11 +57,17 @@ async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
       if (error.code === 'commander.help') return EXIT.invalid; // help shown because no command was given
-      err(error.message.replace(/^error: /, 'manage-db: ').split('\n')[0] ?? 'invalid arguments');
+      // One line: commander's message, with its suggestion ("(Did you mean backup?)") beside it.
+      const said = error.message
+        .replace(/^error: /, '')
+        .split('\n')
+        .map((line) => line.trim());
+      err(`manage-db: ${said.filter(Boolean).join(' ') || 'invalid arguments'}`);
       return EXIT.invalid;
     }
     const exit = toExit(error);
-    if (exit.message) err(exit.code === EXIT.invalid ? `manage-db: ${exit.message}` : exit.message);
+    // One convention: `manage-db: <message>`, exit 1 for a failed operation, 2 for bad usage or configuration.
+    if (exit.message) err(`manage-db: ${exit.message}`);
     return exit.code;
   }
 }
