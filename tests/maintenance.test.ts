@@ -76,6 +76,8 @@ describe('maintenance', () => {
       db,
       'CREATE TABLE scratch (id int, note text); CREATE INDEX scratch_note ON scratch (note); INSERT INTO scratch SELECT g, md5(g::text) FROM generate_series(1, 1000) g; DELETE FROM scratch WHERE id <= 500',
     );
+    // As a migrate job leaves it (dbops' checksums of applied migration files).
+    await sql(db, 'CREATE TABLE public.dbops_migration_checksums (name text PRIMARY KEY, sha256 text NOT NULL)');
     const idle = await lockTable(db, 'public.language'); // an open transaction, idle
     try {
       await new Promise((resolve) => setTimeout(resolve, 2_200));
@@ -99,8 +101,16 @@ describe('maintenance', () => {
       expect(report.tables.find((table) => table.table === 'public.language')!.sizeEstimated).toBe(true);
       expect(rental.sizeEstimated).toBe(false);
       const human = await rig.cli(['maintenance', 'report', '--env', 'app', '--wait']);
-      expect(human.stdout).toMatch(/TABLE\tTOTAL/);
+      const rows = human.stdout.split('\n');
+      const header = rows.find((line) => line.startsWith('TABLE '))!;
+      expect(header).toMatch(/^TABLE +TOTAL +INDEXES +LIVE +DEAD +BLOAT~ +LAST VACUUM +LAST ANALYZE$/);
+      const rentalRow = rows.find((line) => line.startsWith('public.rental '))!;
+      // Aligned columns, sizes in their units: the TOTAL column starts where its header does.
+      expect(rentalRow.slice(header.indexOf('TOTAL'))).toMatch(/^\d+(\.\d)? (B|KiB|MiB|GiB) /);
       expect(human.stdout).toContain('public.scratch_note');
+      // Migration bookkeeping is not the application's data.
+      expect(human.stdout).not.toContain('dbops_migration_checksums');
+      expect(report.tables.map((table) => table.table)).not.toContain('public.dbops_migration_checksums');
     } finally {
       await idle.release();
     }

@@ -57,6 +57,13 @@ describe('previous list|drop: the versions a restore kept', () => {
       [previousDatabase, true],
     ]);
     expect(kept.find((entry) => entry.proven)!.sizeBytes).toBeGreaterThan(0);
+    const printed = (await rig.cli(['previous', 'list', '--env', 'guarded', '--wait'])).stdout.trim().split('\n');
+    const human = printed.slice(printed.findIndex((line) => line.startsWith('KEPT VERSION')));
+    expect(human[0]).toMatch(/^KEPT VERSION +SIZE +RECORDED +NOTE$/);
+    expect(human.slice(1).map((line) => line.split(/ {2,}/).slice(0, 3))).toEqual([
+      [forged, expect.stringMatching(/^\d+(\.\d)? (B|KiB|MiB|GiB)$/), 'NOT recorded by dbops'],
+      [previousDatabase, expect.stringMatching(/^\d+(\.\d)? (B|KiB|MiB|GiB)$/), 'kept by dbops'],
+    ]);
 
     const unconfirmed = await rig.cli(['previous', 'drop', '--env', 'guarded', '--name', previousDatabase]);
     expect(unconfirmed.exitCode).toBe(2);

@@ -1,5 +1,6 @@
 import { CliExit, ValidationError, errorMessage } from '../errors.js';
 import { scrubSecrets } from '../secrets.js';
+import { alignColumns } from '../units.js';
 
 /*
  * What every command prints with, kept light: the CLI loads a command's heavy modules (the catalogue,
@@ -30,16 +31,7 @@ export function err(line: string): void {
 
 /** A table: a header, and columns aligned by padding (two spaces between; the last one unpadded). */
 export function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
-  );
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!)))
-      .join('  ')
-      .trimEnd();
-  out(line(header));
-  for (const row of rows) out(line(row));
+  for (const line of alignColumns(header, rows)) out(line);
 }
 
 export function printJson(value: unknown): void {

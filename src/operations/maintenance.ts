@@ -18,6 +18,8 @@ import {
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName, fieldIs, implies, withRules } from './fields.js';
+import { age, alignColumns, humanSize } from '../units.js';
+import { CHECKSUMS_TABLE, MIGRATIONS_TABLE } from '../migrations/files.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = withRules(
@@ -125,7 +127,7 @@ async function report(
   const { blockSize } = stats;
   const iso = (value: Date | null) => (value ? value.toISOString() : null);
   const tableRows: MaintenanceReport['tables'] = [];
-  for (const row of stats.tables) {
+  for (const row of stats.tables.filter((table) => !BOOKKEEPING_TABLES.has(table.table))) {
     const heap = await relationSize(client, row.relid, 'pg_relation_size', Number(row.relpages) * blockSize);
     const total = await relationSize(
       client,
@@ -220,29 +222,31 @@ async function run(context: OperationContext<MaintenancePayload>, client: pg.Cli
   };
 }
 
-const bytes = (value: number) =>
-  value >= 2 ** 20 ? `${(value / 2 ** 20).toFixed(1)} MiB` : `${(value / 1024).toFixed(0)} KiB`;
+const bytes = humanSize;
+
+/** Migration bookkeeping, not the application's data: left out of the report's tables. */
+const BOOKKEEPING_TABLES = new Set([`public.${MIGRATIONS_TABLE}`, `public.${CHECKSUMS_TABLE}`]);
 
 function describeReport(result: MaintenanceReport): string {
   const lines = [
     `database ${result.database}: ${bytes(result.sizeBytes)}`,
     '',
-    'TABLE\tTOTAL\tINDEXES\tLIVE\tDEAD\tBLOAT~\tLAST VACUUM\tLAST ANALYZE',
+    ...alignColumns(
+      ['TABLE', 'TOTAL', 'INDEXES', 'LIVE', 'DEAD', 'BLOAT~', 'LAST VACUUM', 'LAST ANALYZE'],
+      result.tables
+        .slice(0, 30)
+        .map((table) => [
+          table.table,
+          bytes(table.totalBytes),
+          bytes(table.indexBytes),
+          String(table.liveTuples),
+          String(table.deadTuples),
+          bytes(table.estimatedBloatBytes),
+          age(table.lastVacuum),
+          age(table.lastAnalyze),
+        ]),
+    ),
   ];
-  for (const table of result.tables.slice(0, 30)) {
-    lines.push(
-      [
-        table.table,
-        bytes(table.totalBytes),
-        bytes(table.indexBytes),
-        table.liveTuples,
-        table.deadTuples,
-        bytes(table.estimatedBloatBytes),
-        table.lastVacuum ?? 'never',
-        table.lastAnalyze ?? 'never',
-      ].join('\t'),
-    );
-  }
   if (result.tables.length > 30) lines.push(`… ${result.tables.length - 30} more (see --json)`);
   lines.push(
     '',

@@ -4,6 +4,7 @@ import { withClient } from '../postgres/client.js';
 import { dropCreatedDatabase, listPreviousDatabases } from '../postgres/databases.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { confirmField, envName, fieldGiven, fieldIs, implies, withRules } from './fields.js';
+import { alignColumns, humanSize } from '../units.js';
 import { defineOperation } from './operation.js';
 
 const schema = withRules(
@@ -108,10 +109,15 @@ export const previous = defineOperation({
   describe: (result) =>
     result.action === 'drop'
       ? `dropped ${result.dropped}`
-      : result.previous
-          .map(
-            (kept) =>
-              `${kept.name}\t${kept.sizeBytes ?? '?'} bytes\t${kept.proven ? 'kept by dbops' : 'NOT recorded by dbops'}\t${kept.note}`,
-          )
-          .join('\n') || `no kept versions of ${result.database}`,
+      : result.previous.length === 0
+        ? `no kept versions of ${result.database}`
+        : alignColumns(
+            ['KEPT VERSION', 'SIZE', 'RECORDED', 'NOTE'],
+            result.previous.map((kept) => [
+              kept.name,
+              humanSize(kept.sizeBytes),
+              kept.proven ? 'kept by dbops' : 'NOT recorded by dbops',
+              kept.note,
+            ]),
+          ).join('\n'),
 });
