@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseExists, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
 
 /** Bad input: one clear line on stderr, exit 2, nothing enqueued, nothing changed. */
 describe('manage-db refuses bad input', () => {
@@ -143,6 +144,51 @@ describe('manage-db refuses bad input', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it.each([
+    [
+      [] as string[],
+      /^manage-db: stopped following (maintenance\/\S+); the job goes on \(cancel it with: manage-db jobs cancel \1\)$/,
+      'waiting',
+    ],
+    [['--cancel-on-interrupt'], /^manage-db: cancelled (maintenance\/\S+) \(it had not started\)$/, 'gone'],
+  ] as const)(
+    'Ctrl-C while following a job (%j): says what became of the job, exit 130',
+    async (extra, message, after) => {
+      // No maintenance worker runs here: the job waits, and the CLI follows it until interrupted.
+      const cli = execa(
+        'node',
+        [
+          path.resolve(import.meta.dirname, '../bin/manage-db.cjs'),
+          'maintenance',
+          'report',
+          '--env',
+          'app',
+          '--wait',
+          ...extra,
+        ],
+        {
+          env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env },
+          extendEnv: false,
+          reject: false,
+          all: false,
+          buffer: true,
+        },
+      );
+      let printed = '';
+      cli.stdout!.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+      await waitFor('the job id', () => /^maintenance-\S+$/m.test(printed), 20_000);
+      cli.kill('SIGINT');
+      const ended = await cli;
+      expect(ended.exitCode).toBe(130);
+      const said = String(ended.stderr).trim().split('\n').at(-1)!;
+      expect(said).toMatch(message);
+      const reference = message.exec(said)![1]!;
+      const job = await rig.producer().getJob(reference);
+      expect(job ? await job.getState() : 'gone').toBe(after);
+      if (job) await job.remove();
+    },
+  );
 
   it('a worker without any environment says so at start', async () => {
     const worker = await rig.startWorker(

@@ -8,7 +8,8 @@ import { alignColumns } from '../units.js';
  */
 
 /** Exit codes: 0 done, 1 the job or command failed, 2 invalid input (nothing was enqueued or changed). */
-export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
+/** 130: stopped by Ctrl-C (128 + SIGINT), as shells report it. */
+export const EXIT = { ok: 0, failed: 1, invalid: 2, interrupted: 130 } as const;
 
 let secrets: readonly string[] = [];
 

@@ -5,6 +5,8 @@ export interface RunFlags {
   wait?: boolean;
   json?: boolean;
   local?: boolean;
+  /** Ctrl-C while following a job cancels it (by default the job goes on). */
+  cancelOnInterrupt?: boolean;
   /** Print nothing (a prerequisite run by --local). */
   quiet?: boolean;
 }

@@ -2,7 +2,9 @@ import { cliConfig } from './config.js';
 import { getOperation, queueOf, type OperationType } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
 import { Producer } from '../queue/producer.js';
-import { err, out, printJson } from './io.js';
+import { CliExit } from '../errors.js';
+import { formatJobReference } from '../job-ids.js';
+import { EXIT, err, out, printJson } from './io.js';
 import { report } from './report.js';
 import type { RunFlags } from './run-flags.js';
 
@@ -14,6 +16,22 @@ async function warnWithoutWorkers(producer: Producer, type: OperationType): Prom
     .getWorkersCount()
     .catch(() => undefined);
   if (workers === 0) err(`no ${queueOf(type)} worker is running: the job waits in the queue until one starts`);
+}
+
+const INTERRUPTED = Symbol('interrupted');
+
+/** The promise's value, or INTERRUPTED at the first Ctrl-C (SIGINT) while it runs. */
+async function untilInterrupted<T>(promise: Promise<T>): Promise<T | typeof INTERRUPTED> {
+  let onInterrupt: (() => void) | undefined;
+  const interrupted = new Promise<typeof INTERRUPTED>((resolve) => {
+    onInterrupt = () => resolve(INTERRUPTED);
+    process.once('SIGINT', onInterrupt);
+  });
+  try {
+    return await Promise.race([promise, interrupted]);
+  } finally {
+    process.off('SIGINT', onInterrupt!);
+  }
 }
 
 /** What every operation command does: validate, enqueue (or run locally), print the id, maybe follow it. */
@@ -44,8 +62,23 @@ export async function runOperation(
     if (flags.json) err(`job ${job.id}`);
     else out(job.id);
     const display = (await import('./progress.js')).createProgressDisplay();
-    const outcome = await producer.wait(job.id, (progress) => display.update(progress));
-    display.stop();
+    const reference = formatJobReference(type, job.id);
+    const outcome = await untilInterrupted(producer.wait(job.id, (progress) => display.update(progress)));
+    display.stop(); // on a terminal: the cursor and line wrapping back as they were
+    if (outcome === INTERRUPTED) {
+      if (!flags.cancelOnInterrupt)
+        throw new CliExit(
+          EXIT.interrupted,
+          `stopped following ${reference}; the job goes on (cancel it with: manage-db jobs cancel ${reference})`,
+        );
+      const cancelled = await producer.cancel(reference);
+      throw new CliExit(
+        EXIT.interrupted,
+        cancelled === 'finished'
+          ? `${reference} had already finished: nothing to cancel`
+          : `cancelled ${reference} (${cancelled === 'removed' ? 'it had not started' : 'its worker stops it; the target stays as it was'})`,
+      );
+    }
     report(type, outcome, flags);
   } finally {
     await producer.close();

@@ -13,6 +13,7 @@ export function withRunFlags(command: Command): Command {
     .option('--wait', 'follow the job to its end; exit non-zero if it fails (the default for a status, list or report)')
     .option('--no-wait', 'print the job id and return, even for a status, list or report')
     .option('--json', 'with --wait: print only the result object, as JSON')
+    .option('--cancel-on-interrupt', 'with --wait: Ctrl-C cancels the job (by default the job goes on)')
     .option('--local', 'run in this process without Redis (emergency mode)');
 }
 
@@ -20,6 +21,7 @@ export const flagsOf = (options: RunFlags): RunFlags => ({
   wait: options.wait,
   json: options.json,
   local: options.local,
+  cancelOnInterrupt: options.cancelOnInterrupt,
 });
 
 export function registerBackup(program: Command, run: RunOperation = runOperation): void {
