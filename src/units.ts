@@ -33,6 +33,12 @@ export function age(iso: string | null | undefined, now = Date.now()): string {
   return `${Math.round(ms / 86_400_000)} days ago`;
 }
 
+/** A time in every list's one format, UTC to the second: `2026-11-27 02:00:05Z`; `never` for none. */
+export function listTime(iso: string | Date | null | undefined): string {
+  if (!iso) return 'never';
+  return `${new Date(iso).toISOString().replace('T', ' ').slice(0, 19)}Z`;
+}
+
 /** A time as people in `timeZone` read it: `2026-11-27 02:00 (Europe/Berlin)`. */
 export function inZone(iso: string | Date | null | undefined, timeZone = 'UTC'): string {
   if (!iso) return '—';

@@ -98,6 +98,14 @@ describe('jobs from any producer, with any id', () => {
     expect((JSON.parse(fromCli.stdout) as { reference: string }[]).map((job) => job.reference)).toEqual([
       `backup/${misplaced.id}`,
     ]);
+    // Lists share one time format (UTC to the second), the backups' and the jobs' alike.
+    const table = (await rig.cli(['jobs', 'list', '--type', 'backup'])).stdout.split('\n');
+    expect(table[0]).toMatch(/^JOB +TARGET +STATE +PROGRESS +TOOK +QUEUED +REASON$/);
+    expect(table.find((line) => line.startsWith(`backup/${misplaced.id} `))).toMatch(
+      / \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z /,
+    );
+    const backupsTable = (await rig.cli(['backups', 'list'])).stdout.split('\n');
+    expect(backupsTable[1]).toMatch(/ \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z /);
     const longAgo = await rig.cli(['jobs', 'list', '--since', '2000-01-01', '--until', '2000-01-02T00:00:00Z']);
     expect(longAgo.stdout.trim()).toBe('no jobs');
     const unreadable = await rig.cli(['jobs', 'list', '--since', 'yesterday']);

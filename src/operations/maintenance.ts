@@ -18,7 +18,7 @@ import {
 import { withLockedDatabase } from '../postgres/lock.js';
 import { resolveTarget } from '../postgres/target.js';
 import { confirmField, envName, fieldIs, implies, withRules } from './fields.js';
-import { age, alignColumns, humanSize } from '../units.js';
+import { alignColumns, humanSize, listTime } from '../units.js';
 import { CHECKSUMS_TABLE, MIGRATIONS_TABLE } from '../migrations/files.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
@@ -242,8 +242,8 @@ function describeReport(result: MaintenanceReport): string {
           String(table.liveTuples),
           String(table.deadTuples),
           bytes(table.estimatedBloatBytes),
-          age(table.lastVacuum),
-          age(table.lastAnalyze),
+          listTime(table.lastVacuum),
+          listTime(table.lastAnalyze),
         ]),
     ),
   ];

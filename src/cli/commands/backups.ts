@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { Manifest, SkippedManifest, Verification } from '../../backups/manifest.js';
 import { cliConfig } from '../config.js';
 import { CliExit, ValidationError } from '../../errors.js';
-import { humanDuration, humanSize } from '../../units.js';
+import { humanDuration, humanSize, listTime } from '../../units.js';
 import { EXIT, err, out, printJson, printTable } from '../io.js';
 import { confirmFlag } from '../shared-flags.js';
 import { runOperation } from '../lazy.js';
@@ -75,7 +75,7 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
           manifest.encryption ? `${manifest.format}+encrypted` : manifest.format,
           humanSize(manifest.sizeBytes),
           humanDuration(manifest.durationMs),
-          `${manifest.completedAt.replace('T', ' ').slice(0, 19)}Z`,
+          listTime(manifest.completedAt),
           manifest.schemaVersion?.revisions.join('+') || '-',
           checkText(manifest),
           stores.join(','),

@@ -4,7 +4,7 @@ import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
-import { age, humanDuration } from '../../units.js';
+import { humanDuration, listTime } from '../../units.js';
 import { EXIT, out, printJson, printTable } from '../io.js';
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
@@ -58,7 +58,7 @@ export function registerJobs(program: Command): void {
             job.state,
             progressText(job.progress),
             job.startedAt ? humanDuration(jobDurationMs(job)) : '',
-            age(job.createdAt),
+            listTime(job.createdAt),
             (job.failedReason ?? '').split('\n')[0]!,
           ]),
         );
