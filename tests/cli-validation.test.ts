@@ -97,6 +97,18 @@ describe('manage-db refuses bad input', () => {
     expect(await databaseExists(rig.db('other'))).toBe(false);
   });
 
+  it('a missing MIGRATIONS_ROOT is a configuration to mend: exit 2, one line with the fix, nothing enqueued', async () => {
+    const keysBefore = await queueKeys();
+    const run = await rig.cli(['migrate', '--env', 'app', 'status'], {
+      MIGRATIONS_ROOT: '/nonexistent/dbops-migrations',
+    });
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr.trim()).toBe(
+      'manage-db: MIGRATIONS_ROOT (dbops-migrations) does not exist on the worker: create it, or set MIGRATIONS_ROOT to the directory that holds the migration folders',
+    );
+    expect(await queueKeys()).toEqual(keysBefore);
+  });
+
   it('a failed command says `manage-db: <message>` in one line and exits 1 (2 is for bad usage)', async () => {
     const run = await rig.cli(['jobs', 'show', '999999']);
     expect(run.exitCode).toBe(1);

@@ -49,7 +49,11 @@ export async function migrationsDir(root: string, dir: string): Promise<string> 
     ]);
   if (dir.includes('\0') || dir.split(/[\\/]/).includes('..')) throw outside();
   const realRoot = await realpath(root).catch(() => {
-    throw new PermanentError(`MIGRATIONS_ROOT does not exist on the worker (${path.basename(root)})`);
+    // A configuration to mend, said with the mending (the path itself stays the worker's).
+    throw new ValidationError(
+      `MIGRATIONS_ROOT (${path.basename(root)}) does not exist on the worker: create it, or set MIGRATIONS_ROOT to the directory that holds the migration folders`,
+      [{ path: 'dir', message: 'MIGRATIONS_ROOT does not exist on the worker' }],
+    );
   });
   const candidate = path.resolve(root, dir);
   if (!isWithin(root, candidate) && !isWithin(realRoot, candidate)) throw outside();
