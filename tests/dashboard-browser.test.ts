@@ -86,6 +86,10 @@ describe.skipIf(!hasChromium)('the dashboard in a real browser', () => {
       .toBeGreaterThan(0);
     expect(await page.getByText('reading user-defined tables').count()).toBe(0); // pg_dump's chatter is not in the job's log
     await page.screenshot({ path: path.join(OUTPUT, 'dashboard-backup-logs.png'), fullPage: true });
+    // And back to the console from the board: in the menu of its header.
+    await page.locator('ul[class*="actions-"] > li').last().locator('button').click();
+    await page.getByText('dbops console', { exact: true }).click();
+    await expect.poll(() => page.url(), { timeout: 15_000 }).toBe(`${server.url}/`);
     await context.close();
   });
 });

@@ -2,7 +2,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { Router } from 'express';
-import { getOperation, operationsOn, workerTypes } from '../operations/index.js';
+import { getOperation, isOperationType, operationsOn, queueOf, workerTypes } from '../operations/index.js';
 import type { Queues } from '../queue/queues.js';
 
 export const DASHBOARD_PATH = '/admin/queues';
@@ -21,7 +21,8 @@ export function dashboardRouter(queues: Queues, options: { readOnly: boolean }):
         // Each job's page in the dbops console: result in words, the log lines that matter.
         externalJobUrl: (job) => ({
           displayText: 'in the dbops console',
-          href: `/jobs/${job.name}/${encodeURIComponent(String(job.id))}`,
+          // Named as the console names it: a job on another operation's queue is its queue's.
+          href: `/jobs/${isOperationType(job.name) && queueOf(job.name) === type ? job.name : type}/${encodeURIComponent(String(job.id))}`,
         }),
       });
       // dbops' progress is {percent, step}: Bull Board draws a bar for a number only.
@@ -33,7 +34,8 @@ export function dashboardRouter(queues: Queues, options: { readOnly: boolean }):
       return adapter;
     }),
     serverAdapter,
-    options: { uiConfig: { boardTitle: 'dbops' } },
+    // Back to the console, from every page of the board.
+    options: { uiConfig: { boardTitle: 'dbops', miscLinks: [{ text: 'dbops console', url: '/' }] } },
   });
   return serverAdapter.getRouter() as Router;
 }
