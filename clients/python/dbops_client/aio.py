@@ -11,23 +11,13 @@ import inspect
 from typing import Any, Dict, List, Optional
 
 from . import _http
-from ._http import Call, job_path, query
+from ._http import Call
 from .client import ProgressCallback, Routes, _Follow
 from .errors import DbopsError
 
 
 class AsyncClient(Routes):
     """dbops over HTTP for asyncio applications; the same arguments and methods as Client."""
-
-    def __init__(
-        self,
-        url: Optional[str] = None,
-        token: Optional[str] = None,
-        timeout: float = 10.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-    ):
-        super().__init__(url, token, timeout, retries, backoff)
 
     async def enqueue(self, kind: str, payload: Dict[str, Any]) -> str:
         answer = await self._request(self._enqueue(kind, payload))
@@ -38,7 +28,7 @@ class AsyncClient(Routes):
         return dict(answer["payload"])
 
     async def get(self, job: str) -> Dict[str, Any]:
-        answer: Dict[str, Any] = await self._request(Call("GET", job_path(job)))
+        answer: Dict[str, Any] = await self._request(self._get(job))
         return answer
 
     async def wait(
@@ -85,22 +75,22 @@ class AsyncClient(Routes):
         return answer
 
     async def logs(self, job: str, limit: int = 1000) -> List[str]:
-        answer = await self._request(Call("GET", job_path(job, "/logs") + query(limit=limit)))
+        answer = await self._request(self._logs(job, limit))
         return list(answer["lines"])
 
     async def cancel(self, job: str) -> str:
-        answer = await self._request(Call("POST", job_path(job, "/cancel")))
+        answer = await self._request(self._cancel(job))
         return str(answer["outcome"])
 
     async def retry(self, job: str) -> None:
-        await self._request(Call("POST", job_path(job, "/retry")))
+        await self._request(self._retry(job))
 
     async def environments(self) -> List[Dict[str, Any]]:
-        answer: List[Dict[str, Any]] = await self._request(Call("GET", "/api/v1/environments"))
+        answer: List[Dict[str, Any]] = await self._request(self.ENVIRONMENTS)
         return answer
 
     async def health(self) -> Dict[str, Any]:
-        answer: Dict[str, Any] = await self._request(Call("GET", "/healthz", auth=False))
+        answer: Dict[str, Any] = await self._request(self.HEALTH)
         return answer
 
     async def backups(self, env: Optional[str] = None) -> List[Dict[str, Any]]:

@@ -17,9 +17,20 @@ ProgressCallback = Callable[[Dict[str, Any]], Any]
 
 
 class Routes:
-    """The API's routes, shared by Client and AsyncClient."""
+    """What Client and AsyncClient share: their configuration, the API's routes, when to retry.
 
-    def __init__(self, url: Optional[str], token: Optional[str], timeout: float, retries: int, backoff: float):
+    `url` defaults to DBOPS_URL (else http://127.0.0.1:3000), `token` to DBOPS_API_TOKEN. Connection
+    errors are retried `retries` times with a pause from `backoff` seconds, doubling.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+    ):
         self.url = _http.base_url(url or os.environ.get("DBOPS_URL") or "http://127.0.0.1:3000")
         self.token = token if token is not None else os.environ.get("DBOPS_API_TOKEN", "")
         self.timeout = timeout
@@ -37,6 +48,25 @@ class Routes:
     @staticmethod
     def _jobs(**filters: Any) -> Call:
         return Call("GET", "/api/v1/jobs" + query(**filters))
+
+    @staticmethod
+    def _get(job: str) -> Call:
+        return Call("GET", job_path(job))
+
+    @staticmethod
+    def _logs(job: str, limit: int) -> Call:
+        return Call("GET", job_path(job, "/logs") + query(limit=limit))
+
+    @staticmethod
+    def _cancel(job: str) -> Call:
+        return Call("POST", job_path(job, "/cancel"))
+
+    @staticmethod
+    def _retry(job: str) -> Call:
+        return Call("POST", job_path(job, "/retry"))
+
+    ENVIRONMENTS = Call("GET", "/api/v1/environments")
+    HEALTH = Call("GET", "/healthz", auth=False)
 
     @staticmethod
     def _backups(env: Optional[str]) -> Call:
@@ -99,20 +129,7 @@ class _Follow:
 
 
 class Client(Routes):
-    """dbops over HTTP. Connection errors are retried `retries` times with a growing pause.
-
-    `url` defaults to DBOPS_URL (else http://127.0.0.1:3000), `token` to DBOPS_API_TOKEN.
-    """
-
-    def __init__(
-        self,
-        url: Optional[str] = None,
-        token: Optional[str] = None,
-        timeout: float = 10.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-    ):
-        super().__init__(url, token, timeout, retries, backoff)
+    """dbops over HTTP: Client(url=None, token=None, timeout=10.0, retries=3, backoff=0.5) (see Routes)."""
 
     def enqueue(self, kind: str, payload: Dict[str, Any]) -> str:
         """Enqueues a job of operation `kind`; returns its reference, "<type>/<id>"."""
@@ -126,7 +143,7 @@ class Client(Routes):
 
     def get(self, job: str) -> Dict[str, Any]:
         """The job: {id, type, state, progress: {percent, step}, data, result, failedReason, ...}."""
-        answer: Dict[str, Any] = self._request(Call("GET", job_path(job)))
+        answer: Dict[str, Any] = self._request(self._get(job))
         return answer
 
     def wait(
@@ -177,26 +194,26 @@ class Client(Routes):
 
     def logs(self, job: str, limit: int = 1000) -> List[str]:
         """The job's log lines (the last `limit`)."""
-        answer: Dict[str, Any] = self._request(Call("GET", job_path(job, "/logs") + query(limit=limit)))
+        answer: Dict[str, Any] = self._request(self._logs(job, limit))
         return list(answer["lines"])
 
     def cancel(self, job: str) -> str:
         """Removes a waiting job ("removed") or stops a running one ("signalled"); Conflict when finished."""
-        answer: Dict[str, Any] = self._request(Call("POST", job_path(job, "/cancel")))
+        answer: Dict[str, Any] = self._request(self._cancel(job))
         return str(answer["outcome"])
 
     def retry(self, job: str) -> None:
         """Runs a failed or cancelled job once more; Conflict for any other (a completed job never runs again)."""
-        self._request(Call("POST", job_path(job, "/retry")))
+        self._request(self._retry(job))
 
     def environments(self) -> List[Dict[str, Any]]:
         """[{name, protected, reachable, serverVersion, sizeBytes, lastBackup}]."""
-        answer: List[Dict[str, Any]] = self._request(Call("GET", "/api/v1/environments"))
+        answer: List[Dict[str, Any]] = self._request(self.ENVIRONMENTS)
         return answer
 
     def health(self) -> Dict[str, Any]:
         """{"status": "ok"}; ServiceUnavailable when its Redis is down, Unreachable when dbops is."""
-        answer: Dict[str, Any] = self._request(Call("GET", "/healthz", auth=False))
+        answer: Dict[str, Any] = self._request(self.HEALTH)
         return answer
 
     def backups(self, env: Optional[str] = None) -> List[Dict[str, Any]]:
