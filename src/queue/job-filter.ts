@@ -33,16 +33,12 @@ export function parseTime(value: string, name: string, now = Date.now()): Date {
   return new Date(at);
 }
 
-/** A filter from words (CLI flags, query parameters); anything it cannot read is a ValidationError naming it. */
-export function parseJobFilter(raw: {
-  type?: string;
-  state?: string;
-  env?: string;
-  since?: string;
-  until?: string;
-  search?: string;
-  limit?: string | number;
-}): JobFilter {
+/** A filter in words, as `jobs list`'s flags and `GET /api/v1/jobs`'s query parameters give it. */
+export const JOB_FILTER_WORDS = ['type', 'state', 'env', 'since', 'until', 'search', 'limit'] as const;
+export type JobFilterWords = Partial<Record<(typeof JOB_FILTER_WORDS)[number], string>>;
+
+/** A filter from words; anything it cannot read is a ValidationError naming it. */
+export function parseJobFilter(raw: JobFilterWords): JobFilter {
   const list = (value: string | undefined) =>
     value
       ?.split(',')
@@ -73,6 +69,23 @@ export function parseJobFilter(raw: {
 export function bullStatesOf(filter: Pick<JobFilter, 'states'>): JobState[] {
   const states = filter.states ?? JOB_STATES;
   return [...new Set(states.map((state) => (state === 'cancelled' ? 'failed' : state)))];
+}
+
+/**
+ * Whether only each job's summary can tell if it matches: its environment, time or text; a type (a
+ * queue also holds its companions' jobs and misplaced ones); failed or cancelled, but not both (BullMQ
+ * holds both as failed). Else a queue's and state's newest jobs are the answer.
+ */
+export function filtersEachJob(filter: Partial<JobFilter>): boolean {
+  const states = filter.states;
+  return Boolean(
+    filter.env ||
+    filter.since ||
+    filter.until ||
+    filter.text ||
+    filter.types ||
+    (states && states.includes('failed') !== states.includes('cancelled')),
+  );
 }
 
 /** The environments a job's payload names: its target, a copy's source and target. */

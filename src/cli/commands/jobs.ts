@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Progress } from '../../operations/operation.js';
 import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
+import type { JobFilterWords } from '../../queue/job-filter.js';
 import type { Producer } from '../../queue/producer.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
@@ -34,36 +35,25 @@ export function registerJobs(program: Command): void {
     .option('--search <text>', 'only jobs whose id, payload, result or failure reason contain this text')
     .option('--limit <n>', 'at most this many (1 to 1000)', '50')
     .option('--json', 'print as JSON')
-    .action(
-      async (options: {
-        type?: string;
-        state?: string;
-        env?: string;
-        since?: string;
-        until?: string;
-        search?: string;
-        limit: string;
-        json?: boolean;
-      }) => {
-        const { parseJobFilter } = await import('../../queue/job-filter.js');
-        const filter = parseJobFilter(options);
-        const list = await withProducer((producer) => producer.list(filter));
-        if (options.json) return printJson(list);
-        if (list.length === 0) return out('no jobs');
-        printTable(
-          ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
-          list.map((job) => [
-            job.reference,
-            jobTarget(job),
-            job.state,
-            progressText(job.progress),
-            job.startedAt ? humanDuration(jobDurationMs(job)) : '',
-            listTime(job.createdAt),
-            (job.failedReason ?? '').split('\n')[0]!,
-          ]),
-        );
-      },
-    );
+    .action(async (options: JobFilterWords & { json?: boolean }) => {
+      const { parseJobFilter } = await import('../../queue/job-filter.js');
+      const filter = parseJobFilter(options);
+      const list = await withProducer((producer) => producer.list(filter));
+      if (options.json) return printJson(list);
+      if (list.length === 0) return out('no jobs');
+      printTable(
+        ['JOB', 'TARGET', 'STATE', 'PROGRESS', 'TOOK', 'QUEUED', 'REASON'],
+        list.map((job) => [
+          job.reference,
+          jobTarget(job),
+          job.state,
+          progressText(job.progress),
+          job.startedAt ? humanDuration(jobDurationMs(job)) : '',
+          listTime(job.createdAt),
+          (job.failedReason ?? '').split('\n')[0]!,
+        ]),
+      );
+    });
   jobs
     .command('show <job>')
     .description("a job's state, progress, result and log; <job> is <type>/<id>, or an id looked for in every queue")
