@@ -17,7 +17,7 @@ import { createRedis, type RedisConnection } from './connection.js';
 import { formatJobReference, newJobId, parseJobReference } from '../job-ids.js';
 import { validatePayload } from '../operations/validate.js';
 import { progressOf, type JobSummary } from './job-facts.js';
-import { bullStatesOf, matchesFilter, type JobFilter } from './job-filter.js';
+import { bullStatesOf, filtersEachJob, matchesFilter, type JobFilter } from './job-filter.js';
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 
 export interface EnqueuedJob {
@@ -40,6 +40,25 @@ const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null)
  */
 function typeOf(job: Job): OperationType {
   return isOperationType(job.name) && queueOf(job.name) === job.queueName ? job.name : (job.queueName as OperationType);
+}
+
+/** A job as dbops shows it, in the state it was read in. */
+function summaryOf(job: Job, state: JobState | 'unknown'): JobSummary {
+  const cancelled = state === 'failed' && wasCancelled(job.failedReason);
+  return {
+    id: job.id!,
+    type: typeOf(job),
+    reference: formatJobReference(typeOf(job), job.id!),
+    state: cancelled ? 'cancelled' : state,
+    progress: progressOf(job.progress, state),
+    data: job.data,
+    result: job.returnvalue ?? null,
+    failedReason: job.failedReason || null,
+    attemptsMade: job.attemptsMade,
+    createdAt: iso(job.timestamp),
+    startedAt: iso(job.processedOn),
+    finishedAt: iso(job.finishedOn),
+  };
 }
 
 /**
@@ -156,38 +175,28 @@ export class Producer {
     const again = async () =>
       (await this.queues.get(fetched.queueName as OperationType).getJob(fetched.id!)) ?? fetched;
     const job = (state === 'completed' || state === 'failed') && !fetched.finishedOn ? await again() : fetched;
-    const cancelled = state === 'failed' && wasCancelled(job.failedReason);
-    return {
-      id: job.id!,
-      type: typeOf(job),
-      reference: formatJobReference(typeOf(job), job.id!),
-      state: cancelled ? 'cancelled' : state,
-      progress: progressOf(job.progress, state),
-      data: job.data,
-      result: job.returnvalue ?? null,
-      failedReason: job.failedReason || null,
-      attemptsMade: job.attemptsMade,
-      createdAt: iso(job.timestamp),
-      startedAt: iso(job.processedOn),
-      finishedAt: iso(job.finishedOn),
-    };
+    return summaryOf(job, state);
   }
 
   /**
-   * The newest jobs that match a filter, newest first. Reads at most LIST_SCAN jobs of each queue (the
-   * newest of each state), enough for what the queues keep (JOB_KEEP_COMPLETED, JOB_KEEP_FAILED).
+   * The newest jobs that match a filter, newest first. A filter that only a job's summary can decide
+   * (its environment, time, text, a type sharing a queue, failed apart from cancelled) reads at most
+   * LIST_SCAN jobs of each queue and state, enough for what the queues keep (JOB_KEEP_COMPLETED,
+   * JOB_KEEP_FAILED); any other needs only the newest `limit` of each.
    */
   async list(filter: Partial<JobFilter> = {}): Promise<JobSummary[]> {
     const wanted = { limit: 50, ...filter };
     await this.ensureReachable();
     const queues = wanted.types ? [...new Set(wanted.types.map(queueOf))] : workerTypes;
-    const states = bullStatesOf(wanted);
+    const scan = filtersEachJob(wanted) ? LIST_SCAN : wanted.limit;
     const found: JobSummary[] = [];
     for (const queue of queues) {
-      const jobs = (await this.queues.get(queue).getJobs(states, 0, LIST_SCAN - 1)).filter(Boolean);
-      for (const job of jobs) {
-        const summary = await this.summarize(job);
-        if (matchesFilter(summary, wanted)) found.push(summary);
+      // State by state: each job's state is then known without asking Redis for it again.
+      for (const state of bullStatesOf(wanted)) {
+        for (const job of (await this.queues.get(queue).getJobs([state], 0, scan - 1)).filter(Boolean)) {
+          const summary = summaryOf(job, state);
+          if (matchesFilter(summary, wanted)) found.push(summary);
+        }
       }
     }
     return found.sort((a, b) => Date.parse(b.createdAt ?? '') - Date.parse(a.createdAt ?? '')).slice(0, wanted.limit);
@@ -284,7 +293,11 @@ export class Producer {
    */
   async cancel(reference: string): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
     const job = await this.getJob(reference);
-    if (!job) return 'unknown';
+    return job ? this.cancelJob(job) : 'unknown';
+  }
+
+  /** cancel, for a job already found. */
+  async cancelJob(job: Job): Promise<'removed' | 'signalled' | 'finished'> {
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') return 'finished';
     if (state === 'active') {
@@ -299,7 +312,11 @@ export class Producer {
   /** Runs a job that failed (or was cancelled) for good once more, from its first attempt. */
   async retry(reference: string): Promise<'retrying' | 'not-failed' | 'unknown'> {
     const job = await this.getJob(reference);
-    if (!job) return 'unknown';
+    return job ? this.retryJob(job) : 'unknown';
+  }
+
+  /** retry, for a job already found. */
+  async retryJob(job: Job): Promise<'retrying' | 'not-failed'> {
     if ((await job.getState()) !== 'failed') return 'not-failed';
     await this.queues.connection.del(cancelledKey(this.config, job.queueName, job.id!));
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });

@@ -1,4 +1,10 @@
-import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Router } from 'express';
+import express, {
+  type ErrorRequestHandler,
+  type Request,
+  type RequestHandler,
+  type Response,
+  type Router,
+} from 'express';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import type { Manifest } from '../backups/manifest.js';
 import { sendArchive } from './archive.js';
@@ -9,7 +15,7 @@ import { isOperationType, type OperationType } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
 import { lastConnectionError } from '../queue/connection.js';
 import { jobContract, operationContract } from '../queue/contract.js';
-import { parseJobFilter } from '../queue/job-filter.js';
+import { JOB_FILTER_WORDS, parseJobFilter } from '../queue/job-filter.js';
 import type { JobSummary } from '../queue/job-facts.js';
 import type { Producer } from '../queue/producer.js';
 import { scrubSecrets } from '../secrets.js';
@@ -73,26 +79,25 @@ export function apiRouter(config: Config, producer: Producer): Router {
   });
   router.use(express.json({ limit: config.API_BODY_LIMIT, strict: false }));
 
+  const redisAway = (res: Response, why: string) =>
+    res.status(503).json({ error: `dbops is up but its Redis does not answer: ${scrubSecrets(why, config.secrets)}` });
   /** Routes that read or write the queues answer 503 at once, with the reason, while Redis does not answer. */
   const redisUp: RequestHandler = async (_req, res, next) => {
     const trouble = await redisTrouble(producer.queues.connection);
     if (!trouble) return next();
-    res
-      .status(503)
-      .json({ error: `dbops is up but its Redis does not answer: ${scrubSecrets(trouble, config.secrets)}` });
-  };
-  /** The job a route names, by its type's queue; 404 when there is none. */
-  const namedJob = async (req: Request) => {
-    const type = String(req.params.type);
-    const id = String(req.params.id);
-    if (!isOperationType(type)) throw new ApiAnswer(404, `unknown operation type "${type}"`);
-    const job = await producer.getJob(formatJobReference(type, id));
-    if (!job) throw new ApiAnswer(404, `no ${type} job "${id}"`);
-    return job;
+    redisAway(res, trouble);
   };
   const knownType = (type: string): OperationType => {
     if (!isOperationType(type)) throw new ApiAnswer(404, `unknown operation type "${type}"`);
     return type;
+  };
+  /** The job a route names, by its type's queue; 404 when there is none. */
+  const namedJob = async (req: Request) => {
+    const type = knownType(String(req.params.type));
+    const id = String(req.params.id);
+    const job = await producer.getJob(formatJobReference(type, id));
+    if (!job) throw new ApiAnswer(404, `no ${type} job "${id}"`);
+    return job;
   };
 
   router.post('/jobs/:type', redisUp, async (req, res) => {
@@ -110,15 +115,8 @@ export function apiRouter(config: Config, producer: Producer): Router {
   });
 
   router.get('/jobs', redisUp, async (req, res) => {
-    const filter = parseJobFilter({
-      type: query(req, 'type'),
-      state: query(req, 'state'),
-      env: query(req, 'env'),
-      since: query(req, 'since'),
-      until: query(req, 'until'),
-      search: query(req, 'search') ?? query(req, 'q'),
-      limit: query(req, 'limit'),
-    });
+    const words = Object.fromEntries(JOB_FILTER_WORDS.map((word) => [word, query(req, word)]));
+    const filter = parseJobFilter({ ...words, search: words.search ?? query(req, 'q') });
     res.json((await producer.list(filter)).map(jobView));
   });
 
@@ -135,16 +133,14 @@ export function apiRouter(config: Config, producer: Producer): Router {
 
   router.post('/jobs/:type/:id/cancel', redisUp, async (req, res) => {
     const job = await namedJob(req);
-    const outcome = await producer.cancel(`${req.params.type}/${job.id}`);
-    if (outcome === 'unknown') return res.status(404).json({ error: `no ${req.params.type} job "${job.id}"` });
+    const outcome = await producer.cancelJob(job);
     if (outcome === 'finished') return res.status(409).json({ error: `${job.id} already finished: nothing to cancel` });
     res.json({ id: job.id, outcome });
   });
 
   router.post('/jobs/:type/:id/retry', redisUp, async (req, res) => {
     const job = await namedJob(req);
-    const outcome = await producer.retry(`${req.params.type}/${job.id}`);
-    if (outcome === 'unknown') return res.status(404).json({ error: `no ${req.params.type} job "${job.id}"` });
+    const outcome = await producer.retryJob(job);
     if (outcome === 'not-failed')
       return res.status(409).json({
         error: `${job.id}: only a failed or cancelled job can be retried (a completed job never runs again: enqueue a new one)`,
@@ -216,12 +212,8 @@ export function apiRouter(config: Config, producer: Producer): Router {
         error: error.message,
         issues: error.issues,
       });
-    if (isRedisOutage(error)) {
-      const why = lastConnectionError(producer.queues.connection)?.message ?? String(error.message);
-      return res
-        .status(503)
-        .json({ error: `dbops is up but its Redis does not answer: ${scrubSecrets(why, config.secrets)}` });
-    }
+    if (isRedisOutage(error))
+      return redisAway(res, lastConnectionError(producer.queues.connection)?.message ?? String(error.message));
     if (error instanceof ApiAnswer) return res.status(error.status).json({ error: error.message });
     next(error);
   };
