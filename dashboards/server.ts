@@ -11,8 +11,7 @@ delete process.env.BACKUP_ENCRYPTION_KEY;
 delete process.env.BACKUP_DECRYPTION_KEYS;
 
 const logger = createLogger(config, { process: 'dashboard' });
-// Under `npm start` the supervisor has said it once for every process.
-const lonely = process.env.DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT ? undefined : noEnvironmentWarning(config);
+const lonely = noEnvironmentWarning(config);
 if (lonely) logger.warn(lonely);
 try {
   const server = await startServer(config, logger, (error) => {

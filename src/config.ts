@@ -470,9 +470,18 @@ export function loadDotEnv(
   for (const [name, value] of Object.entries(variables)) process.env[name] ??= value;
 }
 
-/** What a process without any environment should say at start: it can run no job. */
-export function noEnvironmentWarning(config: Pick<Config, 'environments'>): string | undefined {
-  return config.environments.size === 0
+/** Set by `npm start`'s supervisor for the processes it starts, once it has said there is no environment. */
+export const SAID_NO_ENVIRONMENT = 'DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT';
+
+/**
+ * What a process without any environment should say at start: it can run no job. Undefined when there
+ * is one, or when `npm start`'s supervisor has said it already for every process it starts.
+ */
+export function noEnvironmentWarning(
+  config: Pick<Config, 'environments'>,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  return config.environments.size === 0 && !env[SAID_NO_ENVIRONMENT]
     ? 'no database environment is configured: set DATABASE_URL_<ENV>, e.g. DATABASE_URL_PRODUCTION=postgres://…'
     : undefined;
 }

@@ -5,12 +5,9 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadConfigOrExit, noEnvironmentWarning } from '../src/config.js';
+import { SAID_NO_ENVIRONMENT, loadConfigOrExit, noEnvironmentWarning } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { workerTypes } from '../src/operations/index.js';
-
-/** Tells the processes started here that the supervisor has already said there is no environment. */
-const SAID_NO_ENVIRONMENT = 'DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 

@@ -23,8 +23,7 @@ const config = loadConfigOrExit();
 process.umask(0o077);
 
 const logger = createLogger(config, { worker: type });
-// Under `npm start` the supervisor has said it once for every process.
-const lonely = process.env.DBOPS_SUPERVISOR_SAID_NO_ENVIRONMENT ? undefined : noEnvironmentWarning(config);
+const lonely = noEnvironmentWarning(config);
 if (lonely) logger.warn(lonely);
 const queues = new Queues(config, createRedis(config, 'producer'));
 let upkeep: ScheduleUpkeep;
