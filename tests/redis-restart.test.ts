@@ -1,63 +1,29 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EnqueuedJob } from '../src/queue/producer.js';
 import { loadPagila } from './helpers/pg.js';
+import { PersistentRedis } from './helpers/redis-servers.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
 
 /** Redis stopped and started again on its port, with AOF persistence, while jobs wait and run. */
 describe('a Redis restart', () => {
   const port = 8100 + Math.floor(Math.random() * 250);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-redis-'));
-  let server: ResultPromise;
+  const redis = new PersistentRedis(port);
   let rig: Rig;
   const workers: WorkerProcess[] = [];
 
-  const startRedis = async () => {
-    server = execa(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        dir,
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        '--save',
-        '',
-      ],
-      {
-        reject: false,
-        stdio: 'ignore',
-      },
-    );
-    await waitFor(
-      'redis-server to answer',
-      async () => (await execa('redis-cli', ['-p', String(port), 'ping'], { reject: false })).stdout === 'PONG',
-      10_000,
-    );
-  };
-
   beforeAll(async () => {
-    await startRedis();
-    rig = await Rig.create({ REDIS_URL: `redis://127.0.0.1:${port}` });
+    await redis.start();
+    rig = await Rig.create({ REDIS_URL: redis.url });
     await loadPagila(rig.db('app'));
     rig.setEnv('app', rig.db('app'));
     workers.push(await rig.startWorker('backup'), await rig.startWorker('maintenance'));
   });
   afterAll(async () => {
     await rig?.cleanup(); // while its Redis still answers, so that its clients close cleanly
-    server?.kill('SIGKILL');
-    await server;
-    rmSync(dir, { recursive: true, force: true });
+    await redis.stop();
   });
 
   it('workers and clients reconnect by themselves; no job is lost or completed twice', async () => {
@@ -72,10 +38,7 @@ describe('a Redis restart', () => {
       async () => (await producer.queues.get('maintenance').getCompletedCount()) > 0,
       30_000,
     );
-    await execa('redis-cli', ['-p', String(port), 'shutdown']);
-    await server;
-    await sleep(1_500);
-    await startRedis();
+    await redis.restart(1_500);
 
     const finished = await outcomes;
     expect(finished.map((outcome) => outcome.state)).toEqual(jobs.map(() => 'completed'));

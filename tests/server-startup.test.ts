@@ -8,6 +8,20 @@ import { waitFor } from './helpers/wait.js';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const unavailable = redisUnavailableReason();
 
+/** `npm run dashboard` on the rig's configuration, on a port of its own; its output as it comes. */
+function startServerProcess(rig: Rig, port: number) {
+  const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
+    env: { PATH: process.env.PATH!, ...rig.env, PORT: String(port), HOST: '127.0.0.1' },
+    extendEnv: false,
+    reject: false,
+    all: true,
+    buffer: false,
+  });
+  let output = '';
+  server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  return { server, output: () => output };
+}
+
 describe.skipIf(unavailable !== undefined)(
   `the server while Redis is away${unavailable ? ` (skipped: ${unavailable})` : ''}`,
   () => {
@@ -27,24 +41,16 @@ describe.skipIf(unavailable !== undefined)(
 
     it('listens anyway, says within 5 s that it cannot reach Redis (no password), answers /healthz 503 until Redis is back', async () => {
       const started = Date.now();
-      const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
-        env: { PATH: process.env.PATH!, ...rig.env, PORT: String(httpPort), HOST: '127.0.0.1' },
-        extendEnv: false,
-        reject: false,
-        all: true,
-        buffer: false,
-      });
-      let output = '';
-      server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const { server, output } = startServerProcess(rig, httpPort);
       try {
         await waitFor(
           'the line about Redis',
-          () => output.includes(`cannot reach Redis at redis://:***@127.0.0.1:${redisPort}`),
+          () => output().includes(`cannot reach Redis at redis://:***@127.0.0.1:${redisPort}`),
           10_000,
         );
         expect(Date.now() - started).toBeLessThan(5_000);
-        expect(output).not.toContain('redis-secret-1');
-        await waitFor('the server to listen', () => output.includes('"msg":"server listening"'), 10_000);
+        expect(output()).not.toContain('redis-secret-1');
+        await waitFor('the server to listen', () => output().includes('"msg":"server listening"'), 10_000);
         expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(503);
 
         redis = await startRedis(redisPort, { password: 'redis-secret-1' });
@@ -53,7 +59,7 @@ describe.skipIf(unavailable !== undefined)(
           async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status === 200,
           30_000,
         );
-        await waitFor('the upkeep to start', () => output.includes('Redis answers again'), 10_000);
+        await waitFor('the upkeep to start', () => output().includes('Redis answers again'), 10_000);
       } finally {
         server.kill('SIGTERM');
         await server;
@@ -153,17 +159,9 @@ describe('the HTTP API while Redis is a closed port', () => {
   });
 
   it('answers 503 with the reason in a line, well within a client timeout, and SIGTERM ends the server at once', async () => {
-    const server = execa('node', [path.join(ROOT, 'dist/dashboards/server.js')], {
-      env: { PATH: process.env.PATH!, ...rig.env, PORT: String(httpPort), HOST: '127.0.0.1' },
-      extendEnv: false,
-      reject: false,
-      all: true,
-      buffer: false,
-    });
-    let output = '';
-    server.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const { server, output } = startServerProcess(rig, httpPort);
     try {
-      await waitFor('the server to listen', () => output.includes('"msg":"server listening"'), 10_000);
+      await waitFor('the server to listen', () => output().includes('"msg":"server listening"'), 10_000);
       const api = (route: string, init: RequestInit = {}) =>
         fetch(`http://127.0.0.1:${httpPort}/api/v1${route}`, {
           ...init,

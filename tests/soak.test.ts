@@ -5,13 +5,13 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa, type ResultPromise } from 'execa';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OperationType } from '../src/operations/index.js';
 import type { Producer } from '../src/queue/producer.js';
 import { createDatabase, fingerprint, loadPagila, shadowDatabasesFor, sql, type Fingerprint } from './helpers/pg.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
+import { PersistentRedis } from './helpers/redis-servers.js';
 import { S3Server } from './helpers/s3.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -52,55 +52,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** A Redis of the soak's own, persisting every write (AOF, fsync always), so that a restart loses nothing acknowledged. */
-class PersistentRedis {
-  private server?: ResultPromise;
-  readonly dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-soak-redis-'));
-  constructor(readonly port: number) {}
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-  async start(): Promise<void> {
-    this.server = execa(
-      'redis-server',
-      [
-        '--port',
-        String(this.port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        this.dir,
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        '--save',
-        '',
-      ],
-      {
-        reject: false,
-        stdio: 'ignore',
-      },
-    );
-    await waitFor(
-      'redis-server to answer',
-      async () => (await execa('redis-cli', ['-p', String(this.port), 'ping'], { reject: false })).stdout === 'PONG',
-      15_000,
-    );
-  }
-  async restart(downMs: number): Promise<void> {
-    await execa('redis-cli', ['-p', String(this.port), 'shutdown'], { reject: false });
-    await this.server;
-    await sleep(downMs);
-    await this.start();
-  }
-  async stop(): Promise<void> {
-    this.server?.kill('SIGKILL');
-    await this.server;
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
 interface Enqueued {
   type: OperationType;
   id: string;
@@ -121,7 +72,7 @@ describe.skipIf(!mountable)(
     let source: Fingerprint;
 
     beforeAll(async () => {
-      redis = new PersistentRedis(await freePort());
+      redis = new PersistentRedis(await freePort(), 15_000);
       await redis.start();
       s3 = await S3Server.start([BUCKET]);
       rig = await Rig.create({

@@ -17,6 +17,27 @@ const alive = (pid: number) => {
   }
 };
 
+/** `npm start` on the rig's configuration, once every worker and the server say they are up. */
+async function startSupervisor(rig: Rig) {
+  const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], {
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env, PORT: '0' },
+    extendEnv: false,
+    reject: false,
+    all: true,
+    buffer: false,
+  });
+  let output = '';
+  supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await waitFor(
+    'every worker and the server to be up',
+    () =>
+      (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length &&
+      output.includes('"msg":"server listening"'),
+    60_000,
+  );
+  return { supervisor, output: () => output };
+}
+
 /** `npm start`'s supervisor: every worker type and the server, and a stop that leaves nothing behind. */
 describe('npm start', () => {
   let rig: Rig;
@@ -31,28 +52,7 @@ describe('npm start', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)(
     'starts one process per worker type and the server; %s stops every one of them',
     async (signal) => {
-      const env: Record<string, string> = {
-        PATH: process.env.PATH!,
-        HOME: process.env.HOME ?? '/root',
-        ...rig.env,
-        PORT: '0',
-      };
-      const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], {
-        env,
-        extendEnv: false,
-        reject: false,
-        all: true,
-        buffer: false,
-      });
-      let output = '';
-      supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-      await waitFor(
-        'every worker and the server to be up',
-        () =>
-          (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length &&
-          output.includes('"msg":"server listening"'),
-        60_000,
-      );
+      const { supervisor } = await startSupervisor(rig);
       const children = (await execa('ps', ['-o', 'pid=', '--ppid', String(supervisor.pid)])).stdout
         .split('\n')
         .map((line) => Number(line.trim()))
@@ -75,24 +75,9 @@ describe('npm start with no environment', () => {
   afterAll(async () => rig?.cleanup());
 
   it('says once, not once per process, that no environment is configured', async () => {
-    const supervisor = execa('node', [path.join(ROOT, 'dist/workers/start-all.js')], {
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...rig.env, PORT: '0' },
-      extendEnv: false,
-      reject: false,
-      all: true,
-      buffer: false,
-    });
-    let output = '';
-    supervisor.all!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const { supervisor, output } = await startSupervisor(rig);
     try {
-      await waitFor(
-        'every worker and the server to be up',
-        () =>
-          (output.match(/"msg":"worker ready"/g) ?? []).length === workerTypes.length &&
-          output.includes('"msg":"server listening"'),
-        60_000,
-      );
-      expect(output.match(/no database environment is configured/g)).toHaveLength(1);
+      expect(output().match(/no database environment is configured/g)).toHaveLength(1);
     } finally {
       supervisor.kill('SIGTERM');
       await supervisor;

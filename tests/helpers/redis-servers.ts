@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type ResultPromise } from 'execa';
+import { waitFor } from './wait.js';
 
 /** Redis servers a test starts for itself on loopback ports, in their own temporary directory. */
 export interface TestRedis {
@@ -221,4 +222,58 @@ export async function startRedis(
   }
   const stop = await serve(dir, starts);
   return { url: `${certificates ? 'rediss' : 'redis'}://127.0.0.1:${port}`, dir, ca: certificates?.ca, stop };
+}
+
+/** A Redis of a test's own, persisting every write (AOF, fsync always), so that a restart loses nothing acknowledged. */
+export class PersistentRedis {
+  private server?: ResultPromise;
+  readonly dir = mkdtempSync(path.join(os.tmpdir(), 'dbops-redis-'));
+  constructor(
+    readonly port: number,
+    /** How long a start may take before it counts as failed. */
+    private readonly answerWithinMs = 10_000,
+  ) {}
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+  async start(): Promise<void> {
+    this.server = execa(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        this.dir,
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--save',
+        '',
+      ],
+      {
+        reject: false,
+        stdio: 'ignore',
+      },
+    );
+    await waitFor(
+      'redis-server to answer',
+      async () => (await execa('redis-cli', ['-p', String(this.port), 'ping'], { reject: false })).stdout === 'PONG',
+      this.answerWithinMs,
+    );
+  }
+  /** Stopped (its process gone) and started again, after `downMs` down. */
+  async restart(downMs: number): Promise<void> {
+    await execa('redis-cli', ['-p', String(this.port), 'shutdown'], { reject: false });
+    await this.server;
+    await sleep(downMs);
+    await this.start();
+  }
+  async stop(): Promise<void> {
+    this.server?.kill('SIGKILL');
+    await this.server;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
