@@ -1,7 +1,7 @@
 import { cliConfig } from './config.js';
 import { getOperation, queueOf, type OperationType } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
-import { Producer } from '../queue/producer.js';
+import { Producer, type JobOutcome } from '../queue/producer.js';
 import { CliExit } from '../errors.js';
 import { formatJobReference } from '../job-ids.js';
 import { EXIT, err, out, printJson } from './io.js';
@@ -20,18 +20,18 @@ async function warnWithoutWorkers(producer: Producer, type: OperationType): Prom
 
 const INTERRUPTED = Symbol('interrupted');
 
-/** The promise's value, or INTERRUPTED at the first Ctrl-C (SIGINT) while it runs. */
-async function untilInterrupted<T>(promise: Promise<T>): Promise<T | typeof INTERRUPTED> {
-  let onInterrupt: (() => void) | undefined;
+/**
+ * Listens for the first Ctrl-C (SIGINT) from now on: `interrupted` resolves then. Taken before the job's
+ * id is printed, so that no Ctrl-C after it meets Node's default (an abrupt exit, the terminal as the
+ * progress bar left it).
+ */
+function listenForInterrupt(): { interrupted: Promise<typeof INTERRUPTED>; stop(): void } {
+  let onInterrupt: () => void = () => undefined;
   const interrupted = new Promise<typeof INTERRUPTED>((resolve) => {
     onInterrupt = () => resolve(INTERRUPTED);
     process.once('SIGINT', onInterrupt);
   });
-  try {
-    return await Promise.race([promise, interrupted]);
-  } finally {
-    process.off('SIGINT', onInterrupt!);
-  }
+  return { interrupted, stop: () => process.off('SIGINT', onInterrupt) };
 }
 
 /** What every operation command does: validate, enqueue (or run locally), print the id, maybe follow it. */
@@ -59,12 +59,21 @@ export async function runOperation(
       else out(job.id);
       return;
     }
-    if (flags.json) err(`job ${job.id}`);
-    else out(job.id);
-    const display = (await import('./progress.js')).createProgressDisplay();
+    const interrupt = listenForInterrupt();
+    let outcome: JobOutcome<OperationType> | typeof INTERRUPTED;
+    try {
+      if (flags.json) err(`job ${job.id}`);
+      else out(job.id);
+      const display = (await import('./progress.js')).createProgressDisplay();
+      outcome = await Promise.race([
+        producer.wait(job.id, (progress) => display.update(progress)),
+        interrupt.interrupted,
+      ]);
+      display.stop(); // on a terminal: the cursor and line wrapping back as they were
+    } finally {
+      interrupt.stop();
+    }
     const reference = formatJobReference(type, job.id);
-    const outcome = await untilInterrupted(producer.wait(job.id, (progress) => display.update(progress)));
-    display.stop(); // on a terminal: the cursor and line wrapping back as they were
     if (outcome === INTERRUPTED) {
       if (!flags.cancelOnInterrupt)
         throw new CliExit(
