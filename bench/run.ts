@@ -21,7 +21,8 @@
  *     S3 vs from BACKUP_DIR; a worker's memory while uploading (bench/s3.ts)
  *
  * BENCH_ONLY=s3 runs the S3 rows alone; BENCH_ONLY=cli the CLI's start (--version, --help, an enqueue),
- * 11 alternating rounds, beside bare `node -e 0`.
+ * 11 alternating rounds, beside bare `node -e 0`; BENCH_ONLY=history the job history's search on
+ * 100,000 entries (bench/history.ts; also at the end of a full run).
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.
@@ -33,6 +34,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
+import { benchHistory } from './history.js';
 import { benchQueue } from './queue.js';
 import { benchS3, type BenchRow } from './s3.js';
 import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
@@ -121,6 +123,10 @@ async function checkpoint(): Promise<void> {
 async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'cli') {
     printTable(await benchCliStart(), "the CLI's start");
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'history') {
+    printTable(await benchHistory(), 'the job history');
     return;
   }
   const size = await ensureDatabase(SOURCE, rows);
@@ -492,6 +498,7 @@ async function main(): Promise<void> {
     'worker, beside the job',
     'finished until CLI exit',
   ]);
+  printTable(await benchHistory(), 'the job history');
 }
 
 /** The CLI's start alone: what every command pays before it does anything, beside Node's own start. */

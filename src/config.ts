@@ -86,6 +86,14 @@ const baseSchema = z.object({
   JOB_KEEP_FAILED: positiveInt(0, 1_000_000).default(5_000),
   /** Length each queue's event stream is trimmed to (BullMQ's default); events carry job results. */
   JOB_EVENTS_MAX: positiveInt(10, 1_000_000).default(10_000),
+  /** The job history (audit trail): kept this many days, and at most this many entries. */
+  HISTORY_RETENTION_DAYS: positiveInt(1, 36_500).default(400),
+  HISTORY_MAX_ENTRIES: positiveInt(1_000, 100_000_000).default(250_000),
+  /** The name the history gives the holder of API_TOKEN (who asked, for jobs enqueued through the API). */
+  API_TOKEN_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9._@-]{1,64}$/, { message: 'expected up to 64 letters, digits, ".", "_", "@" or "-"' })
+    .default('api'),
   WORKER_CONCURRENCY: positiveInt(1, 64).default(1),
   WORKER_LOCK_MS: positiveInt(1_000, 3_600_000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: positiveInt(500, 3_600_000).optional(),

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { operationCommands } from './commands/index.js';
+import { registerHistory } from './commands/history.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerSchema } from './commands/schema.js';
@@ -21,6 +22,7 @@ function buildProgram(): Command {
     .configureOutput({ outputError: () => undefined });
   for (const register of operationCommands) register(program);
   registerJobs(program);
+  registerHistory(program);
   registerSchedule(program);
   registerSchema(program);
   for (const command of program.commands) {

@@ -2,6 +2,7 @@ import { cliConfig } from './config.js';
 import { getOperation, queueOf, type OperationType } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
 import { Producer, type JobOutcome } from '../queue/producer.js';
+import { cliRequester } from '../queue/requester.js';
 import { CliExit } from '../errors.js';
 import { formatJobReference } from '../job-ids.js';
 import { EXIT, err, out, printJson } from './io.js';
@@ -48,7 +49,7 @@ export async function runOperation(
     return;
   }
 
-  const producer = new Producer(config);
+  const producer = new Producer(config, undefined, cliRequester());
   try {
     const job = await producer.enqueue(type, payload);
     await warnWithoutWorkers(producer, type);

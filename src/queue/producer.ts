@@ -19,6 +19,9 @@ import { validatePayload } from '../operations/validate.js';
 import { progressOf, type JobSummary } from './job-facts.js';
 import { bullStatesOf, filtersEachJob, matchesFilter, type JobFilter } from './job-filter.js';
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
+import { History } from './history.js';
+import { historyDraft } from './job-history.js';
+import { localUser, requesterOf, stampRequester, type Requester } from './requester.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -67,13 +70,17 @@ function summaryOf(job: Job, state: JobState | 'unknown'): JobSummary {
  */
 export class Producer {
   readonly queues: Queues;
+  readonly history: History;
   private readonly events = new Map<WorkerType, { events: QueueEvents; connection: RedisConnection }>();
 
   constructor(
     readonly config: Config,
     connection: RedisConnection = createRedis(config, 'producer'),
+    /** Who asks, for the history, unless a call says otherwise (the API and the console say per request). */
+    readonly requester: Requester = { via: 'library', name: localUser() },
   ) {
     this.queues = new Queues(config, connection);
+    this.history = new History(connection, config);
   }
 
   private reachable: Promise<void> | undefined;
@@ -107,12 +114,16 @@ export class Producer {
   async enqueue<T extends OperationType>(
     type: T,
     payload: PayloadInput<T>,
-    options: { jobId?: string } = {},
+    options: { jobId?: string; requester?: Requester } = {},
   ): Promise<EnqueuedJob> {
     const data = await validatePayload(this.config, type, payload);
     await this.ensureReachable();
     const id = options.jobId ?? newJobId(type);
+    const requester = options.requester ?? this.requester;
+    const stamp = (jobType: OperationType, jobId: string) =>
+      stampRequester(this.queues.connection, this.config, queueName(jobType), jobId, requester);
     const children = getOperation(type).children?.(data) ?? [];
+    await stamp(type, id);
     if (children.length === 0) {
       await this.queues.add(type, data, { jobId: id });
       return { id, type };
@@ -122,11 +133,13 @@ export class Producer {
     for (const child of children) {
       if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
       const childData = await validatePayload(this.config, child.type, child.payload);
+      const childId = newJobId(child.type);
+      await stamp(child.type, childId);
       childJobs.push({
         name: child.type,
         queueName: queueName(child.type),
         data: childData,
-        opts: { ...jobOptionsFor(this.config, child.type), jobId: newJobId(child.type), failParentOnFailure: true },
+        opts: { ...jobOptionsFor(this.config, child.type), jobId: childId, failParentOnFailure: true },
       });
     }
     const flows = new FlowProducer({ connection: this.queues.connection, prefix: this.config.QUEUE_PREFIX });
@@ -291,13 +304,19 @@ export class Producer {
    * Cancels a job: one not started yet is removed from its queue; a running one is told to stop
    * (its worker ends the child process and leaves the target as it was).
    */
-  async cancel(reference: string): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
+  async cancel(
+    reference: string,
+    requester: Requester = this.requester,
+  ): Promise<'removed' | 'signalled' | 'finished' | 'unknown'> {
     const job = await this.getJob(reference);
-    return job ? this.cancelJob(job) : 'unknown';
+    return job ? this.cancelJob(job, requester) : 'unknown';
   }
 
-  /** cancel, for a job already found. */
-  async cancelJob(job: Job): Promise<'removed' | 'signalled' | 'finished'> {
+  /**
+   * cancel, for a job already found. A job removed before it started is in the history as cancelled,
+   * by whom; a running one is recorded by its worker when it stops.
+   */
+  async cancelJob(job: Job, requester: Requester = this.requester): Promise<'removed' | 'signalled' | 'finished'> {
     const state = await job.getState();
     if (state === 'completed' || state === 'failed') return 'finished';
     if (state === 'active') {
@@ -306,6 +325,22 @@ export class Producer {
       return 'signalled';
     }
     await job.remove();
+    const type = typeOf(job);
+    const operation = getOperation(type);
+    const parsed = operation.schema.safeParse(job.data);
+    await this.history.append(
+      historyDraft({
+        job,
+        type,
+        operation,
+        config: this.config,
+        state: 'cancelled',
+        requester: await requesterOf(this.queues.connection, this.config, job),
+        payload: parsed.success ? parsed.data : undefined,
+        reason: 'cancelled before it started',
+        cancelledBy: requester,
+      }),
+    );
     return 'removed';
   }
 

@@ -5,13 +5,17 @@ import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
 import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
 import { createContext } from '../operations/context.js';
-import { isOperationType, isWorkerType, operationsOn, type WorkerType } from '../operations/index.js';
+import { isOperationType, isWorkerType, operationsOn, queueOf, type WorkerType } from '../operations/index.js';
 import type { Operation } from '../operations/operation.js';
 import { checkPayload, validatePayload } from '../operations/validate.js';
 import { scrubSecrets } from '../secrets.js';
 import { createRedis, type RedisConnection } from './connection.js';
 import { redisLedger } from './ledger.js';
 import { Queues, cancelChannel, cancelledKey, finishedJobRetention } from './queues.js';
+import { History } from './history.js';
+import { historyDraft } from './job-history.js';
+import { requesterOf, stampRequester } from './requester.js';
+import { formatJobReference } from '../job-ids.js';
 
 /** Why a running job's signal was aborted. */
 export const SHUTDOWN = 'worker shutting down';
@@ -162,6 +166,7 @@ function processorFor(deps: ProcessorDeps) {
       }
     }
     const ref: JobRef = { prefix: config.QUEUE_PREFIX, queue: type, id: job.id! };
+    const byJob = { via: 'job', name: formatJobReference(job.name, job.id!) } as const;
     const { context, flush } = createContext(
       {
         jobId: job.id!,
@@ -177,6 +182,7 @@ function processorFor(deps: ProcessorDeps) {
           for (const child of children) {
             if (!isOperationType(child.type)) throw new Error(`unknown operation type "${child.type}"`);
             const data = await validatePayload(config, child.type, child.payload);
+            await stampRequester(connection, config, queueOf(child.type), child.jobId, byJob);
             await queues.add(child.type, data, {
               jobId: child.jobId,
               parent: { id: job.id!, queue: job.queueQualifiedName },
@@ -189,6 +195,7 @@ function processorFor(deps: ProcessorDeps) {
         enqueue: async (followUp, followUpPayload, options) => {
           if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
           const data = await validatePayload(config, followUp, followUpPayload);
+          await stampRequester(connection, config, queueOf(followUp), options.jobId, byJob);
           await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
         },
       },
@@ -212,6 +219,59 @@ function processorFor(deps: ProcessorDeps) {
       throw await settle(config, job, token, signal, error);
     } finally {
       await flush();
+    }
+  };
+}
+
+/** Whether a job's attempt that threw ended the job: no retry, no coming back (shutdown, children). */
+function endedTheJob(job: Job, error: unknown): boolean {
+  if (error instanceof WaitingError || error instanceof WaitingChildrenError) return false;
+  return error instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
+
+/**
+ * Each job that ends (completed, failed for good, cancelled) leaves an entry in the history. A lost
+ * entry is logged, never a reason to fail a job that did its work.
+ */
+function recordedInHistory(
+  deps: ProcessorDeps,
+  history: History,
+  run: (job: Job, token?: string, signal?: AbortSignal) => Promise<unknown>,
+) {
+  const { config, connection, logger, byName } = deps;
+  const record = async (job: Job, startedAt: number, ended: { result?: unknown; error?: Error }) => {
+    try {
+      const operation = byName.get(job.name);
+      const parsed = operation?.schema.safeParse(job.data);
+      const reason = ended.error?.message;
+      await history.append(
+        historyDraft({
+          job,
+          type: operation ? job.name : deps.type,
+          operation,
+          config,
+          state: ended.error ? (reason === CANCELLED_REASON ? 'cancelled' : 'failed') : 'completed',
+          requester: await requesterOf(connection, config, job),
+          payload: parsed?.success ? parsed.data : undefined,
+          result: ended.result,
+          reason,
+          startedAt,
+          clean: (text) => withoutServerPaths(text, config),
+        }),
+      );
+    } catch (error) {
+      logger.error({ jobId: job.id, err: error }, 'the job history did not take this job');
+    }
+  };
+  return async (job: Job, token?: string, signal?: AbortSignal) => {
+    const startedAt = Date.now();
+    try {
+      const result = await run(job, token, signal);
+      await record(job, startedAt, { result });
+      return result;
+    } catch (error) {
+      if (endedTheJob(job, error)) await record(job, startedAt, { error: error as Error });
+      throw error;
     }
   };
 }
@@ -242,7 +302,7 @@ export async function startWorker(
   });
   await recovery.recover();
 
-  const processor = processorFor({
+  const deps: ProcessorDeps = {
     type,
     config,
     logger,
@@ -251,7 +311,8 @@ export async function startWorker(
     ledger,
     byName: new Map(operations.map((operation) => [operation.type, operation])),
     isShuttingDown: () => shuttingDown,
-  });
+  };
+  const processor = recordedInHistory(deps, new History(connection, config), processorFor(deps));
   const worker = new Worker(type, processor, {
     connection,
     prefix: config.QUEUE_PREFIX,

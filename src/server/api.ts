@@ -15,9 +15,11 @@ import { isOperationType, type OperationType } from '../operations/index.js';
 import { validatePayload } from '../operations/validate.js';
 import { lastConnectionError } from '../queue/connection.js';
 import { jobContract, operationContract } from '../queue/contract.js';
+import { historyFilterOf } from '../queue/history-entry.js';
 import { JOB_FILTER_WORDS, parseJobFilter } from '../queue/job-filter.js';
 import type { JobSummary } from '../queue/job-facts.js';
 import type { Producer } from '../queue/producer.js';
+import { cleanClaim, type Requester } from '../queue/requester.js';
 import { scrubSecrets } from '../secrets.js';
 import { bearerAuth } from './auth.js';
 import { serverFacts } from './facts.js';
@@ -87,6 +89,12 @@ export function apiRouter(config: Config, producer: Producer): Router {
     if (!trouble) return next();
     redisAway(res, trouble);
   };
+  /** Who asked: the token's name, and whom the caller says it acts for (X-Dbops-On-Behalf-Of, as said). */
+  const requesterOf = (req: Request): Requester => ({
+    via: 'api',
+    name: config.API_TOKEN_NAME,
+    onBehalfOf: cleanClaim(req.get('X-Dbops-On-Behalf-Of')),
+  });
   const knownType = (type: string): OperationType => {
     if (!isOperationType(type)) throw new ApiAnswer(404, `unknown operation type "${type}"`);
     return type;
@@ -103,7 +111,7 @@ export function apiRouter(config: Config, producer: Producer): Router {
   router.post('/jobs/:type', redisUp, async (req, res) => {
     const type = knownType(req.params.type as string);
     // An empty body is an empty payload; anything else is validated as it came, like every producer's.
-    const job = await producer.enqueue(type, (hasBody(req) ? req.body : {}) as never);
+    const job = await producer.enqueue(type, (hasBody(req) ? req.body : {}) as never, { requester: requesterOf(req) });
     res.status(202).json({ id: job.id, type, reference: formatJobReference(type, job.id) });
   });
 
@@ -120,6 +128,13 @@ export function apiRouter(config: Config, producer: Producer): Router {
     res.json((await producer.list(filter)).map(jobView));
   });
 
+  /** The job history: finished jobs kept beyond the queues, newest first (as `manage-db history --json`). */
+  router.get('/history', redisUp, async (req, res) => {
+    const words = Object.fromEntries(JOB_FILTER_WORDS.map((word) => [word, query(req, word)]));
+    const filter = historyFilterOf(parseJobFilter({ ...words, search: words.search ?? query(req, 'q') }));
+    res.json(await producer.history.search(filter));
+  });
+
   router.get('/jobs/:type/:id', redisUp, async (req, res) => {
     res.json(jobView(await producer.summarize(await namedJob(req))));
   });
@@ -133,7 +148,7 @@ export function apiRouter(config: Config, producer: Producer): Router {
 
   router.post('/jobs/:type/:id/cancel', redisUp, async (req, res) => {
     const job = await namedJob(req);
-    const outcome = await producer.cancelJob(job);
+    const outcome = await producer.cancelJob(job, requesterOf(req));
     if (outcome === 'finished') return res.status(409).json({ error: `${job.id} already finished: nothing to cancel` });
     res.json({ id: job.id, outcome });
   });

@@ -3,6 +3,7 @@ import type { Progress } from '../../operations/operation.js';
 import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobFilterWords } from '../../queue/job-filter.js';
 import type { Producer } from '../../queue/producer.js';
+import { cliRequester } from '../../queue/requester.js';
 import { CliExit } from '../../errors.js';
 import { cliConfig } from '../config.js';
 import { humanDuration, listTime } from '../../units.js';
@@ -10,7 +11,7 @@ import { EXIT, out, printJson, printTable } from '../io.js';
 
 async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
   const { Producer } = await import('../../queue/producer.js');
-  const producer = new Producer(cliConfig());
+  const producer = new Producer(cliConfig(), undefined, cliRequester());
   try {
     return await fn(producer);
   } finally {

@@ -1,3 +1,4 @@
+import { cliRequester } from '../../queue/requester.js';
 import { Command } from 'commander';
 import { ValidationError } from '../../errors.js';
 import type { OperationType } from '../../operations/index.js';
@@ -14,7 +15,7 @@ async function withSchedules<T>(fn: (schedules: Schedules) => Promise<T>): Promi
     import('../../queue/producer.js'),
     import('../../schedules/schedules.js'),
   ]);
-  const producer = new Producer(cliConfig());
+  const producer = new Producer(cliConfig(), undefined, cliRequester());
   try {
     await producer.ensureReachable();
     return await fn(new Schedules(producer.config, producer.queues));

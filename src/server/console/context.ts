@@ -5,6 +5,7 @@ import { ValidationError } from '../../errors.js';
 import { getOperation, isOperationType } from '../../operations/index.js';
 import type { JobSummary } from '../../queue/job-facts.js';
 import type { Producer } from '../../queue/producer.js';
+import type { Requester } from '../../queue/requester.js';
 import { scrubSecrets } from '../../secrets.js';
 import { factsCache, serverFacts } from '../facts.js';
 import { type Html, html, page } from './html.js';
@@ -56,6 +57,8 @@ export function consoleContext(config: Config, producer: Producer, options: Cons
   const send = (res: Response, title: string, current: string, body: Html, refreshSeconds?: number) =>
     res.type('html').send(page(title, current, body, { refreshSeconds, readOnly: options.readOnly }));
   const safe = (text: string) => scrubSecrets(text, config.secrets);
+  /** Who the history says asked: the dashboard's one user, or nobody signed in (a console open on loopback). */
+  const requester: Requester = { via: 'console', name: config.DASHBOARD_USER ?? 'nobody signed in' };
   const form = express.urlencoded({ extended: false, limit: '16kb' });
   /** An action: the job it enqueued is shown; an invalid one (a protected target without its name) is said, nothing enqueued. */
   const act =
@@ -94,6 +97,7 @@ export function consoleContext(config: Config, producer: Producer, options: Cons
     safe,
     form,
     act,
+    requester,
     environmentFacts,
     backupListing,
   };

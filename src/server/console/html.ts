@@ -63,6 +63,7 @@ table { border-collapse: collapse; width: 100%; margin: .5rem 0 1.5rem; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #8883; vertical-align: top; }
 th { font-size: .8rem; text-transform: uppercase; color: var(--muted); }
 .scroll { overflow-x: auto; }
+td.nowrap { white-space: nowrap; } td.wrap { overflow-wrap: anywhere; min-width: 14rem; }
 .ok { color: var(--good); } .bad { color: var(--bad); } .muted { color: var(--muted); }
 .notice { padding: .6rem .8rem; border-left: 4px solid var(--accent); background: #8881; margin: .5rem 0 1rem; }
 .notice.bad { border-color: var(--bad); }
@@ -70,6 +71,9 @@ progress { width: 8rem; }
 form.inline { display: inline-flex; gap: .3rem; flex-wrap: wrap; margin: 0 .3rem .3rem 0; }
 button { font: inherit; padding: .2rem .6rem; cursor: pointer; }
 input, select { font: inherit; padding: .15rem .3rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 420px), 1fr)); gap: 0 1.5rem; }
+figure { margin: 0 0 1rem; } figcaption { font-size: .85rem; color: var(--muted); }
+svg.chart { display: block; max-width: 100%; height: auto; }
 pre { white-space: pre-wrap; word-break: break-word; background: #8881; padding: .6rem; }
 @media (max-width: 700px) { td, th { padding: .3rem; font-size: .9rem; } main { padding: .5rem; } }
 `;
@@ -79,6 +83,8 @@ const SECTIONS = [
   ['/backups', 'Backups'],
   ['/schedules', 'Schedules'],
   ['/jobs', 'Jobs'],
+  ['/history', 'History'],
+  ['/charts', 'Charts'],
 ] as const;
 
 export function page(
