@@ -160,6 +160,9 @@ describe('the job history', () => {
       attempts: 0,
     });
 
+    // Who asked is stamped beside a job until it is over: gone with a completed or cancelled job.
+    const stamps = (await rig.redisKeys()).filter((key) => key.includes(':dbops:requested:'));
+    expect(stamps.filter((key) => [cliId, apiId, consoleId, copyId].some((id) => key.endsWith(`:${id}`)))).toEqual([]);
     const shown = await rig.cli(['history', '--type', 'copy']);
     expect(shown.stdout.split('\n')[0]).toMatch(/^ENDED +JOB +ENV +STATE +BY +TOOK +OUTCOME$/);
     expect(shown.stdout).toContain(`copy/${copyId}`);

@@ -21,7 +21,7 @@ import { bullStatesOf, filtersEachJob, matchesFilter, type JobFilter } from './j
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 import { History } from './history.js';
 import { historyDraft } from './job-history.js';
-import { localUser, requesterOf, stampRequester, type Requester } from './requester.js';
+import { forgetRequester, localUser, requesterOf, stampRequester, type Requester } from './requester.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -341,6 +341,7 @@ export class Producer {
         cancelledBy: requester,
       }),
     );
+    await forgetRequester(this.queues.connection, this.config, job.queueName, job.id!);
     return 'removed';
   }
 

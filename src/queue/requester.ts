@@ -60,7 +60,7 @@ function requesterKey(config: Pick<Config, 'QUEUE_PREFIX'>, queue: string, jobId
   return `${config.QUEUE_PREFIX}:dbops:requested:${queue}:${jobId}`;
 }
 
-/** Kept as long as BullMQ keeps a failed job (30 days), for a retry's entry to say who asked too. */
+/** Kept at most as long as BullMQ keeps a failed job (30 days), for a retry's entry to say who asked too. */
 const STAMP_SECONDS = 30 * 86_400;
 
 export async function stampRequester(
@@ -71,6 +71,16 @@ export async function stampRequester(
   requester: Requester,
 ): Promise<void> {
   await connection.set(requesterKey(config, queue, jobId), JSON.stringify(requester), 'EX', STAMP_SECONDS);
+}
+
+/** Once a job is over for good (completed, cancelled), its stamp goes with it; a failed job's stays for a retry. */
+export async function forgetRequester(
+  connection: RedisConnection,
+  config: Pick<Config, 'QUEUE_PREFIX'>,
+  queue: string,
+  jobId: string,
+): Promise<void> {
+  await connection.del(requesterKey(config, queue, jobId));
 }
 
 /** Who asked for a job: its stamp, else its schedule, else a BullMQ producer. */

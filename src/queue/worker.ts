@@ -14,7 +14,7 @@ import { redisLedger } from './ledger.js';
 import { Queues, cancelChannel, cancelledKey, finishedJobRetention } from './queues.js';
 import { History } from './history.js';
 import { historyDraft } from './job-history.js';
-import { requesterOf, stampRequester } from './requester.js';
+import { forgetRequester, requesterOf, stampRequester } from './requester.js';
 import { formatJobReference } from '../job-ids.js';
 
 /** Why a running job's signal was aborted. */
@@ -244,13 +244,14 @@ function recordedInHistory(
       const operation = byName.get(job.name);
       const parsed = operation?.schema.safeParse(job.data);
       const reason = ended.error?.message;
+      const state = ended.error ? (reason === CANCELLED_REASON ? 'cancelled' : 'failed') : 'completed';
       await history.append(
         historyDraft({
           job,
           type: operation ? job.name : deps.type,
           operation,
           config,
-          state: ended.error ? (reason === CANCELLED_REASON ? 'cancelled' : 'failed') : 'completed',
+          state,
           requester: await requesterOf(connection, config, job),
           payload: parsed?.success ? parsed.data : undefined,
           result: ended.result,
@@ -259,6 +260,7 @@ function recordedInHistory(
           clean: (text) => withoutServerPaths(text, config),
         }),
       );
+      if (state !== 'failed') await forgetRequester(connection, config, job.queueName, job.id!);
     } catch (error) {
       logger.error({ jobId: job.id, err: error }, 'the job history did not take this job');
     }

@@ -69,12 +69,14 @@ def progress_of(status: Dict[str, Any]) -> Dict[str, Any]:
     return {"percent": progress if isinstance(progress, (int, float)) else 0, "step": ""}
 
 
-def exchange(base: str, token: str, call: Call, timeout: float) -> Any:
+def exchange(base: str, token: str, call: Call, timeout: float, on_behalf_of: Optional[str] = None) -> Any:
     """One request and its answer as JSON; every failure a DbopsError of its kind."""
     data = None if call.body is None else json.dumps(call.body).encode("utf-8")
     headers = {"Accept": "application/json"}
     if call.auth:
         headers["Authorization"] = f"Bearer {token}"
+    if on_behalf_of:
+        headers["X-Dbops-On-Behalf-Of"] = on_behalf_of
     if data is not None:
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(base + call.path, data=data, method=call.method, headers=headers)

@@ -74,6 +74,21 @@ class AsyncClient(Routes):
         )
         return answer
 
+    async def history(
+        self,
+        type: Optional[str] = None,
+        env: Optional[str] = None,
+        state: Optional[str] = None,
+        since: Optional[str] = None,
+        until: Optional[str] = None,
+        search: Optional[str] = None,
+        limit: int = 50,
+    ) -> List[Dict[str, Any]]:
+        answer: List[Dict[str, Any]] = await self._request(
+            self._history(type=type, env=env, state=state, since=since, until=until, search=search, limit=limit)
+        )
+        return answer
+
     async def logs(self, job: str, limit: int = 1000) -> List[str]:
         answer = await self._request(self._logs(job, limit))
         return list(answer["lines"])
@@ -104,7 +119,7 @@ class AsyncClient(Routes):
         attempt = 0
         while True:
             try:
-                return await asyncio.to_thread(_http.exchange, self.url, self.token, call, self.timeout)
+                return await asyncio.to_thread(_http.exchange, self.url, self.token, call, self.timeout, self.on_behalf_of)
             except DbopsError as error:
                 attempt += 1
                 if not self._retryable(error, call, attempt):

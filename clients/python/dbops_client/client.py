@@ -20,7 +20,9 @@ class Routes:
     """What Client and AsyncClient share: their configuration, the API's routes, when to retry.
 
     `url` defaults to DBOPS_URL (else http://127.0.0.1:3000), `token` to DBOPS_API_TOKEN. Connection
-    errors are retried `retries` times with a pause from `backoff` seconds, doubling.
+    errors are retried `retries` times with a pause from `backoff` seconds, doubling. `on_behalf_of`
+    names whom the calls are made for (a user of the application): dbops' job history keeps it beside
+    the token's name.
     """
 
     def __init__(
@@ -30,12 +32,14 @@ class Routes:
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.5,
+        on_behalf_of: Optional[str] = None,
     ):
         self.url = _http.base_url(url or os.environ.get("DBOPS_URL") or "http://127.0.0.1:3000")
         self.token = token if token is not None else os.environ.get("DBOPS_API_TOKEN", "")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.on_behalf_of = on_behalf_of
 
     @staticmethod
     def _enqueue(kind: str, payload: Dict[str, Any]) -> Call:
@@ -48,6 +52,10 @@ class Routes:
     @staticmethod
     def _jobs(**filters: Any) -> Call:
         return Call("GET", "/api/v1/jobs" + query(**filters))
+
+    @staticmethod
+    def _history(**filters: Any) -> Call:
+        return Call("GET", "/api/v1/history" + query(**filters))
 
     @staticmethod
     def _get(job: str) -> Call:
@@ -192,6 +200,22 @@ class Client(Routes):
         )
         return answer
 
+    def history(
+        self,
+        type: Optional[str] = None,
+        env: Optional[str] = None,
+        state: Optional[str] = None,
+        since: Optional[str] = None,
+        until: Optional[str] = None,
+        search: Optional[str] = None,
+        limit: int = 50,
+    ) -> List[Dict[str, Any]]:
+        """Finished jobs from dbops' history (kept beyond the queues), newest first: who asked, what happened."""
+        answer: List[Dict[str, Any]] = self._request(
+            self._history(type=type, env=env, state=state, since=since, until=until, search=search, limit=limit)
+        )
+        return answer
+
     def logs(self, job: str, limit: int = 1000) -> List[str]:
         """The job's log lines (the last `limit`)."""
         answer: Dict[str, Any] = self._request(self._logs(job, limit))
@@ -242,7 +266,7 @@ class Client(Routes):
         attempt = 0
         while True:
             try:
-                return _http.exchange(self.url, self.token, call, self.timeout)
+                return _http.exchange(self.url, self.token, call, self.timeout, self.on_behalf_of)
             except DbopsError as error:
                 attempt += 1
                 if not self._retryable(error, call, attempt):

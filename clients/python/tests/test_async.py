@@ -31,6 +31,12 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
         self.assertIn(result["backupId"], [backup["id"] for backup in await self.dbops.backups("app")])
         with self.assertRaises(Conflict):
             await self.dbops.retry(job)
+        for _ in range(100):  # the worker appends the job's history entry as it ends
+            entries = await self.dbops.history(search=job.split("/", 1)[1])
+            if entries:
+                break
+            await asyncio.sleep(0.1)
+        self.assertEqual([(entry["reference"], entry["state"]) for entry in entries], [(job, "completed")])
 
     async def test_calls_run_concurrently(self):
         health, environments, schema = await asyncio.gather(

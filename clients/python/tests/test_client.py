@@ -6,6 +6,7 @@ added with numeric ids (a copy that waits, a maintenance job that fails).
 """
 
 import os
+import time
 import unittest
 
 from _support import assert_installed
@@ -110,6 +111,24 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(self.dbops.jobs(env="target", type="backup"), [])
         with self.assertRaises(ValidationFailed):
             self.dbops.jobs(state="sleeping")
+
+    def test_history_says_whom_the_token_acts_for(self):
+        for_alice = Client(timeout=30, on_behalf_of="alice@example.com")
+        job = for_alice.enqueue("maintenance", {"env": "app", "action": "analyze"})
+        for_alice.wait(job, timeout=120, poll=0.1)
+        job_id = job.split("/", 1)[1]
+        entries = []
+        for _ in range(100):  # the worker appends the entry as the job ends
+            entries = for_alice.history(search=job_id)
+            if entries:
+                break
+            time.sleep(0.1)
+        self.assertEqual([entry["reference"] for entry in entries], [job])
+        self.assertEqual(entries[0]["state"], "completed")
+        self.assertEqual(entries[0]["requestedBy"], 'API token "api" for "alice@example.com"')
+        self.assertIn(job, [entry["reference"] for entry in self.dbops.history(type="maintenance", env="app", since="1h")])
+        with self.assertRaises(ValidationFailed):
+            self.dbops.history(state="active")
 
     def test_cancel(self):
         waiting = self.dbops.enqueue("copy", {"from": "app", "to": "target", "confirm": "target"})
