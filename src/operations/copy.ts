@@ -9,7 +9,9 @@ import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
 import { connect, exportSnapshot, inTransaction, runScript } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
-import { userTables, type SizedTable } from '../postgres/catalog.js';
+import { columnFacts, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
+import { applyMasks, type MaskedTable, type TableMask } from '../postgres/masking.js';
+import { DELETE_WHERE, maskPolicySchema, maskProblems, ruleFor, type MaskPolicy } from './mask-policy.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
@@ -39,6 +41,7 @@ const schema = z.strictObject({
     .max(50)
     .default([])
     .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
+  mask: maskPolicySchema.optional(),
   verify: z
     .boolean()
     .default(false)
@@ -62,6 +65,17 @@ const result = z.object({
   tables: z.number().int(),
   sanitized: z.array(z.string()).meta({ description: 'the sanitize scripts run, by name' }),
   verified: z.boolean(),
+  masked: z
+    .array(
+      z.object({
+        table: z.string(),
+        columns: z.number().int(),
+        rowsDeleted: z.number().int(),
+        rowsMasked: z.number().int(),
+      }),
+    )
+    .optional()
+    .meta({ description: 'with mask: each table the policy changed, with how many columns and rows' }),
   previousDatabase: z.string().optional(),
   durationMs: z.number(),
   steps: stepTimings,
@@ -204,6 +218,47 @@ async function sanitize(context: OperationContext<CopyPayload>, shadowUrl: strin
   }
 }
 
+/** The policy's problems with these columns, as the one error that fails the copy; nothing when it fits. */
+function checkPolicy(policy: MaskPolicy, facts: ColumnFact[], where: string): void {
+  const problems = maskProblems(policy, facts);
+  if (problems.length > 0)
+    throw new PermanentError(
+      `the masking policy does not fit ${where}: ${problems.join('; ')}; the target was not touched`,
+    );
+}
+
+async function maskCopy(context: OperationContext<CopyPayload>, shadowUrl: string): Promise<MaskedTable[]> {
+  const policy = context.payload.mask!;
+  const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
+  try {
+    // Checked again in the copy: a sanitize script may have added a column.
+    const facts = await columnFacts(client);
+    checkPolicy(policy, facts, 'the copy');
+    const byTable = new Map<string, TableMask>();
+    for (const fact of facts) {
+      const rule = ruleFor(policy, fact)!;
+      const mask = byTable.get(fact.table) ?? {
+        table: fact.table,
+        columns: [],
+        deleteWhere: policy.tables[fact.table]?.[DELETE_WHERE] as string | undefined,
+        partitioned: fact.partitioned,
+      };
+      if (rule !== 'keep') mask.columns.push({ fact, rule });
+      byTable.set(fact.table, mask);
+    }
+    const work = [...byTable.values()].filter((mask) => mask.columns.length > 0 || mask.deleteWhere);
+    const masked = await applyMasks(client, work, policy.seed ?? 'dbops', (table, index) =>
+      context.progress(88 + (4 * index) / Math.max(work.length, 1), `masking ${table}`),
+    ).catch((error: unknown) => {
+      throw new PermanentError(`masking failed: ${(error as Error).message}; the target was not touched`);
+    });
+    context.log(`masked ${masked.reduce((sum, table) => sum + table.columns, 0)} columns in ${masked.length} tables`);
+    return masked;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 async function verifyCopy(
   context: OperationContext<CopyPayload>,
   sourceDigests: () => Promise<TableDigest[]>,
@@ -270,6 +325,8 @@ export const copy = defineOperation({
     let identity: DatabaseIdentity | undefined;
     try {
       tables = (await userTables(probe)).length;
+      // A policy that does not fit the source fails the copy before anything is made.
+      if (payload.mask) checkPolicy(payload.mask, await columnFacts(probe), source.env);
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
       if (payload.verify || payload.jobs > 1) {
         snapshot = { id: await exportSnapshot(probe), client: probe };
@@ -288,6 +345,7 @@ export const copy = defineOperation({
         `dbops:copy:${jobId}`,
       );
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
+      let masked: MaskedTable[] | undefined;
       const replaceStartedAt = Date.now();
       const replaced = await replaceDatabase(target, {
         config,
@@ -311,6 +369,10 @@ export const copy = defineOperation({
             await sanitize(context, shadowUrl);
             mark('sanitize');
           }
+          if (payload.mask) {
+            masked = await maskCopy(context, shadowUrl);
+            mark('mask');
+          }
         },
       });
       return {
@@ -321,6 +383,7 @@ export const copy = defineOperation({
         tables,
         sanitized: payload.sanitize.map((script) => script.name),
         verified: payload.verify,
+        ...(masked ? { masked } : {}),
         previousDatabase: replaced.previousDatabase,
         durationMs: Date.now() - startedAt,
         steps: [{ step: 'read the source', ms: replaceStartedAt - startedAt }, ...replaced.steps],
@@ -337,5 +400,8 @@ export const copy = defineOperation({
     `copied ${result.from} into ${result.to} (database "${result.database}", ${result.tables} tables, ${result.mode})` +
     (result.verified ? ', verified' : '') +
     (result.sanitized.length ? `, sanitised with ${result.sanitized.join(', ')}` : '') +
+    (result.masked
+      ? `, masked ${result.masked.reduce((sum, table) => sum + table.columns, 0)} columns in ${result.masked.length} tables`
+      : '') +
     (result.previousDatabase ? `; the previous database is kept as "${result.previousDatabase}"` : ''),
 });

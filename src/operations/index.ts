@@ -2,6 +2,7 @@ import type * as z from 'zod';
 import { backup } from './backup.js';
 import { copy } from './copy.js';
 import { maintenance } from './maintenance.js';
+import { maskreport } from './maskreport.js';
 import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
 import { previous } from './previous.js';
@@ -24,6 +25,7 @@ export const operations = {
   prune,
   verify,
   previous,
+  maskreport,
 } as const;
 
 export type OperationType = keyof typeof operations;

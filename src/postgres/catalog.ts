@@ -73,6 +73,43 @@ export async function countUserTables(client: pg.ClientBase): Promise<number> {
   return rows[0]?.n ?? 0;
 }
 
+/** A column as a masking policy is checked against it. */
+export interface ColumnFact {
+  /** `schema.table`, unquoted, as a policy names it. */
+  table: string;
+  column: string;
+  type: string;
+  nullable: boolean;
+  /** In a unique index or constraint (alone or with others). */
+  unique: boolean;
+  /** PostgreSQL's type category: S string, D date/time, N numeric, … */
+  category: string;
+  /** A varchar(n)'s n; null for unbounded. */
+  maxLength: number | null;
+  generated: boolean;
+  /** Of a partitioned table: its partitions are masked through it, and are not listed themselves. */
+  partitioned: boolean;
+}
+
+/** Every column of the tables (a partitioned table once, not its partitions), in table then column order. */
+export async function columnFacts(client: pg.ClientBase): Promise<ColumnFact[]> {
+  const { rows } = await client.query<ColumnFact>(
+    `WITH tables AS (SELECT c.oid, n.nspname, c.relname, c.relkind FROM ${USER_RELATIONS}
+                       AND c.relkind IN ('r', 'p') AND NOT c.relispartition)
+     SELECT r.nspname || '.' || r.relname AS table, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type,
+            NOT a.attnotnull AS nullable,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisunique AND a.attnum = ANY (i.indkey)) AS unique,
+            t.typcategory AS category,
+            CASE WHEN t.typcategory = 'S' AND a.atttypmod > 4 THEN a.atttypmod - 4 END AS "maxLength",
+            a.attgenerated <> '' AS generated, r.relkind = 'p' AS partitioned
+       FROM tables r
+       JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+       JOIN pg_type t ON t.oid = a.atttypid
+      ORDER BY r.nspname, r.relname, a.attnum`,
+  );
+  return rows;
+}
+
 /** A table with its size on disk (heap and TOAST). */
 export type SizedTable = TableRef & { bytes: number };
 

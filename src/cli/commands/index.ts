@@ -29,6 +29,7 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
   prune: registerBackups, // backups prune
   verify: registerBackups, // backups verify
   previous: registerPrevious,
+  maskreport: registerCopy, // copy --mask-report
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */

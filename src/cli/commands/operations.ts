@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { ValidationError } from '../../errors.js';
-import { parseWholeNumber } from '../io.js';
+import { CliExit, ValidationError } from '../../errors.js';
+import { EXIT, parseWholeNumber } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { RunFlags, RunOperation } from '../run-flags.js';
 import { confirmFlag, dropPreviousFlag, envFlag, jobsFlag, sourceSettingsFlag, storeFlag } from '../shared-flags.js';
@@ -119,20 +119,52 @@ function readSqlFiles(files: string[]): { name: string; sql: string }[] {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+/** A masking policy file (YAML, or JSON, which is YAML too), as the payload carries it. */
+async function readPolicy(file: string | undefined): Promise<unknown> {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ValidationError(
+      `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+    );
+  }
+  const { parse } = await import('yaml');
+  try {
+    return parse(text) as unknown;
+  } catch (error) {
+    throw new ValidationError(`${file} is not YAML: ${(error as Error).message.split('\n')[0]}`);
+  }
+}
+
 export function registerCopy(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
     program
       .command('copy')
       .description("copy one environment's database into another (through a shadow database, swapped in on success)")
       .requiredOption('--from <env>', 'source environment')
-      .requiredOption('--to <env>', 'target environment (replaced)')
+      .option('--to <env>', 'target environment (replaced)')
       .addOption(confirmFlag('the target environment'))
       .addOption(jobsFlag('parallel dump/restore through a temporary directory (default: stream, no file)'))
       .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
+      .option(
+        '--mask <policy.yml>',
+        'mask the copy by this policy (docs/masking.md); a column it does not cover fails the copy',
+      )
+      .option(
+        '--mask-report',
+        "print the source's columns the policy (or no policy) does not cover, as a starting policy",
+      )
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
       .addOption(dropPreviousFlag())
       .addOption(sourceSettingsFlag("the source database's")),
   ).action(async (options) => {
+    if (options.maskReport) {
+      await run('maskreport', { from: options.from, mask: await readPolicy(options.mask) }, flagsOf(options));
+      return;
+    }
+    if (options.to === undefined) throw new CliExit(EXIT.invalid, "required option '--to <env>' not specified");
     await run(
       'copy',
       {
@@ -141,6 +173,7 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         confirm: options.confirm,
         jobs: options.jobs,
         sanitize: readSqlFiles(options.sanitize ?? []),
+        mask: await readPolicy(options.mask),
         verify: options.verify ?? false,
         keepPrevious: options.dropPrevious ? false : undefined,
         sourceSettings: options.sourceSettings ?? false,
