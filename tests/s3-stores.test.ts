@@ -410,4 +410,31 @@ describe('backup stores in S3-compatible object storage', () => {
     worker.process.kill('SIGTERM');
     await worker.exited;
   });
+
+  it('restore --table brings one table back from a backup that only the bucket holds, on a host that has only the bucket', async () => {
+    // Workers of their own: the tests before stop theirs. The restore worker's host has only the bucket.
+    const workers = [await rig.startWorker('backup'), await rig.startWorker('restore', secondHost)];
+    const backup = await rig.cli(['backup', '--env', 'source', '--wait', '--json']);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+    const { backupId } = JSON.parse(backup.stdout) as { backupId: string };
+    const run = await rig.cli([
+      'restore',
+      '--env',
+      'source',
+      '--backup',
+      backupId,
+      '--table',
+      'public.film',
+      '--suffix',
+      '_from_s3',
+      '--wait',
+      '--json',
+    ]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ tables: [{ table: 'public.film', rows: 1000 }] });
+    expect(await sql(rig.db('source'), 'SELECT count(*)::int AS n FROM film_from_s3')).toEqual([{ n: 1000 }]);
+    await sql(rig.db('source'), 'DROP TABLE film_from_s3');
+    for (const worker of workers) worker.process.kill('SIGTERM');
+    await Promise.all(workers.map((worker) => worker.exited));
+  });
 });

@@ -30,6 +30,11 @@ export interface ScratchRestoreOptions {
    * need not have the source's roles (a restore drill on a server of its own).
    */
   withoutRoles?: boolean;
+  /**
+   * pg_restore runs, each with these arguments beside the usual (default: one run of the whole archive),
+   * e.g. every definition, then the rows of a few tables.
+   */
+  steps?: string[][];
 }
 
 /**
@@ -93,7 +98,14 @@ async function restorePrepared<T>(
     try {
       const scratchUrl = withDatabase(server.url, scratch);
       const extraArgs = options.withoutRoles ? ['--no-owner', '--no-acl'] : [];
-      await restoreArchive(input, scratchUrl, { binDir, jobs: 2, signal, onLine: options.onLine, extraArgs });
+      for (const step of options.steps ?? [[]])
+        await restoreArchive(input, scratchUrl, {
+          binDir,
+          jobs: 2,
+          signal,
+          onLine: options.onLine,
+          extraArgs: [...extraArgs, ...step],
+        });
       return await use(scratchUrl, scratch);
     } finally {
       await dropCreatedDatabase(maintenance, scratch, owner.ledger).catch(() => undefined);

@@ -8,6 +8,7 @@ import type { Operation } from './operation.js';
 import { previous } from './previous.js';
 import { prune } from './prune.js';
 import { restore } from './restore.js';
+import { restoretables } from './restoretables.js';
 import { triggers } from './triggers.js';
 import { verify } from './verify.js';
 
@@ -26,6 +27,7 @@ export const operations = {
   verify,
   previous,
   maskreport,
+  restoretables,
 } as const;
 
 export type OperationType = keyof typeof operations;

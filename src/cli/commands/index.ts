@@ -30,6 +30,7 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
   verify: registerBackups, // backups verify
   previous: registerPrevious,
   maskreport: registerCopy, // copy --mask-report
+  restoretables: registerRestore, // restore --table
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */

@@ -80,9 +80,35 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
             .map((item) => item.trim().toUpperCase())
             .filter(Boolean),
       )
-      .option('--no-owner', 'restore without owners and grants, for a server without those roles'),
+      .option('--no-owner', 'restore without owners and grants, for a server without those roles')
+      .option(
+        '--table <schema.table>',
+        'only this table (repeatable), brought back beside the live one: needs --suffix; nothing else is touched',
+        collect,
+      )
+      .option('--suffix <suffix>', 'with --table: each table comes back as <table><suffix>'),
   ).action(async (options) => {
     if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
+    if (options.suffix !== undefined && !options.table) throw new ValidationError('--suffix goes with --table');
+    if (options.table) {
+      if (options.suffix === undefined)
+        throw new ValidationError(
+          '--table needs --suffix: each table comes back beside the live one as <table><suffix>',
+        );
+      await run(
+        'restoretables',
+        {
+          env: options.env,
+          backup: options.backup,
+          tables: options.table,
+          suffix: options.suffix,
+          store: options.store,
+          confirm: options.confirm,
+        },
+        flagsOf(options),
+      );
+      return;
+    }
     await run(
       'restore',
       {
