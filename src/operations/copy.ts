@@ -11,6 +11,7 @@ import { connect, exportSnapshot, inTransaction, runScript } from '../postgres/c
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
 import { columnFacts, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
 import { applyMasks, type MaskedTable, type TableMask } from '../postgres/masking.js';
+import { cutSubset, type SubsetTable } from '../postgres/subset.js';
 import { DELETE_WHERE, maskPolicySchema, maskProblems, ruleFor, type MaskPolicy } from './mask-policy.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
@@ -19,7 +20,16 @@ import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/ta
 import { copyInParallel } from '../postgres/parallel-copy.js';
 import { makeFifo, pipeTools } from '../postgres/pipe.js';
 import { humanSize } from '../units.js';
-import { confirmField, envName, parallelJobs, stepTimings } from './fields.js';
+import {
+  confirmField,
+  envName,
+  fieldAbsentOr,
+  fieldGiven,
+  implies,
+  parallelJobs,
+  stepTimings,
+  withRules,
+} from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 /** SQL run inside the copy before it becomes visible; sent as text so any worker host can run it. */
@@ -28,33 +38,63 @@ const sanitizeScript = z.strictObject({
   sql: z.string().min(1).max(1_000_000),
 });
 
-const schema = z.strictObject({
-  from: envName,
-  to: envName,
-  confirm: confirmField,
-  jobs: parallelJobs.default(1).meta({
-    description:
-      '1: pg_dump streamed into pg_restore; more: the schema, then the data in this many parallel streams of one snapshot, then indexes and constraints with this many jobs (no temporary file either way)',
+const schema = withRules(
+  z.strictObject({
+    from: envName,
+    to: envName,
+    confirm: confirmField,
+    jobs: parallelJobs.default(1).meta({
+      description:
+        '1: pg_dump streamed into pg_restore; more: the schema, then the data in this many parallel streams of one snapshot, then indexes and constraints with this many jobs (no temporary file either way)',
+    }),
+    sanitize: z
+      .array(sanitizeScript)
+      .max(50)
+      .default([])
+      .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
+    mask: maskPolicySchema.optional(),
+    subset: z
+      .array(
+        z.strictObject({
+          table: z.string().regex(/^[^.\s]+\.[^.\s]+$/, { message: 'expected a table as schema.table' }),
+          where: z.string().min(1).max(10_000),
+        }),
+      )
+      .max(50)
+      .optional()
+      .meta({
+        description:
+          '[{table, where}]: copy only these rows of these tables, and every row they reference (transitively), so every foreign key holds',
+      }),
+    rest: z
+      .enum(['all', 'empty'])
+      .default('all')
+      .meta({
+        description: 'with subset: the tables no rule names and no kept row references: copied whole, or empty',
+      }),
+    verify: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
+    keepPrevious: z
+      .boolean()
+      .optional()
+      .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
+    sourceSettings: z.boolean().default(false).meta({
+      description:
+        "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's",
+    }),
   }),
-  sanitize: z
-    .array(sanitizeScript)
-    .max(50)
-    .default([])
-    .meta({ description: '[{name, sql}]: SQL run in the copy, each in a transaction, before it becomes visible' }),
-  mask: maskPolicySchema.optional(),
-  verify: z
-    .boolean()
-    .default(false)
-    .meta({ description: 'compare every table of source and copy (row count and content hash) before the swap' }),
-  keepPrevious: z
-    .boolean()
-    .optional()
-    .meta({ description: 'keep the replaced database as <name>_prev_<time> (default RESTORE_KEEP_PREVIOUS)' }),
-  sourceSettings: z.boolean().default(false).meta({
-    description:
-      "give the copy the source database's settings, grants, comment, limit and owner, not the replaced database's",
-  }),
-});
+  [
+    {
+      path: 'verify',
+      message: 'verify compares whole tables: it does not go with subset',
+      broken: (payload) => payload.verify && payload.subset !== undefined,
+      schema: implies(fieldGiven('subset'), fieldAbsentOr('verify', false)),
+    },
+  ],
+);
+
 type CopyPayload = z.output<typeof schema>;
 
 const result = z.object({
@@ -65,6 +105,10 @@ const result = z.object({
   tables: z.number().int(),
   sanitized: z.array(z.string()).meta({ description: 'the sanitize scripts run, by name' }),
   verified: z.boolean(),
+  subset: z
+    .array(z.object({ table: z.string(), rows: z.number().int() }))
+    .optional()
+    .meta({ description: 'with subset: the rows each table kept' }),
   masked: z
     .array(
       z.object({
@@ -259,6 +303,21 @@ async function maskCopy(context: OperationContext<CopyPayload>, shadowUrl: strin
   }
 }
 
+async function subsetCopy(context: OperationContext<CopyPayload>, shadowUrl: string): Promise<SubsetTable[]> {
+  const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
+  try {
+    const kept = await cutSubset(client, context.payload.subset!, context.payload.rest, (step) =>
+      context.progress(86, `subset: ${step}`),
+    ).catch((error: unknown) => {
+      throw new PermanentError(`the subset failed: ${(error as Error).message}; the target was not touched`);
+    });
+    context.log(`subset: ${kept.map((table) => `${table.table} ${table.rows}`).join(', ')}`);
+    return kept;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 async function verifyCopy(
   context: OperationContext<CopyPayload>,
   sourceDigests: () => Promise<TableDigest[]>,
@@ -346,6 +405,7 @@ export const copy = defineOperation({
       );
       const mode = payload.jobs > 1 ? 'parallel' : 'stream';
       let masked: MaskedTable[] | undefined;
+      let subset: SubsetTable[] | undefined;
       const replaceStartedAt = Date.now();
       const replaced = await replaceDatabase(target, {
         config,
@@ -365,6 +425,10 @@ export const copy = defineOperation({
             await verifyCopy(context, () => digestTables(snapshot.client), shadowUrl);
             mark('verify');
           }
+          if (payload.subset) {
+            subset = await subsetCopy(context, shadowUrl);
+            mark('subset');
+          }
           if (payload.sanitize.length) {
             await sanitize(context, shadowUrl);
             mark('sanitize');
@@ -383,6 +447,7 @@ export const copy = defineOperation({
         tables,
         sanitized: payload.sanitize.map((script) => script.name),
         verified: payload.verify,
+        ...(subset ? { subset } : {}),
         ...(masked ? { masked } : {}),
         previousDatabase: replaced.previousDatabase,
         durationMs: Date.now() - startedAt,

@@ -145,6 +145,14 @@ function readSqlFiles(files: string[]): { name: string; sql: string }[] {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
+/** `schema.table:condition`, split at the first colon. */
+function parseSubset(text: string): { table: string; where: string } {
+  const colon = text.indexOf(':');
+  if (colon < 1 || colon === text.length - 1)
+    throw new ValidationError(`--subset "${text}": expected schema.table:SQL condition`);
+  return { table: text.slice(0, colon).trim(), where: text.slice(colon + 1).trim() };
+}
+
 /** A masking policy file (YAML, or JSON, which is YAML too), as the payload carries it. */
 async function readPolicy(file: string | undefined): Promise<unknown> {
   if (file === undefined) return undefined;
@@ -182,6 +190,17 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         '--mask-report',
         "print the source's columns the policy (or no policy) does not cover, as a starting policy",
       )
+      .option(
+        '--subset <table:condition>',
+        "copy only these rows ('public.rental:rental_date > now() - interval ''30 days''') and every row they reference (repeatable)",
+        collect,
+      )
+      .addOption(
+        new Option('--rest <all|empty>', 'with --subset: the tables no rule names and no kept row references').choices([
+          'all',
+          'empty',
+        ]),
+      )
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
       .addOption(dropPreviousFlag())
       .addOption(sourceSettingsFlag("the source database's")),
@@ -200,6 +219,8 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         jobs: options.jobs,
         sanitize: readSqlFiles(options.sanitize ?? []),
         mask: await readPolicy(options.mask),
+        subset: options.subset?.map(parseSubset),
+        rest: options.rest,
         verify: options.verify ?? false,
         keepPrevious: options.dropPrevious ? false : undefined,
         sourceSettings: options.sourceSettings ?? false,

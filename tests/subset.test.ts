@@ -1,0 +1,128 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fingerprint, loadPagila, sql } from './helpers/pg.js';
+import { Rig } from './helpers/rig.js';
+import { pgUrl } from './helpers/services.js';
+
+const LAST_WEEK = "rental_date >= (SELECT max(rental_date) - interval '7 days' FROM rental)";
+
+describe('copy --subset', () => {
+  let rig: Rig;
+  const count = async (database: string, query: string) => Number(Object.values((await sql(database, query))[0]!)[0]);
+
+  beforeAll(async () => {
+    rig = await Rig.create();
+    await loadPagila(rig.db('source'));
+    rig.setEnv('source', rig.db('source'));
+    await sql('postgres', `CREATE DATABASE "${rig.db('dev')}"`);
+    rig.setEnv('dev', rig.db('dev'));
+    await rig.startWorker('copy');
+  });
+  afterAll(async () => rig?.cleanup());
+
+  it('a week of rentals and every row they reference, nothing else; every foreign key validates; masking on top', async () => {
+    const policy = path.join(rig.backupDir, 'policy.yml');
+    writeFileSync(policy, 'tables:\n  public.customer:\n    email: fake_email\n    "*": keep\nother_tables: keep\n');
+    const before = await fingerprint(rig.db('source'));
+    const run = await rig.cli([
+      'copy',
+      '--from',
+      'source',
+      '--to',
+      'dev',
+      '--subset',
+      `public.rental:${LAST_WEEK}`,
+      '--rest',
+      'empty',
+      '--mask',
+      policy,
+      '--wait',
+      '--json',
+    ]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { subset: { table: string; rows: number }[] };
+    const kept = Object.fromEntries(result.subset.map((table) => [table.table, table.rows]));
+    const source = rig.db('source');
+    const dev = rig.db('dev');
+    // What the closure predicts, computed on the source on its own.
+    const chosen = `(SELECT * FROM rental WHERE ${LAST_WEEK})`;
+    const expected = {
+      'public.rental': await count(source, `SELECT count(*) FROM ${chosen} r`),
+      'public.customer': await count(source, `SELECT count(DISTINCT customer_id) FROM ${chosen} r`),
+      'public.inventory': await count(source, `SELECT count(DISTINCT inventory_id) FROM ${chosen} r`),
+      'public.film': await count(
+        source,
+        `SELECT count(DISTINCT film_id) FROM inventory WHERE inventory_id IN (SELECT inventory_id FROM ${chosen} r)`,
+      ),
+      'public.payment': 0,
+      'public.film_actor': 0,
+      'public.actor': 0,
+    };
+    expect(expected['public.rental']).toBeGreaterThan(100);
+    expect(expected['public.rental']).toBeLessThan(await count(source, 'SELECT count(*) FROM rental'));
+    for (const [table, rows] of Object.entries(expected)) {
+      expect(kept[table], table).toBe(rows);
+      expect(await count(dev, `SELECT count(*) FROM ${table}`), table).toBe(rows);
+    }
+    // Every foreign key of the source is in the copy, and holds: each re-added with validation.
+    const keys = await sql<{ child: string; name: string; definition: string }>(
+      dev,
+      `SELECT conrelid::regclass::text AS child, conname AS name, pg_get_constraintdef(oid) AS definition
+         FROM pg_constraint WHERE contype = 'f' AND conparentid = 0`,
+    );
+    expect(keys.length).toBe(
+      await count(source, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0"),
+    );
+    const client = new pg.Client({ connectionString: pgUrl(dev) });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      for (const key of keys) {
+        await client.query(`ALTER TABLE ${key.child} DROP CONSTRAINT "${key.name}"`);
+        await client.query(`ALTER TABLE ${key.child} ADD CONSTRAINT "${key.name}" ${key.definition}`);
+      }
+      await client.query('ROLLBACK');
+    } finally {
+      await client.end();
+    }
+    // Masking on top of the subset; the source unchanged.
+    expect(await count(dev, "SELECT count(*) FROM customer WHERE email NOT LIKE 'user\\_%@example.invalid'")).toBe(0);
+    expect(await fingerprint(source)).toEqual(before);
+  });
+
+  it('refuses --verify with --subset, a table the copy does not have, and a subset without its condition', async () => {
+    const verify = await rig.cli([
+      'copy',
+      '--from',
+      'source',
+      '--to',
+      'dev',
+      '--subset',
+      'public.rental:true',
+      '--verify',
+    ]);
+    expect(verify.exitCode).toBe(2);
+    expect(verify.stderr).toContain('verify compares whole tables: it does not go with subset');
+    const bare = await rig.cli(['copy', '--from', 'source', '--to', 'dev', '--subset', 'public.rental']);
+    expect(bare.exitCode).toBe(2);
+    expect(bare.stderr.trim()).toBe('manage-db: --subset "public.rental": expected schema.table:SQL condition');
+    const before = await fingerprint(rig.db('dev'));
+    const unknown = await rig.cli([
+      'copy',
+      '--from',
+      'source',
+      '--to',
+      'dev',
+      '--subset',
+      'public.nope:true',
+      '--wait',
+    ]);
+    expect(unknown.exitCode).toBe(1);
+    expect(unknown.stderr).toContain(
+      'the subset failed: --subset names public.nope, which the copy does not have; the target was not touched',
+    );
+    expect(await fingerprint(rig.db('dev'))).toEqual(before);
+  });
+});
