@@ -22,7 +22,8 @@
  *
  * BENCH_ONLY=s3 runs the S3 rows alone; BENCH_ONLY=cli the CLI's start (--version, --help, an enqueue),
  * 11 alternating rounds, beside bare `node -e 0`; BENCH_ONLY=history the job history's search on
- * 100,000 entries (bench/history.ts; also at the end of a full run).
+ * 100,000 entries (bench/history.ts; also at the end of a full run); BENCH_ONLY=tables restore --table
+ * and copy --subset against what a person does by hand and the full copy (bench/tables.ts).
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.
@@ -35,6 +36,7 @@ import { execa } from 'execa';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
 import { benchHistory } from './history.js';
+import { benchTables } from './tables.js';
 import { benchQueue } from './queue.js';
 import { benchS3, type BenchRow } from './s3.js';
 import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
@@ -154,6 +156,14 @@ async function main(): Promise<void> {
       );
     } finally {
       await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`).catch(() => undefined);
+      await rm(backupDir, { recursive: true, force: true });
+    }
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'tables') {
+    try {
+      printTable(await benchTables(env, SOURCE, COPY_TARGET, rounds), `${SOURCE}: ${(size / 2 ** 20).toFixed(0)} MiB`);
+    } finally {
       await rm(backupDir, { recursive: true, force: true });
     }
     return;

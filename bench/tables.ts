@@ -1,0 +1,105 @@
+import path from 'node:path';
+import { execa } from 'execa';
+import type { BenchRow } from './s3.js';
+import { admin, forkWorker, median, stopWorkers, timed } from './lib.js';
+
+/*
+ * Issue 28's two measures, as a user meets them (`manage-db … --wait`, the CLI's wall time):
+ *   restore --table --suffix from a backup of the bench database, against what a person does by hand:
+ *     createdb scratch; pg_restore -t TABLE -d scratch; pg_dump -t TABLE scratch | psql target (renamed)
+ *   copy --subset (one row in ten of the big table) against the full copy.
+ */
+
+const CLI = path.resolve(import.meta.dirname, '../../bin/manage-db.cjs');
+
+async function raw(command: string): Promise<void> {
+  await execa('bash', ['-o', 'pipefail', '-c', command]);
+}
+
+export async function benchTables(
+  env: NodeJS.ProcessEnv,
+  source: string,
+  copyTarget: string,
+  rounds: number,
+): Promise<BenchRow[]> {
+  const workers = ['backup', 'restore', 'copy'].map((type) => forkWorker(type, env));
+  const cli = (args: string[]) => execa('node', [CLI, ...args, '--wait', '--json'], { env });
+  const rows: BenchRow[] = [];
+  try {
+    const backup = JSON.parse((await cli(['backup', '--env', 'bench'])).stdout) as { backupId: string; path: string };
+    for (const table of ['accounts', 'events']) {
+      const ours: number[] = [];
+      const theirs: number[] = [];
+      for (let round = 0; round < rounds; round += 1) {
+        ours.push(
+          await timed(() =>
+            cli([
+              'restore',
+              '--env',
+              'bench',
+              '--backup',
+              backup.backupId,
+              '--table',
+              `public.${table}`,
+              '--suffix',
+              '_back',
+            ]),
+          ),
+        );
+        await admin(source, `DROP TABLE ${table}_back`);
+        theirs.push(
+          await timed(() =>
+            raw(
+              `set -e; createdb -h 127.0.0.1 -U postgres bench_scratch
+               pg_restore -h 127.0.0.1 -U postgres --no-owner -t ${table} -d bench_scratch '${backup.path}'
+               psql -q -h 127.0.0.1 -U postgres -d bench_scratch -c 'ALTER TABLE ${table} RENAME TO ${table}_back'
+               pg_dump -h 127.0.0.1 -U postgres -t ${table}_back bench_scratch | psql -q -h 127.0.0.1 -U postgres -d ${source} >/dev/null
+               dropdb -h 127.0.0.1 -U postgres bench_scratch`,
+            ),
+          ),
+        );
+        await admin(source, `DROP TABLE ${table}_back`);
+      }
+      const [a, b] = [median(ours), median(theirs)];
+      rows.push([
+        `restore --table public.${table} --suffix (CLI wall)`,
+        `${a.toFixed(2)} s`,
+        `${b.toFixed(2)} s (pg_restore -t into scratch, pg_dump | psql back)`,
+        (a / b).toFixed(3),
+        '≤ 1.10',
+      ]);
+    }
+    const full: number[] = [];
+    const subset: number[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      full.push(await timed(() => cli(['copy', '--from', 'bench', '--to', 'benchcopy', '--drop-previous'])));
+      subset.push(
+        await timed(() =>
+          cli([
+            'copy',
+            '--from',
+            'bench',
+            '--to',
+            'benchcopy',
+            '--drop-previous',
+            '--subset',
+            'public.events:id % 10 = 0',
+          ]),
+        ),
+      );
+    }
+    const [s, f] = [median(subset), median(full)];
+    rows.push([
+      "copy --subset 'public.events:id % 10 = 0' (CLI wall)",
+      `${s.toFixed(2)} s`,
+      `${f.toFixed(2)} s (the full copy)`,
+      (s / f).toFixed(3),
+      '≈ 0.10 + fixed costs',
+    ]);
+    return rows;
+  } finally {
+    await stopWorkers(workers);
+    await admin('postgres', `DROP DATABASE IF EXISTS ${copyTarget} WITH (FORCE)`).catch(() => undefined);
+    await admin('postgres', 'DROP DATABASE IF EXISTS bench_scratch WITH (FORCE)').catch(() => undefined);
+  }
+}
