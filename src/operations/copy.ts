@@ -66,12 +66,9 @@ const schema = withRules(
         description:
           '[{table, where}]: copy only these rows of these tables, and every row they reference (transitively), so every foreign key holds',
       }),
-    rest: z
-      .enum(['all', 'empty'])
-      .default('all')
-      .meta({
-        description: 'with subset: the tables no rule names and no kept row references: copied whole, or empty',
-      }),
+    rest: z.enum(['all', 'empty']).default('all').meta({
+      description: 'with subset: the tables no rule names and no kept row references: copied whole, or empty',
+    }),
     verify: z
       .boolean()
       .default(false)
