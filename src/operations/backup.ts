@@ -5,6 +5,7 @@ import * as z from 'zod';
 import type pg from 'pg';
 import { countTocEntries, inputFor, prepareArchive, type ArchiveInput } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
+import type { BackupStore } from '../backups/store.js';
 import { diskFailure } from '../backups/file-store.js';
 import { FanOut } from '../backups/fan-out.js';
 import { HashingStream, sha256Directory } from '../backups/checksum.js';
@@ -284,7 +285,18 @@ async function dumpInSnapshot(
       stores: stores.map((store) => store.name),
     };
     // Every store holds the whole archive now: only then is the backup published, in each of them.
-    for (const store of stores) await store.writeManifest(manifest);
+    const publishedIn: BackupStore[] = [];
+    try {
+      for (const store of stores) {
+        await store.writeManifest(manifest);
+        publishedIn.push(store);
+      }
+    } catch (error) {
+      // A store that cannot take the manifest (its disk turned read-only): the backup is in none, not
+      // in the stores that took it before (they would hold a backup the others lack).
+      for (const store of publishedIn) await store.remove(manifest).catch(() => undefined);
+      throw error;
+    }
     await Promise.all(writers.map((writer) => writer.published()));
     writers.length = 0;
     progress(100, `backup ${id} complete`);
