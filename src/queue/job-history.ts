@@ -33,8 +33,6 @@ export function historyDraft(input: {
   config: Pick<Config, 'secrets'>;
   state: HistoryState;
   requester: Requester;
-  /** The validated payload when there is one; else the job's data as it came. */
-  payload?: unknown;
   result?: unknown;
   reason?: string;
   startedAt?: number;
@@ -45,11 +43,13 @@ export function historyDraft(input: {
 }): HistoryDraft {
   const { job, operation, config } = input;
   const now = input.now ?? Date.now();
-  const payload = input.payload ?? job.data;
+  // The payload as the operation reads it when it is valid; else the job's data as it came.
+  const parsed = operation?.schema.safeParse(job.data);
+  const payload: unknown = parsed?.success ? parsed.data : job.data;
   const envs = [...new Set(environmentsOf(payload))];
   let changed: string | undefined;
   try {
-    changed = input.payload !== undefined ? operation?.changes?.(input.payload as never) : undefined;
+    changed = parsed?.success ? operation?.changes?.(parsed.data as never) : undefined;
   } catch {
     changed = undefined;
   }

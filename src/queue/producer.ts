@@ -21,7 +21,7 @@ import { bullStatesOf, filtersEachJob, matchesFilter, type JobFilter } from './j
 import { Queues, cancelChannel, cancelledKey, jobOptionsFor, queueName, typeOfJobId } from './queues.js';
 import { History } from './history.js';
 import { historyDraft } from './job-history.js';
-import { forgetRequester, localUser, requesterOf, stampRequester, type Requester } from './requester.js';
+import { forgetRequester, localUser, requesterOf, type Requester } from './requester.js';
 
 export interface EnqueuedJob {
   id: string;
@@ -120,21 +120,19 @@ export class Producer {
     await this.ensureReachable();
     const id = options.jobId ?? newJobId(type);
     const requester = options.requester ?? this.requester;
-    const stamp = (jobType: OperationType, jobId: string) =>
-      stampRequester(this.queues.connection, this.config, queueName(jobType), jobId, requester);
     const children = getOperation(type).children?.(data) ?? [];
-    await stamp(type, id);
     if (children.length === 0) {
-      await this.queues.add(type, data, { jobId: id });
+      await this.queues.add(type, data, { jobId: id }, requester);
       return { id, type };
     }
+    await this.queues.stamp(type, id, requester);
     // A flow: this job waits in waiting-children until its children succeed.
     const childJobs = [];
     for (const child of children) {
       if (!isOperationType(child.type)) throw new Error(`unknown child operation "${child.type}"`);
       const childData = await validatePayload(this.config, child.type, child.payload);
       const childId = newJobId(child.type);
-      await stamp(child.type, childId);
+      await this.queues.stamp(child.type, childId, requester);
       childJobs.push({
         name: child.type,
         queueName: queueName(child.type),
@@ -326,17 +324,14 @@ export class Producer {
     }
     await job.remove();
     const type = typeOf(job);
-    const operation = getOperation(type);
-    const parsed = operation.schema.safeParse(job.data);
     await this.history.append(
       historyDraft({
         job,
         type,
-        operation,
+        operation: getOperation(type),
         config: this.config,
         state: 'cancelled',
         requester: await requesterOf(this.queues.connection, this.config, job),
-        payload: parsed.success ? parsed.data : undefined,
         reason: 'cancelled before it started',
         cancelledBy: requester,
       }),

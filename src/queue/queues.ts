@@ -1,6 +1,7 @@
 import { Queue, type JobsOptions, type KeepJobs } from 'bullmq';
 import type { RedisConnection } from './connection.js';
 import type { Config } from '../config.js';
+import { stampRequester, type Requester } from './requester.js';
 import {
   getOperation,
   isOperationType,
@@ -89,8 +90,19 @@ export class Queues {
     return queue;
   }
 
-  /** Adds a job of one operation, with that operation's job options. */
-  add(type: OperationType, data: unknown, options: JobsOptions & { jobId: string }): Promise<unknown> {
+  /** Writes who asks for the job beside it, before it exists (a flow's jobs are added all at once). */
+  stamp(type: OperationType, jobId: string, requester: Requester): Promise<void> {
+    return stampRequester(this.connection, this.config, queueName(type), jobId, requester);
+  }
+
+  /** Adds a job of one operation, with that operation's job options, and who asked for it. */
+  async add(
+    type: OperationType,
+    data: unknown,
+    options: JobsOptions & { jobId: string },
+    requester: Requester,
+  ): Promise<unknown> {
+    await this.stamp(type, options.jobId, requester);
     return this.get(type).add(type, data, { ...jobOptionsFor(this.config, type), ...options });
   }
 

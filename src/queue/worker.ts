@@ -5,7 +5,7 @@ import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
 import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
 import { createContext } from '../operations/context.js';
-import { isOperationType, isWorkerType, operationsOn, queueOf, type WorkerType } from '../operations/index.js';
+import { isOperationType, isWorkerType, operationsOn, type WorkerType } from '../operations/index.js';
 import type { Operation } from '../operations/operation.js';
 import { checkPayload, validatePayload } from '../operations/validate.js';
 import { scrubSecrets } from '../secrets.js';
@@ -14,7 +14,7 @@ import { redisLedger } from './ledger.js';
 import { Queues, cancelChannel, cancelledKey, finishedJobRetention } from './queues.js';
 import { History } from './history.js';
 import { historyDraft } from './job-history.js';
-import { forgetRequester, requesterOf, stampRequester } from './requester.js';
+import { forgetRequester, requesterOf } from './requester.js';
 import { formatJobReference } from '../job-ids.js';
 
 /** Why a running job's signal was aborted. */
@@ -182,12 +182,12 @@ function processorFor(deps: ProcessorDeps) {
           for (const child of children) {
             if (!isOperationType(child.type)) throw new Error(`unknown operation type "${child.type}"`);
             const data = await validatePayload(config, child.type, child.payload);
-            await stampRequester(connection, config, queueOf(child.type), child.jobId, byJob);
-            await queues.add(child.type, data, {
-              jobId: child.jobId,
-              parent: { id: job.id!, queue: job.queueQualifiedName },
-              failParentOnFailure: true,
-            });
+            await queues.add(
+              child.type,
+              data,
+              { jobId: child.jobId, parent: { id: job.id!, queue: job.queueQualifiedName }, failParentOnFailure: true },
+              byJob,
+            );
           }
           if (await job.moveToWaitingChildren(token!)) throw new WaitingChildrenError();
           return Object.values(await job.getChildrenValues());
@@ -195,8 +195,7 @@ function processorFor(deps: ProcessorDeps) {
         enqueue: async (followUp, followUpPayload, options) => {
           if (!isOperationType(followUp)) throw new Error(`unknown operation type "${followUp}"`);
           const data = await validatePayload(config, followUp, followUpPayload);
-          await stampRequester(connection, config, queueOf(followUp), options.jobId, byJob);
-          await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs });
+          await queues.add(followUp, data, { jobId: options.jobId, delay: options.delayMs }, byJob);
         },
       },
       {
@@ -242,7 +241,6 @@ function recordedInHistory(
   const record = async (job: Job, startedAt: number, ended: { result?: unknown; error?: Error }) => {
     try {
       const operation = byName.get(job.name);
-      const parsed = operation?.schema.safeParse(job.data);
       const reason = ended.error?.message;
       const state = ended.error ? (reason === CANCELLED_REASON ? 'cancelled' : 'failed') : 'completed';
       await history.append(
@@ -253,7 +251,6 @@ function recordedInHistory(
           config,
           state,
           requester: await requesterOf(connection, config, job),
-          payload: parsed?.success ? parsed.data : undefined,
           result: ended.result,
           reason,
           startedAt,
