@@ -5,21 +5,10 @@ import type { Command } from 'commander';
 import { CliExit, ValidationError } from '../../errors.js';
 import type { ChainReport } from '../../queue/history.js';
 import type { JobFilterWords } from '../../queue/job-filter.js';
-import type { Producer } from '../../queue/producer.js';
 import { humanDuration, listTime } from '../../units.js';
 import { cliConfig } from '../config.js';
 import { EXIT, out, printJson, printTable } from '../io.js';
-
-async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
-  const { Producer } = await import('../../queue/producer.js');
-  const producer = new Producer(cliConfig());
-  try {
-    await producer.ensureReachable();
-    return await fn(producer);
-  } finally {
-    await producer.close();
-  }
-}
+import { withProducer } from '../producer.js';
 
 function sayReport(report: ChainReport, where: string): void {
   const range = report.first === null ? 'no entries' : `entries ${report.first} to ${report.last} (${report.entries})`;

@@ -2,22 +2,10 @@ import type { Command } from 'commander';
 import type { Progress } from '../../operations/operation.js';
 import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobFilterWords } from '../../queue/job-filter.js';
-import type { Producer } from '../../queue/producer.js';
-import { cliRequester } from '../../queue/requester.js';
 import { CliExit } from '../../errors.js';
-import { cliConfig } from '../config.js';
+import { withProducer } from '../producer.js';
 import { humanDuration, listTime } from '../../units.js';
 import { EXIT, out, printJson, printTable } from '../io.js';
-
-async function withProducer<T>(fn: (producer: Producer) => Promise<T>): Promise<T> {
-  const { Producer } = await import('../../queue/producer.js');
-  const producer = new Producer(cliConfig(), undefined, cliRequester());
-  try {
-    return await fn(producer);
-  } finally {
-    await producer.close();
-  }
-}
 
 function progressText(progress: Progress): string {
   return `${Math.floor(progress.percent)}% ${progress.step}`.trim();

@@ -1,27 +1,17 @@
-import { cliRequester } from '../../queue/requester.js';
 import { Command } from 'commander';
 import { ValidationError } from '../../errors.js';
 import type { OperationType } from '../../operations/index.js';
 import type { Schedules, ScheduleView } from '../../schedules/schedules.js';
-import { cliConfig } from '../config.js';
 import { inZone } from '../../units.js';
 import { out, printJson, printTable } from '../io.js';
+import { withProducer } from '../producer.js';
 import type { RunOperation } from '../run-flags.js';
 import { operationCommands } from './index.js';
 import { parseDuration } from './operations.js';
 
 async function withSchedules<T>(fn: (schedules: Schedules) => Promise<T>): Promise<T> {
-  const [{ Producer }, { Schedules }] = await Promise.all([
-    import('../../queue/producer.js'),
-    import('../../schedules/schedules.js'),
-  ]);
-  const producer = new Producer(cliConfig(), undefined, cliRequester());
-  try {
-    await producer.ensureReachable();
-    return await fn(new Schedules(producer.config, producer.queues));
-  } finally {
-    await producer.close();
-  }
+  const { Schedules } = await import('../../schedules/schedules.js');
+  return withProducer((producer) => fn(new Schedules(producer.config, producer.queues)));
 }
 
 /**
