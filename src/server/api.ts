@@ -16,7 +16,7 @@ import { validatePayload } from '../operations/validate.js';
 import { lastConnectionError } from '../queue/connection.js';
 import { jobContract, operationContract } from '../queue/contract.js';
 import { historyFilterOf } from '../queue/history-entry.js';
-import { JOB_FILTER_WORDS, parseJobFilter } from '../queue/job-filter.js';
+import { JOB_FILTER_WORDS, parseJobFilter, type JobFilter } from '../queue/job-filter.js';
 import type { JobSummary } from '../queue/job-facts.js';
 import type { Producer } from '../queue/producer.js';
 import { cleanClaim, type Requester } from '../queue/requester.js';
@@ -41,6 +41,12 @@ function hasBody(req: Request): boolean {
 
 const query = (req: Request, name: string): string | undefined =>
   typeof req.query[name] === 'string' ? (req.query[name] as string) : undefined;
+
+/** A job filter from the query: its words (JOB_FILTER_WORDS), `q` standing for `search`. */
+function filterOf(req: Request): JobFilter {
+  const words = Object.fromEntries(JOB_FILTER_WORDS.map((word) => [word, query(req, word)]));
+  return parseJobFilter({ ...words, search: words.search ?? query(req, 'q') });
+}
 
 /** A job as the API shows it; `progress` is always `{percent, step}`. */
 function jobView(summary: JobSummary) {
@@ -123,16 +129,12 @@ export function apiRouter(config: Config, producer: Producer): Router {
   });
 
   router.get('/jobs', redisUp, async (req, res) => {
-    const words = Object.fromEntries(JOB_FILTER_WORDS.map((word) => [word, query(req, word)]));
-    const filter = parseJobFilter({ ...words, search: words.search ?? query(req, 'q') });
-    res.json((await producer.list(filter)).map(jobView));
+    res.json((await producer.list(filterOf(req))).map(jobView));
   });
 
   /** The job history: finished jobs kept beyond the queues, newest first (as `manage-db history --json`). */
   router.get('/history', redisUp, async (req, res) => {
-    const words = Object.fromEntries(JOB_FILTER_WORDS.map((word) => [word, query(req, word)]));
-    const filter = historyFilterOf(parseJobFilter({ ...words, search: words.search ?? query(req, 'q') }));
-    res.json(await producer.history.search(filter));
+    res.json(await producer.history.search(historyFilterOf(filterOf(req))));
   });
 
   router.get('/jobs/:type/:id', redisUp, async (req, res) => {
