@@ -7,7 +7,8 @@ import { backupIdSchema } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
 import { PermanentError } from '../errors.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { connect, quoteIdent } from '../postgres/client.js';
+import { connect } from '../postgres/client.js';
+import { tableRef, tableRefOf } from '../postgres/catalog.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { makeFifo, pipeTools } from '../postgres/pipe.js';
 import { countTableRows, detachForTravel, relationExists } from '../postgres/table-restore.js';
@@ -49,11 +50,6 @@ const result = z.object({
 });
 export type RestoreTablesResult = z.infer<typeof result>;
 
-const split = (name: string) => {
-  const dot = name.indexOf('.');
-  return { schema: name.slice(0, dot), table: name.slice(dot + 1) };
-};
-
 export const restoretables = defineOperation({
   type: 'restoretables',
   queue: 'restore',
@@ -82,7 +78,7 @@ export const restoretables = defineOperation({
     const target = resolveTarget(config, payload.env);
     const catalogue = BackupCatalogue.of(config);
     const { manifest, store } = await catalogue.get(payload.backup, payload.store);
-    const wanted = [...new Set(payload.tables)].map((name) => ({ name, ...split(name), restoredAs: '' }));
+    const wanted = [...new Set(payload.tables)].map((name) => ({ name, ...tableRefOf(name), restoredAs: '' }));
     for (const table of wanted) {
       table.restoredAs = `${table.table}${payload.suffix}`;
       if (table.restoredAs.length > 63)
@@ -172,7 +168,7 @@ export const restoretables = defineOperation({
                 '--no-acl',
                 '--no-password',
                 '--no-sync',
-                ...wanted.map((table) => `--table=${quoteIdent(table.schema)}.${quoteIdent(table.restoredAs)}`),
+                ...wanted.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
                 `--file=${fifo}`,
               ],
               options: { ...options, url: scratchUrl },

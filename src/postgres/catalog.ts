@@ -19,6 +19,12 @@ export function tableRef(schema: string, table: string): TableRef {
   return { schema, table, sql: `${quoteIdent(schema)}.${quoteIdent(table)}` };
 }
 
+/** A table named as the catalog queries here name it, `schema.table` unquoted: split at the first dot. */
+export function tableRefOf(name: string): TableRef {
+  const dot = name.indexOf('.');
+  return tableRef(name.slice(0, dot), name.slice(dot + 1));
+}
+
 /**
  * Finds a table by `schema.table` (or `table`, searched in `public`): the text is matched against
  * `schema.table` as written, quoted or not; never parsed as SQL.

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { ColumnFact } from './catalog.js';
+import { tableRefOf, type ColumnFact } from './catalog.js';
 import { inTransaction, quoteIdent, quoteLiteral } from './client.js';
 
 /*
@@ -28,7 +28,7 @@ export interface TableMask {
   columns: { fact: ColumnFact; rule: MaskRule }[];
   /** An SQL condition: matching rows are deleted first. */
   deleteWhere?: string;
-  partitioned?: boolean;
+  partitioned: boolean;
 }
 
 export interface MaskedTable {
@@ -109,13 +109,9 @@ export async function applyMasks(
   const done: MaskedTable[] = [];
   for (const [index, mask] of tables.entries()) {
     onTable(mask.table, index);
-    const [schema, name] = [
-      mask.table.slice(0, mask.table.indexOf('.')),
-      mask.table.slice(mask.table.indexOf('.') + 1),
-    ];
-    const table = `${quoteIdent(schema)}.${quoteIdent(name)}`;
+    const table = tableRefOf(mask.table).sql;
     // An inheritance parent's statements leave its children to their own rules; a partitioned table's reach its partitions.
-    const only = mask.columns[0]?.fact.partitioned || mask.partitioned ? '' : 'ONLY ';
+    const only = mask.partitioned ? '' : 'ONLY ';
     const params: unknown[] = [];
     const value = (v: unknown) => {
       params.push(v);

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { tableRefOf } from './catalog.js';
 import { quoteIdent } from './client.js';
 
 /*
@@ -30,10 +31,7 @@ interface ForeignKey {
   definition: string;
 }
 
-const quoted = (table: string) => {
-  const dot = table.indexOf('.');
-  return `${quoteIdent(table.slice(0, dot))}.${quoteIdent(table.slice(dot + 1))}`;
-};
+const quoted = (table: string) => tableRefOf(table).sql;
 
 /** Tables (a partitioned table once, not its partitions) and the foreign keys between them. */
 async function readGraph(

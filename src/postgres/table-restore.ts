@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { tableRef } from './catalog.js';
 import { quoteIdent } from './client.js';
 
 /*
@@ -19,9 +20,7 @@ export async function relationExists(client: pg.ClientBase, schema: string, tabl
 }
 
 export async function countTableRows(client: pg.ClientBase, schema: string, table: string): Promise<number> {
-  const { rows } = await client.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ONLY ${quoteIdent(schema)}.${quoteIdent(table)}`,
-  );
+  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${tableRef(schema, table).sql}`);
   return Number(rows[0]!.n);
 }
 
@@ -31,7 +30,7 @@ export async function detachForTravel(
   table: string,
   newName: string,
 ): Promise<void> {
-  const relation = `${quoteIdent(schema)}.${quoteIdent(table)}`;
+  const relation = tableRef(schema, table).sql;
   const { rows: identities } = await client.query<{ name: string }>(
     `SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attidentity <> ''`,
     [relation],
