@@ -130,6 +130,11 @@ export function historyFilterOf(filter: JobFilter): HistoryFilter {
   return filter as HistoryFilter;
 }
 
+/** The text a filter searches for, on one line as the index holds every entry's text. */
+export function searchedText(filter: Pick<HistoryFilter, 'text'>): string | undefined {
+  return filter.text ? oneLine(filter.text) : undefined;
+}
+
 /** Whether the filter asks anything of an entry's fields (beside its text). */
 export function filtersFacets(filter: HistoryFilter): boolean {
   return Boolean(filter.types || filter.states || filter.env || filter.since || filter.until);
@@ -149,10 +154,11 @@ export function facetsMatch(line: FacetLine, filter: HistoryFilter): boolean {
 export function matchesEntry(entry: HistoryEntry, filter: HistoryFilter): boolean {
   const facets = parseFacetLine(facetLine(entry).slice(0, -1));
   if (!facets || !facetsMatch(facets, filter)) return false;
+  const text = searchedText(filter);
   return (
-    !filter.text ||
+    !text ||
     textLine(entry)
       .slice(String(entry.seq).length + 1)
-      .includes(filter.text)
+      .includes(text)
   );
 }

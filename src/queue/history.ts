@@ -11,6 +11,7 @@ import {
   filtersFacets,
   matchesEntry,
   parseFacetLine,
+  searchedText,
   textLine,
   type ChainKey,
   type HistoryDraft,
@@ -261,7 +262,7 @@ export class History {
   async search(filter: HistoryFilter): Promise<HistoryEntry[]> {
     const [first, head] = await this.bounds();
     if (head.seq < first) return [];
-    const text = filter.text?.replace(/[\t\n\r]+/g, ' ');
+    const text = searchedText(filter);
     const needle = text ? Buffer.from(text) : undefined;
     const facets = filtersFacets(filter);
     if (!facets && !needle) {
@@ -314,9 +315,11 @@ export class History {
         }
         if (candidates?.length)
           found.push(...(await this.entriesMatching(candidates.slice(0, filter.limit - found.length), filter)));
-        if (passedSince) next = undefined;
+        if (passedSince && next) {
+          next.catch(() => undefined); // the batch already asked for is not needed
+          next = undefined;
+        }
       }
-      if (!next) break;
     }
     await next?.catch(() => undefined);
     return found.slice(0, filter.limit);
