@@ -104,3 +104,13 @@ export function boundedName(value: string, max = 40): string {
   const digest = createHash('sha256').update(value).digest('hex').slice(0, 12);
   return readable ? `${readable}-${digest}` : digest;
 }
+
+/** The BullMQ job scheduler id of a schedule: the operation first, so that its jobs' ids name their queue. */
+export function schedulerId(schedule: { operation: string; name: string }): string {
+  return `${schedule.operation}.${schedule.name}`;
+}
+
+/** The schedule a job came from, by its scheduler id (`<operation>.<name>`, BullMQ's repeatJobKey). */
+export function scheduleNameOf(repeatJobKey: string | undefined): string | undefined {
+  return repeatJobKey ? /^[a-z]+\.(.+)$/.exec(repeatJobKey)?.[1] : undefined;
+}

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { Config } from '../config.js';
+import { scheduleNameOf } from '../job-ids.js';
 import type { RedisConnection } from './connection.js';
 
 /**
@@ -98,8 +99,7 @@ export async function requesterOf(
       // not ours: fall through
     }
   }
-  // A scheduler's id is `<operation>.<schedule name>` (schedules/definition.ts).
-  const schedule = job.repeatJobKey ? /^[a-z]+\.(.+)$/.exec(job.repeatJobKey)?.[1] : undefined;
+  const schedule = scheduleNameOf(job.repeatJobKey);
   if (schedule) return { via: 'schedule', name: schedule };
   return A_BULLMQ_PRODUCER;
 }

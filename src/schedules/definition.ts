@@ -74,16 +74,6 @@ export interface StoredSchedule extends ScheduleDefinition {
   updatedAt: string;
 }
 
-/** The BullMQ job scheduler id: the operation first, so that its jobs' ids name their queue. */
-export function schedulerId(schedule: Pick<ScheduleDefinition, 'operation' | 'name'>): string {
-  return `${schedule.operation}.${schedule.name}`;
-}
-
-/** The schedule a job came from, by its scheduler id (`<operation>.<name>`). */
-export function scheduleNameOf(repeatJobKey: string | undefined): string | undefined {
-  return repeatJobKey ? /^[a-z]+\.(.+)$/.exec(repeatJobKey)?.[1] : undefined;
-}
-
 /** Run times of a schedule: the last at or before `at`, and the one after a given time. */
 export function runTimes(schedule: Pick<ScheduleDefinition, 'cron' | 'tz'>) {
   return {

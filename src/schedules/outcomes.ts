@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import { isOperationType, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
 import type { Queues } from '../queue/queues.js';
-import { scheduleNameOf } from './definition.js';
+import { scheduleNameOf } from '../job-ids.js';
 import type { Schedules } from './schedules.js';
 import type { Notifier } from './webhook.js';
 

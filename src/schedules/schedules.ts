@@ -2,13 +2,8 @@ import type { Config } from '../config.js';
 import { ValidationError } from '../errors.js';
 import { validatePayload } from '../operations/validate.js';
 import { jobOptionsFor, type Queues } from '../queue/queues.js';
-import {
-  scheduleSchema,
-  schedulerId,
-  shortestIntervalMs,
-  type ScheduleDefinition,
-  type StoredSchedule,
-} from './definition.js';
+import { schedulerId } from '../job-ids.js';
+import { scheduleSchema, shortestIntervalMs, type ScheduleDefinition, type StoredSchedule } from './definition.js';
 import { scheduleStatus, type ScheduleStatus } from './status.js';
 
 export interface ScheduleRun {
