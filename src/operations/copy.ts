@@ -1,5 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import * as z from 'zod';
@@ -18,7 +16,7 @@ import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { copyInParallel } from '../postgres/parallel-copy.js';
-import { makeFifo, pipeTools } from '../postgres/pipe.js';
+import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
 import { humanSize } from '../units.js';
 import {
   confirmField,
@@ -165,18 +163,11 @@ async function withWorkDirs(
   use: (workDir: string, fifoDir: string) => Promise<void>,
 ): Promise<void> {
   const area = new WorkArea(context.config.backupDir);
-  let fallback: string | undefined;
   try {
     const workDir = await area.partialDir(context.job);
-    const probe = path.join(workDir, 'fifo-probe');
-    let fifoDir = workDir;
-    if (/['\\]/.test(workDir) || !(await makeFifo(probe)))
-      fifoDir = fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-copy-'));
-    await rm(probe, { force: true });
-    await use(workDir, fifoDir);
+    await withFifoDir(workDir, (fifoDir) => use(workDir, fifoDir));
   } finally {
     await area.removePartial(context.job);
-    if (fallback) await rm(fallback, { recursive: true, force: true });
   }
 }
 

@@ -1,5 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
@@ -10,7 +8,7 @@ import { toolDirForServers } from '../postgres/binaries.js';
 import { connect } from '../postgres/client.js';
 import { tableRef, tableRefOf } from '../postgres/catalog.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
-import { makeFifo, pipeTools } from '../postgres/pipe.js';
+import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
 import { countTableRows, detachForTravel, relationExists } from '../postgres/table-restore.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { confirmField, envName, storeName } from './fields.js';
@@ -153,43 +151,45 @@ export const restoretables = defineOperation({
           holder,
         );
         const lock = await acquireDatabaseLock(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
-        const fifoDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-tables-'));
         try {
-          const fifo = path.join(fifoDir, 'stream');
-          if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
-          const options = { signal, binDir, onStderrLine: log };
-          await pipeTools(
-            {
-              tool: 'pg_dump',
-              args: [
-                '--format=custom',
-                '--compress=0',
-                '--no-owner',
-                '--no-acl',
-                '--no-password',
-                '--no-sync',
-                ...wanted.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
-                `--file=${fifo}`,
-              ],
-              options: { ...options, url: scratchUrl },
-            },
-            {
-              tool: 'pg_restore',
-              // One transaction: every table comes, or none.
-              args: [
-                '--single-transaction',
-                '--exit-on-error',
-                '--no-owner',
-                '--no-acl',
-                '--no-password',
-                '--format=custom',
-                fifo,
-              ],
-              options: { ...options, url: target.url },
-            },
-          );
+          // Beside the scratch restore's own download directory, in the job's work area (which recovery clears).
+          await withFifoDir(await catalogue.workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
+            const fifo = path.join(fifoDir, 'stream');
+            if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
+            const options = { signal, binDir, onStderrLine: log };
+            await pipeTools(
+              {
+                tool: 'pg_dump',
+                args: [
+                  '--format=custom',
+                  '--compress=0',
+                  '--no-owner',
+                  '--no-acl',
+                  '--no-password',
+                  '--no-sync',
+                  ...wanted.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
+                  `--file=${fifo}`,
+                ],
+                options: { ...options, url: scratchUrl },
+              },
+              {
+                tool: 'pg_restore',
+                // One transaction: every table comes, or none.
+                args: [
+                  '--single-transaction',
+                  '--exit-on-error',
+                  '--no-owner',
+                  '--no-acl',
+                  '--no-password',
+                  '--format=custom',
+                  fifo,
+                ],
+                options: { ...options, url: target.url },
+              },
+            );
+          });
         } finally {
-          await rm(fifoDir, { recursive: true, force: true });
+          await catalogue.workArea.removeJobSubdir(context.job, 'fifo');
           await lock.release();
         }
         return counted;

@@ -1,9 +1,30 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { StderrTail, finishTool, startTool, type PgTool, type ToolOptions } from './tools.js';
 
 /** Makes a FIFO at `file` (mode 600); false where the file system has none (some network ones). */
 export async function makeFifo(file: string): Promise<boolean> {
   return (await execa('mkfifo', ['-m', '600', file], { reject: false })).exitCode === 0;
+}
+
+/**
+ * Runs `use` with a directory where FIFOs can be made: `workDir` itself, or, where its file system has
+ * none (some network ones) or its path has a quote or backslash (psql reads the FIFO's path inside a
+ * command), a private directory of the host's, removed afterwards.
+ */
+export async function withFifoDir<T>(workDir: string, use: (fifoDir: string) => Promise<T>): Promise<T> {
+  const probe = path.join(workDir, 'fifo-probe');
+  let fallback: string | undefined;
+  try {
+    if (/['\\]/.test(workDir) || !(await makeFifo(probe)))
+      fallback = await mkdtemp(path.join(os.tmpdir(), 'dbops-fifo-'));
+    await rm(probe, { force: true });
+    return await use(fallback ?? workDir);
+  } finally {
+    if (fallback) await rm(fallback, { recursive: true, force: true });
+  }
 }
 
 /** How long the side that did not fail first may take to end by itself before it is stopped. */
