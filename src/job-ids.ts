@@ -114,3 +114,8 @@ export function schedulerId(schedule: { operation: string; name: string }): stri
 export function scheduleNameOf(repeatJobKey: string | undefined): string | undefined {
   return repeatJobKey ? /^[a-z]+\.(.+)$/.exec(repeatJobKey)?.[1] : undefined;
 }
+
+/** Eight hex digits standing for a job id where a whole one does not fit (a table's name). */
+export function jobTag(jobId: string): string {
+  return createHash('sha256').update(jobId).digest('hex').slice(0, 8);
+}

@@ -23,7 +23,9 @@ describe('restore --table --suffix', () => {
     await rig.startWorker('backup');
     await rig.startWorker('restore');
     for (const format of ['custom', 'directory']) {
-      const run = await rig.cli(['backup', '--env', 'app', '--format', format, '--wait', '--json']);
+      // The custom-format backup records each table's digest too.
+      const digests = format === 'custom' ? ['--digests'] : [];
+      const run = await rig.cli(['backup', '--env', 'app', '--format', format, ...digests, '--wait', '--json']);
       expect(run.exitCode, run.stderr).toBe(0);
       backups[format] = (JSON.parse(run.stdout) as { backupId: string }).backupId;
     }
@@ -51,7 +53,7 @@ describe('restore --table --suffix', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({
       env: 'app',
       backupId: backups.custom,
-      tables: [{ table: 'public.orders', restoredAs: 'public.orders_restored', rows: 500 }],
+      tables: [{ table: 'public.orders', restoredAs: 'public.orders_restored', rows: 500, checked: 'content digest' }],
     });
     const after = await fingerprint(db());
     const { 'public.orders_restored': added, ...rest } = after.tables;
@@ -94,10 +96,10 @@ describe('restore --table --suffix', () => {
       '--json',
     ]);
     expect(run.exitCode, run.stderr).toBe(0);
-    const result = JSON.parse(run.stdout) as { tables: { table: string; rows: number }[] };
-    expect(result.tables.map((table) => [table.table, table.rows])).toEqual([
-      ['public.orders', 500],
-      ['public.film', 1000],
+    const result = JSON.parse(run.stdout) as { tables: { table: string; rows: number; checked: string }[] };
+    expect(result.tables.map((table) => [table.table, table.rows, table.checked])).toEqual([
+      ['public.orders', 500, 'row count'],
+      ['public.film', 1000, 'row count'],
     ]);
     expect(await count('SELECT count(*) FROM film_dir f JOIN film USING (film_id) WHERE f.title = film.title')).toBe(
       1000,
@@ -149,7 +151,104 @@ describe('restore --table --suffix', () => {
     ]);
     expect(noSuffix.exitCode).toBe(2);
     expect(noSuffix.stderr.trim()).toBe(
-      'manage-db: --table needs --suffix: each table comes back beside the live one as <table><suffix>',
+      'manage-db: --table needs either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
     );
+  });
+
+  const replace = (...tables: string[]) =>
+    rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      ...tables.flatMap((table) => ['--table', table]),
+      '--replace',
+      '--wait',
+      '--json',
+    ]);
+  const leftovers = () =>
+    sql<{ name: string }>(
+      db(),
+      "SELECT relname AS name FROM pg_class WHERE relname ~ '^orders_(dbops|prev)_' AND relkind = 'r' ORDER BY 1",
+    );
+
+  it('--replace swaps the backup rows into a table referenced by foreign keys and a view; the live rows are kept', async () => {
+    // Since the backup: a table referencing orders, a view on it, a grant; rows deleted and one added.
+    await sql(
+      db(),
+      `CREATE TABLE order_lines (id serial PRIMARY KEY, order_id int NOT NULL REFERENCES orders, qty int);
+       INSERT INTO order_lines (order_id, qty) SELECT 1 + g % 50, g FROM generate_series(1, 200) g;
+       CREATE VIEW big_orders AS SELECT id, note FROM orders WHERE id > 100;
+       GRANT SELECT ON orders TO PUBLIC;
+       DELETE FROM orders WHERE id > 450;
+       INSERT INTO orders (customer_id, note) VALUES (7, 'after the backup')`,
+    );
+    const lastId = await count('SELECT last_value FROM orders_id_seq');
+    const before = await fingerprint(db());
+    const run = await replace('public.orders');
+    expect(run.exitCode, run.stderr).toBe(0);
+    const [result] = (JSON.parse(run.stdout) as { tables: { replaced: { keptAs: string } }[] }).tables;
+    expect(result).toMatchObject({
+      table: 'public.orders',
+      restoredAs: 'public.orders',
+      rows: 500,
+      checked: 'content digest',
+      replaced: {
+        keptAs: expect.stringMatching(/^public\.orders_prev_\d{8}t\d{6}$/),
+        foreignKeys: ['public.order_lines.order_lines_order_id_fkey', 'public.orders.orders_customer_id_fkey'],
+        views: ['public.big_orders'],
+        grants: expect.arrayContaining(['PUBLIC: SELECT']),
+        triggers: ['orders_touch'],
+        sequences: ['public.orders_id_seq', 'public.orders_line_seq'],
+      },
+    });
+    const kept = result!.replaced.keptAs;
+    // The backup's rows are back, the live ones kept; the view reads the table; every key holds again.
+    expect(await count('SELECT count(*) FROM orders')).toBe(500);
+    expect(await count(`SELECT count(*) FROM ${kept}`)).toBe(451);
+    expect(await count(`SELECT count(*) FROM ${kept} WHERE note = 'after the backup'`)).toBe(1);
+    expect(await count('SELECT count(*) FROM big_orders')).toBe(400);
+    expect(
+      await count(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated AND conname IN ('order_lines_order_id_fkey', 'orders_customer_id_fkey')",
+      ),
+    ).toBe(2);
+    // The table is the same relation: its trigger is on, its grant stands, its sequences were not rewound.
+    expect(await count("SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_touch' AND tgenabled = 'O'")).toBe(1);
+    expect(
+      await count(
+        "SELECT count(*) FROM information_schema.role_table_grants WHERE table_name = 'orders' AND grantee = 'PUBLIC'",
+      ),
+    ).toBe(1);
+    expect(await count('SELECT last_value FROM orders_id_seq')).toBe(lastId);
+    await sql(db(), "INSERT INTO orders (customer_id, note) VALUES (8, 'new after the replace')");
+    expect(await count("SELECT id FROM orders WHERE note = 'new after the replace'")).toBe(lastId + 1);
+    // Nothing else changed, and nothing of the job's was left behind.
+    const after = await fingerprint(db());
+    const others = (tables: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(tables).filter(([name]) => !/^public\.orders/.test(name)));
+    expect(others(after.tables)).toEqual(others(before.tables));
+    expect((await leftovers()).map((row) => row.name)).toEqual([kept.slice('public.'.length)]);
+    await sql(db(), `DROP TABLE ${kept}; DELETE FROM orders WHERE note = 'new after the replace'`);
+  });
+
+  it('--replace refuses what would break: a row elsewhere referencing a row the backup lacks, changed columns', async () => {
+    await sql(db(), "INSERT INTO orders (id, customer_id, note) OVERRIDING SYSTEM VALUE VALUES (900, 1, 'late')");
+    await sql(db(), 'INSERT INTO order_lines (order_id, qty) VALUES (900, 1)');
+    await sql(db(), 'ALTER TABLE film ADD COLUMN rating_note text');
+    const before = await fingerprint(db());
+    const orphan = await replace('public.orders');
+    expect(orphan.exitCode).toBe(1);
+    expect(orphan.stderr).toMatch(
+      /foreign key order_lines_order_id_fkey of public\.order_lines would not hold: .*; nothing was changed/,
+    );
+    const changed = await replace('public.film', 'public.orders');
+    expect(changed.exitCode).toBe(1);
+    expect(changed.stderr).toContain(
+      'the columns of public.film changed since the backup (column rating_note is not in the backup); nothing was changed',
+    );
+    expect(await fingerprint(db())).toEqual(before);
+    expect(await leftovers()).toEqual([]);
   });
 });

@@ -21,7 +21,7 @@ import { rolesNeeded, userRoleNames, type RoleRecord } from '../postgres/roles.j
 import { backupableDatabases, serverVersionText } from '../postgres/databases.js';
 import { readSchemaVersion } from '../postgres/schema-version.js';
 import { connect, exportSnapshot, releaseSnapshot } from '../postgres/client.js';
-import { countRows } from '../postgres/compare.js';
+import { countRows, digestTables } from '../postgres/compare.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
 import { boundedName } from '../job-ids.js';
 import { StderrTail, finishTool, startTool, toolVersion } from '../postgres/tools.js';
@@ -45,6 +45,10 @@ const schema = withRules(
     allDatabases: z.boolean().default(false).meta({
       description:
         "every connectable, non-template database on env's server: one child backup job each; the result lists them",
+    }),
+    digests: z.boolean().default(false).meta({
+      description:
+        "also a content digest of every table, read in the dump's snapshot, in the manifest: what a table restore checks its rows against (costs a read of every row)",
     }),
   }),
   [
@@ -195,7 +199,11 @@ async function dumpInSnapshot(
       stdout: payload.format === 'custom' ? 'pipe' : 'ignore',
       binDir,
     });
-    const counted = countRows(client);
+    // Counted (and hashed) by `client` in the dump's snapshot while pg_dump runs.
+    const counted = countRows(client).then(async (counts) => ({
+      counts,
+      digests: payload.digests ? await digestTables(client) : undefined,
+    }));
     counted.catch(() => undefined); // awaited after the dump; a failure there must not go unhandled meanwhile
     let digest: { sha256: string; sizeBytes: number; files?: Manifest['files'] };
     if (payload.format === 'custom') {
@@ -225,7 +233,7 @@ async function dumpInSnapshot(
     }
     await Promise.all(writers.map((writer) => writer.complete()));
 
-    const rowCounts = await counted;
+    const { counts: rowCounts, digests: tableDigests } = await counted;
     // Read in the same snapshot: what a restore onto a new server, or with sourceSettings, needs.
     const identity = await readIdentity(client, target.database);
     const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
@@ -277,6 +285,7 @@ async function dumpInSnapshot(
       jobId,
       job,
       rowCounts,
+      tableDigests: tableDigests && Object.fromEntries(tableDigests.map((table) => [table.table, table.hash])),
       identity,
       roles,
       schemaVersion,

@@ -1,52 +1,108 @@
 import path from 'node:path';
+import type pg from 'pg';
 import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { backupIdSchema } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
 import { PermanentError } from '../errors.js';
+import { jobTag } from '../job-ids.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { connect } from '../postgres/client.js';
-import { tableRef, tableRefOf } from '../postgres/catalog.js';
+import { catalogName, tableRef, tableRefOf } from '../postgres/catalog.js';
+import { digestTable } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
-import { countTableRows, detachForTravel, relationExists } from '../postgres/table-restore.js';
+import { nameWithSuffix, previousName } from '../postgres/databases.js';
+import {
+  SwapRefused,
+  countTableRows,
+  detachForTravel,
+  dropMarkedTable,
+  markTable,
+  relationExists,
+  swapInRows,
+} from '../postgres/table-restore.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { confirmField, envName, storeName } from './fields.js';
-import { defineOperation } from './operation.js';
+import { confirmField, envName, fieldGiven, fieldIs, implies, storeName, withRules } from './fields.js';
+import { defineOperation, type OperationContext } from './operation.js';
 
 /*
- * `restore --env E --backup ID --table SCHEMA.TABLE... --suffix S`: tables of a backup come back beside
- * the live ones, as `<table><S>`, for the team to compare and copy rows back; no other table is touched.
- * The backup's definitions and the named tables' rows are restored into a scratch database on the
- * environment's server, their row counts checked against the manifest, then each table (its columns,
- * checks and rows; no indexes, keys or triggers) is moved into the environment's database in one
- * transaction, under the database's lock.
+ * `restore --env E --backup ID --table SCHEMA.TABLE...` with `--suffix S` or `--replace`: tables of a
+ * backup come back without any other table being touched. The backup's definitions and the named
+ * tables' rows are restored into a scratch database on the environment's server and their row counts
+ * checked against the manifest; then each table (its columns, checks and rows; no indexes, keys or
+ * triggers) moves into the environment's database in one transaction, under the database's lock:
+ * as `<table><S>`, beside the live one, for the team to compare and copy rows back; or, with
+ * `--replace`, under a name of the job's, whose rows then replace the live table's in one more
+ * transaction (postgres/table-restore.ts swapInRows), the live rows kept as `<table>_prev_<time>`.
  */
 
 const tableName = z
   .string()
   .regex(/^[a-z_][a-z0-9_$]*\.[a-z_][a-z0-9_$]*$/, { message: 'expected schema.table (lowercase, unquoted)' });
 
-const schema = z.strictObject({
-  env: envName,
-  backup: backupIdSchema,
-  tables: z.array(tableName).min(1).max(50).meta({ description: 'the tables to bring back, as schema.table' }),
-  suffix: z
-    .string()
-    .regex(/^[a-z0-9_]{1,30}$/, { message: 'expected up to 30 lowercase letters, digits or _' })
-    .meta({ description: 'each table comes back beside the original as <table><suffix>' }),
-  store: storeName,
-  confirm: confirmField,
-});
+const schema = withRules(
+  z.strictObject({
+    env: envName,
+    backup: backupIdSchema,
+    tables: z.array(tableName).min(1).max(50).meta({ description: 'the tables to bring back, as schema.table' }),
+    suffix: z
+      .string()
+      .regex(/^[a-z0-9_]{1,30}$/, { message: 'expected up to 30 lowercase letters, digits or _' })
+      .optional()
+      .meta({ description: 'each table comes back beside the original as <table><suffix>' }),
+    replace: z.boolean().default(false).meta({
+      description:
+        "the backup's rows replace each table's, in one transaction; the live rows are kept as <table>_prev_<time>",
+    }),
+    store: storeName,
+    confirm: confirmField,
+  }),
+  [
+    {
+      path: 'suffix',
+      message: 'give suffix (each table comes back beside the live one) or replace: true (the rows are swapped in)',
+      broken: (payload) => !payload.replace && payload.suffix === undefined,
+      schema: implies({ not: fieldIs('replace', true) }, fieldGiven('suffix')),
+    },
+    {
+      path: 'replace',
+      message: 'replace swaps the rows into the live table: it does not go with suffix',
+      broken: (payload) => payload.replace && payload.suffix !== undefined,
+      schema: implies(fieldIs('replace', true), { not: fieldGiven('suffix') }),
+    },
+  ],
+);
 
 const result = z.object({
   env: z.string(),
   backupId: z.string(),
   database: z.string(),
-  tables: z.array(z.object({ table: z.string(), restoredAs: z.string(), rows: z.number().int() })),
+  tables: z.array(
+    z.object({
+      table: z.string(),
+      restoredAs: z.string().meta({ description: 'with suffix: the new table; with replace: the table itself' }),
+      rows: z.number().int(),
+      checked: z.enum(['content digest', 'row count', 'nothing']).meta({
+        description:
+          "what the restored rows were checked against in the backup's manifest: its digest of the table (backups made with digests), else its row count",
+      }),
+      replaced: z
+        .object({
+          keptAs: z.string().meta({ description: 'the live rows, as they were, in a new table <table>_prev_<time>' }),
+          foreignKeys: z.array(z.string()).meta({ description: 'foreign keys from and to the table, validated again' }),
+          views: z.array(z.string()).meta({ description: 'views reading the table: they read the restored rows' }),
+          grants: z.array(z.string()).meta({ description: "the table's grants, kept" }),
+          triggers: z.array(z.string()).meta({ description: "the table's triggers, paused for the swap" }),
+          sequences: z.array(z.string()).meta({ description: 'sequences it owns, kept with their values' }),
+        })
+        .optional(),
+    }),
+  ),
   durationMs: z.number(),
 });
 export type RestoreTablesResult = z.infer<typeof result>;
+type RestoreTablesPayload = z.output<typeof schema>;
 
 export const restoretables = defineOperation({
   type: 'restoretables',
@@ -68,6 +124,20 @@ export const restoretables = defineOperation({
         suffix: '_restored',
       },
     },
+    {
+      payload: {
+        env: 'production',
+        backup: 'production-20261201t020000z-0a1b2c3d4e5f',
+        tables: ['public.orders'],
+        replace: true,
+        confirm: 'production',
+      },
+    },
+    {
+      payload: { env: 'staging', backup: 'staging-20261201t020000z-0a1b2c3d4e5f', tables: ['public.orders'] },
+      refused:
+        'suffix: give suffix (each table comes back beside the live one) or replace: true (the rows are swapped in)',
+    },
   ],
   async process(context): Promise<RestoreTablesResult> {
     const { payload, config, jobId, signal, progress, log } = context;
@@ -76,32 +146,36 @@ export const restoretables = defineOperation({
     const target = resolveTarget(config, payload.env);
     const catalogue = BackupCatalogue.of(config);
     const { manifest, store } = await catalogue.get(payload.backup, payload.store);
-    const wanted = [...new Set(payload.tables)].map((name) => ({ name, ...tableRefOf(name), restoredAs: '' }));
-    for (const table of wanted) {
-      table.restoredAs = `${table.table}${payload.suffix}`;
-      if (table.restoredAs.length > 63)
+    // With --replace, each table travels under a name of this job's, marked so that only its next attempt may drop it.
+    const mark = `dbops restoretables ${jobId}: rows on their way in`;
+    const wanted = [...new Set(payload.tables)].map((name) => {
+      const ref = tableRefOf(name);
+      const restoredAs = payload.replace
+        ? nameWithSuffix(ref.table, `_dbops_${jobTag(jobId)}`)
+        : `${ref.table}${payload.suffix}`;
+      return { name, ...ref, restoredAs, key: name };
+    });
+    for (const table of wanted)
+      if (Buffer.byteLength(table.restoredAs) > 63)
         throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
-    }
-    if (manifest.rowCounts) {
-      const missing = wanted.filter((table) => manifest.rowCounts![table.name] === undefined);
+    await withLive(target.url, holder, target.env, async (live) => {
+      for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
+      const missing = wanted.filter((table) => manifest.rowCounts && manifest.rowCounts[table.key] === undefined);
       if (missing.length)
         throw new PermanentError(
           `backup ${manifest.id} has no table ${missing.map((table) => table.name).join(', ')}; nothing was changed`,
         );
-    }
-    const live = await connect(target.url, holder, target.env);
-    try {
-      const taken = [];
-      for (const table of wanted)
-        if (await relationExists(live, table.schema, table.restoredAs))
-          taken.push(`${table.schema}.${table.restoredAs}`);
-      if (taken.length)
-        throw new PermanentError(
-          `${taken.join(', ')} already exist${taken.length === 1 ? 's' : ''} in ${target.env}: choose another suffix; nothing was changed`,
-        );
-    } finally {
-      await live.end().catch(() => undefined);
-    }
+      const problems = [];
+      for (const table of wanted) {
+        if (payload.replace) {
+          if (!(await relationExists(live, table.schema, table.table)))
+            problems.push(`${table.name} is not in ${target.env}: --replace replaces a table that exists`);
+          else await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(refusal);
+        } else if (await relationExists(live, table.schema, table.restoredAs))
+          problems.push(`${table.schema}.${table.restoredAs} already exists in ${target.env}: choose another suffix`);
+      }
+      if (problems.length) throw new PermanentError(`${problems.join('; ')}; nothing was changed`);
+    });
 
     progress(5, `restoring ${manifest.id}'s definitions and ${wanted.length} table(s) into a scratch database`);
     const restored = await withScratchRestore(
@@ -127,24 +201,35 @@ export const restoretables = defineOperation({
       },
       async (scratchUrl) => {
         const scratch = await connect(scratchUrl, holder);
-        const counted: { table: string; restoredAs: string; rows: number }[] = [];
+        const counted: RestoreTablesResult['tables'] = [];
         try {
           for (const table of wanted) {
             if (!(await relationExists(scratch, table.schema, table.table)))
               throw new PermanentError(`backup ${manifest.id} has no table ${table.name}; nothing was changed`);
             const rows = await countTableRows(scratch, table.schema, table.table);
-            const expected = manifest.rowCounts?.[table.name];
+            const expected = manifest.rowCounts?.[table.key];
             if (expected !== undefined && rows !== expected)
               throw new PermanentError(
                 `${table.name} restored with ${rows} rows where the backup's manifest says ${expected}; nothing was changed`,
               );
+            const digest = manifest.tableDigests?.[table.key];
+            if (digest !== undefined && (await digestTable(scratch, table.key)).hash !== digest)
+              throw new PermanentError(
+                `${table.name} restored with other contents than the backup's manifest records (its digest differs); nothing was changed`,
+              );
             await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
-            counted.push({ table: table.name, restoredAs: `${table.schema}.${table.restoredAs}`, rows });
+            if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
+            counted.push({
+              table: table.name,
+              restoredAs: `${table.schema}.${table.restoredAs}`,
+              rows,
+              checked: digest !== undefined ? 'content digest' : expected !== undefined ? 'row count' : 'nothing',
+            });
           }
         } finally {
           await scratch.end().catch(() => undefined);
         }
-        progress(80, `moving ${wanted.length} table(s) into ${target.env}`);
+        progress(70, `moving ${wanted.length} table(s) into ${target.env}`);
         const binDir = await toolDirForServers(
           [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
           config.PG_BIN_DIR,
@@ -152,50 +237,42 @@ export const restoretables = defineOperation({
         );
         const lock = await acquireDatabaseLock(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
         try {
-          // Beside the scratch restore's own download directory, in the job's work area (which recovery clears).
-          await withFifoDir(await catalogue.workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
-            const fifo = path.join(fifoDir, 'stream');
-            if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
-            const options = { signal, binDir, onStderrLine: log };
-            await pipeTools(
-              {
-                tool: 'pg_dump',
-                args: [
-                  '--format=custom',
-                  '--compress=0',
-                  '--no-owner',
-                  '--no-acl',
-                  '--no-password',
-                  '--no-sync',
-                  ...wanted.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
-                  `--file=${fifo}`,
-                ],
-                options: { ...options, url: scratchUrl },
-              },
-              {
-                tool: 'pg_restore',
-                // One transaction: every table comes, or none.
-                args: [
-                  '--single-transaction',
-                  '--exit-on-error',
-                  '--no-owner',
-                  '--no-acl',
-                  '--no-password',
-                  '--format=custom',
-                  fifo,
-                ],
-                options: { ...options, url: target.url },
-              },
-            );
-          });
+          await travel(context, scratchUrl, target.url, binDir, wanted);
+          if (payload.replace) {
+            const now = new Date();
+            progress(85, `swapping the backup's rows into ${wanted.map((table) => table.name).join(', ')}`);
+            await withLive(target.url, holder, target.env, async (live) => {
+              try {
+                const reports = await swapInRows(
+                  live,
+                  wanted.map((table) => ({
+                    schema: table.schema,
+                    table: table.table,
+                    incoming: table.restoredAs,
+                    keptAs: previousName(table.table, now),
+                    note: `dbops: the rows of ${table.name} before job ${jobId} replaced them with backup ${manifest.id}'s, at ${now.toISOString()}`,
+                  })),
+                ).catch(refusal);
+                for (const [index, report] of reports.entries())
+                  Object.assign(counted[index]!, { restoredAs: wanted[index]!.name, replaced: report });
+              } finally {
+                for (const table of wanted)
+                  await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(() => undefined);
+              }
+            });
+          }
         } finally {
-          await catalogue.workArea.removeJobSubdir(context.job, 'fifo');
           await lock.release();
         }
         return counted;
       },
     );
-    for (const table of restored) log(`restored ${table.table} as ${table.restoredAs} (${table.rows} rows)`);
+    for (const table of restored)
+      log(
+        table.replaced
+          ? `replaced the rows of ${table.table} with the backup's ${table.rows}; the live rows are kept as ${table.replaced.keptAs}`
+          : `restored ${table.table} as ${table.restoredAs} (${table.rows} rows)`,
+      );
     return {
       env: target.env,
       backupId: manifest.id,
@@ -206,5 +283,79 @@ export const restoretables = defineOperation({
   },
   describe: (result) =>
     `restored from ${result.backupId} into ${result.env} (database "${result.database}"): ` +
-    result.tables.map((table) => `${table.table} as ${table.restoredAs} (${table.rows} rows)`).join(', '),
+    result.tables
+      .map((table) =>
+        table.replaced
+          ? `${table.table} replaced (${table.rows} rows; the live rows kept as ${table.replaced.keptAs})`
+          : `${table.table} as ${table.restoredAs} (${table.rows} rows)`,
+      )
+      .join(', '),
 });
+
+function refusal(error: unknown): never {
+  throw error instanceof SwapRefused ? new PermanentError(`${error.message}; nothing was changed`) : error;
+}
+
+async function withLive<T>(
+  url: string,
+  holder: string,
+  env: string,
+  use: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = await connect(url, holder, env);
+  try {
+    return await use(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The tables, renamed in the scratch database, dumped and restored into the live one in one transaction: every table comes, or none. */
+async function travel(
+  context: OperationContext<RestoreTablesPayload>,
+  scratchUrl: string,
+  liveUrl: string,
+  binDir: string | undefined,
+  tables: { schema: string; restoredAs: string }[],
+): Promise<void> {
+  const catalogue = BackupCatalogue.of(context.config);
+  try {
+    // Beside the scratch restore's own download directory, in the job's work area (which recovery clears).
+    await withFifoDir(await catalogue.workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
+      const fifo = path.join(fifoDir, 'stream');
+      if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
+      const options = { signal: context.signal, binDir, onStderrLine: context.log };
+      await pipeTools(
+        {
+          tool: 'pg_dump',
+          args: [
+            '--format=custom',
+            '--compress=0',
+            '--no-owner',
+            '--no-acl',
+            '--no-password',
+            '--no-sync',
+            ...tables.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
+            `--file=${fifo}`,
+          ],
+          options: { ...options, url: scratchUrl },
+        },
+        {
+          tool: 'pg_restore',
+          args: [
+            '--single-transaction',
+            '--exit-on-error',
+            '--no-owner',
+            '--no-acl',
+            '--no-password',
+            '--format=custom',
+            fifo,
+          ],
+          options: { ...options, url: liveUrl },
+        },
+      );
+    });
+  } finally {
+    await catalogue.workArea.removeJobSubdir(context.job, 'fifo');
+  }
+}

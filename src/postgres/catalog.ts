@@ -71,6 +71,15 @@ export async function userTables(client: pg.ClientBase): Promise<string[]> {
   return rows.map((row) => row.name);
 }
 
+/** `schema.table` as userTables (and so a backup's manifest) names it: quoted where needed. */
+export async function catalogName(client: pg.ClientBase, schema: string, table: string): Promise<string> {
+  const { rows } = await client.query<{ name: string }>(`SELECT format('%I.%I', $1::text, $2::text) AS name`, [
+    schema,
+    table,
+  ]);
+  return rows[0]!.name;
+}
+
 /** How many ordinary tables and partitions there are: what a dump's progress counts against. */
 export async function countUserTables(client: pg.ClientBase): Promise<number> {
   const { rows } = await client.query<{ n: number }>(

@@ -5,16 +5,30 @@ import { TEXT_FORMAT_SETTINGS } from './client.js';
 export interface TableDigest {
   table: string;
   rows: number;
-  /** md5 over the md5 of every row's text (its columns in order of their names), in sorted order: equal contents, equal hash. */
+  /**
+   * md5 of the row count and the sum of a 60-bit prefix of each row's md5 (its columns' text in order
+   * of their names): equal contents, equal hash; in any order, with no sort of the table's rows.
+   */
   hash: string;
 }
 
 /**
  * A row's text depends on the session's DateStyle, IntervalStyle, float digits and time zone, which a
  * database's or a URL's settings may change: both sides of a comparison hash in these. (It sets them
- * on the caller's session, which serves the comparison alone.)
+ * on the caller's session, for the rest of it.)
  */
 const DIGEST_SETTINGS = `${TEXT_FORMAT_SETTINGS}; SET TimeZone = 'UTC'`;
+
+/** One table's digest (`table`: `schema.table` quoted as needed, as userTables gives it); its own rows (ONLY). */
+export async function digestTable(client: pg.ClientBase, table: string): Promise<TableDigest> {
+  await client.query(DIGEST_SETTINGS);
+  const row = await rowTextByName(client, table, 't');
+  const { rows } = await client.query<{ rows: string; hash: string }>(
+    `SELECT count(*) AS rows, md5(count(*) || ':' || coalesce(sum(('x' || left(md5(${row}), 15))::bit(60)::bigint), 0)) AS hash
+       FROM ONLY ${table} t`,
+  );
+  return { table, rows: Number(rows[0]!.rows), hash: rows[0]!.hash };
+}
 
 /**
  * Row count and content hash of each table, as pgcopydb's compare does, but by column name: a table
@@ -25,17 +39,11 @@ export async function digestTables(
   client: pg.ClientBase,
   onTable?: (table: string, index: number, total: number) => void,
 ): Promise<TableDigest[]> {
-  await client.query(DIGEST_SETTINGS);
   const tables = await userTables(client);
   const digests: TableDigest[] = [];
   for (const [index, table] of tables.entries()) {
     onTable?.(table, index, tables.length);
-    // `table` comes from format('%I.%I') above: already a quoted identifier.
-    const row = await rowTextByName(client, table, 't');
-    const { rows } = await client.query<{ rows: string; hash: string | null }>(
-      `SELECT count(*) AS rows, md5(string_agg(md5(${row}), '' ORDER BY md5(${row}))) AS hash FROM ${table} t`,
-    );
-    digests.push({ table, rows: Number(rows[0]?.rows ?? 0), hash: rows[0]?.hash ?? '' });
+    digests.push(await digestTable(client, table));
   }
   return digests;
 }

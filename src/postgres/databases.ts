@@ -218,12 +218,17 @@ export async function findCreatedDatabases(
   return { proven, unproven };
 }
 
-function previousName(target: string, now: Date): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').toLowerCase(); // 20261125t120000
-  const suffix = `_prev_${stamp}`;
-  return `${Buffer.from(target)
-    .subarray(0, MAX_IDENTIFIER - suffix.length)
+/** `name` cut (by bytes, never inside a character) so that `name` + `suffix` fits PostgreSQL's 63 bytes. */
+export function nameWithSuffix(name: string, suffix: string): string {
+  return `${Buffer.from(name)
+    .subarray(0, MAX_IDENTIFIER - Buffer.byteLength(suffix))
     .toString()}${suffix}`.replace(/\uFFFD/g, '');
+}
+
+/** `<name>_prev_<time>`: what a replaced database, or a replaced table's rows, is kept as. */
+export function previousName(target: string, now: Date): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').toLowerCase(); // 20261125t120000
+  return nameWithSuffix(target, `_prev_${stamp}`);
 }
 
 async function waitForNoSessions(client: pg.Client, database: string, timeoutMs: number): Promise<boolean> {

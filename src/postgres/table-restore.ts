@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { tableRef } from './catalog.js';
-import { quoteIdent } from './client.js';
+import { quoteIdent, quoteLiteral } from './client.js';
 
 /*
  * A table restored into a scratch database, made ready to travel alone into a live database under
@@ -52,4 +52,231 @@ export async function detachForTravel(
   );
   for (const { sequence } of owned) await client.query(`ALTER SEQUENCE ${sequence} OWNED BY NONE`);
   await client.query(`ALTER TABLE ${relation} RENAME TO ${quoteIdent(newName)}`);
+}
+
+/** A column as a table has it: what must agree between a live table and the backup's copy of it. */
+interface ColumnShape {
+  name: string;
+  type: string;
+  generated: boolean;
+}
+
+async function columnShapes(client: pg.ClientBase, relation: string): Promise<ColumnShape[]> {
+  const { rows } = await client.query<ColumnShape>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attgenerated <> '' AS generated
+       FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    [relation],
+  );
+  return rows;
+}
+
+/** Where the backup's table and the live one differ in their columns, one phrase each; none when they agree. */
+function columnDifferences(live: ColumnShape[], restored: ColumnShape[]): string[] {
+  const theirs = new Map(restored.map((column) => [column.name, column]));
+  const found: string[] = [];
+  for (const column of live) {
+    const twin = theirs.get(column.name);
+    if (!twin) found.push(`column ${column.name} is not in the backup`);
+    else if (twin.type !== column.type)
+      found.push(`column ${column.name} is ${column.type}, in the backup ${twin.type}`);
+    theirs.delete(column.name);
+  }
+  for (const name of theirs.keys()) found.push(`column ${name} is only in the backup`);
+  return found;
+}
+
+/** What swapping a table's rows touched, by name: the result lists it. */
+export interface SwapReport {
+  keptAs: string;
+  /** Foreign keys from and to the table, dropped for the swap and added back, each validated. */
+  foreignKeys: string[];
+  /** Views and materialized views reading the table: they read the new rows. */
+  views: string[];
+  /** The table's grants, as `grantee: PRIVILEGE`: kept, since the table stays the same relation. */
+  grants: string[];
+  /** The table's own triggers, paused for the swap (a restore is not an application's insert) and put back as they were. */
+  triggers: string[];
+  /** Sequences the table owns: kept with their values (never rewound, so new rows cannot reuse an id). */
+  sequences: string[];
+}
+
+/** A failed swap's cause, for the caller to word: nothing of it was committed. */
+export class SwapRefused extends Error {}
+
+const ENABLE_AGAIN: Record<string, string> = {
+  O: 'ENABLE TRIGGER',
+  A: 'ENABLE ALWAYS TRIGGER',
+  R: 'ENABLE REPLICA TRIGGER',
+};
+
+export interface SwapTarget {
+  schema: string;
+  table: string;
+  /** A table beside it, in its schema, holding the rows to swap in. */
+  incoming: string;
+  /** The new table the live rows are kept in. */
+  keptAs: string;
+  /** The kept table's comment: whose rows, replaced when and by what. */
+  note: string;
+}
+
+interface TableFacts {
+  columns: ColumnShape[];
+  views: string[];
+  grants: string[];
+  triggers: { name: string; enabled: string }[];
+  sequences: string[];
+}
+
+async function readFacts(client: pg.ClientBase, live: string, incoming: string, name: string): Promise<TableFacts> {
+  const { rows: kind } = await client.query<{ relkind: string }>(
+    'SELECT relkind FROM pg_class WHERE oid = $1::regclass',
+    [live],
+  );
+  if (kind[0]?.relkind !== 'r')
+    throw new SwapRefused(`${name} is not a plain table (a partitioned table is restored by its partitions)`);
+  const columns = await columnShapes(client, live);
+  const differences = columnDifferences(columns, await columnShapes(client, incoming));
+  if (differences.length)
+    throw new SwapRefused(`the columns of ${name} changed since the backup (${differences.join('; ')})`);
+  const { rows: views } = await client.query<{ name: string }>(
+    `SELECT DISTINCT r.ev_class::regclass::text AS name FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+      WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::regclass AND r.ev_class <> $1::regclass ORDER BY 1`,
+    [live],
+  );
+  const { rows: grants } = await client.query<{ grant: string }>(
+    `SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || ': ' || string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS grant
+       FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1::regclass GROUP BY a.grantee ORDER BY 1`,
+    [live],
+  );
+  const { rows: triggers } = await client.query<{ name: string; enabled: string }>(
+    `SELECT tgname AS name, tgenabled AS enabled FROM pg_trigger
+      WHERE tgrelid = $1::regclass AND NOT tgisinternal AND tgenabled <> 'D' ORDER BY 1`,
+    [live],
+  );
+  const { rows: sequences } = await client.query<{ name: string }>(
+    `SELECT d.objid::regclass::text AS name FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+      WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::regclass AND d.deptype IN ('a', 'i') ORDER BY 1`,
+    [live],
+  );
+  return {
+    columns,
+    views: views.map((view) => view.name),
+    grants: grants.map((row) => row.grant),
+    triggers,
+    sequences: sequences.map((sequence) => sequence.name),
+  };
+}
+
+/**
+ * Replaces the rows of each live table with those of its `incoming` table (the same columns, restored
+ * beside it), all in one transaction: the live rows are first kept in a new table `keptAs`, the
+ * foreign keys from and to the tables are dropped and added back (validated: a row elsewhere that
+ * references a row the backup does not hold fails the swap), and each `incoming` is dropped. Each
+ * table stays the same relation, so its views, grants, policies, indexes and sequences are those it
+ * had. Waits at most `lockTimeout` for the applications' locks on them.
+ */
+export async function swapInRows(
+  client: pg.ClientBase,
+  targets: SwapTarget[],
+  lockTimeout = '60s',
+): Promise<SwapReport[]> {
+  const sql = targets.map((target) => ({
+    live: tableRef(target.schema, target.table).sql,
+    incoming: tableRef(target.schema, target.incoming).sql,
+    kept: tableRef(target.schema, target.keptAs).sql,
+  }));
+  await client.query('BEGIN');
+  try {
+    await client.query(`SET LOCAL lock_timeout = ${quoteLiteral(lockTimeout)}`);
+    // Every name printed below comes qualified with its schema.
+    await client.query('SET LOCAL search_path = pg_catalog');
+    await client.query(`LOCK TABLE ${sql.map((table) => table.live).join(', ')} IN ACCESS EXCLUSIVE MODE`);
+    const facts: TableFacts[] = [];
+    for (const [index, target] of targets.entries())
+      facts.push(await readFacts(client, sql[index]!.live, sql[index]!.incoming, `${target.schema}.${target.table}`));
+    const { rows: keys } = await client.query<{ name: string; owner: string; definition: string; touches: string[] }>(
+      `SELECT conname AS name, conrelid::regclass::text AS owner, pg_get_constraintdef(oid) AS definition,
+              ARRAY[conrelid::regclass::text, confrelid::regclass::text] AS touches
+         FROM pg_constraint WHERE contype = 'f' AND conparentid = 0
+          AND (conrelid = ANY($1::regclass[]) OR confrelid = ANY($1::regclass[]))
+        ORDER BY 2, 1`,
+      [sql.map((table) => table.live)],
+    );
+
+    for (const [index, target] of targets.entries()) {
+      const { live, kept } = sql[index]!;
+      await client.query(
+        `CREATE TABLE ${kept} (LIKE ${live} INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING COMMENTS)`,
+      );
+      await client.query(`INSERT INTO ${kept} SELECT * FROM ONLY ${live}`);
+      await client.query(`COMMENT ON TABLE ${kept} IS ${quoteLiteral(target.note)}`);
+    }
+    for (const key of keys) await client.query(`ALTER TABLE ${key.owner} DROP CONSTRAINT ${quoteIdent(key.name)}`);
+    for (const [index, { live, incoming }] of sql.entries()) {
+      for (const trigger of facts[index]!.triggers)
+        await client.query(`ALTER TABLE ${live} DISABLE TRIGGER ${quoteIdent(trigger.name)}`);
+      await client.query(`TRUNCATE ONLY ${live}`);
+      const names = facts[index]!.columns.filter((column) => !column.generated)
+        .map((column) => quoteIdent(column.name))
+        .join(', ');
+      await client.query(
+        `INSERT INTO ${live} (${names}) OVERRIDING SYSTEM VALUE SELECT ${names} FROM ONLY ${incoming}`,
+      );
+    }
+    for (const key of keys) {
+      try {
+        await client.query(`ALTER TABLE ${key.owner} ADD CONSTRAINT ${quoteIdent(key.name)} ${key.definition}`);
+      } catch (error) {
+        throw new SwapRefused(`foreign key ${key.name} of ${key.owner} would not hold: ${(error as Error).message}`);
+      }
+    }
+    for (const [index, { live, incoming }] of sql.entries()) {
+      for (const trigger of facts[index]!.triggers)
+        await client.query(
+          `ALTER TABLE ${live} ${ENABLE_AGAIN[trigger.enabled] ?? 'ENABLE TRIGGER'} ${quoteIdent(trigger.name)}`,
+        );
+      await client.query(`DROP TABLE ${incoming}`);
+    }
+    await client.query('COMMIT');
+    return targets.map((target, index) => {
+      const name = `${target.schema}.${target.table}`;
+      return {
+        keptAs: `${target.schema}.${target.keptAs}`,
+        foreignKeys: keys.filter((key) => key.touches.includes(name)).map((key) => `${key.owner}.${key.name}`),
+        views: facts[index]!.views,
+        grants: facts[index]!.grants,
+        triggers: facts[index]!.triggers.map((trigger) => trigger.name),
+        sequences: facts[index]!.sequences,
+      };
+    });
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Marks a table dbops made for one job, so that only that job's next attempt drops it. */
+export async function markTable(client: pg.ClientBase, schema: string, table: string, mark: string): Promise<void> {
+  await client.query(`COMMENT ON TABLE ${tableRef(schema, table).sql} IS ${quoteLiteral(mark)}`);
+}
+
+/**
+ * Drops `schema.table` if it carries `mark` (an earlier attempt of the same job left it); a table of
+ * that name without the mark is someone else's, and refused.
+ */
+export async function dropMarkedTable(
+  client: pg.ClientBase,
+  schema: string,
+  table: string,
+  mark: string,
+): Promise<void> {
+  if (!(await relationExists(client, schema, table))) return;
+  const relation = tableRef(schema, table).sql;
+  const { rows } = await client.query<{ mark: string | null }>(
+    `SELECT obj_description($1::regclass, 'pg_class') AS mark`,
+    [relation],
+  );
+  if (rows[0]?.mark !== mark) throw new SwapRefused(`${schema}.${table} exists and is not dbops' own`);
+  await client.query(`DROP TABLE ${relation}`);
 }

@@ -33,7 +33,11 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
       .addOption(new Option('--format <format>', 'archive format').choices(['custom', 'directory']).default('custom'))
       .addOption(jobsFlag('parallel dump jobs (directory format)'))
       .option('--compress <level>', 'compression level 0-9', parseWholeNumber)
-      .option('--all-databases', "every database on the environment's server: one child backup job each"),
+      .option('--all-databases', "every database on the environment's server: one child backup job each")
+      .option(
+        '--digests',
+        'also record a content digest of every table, which table restores check (reads every row once more)',
+      ),
   ).action(async (options) => {
     await run(
       'backup',
@@ -43,6 +47,7 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
         jobs: options.jobs,
         compress: options.compress,
         allDatabases: options.allDatabases ?? false,
+        digests: options.digests ?? false,
       },
       flagsOf(options),
     );
@@ -83,17 +88,22 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option('--no-owner', 'restore without owners and grants, for a server without those roles')
       .option(
         '--table <schema.table>',
-        'only this table (repeatable), brought back beside the live one: needs --suffix; nothing else is touched',
+        'only this table (repeatable), from the backup: needs --suffix or --replace; no other table is touched',
         collect,
       )
-      .option('--suffix <suffix>', 'with --table: each table comes back as <table><suffix>'),
+      .option('--suffix <suffix>', 'with --table: each table comes back beside the live one as <table><suffix>')
+      .option(
+        '--replace',
+        "with --table: the backup's rows replace the table's, in one transaction; the live rows are kept as <table>_prev_<time>",
+      ),
   ).action(async (options) => {
     if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
-    if (options.suffix !== undefined && !options.table) throw new ValidationError('--suffix goes with --table');
+    if ((options.suffix !== undefined || options.replace) && !options.table)
+      throw new ValidationError(`${options.replace ? '--replace' : '--suffix'} goes with --table`);
     if (options.table) {
-      if (options.suffix === undefined)
+      if ((options.suffix === undefined) === !options.replace)
         throw new ValidationError(
-          '--table needs --suffix: each table comes back beside the live one as <table><suffix>',
+          '--table needs either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
         );
       await run(
         'restoretables',
@@ -102,6 +112,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
           backup: options.backup,
           tables: options.table,
           suffix: options.suffix,
+          replace: options.replace ?? false,
           store: options.store,
           confirm: options.confirm,
         },
