@@ -5,17 +5,17 @@ import { BackupCatalogue } from '../backups/catalogue.js';
 import { WorkArea } from '../backups/work-area.js';
 import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
-import { connect, exportSnapshot, inTransaction, runScript } from '../postgres/client.js';
+import { connect, exportSnapshot, inTransaction, quoteLiteral, runScript } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
-import { columnFacts, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
+import { columnFacts, listTables, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
 import { applyMasks, type MaskedTable, type TableMask } from '../postgres/masking.js';
-import { cutSubset, type SubsetTable } from '../postgres/subset.js';
+import { copySubset, type SubsetTable } from '../postgres/subset.js';
 import { DELETE_WHERE, maskPolicySchema, maskProblems, ruleFor, type MaskPolicy } from './mask-policy.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { resolveTarget, withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { copyInParallel } from '../postgres/parallel-copy.js';
+import { copyAroundSchema, copyDataSection, copyInParallel } from '../postgres/parallel-copy.js';
 import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
 import { humanSize } from '../units.js';
 import {
@@ -23,12 +23,15 @@ import {
   envName,
   fieldAbsentOr,
   fieldGiven,
+  fieldIs,
   implies,
   parallelJobs,
   stepTimings,
   withRules,
 } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
+
+const subsetTable = z.string().regex(/^[^.\s]+\.[^.\s]+$/, { message: 'expected a table as schema.table' });
 
 /** SQL run inside the copy before it becomes visible; sent as text so any worker host can run it. */
 const sanitizeScript = z.strictObject({
@@ -53,17 +56,32 @@ const schema = withRules(
     mask: maskPolicySchema.optional(),
     subset: z
       .array(
-        z.strictObject({
-          table: z.string().regex(/^[^.\s]+\.[^.\s]+$/, { message: 'expected a table as schema.table' }),
-          where: z.string().min(1).max(10_000),
-        }),
+        z.union([
+          z.strictObject({
+            table: subsetTable,
+            where: z.string().min(1).max(10_000).meta({ description: 'an SQL condition on its rows' }),
+          }),
+          z.strictObject({
+            table: subsetTable,
+            percent: z.number().gt(0).max(100).meta({ description: 'this share of its rows, in percent' }),
+            orderBy: z.string().min(1).max(1_000).optional().meta({
+              description:
+                'the first rows in this SQL ORDER BY order (without it, a sample: the same rows of the same data every time)',
+            }),
+          }),
+        ]),
       )
+      .min(1)
       .max(50)
       .optional()
       .meta({
         description:
-          '[{table, where}]: copy only these rows of these tables, and every row they reference (transitively), so every foreign key holds',
+          '[{table, where} | {table, percent, orderBy?}]: copy only these rows of these tables, and every row they reference (transitively), so every foreign key holds',
       }),
+    withChildren: z.boolean().default(false).meta({
+      description:
+        'with subset: also every row that references a chosen row, transitively (and then what those reference)',
+    }),
     rest: z.enum(['all', 'empty']).default('all').meta({
       description: 'with subset: the tables no rule names and no kept row references: copied whole, or empty',
     }),
@@ -87,6 +105,12 @@ const schema = withRules(
       broken: (payload) => payload.verify && payload.subset !== undefined,
       schema: implies(fieldGiven('subset'), fieldAbsentOr('verify', false)),
     },
+    {
+      path: 'withChildren',
+      message: 'withChildren goes with subset',
+      broken: (payload) => payload.withChildren && payload.subset === undefined,
+      schema: implies(fieldIs('withChildren', true), fieldGiven('subset')),
+    },
   ],
 );
 
@@ -96,7 +120,7 @@ const result = z.object({
   from: z.string(),
   to: z.string(),
   database: z.string(),
-  mode: z.enum(['stream', 'parallel']),
+  mode: z.enum(['stream', 'parallel', 'subset']),
   tables: z.number().int(),
   sanitized: z.array(z.string()).meta({ description: 'the sanitize scripts run, by name' }),
   verified: z.boolean(),
@@ -291,19 +315,54 @@ async function maskCopy(context: OperationContext<CopyPayload>, shadowUrl: strin
   }
 }
 
-async function subsetCopy(context: OperationContext<CopyPayload>, shadowUrl: string): Promise<SubsetTable[]> {
-  const client = await connect(shadowUrl, `dbops:copy:${context.jobId}`);
-  try {
-    const kept = await cutSubset(client, context.payload.subset!, context.payload.rest, (step) =>
-      context.progress(86, `subset: ${step}`),
-    ).catch((error: unknown) => {
-      throw new PermanentError(`the subset failed: ${(error as Error).message}; the target was not touched`);
-    });
-    context.log(`subset: ${kept.map((table) => `${table.table} ${table.rows}`).join(', ')}`);
-    return kept;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+/**
+ * `subset`: the schema, then only the chosen rows (chosen on the source in its snapshot, by a session of
+ * this job's importing it), sequence values and large objects, then indexes and constraints, each
+ * foreign key validated.
+ */
+async function subsetFill(
+  context: OperationContext<CopyPayload>,
+  { source, shadowUrl, signal, snapshot, binDir }: Fill,
+): Promise<SubsetTable[]> {
+  if (!snapshot) throw new Error('a subset reads one exported snapshot');
+  const { payload, jobId } = context;
+  const tools = { sourceUrl: source.url, targetUrl: shadowUrl, snapshot: snapshot.id, binDir, onLine: context.log };
+  let kept: SubsetTable[] = [];
+  let tables: string[] = [];
+  await withWorkDirs(context, (workDir, fifoDir) =>
+    copyAroundSchema({ ...tools, workDir, signal, jobs: payload.jobs }, async () => {
+      const session = await connect(source.url, `dbops:copy:${jobId}`, source.env);
+      const shadow = await connect(shadowUrl, `dbops:copy:${jobId}`);
+      try {
+        // Read-write, for the lists of chosen rows (temporary tables); it writes nothing else.
+        await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        await session.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.id)}`);
+        kept = await copySubset(session, shadow, payload.subset!, {
+          rest: payload.rest,
+          withChildren: payload.withChildren,
+          onStep: (step) => context.progress(40, `subset: ${step}`),
+        });
+        tables = (await listTables(session, ['r'])).map((table) => table.sql);
+      } catch (error) {
+        if (signal.aborted) throw error;
+        throw new PermanentError(`the subset failed: ${(error as Error).message}; the target was not touched`);
+      } finally {
+        await session.end().catch(() => undefined);
+        await shadow.end().catch(() => undefined);
+      }
+      context.log(`subset: ${kept.map((table) => `${table.table} ${table.rows}`).join(', ')}`);
+      const fifo = path.join(fifoDir, 'rest');
+      if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
+      context.progress(80, 'copying sequence values and large objects');
+      // Every table's rows excluded by name: a pattern like *.* would exclude the sequences' values too.
+      await copyDataSection(tools, tables, fifo, signal);
+    }),
+  ).catch((error: unknown) => {
+    // A foreign key the chosen rows do not satisfy fails its validation in post-data.
+    if (signal.aborted || error instanceof PermanentError) throw error;
+    throw new PermanentError(`the subset failed: ${(error as Error).message}; the target was not touched`);
+  });
+  return kept;
 }
 
 async function verifyCopy(
@@ -375,7 +434,7 @@ export const copy = defineOperation({
       // A policy that does not fit the source fails the copy before anything is made.
       if (payload.mask) checkPolicy(payload.mask, await columnFacts(probe), source.env);
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
-      if (payload.verify || payload.jobs > 1) {
+      if (payload.verify || payload.jobs > 1 || payload.subset) {
         snapshot = { id: await exportSnapshot(probe), client: probe };
       }
     } catch (error) {
@@ -391,7 +450,7 @@ export const copy = defineOperation({
         config.PG_BIN_DIR,
         `dbops:copy:${jobId}`,
       );
-      const mode = payload.jobs > 1 ? 'parallel' : 'stream';
+      const mode = payload.subset ? 'subset' : payload.jobs > 1 ? 'parallel' : 'stream';
       let masked: MaskedTable[] | undefined;
       let subset: SubsetTable[] | undefined;
       const replaceStartedAt = Date.now();
@@ -407,15 +466,16 @@ export const copy = defineOperation({
         note: `replaced by a copy of ${source.env} (job ${jobId})`,
         fill: async (shadowUrl, mark, fillSignal) => {
           const fill: Fill = { source, shadowUrl, signal: fillSignal, snapshot, tables, binDir };
-          await (mode === 'stream' ? streamCopy(context, fill) : parallelCopy(context, fill));
-          mark(mode === 'stream' ? 'pg_dump | pg_restore' : 'parallel copy');
+          if (mode === 'subset') {
+            subset = await subsetFill(context, fill);
+            mark('subset');
+          } else {
+            await (mode === 'stream' ? streamCopy(context, fill) : parallelCopy(context, fill));
+            mark(mode === 'stream' ? 'pg_dump | pg_restore' : 'parallel copy');
+          }
           if (payload.verify && snapshot) {
             await verifyCopy(context, () => digestTables(snapshot.client), shadowUrl);
             mark('verify');
-          }
-          if (payload.subset) {
-            subset = await subsetCopy(context, shadowUrl);
-            mark('subset');
           }
           if (payload.sanitize.length) {
             await sanitize(context, shadowUrl);

@@ -30,23 +30,30 @@ export interface ParallelCopyOptions {
   onTableCopied: (table: SizedTable) => void;
 }
 
+export interface SchemaCopyOptions {
+  sourceUrl: string;
+  targetUrl: string;
+  snapshot: string;
+  /** Where the schema's archive is written. */
+  workDir: string;
+  signal: AbortSignal;
+  binDir: string | undefined;
+  onLine: (line: string) => void;
+  /** Parallel jobs for indexes and constraints. */
+  jobs: number;
+}
+
 /**
- * A copy in the way pgcopydb makes one, with no temporary copy of the data: the schema's definitions
- * (pre-data), then the data in `jobs` parallel streams, all in one exported snapshot, then indexes and
- * constraints (post-data) with `jobs` parallel jobs. Each big table streams `COPY … TO STDOUT` from one
- * psql into `COPY … FROM` in another through a FIFO; the small tables, sequence values and large
- * objects go together as one pg_dump --section=data piped into pg_restore.
+ * The source's schema around the data: its definitions (pre-data) restored into the target, then
+ * `fillData`, then its indexes and constraints (post-data, `jobs` at a time), all read in `snapshot`.
+ * A foreign key added at the end is validated: rows that break it fail the copy.
  */
-export async function copyInParallel(options: ParallelCopyOptions): Promise<void> {
+export async function copyAroundSchema(options: SchemaCopyOptions, fillData: () => Promise<void>): Promise<void> {
   const { sourceUrl, targetUrl, snapshot, workDir, signal, binDir, onLine } = options;
   if (!/^[0-9A-F-]+$/i.test(snapshot)) throw new Error(`not a snapshot id: ${snapshot}`);
-  if (/['\\]/.test(options.fifoDir))
-    throw new Error(`psql cannot name a FIFO in ${options.fifoDir}: the path has a quote or backslash`);
   const schemaFile = path.join(workDir, 'schema.dump');
-  const tool = { signal, binDir, onStderrLine: onLine };
   const tail = new StderrTail();
-  const track = { ...tool, onStderrLine: (line: string) => (tail.push(line), onLine(line)) };
-
+  const track = { signal, binDir, onStderrLine: (line: string) => (tail.push(line), onLine(line)) };
   await finishTool(
     'pg_dump',
     startTool(
@@ -72,7 +79,78 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
     }),
     tail,
   );
+  await fillData();
+  await finishTool(
+    'pg_restore',
+    startTool(
+      'pg_restore',
+      ['--section=post-data', '--verbose', '--no-password', '--exit-on-error', `--jobs=${options.jobs}`, schemaFile],
+      { ...track, url: targetUrl },
+    ),
+    tail,
+  );
+  await rm(schemaFile, { force: true });
+}
 
+/**
+ * The data section without the rows of `excluded` tables (quoted names; `*.*` for every table): sequence
+ * values, large objects and the other tables' rows, pg_dump streamed into pg_restore through `fifo`.
+ */
+export async function copyDataSection(
+  options: Pick<SchemaCopyOptions, 'sourceUrl' | 'targetUrl' | 'snapshot' | 'binDir' | 'onLine'>,
+  excluded: string[],
+  fifo: string,
+  signal: AbortSignal,
+): Promise<void> {
+  const tool = { signal, binDir: options.binDir, onStderrLine: options.onLine };
+  await pipeTools(
+    {
+      tool: 'pg_dump',
+      args: [
+        '--format=custom',
+        '--compress=0',
+        '--section=data',
+        '--verbose',
+        '--no-password',
+        '--no-sync',
+        `--snapshot=${options.snapshot}`,
+        // Quoted as an identifier, a pg_dump pattern matches that one table: no character is special in quotes.
+        ...excluded.map((table) => `--exclude-table-data=${table}`),
+        `--file=${fifo}`,
+      ],
+      options: { ...tool, url: options.sourceUrl },
+    },
+    {
+      // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
+      tool: 'pg_restore',
+      args: ['--section=data', '--format=custom', '--verbose', '--no-password', '--exit-on-error', fifo],
+      options: { ...tool, url: options.targetUrl },
+    },
+  );
+}
+
+/**
+ * A copy in the way pgcopydb makes one, with no temporary copy of the data: the schema's definitions
+ * (pre-data), then the data in `jobs` parallel streams, all in one exported snapshot, then indexes and
+ * constraints (post-data) with `jobs` parallel jobs. Each big table streams `COPY … TO STDOUT` from one
+ * psql into `COPY … FROM` in another through a FIFO; the small tables, sequence values and large
+ * objects go together as one pg_dump --section=data piped into pg_restore.
+ */
+export async function copyInParallel(options: ParallelCopyOptions): Promise<void> {
+  const { sourceUrl, targetUrl, snapshot, workDir, signal, binDir, onLine } = options;
+  if (/['\\]/.test(options.fifoDir))
+    throw new Error(`psql cannot name a FIFO in ${options.fifoDir}: the path has a quote or backslash`);
+  const tool = { signal, binDir, onStderrLine: onLine };
+  await copyAroundSchema({ sourceUrl, targetUrl, snapshot, workDir, signal, binDir, onLine, jobs: options.jobs }, () =>
+    copyData(options, tool),
+  );
+}
+
+async function copyData(
+  options: ParallelCopyOptions,
+  tool: { signal: AbortSignal; binDir: string | undefined; onStderrLine: (line: string) => void },
+): Promise<void> {
+  const { sourceUrl, targetUrl, snapshot, signal } = options;
   const tables = await tablesBySize(options.snapshotClient);
   const big = tables.filter((table) => table.bytes >= options.ownStreamBytes);
   const restBytes = tables
@@ -95,29 +173,11 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
   const rest: Stream = {
     bytes: restBytes,
     run: (fifo, lane) =>
-      pipeTools(
-        {
-          tool: 'pg_dump',
-          args: [
-            '--format=custom',
-            '--compress=0',
-            '--section=data',
-            '--verbose',
-            '--no-password',
-            '--no-sync',
-            `--snapshot=${snapshot}`,
-            // Quoted as an identifier, a pg_dump pattern matches that one table: no character is special in quotes.
-            ...big.map((table) => `--exclude-table-data=${table.sql}`),
-            `--file=${fifo}`,
-          ],
-          options: { ...tool, signal: lane, url: sourceUrl },
-        },
-        {
-          // --format: pg_restore must read the FIFO once; finding out the format itself, it would reopen it and miss the start.
-          tool: 'pg_restore',
-          args: ['--section=data', '--format=custom', '--verbose', '--no-password', '--exit-on-error', fifo],
-          options: { ...tool, signal: lane, url: targetUrl },
-        },
+      copyDataSection(
+        options,
+        big.map((table) => table.sql),
+        fifo,
+        lane,
       ),
   };
   const streams: Stream[] = [
@@ -151,20 +211,6 @@ export async function copyInParallel(options: ParallelCopyOptions): Promise<void
   ].sort((a, b) => b.bytes - a.bytes);
 
   await inLanes(streams, options.jobs, options.fifoDir, signal);
-
-  await finishTool(
-    'pg_restore',
-    startTool(
-      'pg_restore',
-      ['--section=post-data', '--verbose', '--no-password', '--exit-on-error', `--jobs=${options.jobs}`, schemaFile],
-      {
-        ...track,
-        url: targetUrl,
-      },
-    ),
-    tail,
-  );
-  await rm(schemaFile, { force: true });
 }
 
 /** Runs the streams, biggest first, `lanes` at a time, each lane through a FIFO of its own; the first failure stops them all. */

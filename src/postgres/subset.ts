@@ -1,20 +1,38 @@
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import { tableRefOf } from './catalog.js';
-import { quoteIdent } from './client.js';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { copyColumnList, tableRefOf } from './catalog.js';
+import { TEXT_FORMAT_SETTINGS, quoteIdent } from './client.js';
 
 /*
- * A subset of a copy, cut inside its shadow database: the rows a condition chooses in the named tables,
- * plus every row they reference, transitively along foreign keys (what `rest: all` keeps of the other
- * tables counts as chosen too), so that every foreign key still holds. The foreign keys are dropped
- * while the rest is deleted and added back after, each validated: a copy whose keys do not all hold
- * fails instead of being swapped in.
+ * A subset of a copy, chosen on the source in the copy's snapshot and moved alone: the rows the rules
+ * choose in the named tables, optionally every row that references them (transitively, `withChildren`),
+ * plus every row these reference, transitively along foreign keys (what `rest: all` keeps of the
+ * other tables counts as chosen too), so that every foreign key holds. The chosen rows are listed
+ * (partition, ctid) in temporary tables of the source session, round by round, each round following
+ * the keys from the rows the last one added only; then each table's chosen rows are copied (`COPY
+ * (SELECT … WHERE ctid = ANY …)`, a TID scan) into the target, named column by column. The time
+ * goes with the rows chosen, not with the source's size. The target's foreign keys are added after
+ * (postgres/parallel-copy.ts copyAroundSchema), each validated.
  */
 
 export interface SubsetRule {
   /** `schema.table`, unquoted. */
   table: string;
   /** An SQL condition on the table's rows. */
-  where: string;
+  where?: string;
+  /** Or a share of its rows, in percent: a repeatable sample, or the first in `orderBy`. */
+  percent?: number;
+  /** With `percent`: an SQL ORDER BY list; the first `percent` % of the rows in that order. */
+  orderBy?: string;
+}
+
+export interface SubsetOptions {
+  /** A table no rule names and no chosen row reaches: copied whole (`all`) or empty (`empty`). */
+  rest: 'all' | 'empty';
+  /** Also every row that references a chosen row, transitively (before following references up). */
+  withChildren: boolean;
+  onStep?: (step: string) => void;
 }
 
 export interface SubsetTable {
@@ -24,11 +42,22 @@ export interface SubsetTable {
 
 interface ForeignKey {
   name: string;
+  /** The relation the key is on: a table, or a partition (a key can be declared on one partition alone). */
   child: string;
+  /** The subset's table it belongs to: itself, or its partitioned table. */
+  childTable: string;
   parent: string;
+  parentTable: string;
   childColumns: string[];
   parentColumns: string[];
-  definition: string;
+}
+
+/** One table of the subset: kept whole, or the rows listed in its temporary table. */
+interface Chosen {
+  table: string;
+  /** Its rows (a partitioned table's through it; another table's own, ONLY), as SQL. */
+  rows: string;
+  keep: { whole: true } | { whole: false; list: string };
 }
 
 const quoted = (table: string) => tableRefOf(table).sql;
@@ -39,23 +68,27 @@ async function readGraph(
 ): Promise<{ tables: string[]; partitioned: Set<string>; keys: ForeignKey[] }> {
   const { rows: tables } = await client.query<{ name: string; partitioned: boolean }>(
     `SELECT n.nspname || '.' || c.relname AS name, c.relkind = 'p' AS partitioned FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't'
         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
       ORDER BY 1`,
   );
-  // Keys declared on a partitioned table are cloned onto each partition (conparentid set): the parent's is the one.
+  // Keys declared on a partitioned table are cloned onto each partition (conparentid set): the parent's is
+  // the one. A key declared on a partition itself stands for that partition's rows only.
   const { rows: keys } = await client.query<ForeignKey>(
     `SELECT con.conname AS name,
             cn.nspname || '.' || cc.relname AS child, pn.nspname || '.' || pc.relname AS parent,
+            (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = coalesce(pg_partition_root(cc.oid), cc.oid)) AS "childTable",
+            (SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = coalesce(pg_partition_root(pc.oid), pc.oid)) AS "parentTable",
             ARRAY(SELECT attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
                     JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY k.i)::text[] AS "childColumns",
             ARRAY(SELECT attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
-                    JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY k.i)::text[] AS "parentColumns",
-            pg_get_constraintdef(con.oid) AS definition
+                    JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY k.i)::text[] AS "parentColumns"
        FROM pg_constraint con
        JOIN pg_class cc ON cc.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
        JOIN pg_class pc ON pc.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-      WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT cc.relispartition
+      WHERE con.contype = 'f' AND con.conparentid = 0
       ORDER BY 2, 1`,
   );
   return {
@@ -65,76 +98,129 @@ async function readGraph(
   };
 }
 
+/** The rows a rule chooses, as `SELECT tableoid, ctid …`. */
+function ruleRows(rule: SubsetRule, rows: string): string {
+  if (rule.percent === undefined) return `SELECT tableoid, ctid FROM ${rows} WHERE (${rule.where})`;
+  if (rule.orderBy === undefined)
+    // Repeatable: the same rows of the same data, every time.
+    return `SELECT tableoid, ctid FROM ${rows} TABLESAMPLE BERNOULLI (${rule.percent}) REPEATABLE (0)`;
+  return `SELECT tableoid, ctid FROM ${rows} ORDER BY ${rule.orderBy}
+           LIMIT (SELECT ceil(count(*) * ${rule.percent} / 100.0)::bigint FROM ${rows})`;
+}
+
 /**
- * Cuts the database down to the subset. `rest`: what becomes of a table no rule names and no kept row
- * references: kept whole (`all`) or emptied (`empty`). Returns the rows each table keeps.
+ * Chooses the subset's rows in the transaction `session` has open (the copy's snapshot, imported in a
+ * read-write transaction: the lists are temporary tables). Tables kept whole are not listed.
  */
-export async function cutSubset(
-  client: pg.ClientBase,
-  rules: SubsetRule[],
-  rest: 'all' | 'empty',
-  onStep: (step: string) => void = () => undefined,
-): Promise<SubsetTable[]> {
-  const { tables, partitioned, keys } = await readGraph(client);
-  // A table's own rows (an inheritance parent's statements must not reach its children); a partitioned table's, through it.
-  const rowsOf = (table: string) => `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
-  for (const rule of rules)
-    if (!tables.includes(rule.table)) throw new Error(`--subset names ${rule.table}, which the copy does not have`);
-  const keep = new Map(tables.map((table, index) => [table, `pg_temp.dbops_keep_${index}`]));
+async function choose(session: pg.ClientBase, rules: SubsetRule[], options: SubsetOptions): Promise<Chosen[]> {
+  const { tables, partitioned, keys } = await readGraph(session);
+  const missing = rules.filter((rule) => !tables.includes(rule.table)).map((rule) => rule.table);
+  if (missing.length)
+    throw new Error(`--subset names ${[...new Set(missing)].join(', ')}, which the copy does not have`);
   const named = new Set(rules.map((rule) => rule.table));
-  await client.query('BEGIN');
-  try {
-    // The chosen rows, by (partition, row): the seeds of the closure.
-    for (const table of tables) {
-      const rule = rules.filter((each) => each.table === table);
-      const where = named.has(table)
-        ? rule.map((each) => `(${each.where})`).join(' OR ')
-        : rest === 'all'
-          ? 'true'
-          : 'false';
-      await client.query(
-        `CREATE TEMP TABLE ${keep.get(table)!.slice('pg_temp.'.length)} ON COMMIT DROP AS
-           SELECT tableoid AS part, ctid AS id FROM ${rowsOf(table)} WHERE ${where}`,
-      );
-      await client.query(`CREATE INDEX ON ${keep.get(table)!} (part, id)`);
+  const chosen = new Map<string, Chosen>();
+  for (const [index, table] of tables.entries()) {
+    const rows = `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
+    if (!named.has(table) && options.rest === 'all') {
+      chosen.set(table, { table, rows, keep: { whole: true } });
+      continue;
     }
-    // Every row a kept row references is kept, until nothing more is added.
-    for (let round = 1, added = 1; added > 0; round += 1) {
-      onStep(`following foreign keys (round ${round})`);
+    const list = `pg_temp.dbops_keep_${index}`;
+    await session.query(`CREATE TEMP TABLE dbops_keep_${index} (part oid, id tid, round int)`);
+    await session.query(`CREATE INDEX ON ${list} (part, id)`);
+    chosen.set(table, { table, rows, keep: { whole: false, list } });
+  }
+  const add = async (table: Chosen, select: string, round: number) => {
+    if (table.keep.whole) return 0;
+    const result = await session.query(
+      `INSERT INTO ${table.keep.list} (part, id, round)
+       SELECT DISTINCT s.tableoid, s.ctid, ${round} FROM (${select}) s
+        WHERE NOT EXISTS (SELECT 1 FROM ${table.keep.list} q WHERE q.part = s.tableoid AND q.id = s.ctid)`,
+    );
+    return result.rowCount ?? 0;
+  };
+  for (const rule of rules) await add(chosen.get(rule.table)!, ruleRows(rule, chosen.get(rule.table)!.rows), 0);
+
+  /**
+   * The rows of `relation` (the table, or one of its partitions) added to `table`'s list since round
+   * `since` (all its rows when kept whole and `since` is 0), aliased `alias`.
+   */
+  const frontier = (table: Chosen, relation: string, since: number, alias: string): string | undefined => {
+    const rows = relation === table.table ? table.rows : `ONLY ${quoted(relation)}`;
+    if (table.keep.whole) return since === 0 ? `${rows} ${alias}` : undefined;
+    const listed = `SELECT id FROM ${table.keep.list} WHERE round >= ${since}`;
+    return `${rows} ${alias} WHERE ${alias}.ctid = ANY (ARRAY(${listed}))
+              AND (${alias}.tableoid, ${alias}.ctid) IN (SELECT part, id FROM ${table.keep.list} WHERE round >= ${since})`;
+  };
+  const relationRows = (table: Chosen, relation: string) =>
+    relation === table.table ? table.rows : `ONLY ${quoted(relation)}`;
+  const columns = (alias: string, names: string[]) => names.map((name) => `${alias}.${quoteIdent(name)}`).join(', ');
+  let round = 1;
+  if (options.withChildren) {
+    for (let added = 1, since = 0; added > 0; since = round, round += 1) {
+      options.onStep?.(`following references down (round ${round})`);
       added = 0;
       for (const key of keys) {
-        const join = key.childColumns
-          .map((column, i) => `p.${quoteIdent(key.parentColumns[i]!)} = c.${quoteIdent(column)}`)
-          .join(' AND ');
-        const result = await client.query(
-          `INSERT INTO ${keep.get(key.parent)!} (part, id)
-           SELECT DISTINCT p.tableoid, p.ctid FROM ${rowsOf(key.parent)} p
-             JOIN ${rowsOf(key.child)} c ON ${join}
-             JOIN ${keep.get(key.child)!} k ON k.part = c.tableoid AND k.id = c.ctid
-            WHERE NOT EXISTS (SELECT 1 FROM ${keep.get(key.parent)!} q WHERE q.part = p.tableoid AND q.id = p.ctid)`,
+        const parent = chosen.get(key.parentTable)!;
+        const child = chosen.get(key.childTable)!;
+        // Children of the chosen rows only: a table kept whole for `rest` is not a reason to take its children.
+        if (parent.keep.whole || child.keep.whole) continue;
+        added += await add(
+          child,
+          `SELECT c.tableoid, c.ctid FROM ${relationRows(child, key.child)} c
+            WHERE (${columns('c', key.childColumns)}) IN (SELECT ${columns('p', key.parentColumns)} FROM ${frontier(parent, key.parent, since, 'p')})`,
+          round,
         );
-        added += result.rowCount ?? 0;
       }
     }
-    onStep('deleting the rows not kept');
-    for (const key of keys)
-      await client.query(`ALTER TABLE ${quoted(key.child)} DROP CONSTRAINT ${quoteIdent(key.name)}`);
-    const kept: SubsetTable[] = [];
-    for (const table of tables) {
-      await client.query(
-        `DELETE FROM ${rowsOf(table)} t
-          WHERE NOT EXISTS (SELECT 1 FROM ${keep.get(table)!} k WHERE k.part = t.tableoid AND k.id = t.ctid)`,
-      );
-      const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${rowsOf(table)}`);
-      kept.push({ table, rows: Number(rows[0]!.n) });
-    }
-    onStep('checking every foreign key');
-    for (const key of keys)
-      await client.query(`ALTER TABLE ${quoted(key.child)} ADD CONSTRAINT ${quoteIdent(key.name)} ${key.definition}`);
-    await client.query('COMMIT');
-    return kept;
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
   }
+  for (let added = 1, since = 0; added > 0; since = round, round += 1) {
+    options.onStep?.(`following references up (round ${round})`);
+    added = 0;
+    for (const key of keys) {
+      const from = frontier(chosen.get(key.childTable)!, key.child, since, 'c');
+      if (!from) continue;
+      const parent = chosen.get(key.parentTable)!;
+      added += await add(
+        parent,
+        `SELECT p.tableoid, p.ctid FROM ${relationRows(parent, key.parent)} p
+          WHERE (${columns('p', key.parentColumns)}) IN (SELECT ${columns('c', key.childColumns)} FROM ${from})`,
+        round,
+      );
+    }
+  }
+  return [...chosen.values()];
+}
+
+/**
+ * Chooses the subset on the source (`session`: a transaction in the copy's snapshot, read-write for its
+ * temporary tables) and copies the chosen rows into the target (`target`: the shadow database, its
+ * tables made, their keys not yet), table by table. Returns the rows each table received.
+ */
+export async function copySubset(
+  session: pg.ClientBase,
+  target: pg.ClientBase,
+  rules: SubsetRule[],
+  options: SubsetOptions,
+): Promise<SubsetTable[]> {
+  // COPY in text, read and written by sessions that agree on every setting that shapes it.
+  for (const client of [session, target]) await client.query(TEXT_FORMAT_SETTINGS);
+  await session.query('SET row_security = off');
+  const tables = await choose(session, rules, options);
+  const copied: SubsetTable[] = [];
+  for (const table of tables) {
+    options.onStep?.(`copying ${table.table}`);
+    const columns = await copyColumnList(session, tableRefOf(table.table));
+    // Unqualified: the FROM list has the table alone (the lists' columns are read in subqueries of their own).
+    const names = columns.slice(1, -1);
+    const where = table.keep.whole
+      ? ''
+      : `WHERE t.ctid = ANY (ARRAY(SELECT id FROM ${table.keep.list}))
+           AND (t.tableoid, t.ctid) IN (SELECT part, id FROM ${table.keep.list})`;
+    const source = session.query(copyTo(`COPY (SELECT ${names} FROM ${table.rows} t ${where}) TO STDOUT`));
+    const sink = target.query(copyFrom(`COPY ${quoted(table.table)} ${columns} FROM STDIN`));
+    await pipeline(source, sink);
+    copied.push({ table: table.table, rows: sink.rowCount });
+  }
+  return copied;
 }

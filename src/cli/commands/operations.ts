@@ -156,12 +156,21 @@ function readSqlFiles(files: string[]): { name: string; sql: string }[] {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-/** `schema.table:condition`, split at the first colon. */
-function parseSubset(text: string): { table: string; where: string } {
+/**
+ * `schema.table:condition`, split at the first colon; or `schema.table:N%` (a sample of N % of the
+ * rows) and `schema.table:N% order by EXPR` (the first N % in that order).
+ */
+function parseSubset(
+  text: string,
+): { table: string; where: string } | { table: string; percent: number; orderBy?: string } {
   const colon = text.indexOf(':');
   if (colon < 1 || colon === text.length - 1)
-    throw new ValidationError(`--subset "${text}": expected schema.table:SQL condition`);
-  return { table: text.slice(0, colon).trim(), where: text.slice(colon + 1).trim() };
+    throw new ValidationError(`--subset "${text}": expected schema.table:SQL condition, or schema.table:N%`);
+  const table = text.slice(0, colon).trim();
+  const rule = text.slice(colon + 1).trim();
+  const share = /^(\d+(?:\.\d+)?)\s*%(?:\s+order\s+by\s+(\S[\s\S]*))?$/i.exec(rule);
+  if (!share) return { table, where: rule };
+  return { table, percent: Number(share[1]), ...(share[2] ? { orderBy: share[2].trim() } : {}) };
 }
 
 /** A masking policy file (YAML, or JSON, which is YAML too), as the payload carries it. */
@@ -202,9 +211,15 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         "print the source's columns the policy (or no policy) does not cover, as a starting policy",
       )
       .option(
-        '--subset <table:condition>',
-        "copy only these rows ('public.rental:rental_date > now() - interval ''30 days''') and every row they reference (repeatable)",
+        '--subset <table:rule>',
+        "copy only these rows ('public.rental:rental_date > now() - interval ''30 days''', 'public.customer:5%', 'public.customer:5% order by create_date desc') and every row they reference (repeatable)",
         collect,
+      )
+      .addOption(
+        new Option(
+          '--with <children>',
+          'with --subset: also every row that references a chosen row, transitively',
+        ).choices(['children']),
       )
       .addOption(
         new Option('--rest <all|empty>', 'with --subset: the tables no rule names and no kept row references').choices([
@@ -232,6 +247,7 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         mask: await readPolicy(options.mask),
         subset: options.subset?.map(parseSubset),
         rest: options.rest,
+        withChildren: options.with === 'children',
         verify: options.verify ?? false,
         keepPrevious: options.dropPrevious ? false : undefined,
         sourceSettings: options.sourceSettings ?? false,
