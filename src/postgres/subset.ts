@@ -57,6 +57,8 @@ interface Chosen {
   table: string;
   /** Its rows (a partitioned table's through it; another table's own, ONLY), as SQL. */
   rows: string;
+  /** Its rows live in partitions: a row address (ctid) names a row only with its partition (tableoid). */
+  partitioned: boolean;
   keep: { whole: true } | { whole: false; list: string };
 }
 
@@ -98,6 +100,19 @@ async function readGraph(
   };
 }
 
+/**
+ * A condition on `alias`'s rows: listed in `table`'s list (those of its entries where `condition`
+ * holds). A TID scan finds them; the partition is checked only where rows live in several.
+ */
+function listedRows(table: Chosen, alias: string, condition: string): string {
+  if (table.keep.whole) return 'true';
+  const list = table.keep.list;
+  const byAddress = `${alias}.ctid = ANY (ARRAY(SELECT id FROM ${list} WHERE ${condition}))`;
+  return table.partitioned
+    ? `${byAddress} AND (${alias}.tableoid, ${alias}.ctid) IN (SELECT part, id FROM ${list} WHERE ${condition})`
+    : byAddress;
+}
+
 /** The rows a rule chooses, as `SELECT tableoid, ctid …`. */
 function ruleRows(rule: SubsetRule, rows: string): string {
   if (rule.percent === undefined) return `SELECT tableoid, ctid FROM ${rows} WHERE (${rule.where})`;
@@ -122,19 +137,19 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
   for (const [index, table] of tables.entries()) {
     const rows = `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
     if (!named.has(table) && options.rest === 'all') {
-      chosen.set(table, { table, rows, keep: { whole: true } });
+      chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: true } });
       continue;
     }
     const list = `pg_temp.dbops_keep_${index}`;
     await session.query(`CREATE TEMP TABLE dbops_keep_${index} (part oid, id tid, round int)`);
     await session.query(`CREATE INDEX ON ${list} (part, id)`);
-    chosen.set(table, { table, rows, keep: { whole: false, list } });
+    chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: false, list } });
   }
   const add = async (table: Chosen, select: string, round: number) => {
     if (table.keep.whole) return 0;
     const result = await session.query(
       `INSERT INTO ${table.keep.list} (part, id, round)
-       SELECT DISTINCT s.tableoid, s.ctid, ${round} FROM (${select}) s
+       SELECT s.tableoid, s.ctid, ${round} FROM (${select}) s
         WHERE NOT EXISTS (SELECT 1 FROM ${table.keep.list} q WHERE q.part = s.tableoid AND q.id = s.ctid)`,
     );
     return result.rowCount ?? 0;
@@ -145,15 +160,12 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
    * The rows of `relation` (the table, or one of its partitions) added to `table`'s list since round
    * `since` (all its rows when kept whole and `since` is 0), aliased `alias`.
    */
-  const frontier = (table: Chosen, relation: string, since: number, alias: string): string | undefined => {
-    const rows = relation === table.table ? table.rows : `ONLY ${quoted(relation)}`;
-    if (table.keep.whole) return since === 0 ? `${rows} ${alias}` : undefined;
-    const listed = `SELECT id FROM ${table.keep.list} WHERE round >= ${since}`;
-    return `${rows} ${alias} WHERE ${alias}.ctid = ANY (ARRAY(${listed}))
-              AND (${alias}.tableoid, ${alias}.ctid) IN (SELECT part, id FROM ${table.keep.list} WHERE round >= ${since})`;
-  };
   const relationRows = (table: Chosen, relation: string) =>
     relation === table.table ? table.rows : `ONLY ${quoted(relation)}`;
+  const frontier = (table: Chosen, relation: string, since: number, alias: string): string | undefined => {
+    if (table.keep.whole) return since === 0 ? `${relationRows(table, relation)} ${alias}` : undefined;
+    return `${relationRows(table, relation)} ${alias} WHERE ${listedRows(table, alias, `round >= ${since}`)}`;
+  };
   const columns = (alias: string, names: string[]) => names.map((name) => `${alias}.${quoteIdent(name)}`).join(', ');
   let round = 1;
   if (options.withChildren) {
@@ -213,10 +225,7 @@ export async function copySubset(
     const columns = await copyColumnList(session, tableRefOf(table.table));
     // Unqualified: the FROM list has the table alone (the lists' columns are read in subqueries of their own).
     const names = columns.slice(1, -1);
-    const where = table.keep.whole
-      ? ''
-      : `WHERE t.ctid = ANY (ARRAY(SELECT id FROM ${table.keep.list}))
-           AND (t.tableoid, t.ctid) IN (SELECT part, id FROM ${table.keep.list})`;
+    const where = table.keep.whole ? '' : `WHERE ${listedRows(table, 't', 'true')}`;
     const source = session.query(copyTo(`COPY (SELECT ${names} FROM ${table.rows} t ${where}) TO STDOUT`));
     const sink = target.query(copyFrom(`COPY ${quoted(table.table)} ${columns} FROM STDIN`));
     await pipeline(source, sink);
