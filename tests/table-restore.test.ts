@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jobTag } from '../src/job-ids.js';
 import { fingerprint, loadPagila, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 
@@ -248,7 +249,51 @@ describe('restore --table --suffix', () => {
     expect(changed.stderr).toContain(
       'the columns of public.film changed since the backup (column rating_note is not in the backup); nothing was changed',
     );
+    // A protected environment needs its name again (here the CLI's check; the worker's is every operation's).
+    rig.env.PROTECTED_ENVS = 'app';
+    try {
+      const unconfirmed = await replace('public.orders');
+      expect(unconfirmed.exitCode).toBe(2);
+      expect(unconfirmed.stderr).toContain('"app" is a protected environment: repeat its name with --confirm app');
+    } finally {
+      rig.env.PROTECTED_ENVS = 'none';
+    }
     expect(await fingerprint(db())).toEqual(before);
     expect(await leftovers()).toEqual([]);
+  });
+
+  it('--replace drops what an earlier attempt of its job left, and nothing of anyone else', async () => {
+    // What an attempt killed mid-way left (its rows on their way in, marked with its job) goes at the
+    // next attempt; a table of that name without the mark is someone else's, and stays.
+    const producer = rig.producer();
+    const attempt = async (jobId: string) => {
+      await producer.enqueue(
+        'restoretables',
+        { env: 'app', backup: backups.custom!, tables: ['public.film'], replace: true },
+        { jobId },
+      );
+      return producer.wait(jobId);
+    };
+    await sql(db(), 'ALTER TABLE film DROP COLUMN rating_note');
+    const left = `film_dbops_${jobTag('restoretables-left')}`;
+    await sql(
+      db(),
+      `CREATE TABLE ${left} (x int); COMMENT ON TABLE ${left} IS 'dbops restoretables restoretables-left: rows on their way in'`,
+    );
+    expect((await attempt('restoretables-left')).state).toBe('completed');
+    const strangers = `film_dbops_${jobTag('restoretables-stranger')}`;
+    await sql(db(), `CREATE TABLE ${strangers} (x int)`);
+    const refused = await attempt('restoretables-stranger');
+    expect(refused).toMatchObject({ state: 'failed' });
+    expect(JSON.stringify(refused)).toContain(`public.${strangers} exists and is not dbops' own; nothing was changed`);
+    expect(
+      (
+        await sql<{ name: string }>(
+          db(),
+          "SELECT relname AS name FROM pg_class WHERE relname ~ '^film_(dbops|prev)_' AND relkind = 'r' ORDER BY 1",
+        )
+      ).map((row) => row.name),
+    ).toEqual([strangers, expect.stringMatching(/^film_prev_/)]);
+    await sql(db(), `DROP TABLE ${strangers}`);
   });
 });
