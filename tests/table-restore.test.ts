@@ -20,6 +20,14 @@ describe('restore --table --suffix', () => {
        INSERT INTO orders (customer_id, note) SELECT 1 + g % 599, 'order ' || g FROM generate_series(1, 500) g;
        CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION last_updated()`,
     );
+    // A schema of its own, for --schema.
+    await sql(
+      db(),
+      `CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric);
+       CREATE TABLE billing.lines (invoice int REFERENCES billing.invoices, amount numeric);
+       INSERT INTO billing.invoices SELECT g, g * 10 FROM generate_series(1, 30) g;
+       INSERT INTO billing.lines SELECT 1 + g % 30, g FROM generate_series(1, 90) g`,
+    );
     rig.setEnv('app', db());
     await rig.startWorker('backup');
     await rig.startWorker('restore');
@@ -152,8 +160,46 @@ describe('restore --table --suffix', () => {
     ]);
     expect(noSuffix.exitCode).toBe(2);
     expect(noSuffix.stderr.trim()).toBe(
-      'manage-db: --table needs either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
+      'manage-db: --table and --schema need either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
     );
+  });
+
+  it('--schema brings back every table of a schema the backup holds', async () => {
+    await sql(db(), 'DELETE FROM billing.lines WHERE amount > 45');
+    const run = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      '--schema',
+      'billing',
+      '--suffix',
+      '_then',
+      '--wait',
+      '--json',
+    ]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { tables: { table: string; restoredAs: string; rows: number }[] };
+    expect(result.tables.map((table) => [table.table, table.restoredAs, table.rows])).toEqual([
+      ['billing.invoices', 'billing.invoices_then', 30],
+      ['billing.lines', 'billing.lines_then', 90],
+    ]);
+    expect(await count('SELECT count(*) FROM billing.lines')).toBe(45);
+    const missing = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      '--schema',
+      'nope',
+      '--suffix',
+      '_x',
+      '--wait',
+    ]);
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toContain(`backup ${backups.custom} has no table in schema nope; nothing was changed`);
   });
 
   const replace = (...tables: string[]) =>

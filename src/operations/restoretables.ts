@@ -2,7 +2,7 @@ import path from 'node:path';
 import type pg from 'pg';
 import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
-import { backupIdSchema } from '../backups/manifest.js';
+import { backupIdSchema, type Manifest } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
 import { PermanentError } from '../errors.js';
 import { jobTag } from '../job-ids.js';
@@ -45,7 +45,18 @@ const schema = withRules(
   z.strictObject({
     env: envName,
     backup: backupIdSchema,
-    tables: z.array(tableName).min(1).max(50).meta({ description: 'the tables to bring back, as schema.table' }),
+    tables: z
+      .array(tableName)
+      .min(1)
+      .max(50)
+      .optional()
+      .meta({ description: 'the tables to bring back, as schema.table' }),
+    schemas: z
+      .array(z.string().regex(/^[a-z_][a-z0-9_$]*$/, { message: 'expected a schema name (lowercase, unquoted)' }))
+      .min(1)
+      .max(20)
+      .optional()
+      .meta({ description: "every table the backup's manifest lists in these schemas, too" }),
     suffix: z
       .string()
       .regex(/^[a-z0-9_]{1,30}$/, { message: 'expected up to 30 lowercase letters, digits or _' })
@@ -59,6 +70,12 @@ const schema = withRules(
     confirm: confirmField,
   }),
   [
+    {
+      path: 'tables',
+      message: 'name the tables (tables), or schemas whose tables come back (schemas)',
+      broken: (payload) => payload.tables === undefined && payload.schemas === undefined,
+      schema: { anyOf: [fieldGiven('tables'), fieldGiven('schemas')] },
+    },
     {
       path: 'suffix',
       message: 'give suffix (each table comes back beside the live one) or replace: true (the rows are swapped in)',
@@ -148,13 +165,15 @@ export const restoretables = defineOperation({
     const { manifest, store } = await catalogue.get(payload.backup, payload.store);
     // With --replace, each table travels under a name of this job's, marked so that only its next attempt may drop it.
     const mark = `dbops restoretables ${jobId}: rows on their way in`;
-    const wanted = [...new Set(payload.tables)].map((name) => {
-      const ref = tableRefOf(name);
-      const restoredAs = payload.replace
-        ? nameWithSuffix(ref.table, `_dbops_${jobTag(jobId)}`)
-        : `${ref.table}${payload.suffix}`;
-      return { name, ...ref, restoredAs, key: name };
-    });
+    const wanted = [...new Set([...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])])].map(
+      (name) => {
+        const ref = tableRefOf(name);
+        const restoredAs = payload.replace
+          ? nameWithSuffix(ref.table, `_dbops_${jobTag(jobId)}`)
+          : `${ref.table}${payload.suffix}`;
+        return { name, ...ref, restoredAs, key: name };
+      },
+    );
     for (const table of wanted)
       if (Buffer.byteLength(table.restoredAs) > 63)
         throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
@@ -291,6 +310,28 @@ export const restoretables = defineOperation({
       )
       .join(', '),
 });
+
+/** The tables a backup's manifest lists in these schemas, as `schema.table`. */
+function tablesOfSchemas(manifest: Manifest, schemas: string[]): string[] {
+  if (schemas.length === 0) return [];
+  if (!manifest.rowCounts)
+    throw new PermanentError(
+      `backup ${manifest.id}'s manifest lists no tables: name them with --table; nothing was changed`,
+    );
+  const found: string[] = [];
+  for (const schema of schemas) {
+    const listed = Object.keys(manifest.rowCounts).filter((name) => name.startsWith(`${schema}.`));
+    const odd = listed.filter((name) => !/^[a-z_][a-z0-9_$]*$/.test(name.slice(schema.length + 1)));
+    if (odd.length)
+      throw new PermanentError(
+        `schema ${schema} has tables whose names need quoting (${odd.join(', ')}), which a table restore does not take yet; nothing was changed`,
+      );
+    if (listed.length === 0)
+      throw new PermanentError(`backup ${manifest.id} has no table in schema ${schema}; nothing was changed`);
+    found.push(...listed);
+  }
+  return found;
+}
 
 function refusal(error: unknown): never {
   throw error instanceof SwapRefused ? new PermanentError(`${error.message}; nothing was changed`) : error;

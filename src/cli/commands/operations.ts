@@ -91,6 +91,11 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         'only this table (repeatable), from the backup: needs --suffix or --replace; no other table is touched',
         collect,
       )
+      .option(
+        '--schema <schema>',
+        'like --table, for every table of this schema the backup holds (repeatable)',
+        collect,
+      )
       .option('--suffix <suffix>', 'with --table: each table comes back beside the live one as <table><suffix>')
       .option(
         '--replace',
@@ -98,12 +103,13 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       ),
   ).action(async (options) => {
     if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
-    if ((options.suffix !== undefined || options.replace) && !options.table)
-      throw new ValidationError(`${options.replace ? '--replace' : '--suffix'} goes with --table`);
-    if (options.table) {
+    const selected = options.table ?? options.schema;
+    if ((options.suffix !== undefined || options.replace) && !selected)
+      throw new ValidationError(`${options.replace ? '--replace' : '--suffix'} goes with --table or --schema`);
+    if (selected) {
       if ((options.suffix === undefined) === !options.replace)
         throw new ValidationError(
-          '--table needs either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
+          '--table and --schema need either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
         );
       await run(
         'restoretables',
@@ -111,6 +117,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
           env: options.env,
           backup: options.backup,
           tables: options.table,
+          schemas: options.schema,
           suffix: options.suffix,
           replace: options.replace ?? false,
           store: options.store,
