@@ -65,7 +65,7 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(sorted(issue["path"] for issue in caught.exception.issues), ["colour", "format"])
 
     def test_validate(self):
-        self.assertEqual(self.dbops.validate("backup", {"env": "APP"}), {"env": "app", "format": "custom", "jobs": 1, "allDatabases": False})
+        self.assertEqual(self.dbops.validate("backup", {"env": "APP"}), {"env": "app", "format": "custom", "jobs": 1, "allDatabases": False, "digests": False})
         with self.assertRaises(ValidationFailed) as caught:
             self.dbops.validate("restore", {"env": "app"})
         self.assertEqual(caught.exception.issues, [{"path": "backup", "message": "name a backup, or latest (one of them)"}])
