@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobTag } from '../src/job-ids.js';
 import { fingerprint, loadPagila, sql } from './helpers/pg.js';
@@ -304,6 +305,33 @@ describe('restore --table --suffix', () => {
     } finally {
       rig.env.PROTECTED_ENVS = 'none';
     }
+    expect(await fingerprint(db())).toEqual(before);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it('a damaged archive never reaches the live database: the sha256 is checked before anything moves', async () => {
+    const made = await rig.cli(['backup', '--env', 'app', '--wait', '--json']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const backup = JSON.parse(made.stdout) as { backupId: string; path: string };
+    const bytes = readFileSync(backup.path);
+    // A byte of the last table's data: the orders' own rows may well be intact.
+    const at = bytes.length - 200;
+    bytes[at] = bytes[at]! ^ 0xff;
+    writeFileSync(backup.path, bytes);
+    const before = await fingerprint(db());
+    const run = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backup.backupId,
+      '--table',
+      'public.orders',
+      '--replace',
+      '--wait',
+    ]);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(/the archive is damaged: sha256 does not match.*; nothing was changed/);
     expect(await fingerprint(db())).toEqual(before);
     expect(await leftovers()).toEqual([]);
   });

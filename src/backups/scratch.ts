@@ -1,4 +1,5 @@
 import type { Config } from '../config.js';
+import { PermanentError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import {
@@ -35,6 +36,11 @@ export interface ScratchRestoreOptions {
    * e.g. every definition, then the rows of a few tables.
    */
   steps?: string[][];
+  /**
+   * Also check the archive against its manifest (sha256, a full read, while pg_restore runs) before
+   * `use` is called: for a caller that then changes a live database with what it restored.
+   */
+  checkIntegrity?: boolean;
 }
 
 /**
@@ -65,13 +71,22 @@ async function restoreIntoScratch<T>(
   const { config, store, owner, signal, workArea } = options;
   const workDir = workArea ? () => workArea.jobSubdir(owner.job, 'download') : undefined;
   try {
-    return await restorePrepared(
-      server,
-      manifest,
-      options,
-      (await prepareArchive(store, manifest, config, { workDir, signal })).input,
-      use,
+    const prepared = await prepareArchive(store, manifest, config, { workDir, signal });
+    if (!options.checkIntegrity) return await restorePrepared(server, manifest, options, prepared.input, use);
+    const damage: Promise<string | undefined> = prepared.checkIntegrity().then(
+      (integrity) => (integrity.ok ? undefined : integrity.reason),
+      (error: unknown) => `cannot read it (${(error as Error).message})`,
     );
+    damage.catch(() => undefined);
+    const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; nothing was changed`);
+    return await restorePrepared(server, manifest, options, prepared.input, async (scratchUrl, scratch) => {
+      const reason = await damage;
+      if (reason) throw damaged(reason);
+      return use(scratchUrl, scratch);
+    }).catch(async (error: unknown) => {
+      const reason = await damage;
+      throw reason ? damaged(reason) : error;
+    });
   } finally {
     await workArea?.removeJobSubdir(owner.job, 'download');
   }

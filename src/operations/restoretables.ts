@@ -13,6 +13,7 @@ import { digestTable } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
 import { nameWithSuffix, previousName } from '../postgres/databases.js';
+import { StepTimer } from '../postgres/replace.js';
 import {
   SwapRefused,
   countTableRows,
@@ -23,7 +24,7 @@ import {
   swapInRows,
 } from '../postgres/table-restore.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
-import { confirmField, envName, fieldGiven, fieldIs, implies, storeName, withRules } from './fields.js';
+import { confirmField, envName, fieldGiven, fieldIs, implies, stepTimings, storeName, withRules } from './fields.js';
 import { defineOperation, type OperationContext } from './operation.js';
 
 /*
@@ -117,6 +118,7 @@ const result = z.object({
     }),
   ),
   durationMs: z.number(),
+  steps: stepTimings,
 });
 export type RestoreTablesResult = z.infer<typeof result>;
 type RestoreTablesPayload = z.output<typeof schema>;
@@ -159,6 +161,7 @@ export const restoretables = defineOperation({
   async process(context): Promise<RestoreTablesResult> {
     const { payload, config, jobId, signal, progress, log } = context;
     const startedAt = Date.now();
+    const timer = new StepTimer();
     const holder = `dbops:restoretables:${jobId}`;
     const target = resolveTarget(config, payload.env);
     const catalogue = BackupCatalogue.of(config);
@@ -196,6 +199,7 @@ export const restoretables = defineOperation({
       if (problems.length) throw new PermanentError(`${problems.join('; ')}; nothing was changed`);
     });
 
+    timer.mark('checks');
     progress(5, `restoring ${manifest.id}'s definitions and ${wanted.length} table(s) into a scratch database`);
     const restored = await withScratchRestore(
       target,
@@ -209,6 +213,7 @@ export const restoretables = defineOperation({
         signal,
         onLine: log,
         withoutRoles: true,
+        checkIntegrity: true,
         steps: [
           ['--section=pre-data'],
           [
@@ -219,6 +224,7 @@ export const restoretables = defineOperation({
         ],
       },
       async (scratchUrl) => {
+        timer.mark('scratch restore');
         const scratch = await connect(scratchUrl, holder);
         const counted: RestoreTablesResult['tables'] = [];
         try {
@@ -248,6 +254,7 @@ export const restoretables = defineOperation({
         } finally {
           await scratch.end().catch(() => undefined);
         }
+        timer.mark('check the rows');
         progress(70, `moving ${wanted.length} table(s) into ${target.env}`);
         const binDir = await toolDirForServers(
           [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
@@ -256,7 +263,9 @@ export const restoretables = defineOperation({
         );
         const lock = await acquireDatabaseLock(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
         try {
+          timer.mark('lock');
           await travel(context, scratchUrl, target.url, binDir, wanted);
+          timer.mark(payload.replace ? 'move beside the tables' : 'move into the database');
           if (payload.replace) {
             const now = new Date();
             progress(85, `swapping the backup's rows into ${wanted.map((table) => table.name).join(', ')}`);
@@ -272,6 +281,7 @@ export const restoretables = defineOperation({
                     note: `dbops: the rows of ${table.name} before job ${jobId} replaced them with backup ${manifest.id}'s, at ${now.toISOString()}`,
                   })),
                 ).catch(refusal);
+                timer.mark('swap');
                 for (const [index, report] of reports.entries())
                   Object.assign(counted[index]!, { restoredAs: wanted[index]!.name, replaced: report });
               } finally {
@@ -298,6 +308,7 @@ export const restoretables = defineOperation({
       database: target.database,
       tables: restored,
       durationMs: Date.now() - startedAt,
+      steps: timer.steps,
     };
   },
   describe: (result) =>
