@@ -142,16 +142,22 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
     }
     const list = `pg_temp.dbops_keep_${index}`;
     await session.query(`CREATE TEMP TABLE dbops_keep_${index} (part oid, id tid, round int)`);
-    await session.query(`CREATE INDEX ON ${list} (part, id)`);
     chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: false, list } });
   }
+  // No index on the lists: each is read whole, by hash joins (an index cost more to keep than it saved).
+  const listed = new Set<string>();
   const add = async (table: Chosen, select: string, round: number) => {
     if (table.keep.whole) return 0;
+    // Each select yields a row once; only rows already listed must be left out.
+    const unlisted = listed.has(table.table)
+      ? `WHERE NOT EXISTS (SELECT 1 FROM ${table.keep.list} q WHERE q.part = s.tableoid AND q.id = s.ctid)`
+      : '';
     const result = await session.query(
-      `INSERT INTO ${table.keep.list} (part, id, round)
-       SELECT s.tableoid, s.ctid, ${round} FROM (${select}) s
-        WHERE NOT EXISTS (SELECT 1 FROM ${table.keep.list} q WHERE q.part = s.tableoid AND q.id = s.ctid)`,
+      `INSERT INTO ${table.keep.list} (part, id, round) SELECT s.tableoid, s.ctid, ${round} FROM (${select}) s ${unlisted}`,
     );
+    listed.add(table.table);
+    // Temporary tables are never analysed on their own: the next round's plans need their size.
+    if (result.rowCount) await session.query(`ANALYZE ${table.keep.list}`);
     return result.rowCount ?? 0;
   };
   for (const rule of rules) await add(chosen.get(rule.table)!, ruleRows(rule, chosen.get(rule.table)!.rows), 0);
