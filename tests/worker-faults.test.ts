@@ -150,6 +150,56 @@ describe('workers that die, stop or are told to cancel', () => {
     expect(again.stdout).toContain('only a failed or cancelled job can be retried');
   });
 
+  it('a job whose workers die with it three times fails, and the history records it', async () => {
+    let current = await worker();
+    const { blocker, producer, job } = await backupInFlight();
+    try {
+      // Each death is found by the next worker's stalled-job check, which runs the job again; the third fails it.
+      for (let death = 1; death <= 3; death += 1) {
+        const startedBefore = (await producer.getJob(job.id))!.processedOn ?? 0;
+        current.process.kill('SIGKILL');
+        await current.exited;
+        current = await worker();
+        if (death < 3)
+          await waitFor(
+            `the job to run again after death ${death}`,
+            async () => ((await producer.getJob(job.id))?.processedOn ?? 0) > startedBefore,
+            30_000,
+          );
+      }
+      expect(await producer.wait(job.id)).toMatchObject({
+        state: 'failed',
+        failedReason: 'job stalled more than allowable limit',
+      });
+      await waitFor(
+        'the history to record the failure',
+        async () =>
+          JSON.parse((await rig.cli(['history', '--type', 'backup', '--state', 'failed', '--json'])).stdout).length > 0,
+        15_000,
+      );
+      const [entry] = JSON.parse(
+        (await rig.cli(['history', '--type', 'backup', '--state', 'failed', '--json'])).stdout,
+      ) as {
+        id: string;
+        state: string;
+        outcome: string;
+      }[];
+      expect(entry).toMatchObject({ id: job.id, state: 'failed' });
+      expect(JSON.stringify(entry)).toContain(
+        'its worker stopped with it 3 times (job stalled more than allowable limit)',
+      );
+      // One entry, whichever worker saw it first.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      expect(
+        JSON.parse((await rig.cli(['history', '--type', 'backup', '--state', 'failed', '--json'])).stdout),
+      ).toHaveLength(1);
+      const verified = await rig.cli(['history', 'verify']);
+      expect(verified.exitCode, verified.stdout).toBe(0);
+    } finally {
+      await blocker.release();
+    }
+  });
+
   it('jobs cancel on a waiting job removes it before it starts', async () => {
     const producer = rig.producer();
     const job = await producer.enqueue('backup', { env: 'source' }); // no worker is running

@@ -5,7 +5,13 @@ import type { JobRef } from '../job-ids.js';
 import type { Logger } from '../logger.js';
 import type { DatabaseLedger, RecoveryContext } from '../ownership.js';
 import { createContext } from '../operations/context.js';
-import { isOperationType, isWorkerType, operationsOn, type WorkerType } from '../operations/index.js';
+import {
+  isOperationType,
+  isWorkerType,
+  operationsOn,
+  type OperationType,
+  type WorkerType,
+} from '../operations/index.js';
 import type { Operation } from '../operations/operation.js';
 import { checkPayload, validatePayload } from '../operations/validate.js';
 import { scrubSecrets } from '../secrets.js';
@@ -228,17 +234,12 @@ function endedTheJob(job: Job, error: unknown): boolean {
   return error instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
 }
 
-/**
- * Each job that ends (completed, failed for good, cancelled) leaves an entry in the history. A lost
- * entry is logged, never a reason to fail a job that did its work.
- */
-function recordedInHistory(
-  deps: ProcessorDeps,
-  history: History,
-  run: (job: Job, token?: string, signal?: AbortSignal) => Promise<unknown>,
-) {
+type RecordEnd = (job: Job, startedAt: number, ended: { result?: unknown; error?: Error }) => Promise<void>;
+
+/** Appends a job's end to the history. A lost entry is logged, never a reason to fail a job that did its work. */
+function historyRecorder(deps: ProcessorDeps, history: History): RecordEnd {
   const { config, connection, logger, byName } = deps;
-  const record = async (job: Job, startedAt: number, ended: { result?: unknown; error?: Error }) => {
+  return async (job, startedAt, ended) => {
     try {
       const operation = byName.get(job.name);
       const reason = ended.error?.message;
@@ -262,6 +263,13 @@ function recordedInHistory(
       logger.error({ jobId: job.id, err: error }, 'the job history did not take this job');
     }
   };
+}
+
+/** Each job that ends (completed, failed for good, cancelled) in this worker's hands leaves an entry in the history. */
+function recordedInHistory(
+  record: RecordEnd,
+  run: (job: Job, token?: string, signal?: AbortSignal) => Promise<unknown>,
+) {
   return async (job: Job, token?: string, signal?: AbortSignal) => {
     const startedAt = Date.now();
     try {
@@ -271,6 +279,41 @@ function recordedInHistory(
     } catch (error) {
       if (endedTheJob(job, error)) await record(job, startedAt, { error: error as Error });
       throw error;
+    }
+  };
+}
+
+/** How many times a job may be found stalled (its worker gone) and run again; one more fails it. */
+const MAX_STALLED = 2;
+const STALLED_LIMIT_REASON = 'job stalled more than allowable limit';
+
+/**
+ * A job BullMQ fails because its workers died with it too many times ends in no processor's hands: the
+ * stalled-job check fails it in Redis. Each check of this worker's reads the queue's failed jobs since
+ * the last one and records those in the history; one marker per failure, so that of all the workers
+ * looking, one records it.
+ */
+function stalledFailuresRecorder(deps: ProcessorDeps, record: RecordEnd): () => Promise<void> {
+  const { config, connection, queues, logger } = deps;
+  const queue = queues.get(deps.type as OperationType);
+  let since = Date.now() - 60 * 60_000;
+  return async () => {
+    try {
+      const now = Date.now();
+      // A little overlap: a failure scored just before the last look is not missed (the marker dedupes).
+      const ids = await connection.zrangebyscore(queue.keys.failed!, since - 5_000, '+inf');
+      since = now;
+      for (const id of ids) {
+        const job = await queue.getJob(id);
+        if (!job || job.failedReason !== STALLED_LIMIT_REASON) continue;
+        const marker = `${config.QUEUE_PREFIX}:dbops:history-stalled:${deps.type}:${id}:${job.finishedOn ?? 0}`;
+        if ((await connection.set(marker, '1', 'PX', 7 * 24 * 60 * 60_000, 'NX')) !== 'OK') continue;
+        await record(job, job.processedOn ?? job.timestamp, {
+          error: new Error(`its worker stopped with it ${MAX_STALLED + 1} times (${STALLED_LIMIT_REASON})`),
+        });
+      }
+    } catch (error) {
+      logger.warn({ err: error }, 'could not read the jobs failed for stalling; the next check tries again');
     }
   };
 }
@@ -311,14 +354,16 @@ export async function startWorker(
     byName: new Map(operations.map((operation) => [operation.type, operation])),
     isShuttingDown: () => shuttingDown,
   };
-  const processor = recordedInHistory(deps, new History(connection, config), processorFor(deps));
+  const record = historyRecorder(deps, new History(connection, config));
+  const processor = recordedInHistory(record, processorFor(deps));
+  const recordStalledFailures = stalledFailuresRecorder(deps, record);
   const worker = new Worker(type, processor, {
     connection,
     prefix: config.QUEUE_PREFIX,
     concurrency,
     lockDuration: config.WORKER_LOCK_MS,
     stalledInterval: config.WORKER_STALLED_INTERVAL_MS ?? config.WORKER_LOCK_MS,
-    maxStalledCount: 2,
+    maxStalledCount: MAX_STALLED,
     autorun: false,
     ...finishedJobRetention(config),
   });
@@ -328,6 +373,11 @@ export async function startWorker(
     if (!(error instanceof WaitingError)) setTimeout(() => void recovery.recover(), 100).unref();
   });
   worker.on('error', (error) => logger.error({ err: error }, 'worker error'));
+  const stalledCheck = setInterval(
+    () => void recordStalledFailures(),
+    config.WORKER_STALLED_INTERVAL_MS ?? config.WORKER_LOCK_MS,
+  );
+  stalledCheck.unref();
 
   // `manage-db jobs cancel` publishes the id; whichever worker runs that job aborts it.
   const subscriber = connection.duplicate();
@@ -351,6 +401,7 @@ export async function startWorker(
       closing ??= (async () => {
         shuttingDown = true;
         recovery.stop();
+        clearInterval(stalledCheck);
         const closed = worker.close();
         worker.cancelAllJobs(SHUTDOWN);
         await closed;
