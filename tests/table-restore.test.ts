@@ -24,7 +24,9 @@ describe('restore --table --suffix', () => {
     // A schema of its own, for --schema.
     await sql(
       db(),
-      `CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric);
+      `CREATE SCHEMA billing;
+       CREATE FUNCTION billing.positive(numeric) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 > 0';
+       CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric CHECK (billing.positive(total)));
        CREATE TABLE billing.lines (invoice int REFERENCES billing.invoices, amount numeric);
        INSERT INTO billing.invoices SELECT g, g * 10 FROM generate_series(1, 30) g;
        INSERT INTO billing.lines SELECT 1 + g % 30, g FROM generate_series(1, 90) g`,
@@ -65,6 +67,12 @@ describe('restore --table --suffix', () => {
       backupId: backups.custom,
       tables: [{ table: 'public.orders', restoredAs: 'public.orders_restored', rows: 500, checked: 'content digest' }],
     });
+    // Only what the table needs was restored into the scratch database, not every definition.
+    const jobId = /job (\S+)/.exec(run.stderr)?.[1];
+    const shown = JSON.parse((await rig.cli(['jobs', 'show', jobId!, '--json'])).stdout) as { logs: string[] };
+    expect(shown.logs.join('\n')).toContain('processing data for table "public.orders"');
+    expect(shown.logs.join('\n')).not.toContain('restoring every definition');
+    expect(shown.logs.join('\n')).toMatch(/restoring what 1 table\(s\) need: \d+ of the archive's \d+ entries/);
     const after = await fingerprint(db());
     const { 'public.orders_restored': added, ...rest } = after.tables;
     expect(rest).toEqual(before.tables);
@@ -187,6 +195,12 @@ describe('restore --table --suffix', () => {
       ['billing.lines', 'billing.lines_then', 90],
     ]);
     expect(await count('SELECT count(*) FROM billing.lines')).toBe(45);
+    // The invoices' check calls a function of the schema's, which a table's own definitions leave out:
+    // that restore fails in the scratch database, and every definition is restored instead.
+    const jobId = /job (\S+)/.exec(run.stderr)?.[1];
+    const shown = JSON.parse((await rig.cli(['jobs', 'show', jobId!, '--json'])).stdout) as { logs: string[] };
+    expect(shown.logs.join('\n')).toContain("the tables' own definitions did not restore alone");
+    expect(shown.logs.join('\n')).toContain('restoring every definition');
     const missing = await rig.cli([
       'restore',
       '--env',

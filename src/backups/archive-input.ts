@@ -129,20 +129,20 @@ export function inputFor(archive: string, key: Buffer | undefined): ArchiveInput
   return streamedInput(async () => createReadStream(archive, { highWaterMark: 1 << 20 }), key);
 }
 
-/** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */
-export async function countTocEntries(
+/** What pg_restore writes on stdout reading the archive with `args` (a listing, or SQL). */
+async function readWithPgRestore(
   input: ArchiveInput,
+  args: string[],
   binDir: string | undefined,
   signal?: AbortSignal,
-): Promise<number> {
-  const child = execa(toolPath('pg_restore', binDir), ['--list', ...input.args], {
+): Promise<string> {
+  const child = execa(toolPath('pg_restore', binDir), [...args, ...input.args], {
     cancelSignal: signal,
     stdin: input.feed ? 'pipe' : 'ignore',
   });
   const [listed, fed] = await Promise.allSettled([child, input.feed?.(child.stdin!)]);
   if (fed.status === 'rejected') throw blameArchive(fed.reason); // it does not decrypt: that, not pg_restore's EOF, is the story
-  if (listed.status === 'fulfilled')
-    return listed.value.stdout.split('\n').filter((line) => line.trim() !== '' && !line.startsWith(';')).length;
+  if (listed.status === 'fulfilled') return listed.value.stdout;
   const error = listed.reason as { isCanceled?: boolean; stderr?: string };
   if (error.isCanceled) throw error;
   const stderr = String(error.stderr ?? '')
@@ -150,6 +150,36 @@ export async function countTocEntries(
     .split('\n')
     .pop();
   throw new ArchiveProblem(`the archive is damaged: pg_restore cannot read its table of contents (${stderr})`);
+}
+
+/** The entries of an archive's table of contents, one line each (`pg_restore --list`); an ArchiveProblem if unreadable. */
+export async function tocLines(
+  input: ArchiveInput,
+  binDir: string | undefined,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  return (await readWithPgRestore(input, ['--list'], binDir, signal))
+    .split('\n')
+    .filter((line) => line.trim() !== '' && !line.startsWith(';'));
+}
+
+/** Number of entries in an archive's table of contents; a PermanentError if pg_restore cannot read it. */
+export async function countTocEntries(
+  input: ArchiveInput,
+  binDir: string | undefined,
+  signal?: AbortSignal,
+): Promise<number> {
+  return (await tocLines(input, binDir, signal)).length;
+}
+
+/** The SQL of the entries a `pg_restore --list` file names, as pg_restore would run it (no database). */
+export async function tocSql(
+  input: ArchiveInput,
+  listFile: string,
+  binDir: string | undefined,
+  signal?: AbortSignal,
+): Promise<string> {
+  return readWithPgRestore(input, [`--use-list=${listFile}`, '--file=-'], binDir, signal);
 }
 
 export interface RestoreArchiveOptions {

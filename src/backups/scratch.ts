@@ -1,3 +1,5 @@
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
 import { connect } from '../postgres/client.js';
@@ -10,7 +12,8 @@ import {
 } from '../postgres/databases.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { prepareArchive, restoreArchive, type ArchiveInput } from './archive-input.js';
+import { prepareArchive, restoreArchive, tocLines, tocSql, type ArchiveInput } from './archive-input.js';
+import { sequenceNamesIn, tableDefinitionLines, tableRestoreLines, type TableName } from './table-toc.js';
 import type { Manifest } from './manifest.js';
 import type { BackupStore } from './store.js';
 import type { WorkArea } from './work-area.js';
@@ -41,6 +44,11 @@ export interface ScratchRestoreOptions {
    * `use` is called: for a caller that then changes a live database with what it restored.
    */
   checkIntegrity?: boolean;
+  /**
+   * The tables the caller needs: only what they need is restored first (their definitions, what
+   * their columns are made of, their rows), every definition and `steps` only if that fails.
+   */
+  onlyTables?: TableName[];
 }
 
 /**
@@ -89,6 +97,7 @@ async function restoreIntoScratch<T>(
     });
   } finally {
     await workArea?.removeJobSubdir(owner.job, 'download');
+    if (options.onlyTables) await workArea?.removeJobSubdir(owner.job, 'toc');
   }
 }
 
@@ -102,31 +111,76 @@ async function restorePrepared<T>(
   const { config, owner, holder, signal } = options;
   const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
   const binDir = await toolDirForServers([maintenanceUrl], config.PG_BIN_DIR, holder);
-  const scratch = scratchDatabaseName();
-  const lock = await acquireDatabaseLock(
-    { ...server, database: scratch },
-    { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal },
-  );
-  const maintenance = await connect(maintenanceUrl, holder);
-  try {
-    await createScratchDatabase(maintenance, scratch, server.database, owner);
+  const extraArgs = options.withoutRoles ? ['--no-owner', '--no-acl'] : [];
+  // With onlyTables, first only what those tables need; should that fail, every definition.
+  const attempts = [options.steps ?? [[]]];
+  const narrow = options.onlyTables && (await narrowList(input, options, binDir));
+  if (narrow) attempts.unshift([[`--use-list=${narrow}`]]);
+  for (let attempt = 0; ; attempt += 1) {
+    const scratch = scratchDatabaseName();
+    const lock = await acquireDatabaseLock(
+      { ...server, database: scratch },
+      { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal },
+    );
+    const maintenance = await connect(maintenanceUrl, holder);
     try {
-      const scratchUrl = withDatabase(server.url, scratch);
-      const extraArgs = options.withoutRoles ? ['--no-owner', '--no-acl'] : [];
-      for (const step of options.steps ?? [[]])
-        await restoreArchive(input, scratchUrl, {
-          binDir,
-          jobs: 2,
-          signal,
-          onLine: options.onLine,
-          extraArgs: [...extraArgs, ...step],
-        });
-      return await use(scratchUrl, scratch);
+      await createScratchDatabase(maintenance, scratch, server.database, owner);
+      try {
+        const scratchUrl = withDatabase(server.url, scratch);
+        try {
+          for (const step of attempts[attempt]!)
+            await restoreArchive(input, scratchUrl, {
+              binDir,
+              jobs: 2,
+              signal,
+              onLine: options.onLine,
+              extraArgs: [...extraArgs, ...step],
+            });
+        } catch (error) {
+          if (attempt + 1 >= attempts.length || signal.aborted) throw error;
+          options.onLine?.(
+            `the tables' own definitions did not restore alone (${(error as Error).message.split('\n')[0]}): restoring every definition`,
+          );
+          continue;
+        }
+        return await use(scratchUrl, scratch);
+      } finally {
+        await dropCreatedDatabase(maintenance, scratch, owner.ledger).catch(() => undefined);
+      }
     } finally {
-      await dropCreatedDatabase(maintenance, scratch, owner.ledger).catch(() => undefined);
+      await maintenance.end().catch(() => undefined);
+      await lock.release();
+      if (narrow && attempt === 0) await rm(narrow, { force: true });
     }
-  } finally {
-    await maintenance.end().catch(() => undefined);
-    await lock.release();
+  }
+}
+
+/**
+ * A `pg_restore --use-list` file of what `onlyTables` need (backups/table-toc.ts), in the job's work
+ * area; undefined when there is none to write it in, or the archive's table of contents cannot be read
+ * (the full restore then says why).
+ */
+async function narrowList(
+  input: ArchiveInput,
+  options: ScratchRestoreOptions,
+  binDir: string | undefined,
+): Promise<string | undefined> {
+  if (!options.workArea || !options.onlyTables) return undefined;
+  try {
+    const dir = await options.workArea.jobSubdir(options.owner.job, 'toc');
+    const toc = await tocLines(input, binDir, options.signal);
+    const definitions = path.join(dir, 'definitions.list');
+    await writeFile(definitions, `${tableDefinitionLines(toc, options.onlyTables).join('\n')}\n`);
+    const sequences = sequenceNamesIn(await tocSql(input, definitions, binDir, options.signal));
+    const list = path.join(dir, 'tables.list');
+    const lines = tableRestoreLines(toc, options.onlyTables, sequences);
+    await writeFile(list, `${lines.join('\n')}\n`);
+    options.onLine?.(
+      `restoring what ${options.onlyTables.length} table(s) need: ${lines.length} of the archive's ${toc.length} entries`,
+    );
+    return list;
+  } catch (error) {
+    if (options.signal.aborted) throw error;
+    return undefined;
   }
 }

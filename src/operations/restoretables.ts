@@ -214,6 +214,7 @@ export const restoretables = defineOperation({
         onLine: log,
         withoutRoles: true,
         checkIntegrity: true,
+        onlyTables: wanted.map((table) => ({ schema: table.schema, table: table.table })),
         steps: [
           ['--section=pre-data'],
           [
