@@ -68,3 +68,7 @@ export function progressOf(raw: unknown, state: string): Progress {
   const percent = raw && typeof raw === 'object' ? (raw as Partial<Progress>).percent : undefined;
   return { percent: typeof percent === 'number' && Number.isFinite(percent) ? percent : 0, step };
 }
+
+/** Why a job cannot be retried (Producer.retry's `not-failed`), in the same words wherever it is said. */
+export const NOT_RETRYABLE =
+  'only a failed or cancelled job can be retried (a completed job never runs again: enqueue a new one)';

@@ -17,8 +17,8 @@ import { lastConnectionError } from '../queue/connection.js';
 import { jobContract, operationContract } from '../queue/contract.js';
 import { historyFilterOf } from '../queue/history-entry.js';
 import { JOB_FILTER_WORDS, parseJobFilter, type JobFilter } from '../queue/job-filter.js';
-import type { JobSummary } from '../queue/job-facts.js';
 import type { Producer } from '../queue/producer.js';
+import { NOT_RETRYABLE, type JobSummary } from '../queue/job-facts.js';
 import { cleanClaim, type Requester } from '../queue/requester.js';
 import { scrubSecrets } from '../secrets.js';
 import { bearerAuth } from './auth.js';
@@ -160,7 +160,7 @@ export function apiRouter(config: Config, producer: Producer): Router {
     const outcome = await producer.retryJob(job);
     if (outcome === 'not-failed')
       return res.status(409).json({
-        error: `${job.id}: only a failed or cancelled job can be retried (a completed job never runs again: enqueue a new one)`,
+        error: `${job.id}: ${NOT_RETRYABLE}`,
       });
     res.status(202).json({ id: job.id, state: 'waiting' });
   });

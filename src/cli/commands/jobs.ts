@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { Progress } from '../../operations/operation.js';
-import { JOB_STATES, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
+import { JOB_STATES, NOT_RETRYABLE, jobDurationMs, jobTarget } from '../../queue/job-facts.js';
 import type { JobFilterWords } from '../../queue/job-filter.js';
 import { CliExit } from '../../errors.js';
 import { withProducer } from '../producer.js';
@@ -87,7 +87,7 @@ export function registerJobs(program: Command): void {
       const outcome = await withProducer((producer) => producer.retry(id));
       const messages = {
         retrying: `${id}: back in the queue`,
-        'not-failed': `${id}: only a failed or cancelled job can be retried (a completed job never runs again: enqueue a new one)`,
+        'not-failed': `${id}: ${NOT_RETRYABLE}`,
         unknown: `${id}: no such job`,
       } as const;
       out(messages[outcome]);

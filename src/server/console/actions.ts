@@ -1,4 +1,5 @@
 import { ValidationError } from '../../errors.js';
+import { NOT_RETRYABLE } from '../../queue/job-facts.js';
 import { type ConsoleContext, param } from './context.js';
 
 /** Actions: mutating routes, behind the dashboard's guards (405 read-only, same-origin with credentials). */
@@ -64,7 +65,7 @@ export function consoleActions(context: ConsoleContext): void {
     '/jobs/:type/:id/retry',
     act('Retry', async (req) => {
       const outcome = await producer.retry(`${param(req, 'type')}/${param(req, 'id')}`);
-      if (outcome === 'not-failed') throw new ValidationError('only a failed or cancelled job can be retried');
+      if (outcome === 'not-failed') throw new ValidationError(NOT_RETRYABLE);
       return `/jobs/${param(req, 'type')}/${encodeURIComponent(param(req, 'id'))}`;
     }),
   );
