@@ -1,13 +1,13 @@
 import path from 'node:path';
-import type pg from 'pg';
 import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { backupIdSchema, type Manifest } from '../backups/manifest.js';
 import { withScratchRestore } from '../backups/scratch.js';
+import type { WorkArea } from '../backups/work-area.js';
 import { PermanentError } from '../errors.js';
 import { jobTag } from '../job-ids.js';
 import { toolDirForServers } from '../postgres/binaries.js';
-import { connect } from '../postgres/client.js';
+import { connect, withClient } from '../postgres/client.js';
 import { catalogName, tableRef, tableRefOf } from '../postgres/catalog.js';
 import { digestTable } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
@@ -180,24 +180,29 @@ export const restoretables = defineOperation({
     for (const table of wanted)
       if (Buffer.byteLength(table.restoredAs) > 63)
         throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
-    await withLive(target.url, holder, target.env, async (live) => {
-      for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
-      const missing = wanted.filter((table) => manifest.rowCounts && manifest.rowCounts[table.key] === undefined);
-      if (missing.length)
-        throw new PermanentError(
-          `backup ${manifest.id} has no table ${missing.map((table) => table.name).join(', ')}; nothing was changed`,
-        );
-      const problems = [];
-      for (const table of wanted) {
-        if (payload.replace) {
-          if (!(await relationExists(live, table.schema, table.table)))
-            problems.push(`${table.name} is not in ${target.env}: --replace replaces a table that exists`);
-          else await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(refusal);
-        } else if (await relationExists(live, table.schema, table.restoredAs))
-          problems.push(`${table.schema}.${table.restoredAs} already exists in ${target.env}: choose another suffix`);
-      }
-      if (problems.length) throw new PermanentError(`${problems.join('; ')}; nothing was changed`);
-    });
+    await withClient(
+      target.url,
+      async (live) => {
+        for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
+        const missing = wanted.filter((table) => manifest.rowCounts && manifest.rowCounts[table.key] === undefined);
+        if (missing.length)
+          throw new PermanentError(
+            `backup ${manifest.id} has no table ${missing.map((table) => table.name).join(', ')}; nothing was changed`,
+          );
+        const problems = [];
+        for (const table of wanted) {
+          if (payload.replace) {
+            if (!(await relationExists(live, table.schema, table.table)))
+              problems.push(`${table.name} is not in ${target.env}: --replace replaces a table that exists`);
+            else await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(refusal);
+          } else if (await relationExists(live, table.schema, table.restoredAs))
+            problems.push(`${table.schema}.${table.restoredAs} already exists in ${target.env}: choose another suffix`);
+        }
+        if (problems.length) throw new PermanentError(`${problems.join('; ')}; nothing was changed`);
+      },
+      holder,
+      target.env,
+    );
 
     timer.mark('checks');
     progress(5, `restoring ${manifest.id}'s definitions and ${wanted.length} table(s) into a scratch database`);
@@ -265,31 +270,36 @@ export const restoretables = defineOperation({
         const lock = await acquireDatabaseLock(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
         try {
           timer.mark('lock');
-          await travel(context, scratchUrl, target.url, binDir, wanted);
+          await travel(context, catalogue.workArea, scratchUrl, target.url, binDir, wanted);
           timer.mark(payload.replace ? 'move beside the tables' : 'move into the database');
           if (payload.replace) {
             const now = new Date();
             progress(85, `swapping the backup's rows into ${wanted.map((table) => table.name).join(', ')}`);
-            await withLive(target.url, holder, target.env, async (live) => {
-              try {
-                const reports = await swapInRows(
-                  live,
-                  wanted.map((table) => ({
-                    schema: table.schema,
-                    table: table.table,
-                    incoming: table.restoredAs,
-                    keptAs: previousName(table.table, now),
-                    note: `dbops: the rows of ${table.name} before job ${jobId} replaced them with backup ${manifest.id}'s, at ${now.toISOString()}`,
-                  })),
-                ).catch(refusal);
-                timer.mark('swap');
-                for (const [index, report] of reports.entries())
-                  Object.assign(counted[index]!, { restoredAs: wanted[index]!.name, replaced: report });
-              } finally {
-                for (const table of wanted)
-                  await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(() => undefined);
-              }
-            });
+            await withClient(
+              target.url,
+              async (live) => {
+                try {
+                  const reports = await swapInRows(
+                    live,
+                    wanted.map((table) => ({
+                      schema: table.schema,
+                      table: table.table,
+                      incoming: table.restoredAs,
+                      keptAs: previousName(table.table, now),
+                      note: `dbops: the rows of ${table.name} before job ${jobId} replaced them with backup ${manifest.id}'s, at ${now.toISOString()}`,
+                    })),
+                  ).catch(refusal);
+                  timer.mark('swap');
+                  for (const [index, report] of reports.entries())
+                    Object.assign(counted[index]!, { restoredAs: wanted[index]!.name, replaced: report });
+                } finally {
+                  for (const table of wanted)
+                    await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(() => undefined);
+                }
+              },
+              holder,
+              target.env,
+            );
           }
         } finally {
           await lock.release();
@@ -349,32 +359,18 @@ function refusal(error: unknown): never {
   throw error instanceof SwapRefused ? new PermanentError(`${error.message}; nothing was changed`) : error;
 }
 
-async function withLive<T>(
-  url: string,
-  holder: string,
-  env: string,
-  use: (client: pg.Client) => Promise<T>,
-): Promise<T> {
-  const client = await connect(url, holder, env);
-  try {
-    return await use(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 /** The tables, renamed in the scratch database, dumped and restored into the live one in one transaction: every table comes, or none. */
 async function travel(
   context: OperationContext<RestoreTablesPayload>,
+  workArea: WorkArea,
   scratchUrl: string,
   liveUrl: string,
   binDir: string | undefined,
   tables: { schema: string; restoredAs: string }[],
 ): Promise<void> {
-  const catalogue = BackupCatalogue.of(context.config);
   try {
     // Beside the scratch restore's own download directory, in the job's work area (which recovery clears).
-    await withFifoDir(await catalogue.workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
+    await withFifoDir(await workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
       const fifo = path.join(fifoDir, 'stream');
       if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
       const options = { signal: context.signal, binDir, onStderrLine: context.log };
@@ -409,6 +405,6 @@ async function travel(
       );
     });
   } finally {
-    await catalogue.workArea.removeJobSubdir(context.job, 'fifo');
+    await workArea.removeJobSubdir(context.job, 'fifo');
   }
 }
