@@ -22,6 +22,11 @@ const DIGEST_SETTINGS = `${TEXT_FORMAT_SETTINGS}; SET TimeZone = 'UTC'`;
 /** One table's digest (`table`: `schema.table` quoted as needed, as userTables gives it); its own rows (ONLY). */
 export async function digestTable(client: pg.ClientBase, table: string): Promise<TableDigest> {
   await client.query(DIGEST_SETTINGS);
+  return hashTable(client, table);
+}
+
+/** digestTable, in a session whose settings are DIGEST_SETTINGS already. */
+async function hashTable(client: pg.ClientBase, table: string): Promise<TableDigest> {
   const row = await rowTextByName(client, table, 't');
   const { rows } = await client.query<{ rows: string; hash: string }>(
     `SELECT count(*) AS rows, md5(count(*) || ':' || coalesce(sum(('x' || left(md5(${row}), 15))::bit(60)::bigint), 0)) AS hash
@@ -39,11 +44,12 @@ export async function digestTables(
   client: pg.ClientBase,
   onTable?: (table: string, index: number, total: number) => void,
 ): Promise<TableDigest[]> {
+  await client.query(DIGEST_SETTINGS);
   const tables = await userTables(client);
   const digests: TableDigest[] = [];
   for (const [index, table] of tables.entries()) {
     onTable?.(table, index, tables.length);
-    digests.push(await digestTable(client, table));
+    digests.push(await hashTable(client, table));
   }
   return digests;
 }
