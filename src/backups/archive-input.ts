@@ -3,7 +3,7 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import type { Config } from '../config.js';
-import { ArchiveProblem, PermanentError } from '../errors.js';
+import { ArchiveProblem, PermanentError, errorMessage } from '../errors.js';
 import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
 import { DecryptStream, keyId } from './encryption.js';
 import type { Manifest } from './manifest.js';
@@ -66,6 +66,17 @@ export function checkKey(
 export interface PreparedArchive {
   input: ArchiveInput;
   checkIntegrity(): Promise<Integrity>;
+}
+
+/**
+ * What is wrong with the archive, checked against its manifest (a full read of it), or undefined when
+ * it is whole; never rejects, so a caller can start it and ask later.
+ */
+export function archiveDamage(prepared: PreparedArchive): Promise<string | undefined> {
+  return prepared.checkIntegrity().then(
+    (integrity) => (integrity.ok ? undefined : integrity.reason),
+    (error: unknown) => `cannot read it (${errorMessage(error)})`,
+  );
 }
 
 /**

@@ -12,7 +12,7 @@ import {
 } from '../postgres/databases.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { withDatabase, type DatabaseTarget } from '../postgres/target.js';
-import { prepareArchive, restoreArchive, tocLines, tocSql, type ArchiveInput } from './archive-input.js';
+import { archiveDamage, prepareArchive, restoreArchive, tocLines, tocSql, type ArchiveInput } from './archive-input.js';
 import { sequenceNamesIn, tableDefinitionLines, tableRestoreLines, type TableName } from './table-toc.js';
 import type { Manifest } from './manifest.js';
 import type { BackupStore } from './store.js';
@@ -81,11 +81,7 @@ async function restoreIntoScratch<T>(
   try {
     const prepared = await prepareArchive(store, manifest, config, { workDir, signal });
     if (!options.checkIntegrity) return await restorePrepared(server, manifest, options, prepared.input, use);
-    const damage: Promise<string | undefined> = prepared.checkIntegrity().then(
-      (integrity) => (integrity.ok ? undefined : integrity.reason),
-      (error: unknown) => `cannot read it (${(error as Error).message})`,
-    );
-    damage.catch(() => undefined);
+    const damage = archiveDamage(prepared);
     const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; nothing was changed`);
     return await restorePrepared(server, manifest, options, prepared.input, async (scratchUrl, scratch) => {
       const reason = await damage;

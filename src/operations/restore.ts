@@ -1,10 +1,10 @@
 import * as z from 'zod';
 import { backupIdSchema } from '../backups/manifest.js';
-import { countTocEntries, prepareArchive, restoreArchive } from '../backups/archive-input.js';
+import { archiveDamage, countTocEntries, prepareArchive, restoreArchive } from '../backups/archive-input.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import type { BackupStore } from '../backups/store.js';
 import type { Config } from '../config.js';
-import { PermanentError, ValidationError, errorMessage } from '../errors.js';
+import { PermanentError, ValidationError } from '../errors.js';
 import { StepTimer, recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
 import { ROLE_ALLOWANCES, createMissingRoles, type WithheldFromRole } from '../postgres/roles.js';
 import { toolDirForServers } from '../postgres/binaries.js';
@@ -252,10 +252,7 @@ async function restoreBackup(
   // while pg_restore fills the shadow database (it costs a full read of the archive); the swap waits
   // for it, and a mismatch stops pg_restore and drops the shadow.
   progress(1, `checking ${manifest.id}`);
-  const damage: Promise<string | undefined> = prepared.checkIntegrity().then(
-    (integrity) => (integrity.ok ? undefined : integrity.reason),
-    (error: unknown) => `cannot read it (${errorMessage(error)})`,
-  );
+  const damage = archiveDamage(prepared);
   const damaged = (reason: string) =>
     new PermanentError(`the archive is damaged: ${reason}; ${target.env} was not touched`);
   const { input } = prepared;
