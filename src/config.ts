@@ -148,6 +148,13 @@ const baseSchema = z.object({
     })
     .optional(),
   NOTIFY_ON_SUCCESS: booleanString.default(false),
+  /** Environments whose servers' WAL is archived continuously (point-in-time recovery). */
+  PITR_ENVS: z.string().optional(),
+  /** The unprivileged OS user a root worker runs its temporary recovery instances as. */
+  PITR_OS_USER: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, { message: 'expected a user name' })
+    .optional(),
   /** JSON or YAML file of schedules, applied when workers and the server start. */
   SCHEDULES_FILE: z.string().min(1).optional(),
   /** The shortest time between two runs of a schedule (1 minute; lower it only for tests and demos). */
@@ -184,7 +191,10 @@ export type Config = Omit<
   | 'BACKUP_SIGNING_KEY'
   | 'BACKUP_DECRYPTION_KEYS'
   | 'BACKUP_RETENTION'
+  | 'PITR_ENVS'
 > & {
+  /** PITR_ENVS: environments whose servers' WAL is archived (checked against the environments). */
+  pitrEnvs: string[];
   /** The worker's own work area (jobs' partial files), and the default file store. */
   backupDir: string;
   /** BACKUP_STORES, in order: a backup goes to all of them; a read takes the first that holds it. */
@@ -391,8 +401,15 @@ export function loadConfig(
     BACKUP_SIGNING_KEY,
     BACKUP_DECRYPTION_KEYS,
     BACKUP_RETENTION,
+    PITR_ENVS,
     ...rest
   } = base;
+  const pitrEnvs = (PITR_ENVS ?? '').split(',').map(normalizeEnvName).filter(Boolean);
+  const unknownPitr = pitrEnvs.filter((name) => !environments.has(name));
+  if (unknownPitr.length > 0)
+    throw new ConfigError(
+      `PITR_ENVS: "${unknownPitr.join('", "')}" is no configured environment (known: ${[...environments.keys()].join(', ') || 'none configured'})`,
+    );
   const withKeys = options.backupKeys !== false;
   const encryptionKey = withKeys && BACKUP_ENCRYPTION_KEY ? parseKey(BACKUP_ENCRYPTION_KEY) : undefined;
   const olderKeys = withKeys
@@ -439,6 +456,7 @@ export function loadConfig(
     retentionFor: parseRetentions(source, BACKUP_RETENTION),
     concurrencyByType: parseConcurrency(source),
     protectedEnvs,
+    pitrEnvs,
     environments,
     secrets,
   };

@@ -12,6 +12,7 @@ const FLOORS: { floor: string; dirs: string[] }[] = [
   { floor: 'foundation: configuration, errors, logging, job ids, ownership', dirs: ['src'] },
   { floor: 'PostgreSQL and migration files', dirs: ['src/postgres', 'src/migrations'] },
   { floor: 'the backup stores (directories, S3) and their catalogue', dirs: ['src/backups'] },
+  { floor: 'point-in-time recovery: WAL archive, base backups, recovery instances', dirs: ['src/pitr'] },
   { floor: 'the operation catalogue', dirs: ['src/operations'] },
   { floor: 'the queue', dirs: ['src/queue'] },
   { floor: 'schedules and the outcomes of their runs', dirs: ['src/schedules'] },

@@ -38,6 +38,10 @@ const managed: Managed[] = [
     args: [type],
     restarts: 0,
   })),
+  // The WAL archiver, when servers are to be archived (PITR_ENVS).
+  ...(config.pitrEnvs.length > 0
+    ? [{ name: 'worker:wal', script: path.join(here, 'worker.js'), args: ['wal'], restarts: 0 }]
+    : []),
   // The server never opens an archive: it is started without the backup keys.
   {
     name: 'dashboard',

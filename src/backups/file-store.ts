@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { chmod, cp, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
@@ -16,6 +17,7 @@ import {
   newUnpublishedMarker,
   openUnpublishedMarker,
   parseInUseMark,
+  pitrKey,
   type ArchiveWriter,
   type BackupStore,
   type InUseMark,
@@ -87,6 +89,86 @@ export class FileStore implements BackupStore {
 
   localArchive(manifest: Manifest): string {
     return this.archivePath(manifest);
+  }
+  private pitrPath(key: string): string {
+    return path.join(this.dir, 'pitr', pitrKey(key));
+  }
+
+  async putObject(key: string, body: Readable | Buffer | string, signal?: AbortSignal): Promise<void> {
+    const file = this.pitrPath(key);
+    const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(4).toString('hex')}`);
+    try {
+      await this.privateParents(path.dirname(file));
+      const source = typeof body === 'string' || Buffer.isBuffer(body) ? Readable.from([Buffer.from(body)]) : body;
+      await pipeline(source, createWriteStream(temporary, { mode: FILE_MODE, highWaterMark: 1 << 20 }), { signal });
+      await syncFile(temporary);
+      await rename(temporary, file);
+    } catch (error) {
+      await rm(temporary, { force: true });
+      throw diskFailure(error, this.variable);
+    }
+  }
+
+  /** `pitr/` and the directories under it, each private. */
+  private async privateParents(dir: string): Promise<void> {
+    const root = path.join(this.dir, 'pitr');
+    await this.work.ownSubdir('pitr');
+    let current = root;
+    for (const part of path.relative(root, dir).split(path.sep).filter(Boolean)) {
+      current = path.join(current, part);
+      await mkdir(current, { mode: DIR_MODE }).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+    }
+  }
+
+  async getObject(key: string): Promise<Readable | undefined> {
+    const file = this.pitrPath(key);
+    const handle = await open(file, 'r').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    return handle?.createReadStream({ highWaterMark: 1 << 20 });
+  }
+
+  async listObjects(prefix: string): Promise<{ name: string; size: number }[]> {
+    const dir = prefix ? this.pitrPath(prefix) : path.join(this.dir, 'pitr');
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    const found: { name: string; size: number }[] = [];
+    for (const entry of entries) {
+      if (entry.name.startsWith('.')) continue;
+      const info = await stat(path.join(dir, entry.name)).catch(() => undefined);
+      if (info) found.push({ name: entry.name, size: info.isFile() ? info.size : 0 });
+    }
+    return found;
+  }
+
+  async removeObject(key: string): Promise<void> {
+    await rm(this.pitrPath(key), { recursive: true, force: true });
+  }
+
+  async putTree(key: string, localDir: string, mayTake: boolean): Promise<void> {
+    const final = this.pitrPath(key);
+    const temporary = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}`);
+    try {
+      await this.privateParents(path.dirname(final));
+      const moved =
+        mayTake &&
+        (await rename(localDir, temporary).then(
+          () => true,
+          () => false,
+        ));
+      if (!moved) await cp(localDir, temporary, { recursive: true });
+      await rename(temporary, final);
+    } catch (error) {
+      await rm(temporary, { recursive: true, force: true });
+      throw diskFailure(error, this.variable);
+    }
+  }
+
+  async treePath(key: string): Promise<string | undefined> {
+    const dir = this.pitrPath(key);
+    return (await stat(dir).catch(() => undefined))?.isDirectory() ? dir : undefined;
   }
 
   private manifestPath(id: string): string {

@@ -25,6 +25,7 @@ import {
   newUnpublishedMarker,
   openUnpublishedMarker,
   parseInUseMark,
+  pitrKey,
   type ArchiveWriter,
   type BackupStore,
   type InUseMark,
@@ -207,6 +208,29 @@ export class S3Store implements BackupStore {
     return found;
   }
 
+  /** The "folders" directly under `prefix` (common prefixes, with their trailing slash). */
+  private async listFolders(prefix: string): Promise<string[]> {
+    const found: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call(`listing ${prefix}`, () =>
+        this.with((sdk, client) =>
+          client.send(
+            new sdk.ListObjectsV2Command({
+              Bucket: this.spec.bucket,
+              Prefix: prefix,
+              Delimiter: '/',
+              ContinuationToken: token,
+            }),
+          ),
+        ),
+      );
+      for (const item of page.CommonPrefixes ?? []) if (item.Prefix) found.push(item.Prefix);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return found;
+  }
+
   private async deletePrefix(prefix: string): Promise<void> {
     const keys = (await this.listKeys(prefix)).map((item) => item.key);
     for (let start = 0; start < keys.length; start += 1000) {
@@ -257,6 +281,57 @@ export class S3Store implements BackupStore {
 
   localArchive(): undefined {
     return undefined;
+  }
+  private pitrObjectKey(key: string): string {
+    return this.key(`pitr/${pitrKey(key)}`);
+  }
+
+  async putObject(key: string, body: Readable | Buffer | string, signal?: AbortSignal): Promise<void> {
+    const full = this.pitrObjectKey(key);
+    const { Upload, client } = await this.connect();
+    const upload = new Upload({
+      client,
+      params: { Bucket: this.spec.bucket, Key: full, Body: body },
+      partSize: PART_SIZE,
+      queueSize: QUEUE_SIZE,
+      leavePartsOnError: false,
+    });
+    const stop = () => void upload.abort().catch(() => undefined);
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      await upload.done();
+    } catch (error) {
+      throw this.failure(error, `uploading ${full}`);
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+  }
+
+  async getObject(key: string, signal?: AbortSignal): Promise<Readable | undefined> {
+    const full = this.pitrObjectKey(key);
+    try {
+      const answer = await this.with((sdk, client) =>
+        client.send(new sdk.GetObjectCommand({ Bucket: this.spec.bucket, Key: full }), { abortSignal: signal }),
+      );
+      return answer.Body as Readable;
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw this.failure(error, `reading ${full}`);
+    }
+  }
+
+  async listObjects(prefix: string): Promise<{ name: string; size: number }[]> {
+    const root = prefix ? `${this.pitrObjectKey(prefix)}/` : this.key('pitr/');
+    const keys = await this.listKeys(root, true);
+    const folders = await this.listFolders(root);
+    return [
+      ...keys.map((item) => ({ name: item.key.slice(root.length), size: item.size })),
+      ...folders.map((folder) => ({ name: folder.slice(root.length).replace(/\/$/, ''), size: 0 })),
+    ];
+  }
+
+  async removeObject(key: string): Promise<void> {
+    await this.deleteKey(this.pitrObjectKey(key));
   }
 
   private async openKey(key: string, signal?: AbortSignal): Promise<Readable> {

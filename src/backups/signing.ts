@@ -24,7 +24,7 @@ export const signatureSchema = z.object({
 export type Signature = z.infer<typeof signatureSchema>;
 
 /** What a signature is for: a manifest can never be passed off as a marker, or the reverse. */
-export type SealPurpose = 'manifest' | 'upload-marker';
+export type SealPurpose = 'manifest' | 'upload-marker' | 'wal-segment' | 'base-backup' | 'wal-status';
 
 export const KEY_FILE = path.join('.dbops', 'signing.key');
 

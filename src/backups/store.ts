@@ -132,6 +132,29 @@ export interface BackupStore {
   writeRoles(name: string, roles: unknown): Promise<string>;
   /** Removes what dead jobs of this prefix left: unfinished archives, uploads and in-use marks. */
   recover(context: RecoveryContext): Promise<void>;
+
+  // The point-in-time area (`pitr/` in the store, see src/pitr/): WAL and base backups, never listed as
+  // backups. Keys are checked names (pitrKey); what an object holds is judged by its signed sidecar.
+  /** Writes an object whole: it appears under its name only complete. */
+  putObject(key: string, body: Readable | Buffer | string, signal?: AbortSignal): Promise<void>;
+  /** An object's bytes; undefined when there is none. */
+  getObject(key: string, signal?: AbortSignal): Promise<Readable | undefined>;
+  /** The objects directly under `prefix` (names relative to it), with their sizes. */
+  listObjects(prefix: string): Promise<{ name: string; size: number }[]>;
+  removeObject(key: string): Promise<void>;
+  /** A directory kept as it is (the file store only): moved, with `mayTake`, where it can be. */
+  putTree?(key: string, localDir: string, mayTake: boolean): Promise<void>;
+  /** The path of a directory kept with putTree, when it exists. */
+  treePath?(key: string): Promise<string | undefined>;
+}
+
+const PITR_KEY = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}(\/[A-Za-z0-9_][A-Za-z0-9._-]{0,200}){0,4}$/;
+
+/** A key of the point-in-time area, checked: names of letters, digits, `.`, `_`, `-`, never `..`. */
+export function pitrKey(key: string): string {
+  if (!PITR_KEY.test(key) || key.split('/').some((part) => part.startsWith('.')))
+    throw new Error(`not a point-in-time object name: "${key}"`);
+  return key;
 }
 
 /**

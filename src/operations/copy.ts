@@ -147,7 +147,7 @@ export type CopyResult = z.infer<typeof result>;
 
 /** Where a URL points: two environment names for one database are the same database. */
 /** Counts tables as pg_dump and pg_restore report them, for progress over both phases. */
-function progressCounter(context: OperationContext<CopyPayload>, tables: number) {
+function progressCounter(context: OperationContext<unknown>, tables: number) {
   let done = 0;
   const step = (count: number, phase: string, table: string) => {
     done += count;
@@ -168,7 +168,7 @@ function progressCounter(context: OperationContext<CopyPayload>, tables: number)
 }
 
 /** What filling the shadow database takes, whichever way it is filled. */
-interface Fill {
+export interface Fill {
   source: DatabaseTarget;
   shadowUrl: string;
   signal: AbortSignal;
@@ -183,7 +183,7 @@ interface Fill {
  * file system has none (some network ones), a private one of the host's. Both are removed afterwards.
  */
 async function withWorkDirs(
-  context: OperationContext<CopyPayload>,
+  context: OperationContext<unknown>,
   use: (workDir: string, fifoDir: string) => Promise<void>,
 ): Promise<void> {
   const area = new WorkArea(context.config.backupDir);
@@ -196,8 +196,8 @@ async function withWorkDirs(
 }
 
 /** pg_dump straight into pg_restore through a FIFO: no byte passes through this process. */
-async function streamCopy(
-  context: OperationContext<CopyPayload>,
+export async function streamCopy(
+  context: OperationContext<unknown>,
   { source, shadowUrl, signal, snapshot, tables, binDir }: Fill,
 ): Promise<void> {
   const counter = progressCounter(context, tables);
@@ -365,8 +365,8 @@ async function subsetFill(
   return kept;
 }
 
-async function verifyCopy(
-  context: OperationContext<CopyPayload>,
+export async function verifyCopy(
+  context: OperationContext<unknown>,
   sourceDigests: () => Promise<TableDigest[]>,
   shadowUrl: string,
 ): Promise<void> {

@@ -5,6 +5,8 @@ import { maintenance } from './maintenance.js';
 import { maskreport } from './maskreport.js';
 import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
+import { physicalbackup } from './physicalbackup.js';
+import { pitr } from './pitr.js';
 import { previous } from './previous.js';
 import { prune } from './prune.js';
 import { restore } from './restore.js';
@@ -28,6 +30,8 @@ export const operations = {
   previous,
   maskreport,
   restoretables,
+  physicalbackup,
+  pitr,
 } as const;
 
 export type OperationType = keyof typeof operations;

@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { PermanentError } from '../errors.js';
 import { untrustedProgramPath } from '../trusted-files.js';
 import { connect } from './client.js';
-import { PG_TOOLS } from './tools.js';
+import { PG_SERVER_TOOLS, PG_TOOLS, type PgTool } from './tools.js';
 
 /*
  * pg_dump can dump servers of its own major version and older, never newer; pg_restore reads archives
@@ -124,4 +124,36 @@ export function toolDirForArchive(
   if (!match) return toolDirFor(0, configured, root);
   const first = Number(match[1]);
   return toolDirFor(first >= 10 ? first : Number(`${first}.${match[2] ?? 0}`), configured, root);
+}
+
+/**
+ * The directory of a server's own tools (pg_basebackup, pg_receivewal, pg_verifybackup, postgres) for
+ * major version `major`: physical backups and recovery need exactly that version. PG_BIN_DIR when set,
+ * else Debian's /usr/lib/postgresql/<major>/bin, else PATH when its tool is of that version.
+ */
+export async function serverBinDir(
+  major: number,
+  configured: string | undefined,
+  tool: PgTool = 'postgres',
+  root = VERSIONED_ROOT,
+): Promise<string | undefined> {
+  if (configured) {
+    for (const file of [configured, ...PG_SERVER_TOOLS.map((one) => path.join(configured, one))]) {
+      const refused = untrustedProgramPath(file);
+      if (refused) throw new PermanentError(`PG_BIN_DIR is not trusted: ${refused}`);
+    }
+  }
+  const candidates: (string | undefined)[] = configured
+    ? [configured]
+    : [path.join(root, String(major), 'bin'), undefined];
+  for (const dir of candidates) {
+    const version = await execa(dir ? path.join(dir, tool) : tool, ['--version']).then(
+      ({ stdout }) => /\(PostgreSQL\)\s+(\d+)/.exec(stdout)?.[1],
+      () => undefined,
+    );
+    if (version !== undefined && Number(version) === major) return dir;
+  }
+  throw new PermanentError(
+    `no ${tool} of PostgreSQL ${major}: physical backups and recovery need the server's own major version; install postgresql-${major} (or its client and server binaries) or point PG_BIN_DIR at its bin directory`,
+  );
 }

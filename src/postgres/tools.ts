@@ -6,7 +6,9 @@ import { PermanentError, isTransientToolOutput } from '../errors.js';
 import { libpqConnection } from './target.js';
 
 export const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql'] as const;
-export type PgTool = (typeof PG_TOOLS)[number];
+/** The tools of physical backups and WAL archiving, of the server's own major version (serverBinDir). */
+export const PG_SERVER_TOOLS = ['pg_receivewal', 'pg_basebackup', 'pg_verifybackup', 'pg_ctl', 'postgres'] as const;
+export type PgTool = (typeof PG_TOOLS)[number] | (typeof PG_SERVER_TOOLS)[number];
 
 export interface ToolOptions {
   /** Connection URL; the password travels in PGPASSWORD, never in argv. */

@@ -43,7 +43,7 @@ export class Rig {
   readonly dbPrefix = `t_${this.id}`;
   backupDir = '';
   readonly env: Record<string, string> = {};
-  private readonly workers: WorkerProcess[] = [];
+  private readonly workerProcesses: WorkerProcess[] = [];
   private readonly producers: Producer[] = [];
 
   static async create(extraEnv: Record<string, string> = {}): Promise<Rig> {
@@ -79,7 +79,12 @@ export class Rig {
     return { ...base, ...this.env, ...extra };
   }
 
-  async startWorker(type: string, extra: Record<string, string> = {}): Promise<WorkerProcess> {
+  /** A worker process of `type`, once it says it is ready (`readyText`: what its log says then). */
+  async startWorker(
+    type: string,
+    extra: Record<string, string> = {},
+    readyText = '"msg":"worker ready"',
+  ): Promise<WorkerProcess> {
     const child = execa('node', [path.join(ROOT, 'dist/workers/worker.js'), type], {
       env: this.processEnv(extra),
       extendEnv: false,
@@ -91,13 +96,13 @@ export class Rig {
     const ready = new Promise<void>((resolve, reject) => {
       child.all!.on('data', (chunk: Buffer) => {
         output += chunk.toString();
-        if (output.includes('"msg":"worker ready"')) resolve();
+        if (output.includes(readyText)) resolve();
       });
       child.once('exit', () => reject(new Error(`worker ${type} exited before it was ready:\n${output}`)));
     });
     const exited = child.then((result) => result.signal ?? result.exitCode ?? -1);
     const worker: WorkerProcess = { pid: child.pid!, process: child, output: () => output, exited };
-    this.workers.push(worker);
+    this.workerProcesses.push(worker);
     await ready;
     return worker;
   }
@@ -140,11 +145,16 @@ export class Rig {
     }
   }
 
+  /** Every worker process this rig started. */
+  workers(): WorkerProcess[] {
+    return [...this.workerProcesses];
+  }
+
   async stopWorkers(): Promise<void> {
-    for (const worker of this.workers) {
+    for (const worker of this.workerProcesses) {
       if (worker.process.exitCode === null && worker.process.signalCode === null) worker.process.kill('SIGKILL');
     }
-    await Promise.all(this.workers.map((worker) => worker.exited));
+    await Promise.all(this.workerProcesses.map((worker) => worker.exited));
   }
 
   async cleanup(): Promise<void> {

@@ -21,6 +21,43 @@ function warnSkipped(skipped: SkippedManifest[]): void {
   for (const item of skipped) err(`skipped ${item.name} in the ${item.store} store: ${item.reason}`);
 }
 
+/** `backups list --physical`: what each server's archive can recover, per store. */
+async function listPhysical(options: { env?: string; store?: string; json?: boolean }): Promise<void> {
+  const [{ PitrArchive }, { serverWindows }, { normalizeEnvName }] = await Promise.all([
+    import('../../pitr/wal-archive.js'),
+    import('../../pitr/servers.js'),
+    import('../../config.js'),
+  ]);
+  const archive = await PitrArchive.of(cliConfig());
+  const windows = await serverWindows(archive, {
+    env: options.env ? normalizeEnvName(options.env) : undefined,
+    store: options.store,
+  });
+  for (const one of windows) for (const line of one.skipped) err(`skipped ${line} in the ${one.store} store`);
+  if (options.json) printJson(windows.map(({ store, window }) => ({ store, ...window })));
+  else if (windows.length === 0)
+    out('no point-in-time archive in the stores (PITR_ENVS, npm run worker -- wal, backup --physical)');
+  else {
+    printTable(
+      ['SERVER', 'ENVS', 'STORE', 'RECOVERABLE FROM', 'TO', 'RPO', 'BASE BACKUPS', 'WAL SEGMENTS', 'ERRORS'],
+      windows.map(({ store, window }) => [
+        window.server,
+        Object.keys(window.envs).join(',') || '-',
+        store,
+        window.from ? listTime(window.from) : '-',
+        window.to ? listTime(window.to) : '-',
+        window.rpoSeconds === undefined ? '-' : `${window.rpoSeconds}s`,
+        String(window.baseBackups.length),
+        String(window.segments),
+        String(window.errors.length),
+      ]),
+    );
+    for (const { store, window } of windows)
+      for (const error of window.errors) err(`${window.server} (${store}): ${error}`);
+  }
+  if (windows.some(({ window }) => window.errors.length > 0)) throw new CliExit(EXIT.failed);
+}
+
 export function registerBackups(program: Command, run: RunOperation = runOperation): void {
   const backups = program
     .command('backups')
@@ -31,7 +68,12 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     .option('--env <env>', 'only this environment')
     .option('--store <name>', 'only the backups this store holds')
     .option('--json', 'print the manifests as JSON (each with heldBy: the stores that hold it)')
-    .action(async (options: { env?: string; store?: string; json?: boolean }) => {
+    .option(
+      '--physical',
+      'per server: the point-in-time recovery window, base backups, gaps and recovery point (exit 1 when a window has an error)',
+    )
+    .action(async (options: { env?: string; store?: string; json?: boolean; physical?: boolean }) => {
+      if (options.physical) return listPhysical(options);
       const [{ BackupCatalogue }, { normalizeEnvName }] = await Promise.all([
         import('../../backups/catalogue.js'),
         import('../../config.js'),

@@ -31,6 +31,8 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
   previous: registerPrevious,
   maskreport: registerCopy, // copy --mask-report
   restoretables: registerRestore, // restore --table
+  physicalbackup: registerBackup, // backup --physical
+  pitr: registerRestore, // restore --from --to-time | --to-lsn | --latest-wal
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */

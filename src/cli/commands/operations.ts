@@ -37,8 +37,21 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
       .option(
         '--digests',
         'also record a content digest of every table, which table restores check (reads every row once more)',
+      )
+      .option(
+        '--physical',
+        "a base backup of the environment's whole server (pg_basebackup), for point-in-time recovery (docs/pitr.md)",
       ),
   ).action(async (options) => {
+    if (options.physical) {
+      const conflicting = ['allDatabases', 'digests', 'compress', 'jobs'].filter(
+        (flag) => options[flag] !== undefined && options[flag] !== false,
+      );
+      if (conflicting.length > 0 || options.format !== 'custom')
+        throw new ValidationError('--physical takes only --env: a base backup is of the whole server, as it is');
+      await run('physicalbackup', { env: options.env }, flagsOf(options));
+      return;
+    }
     await run(
       'backup',
       {
@@ -100,9 +113,37 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
       .option(
         '--replace',
         "with --table: the backup's rows replace the table's, in one transaction; the live rows are kept as <table>_prev_<time>",
-      ),
+      )
+      .option('--to-time <iso8601>', "with --from: --from's database as it was at this moment (point-in-time recovery)")
+      .option('--to-lsn <lsn>', 'with --from: as it was at this WAL position')
+      .option('--latest-wal', 'with --from: as far as the archived WAL goes')
+      .option('--verify', 'with --to-*: compare every table of the recovered database with the shadow before the swap'),
   ).action(async (options) => {
-    if (options.from && !options.latest) throw new ValidationError('--from goes with --latest');
+    const pointInTime = [options.toTime, options.toLsn, options.latestWal].filter((value) => value !== undefined);
+    if (pointInTime.length > 0) {
+      if (pointInTime.length > 1) throw new ValidationError('name one of --to-time, --to-lsn, --latest-wal');
+      if (!options.from) throw new ValidationError('--to-time, --to-lsn and --latest-wal go with --from ENV');
+      if (options.backup || options.latest || options.table || options.schema)
+        throw new ValidationError('a point-in-time restore takes no --backup, --latest, --table or --schema');
+      await run(
+        'pitr',
+        {
+          env: options.env,
+          from: options.from,
+          toTime: options.toTime,
+          toLsn: options.toLsn,
+          latestWal: options.latestWal ? true : undefined,
+          confirm: options.confirm,
+          store: options.store,
+          keepPrevious: options.dropPrevious ? false : undefined,
+          verify: options.verify ?? false,
+        },
+        flagsOf(options),
+      );
+      return;
+    }
+    if (options.from && !options.latest)
+      throw new ValidationError('--from goes with --latest or --to-time, --to-lsn, --latest-wal');
     const selected = options.table ?? options.schema;
     if ((options.suffix !== undefined || options.replace) && !selected)
       throw new ValidationError(`${options.replace ? '--replace' : '--suffix'} goes with --table or --schema`);

@@ -1,0 +1,331 @@
+import { readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import { privateDir } from '../backups/work-area.js';
+import { connect } from '../postgres/client.js';
+import { serverBinDir } from '../postgres/binaries.js';
+import { StderrTail, startTool } from '../postgres/tools.js';
+import { resolveTarget } from '../postgres/target.js';
+import { serverFacts, walPosition, type ServerFacts, type WalPosition } from '../postgres/wal.js';
+import { PitrArchive, type ServerStatus } from './wal-archive.js';
+import { HISTORY_NAME, SEGMENT_NAME, formatLsn, parseLsn, parseSegmentName, segmentEnd } from './wal-names.js';
+
+/*
+ * The WAL archiver: one per PostgreSQL server across all hosts (a lock decides which), streaming the
+ * server's WAL with pg_receivewal through a replication slot into a spool directory on this host, and
+ * from there into every backup store, compressed and with its checksum. The slot keeps the server's
+ * WAL while no archiver runs; a new one resumes from the spool, else from the slot.
+ */
+
+export const SLOT = 'dbops_wal';
+/** The application name pg_receivewal connects with (tools.ts sets PGAPPNAME to `dbops-<tool>`). */
+export const RECEIVER_NAME = 'dbops-pg_receivewal';
+const ROUND_MS = 250;
+const RENEW_MS = 2_000;
+const STATUS_MS = 1_000;
+
+/** Who archives which server: held by one archiver process at a time, renewed while it runs. */
+export interface ServerLock {
+  acquire(server: string): Promise<boolean>;
+  /** False when the lock was lost (expired and taken): the archiver stops at once. */
+  renew(server: string): Promise<boolean>;
+  release(server: string): Promise<void>;
+}
+
+export interface ArchiverReport {
+  server: string;
+  envs: Record<string, string>;
+  host: string;
+  pid: number;
+  /** What the server had written, what the receiver flushed, and what the stores hold. */
+  serverLsn: string;
+  receivedLsn?: string;
+  archivedLsn?: string;
+  lagBytes?: number;
+  lagSeconds?: number;
+  slotRetainedBytes?: number;
+  slotLimitBytes?: number;
+  caughtUpAt?: string;
+  at: string;
+  warning?: string;
+}
+
+export interface ArchiverOptions {
+  config: Config;
+  logger: Logger;
+  lock: ServerLock;
+  report(report: ArchiverReport): Promise<void>;
+  /** WAL retained by the slot beyond which a warning is given (default: 80 % of max_slot_wal_keep_size, else 8 GiB). */
+  warnRetainedBytes?: number;
+}
+
+interface ServerGroup {
+  facts: ServerFacts;
+  envs: Record<string, string>;
+  url: string;
+}
+
+/** The servers behind PITR_ENVS: environments that share a server are archived once. */
+export async function pitrServers(config: Config): Promise<ServerGroup[]> {
+  const groups = new Map<string, ServerGroup>();
+  for (const env of config.pitrEnvs) {
+    const target = resolveTarget(config, env);
+    const client = await connect(target.url, 'dbops:wal', env);
+    try {
+      const facts = await serverFacts(client);
+      const group = groups.get(facts.systemId) ?? { facts, envs: {}, url: target.url };
+      group.envs[env] = target.database;
+      groups.set(facts.systemId, group);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return [...groups.values()];
+}
+
+/** Runs the archiver for every server of PITR_ENVS until `signal` aborts. */
+export async function runArchiver(options: ArchiverOptions, signal: AbortSignal): Promise<void> {
+  const servers = await pitrServers(options.config);
+  await Promise.all(servers.map((group) => new ServerArchiver(options, group).run(signal)));
+}
+
+class LostLock extends Error {}
+
+class ServerArchiver {
+  private readonly server: string;
+  private readonly spool: string;
+  private readonly uploaded = new Set<string>();
+  private partialFlushed?: string;
+  private archivedLsn?: bigint;
+  private caughtUpAt?: string;
+  private lastStatusWrite = 0;
+  private lastWarning = 0;
+  private lastPrune = 0;
+
+  constructor(
+    private readonly options: ArchiverOptions,
+    private readonly group: ServerGroup,
+  ) {
+    this.server = group.facts.systemId;
+    this.spool = path.join(options.config.backupDir, '.pitr-spool', this.server);
+  }
+
+  private get logger(): Logger {
+    return this.options.logger;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { lock } = this.options;
+    let waiting = false;
+    while (!signal.aborted) {
+      if (!(await lock.acquire(this.server).catch(() => false))) {
+        if (!waiting) this.logger.info({ server: this.server }, 'another archiver holds this server; standing by');
+        waiting = true;
+        await sleep(RENEW_MS, undefined, { signal }).catch(() => undefined);
+        continue;
+      }
+      waiting = false;
+      this.logger.info({ server: this.server, envs: this.group.envs }, 'archiving WAL');
+      try {
+        await this.archive(signal);
+      } catch (error) {
+        if (error instanceof LostLock) this.logger.warn({ server: this.server }, 'lost the archiver lock: stopping');
+        else if (!signal.aborted)
+          this.logger.error({ err: error, server: this.server }, 'archiving stopped; starting again');
+      } finally {
+        await lock.release(this.server).catch(() => undefined);
+      }
+      await sleep(1_000, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  private async archive(outer: AbortSignal): Promise<void> {
+    const { config } = this.options;
+    const binDir = await serverBinDir(this.group.facts.major, config.PG_BIN_DIR, 'pg_receivewal');
+    const archive = await PitrArchive.of(config);
+    await privateDir(this.spool);
+    await this.runTool(binDir, ['--create-slot', '--if-not-exists', `--slot=${SLOT}`], outer);
+    const client = await connect(this.group.url, 'dbops:wal');
+    const stop = new AbortController();
+    const onOuter = () => stop.abort();
+    outer.addEventListener('abort', onOuter, { once: true });
+    let receiver: Promise<void> | undefined;
+    try {
+      let lastRenew = Date.now();
+      let lastStatus = 0;
+      let position: WalPosition | undefined;
+      while (!outer.aborted) {
+        if (Date.now() - lastRenew > RENEW_MS) {
+          if (!(await this.options.lock.renew(this.server))) throw new LostLock();
+          lastRenew = Date.now();
+        }
+        receiver ??= this.receive(binDir, stop.signal).finally(() => {
+          receiver = undefined;
+        });
+        const roundStart = new Date();
+        position = await walPosition(client, SLOT, RECEIVER_NAME);
+        await this.uploadRound(archive, position, outer);
+        this.caughtUp(roundStart, parseLsn(position.serverLsn));
+        if (Date.now() - this.lastPrune > 30_000) {
+          this.lastPrune = Date.now();
+          for (const store of archive.stores) await archive.prunePartials(store, this.server);
+        }
+        if (Date.now() - lastStatus > STATUS_MS) {
+          lastStatus = Date.now();
+          await this.publish(archive, position);
+        }
+        await sleep(ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
+      }
+    } finally {
+      outer.removeEventListener('abort', onOuter);
+      stop.abort();
+      await receiver?.catch(() => undefined);
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /** pg_receivewal until it exits (then the loop starts it again) or is stopped. */
+  private async receive(binDir: string | undefined, signal: AbortSignal): Promise<void> {
+    try {
+      await this.runTool(
+        binDir,
+        ['-D', this.spool, `--slot=${SLOT}`, '--synchronous', '--no-loop', '--status-interval=1', '--no-password'],
+        signal,
+      );
+      this.logger.warn({ server: this.server }, 'pg_receivewal ended; starting it again');
+    } catch (error) {
+      if (!signal.aborted)
+        this.logger.warn({ err: error, server: this.server }, 'pg_receivewal failed; starting it again');
+    }
+    await sleep(1_000, undefined, { signal }).catch(() => undefined);
+  }
+
+  private async runTool(binDir: string | undefined, args: string[], signal: AbortSignal): Promise<void> {
+    const tail = new StderrTail();
+    const child = startTool('pg_receivewal', args, {
+      url: this.group.url,
+      binDir,
+      signal,
+      onStderrLine: (line) => tail.push(line),
+    });
+    try {
+      await child;
+    } catch (error) {
+      if ((error as { isCanceled?: boolean }).isCanceled) return;
+      throw new Error(`pg_receivewal failed: ${tail.summary().join('; ') || (error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Archives what the spool holds that is not archived yet; removes what a newer file made unneeded. */
+  private async uploadRound(archive: PitrArchive, position: WalPosition, signal: AbortSignal): Promise<void> {
+    const names = (await readdir(this.spool).catch(() => [] as string[])).sort();
+    const segmentBytes = this.group.facts.walSegmentBytes;
+    const complete = names.filter((name) => SEGMENT_NAME.test(name));
+    const newest = names.filter((name) => SEGMENT_NAME.test(name.replace(/\.partial$/, ''))).at(-1);
+    for (const name of [...names.filter((one) => HISTORY_NAME.test(one)), ...complete]) {
+      const file = path.join(this.spool, name);
+      if (!this.uploaded.has(name)) {
+        for (const store of archive.stores)
+          await archive.putWal(store, this.server, file, { name, partial: false }, signal);
+        this.uploaded.add(name);
+        if (SEGMENT_NAME.test(name)) {
+          const end = segmentEnd(parseSegmentName(name, segmentBytes), segmentBytes);
+          if (this.archivedLsn === undefined || end > this.archivedLsn) this.archivedLsn = end;
+        }
+      }
+      // pg_receivewal resumes after the newest file in its directory: that one stays.
+      if (SEGMENT_NAME.test(name) && newest !== undefined && name < newest.replace(/\.partial$/, '')) {
+        await rm(file, { force: true });
+        this.uploaded.delete(name);
+      }
+    }
+    const partial = names.find((name) => name.endsWith('.partial'));
+    const flushed = position.flushLsn;
+    if (partial && flushed && flushed !== this.partialFlushed) {
+      const name = partial.replace(/\.partial$/, '');
+      const file = path.join(this.spool, partial);
+      if (await stat(file).catch(() => undefined)) {
+        try {
+          for (const store of archive.stores)
+            await archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal);
+          this.partialFlushed = flushed;
+          const lsn = parseLsn(flushed);
+          if (this.archivedLsn === undefined || lsn > this.archivedLsn) this.archivedLsn = lsn;
+        } catch (error) {
+          // Renamed to a complete segment meanwhile: the next round archives that one.
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        }
+      }
+    }
+  }
+
+  private readonly samples: { at: Date; lsn: bigint }[] = [];
+
+  /** The recovery point: the latest moment whose WAL (the server's position then) the stores hold in full. */
+  private caughtUp(at: Date, serverLsn: bigint): void {
+    this.samples.push({ at, lsn: serverLsn });
+    if (this.samples.length > 1_000) this.samples.shift();
+    const archived = this.archivedLsn;
+    if (archived === undefined) return;
+    let reached: Date | undefined;
+    while (this.samples.length > 0 && this.samples[0]!.lsn <= archived) reached = this.samples.shift()!.at;
+    if (reached) this.caughtUpAt = reached.toISOString();
+  }
+
+  private async publish(archive: PitrArchive, position: WalPosition): Promise<void> {
+    const now = new Date().toISOString();
+    const warning = this.retainedWarning(position);
+    if (this.archivedLsn !== undefined && this.caughtUpAt) {
+      const status: ServerStatus = {
+        kind: 'dbops-wal-status',
+        server: this.server,
+        envs: this.group.envs,
+        walSegmentBytes: this.group.facts.walSegmentBytes,
+        timeline: this.group.facts.timeline,
+        archivedLsn: formatLsn(this.archivedLsn),
+        caughtUpAt: this.caughtUpAt,
+        updatedAt: now,
+      };
+      if (Date.now() - this.lastStatusWrite > STATUS_MS) {
+        this.lastStatusWrite = Date.now();
+        for (const store of archive.stores) await archive.writeStatus(store, status);
+      }
+    }
+    await this.options
+      .report({
+        server: this.server,
+        envs: this.group.envs,
+        host: (await import('node:os')).hostname(),
+        pid: process.pid,
+        serverLsn: position.serverLsn,
+        ...(position.flushLsn ? { receivedLsn: position.flushLsn } : {}),
+        ...(this.archivedLsn !== undefined ? { archivedLsn: formatLsn(this.archivedLsn) } : {}),
+        ...(position.lagBytes !== undefined ? { lagBytes: position.lagBytes } : {}),
+        ...(position.flushLagSeconds !== undefined ? { lagSeconds: position.flushLagSeconds } : {}),
+        ...(position.slotRetainedBytes !== undefined ? { slotRetainedBytes: position.slotRetainedBytes } : {}),
+        ...(position.slotLimitBytes !== undefined ? { slotLimitBytes: position.slotLimitBytes } : {}),
+        ...(this.caughtUpAt ? { caughtUpAt: this.caughtUpAt } : {}),
+        at: now,
+        ...(warning ? { warning } : {}),
+      })
+      .catch((error: unknown) => this.logger.warn({ err: error }, 'cannot report the archiver status'));
+  }
+
+  /** Said (and logged once a minute) while the slot holds back more WAL than is safe for the server's disk. */
+  private retainedWarning(position: WalPosition): string | undefined {
+    const limit =
+      this.options.warnRetainedBytes ?? (position.slotLimitBytes ? position.slotLimitBytes * 0.8 : 8 * 2 ** 30);
+    const retained = position.slotRetainedBytes ?? 0;
+    if (retained <= limit) return undefined;
+    const warning = `the slot ${SLOT} keeps ${Math.round(retained / 2 ** 20)} MiB of WAL on the server (limit ${Math.round(limit / 2 ** 20)} MiB): the archiver is falling behind and the server's disk fills`;
+    if (Date.now() - this.lastWarning > 60_000) {
+      this.lastWarning = Date.now();
+      this.logger.warn({ server: this.server, retainedBytes: retained }, warning);
+    }
+    return warning;
+  }
+}

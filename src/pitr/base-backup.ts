@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { execa } from 'execa';
+import type { Config } from '../config.js';
+import { PermanentError } from '../errors.js';
+import { connect } from '../postgres/client.js';
+import { serverBinDir } from '../postgres/binaries.js';
+import { StderrTail, startTool, type PgTool } from '../postgres/tools.js';
+import { userTablespaces, serverFacts } from '../postgres/wal.js';
+import { PitrArchive, type BaseManifest } from './wal-archive.js';
+import { formatLsn, parseLsn, parseSegmentName, segmentOf } from './wal-names.js';
+
+/*
+ * A base backup: pg_basebackup of the whole server (plain format, with the WAL it needs), checked with
+ * pg_verifybackup against its own backup_manifest before it is kept, then put into every store and
+ * described by a signed manifest written last.
+ */
+
+export function newBaseId(now = new Date()): string {
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'z')
+    .toLowerCase();
+  return `base-${stamp}-${randomBytes(6).toString('hex')}`;
+}
+
+export interface BaseBackupOptions {
+  config: Config;
+  /** The environment whose server is backed up, its URL, and every environment on that server. */
+  env: string;
+  url: string;
+  envs: Record<string, string>;
+  /** A private, empty directory on this host for the job's work. */
+  workDir: string;
+  signal: AbortSignal;
+  progress(percent: number, step: string): void;
+  mark(step: string): void;
+}
+
+export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseManifest> {
+  const { config, url, workDir, signal } = options;
+  const startedAt = new Date();
+  const client = await connect(url, 'dbops:basebackup', options.env);
+  let facts;
+  try {
+    facts = await serverFacts(client);
+    const spaces = await userTablespaces(client);
+    if (spaces.length > 0)
+      throw new PermanentError(
+        `the server has tablespaces (${spaces.join(', ')}): physical backups of servers with tablespaces are not supported yet`,
+      );
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  const binDir = await serverBinDir(facts.major, config.PG_BIN_DIR, 'pg_basebackup');
+  const data = path.join(workDir, 'data');
+  options.progress(2, 'pg_basebackup');
+  await runTool(
+    'pg_basebackup',
+    binDir,
+    url,
+    signal,
+    [
+      '--pgdata',
+      data,
+      '--format=plain',
+      '--wal-method=stream',
+      '--checkpoint=fast',
+      '--no-password',
+      '--progress',
+      '--verbose',
+    ],
+    (line) => {
+      const match = /\((\d+)%\)/.exec(line);
+      if (match) options.progress(2 + Math.round(Number(match[1]) * 0.7), 'pg_basebackup');
+    },
+  );
+  options.mark('pg_basebackup');
+  options.progress(73, 'pg_verifybackup');
+  await runTool('pg_verifybackup', binDir, undefined, signal, ['--quiet', data]);
+  options.mark('pg_verifybackup');
+  const ranges = JSON.parse(await readFile(path.join(data, 'backup_manifest'), 'utf8')) as {
+    'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];
+    Files?: { Size: number }[];
+  };
+  const range = ranges['WAL-Ranges']?.at(-1);
+  if (!range) throw new PermanentError('the base backup has no WAL range in its backup_manifest');
+  const sizeBytes = (ranges.Files ?? []).reduce((sum, file) => sum + file.Size, 0);
+  const id = newBaseId(startedAt);
+  const archive = await PitrArchive.of(config);
+  // S3 stores read the directory first (as a tar); the last file store may then take it as it is.
+  const stores = [...archive.stores].sort((a, b) => Number(a.kind === 'file') - Number(b.kind === 'file'));
+  const stored: Pick<BaseManifest, 'storage' | 'sha256' | 'encryption'>[] = [];
+  for (const [index, store] of stores.entries()) {
+    options.progress(75 + Math.round((20 * index) / stores.length), `storing in ${store.name}`);
+    stored.push(
+      await archive.putBase(
+        store,
+        facts.systemId,
+        id,
+        data,
+        () => tarOf(data, signal),
+        index === stores.length - 1,
+        signal,
+      ),
+    );
+  }
+  options.mark('store');
+  const completedAt = new Date();
+  const base: Omit<BaseManifest, 'storage' | 'sha256' | 'encryption'> = {
+    kind: 'dbops-base-backup',
+    id,
+    server: facts.systemId,
+    major: facts.major,
+    timeline: range.Timeline,
+    startLsn: formatLsn(parseLsn(range['Start-LSN'])),
+    stopLsn: formatLsn(parseLsn(range['End-LSN'])),
+    walSegmentBytes: facts.walSegmentBytes,
+    startedAt: startedAt.toISOString(),
+    completedAt: completedAt.toISOString(),
+    durationMs: completedAt.getTime() - startedAt.getTime(),
+    sizeBytes,
+    envs: options.envs,
+  };
+  let manifest: BaseManifest | undefined;
+  for (const [index, store] of stores.entries()) {
+    const one: BaseManifest = { ...base, ...stored[index]! };
+    await archive.writeBaseManifest(store, one);
+    manifest ??= one;
+  }
+  return manifest!;
+}
+
+/** The directory as a tar stream (GNU tar from the host). */
+function tarOf(dir: string, signal: AbortSignal): Readable {
+  const child = execa('tar', ['-C', dir, '-cf', '-', '.'], { cancelSignal: signal, buffer: false, stdout: 'pipe' });
+  child.catch((error: unknown) => child.stdout.destroy(error as Error));
+  return child.stdout;
+}
+
+async function runTool(
+  tool: PgTool,
+  binDir: string | undefined,
+  url: string | undefined,
+  signal: AbortSignal,
+  args: string[],
+  onLine?: (line: string) => void,
+): Promise<void> {
+  const tail = new StderrTail();
+  const child = startTool(tool, args, {
+    ...(url ? { url } : {}),
+    binDir,
+    signal,
+    onStderrLine: (line) => {
+      for (const part of line.split('\r')) {
+        if (onLine) onLine(part);
+        if (!/\(\d+%\)/.test(part)) tail.push(part);
+      }
+    },
+  });
+  try {
+    await child;
+  } catch (error) {
+    if ((error as { isCanceled?: boolean }).isCanceled) throw error;
+    const detail = tail.summary().join('; ') || (error as Error).message;
+    const message = `${tool} failed: ${detail}`;
+    throw tail.transient() ? new Error(message) : new PermanentError(message);
+  }
+}
+
+/**
+ * Retention of the point-in-time archive in one store: the newest `keep` base backups stay, with
+ * every WAL file from the oldest kept one's start on; older base backups and WAL go.
+ */
+export async function prunePhysical(
+  archive: PitrArchive,
+  storeIndex: number,
+  server: string,
+  keep: number,
+): Promise<{ bases: string[]; walFiles: number }> {
+  const store = archive.stores[storeIndex]!;
+  const { bases } = await archive.baseListing(store, server);
+  if (bases.length <= keep) return { bases: [], walFiles: 0 };
+  const kept = bases.slice(-keep);
+  const oldest = kept[0]!;
+  const first = segmentOf(parseLsn(oldest.startLsn), oldest.timeline, oldest.walSegmentBytes);
+  const removed: string[] = [];
+  for (const base of bases.slice(0, -keep)) {
+    await archive.removeBase(store, base);
+    removed.push(base.id);
+  }
+  const { entries } = await archive.walListing(store, server);
+  let walFiles = 0;
+  for (const entry of entries) {
+    if (!/^[0-9A-F]{24}$/.test(entry.name)) continue;
+    const segment = parseSegmentName(entry.name, oldest.walSegmentBytes);
+    const older =
+      segment.timeline < first.timeline || (segment.timeline === first.timeline && segment.number < first.number);
+    if (older) {
+      await archive.removeWal(store, entry);
+      walFiles += 1;
+    }
+  }
+  return { bases: removed, walFiles };
+}

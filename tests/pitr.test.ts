@@ -1,0 +1,374 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa, type ResultPromise } from 'execa';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newServer, type NewServer } from './helpers/new-server.js';
+import { databaseExists, sql } from './helpers/pg.js';
+import { Rig, type WorkerProcess } from './helpers/rig.js';
+import { S3Server } from './helpers/s3.js';
+import { REDIS_URL } from './helpers/services.js';
+import { waitFor } from './helpers/wait.js';
+
+/*
+ * Point-in-time recovery against a PostgreSQL server of the test's own (initdb, run as the postgres OS
+ * user, password authentication), archived by real archiver processes while pgbench writes to it.
+ */
+
+const PG_BIN = `/usr/lib/postgresql/${execFileSync('ls', ['/usr/lib/postgresql']).toString().trim().split('\n').sort().at(-1)}/bin`;
+const ARCHIVER_READY = /"msg":"(archiving WAL|another archiver holds this server; standing by)"/;
+const SIGNING_KEY = 'a'.repeat(64);
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** pgbench against the server until stopped: a steady write load. */
+function startLoad(server: NewServer, database: string): ResultPromise {
+  return execa(
+    `${PG_BIN}/pgbench`,
+    [
+      '-n',
+      '-c',
+      '2',
+      '-T',
+      '600',
+      '-R',
+      '50',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(server.port),
+      '-U',
+      'postgres',
+      database,
+    ],
+    { env: { PGPASSWORD: server.password }, reject: false },
+  );
+}
+
+async function startArchiver(rig: Rig, extra: Record<string, string> = {}): Promise<WorkerProcess> {
+  const worker = await rig.startWorker('wal', extra, '"msg":"');
+  await waitFor('the archiver to start', () => ARCHIVER_READY.test(worker.output()));
+  return worker;
+}
+
+interface Listing {
+  server: string;
+  envs: Record<string, string>;
+  from?: string;
+  to?: string;
+  errors: string[];
+  segments: number;
+  rpoSeconds?: number;
+  baseBackups: { id: string }[];
+}
+
+async function windows(rig: Rig): Promise<{ exitCode: number; listed: Listing[]; stderr: string }> {
+  const result = await rig.cli(['backups', 'list', '--physical', '--json']);
+  return { exitCode: result.exitCode, listed: JSON.parse(result.stdout || '[]') as Listing[], stderr: result.stderr };
+}
+
+/** Waits until the archive holds everything the server wrote up to now. */
+async function waitArchived(rig: Rig, since = new Date()): Promise<void> {
+  await waitFor(
+    'the archive to catch up',
+    async () => {
+      const { listed } = await windows(rig);
+      return listed[0]?.to !== undefined && Date.parse(listed[0].to) > since.getTime();
+    },
+    60_000,
+  );
+}
+
+describe('point-in-time recovery (file store)', () => {
+  let server: NewServer;
+  let rig: Rig;
+  let prodUrl: string;
+  let load: ResultPromise | undefined;
+  let archiver: WorkerProcess;
+
+  beforeAll(async () => {
+    server = await newServer();
+    await query(server.url('postgres'), 'CREATE DATABASE app');
+    prodUrl = server.url('app');
+    execFileSync(
+      `${PG_BIN}/pgbench`,
+      ['-i', '-s', '2', '-q', '-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', 'app'],
+      {
+        env: { ...process.env, PGPASSWORD: server.password },
+        stdio: 'pipe',
+      },
+    );
+    await query(
+      prodUrl,
+      'CREATE TABLE marker (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())',
+    );
+    rig = await Rig.create({ PITR_ENVS: 'prod', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
+    rig.env.DATABASE_URL_PROD = prodUrl;
+    rig.setEnv('staging', rig.db('staging'));
+    await sql('postgres', `CREATE DATABASE ${rig.db('staging')}`);
+    await sql(rig.db('staging'), 'CREATE TABLE untouched (id int)');
+    archiver = await startArchiver(rig);
+    await rig.startWorker('backup');
+    await rig.startWorker('restore');
+    load = startLoad(server, 'app');
+  }, 120_000);
+
+  afterAll(async () => {
+    load?.kill('SIGTERM');
+    await load?.catch(() => undefined);
+    await rig?.cleanup();
+    server?.stop();
+  });
+
+  it('a base backup, then a restore to just after a marker holds the marker and nothing written after it', async () => {
+    const backup = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+    const base = JSON.parse(backup.stdout) as { id: string; archived: boolean; startLsn: string; stopLsn: string };
+    expect(base.archived).toBe(true);
+    await sleep(1_500);
+    await query(prodUrl, "INSERT INTO marker (name) VALUES ('before')");
+    await sleep(1_000);
+    const target = new Date();
+    await sleep(1_000);
+    await query(prodUrl, "INSERT INTO marker (name) VALUES ('after')");
+    await sleep(1_000);
+    await waitArchived(rig);
+
+    const restored = await rig.cli([
+      'restore',
+      '--env',
+      'staging',
+      '--from',
+      'prod',
+      '--to-time',
+      target.toISOString(),
+      '--wait',
+      '--json',
+    ]);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    const result = JSON.parse(restored.stdout) as { baseBackup: string; walSegments: number };
+    expect(result.baseBackup).toBe(base.id);
+    const staging = rig.db('staging');
+    expect(
+      (await sql<{ name: string }>(staging, 'SELECT name FROM marker ORDER BY name')).map((row) => row.name),
+    ).toEqual(['before']);
+    // pgbench stamps each transaction's history row with its start: none after the target.
+    const [latest] = await sql<{ at: Date | null; n: string }>(
+      staging,
+      'SELECT max(mtime) AS at, count(*)::text AS n FROM pgbench_history',
+    );
+    expect(Number(latest!.n)).toBeGreaterThan(0);
+    expect(latest!.at!.getTime()).toBeLessThanOrEqual(target.getTime());
+    // The temporary instance and its files are gone.
+    expect((await readdir('/tmp')).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+  }, 240_000);
+  it('a restore to --latest-wal holds every row committed before the archiver last caught up', async () => {
+    await query(prodUrl, "INSERT INTO marker (name) VALUES ('latest')");
+    const committed = new Date();
+    await waitArchived(rig, committed);
+    const restored = await rig.cli([
+      'restore',
+      '--env',
+      'staging',
+      '--from',
+      'prod',
+      '--latest-wal',
+      '--wait',
+      '--json',
+    ]);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(
+      (await sql<{ name: string }>(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).map((row) => row.name),
+    ).toEqual(['after', 'before', 'latest']);
+  }, 180_000);
+
+  it('a time outside the archived range fails before anything is touched, naming the range', async () => {
+    const before = await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM marker');
+    const run = await rig.cli([
+      'restore',
+      '--env',
+      'staging',
+      '--from',
+      'prod',
+      '--to-time',
+      '2001-01-01T00:00:00Z',
+      '--wait',
+    ]);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(
+      /2001-01-01T00:00:00Z is outside the archived range: recoverable from \S+ \(\S+\) to \S+ \(\S+\)/,
+    );
+    expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM marker')).toEqual(before);
+    const future = await rig.cli([
+      'restore',
+      '--env',
+      'staging',
+      '--from',
+      'prod',
+      '--to-time',
+      '2999-01-01T00:00:00Z',
+      '--wait',
+    ]);
+    expect(future.exitCode).toBe(1);
+    expect(future.stderr).toMatch(/is outside the archived range/);
+  }, 60_000);
+
+  it('an archiver killed under load is taken over by another; the window stays continuous', async () => {
+    const standby = await startArchiver(rig);
+    expect(standby.output()).toMatch(/standing by/);
+    archiver.process.kill('SIGKILL');
+    await archiver.exited;
+    await waitFor('the standby to take over', () => standby.output().includes('"msg":"archiving WAL"'), 30_000);
+    // More WAL than a segment while the new archiver runs: segments complete after the takeover.
+    await query(
+      prodUrl,
+      'CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 200000) g',
+    );
+    await query(prodUrl, "INSERT INTO marker (name) VALUES ('after-kill')");
+    const committed = new Date();
+    await waitArchived(rig, committed);
+    const { exitCode, listed, stderr } = await windows(rig);
+    expect(exitCode, stderr).toBe(0);
+    expect(listed).toHaveLength(1);
+    expect(listed[0]!.errors).toEqual([]);
+    expect(listed[0]!.envs).toEqual({ prod: 'app' });
+    expect(listed[0]!.rpoSeconds).toBeLessThan(30);
+    const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'after-kill'")).toHaveLength(1);
+    expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler')).toEqual([
+      { n: '200000' },
+    ]);
+  }, 240_000);
+
+  it('the replication password appears in no argv, log, manifest or job data', async () => {
+    const secret = server.password;
+    const argv = execFileSync('ps', ['-eo', 'args']).toString();
+    expect(argv).toContain('pg_receivewal');
+    expect(argv).not.toContain(secret);
+    for (const worker of rig.workers()) expect(worker.output()).not.toContain(secret);
+    const files = (await readdir(rig.backupDir, { recursive: true })).filter((name) => name.endsWith('.json'));
+    expect(files.some((name) => name.includes('pitr'))).toBe(true);
+    for (const name of files) expect(await readFile(path.join(rig.backupDir, name), 'utf8')).not.toContain(secret);
+    const redis = new Redis(REDIS_URL);
+    try {
+      for (const key of await rig.redisKeys()) {
+        const type = await redis.type(key);
+        const text =
+          type === 'string'
+            ? await redis.get(key)
+            : type === 'hash'
+              ? JSON.stringify(await redis.hgetall(key))
+              : type === 'list'
+                ? JSON.stringify(await redis.lrange(key, 0, -1))
+                : type === 'stream'
+                  ? JSON.stringify(await redis.xrange(key, '-', '+'))
+                  : '';
+        expect(text ?? '').not.toContain(secret);
+      }
+    } finally {
+      redis.disconnect();
+    }
+  }, 60_000);
+
+  it('a missing WAL segment: the window names the gap, and a restore across it fails before touching the target', async () => {
+    const [{ listed }] = [await windows(rig)];
+    const server = listed[0]!.server;
+    const walDir = path.join(rig.backupDir, 'pitr', server, 'wal');
+    const segments = (await readdir(walDir)).filter((name) => /^[0-9A-F]{24}\.gz$/.test(name)).sort();
+    expect(segments.length).toBeGreaterThan(3);
+    const victim = segments[Math.floor(segments.length / 2)]!.replace(/\.gz$/, '');
+    await rm(path.join(walDir, `${victim}.gz`));
+    await rm(path.join(walDir, `${victim}.json`));
+    const after = await windows(rig);
+    expect(after.exitCode).toBe(1);
+    expect(after.listed[0]!.errors).toEqual(
+      expect.arrayContaining([expect.stringContaining(`missing WAL segment ${victim}`)]),
+    );
+    const human = await rig.cli(['backups', 'list', '--physical']);
+    expect(human.exitCode).toBe(1);
+    expect(human.stderr).toContain(`missing WAL segment ${victim}`);
+    const before = await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name');
+    const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`no base backup is followed by unbroken WAL|missing WAL segment ${victim}`));
+    expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
+    expect(await databaseExists(rig.db('staging'))).toBe(true);
+  }, 120_000);
+});
+
+describe('point-in-time recovery with an S3 store only', () => {
+  let server: NewServer;
+  let s3: S3Server;
+  let rig: Rig;
+  let secondDir: string;
+  let load: ResultPromise | undefined;
+
+  beforeAll(async () => {
+    server = await newServer();
+    await query(server.url('postgres'), 'CREATE DATABASE app');
+    execFileSync(
+      `${PG_BIN}/pgbench`,
+      ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', 'app'],
+      { env: { ...process.env, PGPASSWORD: server.password }, stdio: 'pipe' },
+    );
+    await query(server.url('app'), 'CREATE TABLE marker (name text PRIMARY KEY)');
+    s3 = await S3Server.start(['pitr-bucket']);
+    rig = await Rig.create({ PITR_ENVS: 'prod', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
+    Object.assign(rig.env, s3.env(`s3://pitr-bucket/${rig.id}?forcePathStyle=true`), {
+      BACKUP_ENCRYPTION_KEY: 'b'.repeat(64),
+    });
+    rig.env.DATABASE_URL_PROD = server.url('app');
+    rig.setEnv('staging', rig.db('staging'));
+    await sql('postgres', `CREATE DATABASE ${rig.db('staging')}`);
+    await startArchiver(rig);
+    await rig.startWorker('backup');
+    // The restore runs on a "new host": a BACKUP_DIR of its own, nothing but the bucket in common.
+    secondDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-second-'));
+    await rig.startWorker('restore', { BACKUP_DIR: secondDir });
+    load = startLoad(server, 'app');
+  }, 120_000);
+
+  afterAll(async () => {
+    load?.kill('SIGTERM');
+    await load?.catch(() => undefined);
+    await rig?.cleanup();
+    await s3?.stop();
+    server?.stop();
+    if (secondDir) await rm(secondDir, { recursive: true, force: true });
+  });
+
+  it('archives WAL and a base backup into the bucket, encrypted, and restores from the bucket alone', async () => {
+    const backup = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+    await query(server.url('app'), "INSERT INTO marker VALUES ('in-the-bucket')");
+    const committed = new Date();
+    await waitArchived(rig, committed);
+    const keys = await s3.keys('pitr-bucket', `${rig.id}/pitr/`);
+    expect(keys.some((key) => /\/base\/base-[^/]+\.tar\.gz$/.test(key))).toBe(true);
+    expect(keys.some((key) => /\/wal\/[0-9A-F]{24}\.gz$/.test(key))).toBe(true);
+    // Encrypted: no gzip header where a plain one would be.
+    const walKey = keys.find((key) => /\/wal\/[0-9A-F]{24}\.gz$/.test(key))!;
+    expect((await s3.get('pitr-bucket', walKey)).subarray(0, 2).equals(Buffer.from([0x1f, 0x8b]))).toBe(false);
+    expect(existsSync(path.join(rig.backupDir, 'pitr'))).toBe(false);
+    const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(await sql(rig.db('staging'), 'SELECT name FROM marker')).toEqual([{ name: 'in-the-bucket' }]);
+    expect(
+      Number((await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM pgbench_accounts'))[0]!.n),
+    ).toBe(100_000);
+  }, 240_000);
+});
