@@ -7,6 +7,7 @@ import { migrate } from './migrate.js';
 import type { Operation } from './operation.js';
 import { physicalbackup } from './physicalbackup.js';
 import { pitr } from './pitr.js';
+import { pitrdrill } from './pitrdrill.js';
 import { previous } from './previous.js';
 import { prune } from './prune.js';
 import { restore } from './restore.js';
@@ -32,6 +33,7 @@ export const operations = {
   restoretables,
   physicalbackup,
   pitr,
+  pitrdrill,
 } as const;
 
 export type OperationType = keyof typeof operations;

@@ -246,7 +246,14 @@ export class PitrArchive {
       createGunzip(),
       measure,
     ];
-    await pipeline([stream, ...stages, createWriteStream(destination, { mode: 0o600 })], { signal });
+    try {
+      await pipeline([stream, ...stages, createWriteStream(destination, { mode: 0o600 })], { signal });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      throw new PermanentError(`WAL ${entry.name} in the ${store.name} store is damaged: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
     const sha256 = measure.hash.digest('hex');
     if (measure.bytes !== entry.bytes || sha256 !== entry.sha256)
       throw new PermanentError(

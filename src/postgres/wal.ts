@@ -95,9 +95,9 @@ export async function inRecovery(client: pg.ClientBase): Promise<boolean> {
   return (await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r;
 }
 
-/** The position a drill's marker was committed at: what a recovery to `--to-lsn` must reach. */
+/** Where the server's WAL ends now (insert position): every transaction committed so far lies before it. */
 export async function currentLsn(client: pg.ClientBase): Promise<string> {
-  return (await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
+  return (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
 }
 
 /** Makes the server close its current WAL segment, so that it is archived now rather than when full. */

@@ -139,9 +139,19 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .option('--store <name>', 'check the copy in this backup store (default: the first that holds it)')
       .option(
         '--env <env>',
-        "--full: the environment whose server holds the scratch database (default: the backup's own)",
+        "--full: the environment whose server holds the scratch database (default: the backup's own); --pitr: the environment to drill",
+      )
+      .option(
+        '--pitr',
+        'a point-in-time recovery drill of --env: recover a point just taken from the archive in a private instance and compare it with the source',
       ),
   ).action(async (id: string | undefined, options) => {
+    if (options.pitr) {
+      if (id || options.latest || options.full || !options.env)
+        throw new ValidationError('--pitr takes --env ENV (and --store), no backup id, --latest or --full');
+      await run('pitrdrill', { env: options.env, store: options.store }, flagsOf(options));
+      return;
+    }
     await run(
       'verify',
       { backup: id, latest: options.latest, full: options.full ?? false, env: options.env, store: options.store },

@@ -33,6 +33,7 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
   restoretables: registerRestore, // restore --table
   physicalbackup: registerBackup, // backup --physical
   pitr: registerRestore, // restore --from --to-time | --to-lsn | --latest-wal
+  pitrdrill: registerBackups, // backups verify --pitr
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */
