@@ -12,6 +12,7 @@ import { newServer, type NewServer } from './helpers/new-server.js';
 import { databaseExists, sql } from './helpers/pg.js';
 import { Rig, type WorkerProcess } from './helpers/rig.js';
 import { S3Server } from './helpers/s3.js';
+import { basic, startTestServer } from './helpers/server.js';
 import { REDIS_URL } from './helpers/services.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -281,6 +282,41 @@ describe('point-in-time recovery (file store)', () => {
       }
     } finally {
       redis.disconnect();
+    }
+  }, 60_000);
+
+  it("the API, the console and /metrics show the window, the recovery point and the archiver's lag", async () => {
+    const token = 'pitr-token-0123456789';
+    const running = await startTestServer(rig, {
+      API_TOKEN: token,
+      DASHBOARD_USER: 'ops',
+      DASHBOARD_PASSWORD: 'pw-1234567',
+    });
+    try {
+      const base = running.url;
+      const api = await fetch(`${base}/api/v1/pitr?env=prod`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(api.status).toBe(200);
+      const [facts] = (await api.json()) as (Listing & {
+        store: string;
+        archiver?: { lagBytes?: number; serverLsn: string };
+      })[];
+      expect(facts!.store).toBe('file');
+      expect(facts!.errors).toEqual([]);
+      expect(facts!.archiver?.serverLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+      expect(facts!.rpoSeconds).toBeLessThan(30);
+      const auth = { headers: { Authorization: basic('ops', 'pw-1234567') } };
+      const metrics = await (await fetch(`${base}/metrics`, auth)).text();
+      expect(metrics).toMatch(new RegExp(`dbops_wal_lag_bytes\\{server="${facts!.server}"\\} \\d+`));
+      expect(metrics).toMatch(
+        new RegExp(`dbops_wal_recovery_point_timestamp_seconds\\{server="${facts!.server}"\\} \\d`),
+      );
+      const page = await (await fetch(`${base}/recovery`, auth)).text();
+      expect(page).toContain(facts!.server);
+      expect(page).toContain('continuous');
+      expect(page).not.toContain('no archiver running');
+      expect((await fetch(`${base}/api/v1/pitr`)).status).toBe(401);
+    } finally {
+      await running.close();
     }
   }, 60_000);
 

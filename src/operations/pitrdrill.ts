@@ -34,12 +34,9 @@ const result = z.object({
   compared: z
     .array(z.string())
     .meta({ description: 'tables whose recovered contents equal what the source held then' }),
-  changedDuringDrill: z
-    .array(z.string())
-    .meta({
-      description:
-        'tables written while the drill read the source: their state at the point is not known, not compared',
-    }),
+  changedDuringDrill: z.array(z.string()).meta({
+    description: 'tables written while the drill read the source: their state at the point is not known, not compared',
+  }),
   walSegments: z.number(),
   durationMs: z.number(),
   steps: stepTimings,

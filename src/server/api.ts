@@ -22,7 +22,7 @@ import { NOT_RETRYABLE, type JobSummary } from '../queue/job-facts.js';
 import { cleanClaim, type Requester } from '../queue/requester.js';
 import { scrubSecrets } from '../secrets.js';
 import { bearerAuth } from './auth.js';
-import { serverFacts } from './facts.js';
+import { recoveryFacts, serverFacts } from './facts.js';
 import { isRedisOutage, redisTrouble } from './redis-health.js';
 
 /** An answer a route gives by throwing: its status, and its message as the body's `error`. */
@@ -207,6 +207,17 @@ export function apiRouter(config: Config, producer: Producer): Router {
       res.status(status).json({ error }),
     ),
   );
+
+  // Point-in-time recovery: per server and store, the recoverable window, gaps, recovery point and the archiver's lag.
+  router.get('/pitr', async (req, res) => {
+    const env = query(req, 'env');
+    res.json(
+      await recoveryFacts(config, producer.queues.connection, {
+        env: env ? normalizeEnvName(env) : undefined,
+        store: query(req, 'store'),
+      }),
+    );
+  });
 
   router.get('/backups', async (req, res) => {
     const env = query(req, 'env');

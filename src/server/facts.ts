@@ -6,6 +6,11 @@ import { withDatabase } from '../postgres/target.js';
 import { redisLedger } from '../queue/ledger.js';
 import type { RedisConnection } from '../queue/connection.js';
 import { scrubSecrets } from '../secrets.js';
+import type { ArchiverReport } from '../pitr/archiver.js';
+import { serverWindows } from '../pitr/servers.js';
+import { PitrArchive } from '../pitr/wal-archive.js';
+import type { RecoveryWindow } from '../pitr/window.js';
+import { archiverReports } from '../queue/wal-archivers.js';
 
 /**
  * Facts the server shows that cost a connection or a listing to learn (a database's size, a store's
@@ -44,4 +49,26 @@ export async function serverFacts(config: Config, connection: RedisConnection, n
   } catch (error) {
     return { reachable: false, reason: scrubSecrets(errorMessage(error), config.secrets) };
   }
+}
+
+/** A server's point-in-time archive as one store holds it, with its archiver's latest report when one runs. */
+export interface RecoveryFacts extends RecoveryWindow {
+  store: string;
+  archiver?: ArchiverReport;
+}
+
+/** What each server's archive can recover (per store) and how its archiver is doing: for the console, the API and /metrics. */
+export async function recoveryFacts(
+  config: Config,
+  connection: RedisConnection,
+  filter: { env?: string; store?: string } = {},
+): Promise<RecoveryFacts[]> {
+  const [windows, reports] = await Promise.all([
+    PitrArchive.of(config).then((archive) => serverWindows(archive, filter)),
+    archiverReports(connection, config).catch(() => [] as ArchiverReport[]),
+  ]);
+  return windows.map(({ store, window }) => {
+    const archiver = reports.find((report) => report.server === window.server);
+    return { store, ...window, ...(archiver ? { archiver } : {}) };
+  });
 }

@@ -6,6 +6,8 @@ import { isOperationType, workerTypes, type WorkerType } from '../operations/ind
 import { createRedis } from '../queue/connection.js';
 import { queueName, type Queues } from '../queue/queues.js';
 import type { ScheduleView, Schedules } from '../schedules/schedules.js';
+import type { ArchiverReport } from '../pitr/archiver.js';
+import { archiverReports } from '../queue/wal-archivers.js';
 
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
 
@@ -94,6 +96,47 @@ export async function createMetrics(
         if (view.nextRunAt) this.set({ schedule: view.name }, Date.parse(view.nextRunAt) / 1000);
     },
   });
+
+  // The WAL archivers, from their reports in Redis: one read per scrape feeds the four gauges.
+  let reports: Promise<ArchiverReport[]> | undefined;
+  const archivers = () =>
+    (reports ??= archiverReports(queues.connection, config).finally(() =>
+      setTimeout(() => (reports = undefined), 1_000).unref(),
+    ));
+  const archiverGauge = (name: string, help: string, value: (report: ArchiverReport) => number | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['server'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const report of await archivers()) {
+          const measured = value(report);
+          if (measured !== undefined) this.set({ server: report.server }, measured);
+        }
+      },
+    });
+  archiverGauge(
+    'dbops_wal_lag_bytes',
+    'WAL the server wrote that the archiver has not received yet (bytes)',
+    (report) => report.lagBytes,
+  );
+  archiverGauge(
+    'dbops_wal_lag_seconds',
+    "The archiver's flush lag as the server measures it (seconds)",
+    (report) => report.lagSeconds,
+  );
+  archiverGauge(
+    'dbops_wal_slot_retained_bytes',
+    "WAL the archiver's replication slot keeps on the server's disk (bytes)",
+    (report) => report.slotRetainedBytes,
+  );
+  archiverGauge(
+    'dbops_wal_recovery_point_timestamp_seconds',
+    'Up to when the stores hold all WAL the server wrote (Unix seconds): now minus this is the recovery point objective',
+    (report) => (report.caughtUpAt ? Date.parse(report.caughtUpAt) / 1000 : undefined),
+  );
 
   const duration = new Histogram({
     name: 'dbops_job_duration_seconds',

@@ -81,6 +81,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #8881; padding:
 const SECTIONS = [
   ['/', 'Environments'],
   ['/backups', 'Backups'],
+  ['/recovery', 'Recovery'],
   ['/schedules', 'Schedules'],
   ['/jobs', 'Jobs'],
   ['/history', 'History'],

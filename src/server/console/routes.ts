@@ -7,6 +7,7 @@ import { consoleContext, type ConsoleOptions } from './context.js';
 import { environmentsPage } from './environments-page.js';
 import { historyPages } from './history-pages.js';
 import { jobsPages } from './jobs-pages.js';
+import { recoveryPage } from './recovery-page.js';
 import { schedulesPage } from './schedules-page.js';
 
 /*
@@ -21,6 +22,7 @@ export function consoleRouter(config: Config, producer: Producer, options: Conso
   const context = consoleContext(config, producer, options, router);
   environmentsPage(context);
   backupsPage(context);
+  recoveryPage(context);
   schedulesPage(context);
   jobsPages(context);
   historyPages(context);
