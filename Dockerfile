@@ -16,6 +16,9 @@ RUN npm run build && npm prune --omit=dev --ignore-scripts
 
 FROM ${NODE_IMAGE} AS runtime
 ARG PG_MAJOR=19
+# Point-in-time recovery needs each archived server's own major (pg_basebackup, pg_receivewal, and the
+# server binary that replays WAL in a private temporary instance): e.g. --build-arg PITR_MAJORS="16 17".
+ARG PITR_MAJORS=""
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl util-linux \
  && install -d /usr/share/postgresql-common/pgdg \
@@ -24,6 +27,11 @@ RUN apt-get update \
       > /etc/apt/sources.list.d/pgdg.list \
  && apt-get update \
  && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" \
+ && if [ -n "${PITR_MAJORS}" ]; then \
+      install -d /etc/postgresql-common \
+      && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf \
+      && apt-get install -y --no-install-recommends $(for major in ${PITR_MAJORS}; do echo "postgresql-${major}"; done); \
+    fi \
  && apt-get purge -y curl && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p -m 0700 /backups && chown node:node /backups && chmod 0700 /backups

@@ -15,14 +15,19 @@ import { streamCopy, verifyCopy } from './copy.js';
 import { confirmField, envName, fieldGiven, stepTimings, storeName, withRules } from './fields.js';
 import { defineOperation } from './operation.js';
 
+const ISO_WITH_ZONE = /^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d(:?\d\d)?)$/;
+
 const schema = withRules(
   z.strictObject({
     env: envName,
     from: envName.meta({
       description: "the environment whose database is recovered (as its server's archive names it)",
     }),
-    toTime: z.iso
-      .datetime({ offset: true })
+    toTime: z
+      .string()
+      .refine((value) => ISO_WITH_ZONE.test(value) && !Number.isNaN(Date.parse(value)), {
+        message: 'expected an ISO 8601 time with its zone, e.g. 2026-12-01T14:32:00Z',
+      })
       .optional()
       .meta({ description: 'recover to this moment (ISO 8601): every transaction committed up to it, none after' }),
     toLsn: z

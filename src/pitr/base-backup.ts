@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -80,7 +81,9 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   );
   options.mark('pg_basebackup');
   options.progress(73, 'pg_verifybackup');
-  await runTool('pg_verifybackup', binDir, undefined, signal, ['--quiet', data]);
+  // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
+  const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
+  await runTool('pg_verifybackup', binDir, undefined, signal, ['--quiet', ...(waldump ? [] : ['--no-parse-wal']), data]);
   options.mark('pg_verifybackup');
   const ranges = JSON.parse(await readFile(path.join(data, 'backup_manifest'), 'utf8')) as {
     'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];

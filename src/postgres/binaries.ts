@@ -143,9 +143,13 @@ export async function serverBinDir(
       if (refused) throw new PermanentError(`PG_BIN_DIR is not trusted: ${refused}`);
     }
   }
-  const candidates: (string | undefined)[] = configured
-    ? [configured]
-    : [path.join(root, String(major), 'bin'), undefined];
+  // PG_BIN_DIR first when it is of this version; else Debian's directory of it (an image's PG_BIN_DIR
+  // holds the newest client tools, the server's own may be older).
+  const candidates: (string | undefined)[] = [
+    ...(configured ? [configured] : []),
+    path.join(root, String(major), 'bin'),
+    undefined,
+  ];
   for (const dir of candidates) {
     const version = await execa(dir ? path.join(dir, tool) : tool, ['--version']).then(
       ({ stdout }) => /\(PostgreSQL\)\s+(\d+)/.exec(stdout)?.[1],
