@@ -83,7 +83,11 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   options.progress(73, 'pg_verifybackup');
   // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
   const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
-  await runTool('pg_verifybackup', binDir, undefined, signal, ['--quiet', ...(waldump ? [] : ['--no-parse-wal']), data]);
+  await runTool('pg_verifybackup', binDir, undefined, signal, [
+    '--quiet',
+    ...(waldump ? [] : ['--no-parse-wal']),
+    data,
+  ]);
   options.mark('pg_verifybackup');
   const ranges = JSON.parse(await readFile(path.join(data, 'backup_manifest'), 'utf8')) as {
     'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];
