@@ -23,7 +23,9 @@
  * BENCH_ONLY=s3 runs the S3 rows alone; BENCH_ONLY=cli the CLI's start (--version, --help, an enqueue),
  * 11 alternating rounds, beside bare `node -e 0`; BENCH_ONLY=history the job history's search on
  * 100,000 entries (bench/history.ts; also at the end of a full run); BENCH_ONLY=tables restore --table
- * and copy --subset against what a person does by hand and the full copy (bench/tables.ts).
+ * and copy --subset against what a person does by hand and the full copy (bench/tables.ts);
+ * BENCH_ONLY=pitr backup --physical, the WAL archiver's lag and memory under load, and restore
+ * --latest-wal against the raw sequence, on a private server (bench/pitr.ts).
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.
@@ -36,6 +38,7 @@ import { execa } from 'execa';
 import { loadConfig } from '../src/config.js';
 import { Producer } from '../src/queue/producer.js';
 import { benchHistory } from './history.js';
+import { benchPitr } from './pitr.js';
 import { benchTables } from './tables.js';
 import { benchQueue } from './queue.js';
 import { benchS3, type BenchRow } from './s3.js';
@@ -156,6 +159,14 @@ async function main(): Promise<void> {
       );
     } finally {
       await admin('postgres', `DROP DATABASE IF EXISTS ${TARGET} WITH (FORCE)`).catch(() => undefined);
+      await rm(backupDir, { recursive: true, force: true });
+    }
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'pitr') {
+    try {
+      printTable(await benchPitr(env, rounds), 'point-in-time recovery (a private PostgreSQL server)');
+    } finally {
       await rm(backupDir, { recursive: true, force: true });
     }
     return;

@@ -154,7 +154,6 @@ class ServerArchiver {
     let receiver: Promise<void> | undefined;
     try {
       let lastRenew = Date.now();
-      let lastStatus = 0;
       let position: WalPosition | undefined;
       while (!outer.aborted) {
         if (Date.now() - lastRenew > RENEW_MS) {
@@ -172,10 +171,7 @@ class ServerArchiver {
           this.lastPrune = Date.now();
           for (const store of archive.stores) await archive.prunePartials(store, this.server);
         }
-        if (Date.now() - lastStatus > STATUS_MS) {
-          lastStatus = Date.now();
-          await this.publish(archive, position);
-        }
+        await this.publish(archive, position);
         await sleep(ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
       }
     } finally {
@@ -250,8 +246,19 @@ class ServerArchiver {
       const file = path.join(this.spool, partial);
       if (await stat(file).catch(() => undefined)) {
         try {
-          for (const store of archive.stores)
-            await archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal);
+          // As far as it was received, the rest of the file is zeros: only that much is kept.
+          const segment = parseSegmentName(name, segmentBytes);
+          const length = Number(parseLsn(flushed) - segment.number * BigInt(segmentBytes));
+          if (length > 0 && length <= segmentBytes)
+            for (const store of archive.stores)
+              await archive.putWal(
+                store,
+                this.server,
+                file,
+                { name, partial: true, flushLsn: flushed },
+                signal,
+                length,
+              );
           this.partialFlushed = flushed;
           const lsn = parseLsn(flushed);
           if (this.archivedLsn === undefined || lsn > this.archivedLsn) this.archivedLsn = lsn;

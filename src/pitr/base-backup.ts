@@ -180,7 +180,8 @@ async function runTool(
 
 /**
  * Retention of the point-in-time archive in one store: the newest `keep` base backups stay, with
- * every WAL file from the oldest kept one's start on; older base backups and WAL go.
+ * every WAL file from the oldest kept one's end on (before it, the base backup holds its own WAL);
+ * older base backups and WAL go.
  */
 export async function prunePhysical(
   archive: PitrArchive,
@@ -193,7 +194,7 @@ export async function prunePhysical(
   if (bases.length <= keep) return { bases: [], walFiles: 0 };
   const kept = bases.slice(-keep);
   const oldest = kept[0]!;
-  const first = segmentOf(parseLsn(oldest.startLsn), oldest.timeline, oldest.walSegmentBytes);
+  const first = segmentOf(parseLsn(oldest.stopLsn), oldest.timeline, oldest.walSegmentBytes);
   const removed: string[] = [];
   for (const base of bases.slice(0, -keep)) {
     await archive.removeBase(store, base);

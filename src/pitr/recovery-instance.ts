@@ -117,7 +117,7 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
     let fetched = 0;
     for (const entry of [...plan.history, ...plan.wal]) {
       signal.throwIfAborted();
-      await archive.fetchWal(store, entry, path.join(wal, entry.name), signal);
+      await archive.fetchWal(store, entry, path.join(wal, entry.name), signal, plan.base.walSegmentBytes);
       fetched += 1;
       options.progress(10 + Math.round((25 * fetched) / (plan.wal.length + plan.history.length)), 'fetching WAL');
     }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
+import { open, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -184,11 +185,17 @@ export class PitrArchive {
     file: string,
     entry: { name: string; partial: boolean; flushLsn?: string },
     signal?: AbortSignal,
+    /** A partial segment: only its first bytes, as far as it was received (the rest is zeros). */
+    length?: number,
   ): Promise<WalEntry> {
     const base = walKey({ server, ...entry });
     const measure = new Measure();
     const gzip = createGzip({ level: 1 });
-    const input = createReadStream(file, { highWaterMark: 1 << 20 });
+    // Opened first: a file renamed meanwhile (pg_receivewal completing a segment) fails here, not mid-upload.
+    const input = (await open(file, 'r')).createReadStream({
+      highWaterMark: 1 << 20,
+      ...(length !== undefined ? { start: 0, end: length - 1 } : {}),
+    });
     const body = this.encryptionKey
       ? input.pipe(measure).pipe(gzip).pipe(new EncryptStream(this.encryptionKey))
       : input.pipe(measure).pipe(gzip);
@@ -235,7 +242,14 @@ export class PitrArchive {
   }
 
   /** Fetches one archived WAL file into `destination`, checking its size and sha256 on the way. */
-  async fetchWal(store: BackupStore, entry: WalEntry, destination: string, signal?: AbortSignal): Promise<void> {
+  async fetchWal(
+    store: BackupStore,
+    entry: WalEntry,
+    destination: string,
+    signal?: AbortSignal,
+    /** The segment size: a partial segment is padded to it with zeros. */
+    padTo?: number,
+  ): Promise<void> {
     const key = `${walKey(entry)}.gz`;
     const stream = await store.getObject(key, signal);
     if (!stream) throw new PermanentError(`WAL ${entry.name} is missing from the ${store.name} store`);
@@ -255,6 +269,9 @@ export class PitrArchive {
       });
     }
     const sha256 = measure.hash.digest('hex');
+    // A partial segment was kept as far as it went: PostgreSQL reads whole segments, zeros after the end.
+    if (entry.partial && padTo !== undefined && measure.bytes < padTo && measure.bytes === entry.bytes)
+      await truncate(destination, padTo);
     if (measure.bytes !== entry.bytes || sha256 !== entry.sha256)
       throw new PermanentError(
         `WAL ${entry.name} in the ${store.name} store is damaged: ${measure.bytes} bytes with sha256 ${sha256.slice(0, 12)}…, its sidecar says ${entry.bytes} bytes, ${entry.sha256.slice(0, 12)}…`,

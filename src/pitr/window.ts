@@ -124,23 +124,30 @@ export function recoveryWindow(
     }
   }
   const onTimeline = bases.filter((base) => base.timeline === timeline);
-  const first = segmentOf(parseLsn(onTimeline[0]!.startLsn), timeline, segmentBytes).number;
+  // A base backup holds the WAL up to its own end (pg_basebackup -X stream): the archive is needed from there on.
+  const first = segmentOf(parseLsn(onTimeline[0]!.stopLsn), timeline, segmentBytes).number;
   const chain = chainOf(entries, timeline, segmentBytes, first);
   for (const number of chain.missing) window.errors.push(gapText(chain, number));
-  const lastGap = chain.missing.at(-1);
-  const usable = onTimeline.find(
-    (base) => lastGap === undefined || segmentOf(parseLsn(base.startLsn), timeline, segmentBytes).number > lastGap,
-  );
-  if (!usable) {
-    window.errors.push('no base backup is followed by unbroken WAL: take a new one (backup --physical)');
-    return window;
-  }
-  const end = chainEnd(chain);
+  // Each base backup reaches as far as the first gap after its end: the window is the one that reaches
+  // furthest (the newest base backup's), from the oldest base backup that reaches as far.
+  const reach = (base: BaseManifest) =>
+    chain.missing.find((number) => number > segmentOf(parseLsn(base.stopLsn), timeline, segmentBytes).number);
+  const furthest = reach(onTimeline.at(-1)!);
+  const usable = onTimeline.find((base) => reach(base) === furthest)!;
   window.from = usable.completedAt;
   window.fromLsn = usable.stopLsn;
+  let end: { lsn: bigint; at?: string };
+  let caughtUp: string | undefined;
+  if (furthest === undefined) {
+    end = chainEnd(chain);
+    // The archiver's recovery point says up to when everything is archived; without it, the newest file's time.
+    caughtUp = status && status.timeline === timeline ? status.caughtUpAt : end.at;
+  } else {
+    end = { lsn: furthest * BigInt(segmentBytes), at: chain.complete.get(furthest - 1n)?.archivedAt };
+    caughtUp = end.at;
+  }
   window.toLsn = formatLsn(end.lsn > parseLsn(usable.stopLsn) ? end.lsn : parseLsn(usable.stopLsn));
-  const caughtUp = status && status.timeline === timeline ? status.caughtUpAt : undefined;
-  window.to = [caughtUp, end.at, usable.completedAt]
+  window.to = [caughtUp, usable.completedAt]
     .filter((at): at is string => at !== undefined)
     .sort()
     .at(-1);
@@ -192,7 +199,7 @@ export function planRecovery(
     base = candidates.at(-1);
   }
   if (!base) throw new PermanentError(`no base backup ends before the target: ${range()}`);
-  const first = segmentOf(parseLsn(base.startLsn), timeline, segmentBytes).number;
+  const first = segmentOf(parseLsn(base.stopLsn), timeline, segmentBytes).number;
   const chain = chainOf(entries, timeline, segmentBytes, first);
   // The last segment the target needs: the one holding the position; for a time, the first archived at
   // or after it (every record written before then is in it or before it).
@@ -208,10 +215,11 @@ export function planRecovery(
       }
     }
   }
-  const stop = segmentOf(parseLsn(base.stopLsn), timeline, segmentBytes).number;
-  if (needed < stop) needed = stop;
+  if (needed < first) needed = first;
   const wal: WalEntry[] = [];
-  for (let number = first; number <= needed; number += 1n) {
+  // Up to its end the base backup has its own WAL: nothing archived past it is then needed.
+  const ownEnd = needed === first && !chain.complete.has(first) && chain.partial?.number !== first;
+  for (let number = first; number <= needed && !ownEnd; number += 1n) {
     const entry = chain.complete.get(number) ?? (chain.partial?.number === number ? chain.partial.entry : undefined);
     if (!entry)
       throw new PermanentError(
