@@ -2,6 +2,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerTypes } from '../src/operations/index.js';
+import { newServer, type NewServer } from './helpers/new-server.js';
 import { createDatabase } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 import { waitFor } from './helpers/wait.js';
@@ -81,6 +82,33 @@ describe('npm start with no environment', () => {
     } finally {
       supervisor.kill('SIGTERM');
       await supervisor;
+    }
+  });
+});
+
+describe('npm start with PITR_ENVS', () => {
+  let rig: Rig;
+  let server: NewServer;
+  beforeAll(async () => {
+    server = await newServer();
+    rig = await Rig.create({ PITR_ENVS: 'archived', PITR_OS_USER: 'postgres' });
+    rig.env.DATABASE_URL_ARCHIVED = server.url('postgres');
+  });
+  afterAll(async () => {
+    await rig?.cleanup();
+    server?.stop();
+  });
+
+  it('also starts the WAL archiver, and stops it with the rest', async () => {
+    const { supervisor, output } = await startSupervisor(rig);
+    try {
+      await waitFor('the archiver to archive', () => output().includes('"msg":"archiving WAL"'), 30_000);
+      const children = (await execa('ps', ['-o', 'args=', '--ppid', String(supervisor.pid)])).stdout.split('\n');
+      expect(children).toHaveLength(workerTypes.length + 2);
+      expect(children.filter((args) => args.endsWith('worker.js wal'))).toHaveLength(1);
+    } finally {
+      supervisor.kill('SIGTERM');
+      expect((await supervisor).exitCode).toBe(0);
     }
   });
 });
