@@ -29,6 +29,8 @@ describe('deployment files', () => {
             'postgres',
             'redis',
             ...workerTypes.map((type) => `worker-${type}`),
+            // The WAL archiver, started only with the pitr profile.
+            'worker-wal',
           ].sort(),
         );
         const full = await run({ DASHBOARD_PASSWORD: 'secret' });
@@ -36,6 +38,7 @@ describe('deployment files', () => {
         expect(full.stdout).toContain('noeviction');
         expect(full.stdout).toMatch(/--appendonly\s*\n?\s*- ['"]?yes/);
         for (const type of workerTypes) expect(full.stdout).toContain(`- ${type}`);
+        expect(full.stdout).toMatch(/worker-wal:[\s\S]*?- wal[\s\S]*?profiles:\s*\n\s*- pitr/);
         expect(full.stdout).toMatch(/backups:\/backups/);
         expect(full.stdout).toMatch(/image: minio\/minio/);
         expect(readFileSync('docker-compose.yml', 'utf8')).toMatch(
