@@ -99,6 +99,8 @@ describe('point-in-time recovery (file store)', () => {
   let prodUrl: string;
   let load: ResultPromise | undefined;
   let archiver: WorkerProcess;
+  /** The second host's BACKUP_DIR (its spool), when the test made one. */
+  let otherDir: string | undefined;
 
   beforeAll(async () => {
     server = await newServer();
@@ -132,6 +134,7 @@ describe('point-in-time recovery (file store)', () => {
     await load?.catch(() => undefined);
     await rig?.cleanup();
     server?.stop();
+    if (otherDir) await rm(otherDir, { recursive: true, force: true });
   });
 
   it('a base backup, then a restore to just after a marker holds the marker and nothing written after it', async () => {
@@ -253,6 +256,42 @@ describe('point-in-time recovery (file store)', () => {
     expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler')).toEqual([
       { n: '200000' },
     ]);
+    archiver = standby;
+  }, 240_000);
+
+  it('an archiver on another host takes over from one that stopped uploading: no WAL is lost', async () => {
+    // The other host: a spool of its own (empty), the same store.
+    otherDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-otherhost-'));
+    {
+      const other = await startArchiver(rig, { BACKUP_DIR: otherDir, BACKUP_STORES: `file://${rig.backupDir}` });
+      expect(other.output()).toMatch(/standing by/);
+      // Frozen: its pg_receivewal goes on receiving into its spool, but nothing reaches the store.
+      process.kill(archiver.pid, 'SIGSTOP');
+      await query(
+        prodUrl,
+        'CREATE TABLE filler2 AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 250000) g',
+      );
+      await sleep(2_000);
+      process.kill(archiver.pid, 'SIGKILL');
+      await archiver.exited;
+      await waitFor(
+        'the other host to take over',
+        () => other.output().includes("resuming after the stores' last WAL segment"),
+        30_000,
+      );
+      await query(prodUrl, "INSERT INTO marker (name) VALUES ('cross-host')");
+      await waitArchived(rig, new Date());
+      const { exitCode, listed, stderr } = await windows(rig);
+      expect(exitCode, stderr).toBe(0);
+      expect(listed[0]!.errors).toEqual([]);
+      const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+      expect(restored.exitCode, restored.stderr).toBe(0);
+      expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'cross-host'")).toHaveLength(1);
+      expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler2')).toEqual([
+        { n: '250000' },
+      ]);
+      archiver = other;
+    }
   }, 240_000);
 
   it('the replication password appears in no argv, log, manifest or job data', async () => {

@@ -1,4 +1,4 @@
-import { readdir, rm, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config.js';
@@ -8,15 +8,32 @@ import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
 import { StderrTail, startTool } from '../postgres/tools.js';
 import { resolveTarget } from '../postgres/target.js';
-import { serverFacts, walPosition, type ServerFacts, type WalPosition } from '../postgres/wal.js';
+import {
+  advanceSlot,
+  ensureSlot,
+  serverFacts,
+  walPosition,
+  type ServerFacts,
+  type WalPosition,
+} from '../postgres/wal.js';
 import { PitrArchive, type ServerStatus } from './wal-archive.js';
-import { HISTORY_NAME, SEGMENT_NAME, formatLsn, parseLsn, parseSegmentName, segmentEnd } from './wal-names.js';
+import {
+  HISTORY_NAME,
+  SEGMENT_NAME,
+  formatLsn,
+  parseLsn,
+  parseSegmentName,
+  segmentEnd,
+  segmentName,
+} from './wal-names.js';
 
 /*
- * The WAL archiver: one per PostgreSQL server across all hosts (a lock decides which), streaming the
- * server's WAL with pg_receivewal through a replication slot into a spool directory on this host, and
- * from there into every backup store, compressed and with its checksum. The slot keeps the server's
- * WAL while no archiver runs; a new one resumes from the spool, else from the slot.
+ * The WAL archiver: one per PostgreSQL server across all hosts (a lock decides which). It streams the
+ * server's WAL with pg_receivewal into a spool directory on this host, and from there into every backup
+ * store, compressed and with its checksum. The replication slot is dbops' own: it is advanced only as far
+ * as every store holds, so the server keeps whatever is not archived yet, whichever archiver dies and
+ * wherever the next one runs. A new archiver resumes from its spool, or, with an empty one (another
+ * host), right after the stores' last segment.
  */
 
 export const SLOT = 'dbops_wal';
@@ -103,6 +120,8 @@ class ServerArchiver {
   private lastStatusWrite = 0;
   private lastWarning = 0;
   private lastPrune = 0;
+  /** Where the slot was last advanced to. */
+  private slotAt?: bigint;
 
   constructor(
     private readonly options: ArchiverOptions,
@@ -146,8 +165,14 @@ class ServerArchiver {
     const binDir = await serverBinDir(this.group.facts.major, config.PG_BIN_DIR, 'pg_receivewal');
     const archive = await PitrArchive.of(config);
     await privateDir(this.spool);
-    await this.runTool(binDir, ['--create-slot', '--if-not-exists', `--slot=${SLOT}`], outer);
     const client = await connect(this.group.url, 'dbops:wal');
+    try {
+      await ensureSlot(client, SLOT);
+      await this.seedSpool(archive);
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
     const stop = new AbortController();
     const onOuter = () => stop.abort();
     outer.addEventListener('abort', onOuter, { once: true });
@@ -167,6 +192,11 @@ class ServerArchiver {
         position = await walPosition(client, SLOT, RECEIVER_NAME);
         await this.uploadRound(archive, position, outer);
         this.caughtUp(roundStart, parseLsn(position.serverLsn));
+        // The slot keeps what the stores do not hold yet, wherever the archiver that takes over runs.
+        if (this.archivedLsn !== undefined && this.archivedLsn !== this.slotAt) {
+          await advanceSlot(client, SLOT, formatLsn(this.archivedLsn));
+          this.slotAt = this.archivedLsn;
+        }
         if (Date.now() - this.lastPrune > 30_000) {
           this.lastPrune = Date.now();
           for (const store of archive.stores) await archive.prunePartials(store, this.server);
@@ -182,12 +212,41 @@ class ServerArchiver {
     }
   }
 
+  /**
+   * An empty spool (a new host, or one whose disk was lost): pg_receivewal is made to start at the
+   * segment after the last one the stores hold, by a zero-filled partial segment of that name (it
+   * streams a partial segment again from its start). The slot has kept that WAL on the server.
+   */
+  private async seedSpool(archive: PitrArchive): Promise<void> {
+    const present = (await readdir(this.spool)).some((name) => SEGMENT_NAME.test(name.replace(/\.partial$/, '')));
+    const store = archive.stores[0];
+    if (present || !store) return;
+    const { timeline, walSegmentBytes } = this.group.facts;
+    let last: bigint | undefined;
+    for (const entry of (await archive.walListing(store, this.server)).entries) {
+      if (entry.partial || !SEGMENT_NAME.test(entry.name)) continue;
+      const segment = parseSegmentName(entry.name, walSegmentBytes);
+      if (segment.timeline === timeline && (last === undefined || segment.number > last)) last = segment.number;
+    }
+    if (last === undefined) return;
+    const next = segmentName({ timeline, number: last + 1n }, walSegmentBytes);
+    const handle = await open(path.join(this.spool, `${next}.partial`), 'w', 0o600);
+    try {
+      await handle.truncate(walSegmentBytes);
+    } finally {
+      await handle.close();
+    }
+    this.archivedLsn = segmentEnd({ timeline, number: last }, walSegmentBytes);
+    this.logger.info({ server: this.server, from: next }, "resuming after the stores' last WAL segment");
+  }
+
   /** pg_receivewal until it exits (then the loop starts it again) or is stopped. */
   private async receive(binDir: string | undefined, signal: AbortSignal): Promise<void> {
     try {
       await this.runTool(
         binDir,
-        ['-D', this.spool, `--slot=${SLOT}`, '--synchronous', '--no-loop', '--status-interval=1', '--no-password'],
+        // No --slot: the slot is dbops' own, advanced only as far as the stores hold (see archive()).
+        ['-D', this.spool, '--synchronous', '--no-loop', '--status-interval=1', '--no-password'],
         signal,
       );
       this.logger.warn({ server: this.server }, 'pg_receivewal ended; starting it again');

@@ -121,3 +121,21 @@ export async function userTablespaces(client: pg.ClientBase): Promise<string[]> 
   );
   return rows.map((row) => row.name);
 }
+
+/** The archiver's slot, made once, reserving WAL from now on. */
+export async function ensureSlot(client: pg.ClientBase, slot: string): Promise<void> {
+  await client.query(
+    `SELECT pg_create_physical_replication_slot($1, true)
+      WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+    [slot],
+  );
+}
+
+/** Lets the server free the WAL before `lsn` (what the stores hold): the slot never moves back. */
+export async function advanceSlot(client: pg.ClientBase, slot: string, lsn: string): Promise<void> {
+  await client.query(
+    `SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots
+      WHERE slot_name = $1 AND restart_lsn < $2::pg_lsn AND NOT active`,
+    [slot, lsn],
+  );
+}
