@@ -359,6 +359,30 @@ describe('point-in-time recovery (file store)', () => {
     }
   }, 60_000);
 
+  it('base backups are schedulable: schedule add … backup --physical schedules a physicalbackup job', async () => {
+    const added = await rig.cli([
+      'schedule',
+      'add',
+      'nightly-base',
+      '--cron',
+      '0 2 * * *',
+      'backup',
+      '--env',
+      'prod',
+      '--physical',
+    ]);
+    expect(added.exitCode, added.stderr).toBe(0);
+    const listed = JSON.parse((await rig.cli(['schedule', 'list', '--json'])).stdout) as {
+      name: string;
+      operation: string;
+      payload: unknown;
+    }[];
+    expect(listed).toEqual([
+      expect.objectContaining({ name: 'nightly-base', operation: 'physicalbackup', payload: { env: 'prod' } }),
+    ]);
+    expect((await rig.cli(['schedule', 'remove', 'nightly-base'])).exitCode).toBe(0);
+  }, 60_000);
+
   it('backups verify --pitr recovers a point just taken and finds what the source held then', async () => {
     const run = await rig.cli(['backups', 'verify', '--pitr', '--env', 'prod', '--json']);
     expect(run.exitCode, run.stderr).toBe(0);
