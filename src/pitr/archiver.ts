@@ -1,4 +1,5 @@
 import { open, readdir, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config.js';
@@ -365,7 +366,7 @@ class ServerArchiver {
       .report({
         server: this.server,
         envs: this.group.envs,
-        host: (await import('node:os')).hostname(),
+        host: os.hostname(),
         pid: process.pid,
         serverLsn: position.serverLsn,
         ...(position.flushLsn ? { receivedLsn: position.flushLsn } : {}),

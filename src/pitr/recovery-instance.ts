@@ -154,29 +154,19 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
     const launch = (target: RecoveryTarget) => {
       const args = ['-D', data, ...[...settings, ...targetSettings(target)].flatMap((setting) => ['-c', setting])];
       const postgres = path.join(binDir ?? '', 'postgres');
-      const started = owner
-        ? execa(
-            'setpriv',
-            [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--', postgres, ...args],
-            {
-              stdin: 'ignore',
-              stdout: 'ignore',
-              stderr: 'pipe',
-              buffer: false,
-              reject: false,
-              env: { LANG: 'C', PATH: process.env.PATH ?? '/usr/bin:/bin' },
-              extendEnv: false,
-            },
-          )
-        : execa(postgres, args, {
-            stdin: 'ignore',
-            stdout: 'ignore',
-            stderr: 'pipe',
-            buffer: false,
-            reject: false,
-            env: { LANG: 'C', PATH: process.env.PATH ?? '/usr/bin:/bin' },
-            extendEnv: false,
-          });
+      // As PITR_OS_USER when the worker is root: setpriv drops to it and then runs postgres itself.
+      const [file, argv] = owner
+        ? ['setpriv', [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--', postgres, ...args]]
+        : [postgres, args];
+      const started = execa(file, argv, {
+        stdin: 'ignore',
+        stdout: 'ignore',
+        stderr: 'pipe',
+        buffer: false,
+        reject: false,
+        env: { LANG: 'C', PATH: process.env.PATH ?? '/usr/bin:/bin' },
+        extendEnv: false,
+      });
       let restored = 0;
       started.stderr?.setEncoding('utf8');
       let pending = '';
