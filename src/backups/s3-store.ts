@@ -4,6 +4,7 @@ import path from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { eachLimited } from '../concurrency.js';
 import { PermanentError } from '../errors.js';
 import { LOCAL_QUEUE, decodeFromPath, encodeForPath, type JobRef } from '../job-ids.js';
 import type { RecoveryContext } from '../ownership.js';
@@ -69,16 +70,6 @@ const isMissing = (error: unknown): boolean => {
     service !== undefined && (service.name === 'NoSuchKey' || service.name === 'NotFound' || service.status === 404)
   );
 };
-
-/** Runs `work` over `items`, `limit` at a time. */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await work(items[next++]!);
-    }),
-  );
-}
 
 // The SDK warns on stderr, once per process, that its releases after January 2027 need Node.js 22.
 // The pinned version runs on Node.js 20; that warning would break the CLI's one-line errors. (Upgrade

@@ -1,14 +1,16 @@
-import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { open, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import * as z from 'zod';
+import { eachLimited } from '../concurrency.js';
 import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
 import { BackupCatalogue } from '../backups/catalogue.js';
+import { HashingStream } from '../backups/checksum.js';
 import { DecryptStream, EncryptStream, keyId } from '../backups/encryption.js';
 import { sealFor, signatureSchema, type Seal, type SealPurpose } from '../backups/signing.js';
 import type { BackupStore } from '../backups/store.js';
@@ -85,23 +87,6 @@ export const serverStatusSchema = z.object({
 });
 export type ServerStatus = z.infer<typeof serverStatusSchema>;
 
-/** Counts and hashes what passes through. */
-class Measure extends Transform {
-  readonly hash = createHash('sha256');
-  bytes = 0;
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    callback(null, chunk);
-  }
-}
-
-async function readAll(stream: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 /** Where a WAL file's objects live (without .gz / .json): a partial segment's name carries how far it goes. */
 export function walKey(entry: Pick<WalEntry, 'server' | 'name' | 'partial' | 'flushLsn'>): string {
   const flush = entry.partial
@@ -166,7 +151,7 @@ export class PitrArchive {
     purpose: SealPurpose,
   ): Promise<Opened<T> | undefined> {
     const stream = await store.getObject(key);
-    return stream ? this.open(await readAll(stream), schema, purpose) : undefined;
+    return stream ? this.open(await text(stream), schema, purpose) : undefined;
   }
 
   private async writeSigned(store: BackupStore, key: string, purpose: SealPurpose, value: object): Promise<void> {
@@ -189,7 +174,7 @@ export class PitrArchive {
     length?: number,
   ): Promise<WalEntry> {
     const base = walKey({ server, ...entry });
-    const measure = new Measure();
+    const measure = new HashingStream();
     const gzip = createGzip({ level: 1 });
     // Opened first: a file renamed meanwhile (pg_receivewal completing a segment) fails here, not mid-upload.
     const input = (await open(file, 'r')).createReadStream({
@@ -208,7 +193,7 @@ export class PitrArchive {
       partial: entry.partial,
       ...(entry.flushLsn ? { flushLsn: entry.flushLsn } : {}),
       bytes: measure.bytes,
-      sha256: measure.hash.digest('hex'),
+      sha256: measure.digest(),
       archivedAt: new Date().toISOString(),
       ...(this.encryptionKey ? { encryption: keyId(this.encryptionKey) } : {}),
     };
@@ -253,7 +238,7 @@ export class PitrArchive {
     const key = `${walKey(entry)}.gz`;
     const stream = await store.getObject(key, signal);
     if (!stream) throw new PermanentError(`WAL ${entry.name} is missing from the ${store.name} store`);
-    const measure = new Measure();
+    const measure = new HashingStream();
     const decryptKey = this.decryptKey(entry.encryption);
     const stages: NodeJS.ReadWriteStream[] = [
       ...(decryptKey ? [new DecryptStream(decryptKey)] : []),
@@ -268,14 +253,13 @@ export class PitrArchive {
         cause: error,
       });
     }
-    const sha256 = measure.hash.digest('hex');
-    // A partial segment was kept as far as it went: PostgreSQL reads whole segments, zeros after the end.
-    if (entry.partial && padTo !== undefined && measure.bytes < padTo && measure.bytes === entry.bytes)
-      await truncate(destination, padTo);
+    const sha256 = measure.digest();
     if (measure.bytes !== entry.bytes || sha256 !== entry.sha256)
       throw new PermanentError(
         `WAL ${entry.name} in the ${store.name} store is damaged: ${measure.bytes} bytes with sha256 ${sha256.slice(0, 12)}…, its sidecar says ${entry.bytes} bytes, ${entry.sha256.slice(0, 12)}…`,
       );
+    // A partial segment was kept as far as it went: PostgreSQL reads whole segments, zeros after the end.
+    if (entry.partial && padTo !== undefined && measure.bytes < padTo) await truncate(destination, padTo);
   }
 
   async removeWal(store: BackupStore, entry: WalEntry): Promise<void> {
@@ -341,7 +325,7 @@ export class PitrArchive {
       await store.putTree(key, dataDir, mayTake);
       return { storage: 'tree' };
     }
-    const measure = new Measure();
+    const measure = new HashingStream();
     const gzip = createGzip({ level: 1 });
     const source = tar();
     const body = this.encryptionKey
@@ -351,7 +335,7 @@ export class PitrArchive {
     await store.putObject(`${key}.tar.gz`, body, signal);
     return {
       storage: 'tar',
-      sha256: measure.hash.digest('hex'),
+      sha256: measure.digest(),
       ...(this.encryptionKey ? { encryption: keyId(this.encryptionKey) } : {}),
     };
   }
@@ -375,14 +359,14 @@ export class PitrArchive {
     }
     const stream = await store.getObject(`${key}.tar.gz`, signal);
     if (!stream) throw new PermanentError(`base backup ${manifest.id} is missing from the ${store.name} store`);
-    const measure = new Measure();
+    const measure = new HashingStream();
     const decryptKey = this.decryptKey(manifest.encryption);
     const plain = decryptKey
       ? stream.pipe(measure).pipe(new DecryptStream(decryptKey)).pipe(createGunzip())
       : stream.pipe(measure).pipe(createGunzip());
     stream.on('error', (error) => plain.destroy(error));
     await extract(plain);
-    if (measure.hash.digest('hex') !== manifest.sha256)
+    if (measure.digest() !== manifest.sha256)
       throw new PermanentError(
         `base backup ${manifest.id} in the ${store.name} store is damaged: sha256 does not match its manifest`,
       );
@@ -408,13 +392,4 @@ export class PitrArchive {
   async readStatus(store: BackupStore, server: string): Promise<Opened<ServerStatus> | undefined> {
     return this.readSigned(store, `${server}/status.json`, serverStatusSchema, 'wal-status');
   }
-}
-
-async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await work(items[next++]!);
-    }),
-  );
 }
