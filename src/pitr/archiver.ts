@@ -1,4 +1,4 @@
-import { open, readdir, rm, stat } from 'node:fs/promises';
+import { open, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import { privateDir } from '../backups/work-area.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
-import { StderrTail, startTool } from '../postgres/tools.js';
+import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
 import { resolveTarget } from '../postgres/target.js';
 import {
   advanceSlot,
@@ -243,37 +243,21 @@ class ServerArchiver {
 
   /** pg_receivewal until it exits (then the loop starts it again) or is stopped. */
   private async receive(binDir: string | undefined, signal: AbortSignal): Promise<void> {
+    const tail = new StderrTail();
     try {
-      await this.runTool(
-        binDir,
+      const child = startTool(
+        'pg_receivewal',
         // No --slot: the slot is dbops' own, advanced only as far as the stores hold (see archive()).
         ['-D', this.spool, '--synchronous', '--no-loop', '--status-interval=1', '--no-password'],
-        signal,
+        { url: this.group.url, binDir, signal, onStderrLine: (line) => tail.push(line) },
       );
+      await finishTool('pg_receivewal', child, tail);
       this.logger.warn({ server: this.server }, 'pg_receivewal ended; starting it again');
     } catch (error) {
       if (!signal.aborted)
         this.logger.warn({ err: error, server: this.server }, 'pg_receivewal failed; starting it again');
     }
     await sleep(1_000, undefined, { signal }).catch(() => undefined);
-  }
-
-  private async runTool(binDir: string | undefined, args: string[], signal: AbortSignal): Promise<void> {
-    const tail = new StderrTail();
-    const child = startTool('pg_receivewal', args, {
-      url: this.group.url,
-      binDir,
-      signal,
-      onStderrLine: (line) => tail.push(line),
-    });
-    try {
-      await child;
-    } catch (error) {
-      if ((error as { isCanceled?: boolean }).isCanceled) return;
-      throw new Error(`pg_receivewal failed: ${tail.summary().join('; ') || (error as Error).message}`, {
-        cause: error,
-      });
-    }
   }
 
   /** Archives what the spool holds that is not archived yet; removes what a newer file made unneeded. */
@@ -304,29 +288,22 @@ class ServerArchiver {
     if (partial && flushed && flushed !== this.partialFlushed) {
       const name = partial.replace(/\.partial$/, '');
       const file = path.join(this.spool, partial);
-      if (await stat(file).catch(() => undefined)) {
-        try {
-          // As far as it was received, the rest of the file is zeros: only that much is kept.
-          const segment = parseSegmentName(name, segmentBytes);
-          const length = Number(parseLsn(flushed) - segment.number * BigInt(segmentBytes));
-          if (length > 0 && length <= segmentBytes)
-            for (const store of archive.stores)
-              await archive.putWal(
-                store,
-                this.server,
-                file,
-                { name, partial: true, flushLsn: flushed },
-                signal,
-                length,
-              );
-          this.partialFlushed = flushed;
-          const lsn = parseLsn(flushed);
-          if (this.archivedLsn === undefined || lsn > this.archivedLsn) this.archivedLsn = lsn;
-        } catch (error) {
-          // Renamed to a complete segment meanwhile: the next round archives that one.
-          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        }
+      // As far as it was received, the rest of the file is zeros: only that much is kept. A position
+      // outside this segment (it was completed meanwhile) waits for the complete segment's round.
+      const segment = parseSegmentName(name, segmentBytes);
+      const length = Number(parseLsn(flushed) - segment.number * BigInt(segmentBytes));
+      if (length <= 0 || length > segmentBytes) return;
+      try {
+        for (const store of archive.stores)
+          await archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal, length);
+      } catch (error) {
+        // Renamed to a complete segment meanwhile: the next round archives that one.
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
       }
+      this.partialFlushed = flushed;
+      const lsn = parseLsn(flushed);
+      if (this.archivedLsn === undefined || lsn > this.archivedLsn) this.archivedLsn = lsn;
     }
   }
 

@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
-import { StderrTail, startTool, type PgTool } from '../postgres/tools.js';
+import { StderrTail, finishTool, startTool, type PgTool } from '../postgres/tools.js';
 import { userTablespaces, serverFacts } from '../postgres/wal.js';
 import { PitrArchive, type BaseManifest } from './wal-archive.js';
 import { formatLsn, parseLsn, parseSegmentName, segmentOf } from './wal-names.js';
@@ -168,14 +168,7 @@ async function runTool(
       }
     },
   });
-  try {
-    await child;
-  } catch (error) {
-    if ((error as { isCanceled?: boolean }).isCanceled) throw error;
-    const detail = tail.summary().join('; ') || (error as Error).message;
-    const message = `${tool} failed: ${detail}`;
-    throw tail.transient() ? new Error(message) : new PermanentError(message);
-  }
+  await finishTool(tool, child, tail);
 }
 
 /**

@@ -136,12 +136,16 @@ export function isNoteworthyLine(line: string): boolean {
   return line.trim() !== '' && !TOOL_CHATTER.test(line);
 }
 
-const TOOL_PREFIX = /^(pg_dump|pg_restore|psql):/;
+/** Every tool dbops runs prefixes its messages with its name: `pg_basebackup: error: …`. */
+const TOOL_NAMES = [...PG_TOOLS, ...PG_SERVER_TOOLS].join('|');
+const TOOL_PREFIX = new RegExp(`^(${TOOL_NAMES}):`);
 /** `pg_restore: error: …`, `pg_dump: detail: …`, `psql: error: …`, `psql:file.sql:3: ERROR:  …`. */
-const TOOL_ERROR =
-  /^(pg_dump|pg_restore|psql): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):/i;
+const TOOL_ERROR = new RegExp(
+  `^(${TOOL_NAMES}): (error|fatal|detail|hint):|^psql:.*?: (ERROR|FATAL|PANIC|DETAIL|HINT):`,
+  'i',
+);
 const BARE_ERROR = /^(ERROR|FATAL|PANIC):/;
-const TOOL_HEADLINE = /^(pg_dump|pg_restore|psql): (error|fatal):|^psql:.*?: (ERROR|FATAL|PANIC):/i;
+const TOOL_HEADLINE = new RegExp(`^(${TOOL_NAMES}): (error|fatal):|^psql:.*?: (ERROR|FATAL|PANIC):`, 'i');
 
 function keepLast(lines: string[], line: string, size: number): void {
   lines.push(line);
