@@ -7,7 +7,7 @@ import type { JobSummary } from '../../queue/job-facts.js';
 import type { Producer } from '../../queue/producer.js';
 import type { Requester } from '../../queue/requester.js';
 import { scrubSecrets } from '../../secrets.js';
-import { factsCache, serverFacts } from '../facts.js';
+import { factsCache, recoveryFacts, serverFacts } from '../facts.js';
 import { type Html, html, page } from './html.js';
 
 /*
@@ -86,6 +86,8 @@ export function consoleContext(config: Config, producer: Producer, options: Cons
   /** A server's facts and the kept versions of its database. */
   const environmentFacts = factsCache(factsTtl, (name) => serverFacts(config, producer.queues.connection, name));
   const backupListing = factsCache(factsTtl, () => catalogue().listWithStores());
+  /** Every server's PITR window: a listing of the stores (each WAL file's sidecar read), learnt as seldom. */
+  const recoveryListing = factsCache(factsTtl, () => recoveryFacts(config, producer.queues.connection));
   return {
     config,
     producer,
@@ -100,6 +102,7 @@ export function consoleContext(config: Config, producer: Producer, options: Cons
     requester,
     environmentFacts,
     backupListing,
+    recoveryListing,
   };
 }
 

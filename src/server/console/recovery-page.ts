@@ -1,12 +1,11 @@
 import { age, html, humanSize, table } from './html.js';
 import type { ConsoleContext } from './context.js';
-import { recoveryFacts } from '../facts.js';
 
 /** Point-in-time recovery at a glance: per server, what can be recovered, the gaps, and the archiver's lag. */
 export function recoveryPage(context: ConsoleContext): void {
-  const { config, producer, get, send } = context;
+  const { get, send, recoveryListing } = context;
   get('/recovery', async (_req, res) => {
-    const facts = await recoveryFacts(config, producer.queues.connection);
+    const facts = await recoveryListing('');
     const rows = facts.map((one) => {
       const archiver = one.archiver;
       return html`<tr>
