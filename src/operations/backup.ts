@@ -30,10 +30,10 @@ import { envName, fieldGiven, fieldIs, implies, parallelJobs, withRules } from '
 
 const schema = withRules(
   z.strictObject({
-    env: envName,
-    format: backupFormatSchema.default('custom'),
-    jobs: parallelJobs.default(1),
-    compress: z.number().int().min(0).max(9).optional(),
+    env: envName.meta({ description: 'the environment to back up' }),
+    format: backupFormatSchema.default('custom').meta({ description: 'archive format' }),
+    jobs: parallelJobs.default(1).meta({ description: 'parallel dump jobs (directory format)' }),
+    compress: z.number().int().min(0).max(9).optional().meta({ description: 'compression level 0-9' }),
     /** Another database on the environment's server (what allDatabases backs up, one child job each). */
     database: z
       .string()

@@ -8,7 +8,8 @@ import { ValidationError } from '../errors.js';
 export const envName = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, { message: 'an environment name is letters, digits, _ and -' })
-  .transform(normalizeEnvName);
+  .transform(normalizeEnvName)
+  .meta({ description: 'the environment (its database is DATABASE_URL_<ENV>)' });
 
 export const parallelJobs = z.number().int().min(1).max(64);
 
@@ -17,7 +18,7 @@ export const confirmField = z
   .string()
   .max(200)
   .optional()
-  .meta({ description: "the environment's name again: needed to change a protected environment (CLI --confirm)" });
+  .meta({ description: "the environment's name again: required to change a protected environment" });
 
 /** A job that changes a protected environment's database or backups must repeat its name. */
 export function requireConfirmation(config: Config, env: string, confirm: unknown): void {

@@ -20,14 +20,12 @@ const policyText = z
   });
 
 const schema = z.strictObject({
-  /** One environment; all of them (each under its own policy) when not given. */
-  env: envName.optional(),
-  /** Report what would go; delete nothing. */
-  dryRun: z.boolean().default(false),
-  /** A policy for this run instead of BACKUP_RETENTION[_<ENV>], e.g. `last=7,daily=7,weekly=4`. */
-  policy: policyText.optional(),
+  env: envName.optional().meta({ description: 'only this environment (default: every environment with a policy)' }),
+  dryRun: z.boolean().default(false).meta({ description: 'show what would be deleted; delete nothing' }),
+  policy: policyText
+    .optional()
+    .meta({ description: 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12' }),
   confirm: confirmField,
-  /** One store; every store of BACKUP_STORES (each on its own) when not given. */
   store: storeName.meta({
     description: 'prune one backup store (BACKUP_STORES name); default: each store, on its own',
   }),

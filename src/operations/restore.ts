@@ -27,7 +27,7 @@ import { defineOperation, type OperationContext } from './operation.js';
 
 const schema = withRules(
   z.strictObject({
-    env: envName,
+    env: envName.meta({ description: 'the environment to restore into' }),
     backup: backupIdSchema.optional(),
     /** …or the newest verified backup of this environment's database (the target's own, usually). */
     latest: envName
@@ -39,7 +39,7 @@ const schema = withRules(
     }),
     confirm: confirmField,
     store: storeName,
-    jobs: parallelJobs.default(2),
+    jobs: parallelJobs.default(2).meta({ description: 'parallel restore jobs' }),
     /** Keep the replaced database under a dated name (default: RESTORE_KEEP_PREVIOUS, true). */
     keepPrevious: z.boolean().optional().meta({
       description:

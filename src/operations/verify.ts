@@ -13,14 +13,16 @@ import { defineOperation } from './operation.js';
 
 const schema = withRules(
   z.strictObject({
-    /** The backup to check, or… */
-    backup: backupIdSchema.optional(),
-    /** …the newest backup of this environment (what a scheduled drill checks). */
-    latest: envName.optional(),
-    /** Also restore it into a scratch database and compare its row counts with the manifest. */
-    full: z.boolean().default(false),
-    /** The environment whose server holds the scratch database (default: the backup's own). */
-    env: envName.optional(),
+    backup: backupIdSchema.optional().meta({ description: 'the backup to check' }),
+    latest: envName.optional().meta({
+      description: 'instead of backup: the newest backup of this environment (what a scheduled drill checks)',
+    }),
+    full: z.boolean().default(false).meta({
+      description: 'also restore it into a scratch database (then dropped) and compare row counts with the manifest',
+    }),
+    env: envName.optional().meta({
+      description: "with full: the environment whose server holds the scratch database (default: the backup's own)",
+    }),
     store: storeName,
   }),
   [

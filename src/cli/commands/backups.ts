@@ -4,7 +4,7 @@ import { cliConfig } from '../config.js';
 import { CliExit, ValidationError } from '../../errors.js';
 import { humanDuration, humanSize, listTime } from '../../units.js';
 import { EXIT, err, out, printJson, printTable } from '../io.js';
-import { confirmFlag } from '../shared-flags.js';
+import { payloadFlag, payloadOf } from '../payload-flags.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-flags.js';
 import { flagsOf, withRunFlags } from './operations.js';
@@ -131,15 +131,14 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
         'check a backup: its SHA-256 against the manifest and that pg_restore reads its table of contents; the outcome is recorded in the manifest',
       )
       .argument('[id]', 'backup id (or --latest ENV)')
-      .option('--latest <env>', 'the newest backup of this environment')
-      .option(
-        '--full',
-        'also restore it into a scratch database (then dropped) and compare row counts with the manifest',
-      )
-      .option('--store <name>', 'check the copy in this backup store (default: the first that holds it)')
-      .option(
-        '--env <env>',
-        "--full: the environment whose server holds the scratch database (default: the backup's own); --pitr: the environment to drill",
+      .addOption(payloadFlag('verify', 'latest'))
+      .addOption(payloadFlag('verify', 'full'))
+      .addOption(payloadFlag('verify', 'store'))
+      .addOption(
+        payloadFlag('verify', 'env', {
+          description:
+            "--full: the environment whose server holds the scratch database (default: the backup's own); --pitr: the environment to drill",
+        }),
       )
       .option(
         '--pitr',
@@ -164,23 +163,13 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .description(
         'apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest',
       )
-      .option('--env <env>', 'only this environment (default: every environment with a policy)')
-      .option('--store <name>', 'only this backup store (default: each, on its own)')
-      .option('--dry-run', 'show what would be deleted; delete nothing')
-      .option('--policy <policy>', 'instead of BACKUP_RETENTION: e.g. last=7,daily=7,weekly=4,monthly=12')
-      .addOption(confirmFlag()),
+      .addOption(payloadFlag('prune', 'env'))
+      .addOption(payloadFlag('prune', 'store'))
+      .addOption(payloadFlag('prune', 'dryRun'))
+      .addOption(payloadFlag('prune', 'policy'))
+      .addOption(payloadFlag('prune', 'confirm')),
   ).action(async (options) => {
-    await run(
-      'prune',
-      {
-        env: options.env,
-        dryRun: options.dryRun ?? false,
-        policy: options.policy,
-        confirm: options.confirm,
-        store: options.store,
-      },
-      flagsOf(options),
-    );
+    await run('prune', payloadOf('prune', options), flagsOf(options));
   });
   backups
     .command('download')

@@ -1,25 +1,26 @@
-import type { Command } from 'commander';
 import type { OperationType } from '../../operations/index.js';
-import type { RunOperation } from '../run-flags.js';
 import { registerBackups } from './backups.js';
+import { flaggedTypes } from '../payload-flags.js';
 import {
   registerBackup,
   registerCopy,
+  registerDerived,
   registerEnqueue,
   registerMaintenance,
   registerMigrate,
   registerPrevious,
   registerRestore,
   registerTriggers,
+  type RegisterCommand,
 } from './operations.js';
 
-export type RegisterCommand = (program: Command, run?: RunOperation) => void;
+export type { RegisterCommand };
 
 /**
- * The command that enqueues each operation of the catalogue. Keyed by the catalogue's types, so a new
- * operation does not compile until it has its command (or `enqueue`, which takes any type).
+ * The command written for an operation of the catalogue. An operation without one gets
+ * `manage-db <type>`, its flags derived from its payload schema (src/cli/payload-flags.ts).
  */
-export const commandOf: Record<OperationType, RegisterCommand> = {
+export const commandOf: Partial<Record<OperationType, RegisterCommand>> = {
   backup: registerBackup,
   restore: registerRestore,
   migrate: registerMigrate,
@@ -37,4 +38,10 @@ export const commandOf: Record<OperationType, RegisterCommand> = {
 };
 
 /** Every command that enqueues a job, once each, in the order `--help` lists them: the CLI and `schedule add` both use it. */
-export const operationCommands: RegisterCommand[] = [...new Set(Object.values(commandOf)), registerEnqueue];
+export const operationCommands: RegisterCommand[] = [
+  ...new Set(Object.values(commandOf)),
+  ...flaggedTypes()
+    .filter((type) => !Object.hasOwn(commandOf, type))
+    .map((type) => registerDerived(type as OperationType)),
+  registerEnqueue,
+];

@@ -4,8 +4,11 @@ import { Option, type Command } from 'commander';
 import { CliExit, ValidationError } from '../../errors.js';
 import { EXIT, parseWholeNumber } from '../io.js';
 import { runOperation } from '../lazy.js';
+import type { OperationType } from '../../operations/index.js';
 import type { RunFlags, RunOperation } from '../run-flags.js';
-import { confirmFlag, dropPreviousFlag, envFlag, jobsFlag, sourceSettingsFlag, storeFlag } from '../shared-flags.js';
+
+export type RegisterCommand = (program: Command, run?: RunOperation) => void;
+import { derivedCommand, payloadFlag, payloadOf, withPayloadFlags } from '../payload-flags.js';
 
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {
@@ -24,46 +27,29 @@ export const flagsOf = (options: RunFlags): RunFlags => ({
   cancelOnInterrupt: options.cancelOnInterrupt,
 });
 
+const BACKUP_FIELDS = ['env', 'format', 'jobs', 'compress', 'allDatabases', 'digests'];
+
 export function registerBackup(program: Command, run: RunOperation = runOperation): void {
   withRunFlags(
-    program
-      .command('backup')
-      .description('back up an environment with pg_dump into BACKUP_DIR')
-      .addOption(envFlag('environment to back up'))
-      .addOption(new Option('--format <format>', 'archive format').choices(['custom', 'directory']).default('custom'))
-      .addOption(jobsFlag('parallel dump jobs (directory format)'))
-      .option('--compress <level>', 'compression level 0-9', parseWholeNumber)
-      .option('--all-databases', "every database on the environment's server: one child backup job each")
-      .option(
-        '--digests',
-        'also record a content digest of every table, which table restores check (reads every row once more)',
-      )
-      .option(
-        '--physical',
-        "a base backup of the environment's whole server (pg_basebackup), for point-in-time recovery (docs/pitr.md)",
-      ),
+    withPayloadFlags(
+      program.command('backup').description('back up an environment with pg_dump into BACKUP_DIR'),
+      'backup',
+      BACKUP_FIELDS,
+    ).option(
+      '--physical',
+      "a base backup of the environment's whole server (pg_basebackup), for point-in-time recovery (docs/pitr.md)",
+    ),
   ).action(async (options) => {
     if (options.physical) {
       const conflicting = ['allDatabases', 'digests', 'compress', 'jobs'].filter(
         (flag) => options[flag] !== undefined && options[flag] !== false,
       );
-      if (conflicting.length > 0 || options.format !== 'custom')
+      if (conflicting.length > 0 || options.format !== undefined)
         throw new ValidationError('--physical takes only --env: a base backup is of the whole server, as it is');
       await run('physicalbackup', { env: options.env }, flagsOf(options));
       return;
     }
-    await run(
-      'backup',
-      {
-        env: options.env,
-        format: options.format,
-        jobs: options.jobs,
-        compress: options.compress,
-        allDatabases: options.allDatabases ?? false,
-        digests: options.digests ?? false,
-      },
-      flagsOf(options),
-    );
+    await run('backup', payloadOf('backup', options, BACKUP_FIELDS), flagsOf(options));
   });
 }
 
@@ -72,7 +58,7 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
     program
       .command('restore')
       .description('restore a backup into an environment (through a shadow database, swapped in on success)')
-      .addOption(envFlag('environment to restore into'))
+      .addOption(payloadFlag('restore', 'env'))
       .option('--backup <id>', 'backup id (see `backups list`)')
       .option('--latest', "the newest verified backup of --from's database (default: the target's own)")
       .option('--from <env>', 'with --latest: whose newest verified backup')
@@ -80,11 +66,11 @@ export function registerRestore(program: Command, run: RunOperation = runOperati
         '--at-revision <rev>',
         "with --latest: the newest whose schema was at this migration revision (backups list's SCHEMA)",
       )
-      .addOption(storeFlag())
-      .addOption(confirmFlag())
-      .addOption(jobsFlag('parallel restore jobs'))
-      .addOption(dropPreviousFlag())
-      .addOption(sourceSettingsFlag("the backup's source's"))
+      .addOption(payloadFlag('restore', 'store'))
+      .addOption(payloadFlag('restore', 'confirm'))
+      .addOption(payloadFlag('restore', 'jobs'))
+      .addOption(payloadFlag('restore', 'keepPrevious'))
+      .addOption(payloadFlag('restore', 'sourceSettings'))
       .option(
         '--create-roles',
         'first create the roles the backup needs that the server lacks (no passwords, no privileged attributes)',
@@ -247,8 +233,8 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
       .description("copy one environment's database into another (through a shadow database, swapped in on success)")
       .requiredOption('--from <env>', 'source environment')
       .option('--to <env>', 'target environment (replaced)')
-      .addOption(confirmFlag('the target environment'))
-      .addOption(jobsFlag('parallel dump/restore through a temporary directory (default: stream, no file)'))
+      .addOption(payloadFlag('copy', 'confirm'))
+      .addOption(payloadFlag('copy', 'jobs'))
       .option('--sanitize <file>', 'SQL run in the copy before it becomes visible (repeatable)', collect)
       .option(
         '--mask <policy.yml>',
@@ -276,8 +262,8 @@ export function registerCopy(program: Command, run: RunOperation = runOperation)
         ]),
       )
       .option('--verify', 'compare every table of source and copy (row count and content hash)')
-      .addOption(dropPreviousFlag())
-      .addOption(sourceSettingsFlag("the source database's")),
+      .addOption(payloadFlag('copy', 'keepPrevious'))
+      .addOption(payloadFlag('copy', 'sourceSettings')),
   ).action(async (options) => {
     if (options.maskReport) {
       await run('maskreport', { from: options.from, mask: await readPolicy(options.mask) }, flagsOf(options));
@@ -320,7 +306,7 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
       .command('triggers')
       .description('list, enable, disable, create or drop triggers')
       .argument('<action>', 'list | enable | disable | create | drop')
-      .addOption(envFlag('environment'))
+      .addOption(payloadFlag('triggers', 'env'))
       .option('--table <schema.table>', 'only this table')
       .option('--name <trigger>', 'only this trigger')
       .option('--file <sql>', 'create: the SQL definition')
@@ -329,7 +315,7 @@ export function registerTriggers(program: Command, run: RunOperation = runOperat
         'disable: switch back on after this long (e.g. 30m), even if this worker dies',
         parseDuration,
       )
-      .addOption(confirmFlag()),
+      .addOption(payloadFlag('triggers', 'confirm')),
   ).action(async (action: string, options) => {
     await run(
       'triggers',
@@ -353,7 +339,7 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
       .command('maintenance')
       .description('vacuum, analyze or reindex a table or the whole database; or report on its health')
       .argument('<action>', 'vacuum | analyze | reindex | report')
-      .addOption(envFlag('environment'))
+      .addOption(payloadFlag('maintenance', 'env'))
       .option('--table <schema.table>', 'only this table (default: every table)')
       .option('--analyze', 'vacuum: also analyze')
       .option('--full', 'vacuum: VACUUM FULL (rewrites tables under an exclusive lock)')
@@ -362,7 +348,7 @@ export function registerMaintenance(program: Command, run: RunOperation = runOpe
         'skip a table whose lock does not come within this many milliseconds',
         parseWholeNumber,
       )
-      .addOption(confirmFlag()),
+      .addOption(payloadFlag('maintenance', 'confirm')),
   ).action(async (action: string, options) => {
     await run(
       'maintenance',
@@ -386,9 +372,9 @@ export function registerPrevious(program: Command, run: RunOperation = runOperat
       .command('previous')
       .description('list, or drop, the earlier versions of a database that restores and copies kept')
       .argument('<action>', 'list | drop')
-      .addOption(envFlag('environment'))
+      .addOption(payloadFlag('previous', 'env'))
       .option('--name <database>', 'drop: the kept database (see previous list)')
-      .addOption(confirmFlag()),
+      .addOption(payloadFlag('previous', 'confirm')),
   ).action(async (action: string, options) => {
     await run('previous', { env: options.env, action, name: options.name, confirm: options.confirm }, flagsOf(options));
   });
@@ -403,7 +389,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
       )
       .argument('[action]', 'status | up | down', 'up')
       .argument('[n]', 'up: how many pending; down: how many to revert (default 1)')
-      .addOption(envFlag('environment'))
+      .addOption(payloadFlag('migrate', 'env'))
       .option('--dir <path>', 'migrations directory', 'migrations')
       .option('--to <rev>', 'up: apply pending migrations up to this one (an Alembic revision, or a file name)')
       .option('--kind <kind>', 'sql, alembic or flask (default: detected from the folder)')
@@ -413,7 +399,7 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
         '--rehearse',
         'first apply the pending migrations to a scratch restore of the latest backup; the real run only if that succeeded (with --dry-run: the rehearsal alone)',
       )
-      .addOption(confirmFlag()),
+      .addOption(payloadFlag('migrate', 'confirm')),
   ).action(async (action: string, n: string | undefined, options) => {
     await run(
       'migrate',
@@ -433,6 +419,15 @@ export function registerMigrate(program: Command, run: RunOperation = runOperati
     );
   });
 }
+
+/** `manage-db <type>` for an operation no command of its own enqueues: flags and payload from its schema alone. */
+export const registerDerived =
+  (type: OperationType): RegisterCommand =>
+  (program, run = runOperation) => {
+    withRunFlags(derivedCommand(program, type)).action(async (options) => {
+      await run(type, payloadOf(type, options), flagsOf(options));
+    });
+  };
 
 /** Any registered operation, payload as JSON: a new operation type is usable before it has a command of its own. */
 export function registerEnqueue(program: Command, run: RunOperation = runOperation): void {
