@@ -58,36 +58,56 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   }
   const binDir = await serverBinDir(facts.major, config.PG_BIN_DIR, 'pg_basebackup');
   const data = path.join(workDir, 'data');
-  options.progress(2, 'pg_basebackup');
-  await runTool(
-    'pg_basebackup',
-    binDir,
-    url,
-    signal,
-    [
-      '--pgdata',
-      data,
-      '--format=plain',
-      '--wal-method=stream',
-      '--checkpoint=fast',
-      '--no-password',
-      '--progress',
-      '--verbose',
-    ],
-    (line) => {
-      const match = /\((\d+)%\)/.exec(line);
-      if (match) options.progress(2 + Math.round(Number(match[1]) * 0.7), 'pg_basebackup');
-    },
-  );
-  options.mark('pg_basebackup');
-  options.progress(73, 'pg_verifybackup');
   // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
   const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
-  await runTool('pg_verifybackup', binDir, undefined, signal, [
-    '--quiet',
-    ...(waldump ? [] : ['--no-parse-wal']),
-    data,
-  ]);
+  const stopCheck = new AbortController();
+  const check = (manifest: string) =>
+    runTool('pg_verifybackup', binDir, undefined, AbortSignal.any([signal, stopCheck.signal]), [
+      '--quiet',
+      ...(waldump ? [] : ['--no-parse-wal']),
+      ...(manifest === 'backup_manifest'
+        ? []
+        : [`--manifest-path=${path.join(data, manifest)}`, `--ignore=${manifest}`]),
+      data,
+    ]);
+  let checking: Promise<void> | undefined;
+  options.progress(2, 'pg_basebackup');
+  try {
+    await runTool(
+      'pg_basebackup',
+      binDir,
+      url,
+      signal,
+      [
+        '--pgdata',
+        data,
+        '--format=plain',
+        '--wal-method=stream',
+        '--checkpoint=fast',
+        '--no-password',
+        '--progress',
+        '--verbose',
+      ],
+      (line) => {
+        const match = /\((\d+)%\)/.exec(line);
+        if (match) options.progress(2 + Math.round(Number(match[1]) * 0.7), 'pg_basebackup');
+        // Once pg_basebackup syncs, every file and the WAL are written, and the manifest is complete under
+        // its temporary name (renamed after the sync): the check reads them from the page cache while the
+        // disk writes them, instead of after.
+        if (checking === undefined && /syncing data to disk/.test(line)) {
+          checking = check('backup_manifest.tmp');
+          checking.catch(() => undefined);
+        }
+      },
+    );
+  } catch (error) {
+    stopCheck.abort();
+    await checking?.catch(() => undefined);
+    throw error;
+  }
+  options.mark('pg_basebackup');
+  options.progress(73, 'pg_verifybackup');
+  await (checking ?? check('backup_manifest'));
   options.mark('pg_verifybackup');
   const ranges = JSON.parse(await readFile(path.join(data, 'backup_manifest'), 'utf8')) as {
     'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];
