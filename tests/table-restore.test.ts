@@ -156,6 +156,26 @@ describe('restore --table --suffix', () => {
     expect(taken.stderr).toContain(
       'public.orders_restored already exists in app: choose another suffix; nothing was changed',
     );
+    // Pagila's payment is partitioned: its rows are in its partitions, which the error names.
+    const partitioned = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      '--table',
+      'public.payment',
+      '--suffix',
+      '_x',
+      '--wait',
+    ]);
+    expect(partitioned.exitCode).toBe(1);
+    expect(partitioned.stderr).toContain(
+      'public.payment is a partitioned table: a table restore takes its partitions, each brought back as a table of its own ' +
+        '(--table public.payment_p2022_01 --table public.payment_p2022_02 --table public.payment_p2022_03 ' +
+        '--table public.payment_p2022_04 --table public.payment_p2022_05 --table public.payment_p2022_06 ' +
+        '--table public.payment_p2022_07); nothing was changed',
+    );
     expect(await fingerprint(db())).toEqual(before);
 
     const noSuffix = await rig.cli([

@@ -19,6 +19,7 @@ import {
   countTableRows,
   detachForTravel,
   dropMarkedTable,
+  leafPartitions,
   markTable,
   relationExists,
   swapInRows,
@@ -185,6 +186,19 @@ export const restoretables = defineOperation({
       async (live) => {
         for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
         const missing = wanted.filter((table) => manifest.rowCounts && manifest.rowCounts[table.key] === undefined);
+        for (const table of missing) {
+          const leaves = await leafPartitions(live, table.schema, table.table);
+          if (leaves === undefined) continue;
+          // The rows are in the partitions, which the backup lists; the partitioned table itself holds none.
+          const held = leaves.filter((leaf) => manifest.rowCounts?.[leaf] !== undefined);
+          throw new PermanentError(
+            `${table.name} is a partitioned table: a table restore takes its partitions, each brought back as a table of its own` +
+              (held.length
+                ? ` (${held.map((leaf) => `--table ${leaf}`).join(' ')})`
+                : ` (backup ${manifest.id} holds none of them)`) +
+              '; nothing was changed',
+          );
+        }
         if (missing.length)
           throw new PermanentError(
             `backup ${manifest.id} has no table ${missing.map((table) => table.name).join(', ')}; nothing was changed`,
