@@ -32,19 +32,26 @@ export async function benchTables(
       const theirs: number[] = [];
       for (let round = 0; round < rounds; round += 1) {
         ours.push(
-          await timed(() =>
-            cli([
-              'restore',
-              '--env',
-              'bench',
-              '--backup',
-              backup.backupId,
-              '--table',
-              `public.${table}`,
-              '--suffix',
-              '_back',
-            ]),
-          ),
+          await timed(async () => {
+            const result = JSON.parse(
+              (
+                await cli([
+                  'restore',
+                  '--env',
+                  'bench',
+                  '--backup',
+                  backup.backupId,
+                  '--table',
+                  `public.${table}`,
+                  '--suffix',
+                  '_back',
+                ])
+              ).stdout,
+            ) as { durationMs: number; steps: { step: string; ms: number }[] };
+            process.stderr.write(
+              `${table} restore: ${result.durationMs} ms in the job: ${result.steps.map((one) => `${one.step} ${one.ms} ms`).join(', ')}\n`,
+            );
+          }),
         );
         await admin(source, `DROP TABLE ${table}_back`);
         theirs.push(
