@@ -38,6 +38,8 @@ import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
 
 const IN_USE = '.in-use';
 const UNPUBLISHED = '.unpublished';
+/** The job's work subdirectory a base backup's tree crosses on its way into `pitr/` (putTree). */
+const TREE_ON_ITS_WAY = 'pitr-base';
 
 /** Errors writing to a store directory, in one line that names it by its variable (no server path leaves the worker). */
 export function diskFailure(error: unknown, variable = 'BACKUP_DIR'): Error {
@@ -147,10 +149,10 @@ export class FileStore implements BackupStore {
     await rm(this.pitrPath(key), { recursive: true, force: true });
   }
 
-  async putTree(key: string, localDir: string, mayTake: boolean): Promise<void> {
+  async putTree(job: JobRef, key: string, localDir: string, mayTake: boolean): Promise<void> {
     const final = this.pitrPath(key);
-    const temporary = path.join(path.dirname(final), `.${path.basename(final)}.${randomBytes(4).toString('hex')}`);
     try {
+      const temporary = path.join(await this.work.jobSubdir(job, TREE_ON_ITS_WAY), 'tree');
       await this.privateParents(path.dirname(final));
       const moved =
         mayTake &&
@@ -161,8 +163,9 @@ export class FileStore implements BackupStore {
       if (!moved) await cp(localDir, temporary, { recursive: true });
       await rename(temporary, final);
     } catch (error) {
-      await rm(temporary, { recursive: true, force: true });
       throw diskFailure(error, this.variable);
+    } finally {
+      await this.work.removeJobSubdir(job, TREE_ON_ITS_WAY);
     }
   }
 

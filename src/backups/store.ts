@@ -142,8 +142,11 @@ export interface BackupStore {
   /** The objects directly under `prefix` (names relative to it), with their sizes. */
   listObjects(prefix: string): Promise<{ name: string; size: number }[]>;
   removeObject(key: string): Promise<void>;
-  /** A directory kept as it is (the file store only): moved, with `mayTake`, where it can be. */
-  putTree?(key: string, localDir: string, mayTake: boolean): Promise<void>;
+  /**
+   * A directory kept as it is (the file store only): moved, with `mayTake`, where it can be. On its way
+   * in it lies in the job's work area, which recovery clears once the job is gone.
+   */
+  putTree?(job: JobRef, key: string, localDir: string, mayTake: boolean): Promise<void>;
   /** The path of a directory kept with putTree, when it exists. */
   treePath?(key: string): Promise<string | undefined>;
 }

@@ -65,6 +65,7 @@ export const physicalbackup = defineOperation({
         env: target.env,
         url: target.url,
         envs,
+        job,
         workDir,
         signal,
         progress: context.progress,

@@ -12,6 +12,7 @@ import { StderrTail, finishTool, startTool, type PgTool } from '../postgres/tool
 import { userTablespaces, serverFacts } from '../postgres/wal.js';
 import { PitrArchive, type BaseManifest } from './wal-archive.js';
 import { formatLsn, parseLsn, parseSegmentName, segmentOf } from './wal-names.js';
+import type { JobRef } from '../job-ids.js';
 
 /*
  * A base backup: pg_basebackup of the whole server (plain format, with the WAL it needs), checked with
@@ -34,7 +35,8 @@ export interface BaseBackupOptions {
   env: string;
   url: string;
   envs: Record<string, string>;
-  /** A private, empty directory on this host for the job's work. */
+  /** The job, and a private, empty directory on this host for its work. */
+  job: JobRef;
   workDir: string;
   signal: AbortSignal;
   progress(percent: number, step: string): void;
@@ -125,6 +127,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
     options.progress(75 + Math.round((20 * index) / stores.length), `storing in ${store.name}`);
     stored.push(
       await archive.putBase(
+        options.job,
         store,
         facts.systemId,
         id,

@@ -15,6 +15,7 @@ import { DecryptStream, EncryptStream, keyId } from '../backups/encryption.js';
 import { sealFor, signatureSchema, type Seal, type SealPurpose } from '../backups/signing.js';
 import type { BackupStore } from '../backups/store.js';
 import { HISTORY_NAME, SEGMENT_NAME, parseLsn } from './wal-names.js';
+import type { JobRef } from '../job-ids.js';
 
 /*
  * The WAL archive in each backup store, under `pitr/<server>/` (server: the system identifier):
@@ -312,6 +313,7 @@ export class PitrArchive {
 
   /** Puts a checked base backup (a data directory on this host) into `store`; its manifest is written by the caller, last. */
   async putBase(
+    job: JobRef,
     store: BackupStore,
     server: string,
     id: string,
@@ -322,7 +324,7 @@ export class PitrArchive {
   ): Promise<Pick<BaseManifest, 'storage' | 'sha256' | 'encryption'>> {
     const key = `${server}/base/${id}`;
     if (store.putTree && !this.encryptionKey) {
-      await store.putTree(key, dataDir, mayTake);
+      await store.putTree(job, key, dataDir, mayTake);
       return { storage: 'tree' };
     }
     const measure = new HashingStream();

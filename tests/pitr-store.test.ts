@@ -1,0 +1,77 @@
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { execa } from 'execa';
+import pino from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { WorkArea } from '../src/backups/work-area.js';
+import type { RecoveryContext } from '../src/ownership.js';
+import { ownFileStore } from './helpers/manifests.js';
+
+const FILE_STORE = pathToFileURL(path.resolve(import.meta.dirname, '../dist/src/backups/file-store.js')).href;
+
+describe('a base backup on its way into a file store', () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'dbops-pitr-store-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('lies in its job’s work area, so that recovery clears what a killed worker left; nothing hides among the base backups', async () => {
+    const storeDir = path.join(root, 'store');
+    const local = path.join(root, 'local');
+    mkdirSync(storeDir);
+    // A data directory big enough that copying it takes a while: 128 files of 4 MiB.
+    for (let index = 0; index < 128; index += 1) {
+      mkdirSync(path.join(local, 'base', String(index % 4)), { recursive: true });
+      writeFileSync(path.join(local, 'base', String(index % 4), `${index}`), Buffer.alloc(4 << 20, index));
+    }
+    const job = { prefix: 'dbops-pitr-store', queue: 'backup', id: 'physicalbackup-1' };
+    const key = '7000000000000000001/base/base-20261207t000000z-000000000000';
+    // Another process copies it (mayTake false: the copy a second store gets) and is killed on the way.
+    const child = execa(
+      'node',
+      [
+        '--input-type=module',
+        '-e',
+        `import { FileStore } from ${JSON.stringify(FILE_STORE)};
+         const store = new FileStore(${JSON.stringify(storeDir)}, async () => { throw new Error('no seal here'); });
+         await store.putTree(${JSON.stringify(job)}, ${JSON.stringify(key)}, ${JSON.stringify(local)}, false);
+         console.log('stored');`,
+      ],
+      { reject: false },
+    );
+    const work = new WorkArea(storeDir);
+    // As soon as its work directory appears (polled closely: the copy takes a fraction of a second).
+    const deadline = Date.now() + 20_000;
+    while ((await work.partialWork(job.prefix)).jobs.length === 0) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error('the copy never started');
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    child.kill('SIGKILL');
+    const ended = await child;
+    expect(ended.stdout).not.toContain('stored'); // it was killed before the tree arrived
+    const bases = path.join(storeDir, 'pitr', '7000000000000000001', 'base');
+    expect(readdirSync(bases)).toEqual([]); // no hidden half-copy beside the base backups
+    expect((await work.partialWork(job.prefix)).jobs).toEqual([job]);
+
+    // The job is gone (no live worker has it): recovery removes its work, and nothing else.
+    const store = ownFileStore(storeDir);
+    const recovery = {
+      logger: pino({ level: 'silent' }),
+      prefix: job.prefix,
+      isJobActive: async () => false,
+    } as unknown as RecoveryContext;
+    await store.recover(recovery);
+    expect(await work.partialWork(job.prefix)).toEqual({ jobs: [], unknown: [] });
+
+    // Put in full, the tree is where it belongs and nothing is left on the way.
+    await store.putTree!(job, key, local, false);
+    expect(await store.treePath!(key)).toBe(path.join(bases, 'base-20261207t000000z-000000000000'));
+    expect(readdirSync(path.join(bases, 'base-20261207t000000z-000000000000', 'base')).sort()).toEqual([
+      '0',
+      '1',
+      '2',
+      '3',
+    ]);
+    expect(await work.partialWork(job.prefix)).toEqual({ jobs: [], unknown: [] });
+  });
+});
