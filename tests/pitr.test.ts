@@ -459,6 +459,8 @@ describe('point-in-time recovery with an S3 store only', () => {
   let s3: S3Server;
   let rig: Rig;
   let secondDir: string;
+  let thirdDir: string | undefined;
+  let archiver: WorkerProcess;
   let load: ResultPromise | undefined;
 
   beforeAll(async () => {
@@ -479,7 +481,7 @@ describe('point-in-time recovery with an S3 store only', () => {
     rig.env.DATABASE_URL_PROD = server.url('app');
     rig.setEnv('staging', rig.db('staging'));
     await sql('postgres', `CREATE DATABASE ${rig.db('staging')}`);
-    await startArchiver(rig);
+    archiver = await startArchiver(rig);
     await rig.startWorker('backup');
     // The restore runs on a "new host": a BACKUP_DIR of its own, nothing but the bucket in common.
     secondDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-second-'));
@@ -494,6 +496,7 @@ describe('point-in-time recovery with an S3 store only', () => {
     await s3?.stop();
     server?.stop();
     if (secondDir) await rm(secondDir, { recursive: true, force: true });
+    if (thirdDir) await rm(thirdDir, { recursive: true, force: true });
   });
 
   it('archives WAL and a base backup into the bucket, encrypted, and restores from the bucket alone', async () => {
@@ -552,5 +555,37 @@ describe('point-in-time recovery with an S3 store only', () => {
       { name: 'after-retention' },
       { name: 'in-the-bucket' },
     ]);
+  }, 240_000);
+  it('an archiver frozen and killed under load is taken over by one on a host with only the bucket: no WAL is lost', async () => {
+    // The other host: its own BACKUP_DIR (an empty spool), the bucket in common.
+    thirdDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-third-'));
+    const other = await startArchiver(rig, { BACKUP_DIR: thirdDir });
+    expect(other.output()).toMatch(/standing by/);
+    // Frozen: its pg_receivewal goes on receiving into its spool, but nothing reaches the bucket.
+    process.kill(archiver.pid, 'SIGSTOP');
+    await query(
+      server.url('app'),
+      'CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 250000) g',
+    );
+    await sleep(2_000);
+    process.kill(archiver.pid, 'SIGKILL');
+    await archiver.exited;
+    await waitFor(
+      'the other host to take over',
+      () => other.output().includes("resuming after the stores' last WAL segment"),
+      30_000,
+    );
+    await query(server.url('app'), "INSERT INTO marker VALUES ('taken-over')");
+    await waitArchived(rig, new Date());
+    const { exitCode, listed, stderr } = await windows(rig);
+    expect(exitCode, stderr).toBe(0);
+    expect(listed[0]!.errors).toEqual([]);
+    const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'taken-over'")).toHaveLength(1);
+    expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler')).toEqual([
+      { n: '250000' },
+    ]);
+    archiver = other;
   }, 240_000);
 });
