@@ -118,8 +118,10 @@ describe('point-in-time recovery (file store)', () => {
       prodUrl,
       'CREATE TABLE marker (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())',
     );
-    rig = await Rig.create({ PITR_ENVS: 'prod', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
+    // ghost's server is down (nothing listens on its port): the archiver archives prod's meanwhile.
+    rig = await Rig.create({ PITR_ENVS: 'prod,ghost', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
     rig.env.DATABASE_URL_PROD = prodUrl;
+    rig.env.DATABASE_URL_GHOST = 'postgres://postgres@127.0.0.1:1/ghost';
     rig.setEnv('staging', rig.db('staging'));
     await sql('postgres', `CREATE DATABASE ${rig.db('staging')}`);
     await sql(rig.db('staging'), 'CREATE TABLE untouched (id int)');
@@ -138,6 +140,7 @@ describe('point-in-time recovery (file store)', () => {
   });
 
   it('a base backup, then a restore to just after a marker holds the marker and nothing written after it', async () => {
+    expect(archiver.output()).toContain("cannot reach ghost's server: archiving the others");
     const backup = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
     expect(backup.exitCode, backup.stderr).toBe(0);
     const base = JSON.parse(backup.stdout) as { id: string; archived: boolean; startLsn: string; stopLsn: string };

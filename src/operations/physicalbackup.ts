@@ -54,7 +54,8 @@ export const physicalbackup = defineOperation({
     const archived = config.pitrEnvs.includes(target.env);
     const envs: Record<string, string> = { [target.env]: target.database };
     if (archived) {
-      for (const group of await pitrServers(config))
+      // Other environments on the same server, named in the manifest; one whose server is down is not on it.
+      for (const group of (await pitrServers(config)).groups)
         if (group.envs[target.env] !== undefined) Object.assign(envs, group.envs);
     }
     try {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config.js';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { privateDir } from '../backups/work-area.js';
 import { connect } from '../postgres/client.js';
@@ -86,27 +87,61 @@ interface ServerGroup {
 }
 
 /** The servers behind PITR_ENVS: environments that share a server are archived once. */
-export async function pitrServers(config: Config): Promise<ServerGroup[]> {
+/**
+ * The servers of these environments (default: PITR_ENVS), grouped by system identifier. An environment
+ * whose server does not answer is reported, not fatal: the others are archived meanwhile.
+ */
+export async function pitrServers(
+  config: Config,
+  envs: string[] = config.pitrEnvs,
+): Promise<{ groups: ServerGroup[]; unreachable: { env: string; error: string }[] }> {
   const groups = new Map<string, ServerGroup>();
-  for (const env of config.pitrEnvs) {
+  const unreachable: { env: string; error: string }[] = [];
+  for (const env of envs) {
     const target = resolveTarget(config, env);
-    const client = await connect(target.url, 'dbops:wal', env);
     try {
-      const facts = await serverFacts(client);
-      const group = groups.get(facts.systemId) ?? { facts, envs: {}, url: target.url };
-      group.envs[env] = target.database;
-      groups.set(facts.systemId, group);
-    } finally {
-      await client.end().catch(() => undefined);
+      const client = await connect(target.url, 'dbops:wal', env);
+      try {
+        const facts = await serverFacts(client);
+        const group = groups.get(facts.systemId) ?? { facts, envs: {}, url: target.url };
+        group.envs[env] = target.database;
+        groups.set(facts.systemId, group);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } catch (error) {
+      unreachable.push({ env, error: errorMessage(error) });
     }
   }
-  return [...groups.values()];
+  return { groups: [...groups.values()], unreachable };
 }
 
-/** Runs the archiver for every server of PITR_ENVS until `signal` aborts. */
+/** How long the archiver waits before asking again for a server that did not answer. */
+const DISCOVERY_RETRY_MS = 15_000;
+
+/**
+ * Runs the archiver for every server of PITR_ENVS until `signal` aborts. A server that does not answer
+ * at the start is asked again every 15 s; the others are archived meanwhile.
+ */
 export async function runArchiver(options: ArchiverOptions, signal: AbortSignal): Promise<void> {
-  const servers = await pitrServers(options.config);
-  await Promise.all(servers.map((group) => new ServerArchiver(options, group).run(signal)));
+  const running = new Map<string, { group: ServerGroup; run: Promise<void> }>();
+  let pending = options.config.pitrEnvs;
+  while (pending.length > 0 && !signal.aborted) {
+    const { groups, unreachable } = await pitrServers(options.config, pending);
+    for (const group of groups) {
+      const known = running.get(group.facts.systemId);
+      if (known) Object.assign(known.group.envs, group.envs);
+      else running.set(group.facts.systemId, { group, run: new ServerArchiver(options, group).run(signal) });
+    }
+    for (const { env, error } of unreachable)
+      options.logger.error(
+        { env, error },
+        `cannot reach ${env}'s server: archiving the others, and asking again in ${DISCOVERY_RETRY_MS / 1000} s`,
+      );
+    pending = unreachable.map(({ env }) => env);
+    if (pending.length > 0) await sleep(DISCOVERY_RETRY_MS, undefined, { signal }).catch(() => undefined);
+  }
+  await Promise.all([...running.values()].map(({ run }) => run));
 }
 
 class LostLock extends Error {}
