@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -6,6 +6,8 @@ import { execa } from 'execa';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { WorkArea } from '../src/backups/work-area.js';
+import { loadConfig } from '../src/config.js';
+import { PitrArchive } from '../src/pitr/wal-archive.js';
 import type { RecoveryContext } from '../src/ownership.js';
 import { ownFileStore } from './helpers/manifests.js';
 
@@ -73,5 +75,35 @@ describe('a base backup on its way into a file store', () => {
       '3',
     ]);
     expect(await work.partialWork(job.prefix)).toEqual({ jobs: [], unknown: [] });
+  });
+  it("an archiver's half-written WAL files are swept once they are a minute old; nothing else is", async () => {
+    const storeDir = path.join(root, 'sweep');
+    const server = '7000000000000000002';
+    const wal = path.join(storeDir, 'pitr', server, 'wal');
+    mkdirSync(wal, { recursive: true });
+    const old = new Date(Date.now() - 5 * 60_000);
+    const files: Record<string, Date | undefined> = {
+      '.000000010000000000000003.gz.0123abcd': old, // a segment, half written by a killed archiver
+      '.000000010000000000000004.00000000048F2A10.partial.json.89abcdef': old, // a partial's sidecar
+      '.000000010000000000000005.gz.fedcba98': undefined, // being written now
+      '.notes.txt.0123abcd': old, // not a name dbops gives a WAL file
+      '.000000010000000000000006.gz.tmp': old, // not putObject's temporary
+      '000000010000000000000003.gz': old, // a stored segment
+    };
+    for (const [name, time] of Object.entries(files)) {
+      writeFileSync(path.join(wal, name), 'x');
+      if (time) utimesSync(path.join(wal, name), time, time);
+    }
+    writeFileSync(path.join(storeDir, 'pitr', server, '.status.json.00ff00ff'), '{}');
+    utimesSync(path.join(storeDir, 'pitr', server, '.status.json.00ff00ff'), old, old);
+    const archive = await PitrArchive.of(loadConfig({ BACKUP_DIR: storeDir }));
+    expect(await archive.sweepLeftovers(server)).toBe(3);
+    expect(readdirSync(wal).sort()).toEqual([
+      '.000000010000000000000005.gz.fedcba98',
+      '.000000010000000000000006.gz.tmp',
+      '.notes.txt.0123abcd',
+      '000000010000000000000003.gz',
+    ]);
+    expect(readdirSync(path.join(storeDir, 'pitr', server)).sort()).toEqual(['wal']);
   });
 });

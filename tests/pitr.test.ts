@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -236,9 +236,17 @@ describe('point-in-time recovery (file store)', () => {
   it('an archiver killed under load is taken over by another; the window stays continuous', async () => {
     const standby = await startArchiver(rig);
     expect(standby.output()).toMatch(/standing by/);
+    // What a killed archiver leaves half-written (a putObject temporary a few minutes old) is swept.
+    const wal = path.join(rig.backupDir, 'pitr', (await windows(rig)).listed[0]!.server, 'wal');
+    const leftover = path.join(wal, '.000000010000000000000001.gz.0badf00d');
+    await writeFile(leftover, 'half a segment');
+    const old = new Date(Date.now() - 10 * 60_000);
+    await utimes(leftover, old, old);
     archiver.process.kill('SIGKILL');
     await archiver.exited;
     await waitFor('the standby to take over', () => standby.output().includes('"msg":"archiving WAL"'), 30_000);
+    await waitFor('the leftover to be swept', () => standby.output().includes('removed what a killed archiver left'));
+    expect(existsSync(leftover)).toBe(false);
     // More WAL than a segment while the new archiver runs: segments complete after the takeover.
     await query(
       prodUrl,

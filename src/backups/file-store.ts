@@ -38,6 +38,8 @@ import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
 
 const IN_USE = '.in-use';
 const UNPUBLISHED = '.unpublished';
+/** putObject's temporary file for an object: `.<object name>.<8 hex>`. */
+const TEMPORARY = /^\.(.+)\.[0-9a-f]{8}$/;
 /** The job's work subdirectory a base backup's tree crosses on its way into `pitr/` (putTree). */
 const TREE_ON_ITS_WAY = 'pitr-base';
 
@@ -143,6 +145,21 @@ export class FileStore implements BackupStore {
       if (info) found.push({ name: entry.name, size: info.isFile() ? info.size : 0 });
     }
     return found;
+  }
+
+  async sweepTemporaries(prefix: string, names: RegExp, olderThanMs: number): Promise<string[]> {
+    const dir = this.pitrPath(prefix);
+    const swept: string[] = [];
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const object = TEMPORARY.exec(entry.name)?.[1];
+      if (!entry.isFile() || object === undefined || !names.test(object)) continue;
+      const file = path.join(dir, entry.name);
+      const info = await stat(file).catch(() => undefined);
+      if (!info || Date.now() - info.mtimeMs < olderThanMs) continue;
+      await rm(file, { force: true });
+      swept.push(object);
+    }
+    return swept;
   }
 
   async removeObject(key: string): Promise<void> {

@@ -149,6 +149,12 @@ export interface BackupStore {
   putTree?(job: JobRef, key: string, localDir: string, mayTake: boolean): Promise<void>;
   /** The path of a directory kept with putTree, when it exists. */
   treePath?(key: string): Promise<string | undefined>;
+  /**
+   * Removes what a writer killed mid-write left directly under `prefix` (the file store only: S3 has no
+   * half-written objects): its own temporary files (putObject's), of an object named as `names` says,
+   * untouched for `olderThanMs`. Returns the object names they were for.
+   */
+  sweepTemporaries?(prefix: string, names: RegExp, olderThanMs: number): Promise<string[]>;
 }
 
 const PITR_KEY = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}(\/[A-Za-z0-9_][A-Za-z0-9._-]{0,200}){0,4}$/;

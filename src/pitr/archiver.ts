@@ -205,6 +205,9 @@ class ServerArchiver {
     try {
       await ensureSlot(client, SLOT);
       await this.seedSpool(archive);
+      const swept = await archive.sweepLeftovers(this.server);
+      if (swept > 0)
+        this.logger.info({ server: this.server, swept }, 'removed what a killed archiver left half-written');
     } catch (error) {
       await client.end().catch(() => undefined);
       throw error;

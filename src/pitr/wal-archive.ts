@@ -15,6 +15,9 @@ import { DecryptStream, EncryptStream, keyId } from '../backups/encryption.js';
 import { sealFor, signatureSchema, type Seal, type SealPurpose } from '../backups/signing.js';
 import type { BackupStore } from '../backups/store.js';
 import { HISTORY_NAME, SEGMENT_NAME, parseLsn } from './wal-names.js';
+
+/** The objects under `wal/`: a segment, a kept partial segment or a timeline history, and their sidecars. */
+const WAL_OBJECT = /^([0-9A-F]{24}(\.[0-9A-F]{16}\.partial)?|[0-9A-F]{8}\.history)\.(gz|json)$/;
 import type { JobRef } from '../job-ids.js';
 
 /*
@@ -385,6 +388,20 @@ export class PitrArchive {
   /** The servers one store holds WAL or base backups of. */
   async servers(store: BackupStore): Promise<string[]> {
     return (await store.listObjects('')).map((object) => object.name).filter((name) => SERVER_ID.test(name));
+  }
+
+  /**
+   * Removes, from each file store, the temporary files an archiver killed mid-write left for this
+   * server's WAL files and status: called by the archiver that holds the server's lock (the only writer
+   * there), for files untouched for a minute (a write takes less than a second). Returns how many.
+   */
+  async sweepLeftovers(server: string): Promise<number> {
+    let swept = 0;
+    for (const store of this.stores) {
+      swept += (await store.sweepTemporaries?.(`${server}/wal`, WAL_OBJECT, 60_000))?.length ?? 0;
+      swept += (await store.sweepTemporaries?.(server, /^status\.json$/, 60_000))?.length ?? 0;
+    }
+    return swept;
   }
 
   async writeStatus(store: BackupStore, status: ServerStatus): Promise<void> {
