@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobTag } from '../src/job-ids.js';
+import { rewriteOwnManifest } from './helpers/manifests.js';
 import { fingerprint, loadPagila, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 
@@ -156,13 +157,14 @@ describe('restore --table --suffix', () => {
     expect(taken.stderr).toContain(
       'public.orders_restored already exists in app: choose another suffix; nothing was changed',
     );
-    // Pagila's payment is partitioned: its rows are in its partitions, which the error names.
+    // A backup from before dbops recorded partitions: a partitioned table is named by its partitions.
+    await rewriteOwnManifest(rig.backupDir, backups.directory!, (manifest) => delete manifest.partitions);
     const partitioned = await rig.cli([
       'restore',
       '--env',
       'app',
       '--backup',
-      backups.custom!,
+      backups.directory!,
       '--table',
       'public.payment',
       '--suffix',
@@ -171,7 +173,8 @@ describe('restore --table --suffix', () => {
     ]);
     expect(partitioned.exitCode).toBe(1);
     expect(partitioned.stderr).toContain(
-      'public.payment is a partitioned table: a table restore takes its partitions, each brought back as a table of its own ' +
+      `public.payment is a partitioned table, and backup ${backups.directory} was made before dbops recorded partitions: ` +
+        'name its partitions, each brought back as a table of its own ' +
         '(--table public.payment_p2022_01 --table public.payment_p2022_02 --table public.payment_p2022_03 ' +
         '--table public.payment_p2022_04 --table public.payment_p2022_05 --table public.payment_p2022_06 ' +
         '--table public.payment_p2022_07); nothing was changed',
@@ -191,6 +194,87 @@ describe('restore --table --suffix', () => {
     expect(noSuffix.stderr.trim()).toBe(
       'manage-db: --table and --schema need either --suffix (each table comes back beside the live one as <table><suffix>) or --replace',
     );
+  });
+
+  it('a partitioned table comes back whole: beside the live one, its partitions attached as in the backup', async () => {
+    const before = await fingerprint(db());
+    const backupRows = before.tables['public.payment_p2022_01']!.rows;
+    await sql(db(), 'DELETE FROM payment WHERE payment_id % 3 = 0');
+    const deleted = await fingerprint(db());
+    const run = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      '--table',
+      'public.payment',
+      '--suffix',
+      '_back',
+      '--wait',
+      '--json',
+    ]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as {
+      tables: { table: string; restoredAs: string; rows: number; checked: string; partitionOf?: string }[];
+    };
+    const partitions = Object.keys(before.tables).filter((name) => name.startsWith('public.payment_p2022_'));
+    expect(partitions).toHaveLength(7);
+    // Only what the eight tables need was restored into the scratch database, not every definition.
+    const jobId = /job (\S+)/.exec(run.stderr)?.[1];
+    const logs = (JSON.parse((await rig.cli(['jobs', 'show', jobId!, '--json'])).stdout) as { logs: string[] }).logs;
+    expect(logs.join('\n')).toMatch(/restoring what 8 table\(s\) need/);
+    expect(logs.join('\n')).not.toContain('restoring every definition');
+    const total = partitions.reduce((sum, name) => sum + before.tables[name]!.rows, 0);
+    expect(result.tables[0]).toEqual({
+      table: 'public.payment',
+      restoredAs: 'public.payment_back',
+      rows: total,
+      checked: 'content digest',
+    });
+    expect(result.tables.slice(1)).toEqual(
+      partitions.map((name) => ({
+        table: name,
+        restoredAs: `${name}_back`,
+        rows: before.tables[name]!.rows,
+        partitionOf: 'public.payment',
+        checked: 'content digest',
+      })),
+    );
+    expect(result.tables.find((table) => table.table === 'public.payment_p2022_01')!.rows).toBe(backupRows);
+    // In the live database: a partitioned payment_back, its seven partitions attached, every row of the backup.
+    expect(await count('SELECT count(*) FROM payment_back')).toBe(total);
+    expect(
+      await sql(
+        db(),
+        `SELECT c.relname AS partition FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'public.payment_back'::regclass ORDER BY 1`,
+      ),
+    ).toEqual(partitions.map((name) => ({ partition: `${name.slice('public.'.length)}_back` })));
+    expect(await count('SELECT count(*) FROM payment_back WHERE payment_id % 3 = 0')).toBeGreaterThan(0);
+    // Every other table as it was.
+    const after = await fingerprint(db());
+    const added = Object.keys(after.tables).filter((name) => !(name in deleted.tables));
+    expect(added.sort()).toEqual(partitions.map((name) => `${name}_back`).sort()); // (the parent holds no rows of its own)
+    for (const name of Object.keys(deleted.tables)) expect(after.tables[name], name).toEqual(deleted.tables[name]);
+
+    // --replace does not take a partitioned table: refused before anything is restored.
+    const replace = await rig.cli([
+      'restore',
+      '--env',
+      'app',
+      '--backup',
+      backups.custom!,
+      '--table',
+      'public.payment',
+      '--replace',
+      '--wait',
+    ]);
+    expect(replace.exitCode).toBe(1);
+    expect(replace.stderr).toContain(
+      'public.payment is a partitioned table: --replace does not take one (bring it back beside with --suffix); nothing was changed',
+    );
+    expect(await fingerprint(db())).toEqual(after);
   });
 
   it('--schema brings back every table of a schema the backup holds', async () => {

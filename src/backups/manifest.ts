@@ -48,6 +48,11 @@ export const manifestSchema = z
     job: z.object({ prefix: z.string(), queue: z.string(), id: z.string() }).optional(),
     /** Rows per table (`schema.table`), counted in the snapshot pg_dump dumped: what a full verify expects. */
     rowCounts: z.record(z.string(), z.number().int().nonnegative()).optional(),
+    /**
+     * Each partitioned table (`schema.table`) with its leaf partitions, which hold its rows (rowCounts
+     * lists those): what a table restore of a partitioned table brings back.
+     */
+    partitions: z.record(z.string(), z.array(z.string())).optional(),
     /** With `backup --digests`: each table's content digest (postgres/compare.ts digestTable), read in that snapshot. */
     tableDigests: z.record(z.string(), z.string().regex(/^[0-9a-f]{32}$/)).optional(),
     /** The source database's identity at backup time (settings, grants, comment, limit, owner, tablespace): what `sourceSettings` applies. */

@@ -10,12 +10,14 @@
 export interface TableName {
   schema: string;
   table: string;
+  /** A partition restored with its partitioned table (also wanted): attached to it, as in the backup. */
+  attached?: boolean;
 }
 
 /** Entry types kept whole: what a table's columns may be made of, none of which is another table. */
 const BUILDING_BLOCKS = ['SCHEMA', 'EXTENSION', 'SHELL TYPE', 'TYPE', 'DOMAIN', 'COLLATION', 'PROCEDURAL LANGUAGE'];
 /** Entry types named by schema and name, longest first (a type's name may have spaces). */
-const NAMED = ['TABLE DATA', 'TABLE', 'SEQUENCE', ...BUILDING_BLOCKS];
+const NAMED = ['TABLE ATTACH', 'TABLE DATA', 'TABLE', 'SEQUENCE', ...BUILDING_BLOCKS];
 
 interface TocEntry {
   line: string;
@@ -47,15 +49,20 @@ export function sequenceNamesIn(sql: string): Set<string> {
   return new Set([...sql.matchAll(/nextval\('([^']+)'::regclass\)/g)].map((match) => match[1]!.replace(/"/g, '')));
 }
 
-/** The entries to restore for `tables`: building blocks, the tables, the sequences named, the tables' rows. */
+/**
+ * The entries to restore for `tables`: building blocks, the tables, the sequences named, the tables'
+ * rows, and the attachment of each partition restored with its partitioned table.
+ */
 export function tableRestoreLines(toc: string[], tables: TableName[], sequences: Set<string>): string[] {
   const wanted = new Set(tables.map((table) => `${table.schema}.${table.table}`));
+  const attached = new Set(tables.filter((table) => table.attached).map((table) => `${table.schema}.${table.table}`));
   return toc
     .map(parseEntry)
     .filter(
       (entry) =>
         BUILDING_BLOCKS.includes(entry.type) ||
         ((entry.type === 'TABLE' || entry.type === 'TABLE DATA') && wanted.has(entry.name!)) ||
+        (entry.type === 'TABLE ATTACH' && attached.has(entry.name!)) ||
         (entry.type === 'SEQUENCE' && sequences.has(entry.name!)),
     )
     .map((entry) => entry.line);

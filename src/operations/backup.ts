@@ -15,7 +15,7 @@ import { backupFormatSchema } from '../backups/manifest.js';
 import type { Manifest } from '../backups/manifest.js';
 import { archiveName, newBackupId, type ArchiveWriter } from '../backups/store.js';
 import { toolDirFor, serverMajor } from '../postgres/binaries.js';
-import { countUserTables } from '../postgres/catalog.js';
+import { countUserTables, partitionTrees } from '../postgres/catalog.js';
 import { readIdentity, rolesOf } from '../postgres/identity.js';
 import { rolesNeeded, userRoleNames, type RoleRecord } from '../postgres/roles.js';
 import { backupableDatabases, serverVersionText } from '../postgres/databases.js';
@@ -234,6 +234,7 @@ async function dumpInSnapshot(
     await Promise.all(writers.map((writer) => writer.complete()));
 
     const { counts: rowCounts, digests: tableDigests } = await counted;
+    const partitions = await partitionTrees(client);
     // Read in the same snapshot: what a restore onto a new server, or with sourceSettings, needs.
     const identity = await readIdentity(client, target.database);
     const roles = await rolesNeeded(client, identity ? rolesOf(identity) : []);
@@ -285,6 +286,7 @@ async function dumpInSnapshot(
       jobId,
       job,
       rowCounts,
+      ...(Object.keys(partitions).length > 0 && { partitions }),
       tableDigests: tableDigests && Object.fromEntries(tableDigests.map((table) => [table.table, table.hash])),
       identity,
       roles,

@@ -102,6 +102,10 @@ const result = z.object({
       table: z.string(),
       restoredAs: z.string().meta({ description: 'with suffix: the new table; with replace: the table itself' }),
       rows: z.number().int(),
+      partitionOf: z
+        .string()
+        .optional()
+        .meta({ description: 'a partition brought back with its partitioned table, attached to it as in the backup' }),
       checked: z.enum(['content digest', 'row count', 'nothing']).meta({
         description:
           "what the restored rows were checked against in the backup's manifest: its digest of the table (backups made with digests), else its row count",
@@ -169,33 +173,60 @@ export const restoretables = defineOperation({
     const { manifest, store } = await catalogue.get(payload.backup, payload.store);
     // With --replace, each table travels under a name of this job's, marked so that only its next attempt may drop it.
     const mark = `dbops restoretables ${jobId}: rows on their way in`;
-    const wanted = [...new Set([...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])])].map(
-      (name) => {
-        const ref = tableRefOf(name);
-        const restoredAs = payload.replace
-          ? nameWithSuffix(ref.table, `_dbops_${jobTag(jobId)}`)
-          : `${ref.table}${payload.suffix}`;
-        return { name, ...ref, restoredAs, key: name };
-      },
-    );
-    for (const table of wanted)
-      if (Buffer.byteLength(table.restoredAs) > 63)
-        throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
+    const restoredName = (table: string) =>
+      payload.replace ? nameWithSuffix(table, `_dbops_${jobTag(jobId)}`) : `${table}${payload.suffix}`;
+    const wanted: WantedTable[] = [
+      ...new Set([...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])]),
+    ].map((name) => {
+      const ref = tableRefOf(name);
+      return { name, ...ref, restoredAs: restoredName(ref.table), key: name };
+    });
     await withClient(
       target.url,
       async (live) => {
         for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
-        const missing = wanted.filter((table) => manifest.rowCounts && manifest.rowCounts[table.key] === undefined);
+        // A partitioned table comes back whole: itself, and its partitions attached to it as the backup holds them.
+        for (const table of [...wanted]) {
+          const leaves = manifest.partitions?.[table.key];
+          if (leaves === undefined) continue;
+          if (payload.replace)
+            throw new PermanentError(
+              `${table.name} is a partitioned table: --replace does not take one (bring it back beside with --suffix); nothing was changed`,
+            );
+          table.leaves = leaves;
+          for (const leaf of leaves) {
+            const known = wanted.find((other) => other.key === leaf);
+            if (known) {
+              known.partitionOf = table.name;
+              continue;
+            }
+            const ref = tableRefOf(plainName(leaf, manifest));
+            wanted.push({
+              name: leaf,
+              ...ref,
+              restoredAs: restoredName(ref.table),
+              key: leaf,
+              partitionOf: table.name,
+            });
+          }
+        }
+        for (const table of wanted)
+          if (Buffer.byteLength(table.restoredAs) > 63)
+            throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
+        const missing = wanted.filter(
+          (table) => !table.leaves && manifest.rowCounts && manifest.rowCounts[table.key] === undefined,
+        );
         for (const table of missing) {
           const leaves = await leafPartitions(live, table.schema, table.table);
           if (leaves === undefined) continue;
-          // The rows are in the partitions, which the backup lists; the partitioned table itself holds none.
+          // A backup made before dbops recorded partitions: which partitions it held is not known for sure.
           const held = leaves.filter((leaf) => manifest.rowCounts?.[leaf] !== undefined);
           throw new PermanentError(
-            `${table.name} is a partitioned table: a table restore takes its partitions, each brought back as a table of its own` +
+            `${table.name} is a partitioned table, and backup ${manifest.id} was made before dbops recorded partitions: ` +
+              'name its partitions, each brought back as a table of its own' +
               (held.length
                 ? ` (${held.map((leaf) => `--table ${leaf}`).join(' ')})`
-                : ` (backup ${manifest.id} holds none of them)`) +
+                : ` (the backup holds none of today's)`) +
               '; nothing was changed',
           );
         }
@@ -233,7 +264,11 @@ export const restoretables = defineOperation({
         onLine: log,
         withoutRoles: true,
         checkIntegrity: true,
-        onlyTables: wanted.map((table) => ({ schema: table.schema, table: table.table })),
+        onlyTables: wanted.map((table) => ({
+          schema: table.schema,
+          table: table.table,
+          ...(table.partitionOf && { attached: true }),
+        })),
         steps: [
           ['--section=pre-data'],
           [
@@ -251,6 +286,17 @@ export const restoretables = defineOperation({
           for (const table of wanted) {
             if (!(await relationExists(scratch, table.schema, table.table)))
               throw new PermanentError(`backup ${manifest.id} has no table ${table.name}; nothing was changed`);
+            if (table.leaves) {
+              // Its rows are its partitions': counted and checked as theirs, below.
+              await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
+              counted.push({
+                table: table.name,
+                restoredAs: `${table.schema}.${table.restoredAs}`,
+                rows: 0,
+                checked: 'nothing',
+              });
+              continue;
+            }
             const rows = await countTableRows(scratch, table.schema, table.table);
             const expected = manifest.rowCounts?.[table.key];
             if (expected !== undefined && rows !== expected)
@@ -268,8 +314,19 @@ export const restoretables = defineOperation({
               table: table.name,
               restoredAs: `${table.schema}.${table.restoredAs}`,
               rows,
+              ...(table.partitionOf && { partitionOf: table.partitionOf }),
               checked: digest !== undefined ? 'content digest' : expected !== undefined ? 'row count' : 'nothing',
             });
+          }
+          // A partitioned table: the rows of its partitions, checked as the least checked of them.
+          for (const entry of counted) {
+            const parts = counted.filter((part) => part.partitionOf === entry.table);
+            if (!wanted.find((table) => table.name === entry.table)?.leaves) continue;
+            entry.rows = parts.reduce((sum, part) => sum + part.rows, 0);
+            entry.checked =
+              (['nothing', 'row count', 'content digest'] as const).find((level) =>
+                parts.some((part) => part.checked === level),
+              ) ?? 'nothing';
           }
         } finally {
           await scratch.end().catch(() => undefined);
@@ -346,6 +403,28 @@ export const restoretables = defineOperation({
       )
       .join(', '),
 });
+
+interface WantedTable {
+  name: string;
+  schema: string;
+  table: string;
+  restoredAs: string;
+  /** As the backup's manifest names it. */
+  key: string;
+  /** A partitioned table: its leaf partitions, as the manifest names them. */
+  leaves?: string[];
+  /** A partition restored with its partitioned table. */
+  partitionOf?: string;
+}
+
+/** `schema.table` of a manifest's name that needs no quoting (as a table restore takes them). */
+function plainName(key: string, manifest: Manifest): string {
+  if (!/^[a-z_][a-z0-9_$]*\.[a-z_][a-z0-9_$]*$/.test(key))
+    throw new PermanentError(
+      `backup ${manifest.id}: the partition ${key} has a name that needs quoting, which a table restore does not take yet; nothing was changed`,
+    );
+  return key;
+}
 
 /** The tables a backup's manifest lists in these schemas, as `schema.table`. */
 function tablesOfSchemas(manifest: Manifest, schemas: string[]): string[] {
