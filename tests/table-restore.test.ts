@@ -30,7 +30,11 @@ describe('restore --table --suffix', () => {
        CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric CHECK (billing.positive(total)));
        CREATE TABLE billing.lines (invoice int REFERENCES billing.invoices, amount numeric);
        INSERT INTO billing.invoices SELECT g, g * 10 FROM generate_series(1, 30) g;
-       INSERT INTO billing.lines SELECT 1 + g % 30, g FROM generate_series(1, 90) g`,
+       INSERT INTO billing.lines SELECT 1 + g % 30, g FROM generate_series(1, 90) g;
+       CREATE TABLE billing.usage (day date NOT NULL, units int) PARTITION BY RANGE (day);
+       CREATE TABLE billing.usage_h1 PARTITION OF billing.usage FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');
+       CREATE TABLE billing.usage_h2 PARTITION OF billing.usage FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
+       INSERT INTO billing.usage SELECT date '2026-01-01' + g, g FROM generate_series(0, 299) g`,
     );
     rig.setEnv('app', db());
     await rig.startWorker('backup');
@@ -293,12 +297,19 @@ describe('restore --table --suffix', () => {
       '--json',
     ]);
     expect(run.exitCode, run.stderr).toBe(0);
-    const result = JSON.parse(run.stdout) as { tables: { table: string; restoredAs: string; rows: number }[] };
-    expect(result.tables.map((table) => [table.table, table.restoredAs, table.rows])).toEqual([
-      ['billing.invoices', 'billing.invoices_then', 30],
-      ['billing.lines', 'billing.lines_then', 90],
+    const result = JSON.parse(run.stdout) as {
+      tables: { table: string; restoredAs: string; rows: number; partitionOf?: string }[];
+    };
+    expect(result.tables.map((table) => [table.table, table.restoredAs, table.rows, table.partitionOf])).toEqual([
+      ['billing.usage', 'billing.usage_then', 300, undefined],
+      ['billing.invoices', 'billing.invoices_then', 30, undefined],
+      ['billing.lines', 'billing.lines_then', 90, undefined],
+      ['billing.usage_h1', 'billing.usage_h1_then', 181, 'billing.usage'],
+      ['billing.usage_h2', 'billing.usage_h2_then', 119, 'billing.usage'],
     ]);
     expect(await count('SELECT count(*) FROM billing.lines')).toBe(45);
+    // The schema's partitioned table came back whole, its partitions attached.
+    expect(await count('SELECT count(*) FROM billing.usage_then')).toBe(300);
     // The invoices' check calls a function of the schema's, which a table's own definitions leave out:
     // that restore fails in the scratch database, and every definition is restored instead.
     const jobId = /job (\S+)/.exec(run.stderr)?.[1];

@@ -435,7 +435,10 @@ function tablesOfSchemas(manifest: Manifest, schemas: string[]): string[] {
     );
   const found: string[] = [];
   for (const schema of schemas) {
-    const listed = Object.keys(manifest.rowCounts).filter((name) => name.startsWith(`${schema}.`));
+    // Its partitioned tables first (each comes back whole, its partitions attached), then every table with rows.
+    const listed = [...Object.keys(manifest.partitions ?? {}), ...Object.keys(manifest.rowCounts)].filter((name) =>
+      name.startsWith(`${schema}.`),
+    );
     const odd = listed.filter((name) => !/^[a-z_][a-z0-9_$]*$/.test(name.slice(schema.length + 1)));
     if (odd.length)
       throw new PermanentError(
