@@ -258,7 +258,7 @@ export class Producer {
     events.on('failed', onEnd);
     events.on('removed', onEnd);
     try {
-      for (;;) {
+      for (let round = 0; ; round += 1) {
         woken = false;
         let job: Job | undefined;
         let state: JobState | 'unknown';
@@ -281,7 +281,9 @@ export class Producer {
         if (onProgress && typeof job.progress === 'object' && job.progress) onProgress(job.progress as Progress);
         if (!woken) {
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, 2_000);
+            // QueueEvents reads from the moment its first read reaches Redis: a job that ends before
+            // then is never announced. So look again soon at first (50 ms, doubling), then every 2 s.
+            const timer = setTimeout(resolve, Math.min(2_000, 50 * 2 ** round));
             wake = () => {
               clearTimeout(timer);
               resolve();
