@@ -93,6 +93,45 @@ async function waitArchived(rig: Rig, since = new Date()): Promise<void> {
   );
 }
 
+/**
+ * The active archiver frozen while 250,000 rows are written (its pg_receivewal goes on receiving into
+ * its spool, but nothing reaches the stores), then killed: `other`, on another host, takes over from
+ * the stores' last segment, and a restore to the latest WAL holds every row and the marker after it.
+ */
+async function takeOverFromFrozen(
+  rig: Rig,
+  frozen: WorkerProcess,
+  other: WorkerProcess,
+  url: string,
+  table: string,
+  marker: string,
+): Promise<void> {
+  process.kill(frozen.pid, 'SIGSTOP');
+  await query(
+    url,
+    `CREATE TABLE ${table} AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 250000) g`,
+  );
+  await sleep(2_000);
+  process.kill(frozen.pid, 'SIGKILL');
+  await frozen.exited;
+  await waitFor(
+    'the other host to take over',
+    () => other.output().includes("resuming after the stores' last WAL segment"),
+    30_000,
+  );
+  await query(url, `INSERT INTO marker (name) VALUES ('${marker}')`);
+  await waitArchived(rig, new Date());
+  const { exitCode, listed, stderr } = await windows(rig);
+  expect(exitCode, stderr).toBe(0);
+  expect(listed[0]!.errors).toEqual([]);
+  const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+  expect(restored.exitCode, restored.stderr).toBe(0);
+  expect(await sql(rig.db('staging'), `SELECT name FROM marker WHERE name = '${marker}'`)).toHaveLength(1);
+  expect(await sql<{ n: string }>(rig.db('staging'), `SELECT count(*)::text AS n FROM ${table}`)).toEqual([
+    { n: '250000' },
+  ]);
+}
+
 describe('point-in-time recovery (file store)', () => {
   let server: NewServer;
   let rig: Rig;
@@ -276,31 +315,7 @@ describe('point-in-time recovery (file store)', () => {
     {
       const other = await startArchiver(rig, { BACKUP_DIR: otherDir, BACKUP_STORES: `file://${rig.backupDir}` });
       expect(other.output()).toMatch(/standing by/);
-      // Frozen: its pg_receivewal goes on receiving into its spool, but nothing reaches the store.
-      process.kill(archiver.pid, 'SIGSTOP');
-      await query(
-        prodUrl,
-        'CREATE TABLE filler2 AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 250000) g',
-      );
-      await sleep(2_000);
-      process.kill(archiver.pid, 'SIGKILL');
-      await archiver.exited;
-      await waitFor(
-        'the other host to take over',
-        () => other.output().includes("resuming after the stores' last WAL segment"),
-        30_000,
-      );
-      await query(prodUrl, "INSERT INTO marker (name) VALUES ('cross-host')");
-      await waitArchived(rig, new Date());
-      const { exitCode, listed, stderr } = await windows(rig);
-      expect(exitCode, stderr).toBe(0);
-      expect(listed[0]!.errors).toEqual([]);
-      const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
-      expect(restored.exitCode, restored.stderr).toBe(0);
-      expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'cross-host'")).toHaveLength(1);
-      expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler2')).toEqual([
-        { n: '250000' },
-      ]);
+      await takeOverFromFrozen(rig, archiver, other, prodUrl, 'filler2', 'cross-host');
       archiver = other;
     }
   }, 240_000);
@@ -572,31 +587,7 @@ describe('point-in-time recovery with an S3 store only', () => {
     thirdDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-third-'));
     const other = await startArchiver(rig, { BACKUP_DIR: thirdDir });
     expect(other.output()).toMatch(/standing by/);
-    // Frozen: its pg_receivewal goes on receiving into its spool, but nothing reaches the bucket.
-    process.kill(archiver.pid, 'SIGSTOP');
-    await query(
-      server.url('app'),
-      'CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 250000) g',
-    );
-    await sleep(2_000);
-    process.kill(archiver.pid, 'SIGKILL');
-    await archiver.exited;
-    await waitFor(
-      'the other host to take over',
-      () => other.output().includes("resuming after the stores' last WAL segment"),
-      30_000,
-    );
-    await query(server.url('app'), "INSERT INTO marker VALUES ('taken-over')");
-    await waitArchived(rig, new Date());
-    const { exitCode, listed, stderr } = await windows(rig);
-    expect(exitCode, stderr).toBe(0);
-    expect(listed[0]!.errors).toEqual([]);
-    const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
-    expect(restored.exitCode, restored.stderr).toBe(0);
-    expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'taken-over'")).toHaveLength(1);
-    expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM filler')).toEqual([
-      { n: '250000' },
-    ]);
+    await takeOverFromFrozen(rig, archiver, other, server.url('app'), 'filler', 'taken-over');
     archiver = other;
   }, 240_000);
 });

@@ -8,7 +8,7 @@ import { PermanentError } from '../errors.js';
 import { jobTag } from '../job-ids.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { connect, withClient } from '../postgres/client.js';
-import { catalogName, tableRef, tableRefOf } from '../postgres/catalog.js';
+import { catalogName, partitionTrees, tableRef, tableRefOf } from '../postgres/catalog.js';
 import { digestTable } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
@@ -19,7 +19,6 @@ import {
   countTableRows,
   detachForTravel,
   dropMarkedTable,
-  leafPartitions,
   markTable,
   relationExists,
   swapInRows,
@@ -217,7 +216,7 @@ export const restoretables = defineOperation({
           (table) => !table.leaves && manifest.rowCounts && manifest.rowCounts[table.key] === undefined,
         );
         for (const table of missing) {
-          const leaves = await leafPartitions(live, table.schema, table.table);
+          const leaves = Object.values(await partitionTrees(live, table))[0];
           if (leaves === undefined) continue;
           // A backup made before dbops recorded partitions: which partitions it held is not known for sure.
           const held = leaves.filter((leaf) => manifest.rowCounts?.[leaf] !== undefined);

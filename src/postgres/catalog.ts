@@ -71,14 +71,22 @@ export async function userTables(client: pg.ClientBase): Promise<string[]> {
   return rows.map((row) => row.name);
 }
 
-/** Each partitioned table outside system schemas and extensions, with its leaf partitions (named as userTables names them). */
-export async function partitionTrees(client: pg.ClientBase): Promise<Record<string, string[]>> {
+/**
+ * Each partitioned table outside system schemas and extensions (or only `schema.table`, when it is
+ * one), with its leaf partitions, named as userTables names them.
+ */
+export async function partitionTrees(
+  client: pg.ClientBase,
+  only?: { schema: string; table: string },
+): Promise<Record<string, string[]>> {
   const { rows } = await client.query<{ name: string; leaves: string[] | null }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS name,
             (SELECT array_agg(format('%I.%I', ln.nspname, l.relname) ORDER BY ln.nspname, l.relname)
                FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid
                JOIN pg_namespace ln ON ln.oid = l.relnamespace WHERE t.isleaf) AS leaves
-       FROM ${USER_RELATIONS} AND c.relkind = 'p' ORDER BY 1`,
+       FROM ${USER_RELATIONS} AND c.relkind = 'p'
+        AND ($1::text IS NULL OR c.oid = to_regclass(format('%I.%I', $1::text, $2::text))) ORDER BY 1`,
+    [only?.schema ?? null, only?.table ?? null],
   );
   return Object.fromEntries(rows.map((row) => [row.name, row.leaves ?? []]));
 }

@@ -19,23 +19,6 @@ export async function relationExists(client: pg.ClientBase, schema: string, tabl
   return rows[0]!.found;
 }
 
-/** The leaf partitions of `schema.table`, named as a backup's manifest names tables, when it is a partitioned table; undefined when it is not one. */
-export async function leafPartitions(
-  client: pg.ClientBase,
-  schema: string,
-  table: string,
-): Promise<string[] | undefined> {
-  const { rows } = await client.query<{ partitioned: boolean; leaves: string[] | null }>(
-    `SELECT c.relkind = 'p' AS partitioned,
-            (SELECT array_agg(format('%I.%I', n.nspname, l.relname) ORDER BY n.nspname, l.relname)
-               FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid
-               JOIN pg_namespace n ON n.oid = l.relnamespace WHERE t.isleaf) AS leaves
-       FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', $1::text, $2::text))`,
-    [schema, table],
-  );
-  return rows[0]?.partitioned ? (rows[0].leaves ?? []) : undefined;
-}
-
 export async function countTableRows(client: pg.ClientBase, schema: string, table: string): Promise<number> {
   const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${tableRef(schema, table).sql}`);
   return Number(rows[0]!.n);
