@@ -56,7 +56,7 @@ describe("the CLI's flags come from the payload schemas", () => {
       source('operations.ts'),
       backups.slice(backups.indexOf(".command('verify')"), backups.indexOf(".command('download')")),
     ];
-    expect(texts[1]).toContain("payloadFlag('prune', 'confirm')");
+    expect(texts[1]).toContain("'prune',"); // the slice holds prune's flags
     const declared = texts.flatMap((text) => [
       ...text.matchAll(/['"`]--(?:env|confirm|store|jobs|drop-previous|source-settings)\b[^'"`]*['"`]/g),
     ]);

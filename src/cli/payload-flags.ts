@@ -43,33 +43,24 @@ function flagOf(type: string, field: string): PayloadFlag {
   return flag;
 }
 
-export interface FlagWords {
-  /** The command's own words for it, instead of the schema's description. */
-  description?: string;
-  /** A command that enqueues several operations makes a field one of them requires optional. */
-  required?: boolean;
-}
-
-/** The commander option for one field of an operation's payload: spelling, argument and parser from its schema. */
-export function payloadFlag(type: string, field: string, words: FlagWords = {}): Option {
+/**
+ * The commander option for one field of an operation's payload: spelling, argument and parser from its
+ * schema; `description`, the command's own words for it instead of the schema's.
+ */
+export function payloadFlag(type: string, field: string, description?: string): Option {
   const flag = flagOf(type, field);
-  const option = new Option(flag.flags, words.description ?? flag.description);
+  const option = new Option(flag.flags, description ?? flag.description);
   if (flag.choices) option.choices(flag.choices);
   if (flag.kind === 'integer') option.argParser(parseWholeNumber);
   if (flag.kind === 'number') option.argParser(parseNumber);
   if (flag.kind === 'list') option.argParser(collect);
-  if (words.required ?? flag.required) option.makeOptionMandatory();
+  if (flag.required) option.makeOptionMandatory();
   return option;
 }
 
-/** Adds the flags of these payload fields (in this order) to a command, each with the command's own words if given. */
-export function withPayloadFlags(
-  command: Command,
-  type: string,
-  fields: string[],
-  words: Record<string, FlagWords> = {},
-): Command {
-  for (const field of fields) command.addOption(payloadFlag(type, field, words[field]));
+/** Adds the flags of these payload fields, in this order, to a command. */
+export function withPayloadFlags(command: Command, type: string, fields: string[]): Command {
+  for (const field of fields) command.addOption(payloadFlag(type, field));
   return command;
 }
 
@@ -97,7 +88,6 @@ export const flaggedTypes = (): string[] => Object.keys(TABLE);
  * through `enqueue <type> JSON`.)
  */
 export function derivedCommand(parent: Command, type: string): Command {
-  const command = parent.command(type).description(TABLE[type]?.summary ?? type);
-  for (const flag of TABLE[type]?.flags ?? []) command.addOption(payloadFlag(type, flag.field));
-  return command;
+  const fields = (TABLE[type]?.flags ?? []).map((flag) => flag.field);
+  return withPayloadFlags(parent.command(type).description(TABLE[type]?.summary ?? type), type, fields);
 }

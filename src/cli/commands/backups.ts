@@ -4,7 +4,7 @@ import { cliConfig } from '../config.js';
 import { CliExit, ValidationError } from '../../errors.js';
 import { humanDuration, humanSize, listTime } from '../../units.js';
 import { EXIT, err, out, printJson, printTable } from '../io.js';
-import { payloadFlag, payloadOf } from '../payload-flags.js';
+import { payloadFlag, payloadOf, withPayloadFlags } from '../payload-flags.js';
 import { runOperation } from '../lazy.js';
 import type { RunOperation } from '../run-flags.js';
 import { flagsOf, withRunFlags } from './operations.js';
@@ -135,10 +135,11 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
       .addOption(payloadFlag('verify', 'full'))
       .addOption(payloadFlag('verify', 'store'))
       .addOption(
-        payloadFlag('verify', 'env', {
-          description:
-            "--full: the environment whose server holds the scratch database (default: the backup's own); --pitr: the environment to drill",
-        }),
+        payloadFlag(
+          'verify',
+          'env',
+          "--full: the environment whose server holds the scratch database (default: the backup's own); --pitr: the environment to drill",
+        ),
       )
       .option(
         '--pitr',
@@ -158,16 +159,15 @@ export function registerBackups(program: Command, run: RunOperation = runOperati
     );
   });
   withRunFlags(
-    backups
-      .command('prune')
-      .description(
-        'apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest',
-      )
-      .addOption(payloadFlag('prune', 'env'))
-      .addOption(payloadFlag('prune', 'store'))
-      .addOption(payloadFlag('prune', 'dryRun'))
-      .addOption(payloadFlag('prune', 'policy'))
-      .addOption(payloadFlag('prune', 'confirm')),
+    withPayloadFlags(
+      backups
+        .command('prune')
+        .description(
+          'apply the retention policy in each backup store: keep the last N verified backups, then daily/weekly/monthly ones; delete the rest',
+        ),
+      'prune',
+      ['env', 'store', 'dryRun', 'policy', 'confirm'],
+    ),
   ).action(async (options) => {
     await run('prune', payloadOf('prune', options), flagsOf(options));
   });

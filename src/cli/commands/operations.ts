@@ -6,9 +6,9 @@ import { EXIT, parseWholeNumber } from '../io.js';
 import { runOperation } from '../lazy.js';
 import type { OperationType } from '../../operations/index.js';
 import type { RunFlags, RunOperation } from '../run-flags.js';
+import { derivedCommand, payloadFlag, payloadOf, withPayloadFlags } from '../payload-flags.js';
 
 export type RegisterCommand = (program: Command, run?: RunOperation) => void;
-import { derivedCommand, payloadFlag, payloadOf, withPayloadFlags } from '../payload-flags.js';
 
 /** The flags every operation command shares. */
 export function withRunFlags(command: Command): Command {
@@ -40,16 +40,14 @@ export function registerBackup(program: Command, run: RunOperation = runOperatio
       "a base backup of the environment's whole server (pg_basebackup), for point-in-time recovery (docs/pitr.md)",
     ),
   ).action(async (options) => {
+    const payload = payloadOf('backup', options, BACKUP_FIELDS);
     if (options.physical) {
-      const conflicting = ['allDatabases', 'digests', 'compress', 'jobs'].filter(
-        (flag) => options[flag] !== undefined && options[flag] !== false,
-      );
-      if (conflicting.length > 0 || options.format !== undefined)
+      if (Object.keys(payload).some((field) => field !== 'env'))
         throw new ValidationError('--physical takes only --env: a base backup is of the whole server, as it is');
       await run('physicalbackup', { env: options.env }, flagsOf(options));
       return;
     }
-    await run('backup', payloadOf('backup', options, BACKUP_FIELDS), flagsOf(options));
+    await run('backup', payload, flagsOf(options));
   });
 }
 
