@@ -318,9 +318,9 @@ export const restoretables = defineOperation({
             });
           }
           // A partitioned table: the rows of its partitions, checked as the least checked of them.
-          for (const entry of counted) {
-            const parts = counted.filter((part) => part.partitionOf === entry.table);
-            if (!wanted.find((table) => table.name === entry.table)?.leaves) continue;
+          for (const table of wanted.filter((one) => one.leaves)) {
+            const entry = counted.find((one) => one.table === table.name)!;
+            const parts = counted.filter((part) => part.partitionOf === table.name);
             entry.rows = parts.reduce((sum, part) => sum + part.rows, 0);
             entry.checked =
               (['nothing', 'row count', 'content digest'] as const).find((level) =>
@@ -416,9 +416,9 @@ interface WantedTable {
   partitionOf?: string;
 }
 
-/** `schema.table` of a manifest's name that needs no quoting (as a table restore takes them). */
+/** `schema.table` of a manifest's name that needs no quoting: a name a table restore takes (`tableName`). */
 function plainName(key: string, manifest: Manifest): string {
-  if (!/^[a-z_][a-z0-9_$]*\.[a-z_][a-z0-9_$]*$/.test(key))
+  if (!tableName.safeParse(key).success)
     throw new PermanentError(
       `backup ${manifest.id}: the partition ${key} has a name that needs quoting, which a table restore does not take yet; nothing was changed`,
     );
