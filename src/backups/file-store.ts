@@ -38,8 +38,10 @@ import { DIR_MODE, FILE_MODE, WorkArea } from './work-area.js';
 
 const IN_USE = '.in-use';
 const UNPUBLISHED = '.unpublished';
-/** putObject's temporary file for an object: `.<object name>.<8 hex>`. */
+/** A file written beside its final name, then renamed into place: `.<name>.<8 hex>` (temporaryFor). */
 const TEMPORARY = /^\.(.+)\.[0-9a-f]{8}$/;
+const temporaryFor = (file: string): string =>
+  path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(4).toString('hex')}`);
 /** The job's work subdirectory a base backup's tree crosses on its way into `pitr/` (putTree). */
 const TREE_ON_ITS_WAY = 'pitr-base';
 
@@ -100,7 +102,7 @@ export class FileStore implements BackupStore {
 
   async putObject(key: string, body: Readable | Buffer | string, signal?: AbortSignal): Promise<void> {
     const file = this.pitrPath(key);
-    const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(4).toString('hex')}`);
+    const temporary = temporaryFor(file);
     try {
       await this.privateParents(path.dirname(file));
       const source = typeof body === 'string' || Buffer.isBuffer(body) ? Readable.from([Buffer.from(body)]) : body;
@@ -301,7 +303,7 @@ export class FileStore implements BackupStore {
   /** Signed, written whole under a temporary name (not *.json, so never listed), then renamed into place. */
   async writeManifest(manifest: Manifest): Promise<void> {
     const signed = (await this.seal()).sign('manifest', manifest);
-    const temporary = path.join(this.dir, `.${manifest.id}.json.${randomBytes(4).toString('hex')}`);
+    const temporary = temporaryFor(this.manifestPath(manifest.id));
     await writeFile(temporary, `${JSON.stringify(signed, null, 2)}\n`, { mode: FILE_MODE });
     await rename(temporary, this.manifestPath(manifest.id));
   }
