@@ -1,5 +1,5 @@
-import * as z from 'zod';
 import { getOperation, operationTypes } from '../operations/index.js';
+import { payloadJsonSchema } from '../queue/contract.js';
 import type { PayloadFlag, PayloadFlagTable } from './payload-flags.js';
 
 /*
@@ -33,7 +33,7 @@ const SWITCHES: Record<string, Pick<PayloadFlag, 'flags' | 'description' | 'valu
 const kebab = (field: string): string => field.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
 
 /** The flag for one field, or undefined when a flag cannot carry its value (an object, a list of objects). */
-export function flagOfField(field: string, schema: JsonSchema, required: boolean): PayloadFlag | undefined {
+function flagOfField(field: string, schema: JsonSchema, required: boolean): PayloadFlag | undefined {
   const name = `--${kebab(field)}`;
   const description = schema.description ?? '';
   const switched = SWITCHES[field];
@@ -77,7 +77,7 @@ export function derivePayloadFlags(): PayloadFlagTable {
   const table: PayloadFlagTable = {};
   for (const type of operationTypes) {
     const operation = getOperation(type);
-    const schema = z.toJSONSchema(operation.schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+    const schema = payloadJsonSchema(type) as JsonSchema;
     const required = new Set(schema.required ?? []);
     const flags = Object.entries(schema.properties ?? {})
       .map(([field, property]) => flagOfField(field, property, required.has(field)))

@@ -52,6 +52,11 @@ export const CONFIGURATION_RULES = [
   'a store named is one of `BACKUP_STORES`; an encrypted backup is of the custom format',
 ];
 
+/** An operation's payload as JSON Schema, as other producers validate it (and the CLI's flags are derived from it). */
+export function payloadJsonSchema(type: OperationType): Record<string, unknown> {
+  return z.toJSONSchema(getOperation(type).schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+}
+
 export function operationContract(type: OperationType, config: Config): OperationContract {
   const operation = getOperation(type);
   return {
@@ -60,7 +65,7 @@ export function operationContract(type: OperationType, config: Config): Operatio
     queue: queueOf(type),
     jobName: type,
     confirm: operation.changes ? (operation.changesWhen ?? 'when it changes the environment') : null,
-    payload: z.toJSONSchema(operation.schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>,
+    payload: payloadJsonSchema(type),
     result: z.toJSONSchema(operation.result, { io: 'output', unrepresentable: 'any' }) as Record<string, unknown>,
     jobOptions: { ...jobOptionsFor(config, type) },
     progress: { ...PROGRESS_SCHEMA },
