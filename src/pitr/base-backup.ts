@@ -6,13 +6,13 @@ import type { Readable } from 'node:stream';
 import { execa } from 'execa';
 import type { Config } from '../config.js';
 import { PermanentError } from '../errors.js';
+import type { JobRef } from '../job-ids.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
 import { StderrTail, finishTool, startTool, type PgTool } from '../postgres/tools.js';
 import { userTablespaces, serverFacts } from '../postgres/wal.js';
 import { PitrArchive, type BaseManifest } from './wal-archive.js';
 import { formatLsn, parseLsn, parseSegmentName, segmentOf } from './wal-names.js';
-import type { JobRef } from '../job-ids.js';
 
 /*
  * A base backup: pg_basebackup of the whole server (plain format, with the WAL it needs), checked with

@@ -14,11 +14,8 @@ import { HashingStream } from '../backups/checksum.js';
 import { DecryptStream, EncryptStream, keyId } from '../backups/encryption.js';
 import { sealFor, signatureSchema, type Seal, type SealPurpose } from '../backups/signing.js';
 import type { BackupStore } from '../backups/store.js';
-import { HISTORY_NAME, SEGMENT_NAME, parseLsn } from './wal-names.js';
-
-/** The objects under `wal/`: a segment, a kept partial segment or a timeline history, and their sidecars. */
-const WAL_OBJECT = /^([0-9A-F]{24}(\.[0-9A-F]{16}\.partial)?|[0-9A-F]{8}\.history)\.(gz|json)$/;
 import type { JobRef } from '../job-ids.js';
+import { HISTORY_NAME, SEGMENT_NAME, parseLsn } from './wal-names.js';
 
 /*
  * The WAL archive in each backup store, under `pitr/<server>/` (server: the system identifier):
@@ -33,6 +30,8 @@ import type { JobRef } from '../job-ids.js';
  */
 
 const SERVER_ID = /^\d{1,20}$/;
+/** The objects under `wal/`: a segment, a kept partial segment or a timeline history, and their sidecars (walKey). */
+const WAL_OBJECT = /^([0-9A-F]{24}(\.[0-9A-F]{16}\.partial)?|[0-9A-F]{8}\.history)\.(gz|json)$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 export const BASE_ID = /^base-\d{8}t\d{6}z-[0-9a-f]{12}$/;
 
