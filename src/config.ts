@@ -150,6 +150,8 @@ const baseSchema = z.object({
   NOTIFY_ON_SUCCESS: booleanString.default(false),
   /** Environments whose servers' WAL is archived continuously (point-in-time recovery). */
   PITR_ENVS: z.string().optional(),
+  /** WAL (MiB) the archiver's slot may keep on a server before the archiver warns (default: 80 % of max_slot_wal_keep_size, else 8192). */
+  PITR_SLOT_WARN_MB: positiveInt(1, 100_000_000).optional(),
   /** The unprivileged OS user a root worker runs its temporary recovery instances as. */
   PITR_OS_USER: z
     .string()

@@ -499,7 +499,13 @@ describe('point-in-time recovery with an S3 store only', () => {
     );
     await query(server.url('app'), 'CREATE TABLE marker (name text PRIMARY KEY)');
     s3 = await S3Server.start(['pitr-bucket']);
-    rig = await Rig.create({ PITR_ENVS: 'prod', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
+    rig = await Rig.create({
+      PITR_ENVS: 'prod',
+      PITR_OS_USER: 'postgres',
+      BACKUP_SIGNING_KEY: SIGNING_KEY,
+      // Low, for the outage test: the slot keeping more than 16 MiB is warned of.
+      PITR_SLOT_WARN_MB: '16',
+    });
     Object.assign(rig.env, s3.env(`s3://pitr-bucket/${rig.id}?forcePathStyle=true`), {
       BACKUP_ENCRYPTION_KEY: 'b'.repeat(64),
       BACKUP_RETENTION_PROD: 'last=1',
@@ -589,5 +595,87 @@ describe('point-in-time recovery with an S3 store only', () => {
     expect(other.output()).toMatch(/standing by/);
     await takeOverFromFrozen(rig, archiver, other, server.url('app'), 'filler', 'taken-over');
     archiver = other;
+  }, 240_000);
+  it('a bucket that is down: the archiver goes on receiving, says what fails and warns as the slot grows; back up, it catches up with no gap', async () => {
+    const token = 'pitr-outage-token-0123';
+    const running = await startTestServer(rig, {
+      API_TOKEN: token,
+      DASHBOARD_USER: 'ops',
+      DASHBOARD_PASSWORD: 'pw-1234567',
+    });
+    const bearer = { headers: { Authorization: `Bearer ${token}` } };
+    const auth = { headers: { Authorization: basic('ops', 'pw-1234567') } };
+    type Facts = Listing & {
+      store: string;
+      archiver?: { pid: number; error?: string; warning?: string; slotRetainedBytes?: number };
+    };
+    const facts = async () => (await (await fetch(`${running.url}/api/v1/pitr?env=prod`, bearer)).json()) as Facts[];
+    const failing = (metrics: string, server: string) =>
+      new RegExp(`dbops_wal_archiving_failed\\{server="${server}"\\} (\\d)`).exec(metrics)?.[1];
+    try {
+      const [before] = await facts();
+      expect(before!.archiver?.error).toBeUndefined();
+      const systemId = before!.server;
+      await s3.down();
+      try {
+        // About 30 MiB of WAL while nothing can be stored: the slot keeps it on the server.
+        await query(
+          server.url('app'),
+          'CREATE TABLE outage AS SELECT g, repeat(md5(g::text), 4) AS pad FROM generate_series(1, 150000) g',
+        );
+        const during = await waitFor(
+          'the archiver to report the bucket failing and warn of the slot',
+          async () => {
+            const [one] = await facts();
+            return one?.archiver?.error && one.archiver.warning ? one : undefined;
+          },
+          60_000,
+        );
+        expect(during.server).toBe(systemId);
+        expect(during.errors).toEqual([expect.stringMatching(/^cannot read the store: /)]);
+        expect(during.archiver!.pid).toBe(archiver.pid);
+        expect(during.archiver!.error).toMatch(/^store s3: /);
+        expect(during.archiver!.slotRetainedBytes).toBeGreaterThan(16 * 2 ** 20);
+        expect(during.archiver!.warning).toMatch(/keeps \d+ MiB of WAL on the server \(limit 16 MiB\)/);
+        // /metrics answers all the same, and says which store is down.
+        const metrics = await (await fetch(`${running.url}/metrics`, auth)).text();
+        expect(failing(metrics, systemId)).toBe('1');
+        expect(metrics).toContain('dbops_store_up{store="s3"} 0');
+        const page = await (await fetch(`${running.url}/recovery`, auth)).text();
+        expect(page).toContain('cannot archive: store s3: ');
+        expect(page).toContain('limit 16 MiB');
+        expect(archiver.output()).toContain('cannot archive; trying again');
+        // The CLI says which store it cannot read, and fails.
+        const listed = await windows(rig);
+        expect(listed.exitCode).toBe(1);
+        expect(listed.stderr).toMatch(/cannot read the s3 store: /);
+      } finally {
+        await s3.up();
+      }
+      await query(server.url('app'), "INSERT INTO marker VALUES ('after-the-outage')");
+      await waitArchived(rig, new Date());
+      const after = await waitFor(
+        'the archiver to catch up and stop warning',
+        async () => {
+          const [one] = await facts();
+          return one?.archiver && !one.archiver.error && !one.archiver.warning ? one : undefined;
+        },
+        60_000,
+      );
+      expect(after.errors).toEqual([]);
+      expect(after.archiver!.pid).toBe(archiver.pid);
+      const metrics = await (await fetch(`${running.url}/metrics`, auth)).text();
+      expect(failing(metrics, systemId)).toBe('0');
+      expect(metrics).toContain('dbops_store_up{store="s3"} 1');
+      // Nothing written during the outage was lost.
+      const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+      expect(restored.exitCode, restored.stderr).toBe(0);
+      expect(await sql(rig.db('staging'), "SELECT name FROM marker WHERE name = 'after-the-outage'")).toHaveLength(1);
+      expect(await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM outage')).toEqual([
+        { n: '150000' },
+      ]);
+    } finally {
+      await running.close();
+    }
   }, 240_000);
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config.js';
 import { errorMessage } from '../errors.js';
+import { scrubSecrets } from '../secrets.js';
 import type { Logger } from '../logger.js';
 import { privateDir } from '../backups/work-area.js';
 import { connect } from '../postgres/client.js';
@@ -44,6 +45,8 @@ export const RECEIVER_NAME = 'dbops-pg_receivewal';
 const ROUND_MS = 250;
 const RENEW_MS = 2_000;
 const STATUS_MS = 1_000;
+/** Between two rounds while a store fails. */
+const FAILING_ROUND_MS = 1_000;
 
 /** Who archives which server: held by one archiver process at a time, renewed while it runs. */
 export interface ServerLock {
@@ -58,8 +61,8 @@ export interface ArchiverReport {
   envs: Record<string, string>;
   host: string;
   pid: number;
-  /** What the server had written, what the receiver flushed, and what the stores hold. */
-  serverLsn: string;
+  /** What the server had written (absent when it did not answer), what the receiver flushed, and what the stores hold. */
+  serverLsn?: string;
   receivedLsn?: string;
   archivedLsn?: string;
   lagBytes?: number;
@@ -69,6 +72,8 @@ export interface ArchiverReport {
   caughtUpAt?: string;
   at: string;
   warning?: string;
+  /** Why the archiver cannot archive right now (a store or the server failing): it keeps trying. */
+  error?: string;
 }
 
 export interface ArchiverOptions {
@@ -76,8 +81,6 @@ export interface ArchiverOptions {
   logger: Logger;
   lock: ServerLock;
   report(report: ArchiverReport): Promise<void>;
-  /** WAL retained by the slot beyond which a warning is given (default: 80 % of max_slot_wal_keep_size, else 8 GiB). */
-  warnRetainedBytes?: number;
 }
 
 interface ServerGroup {
@@ -187,8 +190,10 @@ class ServerArchiver {
         await this.archive(signal);
       } catch (error) {
         if (error instanceof LostLock) this.logger.warn({ server: this.server }, 'lost the archiver lock: stopping');
-        else if (!signal.aborted)
+        else if (!signal.aborted) {
           this.logger.error({ err: error, server: this.server }, 'archiving stopped; starting again');
+          await this.reportFailure(error);
+        }
       } finally {
         await lock.release(this.server).catch(() => undefined);
       }
@@ -229,19 +234,28 @@ class ServerArchiver {
         });
         const roundStart = new Date();
         position = await walPosition(client, SLOT, RECEIVER_NAME);
-        await this.uploadRound(archive, position, outer);
-        this.caughtUp(roundStart, parseLsn(position.serverLsn));
+        // A store that fails does not stop the receiver: the spool and the slot keep the WAL meanwhile,
+        // and the report says what fails while the slot's retained WAL grows.
+        let failure: string | undefined;
+        try {
+          await this.uploadRound(archive, position, outer);
+          this.caughtUp(roundStart, parseLsn(position.serverLsn));
+          if (Date.now() - this.lastPrune > 30_000) {
+            this.lastPrune = Date.now();
+            for (const store of archive.stores) await onStore(store, () => archive.prunePartials(store, this.server));
+          }
+          await this.writeStatus(archive);
+        } catch (error) {
+          if (outer.aborted) throw error;
+          failure = this.failed(error);
+        }
         // The slot keeps what the stores do not hold yet, wherever the archiver that takes over runs.
         if (this.archivedLsn !== undefined && this.archivedLsn !== this.slotAt) {
           await advanceSlot(client, SLOT, formatLsn(this.archivedLsn));
           this.slotAt = this.archivedLsn;
         }
-        if (Date.now() - this.lastPrune > 30_000) {
-          this.lastPrune = Date.now();
-          for (const store of archive.stores) await archive.prunePartials(store, this.server);
-        }
-        await this.publish(archive, position);
-        await sleep(ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
+        await this.report(position, failure);
+        await sleep(failure ? FAILING_ROUND_MS : ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
       }
     } finally {
       outer.removeEventListener('abort', onOuter);
@@ -308,7 +322,7 @@ class ServerArchiver {
       const file = path.join(this.spool, name);
       if (!this.uploaded.has(name)) {
         for (const store of archive.stores)
-          await archive.putWal(store, this.server, file, { name, partial: false }, signal);
+          await onStore(store, () => archive.putWal(store, this.server, file, { name, partial: false }, signal));
         this.uploaded.add(name);
         if (SEGMENT_NAME.test(name)) {
           const end = segmentEnd(parseSegmentName(name, segmentBytes), segmentBytes);
@@ -333,10 +347,12 @@ class ServerArchiver {
       if (length <= 0 || length > segmentBytes) return;
       try {
         for (const store of archive.stores)
-          await archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal, length);
+          await onStore(store, () =>
+            archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal, length),
+          );
       } catch (error) {
         // Renamed to a complete segment meanwhile: the next round archives that one.
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        if (((error as StoreFailure).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return;
         throw error;
       }
       this.partialFlushed = flushed;
@@ -358,49 +374,94 @@ class ServerArchiver {
     if (reached) this.caughtUpAt = reached.toISOString();
   }
 
-  private async publish(archive: PitrArchive, position: WalPosition): Promise<void> {
-    const now = new Date().toISOString();
-    const warning = this.retainedWarning(position);
-    if (this.archivedLsn !== undefined && this.caughtUpAt) {
-      const status: ServerStatus = {
-        kind: 'dbops-wal-status',
-        server: this.server,
-        envs: this.group.envs,
-        walSegmentBytes: this.group.facts.walSegmentBytes,
-        timeline: this.group.facts.timeline,
-        archivedLsn: formatLsn(this.archivedLsn),
-        caughtUpAt: this.caughtUpAt,
-        updatedAt: now,
-      };
-      if (Date.now() - this.lastStatusWrite > STATUS_MS) {
-        this.lastStatusWrite = Date.now();
-        for (const store of archive.stores) await archive.writeStatus(store, status);
-      }
+  /** The signed status in every store, at most once a second: what they hold, and up to when. */
+  private async writeStatus(archive: PitrArchive): Promise<void> {
+    if (this.archivedLsn === undefined || !this.caughtUpAt || Date.now() - this.lastStatusWrite <= STATUS_MS) return;
+    const status: ServerStatus = {
+      kind: 'dbops-wal-status',
+      server: this.server,
+      envs: this.group.envs,
+      walSegmentBytes: this.group.facts.walSegmentBytes,
+      timeline: this.group.facts.timeline,
+      archivedLsn: formatLsn(this.archivedLsn),
+      caughtUpAt: this.caughtUpAt,
+      updatedAt: new Date().toISOString(),
+    };
+    for (const store of archive.stores) await onStore(store, () => archive.writeStatus(store, status));
+    this.lastStatusWrite = Date.now();
+  }
+
+  /** What a failure is said as (secrets scrubbed), logged when it first happens and once a minute after. */
+  private failed(error: unknown): string {
+    const message = scrubSecrets(errorMessage(error), this.options.config.secrets);
+    if (message !== this.lastFailure || Date.now() - this.lastFailureLog > 60_000) {
+      this.lastFailure = message;
+      this.lastFailureLog = Date.now();
+      this.logger.error({ server: this.server, error: message }, 'cannot archive; trying again');
     }
+    return message;
+  }
+
+  private lastFailure?: string;
+  private lastFailureLog = 0;
+
+  /** The archiver's report (Redis: the console, the API, /metrics), every round. */
+  private async report(position: WalPosition | undefined, error?: string): Promise<void> {
+    const warning = position && this.retainedWarning(position);
     await this.options
       .report({
         server: this.server,
         envs: this.group.envs,
         host: os.hostname(),
         pid: process.pid,
-        serverLsn: position.serverLsn,
-        ...(position.flushLsn ? { receivedLsn: position.flushLsn } : {}),
+        ...(position
+          ? {
+              serverLsn: position.serverLsn,
+              ...(position.flushLsn ? { receivedLsn: position.flushLsn } : {}),
+              ...(position.lagBytes !== undefined ? { lagBytes: position.lagBytes } : {}),
+              ...(position.flushLagSeconds !== undefined ? { lagSeconds: position.flushLagSeconds } : {}),
+              ...(position.slotRetainedBytes !== undefined ? { slotRetainedBytes: position.slotRetainedBytes } : {}),
+              ...(position.slotLimitBytes !== undefined ? { slotLimitBytes: position.slotLimitBytes } : {}),
+            }
+          : {}),
         ...(this.archivedLsn !== undefined ? { archivedLsn: formatLsn(this.archivedLsn) } : {}),
-        ...(position.lagBytes !== undefined ? { lagBytes: position.lagBytes } : {}),
-        ...(position.flushLagSeconds !== undefined ? { lagSeconds: position.flushLagSeconds } : {}),
-        ...(position.slotRetainedBytes !== undefined ? { slotRetainedBytes: position.slotRetainedBytes } : {}),
-        ...(position.slotLimitBytes !== undefined ? { slotLimitBytes: position.slotLimitBytes } : {}),
         ...(this.caughtUpAt ? { caughtUpAt: this.caughtUpAt } : {}),
-        at: now,
+        at: new Date().toISOString(),
         ...(warning ? { warning } : {}),
+        ...(error ? { error } : {}),
       })
-      .catch((error: unknown) => this.logger.warn({ err: error }, 'cannot report the archiver status'));
+      .catch((failure: unknown) => this.logger.warn({ err: failure }, 'cannot report the archiver status'));
+  }
+
+  /**
+   * Archiving could not start (the server or a store failing): said in the report, with the slot's
+   * retained WAL when the server answers, until the next attempt.
+   */
+  private async reportFailure(error: unknown): Promise<void> {
+    const message = this.failed(error);
+    let position: WalPosition | undefined;
+    try {
+      const client = await connect(this.group.url, 'dbops:wal');
+      try {
+        position = await walPosition(client, SLOT, RECEIVER_NAME);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    } catch {
+      // the server does not answer: the report says what failed, without its position
+    }
+    await this.report(position, message);
   }
 
   /** Said (and logged once a minute) while the slot holds back more WAL than is safe for the server's disk. */
   private retainedWarning(position: WalPosition): string | undefined {
+    const configured = this.options.config.PITR_SLOT_WARN_MB;
     const limit =
-      this.options.warnRetainedBytes ?? (position.slotLimitBytes ? position.slotLimitBytes * 0.8 : 8 * 2 ** 30);
+      configured !== undefined
+        ? configured * 2 ** 20
+        : position.slotLimitBytes
+          ? position.slotLimitBytes * 0.8
+          : 8 * 2 ** 30;
     const retained = position.slotRetainedBytes ?? 0;
     if (retained <= limit) return undefined;
     const warning = `the slot ${SLOT} keeps ${Math.round(retained / 2 ** 20)} MiB of WAL on the server (limit ${Math.round(limit / 2 ** 20)} MiB): the archiver is falling behind and the server's disk fills`;
@@ -409,5 +470,16 @@ class ServerArchiver {
       this.logger.warn({ server: this.server, retainedBytes: retained }, warning);
     }
     return warning;
+  }
+}
+
+/** A store's failure, named by the store. */
+class StoreFailure extends Error {}
+
+async function onStore<T>(store: { name: string }, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw new StoreFailure(`store ${store.name}: ${errorMessage(error)}`, { cause: error });
   }
 }

@@ -1,4 +1,4 @@
-import { PermanentError } from '../errors.js';
+import { PermanentError, errorMessage } from '../errors.js';
 import type { BackupStore } from '../backups/store.js';
 import type { BaseManifest, PitrArchive, ServerStatus, WalEntry } from './wal-archive.js';
 import { recoveryWindow, type RecoveryWindow } from './window.js';
@@ -40,25 +40,39 @@ function envsOf(one: ServerArchive): Record<string, string> {
   return { ...(one.bases.at(-1)?.envs ?? {}), ...(one.status?.envs ?? {}) };
 }
 
-/** Every server's recoverable window, per store (each store is a copy of its own). */
+export interface StoreWindow {
+  store: string;
+  window: RecoveryWindow;
+  skipped: string[];
+}
+
+/**
+ * Every server's recoverable window, per store (each store is a copy of its own). A store that cannot
+ * be read is said with why, beside the others' windows.
+ */
 export async function serverWindows(
   archive: PitrArchive,
   filter: { env?: string; store?: string } = {},
-): Promise<{ store: string; window: RecoveryWindow; skipped: string[] }[]> {
-  const found: { store: string; window: RecoveryWindow; skipped: string[] }[] = [];
+): Promise<{ windows: StoreWindow[]; unreadable: { store: string; error: string }[] }> {
+  const windows: StoreWindow[] = [];
+  const unreadable: { store: string; error: string }[] = [];
   for (const store of archive.stores) {
     if (filter.store && store.name !== filter.store) continue;
-    for (const server of await archive.servers(store)) {
-      const one = await readServerArchive(archive, store, server);
-      if (filter.env && envsOf(one)[filter.env] === undefined) continue;
-      found.push({
-        store: store.name,
-        window: recoveryWindow(server, one.bases, one.entries, one.status),
-        skipped: one.skipped,
-      });
+    try {
+      for (const server of await archive.servers(store)) {
+        const one = await readServerArchive(archive, store, server);
+        if (filter.env && envsOf(one)[filter.env] === undefined) continue;
+        windows.push({
+          store: store.name,
+          window: recoveryWindow(server, one.bases, one.entries, one.status),
+          skipped: one.skipped,
+        });
+      }
+    } catch (error) {
+      unreadable.push({ store: store.name, error: errorMessage(error) });
     }
   }
-  return found;
+  return { windows, unreadable };
 }
 
 /** The archive of the server environment `env` lived on: from the first store (or the one named) that holds it. */

@@ -57,18 +57,38 @@ export interface RecoveryFacts extends RecoveryWindow {
   archiver?: ArchiverReport;
 }
 
-/** What each server's archive can recover (per store) and how its archiver is doing: for the console, the API and /metrics. */
+/**
+ * What each server's archive can recover (per store) and how its archiver is doing: for the console, the
+ * API and /metrics. A store that cannot be read shows, for each archived server, that error instead of
+ * a window; the archivers' reports are shown all the same.
+ */
 export async function recoveryFacts(
   config: Config,
   connection: RedisConnection,
   filter: { env?: string; store?: string } = {},
 ): Promise<RecoveryFacts[]> {
-  const [windows, reports] = await Promise.all([
+  const [{ windows, unreadable }, reports] = await Promise.all([
     PitrArchive.of(config).then((archive) => serverWindows(archive, filter)),
     archiverReports(connection, config).catch(() => [] as ArchiverReport[]),
   ]);
-  return windows.map(({ store, window }) => {
+  const facts: RecoveryFacts[] = windows.map(({ store, window }) => {
     const archiver = reports.find((report) => report.server === window.server);
     return { store, ...window, ...(archiver ? { archiver } : {}) };
   });
+  const reported = reports.filter((report) => !filter.env || report.envs[filter.env] !== undefined);
+  for (const { store, error } of unreadable) {
+    const message = `cannot read the store: ${scrubSecrets(error, config.secrets)}`;
+    const servers = reported.length > 0 ? reported : [undefined];
+    for (const archiver of servers)
+      facts.push({
+        store,
+        server: archiver?.server ?? 'unknown',
+        envs: archiver?.envs ?? {},
+        baseBackups: [],
+        segments: 0,
+        errors: [message],
+        ...(archiver ? { archiver } : {}),
+      });
+  }
+  return facts;
 }

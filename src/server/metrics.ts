@@ -1,6 +1,7 @@
 import { QueueEvents } from 'bullmq';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BackupCatalogue } from '../backups/catalogue.js';
+import type { Manifest } from '../backups/manifest.js';
 import type { Config } from '../config.js';
 import { isOperationType, workerTypes, type WorkerType } from '../operations/index.js';
 import { createRedis } from '../queue/connection.js';
@@ -46,16 +47,43 @@ export async function createMetrics(
     },
   });
 
+  // The stores: one listing of each per scrape feeds the two gauges (a scrape starts every collect at once). A store that cannot be read is said
+  // by its gauge, not by a failed scrape: the other metrics matter most while a store is down.
+  type StoreListing = { store: string; manifests?: Manifest[] };
+  let storeListings: Promise<StoreListing[]> | undefined;
+  const listings = () =>
+    (storeListings ??= Promise.all(
+      BackupCatalogue.of(config).stores.map((store) =>
+        store.list().then(
+          ({ manifests }): StoreListing => ({ store: store.name, manifests }),
+          (): StoreListing => ({ store: store.name }),
+        ),
+      ),
+    ).finally(() => (storeListings = undefined)));
+  new Gauge({
+    name: 'dbops_store_up',
+    help: 'Whether each backup store could be listed at this scrape (1) or not (0)',
+    labelNames: ['store'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { store, manifests } of await listings()) this.set({ store }, manifests ? 1 : 0);
+    },
+  });
   new Gauge({
     name: 'dbops_last_successful_backup_timestamp_seconds',
-    help: 'Completion time of the newest backup of each environment (Unix seconds)',
+    help: 'Completion time of the newest backup of each environment in the stores that could be read (Unix seconds)',
     labelNames: ['env'],
     registers: [registry],
     async collect() {
       this.reset();
-      for (const manifest of await BackupCatalogue.of(config).list()) {
-        this.set({ env: manifest.env }, Date.parse(manifest.completedAt) / 1000); // list() is oldest first
-      }
+      const newest = new Map<string, number>();
+      for (const { manifests } of await listings())
+        for (const manifest of manifests ?? []) {
+          const at = Date.parse(manifest.completedAt) / 1000;
+          if (at > (newest.get(manifest.env) ?? 0)) newest.set(manifest.env, at);
+        }
+      for (const [env, at] of newest) this.set({ env }, at);
     },
   });
 
@@ -97,7 +125,7 @@ export async function createMetrics(
     },
   });
 
-  // The WAL archivers, from their reports in Redis: one read per scrape feeds the four gauges.
+  // The WAL archivers, from their reports in Redis: one read per scrape feeds the five gauges.
   let reports: Promise<ArchiverReport[]> | undefined;
   const archivers = () =>
     (reports ??= archiverReports(queues.connection, config).finally(() =>
@@ -131,6 +159,11 @@ export async function createMetrics(
     'dbops_wal_slot_retained_bytes',
     "WAL the archiver's replication slot keeps on the server's disk (bytes)",
     (report) => report.slotRetainedBytes,
+  );
+  archiverGauge(
+    'dbops_wal_archiving_failed',
+    'Whether the archiver cannot archive right now (1: a store or the server fails; it keeps trying), else 0',
+    (report) => (report.error ? 1 : 0),
   );
   archiverGauge(
     'dbops_wal_recovery_point_timestamp_seconds',

@@ -77,9 +77,19 @@ export class S3Server {
 
   /** Killed (SIGKILL: requests in flight are cut) and started again on its port, with what it held. */
   async restart(downMs = 0): Promise<void> {
+    await this.down();
+    if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
+    await this.up();
+  }
+
+  /** Killed (SIGKILL): nothing answers on its port until `up`. */
+  async down(): Promise<void> {
     this.process.kill('SIGKILL');
     await this.process;
-    if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
+  }
+
+  /** Started again on its port, with what it held. */
+  async up(): Promise<void> {
     this.process = (await S3Server.launch(this.dir, new URL(this.endpoint).port, this.buckets)).child;
   }
 

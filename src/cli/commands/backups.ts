@@ -29,13 +29,14 @@ async function listPhysical(options: { env?: string; store?: string; json?: bool
     import('../../config.js'),
   ]);
   const archive = await PitrArchive.of(cliConfig());
-  const windows = await serverWindows(archive, {
+  const { windows, unreadable } = await serverWindows(archive, {
     env: options.env ? normalizeEnvName(options.env) : undefined,
     store: options.store,
   });
   for (const one of windows) for (const line of one.skipped) err(`skipped ${line} in the ${one.store} store`);
+  for (const { store, error } of unreadable) err(`cannot read the ${store} store: ${error}`);
   if (options.json) printJson(windows.map(({ store, window }) => ({ store, ...window })));
-  else if (windows.length === 0)
+  else if (windows.length === 0 && unreadable.length === 0)
     out('no point-in-time archive in the stores (PITR_ENVS, npm run worker -- wal, backup --physical)');
   else {
     printTable(
@@ -55,7 +56,7 @@ async function listPhysical(options: { env?: string; store?: string; json?: bool
     for (const { store, window } of windows)
       for (const error of window.errors) err(`${window.server} (${store}): ${error}`);
   }
-  if (windows.some(({ window }) => window.errors.length > 0)) throw new CliExit(EXIT.failed);
+  if (unreadable.length > 0 || windows.some(({ window }) => window.errors.length > 0)) throw new CliExit(EXIT.failed);
 }
 
 export function registerBackups(program: Command, run: RunOperation = runOperation): void {

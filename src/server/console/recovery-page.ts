@@ -24,7 +24,9 @@ export function recoveryPage(context: ConsoleContext): void {
                     >lag
                     ${humanSize(archiver.lagBytes ?? 0)}${archiver.lagSeconds !== undefined ? `, ${archiver.lagSeconds.toFixed(2)} s` : ''};
                     slot keeps ${humanSize(archiver.slotRetainedBytes ?? 0)}</span
-                  >${archiver.warning ? html`<br /><span class="bad">${archiver.warning}</span>` : ''}`
+                  >${archiver.error ? html`<br /><span class="bad">cannot archive: ${archiver.error}</span>` : ''}${
+                    archiver.warning ? html`<br /><span class="bad">${archiver.warning}</span>` : ''
+                  }`
               : html`<span class="bad">no archiver running</span>`
           }
         </td>
