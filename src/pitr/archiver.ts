@@ -1,4 +1,4 @@
-import { open, readdir, rm } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,6 +19,7 @@ import {
   type ServerFacts,
   type WalPosition,
 } from '../postgres/wal.js';
+import { GrowingSegment } from './growing-segment.js';
 import { PitrArchive, type ServerStatus } from './wal-archive.js';
 import {
   HISTORY_NAME,
@@ -153,6 +154,8 @@ class ServerArchiver {
   private readonly server: string;
   private readonly spool: string;
   private readonly uploaded = new Set<string>();
+  /** The segment being received, compressed as far as it was stored. */
+  private growing?: GrowingSegment;
   private partialFlushed?: string;
   private archivedLsn?: bigint;
   private caughtUpAt?: string;
@@ -223,7 +226,7 @@ class ServerArchiver {
     let receiver: Promise<void> | undefined;
     try {
       let lastRenew = Date.now();
-      let position: WalPosition | undefined;
+      let failing = false;
       while (!outer.aborted) {
         if (Date.now() - lastRenew > RENEW_MS) {
           if (!(await this.options.lock.renew(this.server))) throw new LostLock();
@@ -232,14 +235,19 @@ class ServerArchiver {
         receiver ??= this.receive(binDir, stop.signal).finally(() => {
           receiver = undefined;
         });
+        // The server's position now, and a moment later what the receiver flushed, which is at least
+        // that (its lag is milliseconds): this round stores everything the server had at its start.
         const roundStart = new Date();
-        position = await walPosition(client, SLOT, RECEIVER_NAME);
+        const startLsn = parseLsn((await walPosition(client, SLOT, RECEIVER_NAME)).serverLsn);
+        await sleep(failing ? FAILING_ROUND_MS : ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
+        if (outer.aborted) break;
+        const position = await walPosition(client, SLOT, RECEIVER_NAME);
         // A store that fails does not stop the receiver: the spool and the slot keep the WAL meanwhile,
         // and the report says what fails while the slot's retained WAL grows.
         let failure: string | undefined;
         try {
           await this.uploadRound(archive, position, outer);
-          this.caughtUp(roundStart, parseLsn(position.serverLsn));
+          this.caughtUp(roundStart, startLsn);
           if (Date.now() - this.lastPrune > 30_000) {
             this.lastPrune = Date.now();
             for (const store of archive.stores) await onStore(store, () => archive.prunePartials(store, this.server));
@@ -255,7 +263,7 @@ class ServerArchiver {
           this.slotAt = this.archivedLsn;
         }
         await this.report(position, failure);
-        await sleep(failure ? FAILING_ROUND_MS : ROUND_MS, undefined, { signal: outer }).catch(() => undefined);
+        failing = failure !== undefined;
       }
     } finally {
       outer.removeEventListener('abort', onOuter);
@@ -321,8 +329,16 @@ class ServerArchiver {
     for (const name of [...names.filter((one) => HISTORY_NAME.test(one)), ...complete]) {
       const file = path.join(this.spool, name);
       if (!this.uploaded.has(name)) {
+        // The segment that was growing: compressed already, but for the bytes that came last.
+        const grown =
+          this.growing?.name === name ? await this.growing.complete(file, (await stat(file)).size) : undefined;
         for (const store of archive.stores)
-          await onStore(store, () => archive.putWal(store, this.server, file, { name, partial: false }, signal));
+          await onStore(store, () =>
+            grown
+              ? archive.putCompressedWal(store, this.server, grown, { name, partial: false }, signal)
+              : archive.putWal(store, this.server, file, { name, partial: false }, signal),
+          );
+        if (this.growing?.name === name) this.growing = undefined;
         this.uploaded.add(name);
         if (SEGMENT_NAME.test(name)) {
           const end = segmentEnd(parseSegmentName(name, segmentBytes), segmentBytes);
@@ -345,16 +361,19 @@ class ServerArchiver {
       const segment = parseSegmentName(name, segmentBytes);
       const length = Number(parseLsn(flushed) - segment.number * BigInt(segmentBytes));
       if (length <= 0 || length > segmentBytes) return;
+      if (this.growing?.name !== name || length < this.growing.length) this.growing = new GrowingSegment(name);
       try {
-        for (const store of archive.stores)
-          await onStore(store, () =>
-            archive.putWal(store, this.server, file, { name, partial: true, flushLsn: flushed }, signal, length),
-          );
+        await this.growing.extend(file, length);
       } catch (error) {
         // Renamed to a complete segment meanwhile: the next round archives that one.
-        if (((error as StoreFailure).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return;
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
         throw error;
       }
+      const wal = this.growing.current();
+      for (const store of archive.stores)
+        await onStore(store, () =>
+          archive.putCompressedWal(store, this.server, wal, { name, partial: true, flushLsn: flushed }, signal),
+        );
       this.partialFlushed = flushed;
       const lsn = parseLsn(flushed);
       if (this.archivedLsn === undefined || lsn > this.archivedLsn) this.archivedLsn = lsn;
@@ -473,13 +492,10 @@ class ServerArchiver {
   }
 }
 
-/** A store's failure, named by the store. */
-class StoreFailure extends Error {}
-
 async function onStore<T>(store: { name: string }, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    throw new StoreFailure(`store ${store.name}: ${errorMessage(error)}`, { cause: error });
+    throw new Error(`store ${store.name}: ${errorMessage(error)}`, { cause: error });
   }
 }

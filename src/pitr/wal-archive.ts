@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { open, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
@@ -15,6 +15,7 @@ import { DecryptStream, EncryptStream, keyId } from '../backups/encryption.js';
 import { sealFor, signatureSchema, type Seal, type SealPurpose } from '../backups/signing.js';
 import type { BackupStore } from '../backups/store.js';
 import type { JobRef } from '../job-ids.js';
+import type { CompressedWal } from './growing-segment.js';
 import { HISTORY_NAME, SEGMENT_NAME, parseLsn } from './wal-names.js';
 
 /*
@@ -164,7 +165,7 @@ export class PitrArchive {
   // ---- WAL ----
 
   /**
-   * Archives one WAL file (segment, history, or the partial segment) into `store`: compressed, encrypted
+   * Archives one WAL file (a segment or a history) into `store`: compressed, encrypted
    * when a key is set, then its signed sidecar, which is what makes it count.
    */
   async putWal(
@@ -173,34 +174,54 @@ export class PitrArchive {
     file: string,
     entry: { name: string; partial: boolean; flushLsn?: string },
     signal?: AbortSignal,
-    /** A partial segment: only its first bytes, as far as it was received (the rest is zeros). */
-    length?: number,
   ): Promise<WalEntry> {
     const base = walKey({ server, ...entry });
     const measure = new HashingStream();
     const gzip = createGzip({ level: 1 });
     // Opened first: a file renamed meanwhile (pg_receivewal completing a segment) fails here, not mid-upload.
-    const input = (await open(file, 'r')).createReadStream({
-      highWaterMark: 1 << 20,
-      ...(length !== undefined ? { start: 0, end: length - 1 } : {}),
-    });
+    const input = (await open(file, 'r')).createReadStream({ highWaterMark: 1 << 20 });
     const body = this.encryptionKey
       ? input.pipe(measure).pipe(gzip).pipe(new EncryptStream(this.encryptionKey))
       : input.pipe(measure).pipe(gzip);
     input.on('error', (error) => body.destroy(error));
     await store.putObject(`${base}.gz`, body, signal);
+    return this.putWalSidecar(store, server, entry, { bytes: measure.bytes, sha256: measure.digest() });
+  }
+
+  /** Archives one WAL file compressed already (a GrowingSegment's), as `putWal` does. */
+  async putCompressedWal(
+    store: BackupStore,
+    server: string,
+    wal: CompressedWal,
+    entry: { name: string; partial: boolean; flushLsn?: string },
+    signal?: AbortSignal,
+  ): Promise<WalEntry> {
+    const body = this.encryptionKey
+      ? Readable.from([wal.compressed]).pipe(new EncryptStream(this.encryptionKey))
+      : wal.compressed;
+    await store.putObject(`${walKey({ server, ...entry })}.gz`, body, signal);
+    return this.putWalSidecar(store, server, entry, wal);
+  }
+
+  /** The signed sidecar that makes an archived WAL file count: written after its data. */
+  private async putWalSidecar(
+    store: BackupStore,
+    server: string,
+    entry: { name: string; partial: boolean; flushLsn?: string },
+    measured: { bytes: number; sha256: string },
+  ): Promise<WalEntry> {
     const sidecar: WalEntry = {
       kind: 'dbops-wal',
       server,
       name: entry.name,
       partial: entry.partial,
       ...(entry.flushLsn ? { flushLsn: entry.flushLsn } : {}),
-      bytes: measure.bytes,
-      sha256: measure.digest(),
+      bytes: measured.bytes,
+      sha256: measured.sha256,
       archivedAt: new Date().toISOString(),
       ...(this.encryptionKey ? { encryption: keyId(this.encryptionKey) } : {}),
     };
-    await this.writeSigned(store, `${base}.json`, 'wal-segment', sidecar);
+    await this.writeSigned(store, `${walKey({ server, ...entry })}.json`, 'wal-segment', sidecar);
     return sidecar;
   }
 
