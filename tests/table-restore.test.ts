@@ -36,6 +36,15 @@ describe('restore --table --suffix', () => {
        CREATE TABLE billing.usage_h2 PARTITION OF billing.usage FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
        INSERT INTO billing.usage SELECT date '2026-01-01' + g, g FROM generate_series(0, 299) g`,
     );
+    // Names that need quoting: a mixed-case schema, a table with a space, a column in capitals.
+    await sql(
+      db(),
+      `CREATE SCHEMA "Sales";
+       CREATE TABLE "Sales"."Order Lines" (id serial PRIMARY KEY, "Qty" int NOT NULL);
+       INSERT INTO "Sales"."Order Lines" ("Qty") SELECT g FROM generate_series(1, 40) g;
+       CREATE TABLE "Sales"."Refs" (line int REFERENCES "Sales"."Order Lines");
+       INSERT INTO "Sales"."Refs" SELECT g FROM generate_series(1, 10) g`,
+    );
     rig.setEnv('app', db());
     await rig.startWorker('backup');
     await rig.startWorker('restore');
@@ -330,6 +339,60 @@ describe('restore --table --suffix', () => {
     ]);
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toContain(`backup ${backups.custom} has no table in schema nope; nothing was changed`);
+  });
+
+  it('names that need quoting are written as SQL writes them: "Sales"."Order Lines", beside and replaced', async () => {
+    await sql(db(), 'DELETE FROM "Sales"."Order Lines" WHERE id > 30');
+    const restore = (...args: string[]) =>
+      rig.cli(['restore', '--env', 'app', '--backup', backups.custom!, ...args, '--wait', '--json']);
+    const beside = await restore('--table', '"Sales"."Order Lines"', '--suffix', '_back');
+    expect(beside.exitCode, beside.stderr).toBe(0);
+    expect((JSON.parse(beside.stdout) as { tables: unknown[] }).tables).toEqual([
+      expect.objectContaining({
+        table: '"Sales"."Order Lines"',
+        restoredAs: '"Sales"."Order Lines_back"',
+        rows: 40,
+        checked: 'content digest',
+      }),
+    ]);
+    expect(await count('SELECT sum("Qty") FROM "Sales"."Order Lines_back"')).toBe(820);
+    expect(await count('SELECT count(*) FROM "Sales"."Order Lines"')).toBe(30);
+    // --schema takes the quoted schema; each of its tables once, however the table was also named.
+    const schema = await restore('--schema', '"Sales"', '--table', '"Sales"."Refs"', '--suffix', '_s');
+    expect(schema.exitCode, schema.stderr).toBe(0);
+    expect(
+      (JSON.parse(schema.stdout) as { tables: { table: string; restoredAs: string }[] }).tables
+        .map((table) => [table.table, table.restoredAs])
+        .sort(),
+    ).toEqual([
+      ['"Sales"."Order Lines"', '"Sales"."Order Lines_s"'],
+      ['"Sales"."Refs"', '"Sales"."Refs_s"'],
+    ]);
+    // Replaced: the foreign key from "Refs" is named in the result and holds again.
+    await sql(db(), 'DELETE FROM "Sales"."Refs" WHERE line > 5; DELETE FROM "Sales"."Order Lines" WHERE id > 20');
+    const replaced = await restore('--table', '"Sales"."Order Lines"', '--replace');
+    expect(replaced.exitCode, replaced.stderr).toBe(0);
+    const [result] = (
+      JSON.parse(replaced.stdout) as { tables: { replaced: { keptAs: string; foreignKeys: string[] } }[] }
+    ).tables;
+    expect(result).toMatchObject({
+      table: '"Sales"."Order Lines"',
+      rows: 40,
+      replaced: {
+        keptAs: expect.stringMatching(/^"Sales"\."Order Lines_prev_\d{8}t\d{6}"$/),
+        foreignKeys: ['"Sales"."Refs"."Refs_line_fkey"'],
+      },
+    });
+    expect(await count('SELECT count(*) FROM "Sales"."Order Lines"')).toBe(40);
+    expect(await count(`SELECT count(*) FROM ${result!.replaced.keptAs}`)).toBe(20);
+    // Unquoted capitals are not a name PostgreSQL would read as this table: refused, saying how to write it.
+    const capitals = await restore('--table', 'Sales.Order', '--suffix', '_x');
+    expect(capitals.exitCode).toBe(2);
+    expect(capitals.stderr).toContain('each name lowercase or in double quotes');
+    await sql(
+      db(),
+      `DROP TABLE "Sales"."Order Lines_back", "Sales"."Order Lines_s", "Sales"."Refs_s", ${result!.replaced.keptAs}`,
+    );
   });
 
   const replace = (...tables: string[]) =>

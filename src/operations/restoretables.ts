@@ -8,7 +8,16 @@ import { PermanentError } from '../errors.js';
 import { jobTag } from '../job-ids.js';
 import { toolDirForServers } from '../postgres/binaries.js';
 import { connect, withClient } from '../postgres/client.js';
-import { catalogName, partitionTrees, tableRef, tableRefOf } from '../postgres/catalog.js';
+import {
+  QUALIFIED_NAME,
+  SQL_NAME_ALONE,
+  catalogName,
+  parseQualifiedName,
+  parseSqlName,
+  partitionTrees,
+  tableRef,
+  type TableRef,
+} from '../postgres/catalog.js';
 import { digestTable } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
 import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
@@ -38,9 +47,9 @@ import { defineOperation, type OperationContext } from './operation.js';
  * transaction (postgres/table-restore.ts swapInRows), the live rows kept as `<table>_prev_<time>`.
  */
 
-const tableName = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_$]*\.[a-z_][a-z0-9_$]*$/, { message: 'expected schema.table (lowercase, unquoted)' });
+const tableName = z.string().max(200).regex(QUALIFIED_NAME, {
+  message: 'expected schema.table, each name lowercase or in double quotes ("Orders")',
+});
 
 const schema = withRules(
   z.strictObject({
@@ -53,7 +62,12 @@ const schema = withRules(
       .optional()
       .meta({ description: 'the tables to bring back, as schema.table' }),
     schemas: z
-      .array(z.string().regex(/^[a-z_][a-z0-9_$]*$/, { message: 'expected a schema name (lowercase, unquoted)' }))
+      .array(
+        z
+          .string()
+          .max(100)
+          .regex(SQL_NAME_ALONE, { message: 'expected a schema name, lowercase or in double quotes ("Sales")' }),
+      )
       .min(1)
       .max(20)
       .optional()
@@ -174,16 +188,17 @@ export const restoretables = defineOperation({
     const mark = `dbops restoretables ${jobId}: rows on their way in`;
     const restoredName = (table: string) =>
       payload.replace ? nameWithSuffix(table, `_dbops_${jobTag(jobId)}`) : `${table}${payload.suffix}`;
-    const wanted: WantedTable[] = [
-      ...new Set([...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])]),
-    ].map((name) => {
-      const ref = tableRefOf(name);
-      return { name, ...ref, restoredAs: restoredName(ref.table), key: name };
-    });
+    const wanted: WantedTable[] = [];
     await withClient(
       target.url,
       async (live) => {
-        for (const table of wanted) table.key = await catalogName(live, table.schema, table.table);
+        // Each table once, named as the manifest names it (format('%I.%I')), however it was written.
+        for (const name of [...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])]) {
+          const ref = parseQualifiedName(name)!;
+          const key = await catalogName(live, ref.schema, ref.table);
+          if (!wanted.some((table) => table.key === key))
+            wanted.push({ name: key, schema: ref.schema, table: ref.table, restoredAs: restoredName(ref.table), key });
+        }
         // A partitioned table comes back whole: itself, and its partitions attached to it as the backup holds them.
         for (const table of [...wanted]) {
           const leaves = manifest.partitions?.[table.key];
@@ -199,10 +214,11 @@ export const restoretables = defineOperation({
               known.partitionOf = table.name;
               continue;
             }
-            const ref = tableRefOf(plainName(leaf, manifest));
+            const ref = manifestTable(leaf, manifest);
             wanted.push({
               name: leaf,
-              ...ref,
+              schema: ref.schema,
+              table: ref.table,
               restoredAs: restoredName(ref.table),
               key: leaf,
               partitionOf: table.name,
@@ -290,7 +306,7 @@ export const restoretables = defineOperation({
               await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
               counted.push({
                 table: table.name,
-                restoredAs: `${table.schema}.${table.restoredAs}`,
+                restoredAs: await catalogName(scratch, table.schema, table.restoredAs),
                 rows: 0,
                 checked: 'nothing',
               });
@@ -311,7 +327,7 @@ export const restoretables = defineOperation({
             if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
             counted.push({
               table: table.name,
-              restoredAs: `${table.schema}.${table.restoredAs}`,
+              restoredAs: await catalogName(scratch, table.schema, table.restoredAs),
               rows,
               ...(table.partitionOf && { partitionOf: table.partitionOf }),
               checked: digest !== undefined ? 'content digest' : expected !== undefined ? 'row count' : 'nothing',
@@ -416,36 +432,29 @@ interface WantedTable {
   partitionOf?: string;
 }
 
-/** `schema.table` of a manifest's name that needs no quoting: a name a table restore takes (`tableName`). */
-function plainName(key: string, manifest: Manifest): string {
-  if (!tableName.safeParse(key).success)
-    throw new PermanentError(
-      `backup ${manifest.id}: the partition ${key} has a name that needs quoting, which a table restore does not take yet; nothing was changed`,
-    );
-  return key;
+/** A table as the manifest names it (format('%I.%I')): its names, unquoted. */
+function manifestTable(key: string, manifest: Manifest): TableRef {
+  const ref = parseQualifiedName(key);
+  if (!ref) throw new PermanentError(`backup ${manifest.id}'s manifest names a table "${key}" that is no schema.table`);
+  return ref;
 }
 
-/** The tables a backup's manifest lists in these schemas, as `schema.table`. */
+/** The tables a backup's manifest lists in these schemas, as it names them. */
 function tablesOfSchemas(manifest: Manifest, schemas: string[]): string[] {
   if (schemas.length === 0) return [];
   if (!manifest.rowCounts)
     throw new PermanentError(
       `backup ${manifest.id}'s manifest lists no tables: name them with --table; nothing was changed`,
     );
+  const listed = [...Object.keys(manifest.partitions ?? {}), ...Object.keys(manifest.rowCounts)];
   const found: string[] = [];
-  for (const schema of schemas) {
+  for (const written of schemas) {
+    const schema = parseSqlName(written)!;
     // Its partitioned tables first (each comes back whole, its partitions attached), then every table with rows.
-    const listed = [...Object.keys(manifest.partitions ?? {}), ...Object.keys(manifest.rowCounts)].filter((name) =>
-      name.startsWith(`${schema}.`),
-    );
-    const odd = listed.filter((name) => !/^[a-z_][a-z0-9_$]*$/.test(name.slice(schema.length + 1)));
-    if (odd.length)
-      throw new PermanentError(
-        `schema ${schema} has tables whose names need quoting (${odd.join(', ')}), which a table restore does not take yet; nothing was changed`,
-      );
-    if (listed.length === 0)
-      throw new PermanentError(`backup ${manifest.id} has no table in schema ${schema}; nothing was changed`);
-    found.push(...listed);
+    const inSchema = listed.filter((key) => manifestTable(key, manifest).schema === schema);
+    if (inSchema.length === 0)
+      throw new PermanentError(`backup ${manifest.id} has no table in schema ${written}; nothing was changed`);
+    found.push(...inSchema);
   }
   return found;
 }

@@ -19,6 +19,44 @@ export function tableRef(schema: string, table: string): TableRef {
   return { schema, table, sql: `${quoteIdent(schema)}.${quoteIdent(table)}` };
 }
 
+/** A name as SQL writes it: lowercase, unquoted; or any other in double quotes (`""` for a quote). */
+const SQL_NAME = String.raw`(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")`;
+/** `schema.table` as SQL writes it: each name lowercase, or quoted (as `format('%I.%I')` gives it). */
+export const QUALIFIED_NAME = new RegExp(String.raw`^${SQL_NAME}\.${SQL_NAME}$`);
+/** One name as SQL writes it. */
+export const SQL_NAME_ALONE = new RegExp(`^${SQL_NAME}$`);
+
+/** The name that starts at `at` (SQL_NAME), unquoted, and where it ends. */
+function nameAt(text: string, at: number): { name: string; end: number } | undefined {
+  if (text[at] !== '"') {
+    const plain = /^[a-z_][a-z0-9_$]*/.exec(text.slice(at))?.[0];
+    return plain ? { name: plain, end: at + plain.length } : undefined;
+  }
+  let name = '';
+  for (let from = at + 1; ;) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) return undefined;
+    name += text.slice(from, quote);
+    if (text[quote + 1] !== '"') return name ? { name, end: quote + 1 } : undefined;
+    name += '"';
+    from = quote + 2;
+  }
+}
+
+/** One name as SQL writes it (SQL_NAME_ALONE), unquoted; undefined when it is not one. */
+export function parseSqlName(text: string): string | undefined {
+  const found = nameAt(text, 0);
+  return found && found.end === text.length ? found.name : undefined;
+}
+
+/** `schema.table` as SQL writes it (QUALIFIED_NAME): the table, its names unquoted; undefined when it is not one. */
+export function parseQualifiedName(text: string): TableRef | undefined {
+  const schema = nameAt(text, 0);
+  if (!schema || text[schema.end] !== '.') return undefined;
+  const table = parseSqlName(text.slice(schema.end + 1));
+  return table === undefined ? undefined : tableRef(schema.name, table);
+}
+
 /** A table named as the catalog queries here name it, `schema.table` unquoted: split at the first dot. */
 export function tableRefOf(name: string): TableRef {
   const dot = name.indexOf('.');

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { tableRef } from './catalog.js';
+import { catalogName, tableRef } from './catalog.js';
 import { quoteIdent, quoteLiteral } from './client.js';
 
 /*
@@ -121,6 +121,7 @@ export interface SwapTarget {
 }
 
 interface TableFacts {
+  oid: string;
   columns: ColumnShape[];
   views: string[];
   grants: string[];
@@ -129,8 +130,8 @@ interface TableFacts {
 }
 
 async function readFacts(client: pg.ClientBase, live: string, incoming: string, name: string): Promise<TableFacts> {
-  const { rows: kind } = await client.query<{ relkind: string }>(
-    'SELECT relkind FROM pg_class WHERE oid = $1::regclass',
+  const { rows: kind } = await client.query<{ relkind: string; oid: string }>(
+    'SELECT relkind, oid::text AS oid FROM pg_class WHERE oid = $1::regclass',
     [live],
   );
   if (kind[0]?.relkind !== 'r')
@@ -160,6 +161,7 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
     [live],
   );
   return {
+    oid: kind[0].oid,
     columns,
     views: views.map((view) => view.name),
     grants: grants.map((row) => row.grant),
@@ -195,9 +197,16 @@ export async function swapInRows(
     const facts: TableFacts[] = [];
     for (const [index, target] of targets.entries())
       facts.push(await readFacts(client, sql[index]!.live, sql[index]!.incoming, `${target.schema}.${target.table}`));
-    const { rows: keys } = await client.query<{ name: string; owner: string; definition: string; touches: string[] }>(
-      `SELECT conname AS name, conrelid::regclass::text AS owner, pg_get_constraintdef(oid) AS definition,
-              ARRAY[conrelid::regclass::text, confrelid::regclass::text] AS touches
+    const { rows: keys } = await client.query<{
+      name: string;
+      owner: string;
+      label: string;
+      definition: string;
+      touches: string[];
+    }>(
+      `SELECT conname AS name, conrelid::regclass::text AS owner, format('%s.%I', conrelid::regclass, conname) AS label,
+              pg_get_constraintdef(oid) AS definition,
+              ARRAY[conrelid::text, confrelid::text] AS touches
          FROM pg_constraint WHERE contype = 'f' AND conparentid = 0
           AND (conrelid = ANY($1::regclass[]) OR confrelid = ANY($1::regclass[]))
         ORDER BY 2, 1`,
@@ -239,11 +248,12 @@ export async function swapInRows(
       await client.query(`DROP TABLE ${incoming}`);
     }
     await client.query('COMMIT');
-    return targets.map((target, index) => {
-      const name = `${target.schema}.${target.table}`;
+    const kept: string[] = [];
+    for (const target of targets) kept.push(await catalogName(client, target.schema, target.keptAs));
+    return targets.map((_target, index) => {
       return {
-        keptAs: `${target.schema}.${target.keptAs}`,
-        foreignKeys: keys.filter((key) => key.touches.includes(name)).map((key) => `${key.owner}.${key.name}`),
+        keptAs: kept[index]!,
+        foreignKeys: keys.filter((key) => key.touches.includes(facts[index]!.oid)).map((key) => key.label),
         views: facts[index]!.views,
         grants: facts[index]!.grants,
         triggers: facts[index]!.triggers.map((trigger) => trigger.name),
