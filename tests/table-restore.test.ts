@@ -271,23 +271,73 @@ describe('restore --table --suffix', () => {
     expect(added.sort()).toEqual(partitions.map((name) => `${name}_back`).sort()); // (the parent holds no rows of its own)
     for (const name of Object.keys(deleted.tables)) expect(after.tables[name], name).toEqual(deleted.tables[name]);
 
-    // --replace does not take a partitioned table: refused before anything is restored.
-    const replace = await rig.cli([
-      'restore',
-      '--env',
-      'app',
-      '--backup',
-      backups.custom!,
-      '--table',
-      'public.payment',
-      '--replace',
-      '--wait',
-    ]);
-    expect(replace.exitCode).toBe(1);
-    expect(replace.stderr).toContain(
-      'public.payment is a partitioned table: --replace does not take one (bring it back beside with --suffix); nothing was changed',
+    await sql(db(), 'DROP TABLE payment_back');
+
+    // --replace: the backup's rows go back into the live partitions, through the partitioned table.
+    const replace = () =>
+      rig.cli([
+        'restore',
+        '--env',
+        'app',
+        '--backup',
+        backups.custom!,
+        '--table',
+        'public.payment',
+        '--replace',
+        '--wait',
+        '--json',
+      ]);
+    // A live table without a partition for some of the backup's rows: refused, nothing changed.
+    await sql(db(), 'ALTER TABLE payment DETACH PARTITION payment_p2022_07');
+    const detached = await fingerprint(db());
+    const unfit = await replace();
+    expect(unfit.exitCode).toBe(1);
+    expect(unfit.stderr).toMatch(
+      /the backup's rows of public\.payment do not fit its live partitions: .*; nothing was changed/,
     );
-    expect(await fingerprint(db())).toEqual(after);
+    expect(await fingerprint(db())).toEqual(detached);
+    await sql(
+      db(),
+      "ALTER TABLE payment ATTACH PARTITION payment_p2022_07 FOR VALUES FROM ('2022-07-01 00:00:00+00') TO ('2022-08-01 00:00:00+00')",
+    );
+    const replaced = await replace();
+    expect(replaced.exitCode, replaced.stderr).toBe(0);
+    const swapped = (
+      JSON.parse(replaced.stdout) as {
+        tables: {
+          table: string;
+          restoredAs: string;
+          rows: number;
+          partitionOf?: string;
+          replaced?: { keptAs: string; views: string[] };
+        }[];
+      }
+    ).tables;
+    expect(swapped[0]).toMatchObject({
+      table: 'public.payment',
+      restoredAs: 'public.payment',
+      rows: total,
+      checked: 'content digest',
+      replaced: {
+        keptAs: expect.stringMatching(/^public\.payment_prev_\d{8}t\d{6}$/),
+        views: expect.arrayContaining(['public.sales_by_store']),
+      },
+    });
+    expect(swapped.slice(1).map((table) => [table.table, table.restoredAs, table.partitionOf])).toEqual(
+      partitions.map((name) => [name, 'public.payment', 'public.payment']),
+    );
+    // Each live partition holds exactly what it held at the backup; the deleted rows are kept beside.
+    const restored = await fingerprint(db());
+    for (const name of partitions) expect(restored.tables[name], name).toEqual(before.tables[name]);
+    const kept = swapped[0]!.replaced!.keptAs;
+    expect(await count(`SELECT count(*) FROM ${kept}`)).toBe(
+      partitions.reduce((sum, name) => sum + deleted.tables[name]!.rows, 0),
+    );
+    expect(await count('SELECT count(*) FROM sales_by_store')).toBeGreaterThan(0);
+    expect(await sql(db(), "SELECT relname FROM pg_class WHERE relname LIKE 'payment%dbops%'")).toEqual([]);
+    for (const name of Object.keys(deleted.tables).filter((one) => !one.startsWith('public.payment')))
+      expect(restored.tables[name], name).toEqual(deleted.tables[name]);
+    await sql(db(), `DROP TABLE ${kept}`);
   });
 
   it('--schema brings back every table of a schema the backup holds', async () => {

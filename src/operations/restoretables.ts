@@ -113,7 +113,10 @@ const result = z.object({
   tables: z.array(
     z.object({
       table: z.string(),
-      restoredAs: z.string().meta({ description: 'with suffix: the new table; with replace: the table itself' }),
+      restoredAs: z.string().meta({
+        description:
+          'with suffix: the new table; with replace: the table itself (for a partition, its partitioned table, whose rows it came back through)',
+      }),
       rows: z.number().int(),
       partitionOf: z
         .string()
@@ -203,10 +206,6 @@ export const restoretables = defineOperation({
         for (const table of [...wanted]) {
           const leaves = manifest.partitions?.[table.key];
           if (leaves === undefined) continue;
-          if (payload.replace)
-            throw new PermanentError(
-              `${table.name} is a partitioned table: --replace does not take one (bring it back beside with --suffix); nothing was changed`,
-            );
           table.leaves = leaves;
           for (const leaf of leaves) {
             const known = wanted.find((other) => other.key === leaf);
@@ -252,7 +251,8 @@ export const restoretables = defineOperation({
         const problems = [];
         for (const table of wanted) {
           if (payload.replace) {
-            if (!(await relationExists(live, table.schema, table.table)))
+            // A partition's rows go through its partitioned table, into whichever live partition takes them.
+            if (!table.partitionOf && !(await relationExists(live, table.schema, table.table)))
               problems.push(`${table.name} is not in ${target.env}: --replace replaces a table that exists`);
             else await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(refusal);
           } else if (await relationExists(live, table.schema, table.restoredAs))
@@ -304,6 +304,7 @@ export const restoretables = defineOperation({
             if (table.leaves) {
               // Its rows are its partitions': counted and checked as theirs, below.
               await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
+              if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
               counted.push({
                 table: table.name,
                 restoredAs: await catalogName(scratch, table.schema, table.restoredAs),
@@ -365,9 +366,11 @@ export const restoretables = defineOperation({
               target.url,
               async (live) => {
                 try {
+                  // A partitioned table's partitions come in with it: their rows are swapped through it.
+                  const swapped = wanted.filter((table) => !table.partitionOf);
                   const reports = await swapInRows(
                     live,
-                    wanted.map((table) => ({
+                    swapped.map((table) => ({
                       schema: table.schema,
                       table: table.table,
                       incoming: table.restoredAs,
@@ -377,7 +380,14 @@ export const restoretables = defineOperation({
                   ).catch(refusal);
                   timer.mark('swap');
                   for (const [index, report] of reports.entries())
-                    Object.assign(counted[index]!, { restoredAs: wanted[index]!.name, replaced: report });
+                    Object.assign(
+                      counted.find((entry) => entry.table === swapped[index]!.name)!,
+                      {
+                        restoredAs: swapped[index]!.name,
+                        replaced: report,
+                      },
+                    );
+                  for (const entry of counted) if (entry.partitionOf) entry.restoredAs = entry.partitionOf;
                 } finally {
                   for (const table of wanted)
                     await dropMarkedTable(live, table.schema, table.restoredAs, mark).catch(() => undefined);

@@ -122,6 +122,8 @@ export interface SwapTarget {
 
 interface TableFacts {
   oid: string;
+  /** A partitioned table: its rows are its partitions', and the backup's are routed into the live partitions. */
+  partitioned: boolean;
   columns: ColumnShape[];
   views: string[];
   grants: string[];
@@ -134,8 +136,7 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
     'SELECT relkind, oid::text AS oid FROM pg_class WHERE oid = $1::regclass',
     [live],
   );
-  if (kind[0]?.relkind !== 'r')
-    throw new SwapRefused(`${name} is not a plain table (a partitioned table is restored by its partitions)`);
+  if (kind[0]?.relkind !== 'r' && kind[0]?.relkind !== 'p') throw new SwapRefused(`${name} is not a table`);
   const columns = await columnShapes(client, live);
   const differences = columnDifferences(columns, await columnShapes(client, incoming));
   if (differences.length)
@@ -162,6 +163,7 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
   );
   return {
     oid: kind[0].oid,
+    partitioned: kind[0].relkind === 'p',
     columns,
     views: views.map((view) => view.name),
     grants: grants.map((row) => row.grant),
@@ -176,7 +178,9 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
  * foreign keys from and to the tables are dropped and added back (validated: a row elsewhere that
  * references a row the backup does not hold fails the swap), and each `incoming` is dropped. Each
  * table stays the same relation, so its views, grants, policies, indexes and sequences are those it
- * had. Waits at most `lockTimeout` for the applications' locks on them.
+ * had. A partitioned table's rows go into its live partitions (the `incoming` one is partitioned as
+ * the backup was): a row no live partition takes fails the swap. Waits at most `lockTimeout` for the
+ * applications' locks on them.
  */
 export async function swapInRows(
   client: pg.ClientBase,
@@ -213,25 +217,37 @@ export async function swapInRows(
       [sql.map((table) => table.live)],
     );
 
+    // A partitioned table's rows are read, and truncated, through it; a plain table's alone (ONLY).
+    const only = (index: number) => (facts[index]!.partitioned ? '' : 'ONLY ');
     for (const [index, target] of targets.entries()) {
       const { live, kept } = sql[index]!;
       await client.query(
         `CREATE TABLE ${kept} (LIKE ${live} INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING COMMENTS)`,
       );
-      await client.query(`INSERT INTO ${kept} SELECT * FROM ONLY ${live}`);
+      await client.query(`INSERT INTO ${kept} SELECT * FROM ${only(index)}${live}`);
       await client.query(`COMMENT ON TABLE ${kept} IS ${quoteLiteral(target.note)}`);
     }
     for (const key of keys) await client.query(`ALTER TABLE ${key.owner} DROP CONSTRAINT ${quoteIdent(key.name)}`);
     for (const [index, { live, incoming }] of sql.entries()) {
       for (const trigger of facts[index]!.triggers)
         await client.query(`ALTER TABLE ${live} DISABLE TRIGGER ${quoteIdent(trigger.name)}`);
-      await client.query(`TRUNCATE ONLY ${live}`);
+      await client.query(`TRUNCATE ${only(index)}${live}`);
       const names = facts[index]!.columns.filter((column) => !column.generated)
         .map((column) => quoteIdent(column.name))
         .join(', ');
-      await client.query(
-        `INSERT INTO ${live} (${names}) OVERRIDING SYSTEM VALUE SELECT ${names} FROM ONLY ${incoming}`,
-      );
+      try {
+        await client.query(
+          // The incoming table is this job's own, without children: all its rows, partitioned or not.
+          `INSERT INTO ${live} (${names}) OVERRIDING SYSTEM VALUE SELECT ${names} FROM ${incoming}`,
+        );
+      } catch (error) {
+        // A backup's row for which the live partitioned table has no partition (dropped since).
+        if ((error as { code?: string }).code === '23514' && facts[index]!.partitioned)
+          throw new SwapRefused(
+            `the backup's rows of ${targets[index]!.schema}.${targets[index]!.table} do not fit its live partitions: ${(error as Error).message}`,
+          );
+        throw error;
+      }
     }
     for (const key of keys) {
       try {
