@@ -53,7 +53,7 @@ export const physicalbackup = defineOperation({
     const catalogue = BackupCatalogue.of(config);
     const archived = config.pitrEnvs.includes(target.env);
     const envs: Record<string, string> = { [target.env]: target.database };
-    if (archived) {
+    if (archived && config.pitrEnvs.length > 1) {
       // Other environments on the same server, named in the manifest; one whose server is down is not on it.
       for (const group of (await pitrServers(config)).groups)
         if (group.envs[target.env] !== undefined) Object.assign(envs, group.envs);

@@ -90,7 +90,6 @@ interface ServerGroup {
   url: string;
 }
 
-/** The servers behind PITR_ENVS: environments that share a server are archived once. */
 /**
  * The servers of these environments (default: PITR_ENVS), grouped by system identifier. An environment
  * whose server does not answer is reported, not fatal: the others are archived meanwhile.
@@ -99,23 +98,35 @@ export async function pitrServers(
   config: Config,
   envs: string[] = config.pitrEnvs,
 ): Promise<{ groups: ServerGroup[]; unreachable: { env: string; error: string }[] }> {
+  // Asked all at once: a server that does not answer costs its timeout once, not once per environment before it.
+  type Answer =
+    { env: string; target: ReturnType<typeof resolveTarget>; facts: ServerFacts } | { env: string; error: string };
+  const answers = await Promise.all(
+    envs.map(async (env): Promise<Answer> => {
+      const target = resolveTarget(config, env);
+      try {
+        const client = await connect(target.url, 'dbops:wal', env);
+        try {
+          return { env, target, facts: await serverFacts(client) };
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      } catch (error) {
+        return { env, error: errorMessage(error) };
+      }
+    }),
+  );
   const groups = new Map<string, ServerGroup>();
   const unreachable: { env: string; error: string }[] = [];
-  for (const env of envs) {
-    const target = resolveTarget(config, env);
-    try {
-      const client = await connect(target.url, 'dbops:wal', env);
-      try {
-        const facts = await serverFacts(client);
-        const group = groups.get(facts.systemId) ?? { facts, envs: {}, url: target.url };
-        group.envs[env] = target.database;
-        groups.set(facts.systemId, group);
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    } catch (error) {
-      unreachable.push({ env, error: errorMessage(error) });
+  for (const answer of answers) {
+    if (!('facts' in answer)) {
+      unreachable.push({ env: answer.env, error: answer.error });
+      continue;
     }
+    const { env, target, facts } = answer;
+    const group = groups.get(facts.systemId) ?? { facts, envs: {}, url: target.url };
+    group.envs[env] = target.database;
+    groups.set(facts.systemId, group);
   }
   return { groups: [...groups.values()], unreachable };
 }
