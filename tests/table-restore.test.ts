@@ -300,6 +300,12 @@ describe('restore --table --suffix', () => {
       db(),
       "ALTER TABLE payment ATTACH PARTITION payment_p2022_07 FOR VALUES FROM ('2022-07-01 00:00:00+00') TO ('2022-08-01 00:00:00+00')",
     );
+    // A trigger of one partition's own, made since the backup: a restore is no application's insert.
+    await sql(
+      db(),
+      `CREATE FUNCTION zero_amount() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.amount := 0; RETURN NEW; END';
+       CREATE TRIGGER p01_zero BEFORE INSERT ON payment_p2022_01 FOR EACH ROW EXECUTE FUNCTION zero_amount()`,
+    );
     const replaced = await replace();
     expect(replaced.exitCode, replaced.stderr).toBe(0);
     const swapped = (
@@ -321,8 +327,10 @@ describe('restore --table --suffix', () => {
       replaced: {
         keptAs: expect.stringMatching(/^public\.payment_prev_\d{8}t\d{6}$/),
         views: expect.arrayContaining(['public.sales_by_store']),
+        triggers: ['public.payment_p2022_01.p01_zero'],
       },
     });
+    expect(await count("SELECT count(*) FROM pg_trigger WHERE tgname = 'p01_zero' AND tgenabled = 'O'")).toBe(1);
     expect(swapped.slice(1).map((table) => [table.table, table.restoredAs, table.partitionOf])).toEqual(
       partitions.map((name) => [name, 'public.payment', 'public.payment']),
     );
@@ -337,7 +345,7 @@ describe('restore --table --suffix', () => {
     expect(await sql(db(), "SELECT relname FROM pg_class WHERE relname LIKE 'payment%dbops%'")).toEqual([]);
     for (const name of Object.keys(deleted.tables).filter((one) => !one.startsWith('public.payment')))
       expect(restored.tables[name], name).toEqual(deleted.tables[name]);
-    await sql(db(), `DROP TABLE ${kept}`);
+    await sql(db(), `DROP TABLE ${kept}; DROP TRIGGER p01_zero ON payment_p2022_01; DROP FUNCTION zero_amount()`);
   });
 
   it('--schema brings back every table of a schema the backup holds', async () => {

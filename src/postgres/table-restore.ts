@@ -94,7 +94,10 @@ export interface SwapReport {
   views: string[];
   /** The table's grants, as `grantee: PRIVILEGE`: kept, since the table stays the same relation. */
   grants: string[];
-  /** The table's own triggers, paused for the swap (a restore is not an application's insert) and put back as they were. */
+  /**
+   * The table's own triggers, paused for the swap (a restore is not an application's insert) and put
+   * back as they were; a partitioned table's also its partitions' own, as `partition.trigger`.
+   */
   triggers: string[];
   /** Sequences the table owns: kept with their values (never rewound, so new rows cannot reuse an id). */
   sequences: string[];
@@ -127,7 +130,8 @@ interface TableFacts {
   columns: ColumnShape[];
   views: string[];
   grants: string[];
-  triggers: { name: string; enabled: string }[];
+  /** Each on its relation (the table, or one of its partitions), with how it was enabled. */
+  triggers: { name: string; enabled: string; relation: string; label: string }[];
   sequences: string[];
 }
 
@@ -151,9 +155,17 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
        FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1::regclass GROUP BY a.grantee ORDER BY 1`,
     [live],
   );
-  const { rows: triggers } = await client.query<{ name: string; enabled: string }>(
-    `SELECT tgname AS name, tgenabled AS enabled FROM pg_trigger
-      WHERE tgrelid = $1::regclass AND NOT tgisinternal AND tgenabled <> 'D' ORDER BY 1`,
+  // The table's triggers; a partitioned table's are cloned onto its partitions (tgparentid set) and
+  // pausing them pauses the clones, but a trigger a partition has of its own fires for the rows routed
+  // to it: those too.
+  const { rows: triggers } = await client.query<{ name: string; enabled: string; relation: string; label: string }>(
+    `SELECT t.tgname AS name, t.tgenabled AS enabled, t.tgrelid::regclass::text AS relation,
+            CASE WHEN t.tgrelid = $1::regclass THEN t.tgname::text ELSE format('%s.%I', t.tgrelid::regclass, t.tgname) END AS label
+       FROM pg_trigger t
+      WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+        AND (t.tgrelid = $1::regclass
+             OR t.tgparentid = 0 AND t.tgrelid IN (SELECT relid FROM pg_partition_tree($1::regclass)))
+      ORDER BY t.tgrelid <> $1::regclass, 3, 1`,
     [live],
   );
   const { rows: sequences } = await client.query<{ name: string }>(
@@ -230,7 +242,7 @@ export async function swapInRows(
     for (const key of keys) await client.query(`ALTER TABLE ${key.owner} DROP CONSTRAINT ${quoteIdent(key.name)}`);
     for (const [index, { live, incoming }] of sql.entries()) {
       for (const trigger of facts[index]!.triggers)
-        await client.query(`ALTER TABLE ${live} DISABLE TRIGGER ${quoteIdent(trigger.name)}`);
+        await client.query(`ALTER TABLE ${trigger.relation} DISABLE TRIGGER ${quoteIdent(trigger.name)}`);
       await client.query(`TRUNCATE ${only(index)}${live}`);
       const names = facts[index]!.columns.filter((column) => !column.generated)
         .map((column) => quoteIdent(column.name))
@@ -256,10 +268,10 @@ export async function swapInRows(
         throw new SwapRefused(`foreign key ${key.name} of ${key.owner} would not hold: ${(error as Error).message}`);
       }
     }
-    for (const [index, { live, incoming }] of sql.entries()) {
+    for (const [index, { incoming }] of sql.entries()) {
       for (const trigger of facts[index]!.triggers)
         await client.query(
-          `ALTER TABLE ${live} ${ENABLE_AGAIN[trigger.enabled] ?? 'ENABLE TRIGGER'} ${quoteIdent(trigger.name)}`,
+          `ALTER TABLE ${trigger.relation} ${ENABLE_AGAIN[trigger.enabled] ?? 'ENABLE TRIGGER'} ${quoteIdent(trigger.name)}`,
         );
       await client.query(`DROP TABLE ${incoming}`);
     }
@@ -272,7 +284,7 @@ export async function swapInRows(
         foreignKeys: keys.filter((key) => key.touches.includes(facts[index]!.oid)).map((key) => key.label),
         views: facts[index]!.views,
         grants: facts[index]!.grants,
-        triggers: facts[index]!.triggers.map((trigger) => trigger.name),
+        triggers: facts[index]!.triggers.map((trigger) => trigger.label),
         sequences: facts[index]!.sequences,
       };
     });
