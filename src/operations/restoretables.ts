@@ -132,12 +132,10 @@ const result = z.object({
           foreignKeys: z.array(z.string()).meta({ description: 'foreign keys from and to the table, validated again' }),
           views: z.array(z.string()).meta({ description: 'views reading the table: they read the restored rows' }),
           grants: z.array(z.string()).meta({ description: "the table's grants, kept" }),
-          triggers: z
-            .array(z.string())
-            .meta({
-              description:
-                "the table's triggers (and a partitioned table's partitions' own, as partition.trigger), paused for the swap",
-            }),
+          triggers: z.array(z.string()).meta({
+            description:
+              "the table's triggers (and a partitioned table's partitions' own, as partition.trigger), paused for the swap",
+          }),
           sequences: z.array(z.string()).meta({ description: 'sequences it owns, kept with their values' }),
         })
         .optional(),
