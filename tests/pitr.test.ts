@@ -379,6 +379,14 @@ describe('point-in-time recovery (file store)', () => {
       expect(page).toContain(facts!.server);
       expect(page).toContain('continuous');
       expect(page).not.toContain('no archiver running');
+      // ghost's server never answered: said beside the others, with since when and why.
+      const all = (await (
+        await fetch(`${base}/api/v1/pitr`, { headers: { Authorization: `Bearer ${token}` } })
+      ).json()) as Listing[];
+      expect(all.find((one) => one.envs.ghost !== undefined)?.errors).toEqual([
+        expect.stringMatching(/^the archiver cannot reach ghost's server \(since \d{4}-.+\): .*ECONNREFUSED/),
+      ]);
+      expect(page).toMatch(/the archiver cannot reach ghost(&#39;|&#x27;|')s server/);
       expect((await fetch(`${base}/api/v1/pitr`)).status).toBe(401);
     } finally {
       await running.close();

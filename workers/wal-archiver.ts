@@ -6,7 +6,7 @@ import { loadConfigOrExit } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { runArchiver } from '../src/pitr/archiver.js';
 import { createRedis } from '../src/queue/connection.js';
-import { redisServerLock, saveArchiverReport } from '../src/queue/wal-archivers.js';
+import { redisServerLock, saveArchiverReport, saveUnreachableEnvs } from '../src/queue/wal-archivers.js';
 
 export async function runWalArchiver(): Promise<void> {
   const config = loadConfigOrExit();
@@ -32,6 +32,7 @@ export async function runWalArchiver(): Promise<void> {
         logger,
         lock: redisServerLock(redis, config),
         report: (report) => saveArchiverReport(redis, config, report),
+        reportUnreachable: (envs) => saveUnreachableEnvs(redis, config, envs),
       },
       stop.signal,
     );

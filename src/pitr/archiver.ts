@@ -82,6 +82,15 @@ export interface ArchiverOptions {
   logger: Logger;
   lock: ServerLock;
   report(report: ArchiverReport): Promise<void>;
+  /** The environments of PITR_ENVS whose server did not answer (none: all answered), said after each attempt. */
+  reportUnreachable(envs: UnreachableEnv[]): Promise<void>;
+}
+
+/** An environment of PITR_ENVS whose server the archiver cannot reach, since when, and why. */
+export interface UnreachableEnv {
+  env: string;
+  error: string;
+  since: string;
 }
 
 interface ServerGroup {
@@ -140,9 +149,20 @@ const DISCOVERY_RETRY_MS = 15_000;
  */
 export async function runArchiver(options: ArchiverOptions, signal: AbortSignal): Promise<void> {
   const running = new Map<string, { group: ServerGroup; run: Promise<void> }>();
+  const since = new Map<string, string>();
   let pending = options.config.pitrEnvs;
   while (pending.length > 0 && !signal.aborted) {
     const { groups, unreachable } = await pitrServers(options.config, pending);
+    for (const { env } of unreachable) if (!since.has(env)) since.set(env, new Date().toISOString());
+    await options
+      .reportUnreachable(
+        unreachable.map(({ env, error }) => ({
+          env,
+          error: scrubSecrets(error, options.config.secrets),
+          since: since.get(env)!,
+        })),
+      )
+      .catch((error: unknown) => options.logger.warn({ err: error }, 'cannot report the unreachable servers'));
     for (const group of groups) {
       const known = running.get(group.facts.systemId);
       if (known) Object.assign(known.group.envs, group.envs);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
-import type { ArchiverReport, ServerLock } from '../pitr/archiver.js';
+import type { ArchiverReport, ServerLock, UnreachableEnv } from '../pitr/archiver.js';
 import type { RedisConnection } from './connection.js';
 
 /*
@@ -18,6 +18,7 @@ function keys(config: Pick<Config, 'QUEUE_PREFIX'>) {
     lock: (server: string) => `${base}:lock:${server}`,
     report: (server: string) => `${base}:report:${server}`,
     servers: `${base}:servers`,
+    unreachable: `${base}:unreachable`,
   };
 }
 
@@ -68,4 +69,29 @@ export async function archiverReports(
     }
   }
   return reports;
+}
+
+/** The environments whose server the archivers cannot reach (kept a minute: an archiver says it again every 15 s). */
+export async function saveUnreachableEnvs(
+  connection: RedisConnection,
+  config: Pick<Config, 'QUEUE_PREFIX'>,
+  envs: UnreachableEnv[],
+): Promise<void> {
+  const key = keys(config).unreachable;
+  if (envs.length === 0) await connection.del(key);
+  else await connection.set(key, JSON.stringify(envs), 'EX', REPORT_TTL_S);
+}
+
+export async function unreachableEnvs(
+  connection: RedisConnection,
+  config: Pick<Config, 'QUEUE_PREFIX'>,
+): Promise<UnreachableEnv[]> {
+  const text = await connection.get(keys(config).unreachable);
+  if (!text) return [];
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    return Array.isArray(parsed) ? (parsed as UnreachableEnv[]) : [];
+  } catch {
+    return [];
+  }
 }

@@ -10,7 +10,7 @@ import type { ArchiverReport } from '../pitr/archiver.js';
 import { serverWindows } from '../pitr/servers.js';
 import { PitrArchive } from '../pitr/wal-archive.js';
 import type { RecoveryWindow } from '../pitr/window.js';
-import { archiverReports } from '../queue/wal-archivers.js';
+import { archiverReports, unreachableEnvs } from '../queue/wal-archivers.js';
 
 /**
  * Facts the server shows that cost a connection or a listing to learn (a database's size, a store's
@@ -51,6 +51,9 @@ export async function serverFacts(config: Config, connection: RedisConnection, n
   }
 }
 
+/** The store of an entry no store holds: a server the archiver cannot reach and that has no archive yet. */
+export const NO_STORE = '-';
+
 /** A server's point-in-time archive as one store holds it, with its archiver's latest report when one runs. */
 export interface RecoveryFacts extends RecoveryWindow {
   store: string;
@@ -67,9 +70,10 @@ export async function recoveryFacts(
   connection: RedisConnection,
   filter: { env?: string; store?: string } = {},
 ): Promise<RecoveryFacts[]> {
-  const [{ windows, unreadable }, reports] = await Promise.all([
+  const [{ windows, unreadable }, reports, unreachable] = await Promise.all([
     PitrArchive.of(config).then((archive) => serverWindows(archive, filter)),
     archiverReports(connection, config).catch(() => [] as ArchiverReport[]),
+    unreachableEnvs(connection, config).catch(() => []),
   ]);
   const facts: RecoveryFacts[] = windows.map(({ store, window }) => {
     const archiver = reports.find((report) => report.server === window.server);
@@ -88,6 +92,22 @@ export async function recoveryFacts(
         segments: 0,
         errors: [message],
         ...(archiver ? { archiver } : {}),
+      });
+  }
+  // A server the archiver cannot reach: said on its windows, or on an entry of its own when it has none.
+  for (const { env, error, since } of unreachable) {
+    if (filter.env && filter.env !== env) continue;
+    const message = `the archiver cannot reach ${env}'s server (since ${since}): ${error}`;
+    const known = facts.filter((one) => one.envs[env] !== undefined);
+    for (const one of known) one.errors.push(message);
+    if (known.length === 0)
+      facts.push({
+        store: NO_STORE,
+        server: 'unknown',
+        envs: { [env]: '' },
+        baseBackups: [],
+        segments: 0,
+        errors: [message],
       });
   }
   return facts;

@@ -1,5 +1,6 @@
 import { age, html, humanSize, table } from './html.js';
 import type { ConsoleContext } from './context.js';
+import { NO_STORE } from '../facts.js';
 
 /** Point-in-time recovery at a glance: per server, what can be recovered, the gaps, and the archiver's lag. */
 export function recoveryPage(context: ConsoleContext): void {
@@ -27,7 +28,9 @@ export function recoveryPage(context: ConsoleContext): void {
                   >${archiver.error ? html`<br /><span class="bad">cannot archive: ${archiver.error}</span>` : ''}${
                     archiver.warning ? html`<br /><span class="bad">${archiver.warning}</span>` : ''
                   }`
-              : html`<span class="bad">no archiver running</span>`
+              : one.store === NO_STORE
+                ? '-'
+                : html`<span class="bad">no archiver running</span>`
           }
         </td>
         <td>
