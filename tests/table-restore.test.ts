@@ -274,23 +274,10 @@ describe('restore --table --suffix', () => {
     await sql(db(), 'DROP TABLE payment_back');
 
     // --replace: the backup's rows go back into the live partitions, through the partitioned table.
-    const replace = () =>
-      rig.cli([
-        'restore',
-        '--env',
-        'app',
-        '--backup',
-        backups.custom!,
-        '--table',
-        'public.payment',
-        '--replace',
-        '--wait',
-        '--json',
-      ]);
     // A live table without a partition for some of the backup's rows: refused, nothing changed.
     await sql(db(), 'ALTER TABLE payment DETACH PARTITION payment_p2022_07');
     const detached = await fingerprint(db());
-    const unfit = await replace();
+    const unfit = await replace('public.payment');
     expect(unfit.exitCode).toBe(1);
     expect(unfit.stderr).toMatch(
       /the backup's rows of public\.payment do not fit its live partitions: .*; nothing was changed/,
@@ -306,7 +293,7 @@ describe('restore --table --suffix', () => {
       `CREATE FUNCTION zero_amount() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN NEW.amount := 0; RETURN NEW; END';
        CREATE TRIGGER p01_zero BEFORE INSERT ON payment_p2022_01 FOR EACH ROW EXECUTE FUNCTION zero_amount()`,
     );
-    const replaced = await replace();
+    const replaced = await replace('public.payment');
     expect(replaced.exitCode, replaced.stderr).toBe(0);
     const swapped = (
       JSON.parse(replaced.stdout) as {
