@@ -199,19 +199,19 @@ export const restoretables = defineOperation({
       target.url,
       async (live) => {
         // Each table once, named as the manifest names it (format('%I.%I')), however it was written.
-        for (const name of [...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])]) {
-          const ref = parseQualifiedName(name)!;
-          const key = await catalogName(live, ref.schema, ref.table);
-          if (!wanted.some((table) => table.key === key))
-            wanted.push({ name: key, schema: ref.schema, table: ref.table, restoredAs: restoredName(ref.table), key });
+        for (const written of [...(payload.tables ?? []), ...tablesOfSchemas(manifest, payload.schemas ?? [])]) {
+          const ref = parseQualifiedName(written)!;
+          const name = await catalogName(live, ref.schema, ref.table);
+          if (!wanted.some((table) => table.name === name))
+            wanted.push({ name, schema: ref.schema, table: ref.table, restoredAs: restoredName(ref.table) });
         }
         // A partitioned table comes back whole: itself, and its partitions attached to it as the backup holds them.
         for (const table of [...wanted]) {
-          const leaves = manifest.partitions?.[table.key];
+          const leaves = manifest.partitions?.[table.name];
           if (leaves === undefined) continue;
           table.leaves = leaves;
           for (const leaf of leaves) {
-            const known = wanted.find((other) => other.key === leaf);
+            const known = wanted.find((other) => other.name === leaf);
             if (known) {
               known.partitionOf = table.name;
               continue;
@@ -222,7 +222,6 @@ export const restoretables = defineOperation({
               schema: ref.schema,
               table: ref.table,
               restoredAs: restoredName(ref.table),
-              key: leaf,
               partitionOf: table.name,
             });
           }
@@ -231,7 +230,7 @@ export const restoretables = defineOperation({
           if (Buffer.byteLength(table.restoredAs) > 63)
             throw new PermanentError(`${table.name}${payload.suffix}: longer than PostgreSQL's 63-byte names`);
         const missing = wanted.filter(
-          (table) => !table.leaves && manifest.rowCounts && manifest.rowCounts[table.key] === undefined,
+          (table) => !table.leaves && manifest.rowCounts && manifest.rowCounts[table.name] === undefined,
         );
         for (const table of missing) {
           const leaves = Object.values(await partitionTrees(live, table))[0];
@@ -317,13 +316,13 @@ export const restoretables = defineOperation({
               continue;
             }
             const rows = await countTableRows(scratch, table.schema, table.table);
-            const expected = manifest.rowCounts?.[table.key];
+            const expected = manifest.rowCounts?.[table.name];
             if (expected !== undefined && rows !== expected)
               throw new PermanentError(
                 `${table.name} restored with ${rows} rows where the backup's manifest says ${expected}; nothing was changed`,
               );
-            const digest = manifest.tableDigests?.[table.key];
-            if (digest !== undefined && (await digestTable(scratch, table.key)).hash !== digest)
+            const digest = manifest.tableDigests?.[table.name];
+            if (digest !== undefined && (await digestTable(scratch, table.name)).hash !== digest)
               throw new PermanentError(
                 `${table.name} restored with other contents than the backup's manifest records (its digest differs); nothing was changed`,
               );
@@ -433,12 +432,11 @@ export const restoretables = defineOperation({
 });
 
 interface WantedTable {
+  /** `schema.table` as the backup's manifest names it (format('%I.%I')): its key there, and the result's name. */
   name: string;
   schema: string;
   table: string;
   restoredAs: string;
-  /** As the backup's manifest names it. */
-  key: string;
   /** A partitioned table: its leaf partitions, as the manifest names them. */
   leaves?: string[];
   /** A partition restored with its partitioned table. */
