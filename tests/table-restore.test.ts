@@ -280,7 +280,7 @@ describe('restore --table --suffix', () => {
     const unfit = await replace('public.payment');
     expect(unfit.exitCode).toBe(1);
     expect(unfit.stderr).toMatch(
-      /the backup's rows of public\.payment do not fit its live partitions: .*; nothing was changed/,
+      /the backup's rows of public\.payment do not fit the live table: no partition of relation "payment" found for row.*; nothing was changed/,
     );
     expect(await fingerprint(db())).toEqual(detached);
     await sql(
@@ -522,6 +522,8 @@ describe('restore --table --suffix', () => {
     await sql(db(), "INSERT INTO orders (id, customer_id, note) OVERRIDING SYSTEM VALUE VALUES (900, 1, 'late')");
     await sql(db(), 'INSERT INTO order_lines (order_id, qty) VALUES (900, 1)');
     await sql(db(), 'ALTER TABLE film ADD COLUMN rating_note text');
+    // A check added since the backup (not validated against the live rows) that a backup row breaks.
+    await sql(db(), 'ALTER TABLE actor ADD CONSTRAINT actor_not_7 CHECK (actor_id <> 7) NOT VALID');
     const before = await fingerprint(db());
     const orphan = await replace('public.orders');
     expect(orphan.exitCode).toBe(1);
@@ -532,6 +534,11 @@ describe('restore --table --suffix', () => {
     expect(changed.exitCode).toBe(1);
     expect(changed.stderr).toContain(
       'the columns of public.film changed since the backup (column rating_note is not in the backup); nothing was changed',
+    );
+    const checked = await replace('public.actor');
+    expect(checked.exitCode).toBe(1);
+    expect(checked.stderr).toMatch(
+      /the backup's rows of public\.actor do not fit the live table: new row for relation "actor" violates check constraint "actor_not_7"; nothing was changed/,
     );
     // A protected environment needs its name again (here the CLI's check; the worker's is every operation's).
     rig.env.PROTECTED_ENVS = 'app';
@@ -544,6 +551,7 @@ describe('restore --table --suffix', () => {
     }
     expect(await fingerprint(db())).toEqual(before);
     expect(await leftovers()).toEqual([]);
+    await sql(db(), 'ALTER TABLE actor DROP CONSTRAINT actor_not_7');
   });
 
   it('a damaged archive never reaches the live database: the sha256 is checked before anything moves', async () => {

@@ -133,6 +133,8 @@ interface TableFacts {
   /** Each on its relation (the table, or one of its partitions), with how it was enabled. */
   triggers: { name: string; enabled: string; relation: string; label: string }[];
   sequences: string[];
+  /** Checks added NOT VALID: the live rows need not hold them, so the kept copy gets them as they are. */
+  unvalidatedChecks: { name: string; definition: string }[];
 }
 
 async function readFacts(client: pg.ClientBase, live: string, incoming: string, name: string): Promise<TableFacts> {
@@ -168,6 +170,11 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
       ORDER BY t.tgrelid <> $1::regclass, 3, 1`,
     [live],
   );
+  const { rows: unvalidatedChecks } = await client.query<{ name: string; definition: string }>(
+    `SELECT conname AS name, pg_get_constraintdef(oid) AS definition FROM pg_constraint
+      WHERE conrelid = $1::regclass AND contype = 'c' AND NOT convalidated ORDER BY 1`,
+    [live],
+  );
   const { rows: sequences } = await client.query<{ name: string }>(
     `SELECT d.objid::regclass::text AS name FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
       WHERE d.classid = 'pg_class'::regclass AND d.refobjid = $1::regclass AND d.deptype IN ('a', 'i') ORDER BY 1`,
@@ -181,6 +188,7 @@ async function readFacts(client: pg.ClientBase, live: string, incoming: string, 
     grants: grants.map((row) => row.grant),
     triggers,
     sequences: sequences.map((sequence) => sequence.name),
+    unvalidatedChecks,
   };
 }
 
@@ -236,7 +244,13 @@ export async function swapInRows(
       await client.query(
         `CREATE TABLE ${kept} (LIKE ${live} INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING COMMENTS)`,
       );
+      // LIKE copies a NOT VALID check as a valid one, which live rows may break: added back after them.
+      const { unvalidatedChecks } = facts[index]!;
+      for (const check of unvalidatedChecks)
+        await client.query(`ALTER TABLE ${kept} DROP CONSTRAINT ${quoteIdent(check.name)}`);
       await client.query(`INSERT INTO ${kept} SELECT * FROM ${only(index)}${live}`);
+      for (const check of unvalidatedChecks)
+        await client.query(`ALTER TABLE ${kept} ADD CONSTRAINT ${quoteIdent(check.name)} ${check.definition}`);
       await client.query(`COMMENT ON TABLE ${kept} IS ${quoteLiteral(target.note)}`);
     }
     for (const key of keys) await client.query(`ALTER TABLE ${key.owner} DROP CONSTRAINT ${quoteIdent(key.name)}`);
@@ -253,10 +267,11 @@ export async function swapInRows(
           `INSERT INTO ${live} (${names}) OVERRIDING SYSTEM VALUE SELECT ${names} FROM ${incoming}`,
         );
       } catch (error) {
-        // A backup's row for which the live partitioned table has no partition (dropped since).
-        if ((error as { code?: string }).code === '23514' && facts[index]!.partitioned)
+        // An integrity violation (class 23): a backup's row the live table no longer takes, such as one
+        // no live partition holds (dropped since), or one a check or a key added since refuses.
+        if ((error as { code?: string }).code?.startsWith('23'))
           throw new SwapRefused(
-            `the backup's rows of ${targets[index]!.schema}.${targets[index]!.table} do not fit its live partitions: ${(error as Error).message}`,
+            `the backup's rows of ${targets[index]!.schema}.${targets[index]!.table} do not fit the live table: ${(error as Error).message}`,
           );
         throw error;
       }
@@ -276,18 +291,17 @@ export async function swapInRows(
       await client.query(`DROP TABLE ${incoming}`);
     }
     await client.query('COMMIT');
-    const kept: string[] = [];
-    for (const target of targets) kept.push(await catalogName(client, target.schema, target.keptAs));
-    return targets.map((_target, index) => {
-      return {
-        keptAs: kept[index]!,
+    const reports: SwapReport[] = [];
+    for (const [index, target] of targets.entries())
+      reports.push({
+        keptAs: await catalogName(client, target.schema, target.keptAs),
         foreignKeys: keys.filter((key) => key.touches.includes(facts[index]!.oid)).map((key) => key.label),
         views: facts[index]!.views,
         grants: facts[index]!.grants,
         triggers: facts[index]!.triggers.map((trigger) => trigger.label),
         sequences: facts[index]!.sequences,
-      };
-    });
+      });
+    return reports;
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;
