@@ -192,6 +192,8 @@ class ServerArchiver {
   private caughtUpAt?: string;
   private lastStatusWrite = 0;
   private lastWarning = 0;
+  private lastFailure?: string;
+  private lastFailureLog = 0;
   private lastPrune = 0;
   /** Where the slot was last advanced to. */
   private slotAt?: bigint;
@@ -224,10 +226,8 @@ class ServerArchiver {
         await this.archive(signal);
       } catch (error) {
         if (error instanceof LostLock) this.logger.warn({ server: this.server }, 'lost the archiver lock: stopping');
-        else if (!signal.aborted) {
-          this.logger.error({ err: error, server: this.server }, 'archiving stopped; starting again');
-          await this.reportFailure(error);
-        }
+        // Logged (once a minute while it lasts) and reported by reportFailure.
+        else if (!signal.aborted) await this.reportFailure(error);
       } finally {
         await lock.release(this.server).catch(() => undefined);
       }
@@ -452,9 +452,6 @@ class ServerArchiver {
     return message;
   }
 
-  private lastFailure?: string;
-  private lastFailureLog = 0;
-
   /** The archiver's report (Redis: the console, the API, /metrics), every round. */
   private async report(position: WalPosition | undefined, error?: string): Promise<void> {
     const warning = position && this.retainedWarning(position);
@@ -523,6 +520,7 @@ class ServerArchiver {
   }
 }
 
+/** `work` on one store: its failure names the store. */
 async function onStore<T>(store: { name: string }, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
