@@ -79,20 +79,22 @@ export async function recoveryFacts(
     const archiver = reports.find((report) => report.server === window.server);
     return { store, ...window, ...(archiver ? { archiver } : {}) };
   });
+  /** An entry that is an error alone: no window to show. */
+  const errorOnly = (store: string, envs: Record<string, string>, message: string, archiver?: ArchiverReport) =>
+    facts.push({
+      store,
+      server: archiver?.server ?? 'unknown',
+      envs,
+      baseBackups: [],
+      segments: 0,
+      errors: [message],
+      ...(archiver ? { archiver } : {}),
+    });
   const reported = reports.filter((report) => !filter.env || report.envs[filter.env] !== undefined);
   for (const { store, error } of unreadable) {
     const message = `cannot read the store: ${scrubSecrets(error, config.secrets)}`;
-    const servers = reported.length > 0 ? reported : [undefined];
-    for (const archiver of servers)
-      facts.push({
-        store,
-        server: archiver?.server ?? 'unknown',
-        envs: archiver?.envs ?? {},
-        baseBackups: [],
-        segments: 0,
-        errors: [message],
-        ...(archiver ? { archiver } : {}),
-      });
+    if (reported.length === 0) errorOnly(store, {}, message);
+    for (const archiver of reported) errorOnly(store, archiver.envs, message, archiver);
   }
   // A server the archiver cannot reach: said on its windows, or on an entry of its own when it has none.
   for (const { env, error, since } of unreachable) {
@@ -100,15 +102,7 @@ export async function recoveryFacts(
     const message = `the archiver cannot reach ${env}'s server (since ${since}): ${error}`;
     const known = facts.filter((one) => one.envs[env] !== undefined);
     for (const one of known) one.errors.push(message);
-    if (known.length === 0)
-      facts.push({
-        store: NO_STORE,
-        server: 'unknown',
-        envs: { [env]: '' },
-        baseBackups: [],
-        segments: 0,
-        errors: [message],
-      });
+    if (known.length === 0) errorOnly(NO_STORE, { [env]: '' }, message);
   }
   return facts;
 }

@@ -47,8 +47,9 @@ export async function createMetrics(
     },
   });
 
-  // The stores: one listing of each per scrape feeds the two gauges (a scrape starts every collect at once). A store that cannot be read is said
-  // by its gauge, not by a failed scrape: the other metrics matter most while a store is down.
+  // The stores: one listing of each per scrape feeds the two gauges (a scrape starts every collect at
+  // once). A store that cannot be read is said by its gauge, not by a failed scrape: the other metrics
+  // matter most while a store is down.
   type StoreListing = { store: string; manifests?: Manifest[] };
   let storeListings: Promise<StoreListing[]> | undefined;
   const listings = () =>
