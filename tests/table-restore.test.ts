@@ -60,6 +60,10 @@ describe('restore --table --suffix', () => {
   });
   afterAll(async () => rig?.cleanup());
 
+  /** `restore` from the custom-format backup, as the user runs it (`--wait --json`). */
+  const restore = (...args: string[]) =>
+    rig.cli(['restore', '--env', 'app', '--backup', backups.custom!, ...args, '--wait', '--json']);
+
   it('brings the deleted rows back beside the table; every other table is untouched', async () => {
     const before = await fingerprint(db());
     const run = await rig.cli([
@@ -388,8 +392,6 @@ describe('restore --table --suffix', () => {
 
   it('names that need quoting are written as SQL writes them: "Sales"."Order Lines", beside and replaced', async () => {
     await sql(db(), 'DELETE FROM "Sales"."Order Lines" WHERE id > 30');
-    const restore = (...args: string[]) =>
-      rig.cli(['restore', '--env', 'app', '--backup', backups.custom!, ...args, '--wait', '--json']);
     const beside = await restore('--table', '"Sales"."Order Lines"', '--suffix', '_back');
     expect(beside.exitCode, beside.stderr).toBe(0);
     expect((JSON.parse(beside.stdout) as { tables: unknown[] }).tables).toEqual([
@@ -440,18 +442,7 @@ describe('restore --table --suffix', () => {
     );
   });
 
-  const replace = (...tables: string[]) =>
-    rig.cli([
-      'restore',
-      '--env',
-      'app',
-      '--backup',
-      backups.custom!,
-      ...tables.flatMap((table) => ['--table', table]),
-      '--replace',
-      '--wait',
-      '--json',
-    ]);
+  const replace = (...tables: string[]) => restore(...tables.flatMap((table) => ['--table', table]), '--replace');
   const leftovers = () =>
     sql<{ name: string }>(
       db(),
