@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -136,6 +136,9 @@ describe('point-in-time recovery (file store)', () => {
   let server: NewServer;
   let rig: Rig;
   let prodUrl: string;
+  let ledgerUrl: string;
+  /** The tablespace's directory, when the test made one. */
+  let spaceDir: string | undefined;
   let load: ResultPromise | undefined;
   let archiver: WorkerProcess;
   /** The second host's BACKUP_DIR (its spool), when the test made one. */
@@ -158,8 +161,18 @@ describe('point-in-time recovery (file store)', () => {
       'CREATE TABLE marker (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())',
     );
     // ghost's server is down (nothing listens on its port): the archiver archives prod's meanwhile.
-    rig = await Rig.create({ PITR_ENVS: 'prod,ghost', PITR_OS_USER: 'postgres', BACKUP_SIGNING_KEY: SIGNING_KEY });
+    // ledger shares prod's server (its archive); ledgercopy is where it is restored, on that server too.
+    await query(server.url('postgres'), 'CREATE DATABASE ledger');
+    await query(server.url('postgres'), 'CREATE DATABASE ledger_copy');
+    ledgerUrl = server.url('ledger');
+    rig = await Rig.create({
+      PITR_ENVS: 'prod,ghost,ledger',
+      PITR_OS_USER: 'postgres',
+      BACKUP_SIGNING_KEY: SIGNING_KEY,
+    });
     rig.env.DATABASE_URL_PROD = prodUrl;
+    rig.env.DATABASE_URL_LEDGER = ledgerUrl;
+    rig.env.DATABASE_URL_LEDGERCOPY = server.url('ledger_copy');
     rig.env.DATABASE_URL_GHOST = 'postgres://postgres@127.0.0.1:1/ghost';
     rig.setEnv('staging', rig.db('staging'));
     await sql('postgres', `CREATE DATABASE ${rig.db('staging')}`);
@@ -176,6 +189,7 @@ describe('point-in-time recovery (file store)', () => {
     await rig?.cleanup();
     server?.stop();
     if (otherDir) await rm(otherDir, { recursive: true, force: true });
+    if (spaceDir) await rm(spaceDir, { recursive: true, force: true });
   });
 
   it('a base backup, then a restore to just after a marker holds the marker and nothing written after it', async () => {
@@ -298,7 +312,7 @@ describe('point-in-time recovery (file store)', () => {
     expect(exitCode, stderr).toBe(0);
     expect(listed).toHaveLength(1);
     expect(listed[0]!.errors).toEqual([]);
-    expect(listed[0]!.envs).toEqual({ prod: 'app' });
+    expect(listed[0]!.envs).toEqual({ prod: 'app', ledger: 'ledger' });
     expect(listed[0]!.rpoSeconds).toBeLessThan(30);
     const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
     expect(restored.exitCode, restored.stderr).toBe(0);
@@ -469,6 +483,7 @@ describe('point-in-time recovery (file store)', () => {
     expect(segments.length).toBeGreaterThan(3);
     // After the base backup's end (the filler table made several segments since): the restore needs it.
     const victim = segments.at(-3)!.replace(/\.gz$/, '');
+    const kept = await Promise.all(['gz', 'json'].map((ext) => readFile(path.join(walDir, `${victim}.${ext}`))));
     await rm(path.join(walDir, `${victim}.gz`));
     await rm(path.join(walDir, `${victim}.json`));
     const after = await windows(rig);
@@ -485,7 +500,79 @@ describe('point-in-time recovery (file store)', () => {
     expect(run.stderr).toMatch(new RegExp(`no base backup is followed by unbroken WAL|missing WAL segment ${victim}`));
     expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
     expect(await databaseExists(rig.db('staging'))).toBe(true);
+    // Put back: the window is whole again for the tests after this one.
+    await writeFile(path.join(walDir, `${victim}.gz`), kept[0]!);
+    await writeFile(path.join(walDir, `${victim}.json`), kept[1]!);
+    expect((await windows(rig)).listed[0]!.errors).toEqual([]);
   }, 120_000);
+
+  it('tablespaces: a base backup holds them; a restore never replays CREATE TABLESPACE into the live directory', async () => {
+    const ledgerCopy = server.url('ledger_copy');
+    const location = await mkdtemp(path.join(os.tmpdir(), 'dbops-test-space-'));
+    spaceDir = location;
+    execFileSync('chown', ['postgres:postgres', location]);
+    await sleep(1_000);
+    const beforeSpace = new Date();
+    await sleep(1_000);
+    await query(server.url('postgres'), `CREATE TABLESPACE ledger_space LOCATION '${location}'`);
+    await query(ledgerUrl, 'CREATE TABLE entries (id int PRIMARY KEY, note text) TABLESPACE ledger_space');
+    await query(ledgerUrl, "INSERT INTO entries SELECT g, 'entry ' || g FROM generate_series(1, 1000) g");
+    await waitArchived(rig);
+    const noEntries = async () => query(ledgerCopy, "SELECT to_regclass('entries')::text AS t");
+    const pitrDirs = async () => (await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'));
+
+    // Every base backup so far precedes the tablespace: recovery would replay its creation, and write
+    // where the live server keeps it. Refused before an instance starts; the target untouched.
+    const across = await rig.cli(['restore', '--env', 'ledgercopy', '--from', 'ledger', '--latest-wal', '--wait']);
+    expect(across.exitCode).toBe(1);
+    expect(across.stderr).toMatch(
+      new RegExp(
+        `the WAL to replay creates tablespace \\d+ at "${location}" \\(at [0-9A-F]+/[0-9A-F]+\\), after base backup base-`,
+      ),
+    );
+    expect(await noEntries()).toEqual([{ t: null }]);
+    expect(await pitrDirs()).toEqual([]);
+
+    // A point before the tablespace was made replays no such record.
+    const early = await rig.cli([
+      'restore',
+      '--env',
+      'ledgercopy',
+      '--from',
+      'ledger',
+      '--to-time',
+      beforeSpace.toISOString(),
+      '--wait',
+    ]);
+    expect(early.exitCode, early.stderr).toBe(0);
+    expect(await noEntries()).toEqual([{ t: null }]);
+
+    // A base backup now holds the tablespace, as a directory of its own.
+    const backup = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+    const base = JSON.parse(backup.stdout) as { id: string; server: string };
+    const [space] = await query<{ oid: number }>(
+      server.url('postgres'),
+      "SELECT oid::int AS oid FROM pg_tablespace WHERE spcname = 'ledger_space'",
+    );
+    const kept = await lstat(
+      path.join(rig.backupDir, 'pitr', base.server, 'base', base.id, 'pg_tblspc', String(space!.oid)),
+    );
+    expect(kept.isDirectory()).toBe(true);
+    await query(ledgerUrl, "INSERT INTO entries VALUES (1001, 'after the base backup')");
+    await waitArchived(rig, new Date());
+
+    const restored = await rig.cli(['restore', '--env', 'ledgercopy', '--from', 'ledger', '--latest-wal', '--wait']);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(
+      await query(
+        ledgerCopy,
+        "SELECT count(*)::int AS n, count(*) FILTER (WHERE note = 'after the base backup')::int AS late, (SELECT tablespace FROM pg_tables WHERE tablename = 'entries') AS space FROM entries",
+      ),
+    ).toEqual([{ n: 1001, late: 1, space: 'ledger_space' }]);
+    expect(await pitrDirs()).toEqual([]);
+    await query(ledgerCopy, 'DROP TABLE entries');
+  }, 240_000);
 });
 
 describe('point-in-time recovery with an S3 store only', () => {

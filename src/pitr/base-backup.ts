@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
@@ -10,14 +10,14 @@ import type { JobRef } from '../job-ids.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
 import { StderrTail, finishTool, startTool, type PgTool } from '../postgres/tools.js';
-import { userTablespaces, serverFacts } from '../postgres/wal.js';
+import { userTablespaces, serverFacts, type Tablespace } from '../postgres/wal.js';
 import { PitrArchive, type BaseManifest } from './wal-archive.js';
 import { formatLsn, parseLsn, parseSegmentName, segmentOf } from './wal-names.js';
 
 /*
- * A base backup: pg_basebackup of the whole server (plain format, with the WAL it needs), checked with
- * pg_verifybackup against its own backup_manifest before it is kept, then put into every store and
- * described by a signed manifest written last.
+ * A base backup: pg_basebackup of the whole server (plain format, with the WAL it needs, its tablespaces
+ * as directories pg_tblspc/<oid> inside), checked with pg_verifybackup against its own backup_manifest
+ * before it is kept, then put into every store and described by a signed manifest written last.
  */
 
 export function newBaseId(now = new Date()): string {
@@ -48,18 +48,20 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   const startedAt = new Date();
   const client = await connect(url, 'dbops:basebackup', options.env);
   let facts;
+  let tablespaces: Tablespace[];
   try {
     facts = await serverFacts(client);
-    const spaces = await userTablespaces(client);
-    if (spaces.length > 0)
-      throw new PermanentError(
-        `the server has tablespaces (${spaces.join(', ')}): physical backups of servers with tablespaces are not supported yet`,
-      );
+    tablespaces = await userTablespaces(client);
   } finally {
     await client.end().catch(() => undefined);
   }
   const binDir = await serverBinDir(facts.major, config.PG_BIN_DIR, 'pg_basebackup');
   const data = path.join(workDir, 'data');
+  // Each tablespace is written beside the data directory, not into its path on the server's host (on
+  // that host, the live server's), and moved into the data directory once checked: see tablespace-records.ts.
+  const mapped = tablespaces
+    .filter((space) => path.isAbsolute(space.location))
+    .map((space) => ({ ...space, into: path.join(workDir, 'tablespaces', String(space.oid)) }));
   // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
   const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
   const stopCheck = new AbortController();
@@ -85,6 +87,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
         data,
         '--format=plain',
         '--wal-method=stream',
+        ...mapped.map((space) => `--tablespace-mapping=${escapeMapping(space.location)}=${escapeMapping(space.into)}`),
         '--checkpoint=fast',
         '--no-password',
         '--progress',
@@ -111,6 +114,11 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   options.progress(73, 'pg_verifybackup');
   await (checking ?? check('backup_manifest'));
   options.mark('pg_verifybackup');
+  for (const space of mapped) {
+    const link = path.join(data, 'pg_tblspc', String(space.oid));
+    await rm(link);
+    await rename(space.into, link);
+  }
   const ranges = JSON.parse(await readFile(path.join(data, 'backup_manifest'), 'utf8')) as {
     'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];
     Files?: { Size: number }[];
@@ -162,6 +170,11 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
     manifest ??= one;
   }
   return manifest!;
+}
+
+/** A directory as --tablespace-mapping takes it: `=` escaped, as it separates the two. */
+function escapeMapping(dir: string): string {
+  return dir.replace(/=/g, '\\=');
 }
 
 /** The directory as a tar stream (GNU tar from the host). */

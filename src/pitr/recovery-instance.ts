@@ -1,5 +1,17 @@
 import { execFile } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import {
+  cp,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -13,6 +25,7 @@ import type { BackupStore } from '../backups/store.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
 import { inRecovery } from '../postgres/wal.js';
+import { tablespacesCreated } from './tablespace-records.js';
 import type { PitrArchive } from './wal-archive.js';
 import type { RecoveryPlan, RecoveryTarget } from './window.js';
 
@@ -122,6 +135,19 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
       options.progress(10 + Math.round((25 * fetched) / (plan.wal.length + plan.history.length)), 'fetching WAL');
     }
     options.log(`fetched ${plan.wal.length} WAL segment(s), checked against their sidecars`);
+    const created = await tablespacesCreated(
+      binDir,
+      [path.join(data, 'pg_wal'), wal],
+      plan.base.startLsn,
+      options.target,
+      signal,
+    );
+    if (created.length > 0)
+      throw new PermanentError(
+        `the WAL to replay creates ${created.map((one) => `tablespace ${one.oid} at "${one.location}" (at ${one.lsn})`).join(', ')}, after base backup ${plan.base.id}: ` +
+          'recovery would write into that directory, which the live server uses. Take a base backup after it (backup --physical: base backups hold their tablespaces) and restore to a point after that one',
+      );
+    await linkTablespaces(data, path.join(dir, 'tablespaces'));
     for (const leftover of ['postmaster.pid', 'postmaster.opts', 'standby.signal'])
       await rm(path.join(data, leftover), { force: true });
     await writeFile(path.join(data, 'recovery.signal'), '');
@@ -224,6 +250,26 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
   } catch (error) {
     await removeAll();
     throw error;
+  }
+}
+
+/**
+ * A base backup holds each tablespace as a directory pg_tblspc/<oid> (base-backup.ts); PostgreSQL wants a
+ * link there. Each moves to `into`, in the instance's own directory, and is linked from its place. A link
+ * in a base backup is never followed: it could point anywhere on this host.
+ */
+async function linkTablespaces(data: string, into: string): Promise<void> {
+  const links = path.join(data, 'pg_tblspc');
+  for (const name of await readdir(links).catch(() => [] as string[])) {
+    const entry = path.join(links, name);
+    const found = await lstat(entry);
+    if (!/^\d+$/.test(name) || !found.isDirectory())
+      throw new PermanentError(
+        `the base backup's pg_tblspc/${name} is not a tablespace directory${found.isSymbolicLink() ? ` but a link to ${await readlink(entry)}` : ''}: refusing to recover from it`,
+      );
+    await mkdir(into, { recursive: true, mode: 0o700 });
+    await rename(entry, path.join(into, name));
+    await symlink(path.join(into, name), entry);
   }
 }
 

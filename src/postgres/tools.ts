@@ -7,7 +7,14 @@ import { libpqConnection } from './target.js';
 
 export const PG_TOOLS = ['pg_dump', 'pg_restore', 'psql'] as const;
 /** The tools of physical backups and WAL archiving, of the server's own major version (serverBinDir). */
-export const PG_SERVER_TOOLS = ['pg_receivewal', 'pg_basebackup', 'pg_verifybackup', 'pg_ctl', 'postgres'] as const;
+export const PG_SERVER_TOOLS = [
+  'pg_receivewal',
+  'pg_basebackup',
+  'pg_verifybackup',
+  'pg_waldump',
+  'pg_ctl',
+  'postgres',
+] as const;
 export type PgTool = (typeof PG_TOOLS)[number] | (typeof PG_SERVER_TOOLS)[number];
 
 export interface ToolOptions {

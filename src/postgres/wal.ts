@@ -114,12 +114,20 @@ export async function dropSlot(client: pg.ClientBase, slot: string): Promise<boo
   return (rowCount ?? 0) > 0;
 }
 
+export interface Tablespace {
+  oid: number;
+  name: string;
+  /** Its directory on the server's host (relative, pg_tblspc/<oid>, for one in place). */
+  location: string;
+}
+
 /** Tablespaces beside the two every server has: a plain base backup would write into their paths. */
-export async function userTablespaces(client: pg.ClientBase): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(
-    "SELECT spcname AS name FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
+export async function userTablespaces(client: pg.ClientBase): Promise<Tablespace[]> {
+  const { rows } = await client.query<Tablespace>(
+    `SELECT oid::int AS oid, spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace
+      WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid`,
   );
-  return rows.map((row) => row.name);
+  return rows;
 }
 
 /** The archiver's slot, made once, reserving WAL from now on. */
