@@ -80,7 +80,8 @@ export async function benchPitr(baseEnv: NodeJS.ProcessEnv, rounds: number): Pro
   };
   try {
     await query(url('postgres'), 'CREATE DATABASE app');
-    await pgbench('-i', '-s', '20', '-q');
+    // pgbench scale 20 is a server of about 300 MiB; BENCH_PITR_SCALE=200 about 3 GiB, where fixed costs weigh less.
+    await pgbench('-i', '-s', process.env.BENCH_PITR_SCALE ?? '20', '-q');
     const size = Number((await query<{ s: string }>(url('app'), "SELECT pg_database_size('app')::text AS s"))[0]!.s);
     const archiver = forkWorker('wal', env);
     workers.push(archiver, forkWorker('backup', env), forkWorker('restore', env));
@@ -145,6 +146,7 @@ export async function benchPitr(baseEnv: NodeJS.ProcessEnv, rounds: number): Pro
         ),
       );
       rmSync(rawDir, { recursive: true, force: true });
+      process.stderr.write(`raw pg_basebackup ${theirs.at(-1)!.toFixed(2)} s\n`);
     }
     if (parts.includes('base'))
       rows.push([

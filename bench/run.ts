@@ -25,7 +25,8 @@
  * 100,000 entries (bench/history.ts; also at the end of a full run); BENCH_ONLY=tables restore --table
  * and copy --subset against what a person does by hand and the full copy (bench/tables.ts);
  * BENCH_ONLY=pitr backup --physical, the WAL archiver's lag and memory under load, and restore
- * --latest-wal against the raw sequence, on a private server (bench/pitr.ts).
+ * --latest-wal against the raw sequence, on a private server (bench/pitr.ts); BENCH_PITR_PARTS picks
+ * parts (base,lag,restore), BENCH_PITR_SCALE its size (pgbench scale, default 20: about 300 MiB).
  *
  * Environment: BENCH_PG_URL (superuser URL, default postgres://postgres@127.0.0.1:5432/postgres),
  * BENCH_ROWS (default 1,300,000 rows: ~300 MB), BENCH_ROUNDS (default 5), REDIS_URL.

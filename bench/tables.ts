@@ -92,11 +92,15 @@ export async function benchTables(
           ...subsetRule.flatMap((rule) => ['--subset', rule]),
         ]),
       );
+    // The newest 5, 20 and 40 % too: whether the time beyond the fixed costs grows with the rows moved.
+    const shares = [5, 20, 40];
+    const series = new Map<number, number[]>(shares.map((share) => [share, []]));
     for (let round = 0; round < rounds; round += 1) {
       full.push(await copy());
       subset.push(await copy('public.events:id % 10 = 0'));
       none.push(await copy('public.events:false'));
       newest.push(await copy('public.events:10% order by id desc'));
+      for (const share of shares) series.get(share)!.push(await copy(`public.events:${share}% order by id desc`));
     }
     const [s, f, z, n] = [median(subset), median(full), median(none), median(newest)];
     rows.push([
@@ -120,6 +124,21 @@ export async function benchTables(
       `${f.toFixed(2)} s (the full copy)`,
       `${(n / f).toFixed(3)}; ${((n - z) / (f - z)).toFixed(3)} of the time beyond the fixed costs`,
       '≈ 0.10 (rows moved)',
+    ]);
+    // Time beyond the fixed costs per share of the events moved: flat if it is in proportion to them.
+    const beyond = new Map<number, number>([
+      [10, n - z],
+      ...shares.map((share): [number, number] => [share, median(series.get(share)!) - z]),
+    ]);
+    const perTenth = [...beyond]
+      .sort((a, b) => a[0] - b[0])
+      .map(([share, seconds]) => `${share} %: ${((seconds * 10) / share).toFixed(2)} s`);
+    rows.push([
+      'copy --subset of the newest 5/10/20/40 % of events: time beyond the fixed costs per tenth of them',
+      perTenth.join(', '),
+      `${((f - z) / 10).toFixed(2)} s (a tenth of the full copy's)`,
+      `${(beyond.get(40)! / beyond.get(10)!).toFixed(2)} (40 % against 10 %)`,
+      '≈ 4 (in proportion)',
     ]);
     return rows;
   } finally {
