@@ -24,6 +24,8 @@ import { waitFor } from './helpers/wait.js';
 const PG_BIN = `/usr/lib/postgresql/${execFileSync('ls', ['/usr/lib/postgresql']).toString().trim().split('\n').sort().at(-1)}/bin`;
 const ARCHIVER_READY = /"msg":"(archiving WAL|another archiver holds this server; standing by)"/;
 const SIGNING_KEY = 'a'.repeat(64);
+/** A file the server's own recovery commands would make (see the file store's beforeAll). */
+const TRIPWIRE = path.join(os.tmpdir(), `dbops-test-tripwire-${process.pid}`);
 
 async function query<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -161,6 +163,10 @@ describe('point-in-time recovery (file store)', () => {
       'CREATE TABLE marker (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())',
     );
     // ghost's server is down (nothing listens on its port): the archiver archives prod's meanwhile.
+    // Settings of the server's own, in postgresql.auto.conf and so in every base backup: commands a
+    // recovery would run on the worker's host. The temporary instance must run neither.
+    for (const setting of ['recovery_end_command', 'archive_cleanup_command'])
+      await query(server.url('postgres'), `ALTER SYSTEM SET ${setting} = 'touch ${TRIPWIRE}'`);
     // ledger shares prod's server (its archive); ledgercopy is where it is restored, on that server too.
     await query(server.url('postgres'), 'CREATE DATABASE ledger');
     await query(server.url('postgres'), 'CREATE DATABASE ledger_copy');
@@ -190,6 +196,7 @@ describe('point-in-time recovery (file store)', () => {
     server?.stop();
     if (otherDir) await rm(otherDir, { recursive: true, force: true });
     if (spaceDir) await rm(spaceDir, { recursive: true, force: true });
+    await rm(TRIPWIRE, { force: true });
   });
 
   it('a base backup, then a restore to just after a marker holds the marker and nothing written after it', async () => {
@@ -232,8 +239,9 @@ describe('point-in-time recovery (file store)', () => {
     );
     expect(Number(latest!.n)).toBeGreaterThan(0);
     expect(latest!.at!.getTime()).toBeLessThanOrEqual(target.getTime());
-    // The temporary instance and its files are gone.
+    // The temporary instance and its files are gone; it ran none of the server's commands.
     expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    expect(existsSync(TRIPWIRE)).toBe(false);
   }, 240_000);
   it('a restore to --latest-wal holds every row committed before the archiver last caught up', async () => {
     await query(prodUrl, "INSERT INTO marker (name) VALUES ('latest')");
@@ -254,6 +262,25 @@ describe('point-in-time recovery (file store)', () => {
       (await sql<{ name: string }>(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).map((row) => row.name),
     ).toEqual(['after', 'before', 'latest']);
   }, 180_000);
+
+  it("a restore to the archive's last position, with no record after it archived yet, recovers to that position", async () => {
+    await query(prodUrl, "INSERT INTO marker (name) VALUES ('at-lsn')");
+    await waitArchived(rig, new Date());
+    // Frozen, the archiver stores nothing more: the record that starts where the archive ends is not in it.
+    process.kill(archiver.pid, 'SIGSTOP');
+    try {
+      const { listed } = await windows(rig);
+      const end = (listed[0] as Listing & { toLsn: string }).toLsn;
+      await query(prodUrl, "INSERT INTO marker (name) VALUES ('past-lsn')");
+      const restored = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--to-lsn', end, '--wait']);
+      expect(restored.exitCode, restored.stderr).toBe(0);
+    } finally {
+      process.kill(archiver.pid, 'SIGCONT');
+    }
+    const names = (await sql<{ name: string }>(rig.db('staging'), 'SELECT name FROM marker')).map((row) => row.name);
+    expect(names).toContain('at-lsn');
+    expect(names).not.toContain('past-lsn');
+  }, 120_000);
 
   it('a time outside the archived range fails before anything is touched, naming the range', async () => {
     const before = await sql<{ n: string }>(rig.db('staging'), 'SELECT count(*)::text AS n FROM marker');
@@ -571,6 +598,7 @@ describe('point-in-time recovery (file store)', () => {
       ),
     ).toEqual([{ n: 1001, late: 1, space: 'ledger_space' }]);
     expect(await pitrDirs()).toEqual([]);
+    expect(existsSync(TRIPWIRE)).toBe(false);
     await query(ledgerCopy, 'DROP TABLE entries');
   }, 240_000);
 });

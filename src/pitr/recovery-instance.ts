@@ -151,7 +151,11 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
     for (const leftover of ['postmaster.pid', 'postmaster.opts', 'standby.signal'])
       await rm(path.join(data, leftover), { force: true });
     await writeFile(path.join(data, 'recovery.signal'), '');
-    await writeFile(path.join(data, 'postgresql.conf'), '# dbops: a temporary recovery instance\n');
+    // The server's own settings stay behind, postgresql.auto.conf's too (ALTER SYSTEM): they may name
+    // commands (recovery_end_command, archive_cleanup_command) that would run on this host, libraries,
+    // or a standby's delay. The instance runs with the settings below alone.
+    for (const file of ['postgresql.conf', 'postgresql.auto.conf'])
+      await writeFile(path.join(data, file), '# dbops: a temporary recovery instance\n');
     await writeFile(path.join(dir, 'pg_hba.conf'), 'local all all trust\n');
     await writeFile(path.join(dir, 'pg_ident.conf'), '');
     if (owner) await chownTree(dir, owner);
@@ -174,6 +178,8 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
       'log_destination=stderr',
       'cluster_name=dbops-pitr',
       `restore_command=cp "${wal}/%f" "%p"`,
+      'recovery_end_command=',
+      'archive_cleanup_command=',
       'recovery_target_action=promote',
     ];
     const lines: string[] = [];
@@ -218,12 +224,18 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
     let ready = await waitReady(child, url('postgres'), signal);
     if (
       !ready &&
-      'time' in options.target &&
+      !('latest' in options.target) &&
       lines.some((line) => line.includes('recovery ended before configured recovery target'))
     ) {
-      // Nothing was committed between the last archived record and the target time: the state at the
-      // target is the state at the end of the WAL fetched.
-      options.log('no transaction committed after the target time in the archived WAL: recovering to its end');
+      // The plan fetched WAL up to the target (the window holds it), but recovery stops only on a record
+      // past it: to a time, a transaction that ended after it; to a position, the record that starts
+      // there, which the archive may not hold whole yet. Without one, the state at the target is the
+      // state at the end of the WAL fetched.
+      options.log(
+        'time' in options.target
+          ? 'no transaction committed after the target time in the archived WAL: recovering to its end'
+          : 'the archived WAL holds no whole record past the target position yet: recovering to its end',
+      );
       child = launch({ latest: true });
       ready = await waitReady(child, url('postgres'), signal);
     }
