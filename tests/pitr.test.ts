@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -488,6 +488,29 @@ describe('point-in-time recovery (file store)', () => {
     expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
     expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
     await writeFile(path.join(walDir, victim), kept);
+  }, 120_000);
+
+  it('a base backup holding a link is refused before the instance starts: it could point anywhere on the host', async () => {
+    const { listed } = await windows(rig);
+    const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
+    const newest = (await readdir(bases))
+      .filter((name) => /^base-[^.]+$/.test(name))
+      .sort()
+      .at(-1)!;
+    const link = path.join(bases, newest, 'global', 'dbops-test-link');
+    await symlink(os.tmpdir(), link);
+    try {
+      const before = await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name');
+      const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+      expect(run.exitCode).toBe(1);
+      expect(run.stderr).toContain(
+        `the base backup holds a link, global/dbops-test-link -> ${os.tmpdir()}: refusing to recover from it`,
+      );
+      expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
+      expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    } finally {
+      await rm(link);
+    }
   }, 120_000);
 
   it('a cancelled restore stops the temporary instance and removes its files', async () => {

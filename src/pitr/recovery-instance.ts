@@ -127,6 +127,7 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
       signal,
     );
     options.log(`fetched base backup ${plan.base.id} (${plan.base.startLsn} to ${plan.base.stopLsn})`);
+    await refuseLinks(data);
     let fetched = 0;
     for (const entry of [...plan.history, ...plan.wal]) {
       signal.throwIfAborted();
@@ -266,19 +267,29 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
 }
 
 /**
+ * A base backup dbops made holds no link (its tablespaces are directories): one found in it, pg_wal
+ * linked to a live server's, say, could make the instance write anywhere on this host.
+ */
+async function refuseLinks(data: string): Promise<void> {
+  for (const entry of await readdir(data, { recursive: true, withFileTypes: true })) {
+    if (!entry.isSymbolicLink()) continue;
+    const link = path.join(entry.parentPath, entry.name);
+    throw new PermanentError(
+      `the base backup holds a link, ${path.relative(data, link)} -> ${await readlink(link)}: refusing to recover from it`,
+    );
+  }
+}
+
+/**
  * A base backup holds each tablespace as a directory pg_tblspc/<oid> (base-backup.ts); PostgreSQL wants a
- * link there. Each moves to `into`, in the instance's own directory, and is linked from its place. A link
- * in a base backup is never followed: it could point anywhere on this host.
+ * link there. Each moves to `into`, in the instance's own directory, and is linked from its place.
  */
 async function linkTablespaces(data: string, into: string): Promise<void> {
   const links = path.join(data, 'pg_tblspc');
   for (const name of await readdir(links).catch(() => [] as string[])) {
     const entry = path.join(links, name);
-    const found = await lstat(entry);
-    if (!/^\d+$/.test(name) || !found.isDirectory())
-      throw new PermanentError(
-        `the base backup's pg_tblspc/${name} is not a tablespace directory${found.isSymbolicLink() ? ` but a link to ${await readlink(entry)}` : ''}: refusing to recover from it`,
-      );
+    if (!/^\d+$/.test(name) || !(await lstat(entry)).isDirectory())
+      throw new PermanentError(`the base backup's pg_tblspc/${name} is not a tablespace: refusing to recover from it`);
     await mkdir(into, { recursive: true, mode: 0o700 });
     await rename(entry, path.join(into, name));
     await symlink(path.join(into, name), entry);
