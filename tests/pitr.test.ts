@@ -490,7 +490,7 @@ describe('point-in-time recovery (file store)', () => {
     await writeFile(path.join(walDir, victim), kept);
   }, 120_000);
 
-  it('a base backup holding a link is refused before the instance starts: it could point anywhere on the host', async () => {
+  it('a base backup holding a link or a tablespace_map is refused before the instance starts: they could point anywhere on the host', async () => {
     const { listed } = await windows(rig);
     const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
     const newest = (await readdir(bases))
@@ -510,6 +510,16 @@ describe('point-in-time recovery (file store)', () => {
       expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
     } finally {
       await rm(link);
+    }
+    // Nor a tablespace_map: PostgreSQL would make the links it names when it starts.
+    const map = path.join(bases, newest, 'tablespace_map');
+    await writeFile(map, `16999 ${os.tmpdir()}\n`);
+    try {
+      const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+      expect(run.exitCode).toBe(1);
+      expect(run.stderr).toContain('the base backup holds a tablespace_map');
+    } finally {
+      await rm(map);
     }
   }, 120_000);
 

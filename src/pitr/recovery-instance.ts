@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import {
   cp,
   lstat,
@@ -267,10 +268,15 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
 }
 
 /**
- * A base backup dbops made holds no link (its tablespaces are directories): one found in it, pg_wal
- * linked to a live server's, say, could make the instance write anywhere on this host.
+ * A base backup dbops made holds no link (its tablespaces are directories) and no tablespace_map (the
+ * links PostgreSQL makes at startup): one found in it, pg_wal linked to a live server's, say, could
+ * make the instance write anywhere on this host.
  */
 async function refuseLinks(data: string): Promise<void> {
+  if (existsSync(path.join(data, 'tablespace_map')))
+    throw new PermanentError(
+      'the base backup holds a tablespace_map (links PostgreSQL would make to the directories it names): refusing to recover from it',
+    );
   for (const entry of await readdir(data, { recursive: true, withFileTypes: true })) {
     if (!entry.isSymbolicLink()) continue;
     const link = path.join(entry.parentPath, entry.name);
