@@ -1,4 +1,5 @@
 import { readdir } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { PermanentError } from '../errors.js';
 import { toolPath } from '../postgres/tools.js';
@@ -30,28 +31,46 @@ function micros(time: string, fraction = ''): bigint {
   return BigInt(Date.parse(`${time.replace(' ', 'T')}Z`)) * 1000n + BigInt(fraction.padEnd(6, '0'));
 }
 
-/** The records of resource manager `rmgr` in `dir`'s segments, from its first to its last (or where its WAL ends). */
-async function records(binDir: string | undefined, dir: string, rmgr: string, signal: AbortSignal): Promise<string[]> {
-  const segments = (await readdir(dir)).filter((name) => SEGMENT_NAME.test(name)).sort();
-  if (segments.length === 0) return [];
-  const run = await execa(
-    toolPath('pg_waldump', binDir),
-    [`--path=${dir}`, `--rmgr=${rmgr}`, segments[0]!, segments.at(-1)!],
-    { cancelSignal: signal, reject: false, env: { TZ: 'UTC', LANG: 'C' }, extendEnv: false },
-  );
-  if (run.isCanceled) signal.throwIfAborted();
-  // The last segment may be one still being written, zeros after its last record: the WAL ends there.
-  if (run.exitCode !== 0 && !END_OF_WAL.test(run.stderr))
-    throw new PermanentError(`pg_waldump could not read the WAL to replay: ${run.stderr.trim().split('\n').at(-1)}`);
-  return run.stdout.split('\n').filter((line) => LSN_FIELD.test(line));
-}
-
 const lsnOf = (line: string) => parseLsn(LSN_FIELD.exec(line)![1]!);
 
 /**
+ * Runs pg_waldump over `dir`'s segments, first to last, for the records of resource manager `rmgr`, and
+ * hands `onRecord` each record line until it returns true (pg_waldump is then stopped): the output
+ * of a busy day's WAL is never held whole.
+ */
+async function scan(
+  binDir: string | undefined,
+  dir: string,
+  rmgr: string,
+  signal: AbortSignal,
+  onRecord: (line: string) => boolean,
+): Promise<void> {
+  const segments = (await readdir(dir)).filter((name) => SEGMENT_NAME.test(name)).sort();
+  if (segments.length === 0) return;
+  const child = execa(
+    toolPath('pg_waldump', binDir),
+    [`--path=${dir}`, `--rmgr=${rmgr}`, segments[0]!, segments.at(-1)!],
+    { cancelSignal: signal, reject: false, buffer: { stdout: false }, env: { TZ: 'UTC', LANG: 'C' }, extendEnv: false },
+  );
+  let done = false;
+  for await (const line of createInterface({ input: child.stdout })) {
+    if (LSN_FIELD.test(line) && onRecord(line)) {
+      done = true;
+      child.kill();
+      break;
+    }
+  }
+  const run = await child;
+  if (run.isCanceled) signal.throwIfAborted();
+  // The last segment may be one still being written, zeros after its last record: the WAL ends there.
+  if (!done && run.exitCode !== 0 && !END_OF_WAL.test(run.stderr))
+    throw new PermanentError(`pg_waldump could not read the WAL to replay: ${run.stderr.trim().split('\n').at(-1)}`);
+}
+
+/**
  * The CREATE TABLESPACE records recovery from `from` (the base backup's start) to `target` would replay
- * from the segments in `dirs`. Recovery to a position stops at it; to a time, before the first
- * transaction that ended after it.
+ * from the segments in `dirs` (in the order recovery reads them). Recovery to a position stops at it;
+ * to a time, before the first transaction that ended after it.
  */
 export async function tablespacesCreated(
   binDir: string | undefined,
@@ -60,26 +79,32 @@ export async function tablespacesCreated(
   target: RecoveryTarget,
   signal: AbortSignal,
 ): Promise<TablespaceCreation[]> {
-  // One resource manager per run: pg_waldump before PostgreSQL 15 takes only one.
-  const [creations, ends] = await Promise.all([
-    Promise.all(dirs.map((dir) => records(binDir, dir, 'Tablespace', signal))),
-    'time' in target ? Promise.all(dirs.map((dir) => records(binDir, dir, 'Transaction', signal))) : [],
-  ]);
-  let stop: bigint | undefined = 'lsn' in target ? parseLsn(target.lsn) + 1n : undefined;
-  if ('time' in target) {
-    const limit = BigInt(Date.parse(target.time)) * 1000n;
-    for (const line of ends.flat()) {
-      const ended = END.exec(line);
-      if (ended && micros(ended[1]!, ended[2]) > limit && (stop === undefined || lsnOf(line) < stop))
-        stop = lsnOf(line);
-    }
-  }
   const found = new Map<bigint, TablespaceCreation>();
-  for (const line of creations.flat()) {
-    const created = CREATE.exec(line);
-    const lsn = lsnOf(line);
-    if (created && lsn >= parseLsn(from) && (stop === undefined || lsn < stop))
-      found.set(lsn, { oid: Number(created[1]), location: created[2]!, lsn: formatLsn(lsn) });
+  for (const dir of dirs)
+    await scan(binDir, dir, 'Tablespace', signal, (line) => {
+      const created = CREATE.exec(line);
+      const lsn = lsnOf(line);
+      if (created && lsn >= parseLsn(from) && !('lsn' in target && lsn > parseLsn(target.lsn)))
+        found.set(lsn, { oid: Number(created[1]), location: created[2]!, lsn: formatLsn(lsn) });
+      return false;
+    });
+  const creations = [...found.values()].sort((a, b) => (parseLsn(a.lsn) < parseLsn(b.lsn) ? -1 : 1));
+  if (creations.length === 0 || !('time' in target)) return creations;
+  // To a time: only the creations before the first transaction that ended after it are replayed. The
+  // transactions are read only this far, and only when there is a creation at all.
+  const limit = BigInt(Date.parse(target.time)) * 1000n;
+  const last = parseLsn(creations.at(-1)!.lsn);
+  let stop: bigint | undefined;
+  let past = false;
+  for (const dir of dirs) {
+    await scan(binDir, dir, 'Transaction', signal, (line) => {
+      const lsn = lsnOf(line);
+      past = lsn > last;
+      const ended = END.exec(line);
+      if (!past && ended && lsn >= parseLsn(from) && micros(ended[1]!, ended[2]) > limit) stop = lsn;
+      return past || stop !== undefined;
+    });
+    if (past || stop !== undefined) break;
   }
-  return [...found.values()].sort((a, b) => (parseLsn(a.lsn) < parseLsn(b.lsn) ? -1 : 1));
+  return creations.filter((one) => stop === undefined || parseLsn(one.lsn) < stop);
 }
