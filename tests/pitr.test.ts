@@ -523,6 +523,36 @@ describe('point-in-time recovery (file store)', () => {
     }
   }, 120_000);
 
+  it('a damaged base backup (a byte of a data file changed) fails the restore before the target is touched', async () => {
+    const { listed } = await windows(rig);
+    const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
+    const newest = (await readdir(bases))
+      .filter((name) => /^base-[^.]+$/.test(name))
+      .sort()
+      .at(-1)!;
+    const relation = (
+      await query<{ relation: string }>(prodUrl, "SELECT pg_relation_filepath('pgbench_accounts') AS relation")
+    )[0]!.relation;
+    const file = path.join(bases, newest, relation);
+    const kept = await readFile(file);
+    expect(kept.length).toBeGreaterThan(8192);
+    const damaged = Buffer.from(kept);
+    const at = Math.floor(kept.length / 2);
+    damaged[at] = damaged[at]! ^ 0xff;
+    await writeFile(file, damaged);
+    try {
+      const before = await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name');
+      const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
+      expect(run.exitCode).toBe(1);
+      expect(run.stderr).toContain(`base backup ${newest} in the file store is damaged: pg_verifybackup failed`);
+      expect(run.stderr).toContain(`checksum mismatch for file "${relation}"`);
+      expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
+      expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    } finally {
+      await writeFile(file, kept);
+    }
+  }, 120_000);
+
   it('a cancelled restore stops the temporary instance and removes its files', async () => {
     const producer = rig.producer();
     const job = await producer.enqueue('pitr', { env: 'staging', from: 'prod', latestWal: true });

@@ -62,18 +62,9 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
   const mapped = tablespaces
     .filter((space) => path.isAbsolute(space.location))
     .map((space) => ({ ...space, into: path.join(workDir, 'tablespaces', String(space.oid)) }));
-  // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
-  const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
   const stopCheck = new AbortController();
   const check = (manifest: string) =>
-    runTool('pg_verifybackup', binDir, undefined, AbortSignal.any([signal, stopCheck.signal]), [
-      '--quiet',
-      ...(waldump ? [] : ['--no-parse-wal']),
-      ...(manifest === 'backup_manifest'
-        ? []
-        : [`--manifest-path=${path.join(data, manifest)}`, `--ignore=${manifest}`]),
-      data,
-    ]);
+    verifyBaseDirectory(binDir, data, AbortSignal.any([signal, stopCheck.signal]), manifest);
   let checking: Promise<void> | undefined;
   options.progress(2, 'pg_basebackup');
   try {
@@ -170,6 +161,26 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseMa
     manifest ??= one;
   }
   return manifest!;
+}
+
+/**
+ * pg_verifybackup of a base backup's directory against its backup_manifest (or `manifest`, another
+ * name for it in the directory): every file's size and checksum, the manifest's own, and the WAL.
+ */
+export async function verifyBaseDirectory(
+  binDir: string | undefined,
+  data: string,
+  signal: AbortSignal,
+  manifest = 'backup_manifest',
+): Promise<void> {
+  // pg_verifybackup reads the WAL with pg_waldump, which comes with the server's package, not the client's.
+  const waldump = existsSync(path.join(binDir ?? '/usr/bin', 'pg_waldump'));
+  await runTool('pg_verifybackup', binDir, undefined, signal, [
+    '--quiet',
+    ...(waldump ? [] : ['--no-parse-wal']),
+    ...(manifest === 'backup_manifest' ? [] : [`--manifest-path=${path.join(data, manifest)}`, `--ignore=${manifest}`]),
+    data,
+  ]);
 }
 
 /** A directory as --tablespace-mapping takes it: `=` escaped, as it separates the two. */

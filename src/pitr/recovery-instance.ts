@@ -26,6 +26,7 @@ import type { BackupStore } from '../backups/store.js';
 import { connect } from '../postgres/client.js';
 import { serverBinDir } from '../postgres/binaries.js';
 import { inRecovery } from '../postgres/wal.js';
+import { verifyBaseDirectory } from './base-backup.js';
 import { tablespacesCreated } from './tablespace-records.js';
 import type { PitrArchive } from './wal-archive.js';
 import type { RecoveryPlan, RecoveryTarget } from './window.js';
@@ -100,7 +101,9 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
   const wal = path.join(dir, 'wal');
   const socket = path.join(dir, 'socket');
   let child: ResultPromise | undefined;
+  const stopCheck = new AbortController();
   const removeAll = async () => {
+    stopCheck.abort();
     if (child && child.exitCode === null) {
       child.kill('SIGQUIT');
       await Promise.race([child.catch(() => undefined), sleep(10_000)]);
@@ -129,6 +132,17 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
     );
     options.log(`fetched base backup ${plan.base.id} (${plan.base.startLsn} to ${plan.base.stopLsn})`);
     await refuseLinks(data);
+    // A tar's sha256 was checked as it was read; a directory is checked against its backup_manifest,
+    // while the WAL is fetched.
+    const checking =
+      plan.base.storage === 'tree'
+        ? verifyBaseDirectory(binDir, data, AbortSignal.any([signal, stopCheck.signal])).catch((error: unknown) => {
+            throw new PermanentError(
+              `base backup ${plan.base.id} in the ${store.name} store is damaged: ${(error as Error).message}`,
+            );
+          })
+        : undefined;
+    checking?.catch(() => undefined);
     let fetched = 0;
     for (const entry of [...plan.history, ...plan.wal]) {
       signal.throwIfAborted();
@@ -137,6 +151,10 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
       options.progress(10 + Math.round((25 * fetched) / (plan.wal.length + plan.history.length)), 'fetching WAL');
     }
     options.log(`fetched ${plan.wal.length} WAL segment(s), checked against their sidecars`);
+    if (checking) {
+      await checking;
+      options.log(`base backup ${plan.base.id} checked against its backup_manifest`);
+    }
     const created = await tablespacesCreated(
       binDir,
       [path.join(data, 'pg_wal'), wal],
