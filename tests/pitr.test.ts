@@ -673,6 +673,7 @@ describe('point-in-time recovery with an S3 store only', () => {
   let secondDir: string;
   let thirdDir: string | undefined;
   let archiver: WorkerProcess;
+  let restorer: WorkerProcess;
   let load: ResultPromise | undefined;
 
   beforeAll(async () => {
@@ -703,7 +704,7 @@ describe('point-in-time recovery with an S3 store only', () => {
     await rig.startWorker('backup');
     // The restore runs on a "new host": a BACKUP_DIR of its own, nothing but the bucket in common.
     secondDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-second-'));
-    await rig.startWorker('restore', { BACKUP_DIR: secondDir });
+    restorer = await rig.startWorker('restore', { BACKUP_DIR: secondDir });
     load = startLoad(server, 'app');
   }, 120_000);
 
@@ -774,6 +775,41 @@ describe('point-in-time recovery with an S3 store only', () => {
       { name: 'in-the-bucket' },
     ]);
   }, 240_000);
+  it('retention leaves a base backup a restore is reading, until the restore is done', async () => {
+    const bases = async () =>
+      (await s3.keys('pitr-bucket', `${rig.id}/pitr/`))
+        .filter((key) => /\/base\/base-[^/]+\.json$/.test(key))
+        .map((key) => path.basename(key, '.json'))
+        .sort();
+    const [reading] = await bases();
+    const producer = rig.producer();
+    const job = await producer.enqueue('pitr', { env: 'staging', from: 'prod', latestWal: true });
+    await waitFor('the restore to mark its base backup in use', async () =>
+      (await s3.keys('pitr-bucket', `${rig.id}/.in-use/`)).some((key) => key.includes(reading!)),
+    );
+    // The restore held where it is (its worker stopped) while a base backup prunes with last=1.
+    process.kill(restorer.pid, 'SIGSTOP');
+    let newer: string;
+    try {
+      const backup = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
+      expect(backup.exitCode, backup.stderr).toBe(0);
+      const result = JSON.parse(backup.stdout) as { id: string; pruned: { bases: string[]; inUse: string[] } };
+      expect(result.pruned).toMatchObject({ bases: [], inUse: [reading] });
+      expect(await bases()).toEqual([reading, result.id].sort());
+      newer = result.id;
+    } finally {
+      process.kill(restorer.pid, 'SIGCONT');
+    }
+    expect(await producer.wait(job.id)).toMatchObject({ state: 'completed' });
+    expect(await s3.keys('pitr-bucket', `${rig.id}/.in-use/`)).toEqual([]);
+    // Read no more: the next base backup prunes it.
+    const next = await rig.cli(['backup', '--env', 'prod', '--physical', '--wait', '--json']);
+    expect(next.exitCode, next.stderr).toBe(0);
+    const after = JSON.parse(next.stdout) as { id: string; pruned: { bases: string[]; inUse: string[] } };
+    expect(after.pruned.bases.sort()).toEqual([reading, newer].sort());
+    expect(after.pruned.inUse).toEqual([]);
+  }, 240_000);
+
   it('an archiver frozen and killed under load is taken over by one on a host with only the bucket: no WAL is lost', async () => {
     // The other host: its own BACKUP_DIR (an empty spool), the bucket in common.
     thirdDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-third-'));

@@ -27,7 +27,13 @@ const result = z.object({
       "whether the server's WAL is archived (PITR_ENVS): without it, only the backup's own end can be restored",
   }),
   pruned: z
-    .object({ bases: z.array(z.string()), walFiles: z.number() })
+    .object({
+      bases: z.array(z.string()),
+      walFiles: z.number(),
+      inUse: z.array(z.string()).meta({
+        description: 'older base backups kept because a restore or drill is reading them (pruned by a later backup)',
+      }),
+    })
     .optional()
     .meta({ description: 'with a retention policy (last=N): the base backups and WAL files removed' }),
   steps: stepTimings,
@@ -79,12 +85,14 @@ export const physicalbackup = defineOperation({
       const keep = config.retentionFor(target.env)?.last;
       if (keep) {
         const archive = await PitrArchive.of(config);
-        pruned = { bases: [], walFiles: 0 };
+        pruned = { bases: [], walFiles: 0, inUse: [] };
         for (const index of archive.stores.keys()) {
           const one = await prunePhysical(archive, index, manifest.server, keep);
           pruned.bases.push(...one.bases.filter((id) => !pruned!.bases.includes(id)));
+          pruned.inUse.push(...one.inUse.filter((id) => !pruned!.inUse.includes(id)));
           pruned.walFiles += one.walFiles;
         }
+        for (const id of pruned.inUse) context.log(`kept base backup ${id}: a restore is reading it`);
         timer.mark('retention');
       }
       return {

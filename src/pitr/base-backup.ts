@@ -219,27 +219,34 @@ async function runTool(
 }
 
 /**
- * Retention of the point-in-time archive in one store: the newest `keep` base backups stay, with
- * every WAL file from the oldest kept one's end on (before it, the base backup holds its own WAL);
- * older base backups and WAL go.
+ * Retention of the point-in-time archive in one store: the newest `keep` base backups stay, and any
+ * older one a restore is reading (its in-use mark, see recovery-instance.ts), with every WAL file from
+ * the oldest kept one's end on (before it, the base backup holds its own WAL); older base backups and
+ * WAL go.
  */
 export async function prunePhysical(
   archive: PitrArchive,
   storeIndex: number,
   server: string,
   keep: number,
-): Promise<{ bases: string[]; walFiles: number }> {
+): Promise<{ bases: string[]; walFiles: number; inUse: string[] }> {
   const store = archive.stores[storeIndex]!;
   const { bases } = await archive.baseListing(store, server);
-  if (bases.length <= keep) return { bases: [], walFiles: 0 };
-  const kept = bases.slice(-keep);
-  const oldest = kept[0]!;
-  const first = segmentOf(parseLsn(oldest.stopLsn), oldest.timeline, oldest.walSegmentBytes);
+  if (bases.length <= keep) return { bases: [], walFiles: 0, inUse: [] };
   const removed: string[] = [];
+  const inUse: string[] = [];
+  let oldest = bases.at(-keep)!;
   for (const base of bases.slice(0, -keep)) {
+    // Looked at right before each removal: a restore marks its base backup before it reads it.
+    if ((await store.inUseMarks()).some((mark) => mark.backupId === base.id)) {
+      inUse.push(base.id);
+      if (parseLsn(base.stopLsn) < parseLsn(oldest.stopLsn)) oldest = base;
+      continue;
+    }
     await archive.removeBase(store, base);
     removed.push(base.id);
   }
+  const first = segmentOf(parseLsn(oldest.stopLsn), oldest.timeline, oldest.walSegmentBytes);
   const { entries } = await archive.walListing(store, server);
   let walFiles = 0;
   for (const entry of entries) {
@@ -252,5 +259,5 @@ export async function prunePhysical(
       walFiles += 1;
     }
   }
-  return { bases: removed, walFiles };
+  return { bases: removed, walFiles, inUse };
 }

@@ -102,8 +102,10 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
   const socket = path.join(dir, 'socket');
   let child: ResultPromise | undefined;
   const stopCheck = new AbortController();
+  let release: (() => Promise<void>) | undefined;
   const removeAll = async () => {
     stopCheck.abort();
+    await release?.().catch(() => undefined);
     if (child && child.exitCode === null) {
       child.kill('SIGQUIT');
       await Promise.race([child.catch(() => undefined), sleep(10_000)]);
@@ -119,6 +121,8 @@ export async function startRecovery(options: RecoveryOptions): Promise<RecoveryI
       { mode: 0o600 },
     );
     await Promise.all([mkdir(data, { mode: 0o700 }), mkdir(wal, { mode: 0o700 }), mkdir(socket, { mode: 0o700 })]);
+    // Marked before it is read, until the instance is gone: retention leaves it alone meanwhile.
+    release = await store.markInUse(plan.base.id, options.job);
     options.progress(5, `fetching base backup ${plan.base.id}`);
     await archive.openBase(
       store,
