@@ -95,6 +95,12 @@ describe('CREATE TABLESPACE records a recovery would replay', () => {
     expect(await created({ time: afterTime })).toHaveLength(1);
   });
 
+  it('without pg_waldump: one line that says so', async () => {
+    await expect(tablespacesCreated('/nonexistent', [walDir], start, { latest: true }, signal)).rejects.toThrow(
+      /^pg_waldump could not run: spawn \/nonexistent\/pg_waldump ENOENT$/,
+    );
+  });
+
   it('from a base backup that began after it: none', async () => {
     expect(await created({ latest: true }, afterLsn)).toEqual([]);
   });

@@ -62,6 +62,8 @@ async function scan(
   }
   const run = await child;
   if (run.isCanceled) signal.throwIfAborted();
+  if (run.exitCode === undefined && !done)
+    throw new PermanentError(`pg_waldump could not run: ${run.originalMessage ?? run.shortMessage}`);
   // The last segment may be one still being written, zeros after its last record: the WAL ends there.
   if (!done && run.exitCode !== 0 && !END_OF_WAL.test(run.stderr))
     throw new PermanentError(`pg_waldump could not read the WAL to replay: ${run.stderr.trim().split('\n').at(-1)}`);
