@@ -672,6 +672,7 @@ describe('point-in-time recovery with an S3 store only', () => {
   let rig: Rig;
   let secondDir: string;
   let thirdDir: string | undefined;
+  let spaceDir: string | undefined;
   let archiver: WorkerProcess;
   let restorer: WorkerProcess;
   let load: ResultPromise | undefined;
@@ -685,6 +686,14 @@ describe('point-in-time recovery with an S3 store only', () => {
       { env: { ...process.env, PGPASSWORD: server.password }, stdio: 'pipe' },
     );
     await query(server.url('app'), 'CREATE TABLE marker (name text PRIMARY KEY)');
+    // A tablespace, with a table of another database in it: the base backups' tars carry it, and the
+    // restores' instances link it into their own directories.
+    spaceDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-test-space-'));
+    execFileSync('chown', ['postgres:postgres', spaceDir]);
+    await query(server.url('postgres'), `CREATE TABLESPACE bucket_space LOCATION '${spaceDir}'`);
+    await query(server.url('postgres'), 'CREATE DATABASE spare');
+    await query(server.url('spare'), 'CREATE TABLE kept (g int) TABLESPACE bucket_space');
+    await query(server.url('spare'), 'INSERT INTO kept SELECT generate_series(1, 1000)');
     s3 = await S3Server.start(['pitr-bucket']);
     rig = await Rig.create({
       PITR_ENVS: 'prod',
@@ -716,6 +725,7 @@ describe('point-in-time recovery with an S3 store only', () => {
     server?.stop();
     if (secondDir) await rm(secondDir, { recursive: true, force: true });
     if (thirdDir) await rm(thirdDir, { recursive: true, force: true });
+    if (spaceDir) await rm(spaceDir, { recursive: true, force: true });
   });
 
   it('archives WAL and a base backup into the bucket, encrypted, and restores from the bucket alone', async () => {
