@@ -187,6 +187,36 @@ describe('copy --subset', () => {
     expect(await sample()).toEqual(first);
   });
 
+  it('the newest 10 % of a partitioned table nothing references, the rest whole: exactly those rows, every key holding', async () => {
+    // payment is read by its rule as it is copied (no key leads to or from its chosen rows): no list.
+    const run = await rig.cli([
+      'copy',
+      '--from',
+      'source',
+      '--to',
+      'dev',
+      '--subset',
+      'public.payment:10% order by payment_date desc, payment_id desc',
+      '--wait',
+      '--json',
+    ]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const total = await count(rig.db('source'), 'SELECT count(*) FROM payment');
+    const wanted = Math.ceil(total / 10);
+    const result = JSON.parse(run.stdout) as { subset: { table: string; rows: number }[] };
+    expect(result.subset.find((one) => one.table === 'public.payment')?.rows).toBe(wanted);
+    const newest = (database: string, limit: string) =>
+      sql<{ id: number }>(
+        database,
+        `SELECT payment_id AS id FROM payment ORDER BY payment_date DESC, payment_id DESC ${limit}`,
+      );
+    expect(await newest(rig.db('dev'), '')).toEqual(await newest(rig.db('source'), `LIMIT ${wanted}`));
+    expect(await count(rig.db('dev'), 'SELECT count(*) FROM rental')).toBe(
+      await count(rig.db('source'), 'SELECT count(*) FROM rental'),
+    );
+    await expectEveryKeyHolds(rig.db('source'), rig.db('dev'));
+  });
+
   it('refuses --verify with --subset, a table the copy does not have, and a subset without its condition', async () => {
     const verify = await rig.cli([
       'copy',

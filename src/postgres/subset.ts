@@ -11,7 +11,8 @@ import { TEXT_FORMAT_SETTINGS, quoteIdent } from './client.js';
  * other tables counts as chosen too), so that every foreign key holds. The chosen rows are listed
  * (partition, ctid) in temporary tables of the source session, round by round, each round following
  * the keys from the rows the last one added only; then each table's chosen rows are copied (`COPY
- * (SELECT … WHERE ctid = ANY …)`, a TID scan) into the target, named column by column. The time
+ * (SELECT … WHERE ctid = ANY …)`, a TID scan) into the target, named column by column. A table no
+ * key links to another's chosen rows is not listed: its rule is read as it is copied. The time
  * goes with the rows chosen, not with the source's size. The target's foreign keys are added after
  * (postgres/parallel-copy.ts copyAroundSchema), each validated.
  */
@@ -52,14 +53,18 @@ interface ForeignKey {
   parentColumns: string[];
 }
 
-/** One table of the subset: kept whole, or the rows listed in its temporary table. */
+/**
+ * One table of the subset: kept whole; the rows listed in its temporary table; or the rows of its one
+ * rule, read as it is copied, when no foreign key leads to or from its chosen rows (nothing is followed
+ * from them, nothing added to them: a list would only cost its writing).
+ */
 interface Chosen {
   table: string;
   /** Its rows (a partitioned table's through it; another table's own, ONLY), as SQL. */
   rows: string;
   /** Its rows live in partitions: a row address (ctid) names a row only with its partition (tableoid). */
   partitioned: boolean;
-  keep: { whole: true } | { whole: false; list: string };
+  keep: { whole: true } | { whole: false; list: string } | { whole: false; rule: SubsetRule };
 }
 
 const quoted = (table: string) => tableRefOf(table).sql;
@@ -101,25 +106,23 @@ async function readGraph(
 }
 
 /**
- * A condition on `alias`'s rows: listed in `table`'s list (those of its entries where `condition`
- * holds). A TID scan finds them; the partition is checked only where rows live in several.
+ * A condition on `alias`'s rows: listed in `list` (those of its entries where `condition` holds). A
+ * TID scan finds them; the partition is checked only where rows live in several (`partitioned`).
  */
-function listedRows(table: Chosen, alias: string, condition: string): string {
-  if (table.keep.whole) return 'true';
-  const list = table.keep.list;
+function listedRows(list: string, partitioned: boolean, alias: string, condition: string): string {
   const byAddress = `${alias}.ctid = ANY (ARRAY(SELECT id FROM ${list} WHERE ${condition}))`;
-  return table.partitioned
+  return partitioned
     ? `${byAddress} AND (${alias}.tableoid, ${alias}.ctid) IN (SELECT part, id FROM ${list} WHERE ${condition})`
     : byAddress;
 }
 
-/** The rows a rule chooses, as `SELECT tableoid, ctid …`. */
-function ruleRows(rule: SubsetRule, rows: string): string {
-  if (rule.percent === undefined) return `SELECT tableoid, ctid FROM ${rows} WHERE (${rule.where})`;
+/** The rows a rule chooses, as `SELECT <columns> …` (by default their addresses). */
+function ruleRows(rule: SubsetRule, rows: string, columns = 'tableoid, ctid'): string {
+  if (rule.percent === undefined) return `SELECT ${columns} FROM ${rows} WHERE (${rule.where})`;
   if (rule.orderBy === undefined)
     // Repeatable: the same rows of the same data, every time.
-    return `SELECT tableoid, ctid FROM ${rows} TABLESAMPLE BERNOULLI (${rule.percent}) REPEATABLE (0)`;
-  return `SELECT tableoid, ctid FROM ${rows} ORDER BY ${rule.orderBy}
+    return `SELECT ${columns} FROM ${rows} TABLESAMPLE BERNOULLI (${rule.percent}) REPEATABLE (0)`;
+  return `SELECT ${columns} FROM ${rows} ORDER BY ${rule.orderBy}
            LIMIT (SELECT ceil(count(*) * ${rule.percent} / 100.0)::bigint FROM ${rows})`;
 }
 
@@ -133,11 +136,21 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
   if (missing.length)
     throw new Error(`--subset names ${[...new Set(missing)].join(', ')}, which the copy does not have`);
   const named = new Set(rules.map((rule) => rule.table));
+  const whole = (table: string) => !named.has(table) && options.rest === 'all';
   const chosen = new Map<string, Chosen>();
   for (const [index, table] of tables.entries()) {
     const rows = `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
-    if (!named.has(table) && options.rest === 'all') {
+    if (whole(table)) {
       chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: true } });
+      continue;
+    }
+    const own = rules.filter((rule) => rule.table === table);
+    if (
+      own.length === 1 &&
+      !keys.some((key) => key.parentTable === table) &&
+      keys.every((key) => key.childTable !== table || whole(key.parentTable))
+    ) {
+      chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: false, rule: own[0]! } });
       continue;
     }
     const list = `pg_temp.dbops_keep_${index}`;
@@ -147,7 +160,7 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
   // No index on the lists: each is read whole, by hash joins (an index cost more to keep than it saved).
   const listed = new Set<string>();
   const add = async (table: Chosen, select: string, round: number) => {
-    if (table.keep.whole) return 0;
+    if (!('list' in table.keep)) return 0;
     // Each select yields a row once; only rows already listed must be left out.
     const unlisted = listed.has(table.table)
       ? `WHERE NOT EXISTS (SELECT 1 FROM ${table.keep.list} q WHERE q.part = s.tableoid AND q.id = s.ctid)`
@@ -170,7 +183,9 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
     relation === table.table ? table.rows : `ONLY ${quoted(relation)}`;
   const frontier = (table: Chosen, relation: string, since: number, alias: string): string | undefined => {
     if (table.keep.whole) return since === 0 ? `${relationRows(table, relation)} ${alias}` : undefined;
-    return `${relationRows(table, relation)} ${alias} WHERE ${listedRows(table, alias, `round >= ${since}`)}`;
+    // A table whose rows are its rule's has no key to a table whose rows are chosen: nothing to follow.
+    if (!('list' in table.keep)) return undefined;
+    return `${relationRows(table, relation)} ${alias} WHERE ${listedRows(table.keep.list, table.partitioned, alias, `round >= ${since}`)}`;
   };
   const columns = (alias: string, names: string[]) => names.map((name) => `${alias}.${quoteIdent(name)}`).join(', ');
   let round = 1;
@@ -231,8 +246,10 @@ export async function copySubset(
     const columns = await copyColumnList(session, tableRefOf(table.table));
     // Unqualified: the FROM list has the table alone (the lists' columns are read in subqueries of their own).
     const names = columns.slice(1, -1);
-    const where = table.keep.whole ? '' : `WHERE ${listedRows(table, 't', 'true')}`;
-    const source = session.query(copyTo(`COPY (SELECT ${names} FROM ${table.rows} t ${where}) TO STDOUT`));
+    let select = `SELECT ${names} FROM ${table.rows} t`;
+    if ('list' in table.keep) select += ` WHERE ${listedRows(table.keep.list, table.partitioned, 't', 'true')}`;
+    if ('rule' in table.keep) select = ruleRows(table.keep.rule, table.rows, names);
+    const source = session.query(copyTo(`COPY (${select}) TO STDOUT`));
     const sink = target.query(copyFrom(`COPY ${quoted(table.table)} ${columns} FROM STDIN`));
     await pipeline(source, sink);
     copied.push({ table: table.table, rows: sink.rowCount });
