@@ -713,7 +713,8 @@ describe('point-in-time recovery with an S3 store only', () => {
     await rig.startWorker('backup');
     // The restore runs on a "new host": a BACKUP_DIR of its own, nothing but the bucket in common.
     secondDir = await mkdtemp(path.join(os.tmpdir(), 'dbops-pitr-second-'));
-    restorer = await rig.startWorker('restore', { BACKUP_DIR: secondDir });
+    // A long job lock: the retention test holds this worker stopped for as long as a base backup takes.
+    restorer = await rig.startWorker('restore', { BACKUP_DIR: secondDir, WORKER_LOCK_MS: '120000' });
     load = startLoad(server, 'app');
   }, 120_000);
 
