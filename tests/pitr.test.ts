@@ -83,6 +83,22 @@ async function windows(rig: Rig): Promise<{ exitCode: number; listed: Listing[];
   return { exitCode: result.exitCode, listed: JSON.parse(result.stdout || '[]') as Listing[], stderr: result.stderr };
 }
 
+/** The temporary recovery instances' directories in $TMPDIR. */
+async function pitrDirs(): Promise<string[]> {
+  return (await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'));
+}
+
+/** The newest base backup in the file store: its id and its directory. */
+async function newestBase(rig: Rig): Promise<{ id: string; dir: string }> {
+  const { listed } = await windows(rig);
+  const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
+  const id = (await readdir(bases))
+    .filter((name) => /^base-[^.]+$/.test(name))
+    .sort()
+    .at(-1)!;
+  return { id, dir: path.join(bases, id) };
+}
+
 /** Waits until the archive holds everything the server wrote up to now. */
 async function waitArchived(rig: Rig, since = new Date()): Promise<void> {
   await waitFor(
@@ -240,7 +256,7 @@ describe('point-in-time recovery (file store)', () => {
     expect(Number(latest!.n)).toBeGreaterThan(0);
     expect(latest!.at!.getTime()).toBeLessThanOrEqual(target.getTime());
     // The temporary instance and its files are gone; it ran none of the server's commands.
-    expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    expect(await pitrDirs()).toEqual([]);
     expect(existsSync(TRIPWIRE)).toBe(false);
   }, 240_000);
   it('a restore to --latest-wal holds every row committed before the archiver last caught up', async () => {
@@ -471,7 +487,7 @@ describe('point-in-time recovery (file store)', () => {
     // pgbench writes all the time: its history is written during the drill and cannot be compared.
     expect(result.changedDuringDrill).toContain('public.pgbench_history');
     expect(result.recoveredTo).toContain(result.lsn);
-    expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    expect(await pitrDirs()).toEqual([]);
   }, 180_000);
 
   it('a damaged WAL segment fails the restore before the target is touched; the temporary instance is gone', async () => {
@@ -486,18 +502,13 @@ describe('point-in-time recovery (file store)', () => {
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toContain(`WAL ${victim.replace(/\.gz$/, '')} in the file store is damaged`);
     expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
-    expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    expect(await pitrDirs()).toEqual([]);
     await writeFile(path.join(walDir, victim), kept);
   }, 120_000);
 
   it('a base backup holding a link or a tablespace_map is refused before the instance starts: they could point anywhere on the host', async () => {
-    const { listed } = await windows(rig);
-    const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
-    const newest = (await readdir(bases))
-      .filter((name) => /^base-[^.]+$/.test(name))
-      .sort()
-      .at(-1)!;
-    const link = path.join(bases, newest, 'global', 'dbops-test-link');
+    const newest = await newestBase(rig);
+    const link = path.join(newest.dir, 'global', 'dbops-test-link');
     await symlink(os.tmpdir(), link);
     try {
       const before = await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name');
@@ -507,12 +518,12 @@ describe('point-in-time recovery (file store)', () => {
         `the base backup holds a link, global/dbops-test-link -> ${os.tmpdir()}: refusing to recover from it`,
       );
       expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
-      expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+      expect(await pitrDirs()).toEqual([]);
     } finally {
       await rm(link);
     }
     // Nor a tablespace_map: PostgreSQL would make the links it names when it starts.
-    const map = path.join(bases, newest, 'tablespace_map');
+    const map = path.join(newest.dir, 'tablespace_map');
     await writeFile(map, `16999 ${os.tmpdir()}\n`);
     try {
       const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
@@ -524,16 +535,11 @@ describe('point-in-time recovery (file store)', () => {
   }, 120_000);
 
   it('a damaged base backup (a byte of a data file changed) fails the restore before the target is touched', async () => {
-    const { listed } = await windows(rig);
-    const bases = path.join(rig.backupDir, 'pitr', listed[0]!.server, 'base');
-    const newest = (await readdir(bases))
-      .filter((name) => /^base-[^.]+$/.test(name))
-      .sort()
-      .at(-1)!;
+    const newest = await newestBase(rig);
     const relation = (
       await query<{ relation: string }>(prodUrl, "SELECT pg_relation_filepath('pgbench_accounts') AS relation")
     )[0]!.relation;
-    const file = path.join(bases, newest, relation);
+    const file = path.join(newest.dir, relation);
     const kept = await readFile(file);
     expect(kept.length).toBeGreaterThan(8192);
     const damaged = Buffer.from(kept);
@@ -544,10 +550,10 @@ describe('point-in-time recovery (file store)', () => {
       const before = await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name');
       const run = await rig.cli(['restore', '--env', 'staging', '--from', 'prod', '--latest-wal', '--wait']);
       expect(run.exitCode).toBe(1);
-      expect(run.stderr).toContain(`base backup ${newest} in the file store is damaged: pg_verifybackup failed`);
+      expect(run.stderr).toContain(`base backup ${newest.id} in the file store is damaged: pg_verifybackup failed`);
       expect(run.stderr).toContain(`checksum mismatch for file "${relation}"`);
       expect(await sql(rig.db('staging'), 'SELECT name FROM marker ORDER BY name')).toEqual(before);
-      expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+      expect(await pitrDirs()).toEqual([]);
     } finally {
       await writeFile(file, kept);
     }
@@ -556,12 +562,10 @@ describe('point-in-time recovery (file store)', () => {
   it('a cancelled restore stops the temporary instance and removes its files', async () => {
     const producer = rig.producer();
     const job = await producer.enqueue('pitr', { env: 'staging', from: 'prod', latestWal: true });
-    await waitFor('the temporary instance', async () =>
-      (await readdir(os.tmpdir())).some((name) => name.startsWith('dbops-pitr-')),
-    );
+    await waitFor('the temporary instance', async () => (await pitrDirs()).length > 0);
     expect(await producer.cancel(job.id)).toBe('signalled');
     expect(await producer.wait(job.id)).toMatchObject({ state: 'cancelled' });
-    expect((await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'))).toEqual([]);
+    expect(await pitrDirs()).toEqual([]);
     expect(execFileSync('ps', ['-eo', 'args']).toString()).not.toContain('cluster_name=dbops-pitr');
   }, 120_000);
 
@@ -609,7 +613,6 @@ describe('point-in-time recovery (file store)', () => {
     await query(ledgerUrl, "INSERT INTO entries SELECT g, 'entry ' || g FROM generate_series(1, 1000) g");
     await waitArchived(rig);
     const noEntries = async () => query(ledgerCopy, "SELECT to_regclass('entries')::text AS t");
-    const pitrDirs = async () => (await readdir(os.tmpdir())).filter((name) => name.startsWith('dbops-pitr-'));
 
     // Every base backup so far precedes the tablespace: recovery would replay its creation, and write
     // where the live server keeps it. Refused before an instance starts; the target untouched.

@@ -235,17 +235,17 @@ export async function prunePhysical(
   if (bases.length <= keep) return { bases: [], walFiles: 0, inUse: [] };
   const removed: string[] = [];
   const inUse: string[] = [];
-  let oldest = bases.at(-keep)!;
   for (const base of bases.slice(0, -keep)) {
     // Looked at right before each removal: a restore marks its base backup before it reads it.
     if ((await store.inUseMarks()).some((mark) => mark.backupId === base.id)) {
       inUse.push(base.id);
-      if (parseLsn(base.stopLsn) < parseLsn(oldest.stopLsn)) oldest = base;
       continue;
     }
     await archive.removeBase(store, base);
     removed.push(base.id);
   }
+  // The listing is oldest first: the oldest base backup left is the first in use, else the first kept.
+  const oldest = bases.find((base) => inUse.includes(base.id)) ?? bases.at(-keep)!;
   const first = segmentOf(parseLsn(oldest.stopLsn), oldest.timeline, oldest.walSegmentBytes);
   const { entries } = await archive.walListing(store, server);
   let walFiles = 0;

@@ -31,19 +31,17 @@ function micros(time: string, fraction = ''): bigint {
   return BigInt(Date.parse(`${time.replace(' ', 'T')}Z`)) * 1000n + BigInt(fraction.padEnd(6, '0'));
 }
 
-const lsnOf = (line: string) => parseLsn(LSN_FIELD.exec(line)![1]!);
-
 /**
  * Runs pg_waldump over `dir`'s segments, first to last, for the records of resource manager `rmgr`, and
- * hands `onRecord` each record line until it returns true (pg_waldump is then stopped): the output
- * of a busy day's WAL is never held whole.
+ * hands `onRecord` each record line, with its position, until it returns true (pg_waldump is then
+ * stopped): the output of a busy day's WAL is never held whole.
  */
 async function scan(
   binDir: string | undefined,
   dir: string,
   rmgr: string,
   signal: AbortSignal,
-  onRecord: (line: string) => boolean,
+  onRecord: (line: string, lsn: bigint) => boolean,
 ): Promise<void> {
   const segments = (await readdir(dir)).filter((name) => SEGMENT_NAME.test(name)).sort();
   if (segments.length === 0) return;
@@ -54,7 +52,8 @@ async function scan(
   );
   let done = false;
   for await (const line of createInterface({ input: child.stdout })) {
-    if (LSN_FIELD.test(line) && onRecord(line)) {
+    const position = LSN_FIELD.exec(line)?.[1];
+    if (position !== undefined && onRecord(line, parseLsn(position))) {
       done = true;
       child.kill();
       break;
@@ -81,32 +80,33 @@ export async function tablespacesCreated(
   target: RecoveryTarget,
   signal: AbortSignal,
 ): Promise<TablespaceCreation[]> {
+  const start = parseLsn(from);
+  const end = 'lsn' in target ? parseLsn(target.lsn) : undefined;
+  // By position: the base backup's WAL and the archive's overlap, and a record is counted once.
   const found = new Map<bigint, TablespaceCreation>();
   for (const dir of dirs)
-    await scan(binDir, dir, 'Tablespace', signal, (line) => {
+    await scan(binDir, dir, 'Tablespace', signal, (line, lsn) => {
       const created = CREATE.exec(line);
-      const lsn = lsnOf(line);
-      if (created && lsn >= parseLsn(from) && !('lsn' in target && lsn > parseLsn(target.lsn)))
+      if (created && lsn >= start && !(end !== undefined && lsn > end))
         found.set(lsn, { oid: Number(created[1]), location: created[2]!, lsn: formatLsn(lsn) });
       return false;
     });
-  const creations = [...found.values()].sort((a, b) => (parseLsn(a.lsn) < parseLsn(b.lsn) ? -1 : 1));
-  if (creations.length === 0 || !('time' in target)) return creations;
+  const positions = [...found.keys()].sort((a, b) => (a < b ? -1 : 1));
+  if (positions.length === 0 || !('time' in target)) return positions.map((lsn) => found.get(lsn)!);
   // To a time: only the creations before the first transaction that ended after it are replayed. The
   // transactions are read only this far, and only when there is a creation at all.
   const limit = BigInt(Date.parse(target.time)) * 1000n;
-  const last = parseLsn(creations.at(-1)!.lsn);
+  const last = positions.at(-1)!;
   let stop: bigint | undefined;
   let past = false;
   for (const dir of dirs) {
-    await scan(binDir, dir, 'Transaction', signal, (line) => {
-      const lsn = lsnOf(line);
+    await scan(binDir, dir, 'Transaction', signal, (line, lsn) => {
       past = lsn > last;
       const ended = END.exec(line);
-      if (!past && ended && lsn >= parseLsn(from) && micros(ended[1]!, ended[2]) > limit) stop = lsn;
+      if (!past && ended && lsn >= start && micros(ended[1]!, ended[2]) > limit) stop = lsn;
       return past || stop !== undefined;
     });
     if (past || stop !== undefined) break;
   }
-  return creations.filter((one) => stop === undefined || parseLsn(one.lsn) < stop);
+  return positions.filter((lsn) => stop === undefined || lsn < stop).map((lsn) => found.get(lsn)!);
 }
