@@ -9,7 +9,7 @@ import { connect, exportSnapshot, inTransaction, quoteLiteral, runScript } from 
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
 import { columnFacts, listTables, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
 import { applyMasks, type MaskedTable, type TableMask } from '../postgres/masking.js';
-import { copySubset, type SubsetTable } from '../postgres/subset.js';
+import { copySubset, planSubset, type SubsetTable } from '../postgres/subset.js';
 import { DELETE_WHERE, maskPolicySchema, maskProblems, ruleFor, type MaskPolicy } from './mask-policy.js';
 import { differences, digestTables, type TableDigest } from '../postgres/compare.js';
 import { recoverCreatedDatabases, replaceDatabase } from '../postgres/replace.js';
@@ -329,6 +329,9 @@ async function subsetFill(
   const tools = { sourceUrl: source.url, targetUrl: shadowUrl, snapshot: snapshot.id, binDir, onLine: context.log };
   let kept: SubsetTable[] = [];
   let tables: string[] = [];
+  // Read by the session holding the snapshot, idle otherwise, while the schema is restored.
+  const planned = planSubset(snapshot.client, payload.subset!);
+  planned.catch(() => undefined); // awaited below, where an error fails the subset
   await withWorkDirs(context, (workDir, fifoDir) =>
     copyAroundSchema({ ...tools, workDir, signal, jobs: payload.jobs }, async () => {
       const session = await connect(source.url, `dbops:copy:${jobId}`, source.env);
@@ -337,7 +340,7 @@ async function subsetFill(
         // Read-write, for the lists of chosen rows (temporary tables); it writes nothing else.
         await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         await session.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.id)}`);
-        kept = await copySubset(session, shadow, payload.subset!, {
+        kept = await copySubset(session, shadow, await planned, {
           rest: payload.rest,
           withChildren: payload.withChildren,
           onStep: (step) => context.progress(40, `subset: ${step}`),

@@ -70,9 +70,13 @@ interface Chosen {
 const quoted = (table: string) => tableRefOf(table).sql;
 
 /** Tables (a partitioned table once, not its partitions) and the foreign keys between them. */
-async function readGraph(
-  client: pg.ClientBase,
-): Promise<{ tables: string[]; partitioned: Set<string>; keys: ForeignKey[] }> {
+interface Graph {
+  tables: string[];
+  partitioned: Set<string>;
+  keys: ForeignKey[];
+}
+
+async function readGraph(client: pg.ClientBase): Promise<Graph> {
   const { rows: tables } = await client.query<{ name: string; partitioned: boolean }>(
     `SELECT n.nspname || '.' || c.relname AS name, c.relkind = 'p' AS partitioned FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't'
@@ -116,30 +120,61 @@ function listedRows(list: string, partitioned: boolean, alias: string, condition
     : byAddress;
 }
 
+/** The rows `table`'s rules read: a partitioned table's through it, another table's own (ONLY). */
+const tableRows = (table: string, partitioned: Set<string>) =>
+  `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
+
+/**
+ * What the subset needs to know of the source before it chooses: its tables and keys, and how many rows
+ * each percentage in an order takes. Read in the copy's snapshot by a session of its own, so that it can
+ * run while the schema is restored (the count is a scan of the whole table; the rows moved are not).
+ */
+export interface SubsetPlan {
+  rules: SubsetRule[];
+  graph: Graph;
+  /** The rows a `percent` + `orderBy` rule takes. */
+  limits: Map<SubsetRule, number>;
+}
+
+export async function planSubset(snapshotSession: pg.ClientBase, rules: SubsetRule[]): Promise<SubsetPlan> {
+  const graph = await readGraph(snapshotSession);
+  const missing = rules.filter((rule) => !graph.tables.includes(rule.table)).map((rule) => rule.table);
+  if (missing.length)
+    throw new Error(`--subset names ${[...new Set(missing)].join(', ')}, which the copy does not have`);
+  // As the choosing session reads: every row, or an error where a policy would hide some.
+  await snapshotSession.query('SET row_security = off');
+  const limits = new Map<SubsetRule, number>();
+  for (const rule of rules) {
+    if (rule.percent === undefined || rule.orderBy === undefined) continue;
+    const { rows } = await snapshotSession.query<{ n: string }>(
+      `SELECT ceil(count(*) * ${rule.percent} / 100.0)::bigint AS n FROM ${tableRows(rule.table, graph.partitioned)}`,
+    );
+    limits.set(rule, Number(rows[0]!.n));
+  }
+  return { rules, graph, limits };
+}
+
 /** The rows a rule chooses, as `SELECT <columns> …` (by default their addresses). */
-function ruleRows(rule: SubsetRule, rows: string, columns = 'tableoid, ctid'): string {
+function ruleRows(plan: SubsetPlan, rule: SubsetRule, rows: string, columns = 'tableoid, ctid'): string {
   if (rule.percent === undefined) return `SELECT ${columns} FROM ${rows} WHERE (${rule.where})`;
   if (rule.orderBy === undefined)
     // Repeatable: the same rows of the same data, every time.
     return `SELECT ${columns} FROM ${rows} TABLESAMPLE BERNOULLI (${rule.percent}) REPEATABLE (0)`;
-  return `SELECT ${columns} FROM ${rows} ORDER BY ${rule.orderBy}
-           LIMIT (SELECT ceil(count(*) * ${rule.percent} / 100.0)::bigint FROM ${rows})`;
+  return `SELECT ${columns} FROM ${rows} ORDER BY ${rule.orderBy} LIMIT ${plan.limits.get(rule)!}`;
 }
 
 /**
  * Chooses the subset's rows in the transaction `session` has open (the copy's snapshot, imported in a
  * read-write transaction: the lists are temporary tables). Tables kept whole are not listed.
  */
-async function choose(session: pg.ClientBase, rules: SubsetRule[], options: SubsetOptions): Promise<Chosen[]> {
-  const { tables, partitioned, keys } = await readGraph(session);
-  const missing = rules.filter((rule) => !tables.includes(rule.table)).map((rule) => rule.table);
-  if (missing.length)
-    throw new Error(`--subset names ${[...new Set(missing)].join(', ')}, which the copy does not have`);
+async function choose(session: pg.ClientBase, plan: SubsetPlan, options: SubsetOptions): Promise<Chosen[]> {
+  const { rules } = plan;
+  const { tables, partitioned, keys } = plan.graph;
   const named = new Set(rules.map((rule) => rule.table));
   const whole = (table: string) => !named.has(table) && options.rest === 'all';
   const chosen = new Map<string, Chosen>();
   for (const [index, table] of tables.entries()) {
-    const rows = `${partitioned.has(table) ? '' : 'ONLY '}${quoted(table)}`;
+    const rows = tableRows(table, partitioned);
     if (whole(table)) {
       chosen.set(table, { table, rows, partitioned: partitioned.has(table), keep: { whole: true } });
       continue;
@@ -173,7 +208,7 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
     if (result.rowCount) await session.query(`ANALYZE ${table.keep.list}`);
     return result.rowCount ?? 0;
   };
-  for (const rule of rules) await add(chosen.get(rule.table)!, ruleRows(rule, chosen.get(rule.table)!.rows), 0);
+  for (const rule of rules) await add(chosen.get(rule.table)!, ruleRows(plan, rule, chosen.get(rule.table)!.rows), 0);
 
   /**
    * The rows of `relation` (the table, or one of its partitions) added to `table`'s list since round
@@ -233,13 +268,13 @@ async function choose(session: pg.ClientBase, rules: SubsetRule[], options: Subs
 export async function copySubset(
   session: pg.ClientBase,
   target: pg.ClientBase,
-  rules: SubsetRule[],
+  plan: SubsetPlan,
   options: SubsetOptions,
 ): Promise<SubsetTable[]> {
   // COPY in text, read and written by sessions that agree on every setting that shapes it.
   for (const client of [session, target]) await client.query(TEXT_FORMAT_SETTINGS);
   await session.query('SET row_security = off');
-  const tables = await choose(session, rules, options);
+  const tables = await choose(session, plan, options);
   const copied: SubsetTable[] = [];
   for (const table of tables) {
     options.onStep?.(`copying ${table.table}`);
@@ -248,7 +283,7 @@ export async function copySubset(
     const names = columns.slice(1, -1);
     let select = `SELECT ${names} FROM ${table.rows} t`;
     if ('list' in table.keep) select += ` WHERE ${listedRows(table.keep.list, table.partitioned, 't', 'true')}`;
-    if ('rule' in table.keep) select = ruleRows(table.keep.rule, table.rows, names);
+    if ('rule' in table.keep) select = ruleRows(plan, table.keep.rule, table.rows, names);
     const source = session.query(copyTo(`COPY (${select}) TO STDOUT`));
     const sink = target.query(copyFrom(`COPY ${quoted(table.table)} ${columns} FROM STDIN`));
     await pipeline(source, sink);
