@@ -2,6 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import pg from 'pg';
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,6 +29,15 @@ export async function timed(fn: () => Promise<unknown>): Promise<number> {
   const started = process.hrtime.bigint();
   await fn();
   return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+/**
+ * Before every timed step: PostgreSQL's dirty buffers flushed (CHECKPOINT), and the kernel's too
+ * (sync), so that no step pays for the write-back of the files an earlier step wrote.
+ */
+export async function checkpoint(): Promise<void> {
+  await admin('postgres', 'CHECKPOINT');
+  await execa('sync');
 }
 
 export const median = (values: number[]) => percentile(values, 50);

@@ -43,7 +43,18 @@ import { benchPitr } from './pitr.js';
 import { benchTables } from './tables.js';
 import { benchQueue } from './queue.js';
 import { benchS3, type BenchRow } from './s3.js';
-import { admin, currentRss, forkWorker, median, peakRss, redisUrl, stopWorkers, timed, urlFor } from './lib.js';
+import {
+  admin,
+  checkpoint,
+  currentRss,
+  forkWorker,
+  median,
+  peakRss,
+  redisUrl,
+  stopWorkers,
+  timed,
+  urlFor,
+} from './lib.js';
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_300_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -115,15 +126,6 @@ async function ensureDatabase(name: string, count: number): Promise<number> {
 async function databaseSize(name: string): Promise<number> {
   const [row] = await admin<{ size: string }>('postgres', `SELECT pg_database_size('${name}') AS size`);
   return Number(row!.size);
-}
-
-/**
- * Before every timed step: PostgreSQL's dirty buffers flushed (CHECKPOINT), and the kernel's too
- * (sync), so that no step pays for the write-back of the files an earlier step wrote.
- */
-async function checkpoint(): Promise<void> {
-  await admin('postgres', 'CHECKPOINT');
-  await execa('sync');
 }
 
 async function main(): Promise<void> {

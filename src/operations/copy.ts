@@ -5,7 +5,7 @@ import { BackupCatalogue } from '../backups/catalogue.js';
 import { WorkArea } from '../backups/work-area.js';
 import { databaseIdentity } from '../config.js';
 import { PermanentError, ValidationError } from '../errors.js';
-import { connect, exportSnapshot, inTransaction, quoteLiteral, runScript } from '../postgres/client.js';
+import { connect, exportSnapshot, inTransaction, runScript } from '../postgres/client.js';
 import { readIdentity, type DatabaseIdentity } from '../postgres/identity.js';
 import { columnFacts, listTables, userTables, type ColumnFact, type SizedTable } from '../postgres/catalog.js';
 import { applyMasks, type MaskedTable, type TableMask } from '../postgres/masking.js';
@@ -316,8 +316,8 @@ async function maskCopy(context: OperationContext<CopyPayload>, shadowUrl: strin
 }
 
 /**
- * `subset`: the schema, then only the chosen rows (chosen on the source in its snapshot, by a session of
- * this job's importing it), sequence values and large objects, then indexes and constraints, each
+ * `subset`: the schema, then only the chosen rows (chosen on the source in its snapshot, by the session that
+ * exported it), sequence values and large objects, then indexes and constraints, each
  * foreign key validated.
  */
 async function subsetFill(
@@ -329,17 +329,15 @@ async function subsetFill(
   const tools = { sourceUrl: source.url, targetUrl: shadowUrl, snapshot: snapshot.id, binDir, onLine: context.log };
   let kept: SubsetTable[] = [];
   let tables: string[] = [];
-  // Read by the session holding the snapshot, idle otherwise, while the schema is restored.
-  const planned = planSubset(snapshot.client, payload.subset!);
+  // The session holding the snapshot, idle otherwise, reads what the subset needs while the schema is
+  // restored, then chooses the rows and copies them.
+  const session = snapshot.client;
+  const planned = planSubset(session, payload.subset!);
   planned.catch(() => undefined); // awaited below, where an error fails the subset
   await withWorkDirs(context, (workDir, fifoDir) =>
     copyAroundSchema({ ...tools, workDir, signal, jobs: payload.jobs }, async () => {
-      const session = await connect(source.url, `dbops:copy:${jobId}`, source.env);
       const shadow = await connect(shadowUrl, `dbops:copy:${jobId}`);
       try {
-        // Read-write, for the lists of chosen rows (temporary tables); it writes nothing else.
-        await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-        await session.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.id)}`);
         kept = await copySubset(session, shadow, await planned, {
           rest: payload.rest,
           withChildren: payload.withChildren,
@@ -350,7 +348,6 @@ async function subsetFill(
         if (signal.aborted) throw error;
         throw new PermanentError(`the subset failed: ${(error as Error).message}; the target was not touched`);
       } finally {
-        await session.end().catch(() => undefined);
         await shadow.end().catch(() => undefined);
       }
       context.log(`subset: ${kept.map((table) => `${table.table} ${table.rows}`).join(', ')}`);
@@ -438,7 +435,8 @@ export const copy = defineOperation({
       if (payload.mask) checkPolicy(payload.mask, await columnFacts(probe), source.env);
       if (payload.sourceSettings) identity = await readIdentity(probe, source.database);
       if (payload.verify || payload.jobs > 1 || payload.subset) {
-        snapshot = { id: await exportSnapshot(probe), client: probe };
+        // A subset's session lists the chosen rows in temporary tables: read-write (it writes nothing else).
+        snapshot = { id: await exportSnapshot(probe, payload.subset ? 'READ WRITE' : 'READ ONLY'), client: probe };
       }
     } catch (error) {
       await probe.end().catch(() => undefined);

@@ -97,8 +97,11 @@ export async function runScript(client: pg.ClientBase, sql: string): Promise<voi
  * Opens a read-only repeatable-read transaction on `client` and exports its snapshot: other sessions
  * (pg_dump --snapshot, parallel COPY streams) then see exactly what it sees, while it stays open.
  */
-export async function exportSnapshot(client: pg.ClientBase): Promise<string> {
-  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+export async function exportSnapshot(
+  client: pg.ClientBase,
+  access: 'READ ONLY' | 'READ WRITE' = 'READ ONLY',
+): Promise<string> {
+  await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ ${access}`);
   return (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
 }
 

@@ -164,8 +164,8 @@ function ruleRows(plan: SubsetPlan, rule: SubsetRule, rows: string, columns = 't
 }
 
 /**
- * Chooses the subset's rows in the transaction `session` has open (the copy's snapshot, imported in a
- * read-write transaction: the lists are temporary tables). Tables kept whole are not listed.
+ * Chooses the subset's rows in the transaction `session` has open (the one that exported the copy's
+ * snapshot, read-write: the lists are temporary tables). Tables kept whole are not listed.
  */
 async function choose(session: pg.ClientBase, plan: SubsetPlan, options: SubsetOptions): Promise<Chosen[]> {
   const { rules } = plan;
@@ -261,8 +261,8 @@ async function choose(session: pg.ClientBase, plan: SubsetPlan, options: SubsetO
 }
 
 /**
- * Chooses the subset on the source (`session`: a transaction in the copy's snapshot, read-write for its
- * temporary tables) and copies the chosen rows into the target (`target`: the shadow database, its
+ * Chooses the subset on the source (`session`: the transaction that exported the copy's snapshot,
+ * read-write for its temporary tables, `plan` read in it) and copies the chosen rows into the target (`target`: the shadow database, its
  * tables made, their keys not yet), table by table. Returns the rows each table received.
  */
 export async function copySubset(
