@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobTag } from '../src/job-ids.js';
 import { rewriteOwnManifest } from './helpers/manifests.js';
-import { fingerprint, loadPagila, sql } from './helpers/pg.js';
+import { fingerprint, loadPagila, scratchDatabasesOf, sql } from './helpers/pg.js';
 import { Rig } from './helpers/rig.js';
 
 describe('restore --table --suffix', () => {
@@ -85,10 +85,11 @@ describe('restore --table --suffix', () => {
       backupId: backups.custom,
       tables: [{ table: 'public.orders', restoredAs: 'public.orders_restored', rows: 500, checked: 'content digest' }],
     });
-    // Only what the table needs was restored into the scratch database, not every definition.
+    // Only the definitions the table needs were restored into the scratch database, not every one, and
+    // none of its rows: they went from the archive into the live database alone.
     const jobId = /job (\S+)/.exec(run.stderr)?.[1];
     const shown = JSON.parse((await rig.cli(['jobs', 'show', jobId!, '--json'])).stdout) as { logs: string[] };
-    expect(shown.logs.join('\n')).toContain('processing data for table "public.orders"');
+    expect(shown.logs.join('\n')).not.toContain('processing data for table');
     expect(shown.logs.join('\n')).not.toContain('restoring every definition');
     expect(shown.logs.join('\n')).toMatch(/restoring what 1 table\(s\) need: \d+ of the archive's \d+ entries/);
     const after = await fingerprint(db());
@@ -570,6 +571,50 @@ describe('restore --table --suffix', () => {
     expect(run.stderr).toMatch(/the archive is damaged: sha256 does not match.*; nothing was changed/);
     expect(await fingerprint(db())).toEqual(before);
     expect(await leftovers()).toEqual([]);
+  });
+
+  it('the rows are checked against the manifest before they are committed: a count or a digest that differs leaves nothing', async () => {
+    const made = await rig.cli(['backup', '--env', 'app', '--digests', '--wait', '--json']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const { backupId } = JSON.parse(made.stdout) as { backupId: string };
+    const restoreChecked = () =>
+      rig.cli([
+        'restore',
+        '--env',
+        'app',
+        '--backup',
+        backupId,
+        '--table',
+        'public.orders',
+        '--suffix',
+        '_chk',
+        '--wait',
+      ]);
+    const before = await fingerprint(db());
+    let rows = 0;
+    await rewriteOwnManifest(rig.backupDir, backupId, (manifest) => {
+      const counts = manifest.rowCounts as Record<string, number>;
+      rows = counts['public.orders']!;
+      counts['public.orders'] = rows + 1;
+    });
+    const miscounted = await restoreChecked();
+    expect(miscounted.exitCode).toBe(1);
+    expect(miscounted.stderr).toContain(
+      `public.orders restored with ${rows} rows where the backup's manifest says ${rows + 1}; nothing was changed`,
+    );
+    expect(await fingerprint(db())).toEqual(before);
+
+    await rewriteOwnManifest(rig.backupDir, backupId, (manifest) => {
+      (manifest.rowCounts as Record<string, number>)['public.orders'] = rows;
+      (manifest.tableDigests as Record<string, string>)['public.orders'] = '0'.repeat(32);
+    });
+    const otherContents = await restoreChecked();
+    expect(otherContents.exitCode).toBe(1);
+    expect(otherContents.stderr).toContain(
+      "public.orders restored with other contents than the backup's manifest records (its digest differs); nothing was changed",
+    );
+    expect(await fingerprint(db())).toEqual(before);
+    expect(await scratchDatabasesOf(db())).toEqual([]);
   });
 
   it('--replace drops what an earlier attempt of its job left, and nothing of anyone else', async () => {

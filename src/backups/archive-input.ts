@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import type { Config } from '../config.js';
@@ -191,6 +191,38 @@ export async function tocSql(
   signal?: AbortSignal,
 ): Promise<string> {
   return readWithPgRestore(input, [`--use-list=${listFile}`, '--file=-'], binDir, signal);
+}
+
+/**
+ * pg_restore writing the SQL script of what `args` select (e.g. `--data-only --use-list=…`) on its
+ * stdout, for the caller to read; `done` settles when it has ended, a decryption failure the error
+ * reported.
+ */
+export function archiveScript(
+  input: ArchiveInput,
+  args: string[],
+  options: Pick<RestoreArchiveOptions, 'binDir' | 'signal' | 'onLine'>,
+): { script: Readable; done: Promise<void> } {
+  const tail = new StderrTail();
+  const child = startTool('pg_restore', ['--no-password', '--exit-on-error', '--file=-', ...args, ...input.args], {
+    signal: options.signal,
+    binDir: options.binDir,
+    stdin: input.feed ? 'pipe' : 'ignore',
+    stdout: 'pipe',
+    onStderrLine: (line) => {
+      tail.push(line);
+      options.onLine?.(line);
+    },
+  });
+  const fed = input.feed?.(child.stdin!).catch((error: unknown) => {
+    child.kill();
+    throw error;
+  });
+  const done = Promise.allSettled([finishTool('pg_restore', child, tail), fed]).then(([written, feeding]) => {
+    if (feeding.status === 'rejected') throw blameArchive(feeding.reason);
+    if (written.status === 'rejected') throw blameArchive(written.reason);
+  });
+  return { script: child.stdout!, done };
 }
 
 export interface RestoreArchiveOptions {

@@ -49,6 +49,17 @@ export interface ScratchRestoreOptions {
    * their columns are made of, their rows), every definition and `steps` only if that fails.
    */
   onlyTables?: TableName[];
+  /**
+   * With onlyTables: their definitions alone, no rows (the caller reads those from the archive itself,
+   * `use`'s third argument).
+   */
+  withoutRows?: boolean;
+}
+
+/** The archive a scratch restore read, for its caller: pg_restore's input, and its table of contents if read. */
+export interface ScratchArchive {
+  input: ArchiveInput;
+  toc?: string[];
 }
 
 /**
@@ -60,7 +71,7 @@ export async function withScratchRestore<T>(
   server: DatabaseTarget,
   manifest: Manifest,
   options: ScratchRestoreOptions,
-  use: (scratchUrl: string, scratch: string) => Promise<T>,
+  use: (scratchUrl: string, scratch: string, archive: ScratchArchive) => Promise<T>,
 ): Promise<T> {
   const release = await options.store.markInUse(manifest.id, options.owner.job);
   try {
@@ -74,7 +85,7 @@ async function restoreIntoScratch<T>(
   server: DatabaseTarget,
   manifest: Manifest,
   options: ScratchRestoreOptions,
-  use: (scratchUrl: string, scratch: string) => Promise<T>,
+  use: (scratchUrl: string, scratch: string, archive: ScratchArchive) => Promise<T>,
 ): Promise<T> {
   const { config, store, owner, signal, workArea } = options;
   const workDir = workArea ? () => workArea.jobSubdir(owner.job, 'download') : undefined;
@@ -83,10 +94,10 @@ async function restoreIntoScratch<T>(
     if (!options.checkIntegrity) return await restorePrepared(server, manifest, options, prepared.input, use);
     const damage = archiveDamage(prepared);
     const damaged = (reason: string) => new PermanentError(`the archive is damaged: ${reason}; nothing was changed`);
-    return await restorePrepared(server, manifest, options, prepared.input, async (scratchUrl, scratch) => {
+    return await restorePrepared(server, manifest, options, prepared.input, async (scratchUrl, scratch, archive) => {
       const reason = await damage;
       if (reason) throw damaged(reason);
-      return use(scratchUrl, scratch);
+      return use(scratchUrl, scratch, archive);
     }).catch(async (error: unknown) => {
       const reason = await damage;
       throw reason ? damaged(reason) : error;
@@ -102,7 +113,7 @@ async function restorePrepared<T>(
   manifest: Manifest,
   options: ScratchRestoreOptions,
   input: ArchiveInput,
-  use: (scratchUrl: string, scratch: string) => Promise<T>,
+  use: (scratchUrl: string, scratch: string, archive: ScratchArchive) => Promise<T>,
 ): Promise<T> {
   const { config, owner, holder, signal } = options;
   const maintenanceUrl = withDatabase(server.url, config.PG_MAINTENANCE_DB);
@@ -111,7 +122,7 @@ async function restorePrepared<T>(
   // With onlyTables, first only what those tables need; should that fail, every definition.
   const attempts = [options.steps ?? [[]]];
   const narrow = options.onlyTables && (await narrowList(input, options, binDir));
-  if (narrow) attempts.unshift([[`--use-list=${narrow}`]]);
+  if (narrow) attempts.unshift([[`--use-list=${narrow.list}`]]);
   for (let attempt = 0; ; attempt += 1) {
     const scratch = scratchDatabaseName();
     const lock = await acquireDatabaseLock(
@@ -139,14 +150,14 @@ async function restorePrepared<T>(
           );
           continue;
         }
-        return await use(scratchUrl, scratch);
+        return await use(scratchUrl, scratch, { input, toc: narrow?.toc });
       } finally {
         await dropCreatedDatabase(maintenance, scratch, owner.ledger).catch(() => undefined);
       }
     } finally {
       await maintenance.end().catch(() => undefined);
       await lock.release();
-      if (narrow && attempt === 0) await rm(narrow, { force: true });
+      if (narrow && attempt === 0) await rm(narrow.list, { force: true });
     }
   }
 }
@@ -160,7 +171,7 @@ async function narrowList(
   input: ArchiveInput,
   options: ScratchRestoreOptions,
   binDir: string | undefined,
-): Promise<string | undefined> {
+): Promise<{ list: string; toc: string[] } | undefined> {
   if (!options.workArea || !options.onlyTables) return undefined;
   try {
     const dir = await options.workArea.jobSubdir(options.owner.job, 'toc');
@@ -169,12 +180,12 @@ async function narrowList(
     await writeFile(definitions, `${tableDefinitionLines(toc, options.onlyTables).join('\n')}\n`);
     const sequences = sequenceNamesIn(await tocSql(input, definitions, binDir, options.signal));
     const list = path.join(dir, 'tables.list');
-    const lines = tableRestoreLines(toc, options.onlyTables, sequences);
+    const lines = tableRestoreLines(toc, options.onlyTables, sequences, !options.withoutRows);
     await writeFile(list, `${lines.join('\n')}\n`);
     options.onLine?.(
       `restoring what ${options.onlyTables.length} table(s) need: ${lines.length} of the archive's ${toc.length} entries`,
     );
-    return list;
+    return { list, toc };
   } catch (error) {
     if (options.signal.aborted) throw error;
     return undefined;

@@ -51,9 +51,9 @@ export function sequenceNamesIn(sql: string): Set<string> {
 
 /**
  * The entries to restore for `tables`: building blocks, the tables, the sequences named, the tables'
- * rows, and the attachment of each partition restored with its partitioned table.
+ * rows unless `rows` is false, and the attachment of each partition restored with its partitioned table.
  */
-export function tableRestoreLines(toc: string[], tables: TableName[], sequences: Set<string>): string[] {
+export function tableRestoreLines(toc: string[], tables: TableName[], sequences: Set<string>, rows = true): string[] {
   const wanted = new Set(tables.map((table) => `${table.schema}.${table.table}`));
   const attached = new Set(tables.filter((table) => table.attached).map((table) => `${table.schema}.${table.table}`));
   return toc
@@ -61,9 +61,17 @@ export function tableRestoreLines(toc: string[], tables: TableName[], sequences:
     .filter(
       (entry) =>
         BUILDING_BLOCKS.includes(entry.type) ||
-        ((entry.type === 'TABLE' || entry.type === 'TABLE DATA') && wanted.has(entry.name!)) ||
+        ((entry.type === 'TABLE' || (rows && entry.type === 'TABLE DATA')) && wanted.has(entry.name!)) ||
         (entry.type === 'TABLE ATTACH' && attached.has(entry.name!)) ||
         (entry.type === 'SEQUENCE' && sequences.has(entry.name!)),
     )
     .map((entry) => entry.line);
+}
+
+/** The entries of the wanted tables' rows (a partitioned table has none of its own: its partitions do). */
+export function tableDataLines(toc: string[], tables: TableName[]): string[] {
+  const wanted = new Set(tables.map((table) => `${table.schema}.${table.table}`));
+  return toc
+    .map(parseEntry)
+    .flatMap((entry) => (entry.type === 'TABLE DATA' && wanted.has(entry.name!) ? [entry.line] : []));
 }

@@ -1,9 +1,12 @@
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
 import { BackupCatalogue } from '../backups/catalogue.js';
 import { backupIdSchema, type Manifest } from '../backups/manifest.js';
+import { tocLines } from '../backups/archive-input.js';
 import { withScratchRestore } from '../backups/scratch.js';
-import type { WorkArea } from '../backups/work-area.js';
+import { loadTables } from '../backups/table-load.js';
+import { tableDataLines } from '../backups/table-toc.js';
 import { PermanentError } from '../errors.js';
 import { jobTag } from '../job-ids.js';
 import { toolDirForServers } from '../postgres/binaries.js';
@@ -15,17 +18,14 @@ import {
   parseQualifiedName,
   parseSqlName,
   partitionTrees,
-  tableRef,
   type TableRef,
 } from '../postgres/catalog.js';
-import { digestTable } from '../postgres/compare.js';
+import { digestCheckSql } from '../postgres/compare.js';
 import { acquireDatabaseLock } from '../postgres/lock.js';
-import { makeFifo, pipeTools, withFifoDir } from '../postgres/pipe.js';
 import { nameWithSuffix, previousName } from '../postgres/databases.js';
 import { StepTimer } from '../postgres/replace.js';
 import {
   SwapRefused,
-  countTableRows,
   detachForTravel,
   dropMarkedTable,
   markTable,
@@ -34,15 +34,16 @@ import {
 } from '../postgres/table-restore.js';
 import { resolveTarget, withDatabase } from '../postgres/target.js';
 import { confirmField, envName, fieldGiven, fieldIs, implies, stepTimings, storeName, withRules } from './fields.js';
-import { defineOperation, type OperationContext } from './operation.js';
+import { defineOperation } from './operation.js';
 
 /*
  * `restore --env E --backup ID --table SCHEMA.TABLE...` with `--suffix S` or `--replace`: tables of a
- * backup come back without any other table being touched. The backup's definitions and the named
- * tables' rows are restored into a scratch database on the environment's server and their row counts
- * checked against the manifest; then each table (its columns, checks and rows; no indexes, keys or
- * triggers) moves into the environment's database in one transaction, under the database's lock:
- * as `<table><S>`, beside the live one, for the team to compare and copy rows back; or, with
+ * backup come back without any other table being touched. The definitions the named tables need are
+ * restored into a scratch database on the environment's server, where the tables are renamed; then,
+ * under the database's lock, each table (its columns, checks and rows; no indexes, keys or triggers)
+ * is made in the environment's database and loaded with the archive's rows in one transaction, which
+ * commits only once their counts (or digests) match the manifest (backups/table-load.ts): as
+ * `<table><S>`, beside the live one, for the team to compare and copy rows back; or, with
  * `--replace`, under a name of the job's, whose rows then replace the live table's in one more
  * transaction (postgres/table-restore.ts swapInRows), the live rows kept as `<table>_prev_<time>`.
  */
@@ -145,7 +146,6 @@ const result = z.object({
   steps: stepTimings,
 });
 export type RestoreTablesResult = z.infer<typeof result>;
-type RestoreTablesPayload = z.output<typeof schema>;
 
 export const restoretables = defineOperation({
   type: 'restoretables',
@@ -267,7 +267,7 @@ export const restoretables = defineOperation({
     );
 
     timer.mark('checks');
-    progress(5, `restoring ${manifest.id}'s definitions and ${wanted.length} table(s) into a scratch database`);
+    progress(5, `restoring ${manifest.id}'s definitions of ${wanted.length} table(s) into a scratch database`);
     const restored = await withScratchRestore(
       target,
       manifest,
@@ -286,81 +286,101 @@ export const restoretables = defineOperation({
           table: table.table,
           ...(table.partitionOf && { attached: true }),
         })),
-        steps: [
-          ['--section=pre-data'],
-          [
-            '--section=data',
-            ...[...new Set(wanted.map((table) => table.schema))].map((name) => `--schema=${name}`),
-            ...wanted.map((table) => `--table=${table.table}`),
-          ],
-        ],
+        withoutRows: true,
+        steps: [['--section=pre-data']],
       },
-      async (scratchUrl) => {
+      async (scratchUrl, _scratch, archive) => {
         timer.mark('scratch restore');
-        const scratch = await connect(scratchUrl, holder);
-        const counted: RestoreTablesResult['tables'] = [];
-        try {
-          for (const table of wanted) {
-            if (!(await relationExists(scratch, table.schema, table.table)))
-              throw new PermanentError(`backup ${manifest.id} has no table ${table.name}; nothing was changed`);
-            if (table.leaves) {
-              // Its rows are its partitions': counted and checked as theirs, below.
-              await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
-              if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
-              counted.push({
-                table: table.name,
-                restoredAs: await catalogName(scratch, table.schema, table.restoredAs),
-                rows: 0,
-                checked: 'nothing',
-              });
-              continue;
-            }
-            const rows = await countTableRows(scratch, table.schema, table.table);
-            const expected = manifest.rowCounts?.[table.name];
-            if (expected !== undefined && rows !== expected)
-              throw new PermanentError(
-                `${table.name} restored with ${rows} rows where the backup's manifest says ${expected}; nothing was changed`,
-              );
-            const digest = manifest.tableDigests?.[table.name];
-            if (digest !== undefined && (await digestTable(scratch, table.name)).hash !== digest)
-              throw new PermanentError(
-                `${table.name} restored with other contents than the backup's manifest records (its digest differs); nothing was changed`,
-              );
-            await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
-            if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
-            counted.push({
-              table: table.name,
-              restoredAs: await catalogName(scratch, table.schema, table.restoredAs),
-              rows,
-              ...(table.partitionOf && { partitionOf: table.partitionOf }),
-              checked: digest !== undefined ? 'content digest' : expected !== undefined ? 'row count' : 'nothing',
-            });
-          }
-          // A partitioned table: the rows of its partitions, checked as the least checked of them.
-          for (const table of wanted.filter((one) => one.leaves)) {
-            const entry = counted.find((one) => one.table === table.name)!;
-            const parts = counted.filter((part) => part.partitionOf === table.name);
-            entry.rows = parts.reduce((sum, part) => sum + part.rows, 0);
-            entry.checked =
-              (['nothing', 'row count', 'content digest'] as const).find((level) =>
-                parts.some((part) => part.checked === level),
-              ) ?? 'nothing';
-          }
-        } finally {
-          await scratch.end().catch(() => undefined);
-        }
-        timer.mark('check the rows');
-        progress(70, `moving ${wanted.length} table(s) into ${target.env}`);
         const binDir = await toolDirForServers(
           [withDatabase(target.url, config.PG_MAINTENANCE_DB)],
           config.PG_BIN_DIR,
           holder,
         );
+        // Each table renamed in the scratch database, cut loose from its sequences, and how its rows are checked.
+        const renamed = new Map<WantedTable, string>();
+        let checks = '';
+        const scratch = await connect(scratchUrl, holder);
+        try {
+          for (const table of wanted) {
+            if (!(await relationExists(scratch, table.schema, table.table)))
+              throw new PermanentError(`backup ${manifest.id} has no table ${table.name}; nothing was changed`);
+            await detachForTravel(scratch, table.schema, table.table, table.restoredAs);
+            if (payload.replace) await markTable(scratch, table.schema, table.restoredAs, mark);
+            const name = await catalogName(scratch, table.schema, table.restoredAs);
+            renamed.set(table, name);
+            const digest = manifest.tableDigests?.[table.name];
+            if (digest !== undefined && !table.leaves)
+              checks += await digestCheckSql(scratch, name, name, digest, digestDiffers(table.name));
+          }
+        } finally {
+          await scratch.end().catch(() => undefined);
+        }
+        const toc = archive.toc ?? (await tocLines(archive.input, binDir, signal));
+        const dataList = path.join(await catalogue.workArea.jobSubdir(context.job, 'toc'), 'rows.list');
+        await writeFile(dataList, `${tableDataLines(toc, wanted).join('\n')}\n`);
+        timer.mark('definitions renamed');
+
+        progress(40, `loading ${wanted.length} table(s) into ${target.env}`);
         const lock = await acquireDatabaseLock(target, { maintenanceDb: config.PG_MAINTENANCE_DB, holder, signal });
+        const counted: RestoreTablesResult['tables'] = [];
         try {
           timer.mark('lock');
-          await travel(context, catalogue.workArea, scratchUrl, target.url, binDir, wanted);
-          timer.mark(payload.replace ? 'move beside the tables' : 'move into the database');
+          const withRows = wanted.filter((table) => !table.leaves);
+          const loaded = await loadTables({
+            liveUrl: target.url,
+            scratchUrl,
+            binDir,
+            signal,
+            onLine: log,
+            archive: archive.input,
+            dataList,
+            targets: new Map(withRows.map((table) => [table.name, renamed.get(table)!])),
+            definitions: wanted.map((table) => renamed.get(table)!),
+            checks,
+            beforeCommit: (rows: Map<string, number>) => {
+              for (const table of withRows) {
+                const got = rows.get(renamed.get(table)!) ?? 0;
+                const expected = manifest.rowCounts?.[table.name];
+                if (expected !== undefined && got !== expected)
+                  throw new PermanentError(
+                    `${table.name} restored with ${got} rows where the backup's manifest says ${expected}; nothing was changed`,
+                  );
+              }
+            },
+          }).catch((error: unknown) => {
+            const differing = wanted.find((table) => (error as Error).message.includes(digestDiffers(table.name)));
+            throw differing ? new PermanentError(`${digestDiffers(differing.name)}; nothing was changed`) : error;
+          });
+          const entries = new Map<WantedTable, RestoreTablesResult['tables'][number]>();
+          for (const table of withRows) {
+            const digest = manifest.tableDigests?.[table.name] !== undefined;
+            const expected = manifest.rowCounts?.[table.name] !== undefined;
+            entries.set(table, {
+              table: table.name,
+              restoredAs: renamed.get(table)!,
+              rows: loaded.get(renamed.get(table)!) ?? 0,
+              ...(table.partitionOf && { partitionOf: table.partitionOf }),
+              checked: digest ? 'content digest' : expected ? 'row count' : 'nothing',
+            });
+          }
+          for (const table of wanted) {
+            if (!table.leaves) {
+              counted.push(entries.get(table)!);
+              continue;
+            }
+            // A partitioned table: the rows of its partitions, checked as the least checked of them.
+            const parts = [...entries.values()].filter((part) => part.partitionOf === table.name);
+            counted.push({
+              table: table.name,
+              restoredAs: renamed.get(table)!,
+              rows: parts.reduce((sum, part) => sum + part.rows, 0),
+              checked:
+                (['nothing', 'row count', 'content digest'] as const).find((level) =>
+                  parts.some((part) => part.checked === level),
+                ) ?? 'nothing',
+            });
+          }
+          timer.mark(payload.replace ? 'load beside the tables' : 'load into the database');
           if (payload.replace) {
             const now = new Date();
             progress(85, `swapping the backup's rows into ${wanted.map((table) => table.name).join(', ')}`);
@@ -470,56 +490,9 @@ function tablesOfSchemas(manifest: Manifest, schemas: string[]): string[] {
   return found;
 }
 
+const digestDiffers = (table: string) =>
+  `${table} restored with other contents than the backup's manifest records (its digest differs)`;
+
 function refusal(error: unknown): never {
   throw error instanceof SwapRefused ? new PermanentError(`${error.message}; nothing was changed`) : error;
-}
-
-/** The tables, renamed in the scratch database, dumped and restored into the live one in one transaction: every table comes, or none. */
-async function travel(
-  context: OperationContext<RestoreTablesPayload>,
-  workArea: WorkArea,
-  scratchUrl: string,
-  liveUrl: string,
-  binDir: string | undefined,
-  tables: { schema: string; restoredAs: string }[],
-): Promise<void> {
-  try {
-    // Beside the scratch restore's own download directory, in the job's work area (which recovery clears).
-    await withFifoDir(await workArea.jobSubdir(context.job, 'fifo'), async (fifoDir) => {
-      const fifo = path.join(fifoDir, 'stream');
-      if (!(await makeFifo(fifo))) throw new Error(`cannot make a FIFO in ${fifoDir}`);
-      const options = { signal: context.signal, binDir, onStderrLine: context.log };
-      await pipeTools(
-        {
-          tool: 'pg_dump',
-          args: [
-            '--format=custom',
-            '--compress=0',
-            '--no-owner',
-            '--no-acl',
-            '--no-password',
-            '--no-sync',
-            ...tables.map((table) => `--table=${tableRef(table.schema, table.restoredAs).sql}`),
-            `--file=${fifo}`,
-          ],
-          options: { ...options, url: scratchUrl },
-        },
-        {
-          tool: 'pg_restore',
-          args: [
-            '--single-transaction',
-            '--exit-on-error',
-            '--no-owner',
-            '--no-acl',
-            '--no-password',
-            '--format=custom',
-            fifo,
-          ],
-          options: { ...options, url: liveUrl },
-        },
-      );
-    });
-  } finally {
-    await workArea.removeJobSubdir(context.job, 'fifo');
-  }
 }

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { rowTextByName, userTables } from './catalog.js';
-import { TEXT_FORMAT_SETTINGS } from './client.js';
+import { TEXT_FORMAT_SETTINGS, quoteLiteral } from './client.js';
 
 export interface TableDigest {
   table: string;
@@ -25,14 +26,40 @@ export async function digestTable(client: pg.ClientBase, table: string): Promise
   return hashTable(client, table);
 }
 
+/** The digest of `table`'s rows (aliased t), `row` the text of each. */
+const hashOf = (row: string) =>
+  `md5(count(*) || ':' || coalesce(sum(('x' || left(md5(${row}), 15))::bit(60)::bigint), 0))`;
+
 /** digestTable, in a session whose settings are DIGEST_SETTINGS already. */
 async function hashTable(client: pg.ClientBase, table: string): Promise<TableDigest> {
   const row = await rowTextByName(client, table, 't');
   const { rows } = await client.query<{ rows: string; hash: string }>(
-    `SELECT count(*) AS rows, md5(count(*) || ':' || coalesce(sum(('x' || left(md5(${row}), 15))::bit(60)::bigint), 0)) AS hash
-       FROM ONLY ${table} t`,
+    `SELECT count(*) AS rows, ${hashOf(row)} AS hash FROM ONLY ${table} t`,
   );
   return { table, rows: Number(rows[0]!.rows), hash: rows[0]!.hash };
+}
+
+/**
+ * SQL, for a script run elsewhere (in the transaction that loads `table`), that raises `message` unless
+ * the table's rows have digestTable's `hash`; its columns are read through `client` from `columnsOf`, a
+ * table with the same ones.
+ */
+export async function digestCheckSql(
+  client: pg.ClientBase,
+  columnsOf: string,
+  table: string,
+  hash: string,
+  message: string,
+): Promise<string> {
+  const row = await rowTextByName(client, columnsOf, 't');
+  const tag = `$dbops_${randomBytes(6).toString('hex')}$`;
+  return `${DIGEST_SETTINGS};
+DO ${tag} BEGIN
+  IF (SELECT ${hashOf(row)} FROM ONLY ${table} t) IS DISTINCT FROM ${quoteLiteral(hash)} THEN
+    RAISE EXCEPTION '%', ${quoteLiteral(message)};
+  END IF;
+END ${tag};
+`;
 }
 
 /**

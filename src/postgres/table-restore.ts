@@ -19,11 +19,6 @@ export async function relationExists(client: pg.ClientBase, schema: string, tabl
   return rows[0]!.found;
 }
 
-export async function countTableRows(client: pg.ClientBase, schema: string, table: string): Promise<number> {
-  const { rows } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${tableRef(schema, table).sql}`);
-  return Number(rows[0]!.n);
-}
-
 export async function detachForTravel(
   client: pg.ClientBase,
   schema: string,
