@@ -94,8 +94,9 @@ export async function runScript(client: pg.ClientBase, sql: string): Promise<voi
 }
 
 /**
- * Opens a read-only repeatable-read transaction on `client` and exports its snapshot: other sessions
- * (pg_dump --snapshot, parallel COPY streams) then see exactly what it sees, while it stays open.
+ * Opens a repeatable-read transaction on `client` (read-only unless `access` says otherwise: a subset's
+ * lists are temporary tables) and exports its snapshot: other sessions (pg_dump --snapshot, parallel
+ * COPY streams) then see exactly what it sees, while it stays open.
  */
 export async function exportSnapshot(
   client: pg.ClientBase,
