@@ -1,12 +1,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobTag } from '../src/job-ids.js';
+import { toolSessions } from './helpers/blocker.js';
 import { rewriteOwnManifest } from './helpers/manifests.js';
 import { fingerprint, loadPagila, scratchDatabasesOf, sql } from './helpers/pg.js';
-import { Rig } from './helpers/rig.js';
+import { Rig, type WorkerProcess } from './helpers/rig.js';
+import { waitFor } from './helpers/wait.js';
 
 describe('restore --table --suffix', () => {
   let rig: Rig;
+  let restoreWorker: WorkerProcess;
   const backups: Record<string, string> = {};
   const db = () => rig.db('app');
   const count = async (query: string) => Number(Object.values((await sql(db(), query))[0]!)[0]);
@@ -47,7 +50,7 @@ describe('restore --table --suffix', () => {
     );
     rig.setEnv('app', db());
     await rig.startWorker('backup');
-    await rig.startWorker('restore');
+    restoreWorker = await rig.startWorker('restore');
     for (const format of ['custom', 'directory']) {
       // The custom-format backup records each table's digest too.
       const digests = format === 'custom' ? ['--digests'] : [];
@@ -650,5 +653,43 @@ describe('restore --table --suffix', () => {
       ).map((row) => row.name),
     ).toEqual([strangers, expect.stringMatching(/^film_prev_/)]);
     await sql(db(), `DROP TABLE ${strangers}`);
+  });
+
+  it('a worker killed while the rows load leaves nothing; another worker completes the job', async () => {
+    await sql(db(), 'CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS entry FROM generate_series(1, 1500000) g');
+    const made = await rig.cli(['backup', '--env', 'app', '--wait', '--json']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const { backupId } = JSON.parse(made.stdout) as { backupId: string };
+    const before = await fingerprint(db());
+    const producer = rig.producer();
+    const job = await producer.enqueue('restoretables', {
+      env: 'app',
+      backup: backupId,
+      tables: ['public.ledger'],
+      suffix: '_back',
+    });
+    const outcome = producer.wait<'restoretables'>(job.id);
+    await waitFor(
+      'psql to be loading the rows',
+      async () =>
+        (
+          await sql(
+            db(),
+            `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'dbops-psql'
+                AND query LIKE 'COPY public.ledger_back %'`,
+          )
+        ).length > 0,
+      30_000,
+    );
+    restoreWorker.process.kill('SIGKILL');
+    await restoreWorker.exited;
+    await waitFor("the dead worker's psql to end", async () => (await toolSessions(db(), 'psql')).length === 0);
+    expect(await fingerprint(db())).toEqual(before);
+
+    restoreWorker = await rig.startWorker('restore');
+    expect((await outcome).state).toBe('completed');
+    expect(await count('SELECT count(*) FROM ledger_back')).toBe(1500000);
+    expect(await scratchDatabasesOf(db())).toEqual([]);
+    await sql(db(), 'DROP TABLE ledger, ledger_back');
   });
 });
