@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import type { Config } from '../config.js';
 import { ArchiveProblem, PermanentError, errorMessage } from '../errors.js';
-import { StderrTail, finishTool, startTool, toolPath } from '../postgres/tools.js';
+import { startTrackedTool, toolPath } from '../postgres/tools.js';
 import { DecryptStream, keyId } from './encryption.js';
 import type { Manifest } from './manifest.js';
 import { checkLocalArchive } from './file-store.js';
@@ -203,24 +203,9 @@ export function archiveScript(
   args: string[],
   options: Pick<RestoreArchiveOptions, 'binDir' | 'signal' | 'onLine'>,
 ): { script: Readable; done: Promise<void> } {
-  const tail = new StderrTail();
-  const child = startTool('pg_restore', ['--no-password', '--exit-on-error', '--file=-', ...args, ...input.args], {
-    signal: options.signal,
-    binDir: options.binDir,
-    stdin: input.feed ? 'pipe' : 'ignore',
+  const { child, done } = runPgRestore(input, ['--no-password', '--exit-on-error', '--file=-', ...args], {
+    ...options,
     stdout: 'pipe',
-    onStderrLine: (line) => {
-      tail.push(line);
-      options.onLine?.(line);
-    },
-  });
-  const fed = input.feed?.(child.stdin!).catch((error: unknown) => {
-    child.kill();
-    throw error;
-  });
-  const done = Promise.allSettled([finishTool('pg_restore', child, tail), fed]).then(([written, feeding]) => {
-    if (feeding.status === 'rejected') throw blameArchive(feeding.reason);
-    if (written.status === 'rejected') throw blameArchive(written.reason);
   });
   return { script: child.stdout!, done };
 }
@@ -238,7 +223,6 @@ export interface RestoreArchiveOptions {
 
 /** pg_restore of a whole archive into the database at `url`; a decryption failure is the error reported. */
 export async function restoreArchive(input: ArchiveInput, url: string, options: RestoreArchiveOptions): Promise<void> {
-  const tail = new StderrTail();
   const args = [
     '--verbose',
     '--no-password',
@@ -246,21 +230,34 @@ export async function restoreArchive(input: ArchiveInput, url: string, options: 
     `--jobs=${input.parallel ? options.jobs : 1}`,
     ...(options.extraArgs ?? []),
   ];
-  const child = startTool('pg_restore', [...args, ...input.args], {
-    url,
+  await runPgRestore(input, args, { ...options, url }).done;
+}
+
+/**
+ * pg_restore of `input` with `args`, the archive fed into its stdin where it comes that way; `done`
+ * settles when both have ended, a failure to feed it (an archive that does not decrypt) the error
+ * reported before pg_restore's own, and any permanent failure the archive's.
+ */
+function runPgRestore(
+  input: ArchiveInput,
+  args: string[],
+  options: Pick<RestoreArchiveOptions, 'binDir' | 'signal' | 'onLine'> & { url?: string; stdout?: 'pipe' },
+): { child: ResultPromise; done: Promise<void> } {
+  const { child, finished } = startTrackedTool('pg_restore', [...args, ...input.args], {
+    url: options.url,
     signal: options.signal,
     binDir: options.binDir,
     stdin: input.feed ? 'pipe' : 'ignore',
-    onStderrLine: (line) => {
-      tail.push(line);
-      options.onLine?.(line);
-    },
+    stdout: options.stdout,
+    onStderrLine: options.onLine,
   });
   const fed = input.feed?.(child.stdin!).catch((error: unknown) => {
     child.kill(); // what it has read is authenticated, but the rest never will be
     throw error;
   });
-  const [restored, feeding] = await Promise.allSettled([finishTool('pg_restore', child, tail), fed]);
-  if (feeding.status === 'rejected') throw blameArchive(feeding.reason);
-  if (restored.status === 'rejected') throw blameArchive(restored.reason);
+  const done = Promise.allSettled([finished, fed]).then(([restored, feeding]) => {
+    if (feeding.status === 'rejected') throw blameArchive(feeding.reason);
+    if (restored.status === 'rejected') throw blameArchive(restored.reason);
+  });
+  return { child, done };
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import readline from 'node:readline';
 import type { Readable } from 'node:stream';
-import { StderrTail, finishTool, startTool } from '../postgres/tools.js';
+import { startTrackedTool } from '../postgres/tools.js';
 import { archiveScript, type ArchiveInput } from './archive-input.js';
 import { CopyRetarget } from './copy-retarget.js';
 
@@ -40,8 +40,7 @@ export interface TableLoadOptions {
 export async function loadTables(options: TableLoadOptions): Promise<Map<string, number>> {
   const { signal, binDir, onLine } = options;
   const marker = `dbops-loaded-${randomBytes(8).toString('hex')}`;
-  const psqlTail = new StderrTail();
-  const psql = startTool(
+  const { child: psql, finished } = startTrackedTool(
     'psql',
     [
       '--no-psqlrc',
@@ -58,13 +57,9 @@ export async function loadTables(options: TableLoadOptions): Promise<Map<string,
       binDir,
       stdin: 'pipe',
       stdout: 'pipe',
-      onStderrLine: (line) => {
-        psqlTail.push(line);
-        onLine(line);
-      },
+      onStderrLine: onLine,
     },
   );
-  const finished = finishTool('psql', psql, psqlTail);
   finished.catch(() => undefined); // awaited below
   const ended = finished.then(() => {
     throw new Error('psql ended before its script did');
@@ -86,8 +81,7 @@ export async function loadTables(options: TableLoadOptions): Promise<Map<string,
   };
 
   try {
-    const dumpTail = new StderrTail();
-    const dump = startTool(
+    const dump = startTrackedTool(
       'pg_dump',
       [
         '--schema-only',
@@ -101,13 +95,10 @@ export async function loadTables(options: TableLoadOptions): Promise<Map<string,
         signal,
         binDir,
         stdout: 'pipe',
-        onStderrLine: (line) => {
-          dumpTail.push(line);
-          onLine(line);
-        },
+        onStderrLine: onLine,
       },
     );
-    await Promise.all([send(dump.stdout as Readable), finishTool('pg_dump', dump, dumpTail)]);
+    await Promise.all([send(dump.child.stdout as Readable), dump.finished]);
 
     const retarget = new CopyRetarget(options.targets);
     const { script, done } = archiveScript(options.archive, ['--data-only', `--use-list=${options.dataList}`], {

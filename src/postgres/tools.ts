@@ -178,6 +178,26 @@ export async function finishTool(tool: PgTool, child: ResultPromise, tail: Stder
   }
 }
 
+/**
+ * startTool with its stderr kept (and still handed to `onStderrLine`): the child, and `finished`, which
+ * settles as finishTool does. A caller that may await it late attaches its own handler at once.
+ */
+export function startTrackedTool(
+  tool: PgTool,
+  args: string[],
+  options: ToolOptions,
+): { child: ResultPromise; tail: StderrTail; finished: Promise<void> } {
+  const tail = new StderrTail();
+  const child = startTool(tool, args, {
+    ...options,
+    onStderrLine: (line) => {
+      tail.push(line);
+      options.onStderrLine?.(line);
+    },
+  });
+  return { child, tail, finished: finishTool(tool, child, tail) };
+}
+
 const versions = new Map<string, Promise<string>>();
 
 /** `pg_dump (PostgreSQL) 15.20 …`, asked once per binary. */
