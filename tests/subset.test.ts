@@ -36,6 +36,8 @@ async function expectEveryKeyHolds(source: string, copy: string): Promise<void> 
 
 describe('copy --subset', () => {
   let rig: Rig;
+  /** `copy --from source --to dev` with these arguments, as the user runs it. */
+  const copyToDev = (args: string[]) => rig.cli(['copy', '--from', 'source', '--to', 'dev', ...args]);
   const count = async (database: string, query: string) => Number(Object.values((await sql(database, query))[0]!)[0]);
 
   beforeAll(async () => {
@@ -52,12 +54,7 @@ describe('copy --subset', () => {
     const policy = path.join(rig.backupDir, 'policy.yml');
     writeFileSync(policy, 'tables:\n  public.customer:\n    email: fake_email\n    "*": keep\nother_tables: keep\n');
     const before = await fingerprint(rig.db('source'));
-    const run = await rig.cli([
-      'copy',
-      '--from',
-      'source',
-      '--to',
-      'dev',
+    const run = await copyToDev([
       '--subset',
       `public.rental:${LAST_WEEK}`,
       '--rest',
@@ -99,12 +96,7 @@ describe('copy --subset', () => {
   });
 
   it('the newest 10 % of customers with --with children: their rentals and payments, and all these reference', async () => {
-    const run = await rig.cli([
-      'copy',
-      '--from',
-      'source',
-      '--to',
-      'dev',
+    const run = await copyToDev([
       '--subset',
       'public.customer:10% order by customer_id desc',
       '--with',
@@ -158,17 +150,7 @@ describe('copy --subset', () => {
 
   it('a 10 % sample, the rest copied whole: the same rows every time, every key holding', async () => {
     const sample = async () => {
-      const run = await rig.cli([
-        'copy',
-        '--from',
-        'source',
-        '--to',
-        'dev',
-        '--subset',
-        'public.rental:10%',
-        '--wait',
-        '--json',
-      ]);
+      const run = await copyToDev(['--subset', 'public.rental:10%', '--wait', '--json']);
       expect(run.exitCode, run.stderr).toBe(0);
       return (await sql<{ id: number }>(rig.db('dev'), 'SELECT rental_id AS id FROM rental ORDER BY 1')).map(
         (row) => row.id,
@@ -189,12 +171,7 @@ describe('copy --subset', () => {
 
   it('the newest 10 % of a partitioned table nothing references, the rest whole: exactly those rows, every key holding', async () => {
     // payment is read by its rule as it is copied (no key leads to or from its chosen rows): no list.
-    const run = await rig.cli([
-      'copy',
-      '--from',
-      'source',
-      '--to',
-      'dev',
+    const run = await copyToDev([
       '--subset',
       'public.payment:10% order by payment_date desc, payment_id desc',
       '--wait',
@@ -218,34 +195,16 @@ describe('copy --subset', () => {
   });
 
   it('refuses --verify with --subset, a table the copy does not have, and a subset without its condition', async () => {
-    const verify = await rig.cli([
-      'copy',
-      '--from',
-      'source',
-      '--to',
-      'dev',
-      '--subset',
-      'public.rental:true',
-      '--verify',
-    ]);
+    const verify = await copyToDev(['--subset', 'public.rental:true', '--verify']);
     expect(verify.exitCode).toBe(2);
     expect(verify.stderr).toContain('verify compares whole tables: it does not go with subset');
-    const bare = await rig.cli(['copy', '--from', 'source', '--to', 'dev', '--subset', 'public.rental']);
+    const bare = await copyToDev(['--subset', 'public.rental']);
     expect(bare.exitCode).toBe(2);
     expect(bare.stderr.trim()).toBe(
       'manage-db: --subset "public.rental": expected schema.table:SQL condition, or schema.table:N%',
     );
     const before = await fingerprint(rig.db('dev'));
-    const unknown = await rig.cli([
-      'copy',
-      '--from',
-      'source',
-      '--to',
-      'dev',
-      '--subset',
-      'public.nope:true',
-      '--wait',
-    ]);
+    const unknown = await copyToDev(['--subset', 'public.nope:true', '--wait']);
     expect(unknown.exitCode).toBe(1);
     expect(unknown.stderr).toContain(
       'the subset failed: --subset names public.nope, which the copy does not have; the target was not touched',

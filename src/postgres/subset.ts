@@ -126,8 +126,9 @@ const tableRows = (table: string, partitioned: Set<string>) =>
 
 /**
  * What the subset needs to know of the source before it chooses: its tables and keys, and how many rows
- * each percentage in an order takes. Read in the copy's snapshot by a session of its own, so that it can
- * run while the schema is restored (the count is a scan of the whole table; the rows moved are not).
+ * each percentage in an order takes. Read by the session that then chooses (planSubset sets it up to
+ * read every row), early enough to run while the schema is restored: the count is a scan of the whole
+ * table, the rows moved are not.
  */
 export interface SubsetPlan {
   rules: SubsetRule[];
@@ -262,8 +263,9 @@ async function choose(session: pg.ClientBase, plan: SubsetPlan, options: SubsetO
 
 /**
  * Chooses the subset on the source (`session`: the transaction that exported the copy's snapshot,
- * read-write for its temporary tables, `plan` read in it) and copies the chosen rows into the target (`target`: the shadow database, its
- * tables made, their keys not yet), table by table. Returns the rows each table received.
+ * read-write for its temporary tables, where planSubset read `plan`) and copies the chosen rows into the
+ * target (`target`: the shadow database, its tables made, their keys not yet), table by table. Returns
+ * the rows each table received.
  */
 export async function copySubset(
   session: pg.ClientBase,
@@ -273,7 +275,6 @@ export async function copySubset(
 ): Promise<SubsetTable[]> {
   // COPY in text, read and written by sessions that agree on every setting that shapes it.
   for (const client of [session, target]) await client.query(TEXT_FORMAT_SETTINGS);
-  await session.query('SET row_security = off');
   const tables = await choose(session, plan, options);
   const copied: SubsetTable[] = [];
   for (const table of tables) {
